@@ -1,0 +1,112 @@
+// `kelp agent` flags. Every path can be set so several agents (one per "node" network
+// namespace) run side by side on one machine.
+import { hostname } from 'node:os';
+export interface AgentOptions {
+  runDir: string;
+  stateDir: string;
+  bpfRoot: string;
+  cniBinDir: string;
+  cniConfDir: string;
+  installCni: boolean;
+  networkName: string;
+  podCidr: string;
+  mtu: number;
+  masquerade: boolean;
+  uplink?: string;
+  manifests?: string;
+  nodeName: string;
+  logLevel: string;
+  logFile?: string;
+}
+
+interface FlagSpec {
+  key: keyof AgentOptions;
+  flag: string;
+  kind: 'string' | 'number' | 'boolean';
+  help: string;
+}
+
+const FLAGS: FlagSpec[] = [
+  { key: 'runDir', flag: '--run-dir', kind: 'string', help: 'runtime directory; the API socket is <run-dir>/kelp.sock' },
+  { key: 'stateDir', flag: '--state-dir', kind: 'string', help: 'persistent state (IPAM, endpoints)' },
+  { key: 'bpfRoot', flag: '--bpf-root', kind: 'string', help: 'bpffs directory where maps and links are pinned' },
+  { key: 'cniBinDir', flag: '--cni-bin-dir', kind: 'string', help: 'where kelp-cni is installed' },
+  { key: 'cniConfDir', flag: '--cni-conf-dir', kind: 'string', help: 'where 05-kelp.conflist is written' },
+  { key: 'installCni', flag: '--install-cni', kind: 'boolean', help: 'install the plugin and conflist once ready (--no-install-cni to skip)' },
+  { key: 'networkName', flag: '--network-name', kind: 'string', help: 'CNI network name' },
+  { key: 'podCidr', flag: '--pod-cidr', kind: 'string', help: "this node's pod CIDR (built-in IPAM range)" },
+  { key: 'mtu', flag: '--mtu', kind: 'number', help: 'pod interface MTU' },
+  { key: 'masquerade', flag: '--masquerade', kind: 'boolean', help: 'SNAT pod traffic leaving the node to the uplink address (--no-masquerade to disable)' },
+  { key: 'uplink', flag: '--uplink', kind: 'string', help: 'uplink interface for masquerade (default: the default route\'s device)' },
+  { key: 'manifests', flag: '--manifests', kind: 'string', help: 'standalone mode: watched directory of Namespace/Pod manifests' },
+  { key: 'nodeName', flag: '--node-name', kind: 'string', help: 'node name (pods with another spec.nodeName are ignored)' },
+  { key: 'logLevel', flag: '--log-level', kind: 'string', help: 'trace|debug|info|warn|error' },
+  { key: 'logFile', flag: '--log-file', kind: 'string', help: 'log to this file instead of stderr' },
+];
+
+export function defaultAgentOptions(): AgentOptions {
+  return {
+    runDir: '/run/kelp',
+    stateDir: '/var/lib/kelp',
+    bpfRoot: '/sys/fs/bpf/kelp',
+    cniBinDir: '/opt/cni/bin',
+    cniConfDir: '/etc/cni/net.d',
+    installCni: true,
+    networkName: 'kelp',
+    podCidr: '10.244.0.0/24',
+    mtu: 1500,
+    masquerade: true,
+    nodeName: hostname(),
+    logLevel: 'info',
+  };
+}
+
+export class UsageError extends Error {}
+
+export function agentHelp(): string {
+  const d = defaultAgentOptions() as unknown as Record<string, unknown>;
+  const lines = ['Usage: kelp agent [flags]', '', 'Runs the kelp agent: CNI server, datapath owner, reconcilers.', '', 'Flags:'];
+  for (const f of FLAGS) {
+    const def = d[f.key];
+    const name = f.kind === 'boolean' ? `${f.flag}` : `${f.flag} ${f.kind === 'number' ? 'N' : 'VALUE'}`;
+    lines.push(`  ${name.padEnd(26)} ${f.help}${def !== undefined ? ` (default ${JSON.stringify(def)})` : ''}`);
+  }
+  lines.push(`  ${'--help'.padEnd(26)} this text`);
+  return lines.join('\n');
+}
+
+/** Parses `--flag value`, `--flag=value` and `--no-flag`. */
+export function parseAgentArgs(argv: string[]): AgentOptions {
+  const opts = defaultAgentOptions();
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i];
+    const eq = arg.indexOf('=');
+    const name = eq >= 0 ? arg.slice(0, eq) : arg;
+    const negated = name.startsWith('--no-');
+    const spec = FLAGS.find((f) => f.flag === (negated ? `--${name.slice(5)}` : name));
+    if (!spec) throw new UsageError(`unknown flag ${JSON.stringify(arg)}; see kelp agent --help`);
+    const o = opts as unknown as Record<string, unknown>;
+    if (spec.kind === 'boolean') {
+      if (eq >= 0) {
+        const v = arg.slice(eq + 1);
+        if (v !== 'true' && v !== 'false') throw new UsageError(`${spec.flag} takes true or false, got ${JSON.stringify(v)}`);
+        o[spec.key] = (v === 'true') !== negated;
+      } else {
+        o[spec.key] = !negated;
+      }
+      continue;
+    }
+    if (negated) throw new UsageError(`${spec.flag} is not a boolean flag`);
+    const value = eq >= 0 ? arg.slice(eq + 1) : argv[++i];
+    if (value === undefined) throw new UsageError(`${spec.flag} needs a value`);
+    if (spec.kind === 'number') {
+      const n = Number(value);
+      if (!Number.isInteger(n) || n <= 0) throw new UsageError(`${spec.flag} must be a positive integer, got ${JSON.stringify(value)}`);
+      o[spec.key] = n;
+    } else {
+      o[spec.key] = value;
+    }
+  }
+  if (opts.mtu < 576 || opts.mtu > 65535) throw new UsageError(`--mtu must be in 576..65535, got ${opts.mtu}`);
+  return opts;
+}

@@ -1,0 +1,138 @@
+// Standalone mode's source of desired state: a watched directory of YAML/JSON manifests.
+// A file that fails to parse or validate is rejected as a whole, with the file, document and
+// field named; the last good version of that file stays in effect, so a typo never deletes pods'
+// state. The agent keeps running.
+import { promises as fsp, watch, FSWatcher, mkdirSync } from 'node:fs';
+import path from 'node:path';
+import { parseAllDocuments } from 'yaml';
+import { KelpObject, ManifestError, validateObject } from './objects';
+import { ObjectStore } from './store';
+import type { Logger } from '../log';
+
+const MANIFEST_EXT = /\.(ya?ml|json)$/i;
+
+/** Parses a manifest file's text into validated objects (multi-document YAML, JSON, `kind: List`). */
+export function parseManifests(text: string, source: string): KelpObject[] {
+  const docs: unknown[] = [];
+  if (/^\s*[[{]/.test(text)) {
+    try {
+      docs.push(JSON.parse(text));
+    } catch (e) {
+      throw new ManifestError('(document)', `invalid JSON: ${(e as Error).message}`, source);
+    }
+  } else {
+    for (const [i, doc] of parseAllDocuments(text).entries()) {
+      if (doc.errors.length > 0) {
+        throw new ManifestError('(document)', `invalid YAML: ${doc.errors[0].message}`, `${source}#${i}`);
+      }
+      const value = doc.toJS();
+      if (value !== null && value !== undefined) docs.push(value);
+    }
+  }
+  const out: KelpObject[] = [];
+  const expanded: Array<{ doc: unknown; where: string }> = [];
+  docs.forEach((doc, i) => {
+    const d = doc as { kind?: unknown; items?: unknown };
+    if (d && typeof d === 'object' && d.kind === 'List') {
+      if (!Array.isArray(d.items)) throw new ManifestError('items', 'must be an array', `${source}#${i}`);
+      d.items.forEach((item, j) => expanded.push({ doc: item, where: `${source}#${i}.items[${j}]` }));
+    } else {
+      expanded.push({ doc, where: docs.length > 1 ? `${source}#${i}` : source });
+    }
+  });
+  for (const { doc, where } of expanded) {
+    try {
+      out.push(validateObject(doc));
+    } catch (e) {
+      if (e instanceof ManifestError) throw e.at(where);
+      throw e;
+    }
+  }
+  return out;
+}
+
+export interface ManifestProblem {
+  file: string;
+  error: string;
+}
+
+/** Watches a directory and keeps the store in sync with it. */
+export class ManifestDir {
+  private watcher?: FSWatcher;
+  private timer?: NodeJS.Timeout;
+  private scanning?: Promise<void>;
+  private rescanWanted = false;
+  private readonly good = new Map<string, { mtimeMs: number; size: number; objects: KelpObject[] }>();
+  readonly problems = new Map<string, string>();
+
+  constructor(
+    readonly dir: string,
+    private readonly store: ObjectStore,
+    private readonly log: Logger,
+  ) {}
+
+  async start(): Promise<void> {
+    mkdirSync(this.dir, { recursive: true });
+    await this.scan();
+    this.watcher = watch(this.dir, () => this.schedule());
+    this.watcher.on('error', (err) => this.log.warn({ err, dir: this.dir }, 'manifest watch error'));
+  }
+
+  stop(): void {
+    this.watcher?.close();
+    if (this.timer) clearTimeout(this.timer);
+  }
+
+  /** Debounced: editors write files in several steps. */
+  private schedule(): void {
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = setTimeout(() => void this.scan(), 50);
+  }
+
+  /** Re-reads changed files and applies the union of all good files to the store. */
+  scan(): Promise<void> {
+    if (this.scanning) {
+      this.rescanWanted = true;
+      return this.scanning;
+    }
+    this.scanning = this.doScan().finally(() => {
+      this.scanning = undefined;
+      if (this.rescanWanted) {
+        this.rescanWanted = false;
+        void this.scan();
+      }
+    });
+    return this.scanning;
+  }
+
+  private async doScan(): Promise<void> {
+    const names = (await fsp.readdir(this.dir)).filter((n) => MANIFEST_EXT.test(n) && !n.startsWith('.')).sort();
+    const present = new Set(names);
+    for (const name of [...this.good.keys()]) if (!present.has(name)) this.good.delete(name);
+    for (const name of [...this.problems.keys()]) if (!present.has(name)) this.problems.delete(name);
+    for (const name of names) {
+      const file = path.join(this.dir, name);
+      let st;
+      try {
+        st = await fsp.stat(file);
+      } catch {
+        continue;
+      }
+      const prev = this.good.get(name);
+      if (prev && prev.mtimeMs === st.mtimeMs && prev.size === st.size && !this.problems.has(name)) continue;
+      try {
+        const objects = parseManifests(await fsp.readFile(file, 'utf8'), file);
+        this.good.set(name, { mtimeMs: st.mtimeMs, size: st.size, objects });
+        this.problems.delete(name);
+      } catch (e) {
+        const msg = (e as Error).message;
+        if (this.problems.get(name) !== msg) this.log.error({ file, error: msg }, 'manifest rejected; keeping its last good version');
+        this.problems.set(name, msg);
+      }
+    }
+    const all: KelpObject[] = [];
+    for (const { objects } of this.good.values()) all.push(...objects);
+    const events = this.store.replaceFrom(`manifests:${this.dir}`, all);
+    if (events.length > 0) this.log.info({ changes: events.length }, 'manifests applied');
+  }
+}
