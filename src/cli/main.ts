@@ -1,0 +1,196 @@
+// `kelp` command line: the agent, and kubectl-like commands that talk to it.
+import { readdirSync, readFileSync, statSync } from 'node:fs';
+import path from 'node:path';
+import { agentHelp, parseAgentArgs, UsageError } from '../agent/options';
+import { parseManifests } from '../sources/manifests';
+import { KelpObject } from '../sources/objects';
+import { AgentUnreachable, requestJson } from './client';
+import { formatTable } from './table';
+
+const USAGE = `Usage: kelp <command> [flags]
+
+Commands:
+  agent [flags]               run the agent (kelp agent --help lists its flags)
+  apply -f FILE|DIR           create or update Namespace/Pod objects (standalone mode)
+  delete -f FILE|DIR          delete the objects in FILE|DIR
+  get pods|endpoints          list pods (IP, interface, state) or datapath endpoints
+  status                      agent health, map fill, attached programs
+  map dump NAME               decoded contents of a BPF map
+  version                     print the version
+
+Common flags:
+  --socket PATH               agent API socket (default $KELP_SOCKET or /run/kelp/kelp.sock)
+  -o table|json               output format (default table)
+`;
+
+interface CommonFlags {
+  socket: string;
+  output: 'table' | 'json';
+  files: string[];
+  rest: string[];
+}
+
+function parseCommon(argv: string[]): CommonFlags {
+  const out: CommonFlags = { socket: process.env.KELP_SOCKET ?? '/run/kelp/kelp.sock', output: 'table', files: [], rest: [] };
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i];
+    const next = () => {
+      const v = argv[++i];
+      if (v === undefined) throw new UsageError(`${a} needs a value`);
+      return v;
+    };
+    if (a === '--socket') out.socket = next();
+    else if (a.startsWith('--socket=')) out.socket = a.slice(9);
+    else if (a === '-o' || a === '--output') {
+      const v = next();
+      if (v !== 'json' && v !== 'table') throw new UsageError(`-o must be table or json, got ${JSON.stringify(v)}`);
+      out.output = v;
+    } else if (a === '-f' || a === '--filename') out.files.push(next());
+    else if (a.startsWith('-')) throw new UsageError(`unknown flag ${JSON.stringify(a)}`);
+    else out.rest.push(a);
+  }
+  return out;
+}
+
+/** Reads manifests from files and directories (non-recursive), validating locally first. */
+export function readManifestArgs(files: string[]): KelpObject[] {
+  if (files.length === 0) throw new UsageError('-f FILE|DIR is required');
+  const objects: KelpObject[] = [];
+  for (const f of files) {
+    const paths = statSync(f).isDirectory()
+      ? readdirSync(f)
+          .filter((n) => /\.(ya?ml|json)$/i.test(n))
+          .sort()
+          .map((n) => path.join(f, n))
+      : [f];
+    for (const p of paths) objects.push(...parseManifests(readFileSync(p, 'utf8'), p));
+  }
+  return objects;
+}
+
+function print(output: 'table' | 'json', data: unknown, table: () => string): void {
+  process.stdout.write(output === 'json' ? JSON.stringify(data, null, 2) + '\n' : table());
+}
+
+interface PodRow {
+  namespace: string;
+  name: string;
+  ip?: string;
+  interface?: string;
+  containerId?: string;
+  state: string;
+  labels: Record<string, string>;
+}
+interface EndpointRow {
+  id: number;
+  network: string;
+  containerId: string;
+  ifname: string;
+  ip: string;
+  hostIfname: string;
+  hostIfindex: number;
+  pod?: string;
+  state: string;
+}
+
+async function run(argv: string[]): Promise<number> {
+  const [cmd, ...args] = argv;
+  switch (cmd) {
+    case undefined:
+    case 'help':
+    case '--help':
+    case '-h':
+      process.stdout.write(USAGE);
+      return cmd === undefined ? 2 : 0;
+    case 'version':
+    case '--version':
+      process.stdout.write(`kelp ${require('../../package.json').version}\n`);
+      return 0;
+    case 'agent': {
+      if (args.includes('--help') || args.includes('-h')) {
+        process.stdout.write(agentHelp() + '\n');
+        return 0;
+      }
+      const opts = parseAgentArgs(args);
+      const { runAgent } = await import('../agent/agent');
+      await runAgent(opts);
+      return -1; // keeps running; exits on signal
+    }
+    case 'apply':
+    case 'delete': {
+      const f = parseCommon(args);
+      const objects = readManifestArgs(f.files);
+      const res = await requestJson<{ results: Array<{ key: string; action: string }> }>(f.socket, cmd === 'apply' ? 'POST' : 'DELETE', '/v1/objects', { objects });
+      for (const r of res.results) process.stdout.write(`${r.key} ${r.action}\n`);
+      return 0;
+    }
+    case 'get': {
+      const f = parseCommon(args);
+      const what = f.rest[0];
+      if (what === 'pods' || what === 'pod' || what === 'po') {
+        const pods = await requestJson<PodRow[]>(f.socket, 'GET', '/v1/pods');
+        print(f.output, pods, () =>
+          formatTable(
+            ['NAMESPACE', 'NAME', 'IP', 'INTERFACE', 'STATE', 'LABELS'],
+            pods.map((p) => [p.namespace, p.name, p.ip, p.interface, p.state, Object.entries(p.labels).map(([k, v]) => `${k}=${v}`).join(',')]),
+          ),
+        );
+        return 0;
+      }
+      if (what === 'endpoints' || what === 'endpoint' || what === 'ep') {
+        const eps = await requestJson<EndpointRow[]>(f.socket, 'GET', '/v1/endpoints');
+        print(f.output, eps, () =>
+          formatTable(
+            ['ID', 'POD', 'IP', 'INTERFACE', 'HOST-IF', 'CONTAINER', 'STATE'],
+            eps.map((e) => [e.id, e.pod, e.ip, e.ifname, `${e.hostIfname}(${e.hostIfindex})`, e.containerId.slice(0, 12), e.state]),
+          ),
+        );
+        return 0;
+      }
+      throw new UsageError(`kelp get: expected pods or endpoints, got ${JSON.stringify(what ?? '')}`);
+    }
+    case 'status': {
+      const f = parseCommon(args);
+      const st = await requestJson<{
+        ready: boolean;
+        node: string;
+        podCidr: string;
+        endpoints: number;
+        masquerade?: { uplink: string; address: string } | null;
+        maps: Array<{ name: string; type: string; entries: number; maxEntries: number }>;
+        attached: Array<{ ifname: string; ifindex: number; ingress: string[]; egress: string[] }>;
+        problems: string[];
+      }>(f.socket, 'GET', '/v1/status');
+      print(f.output, st, () => {
+        let out = `agent:      ${st.ready ? 'ready' : 'not ready'}\nnode:       ${st.node}\npod CIDR:   ${st.podCidr}\nendpoints:  ${st.endpoints}\n`;
+        out += `masquerade: ${st.masquerade ? `${st.masquerade.uplink} -> ${st.masquerade.address}` : 'off'}\n`;
+        if (st.problems.length) out += `problems:\n${st.problems.map((p) => `  - ${p}\n`).join('')}`;
+        out += '\nMAPS\n' + formatTable(['NAME', 'TYPE', 'ENTRIES', 'MAX', 'FILL'], st.maps.map((m) => [m.name, m.type, m.entries, m.maxEntries, `${((100 * m.entries) / m.maxEntries).toFixed(1)}%`]));
+        out += '\nATTACHED\n' + formatTable(['INTERFACE', 'IFINDEX', 'INGRESS', 'EGRESS'], st.attached.map((a) => [a.ifname, a.ifindex, a.ingress.join(','), a.egress.join(',')]));
+        return out;
+      });
+      return 0;
+    }
+    case 'map': {
+      const f = parseCommon(args);
+      if (f.rest[0] !== 'dump' || !f.rest[1]) throw new UsageError('usage: kelp map dump NAME');
+      const dump = await requestJson<{ name: string; entries: Array<{ key: unknown; value: unknown }> }>(f.socket, 'GET', `/v1/maps/${encodeURIComponent(f.rest[1])}`);
+      print(f.output, dump, () => formatTable(['KEY', 'VALUE'], dump.entries.map((e) => [JSON.stringify(e.key), JSON.stringify(e.value)])));
+      return 0;
+    }
+    default:
+      throw new UsageError(`unknown command ${JSON.stringify(cmd)}\n\n${USAGE}`);
+  }
+}
+
+export function main(argv: string[]): void {
+  run(argv).then(
+    (code) => {
+      if (code >= 0) process.exitCode = code;
+    },
+    (e: Error) => {
+      process.stderr.write(`kelp: ${e instanceof UsageError || e instanceof AgentUnreachable ? e.message : e.message}\n`);
+      process.exitCode = e instanceof UsageError ? 2 : 1;
+    },
+  );
+}

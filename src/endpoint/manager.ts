@@ -1,0 +1,311 @@
+// The endpoint manager: CNI ADD/DEL/CHECK/GC over netlink, IPAM and the datapath maps.
+// ADD is a transaction (a failure at any step undoes the steps before it); DEL is idempotent
+// and best effort (a missing netns, link, map entry or lease is already done).
+import { statSync, statfsSync } from 'node:fs';
+import { Ipam, IpamConfig, IpamError, parseIpamConfig } from '../ipam';
+import { isGone, podInterfaceCheck, podInterfaceSetup, podInterfaceTeardown, Rtnl } from '../netlink';
+import type { Logger } from '../log';
+import { EndpointRecord, EndpointStore, attachmentKey, hostIfnameFor } from './state';
+import { KeyedMutex, Transaction } from './txn';
+
+const NSFS_MAGIC = 0x6e736673;
+/** Routes kelp installs in the node carry this protocol number, so GC can tell them apart. */
+export const RTPROT_KELP = 0x4b; // 'K'
+
+/** What the endpoint manager needs from the BPF side (implemented in src/datapath). */
+export interface EndpointDatapath {
+  /** Attaches kelp's programs to the host-side veth (pinned links: they outlive the agent). */
+  attach(hostIfindex: number, hostIfname: string): void;
+  /** Removes the pinned links of a host veth; harmless when there are none. */
+  detach(hostIfname: string): void;
+  upsertEndpoint(rec: EndpointRecord): void;
+  removeEndpoint(rec: Pick<EndpointRecord, 'ips'>): void;
+  /** Problems with the datapath state of this endpoint, empty when all is well. */
+  check(rec: EndpointRecord): string[];
+}
+
+export class EndpointError extends Error {
+  constructor(
+    readonly kind: 'invalid-netns' | 'unknown' | 'ipam' | 'exists' | 'broken' | 'internal',
+    message: string,
+    readonly ipamKind?: IpamError['kind'],
+  ) {
+    super(message);
+  }
+}
+
+export interface AddRequest {
+  network: string;
+  containerId: string;
+  ifname: string;
+  netns: string;
+  mtu?: number;
+  /** The config's raw `ipam` section (host-local shape); undefined: the agent's pod CIDR. */
+  ipam?: unknown;
+  requestedIps: string[];
+  mac?: string;
+  pod?: { namespace: string; name: string; uid?: string };
+}
+
+export interface AttachmentRef {
+  network: string;
+  containerId: string;
+  ifname: string;
+}
+
+export interface ManagerOptions {
+  defaultMtu: number;
+  /** IPAM config used when the CNI config has none (the node's pod CIDR). */
+  defaultIpam: (network: string) => IpamConfig;
+  log: Logger;
+}
+
+export class EndpointManager {
+  private readonly mutex = new KeyedMutex();
+  private readonly pendingIds = new Set<number>();
+  readonly hostNs: Rtnl;
+
+  constructor(
+    private readonly store: EndpointStore,
+    private readonly ipam: Ipam,
+    private readonly datapath: EndpointDatapath,
+    private readonly opts: ManagerOptions,
+  ) {
+    this.hostNs = Rtnl.open();
+  }
+
+  close(): void {
+    this.hostNs.close();
+  }
+
+  list(): EndpointRecord[] {
+    return this.store.list();
+  }
+
+  get(ref: AttachmentRef): EndpointRecord | undefined {
+    return this.store.get(ref.network, ref.containerId, ref.ifname);
+  }
+
+  ipamConfig(network: string, raw: unknown): IpamConfig {
+    if (raw === undefined || raw === null) return this.opts.defaultIpam(network);
+    try {
+      const cfg = parseIpamConfig(network, raw);
+      // kelp's IPAM keeps its leases under the agent's state dir unless the config says otherwise.
+      if ((raw as { dataDir?: unknown }).dataDir === undefined) cfg.dataDir = this.opts.defaultIpam(network).dataDir;
+      return cfg;
+    } catch (e) {
+      if (e instanceof IpamError) throw new EndpointError('ipam', e.message, e.kind);
+      throw e;
+    }
+  }
+
+  add(req: AddRequest): Promise<EndpointRecord> {
+    return this.mutex.run(attachmentKey(req.network, req.containerId, req.ifname), () => this.doAdd(req));
+  }
+
+  private async doAdd(req: AddRequest): Promise<EndpointRecord> {
+    const log = this.opts.log.child({ op: 'ADD', containerId: req.containerId, ifname: req.ifname });
+    const t0 = process.hrtime.bigint();
+    const existing = this.store.get(req.network, req.containerId, req.ifname);
+    if (existing) {
+      // A repeated ADD for a live attachment (a runtime retry) gets the same answer.
+      if (existing.netns === req.netns) return existing;
+      throw new EndpointError('exists', `attachment ${req.containerId}/${req.ifname} already exists in netns ${existing.netns}`);
+    }
+    checkNetns(req.netns);
+    const ipamCfg = this.ipamConfig(req.network, req.ipam);
+    const allocator = this.ipam.network(ipamCfg);
+    const owner = { network: req.network, containerId: req.containerId, ifname: req.ifname };
+    const id = this.store.nextId(this.pendingIds);
+    this.pendingIds.add(id);
+    const txn = new Transaction(log);
+    const steps: Record<string, number> = {};
+    const mark = (name: string, since: bigint) => (steps[name] = Number(process.hrtime.bigint() - since) / 1e6);
+    try {
+      let t = process.hrtime.bigint();
+      let alloc;
+      try {
+        alloc = await allocator.allocate(owner, { ips: req.requestedIps });
+      } catch (e) {
+        if (e instanceof IpamError) throw new EndpointError('ipam', e.message, e.kind);
+        throw e;
+      }
+      txn.onRollback('ipam release', () => allocator.release(owner));
+      const v4 = alloc.ips.find((ip) => !ip.address.includes(':'));
+      if (!v4 || !v4.gateway) throw new EndpointError('ipam', 'kelp needs an IPv4 address with a gateway (IPv6 is not supported yet)');
+      mark('ipam', t);
+
+      t = process.hrtime.bigint();
+      const hostIfname = hostIfnameFor(req.network, req.containerId, req.ifname);
+      const mtu = req.mtu ?? this.opts.defaultMtu;
+      const routes = alloc.routes.length > 0 ? alloc.routes.map((r) => ({ dst: r.dst === '0.0.0.0/0' ? 'default' : r.dst, gw: r.gw })) : undefined;
+      // A leftover host veth from a crashed earlier attempt would make the create fail with EEXIST.
+      await this.hostNs.deleteLink(hostIfname).catch(() => false);
+      let iface;
+      try {
+        iface = await podInterfaceSetup(this.hostNs, {
+          netns: req.netns,
+          ifname: req.ifname,
+          hostIfname,
+          address: v4.address,
+          gateway: v4.gateway,
+          mtu,
+          podMac: req.mac,
+          routes,
+        });
+      } catch (e) {
+        throw new EndpointError('internal', `setting up ${req.ifname} in ${req.netns}: ${(e as Error).message}`);
+      }
+      txn.onRollback('delete veth', () => podInterfaceTeardown(this.hostNs, hostIfname));
+      mark('veth', t);
+
+      t = process.hrtime.bigint();
+      const podIp = v4.address.split('/')[0];
+      await this.hostNs.addRoute({ dst: `${podIp}/32`, dev: iface.host.index, scope: 'link', protocol: RTPROT_KELP }, { exist: 'replace' });
+      txn.onRollback('delete node route', () => this.hostNs.deleteRoute({ dst: `${podIp}/32`, dev: iface.host.index }));
+      mark('route', t);
+
+      const rec: EndpointRecord = {
+        id,
+        network: req.network,
+        containerId: req.containerId,
+        ifname: req.ifname,
+        netns: req.netns,
+        hostIfname,
+        hostIfindex: iface.host.index,
+        hostMac: iface.host.mac,
+        podMac: iface.pod.mac,
+        podIfindex: iface.pod.index,
+        mtu,
+        ips: alloc.ips.map((ip) => ({ address: ip.address, gateway: ip.gateway })),
+        routes: alloc.routes.length > 0 ? alloc.routes : [{ dst: '0.0.0.0/0', gw: v4.gateway }],
+        ipam: { kind: 'builtin', dataDir: ipamCfg.dataDir },
+        pod: req.pod,
+        createdAt: new Date().toISOString(),
+      };
+
+      t = process.hrtime.bigint();
+      this.datapath.attach(iface.host.index, hostIfname);
+      txn.onRollback('detach programs', () => this.datapath.detach(hostIfname));
+      this.datapath.upsertEndpoint(rec);
+      txn.onRollback('remove endpoint from maps', () => this.datapath.removeEndpoint(rec));
+      mark('datapath', t);
+
+      t = process.hrtime.bigint();
+      await this.store.put(rec);
+      mark('state', t);
+      txn.commit();
+      log.info({ ip: v4.address, hostIfname, id, ms: Number(process.hrtime.bigint() - t0) / 1e6, steps }, 'endpoint added');
+      return rec;
+    } catch (e) {
+      log.warn({ err: e }, 'ADD failed; rolling back');
+      await txn.rollback();
+      throw e;
+    } finally {
+      this.pendingIds.delete(id);
+    }
+  }
+
+  del(ref: AttachmentRef, rawIpam?: unknown): Promise<void> {
+    return this.mutex.run(attachmentKey(ref.network, ref.containerId, ref.ifname), () => this.doDel(ref, rawIpam));
+  }
+
+  /** Best effort: each step runs even when an earlier one fails; only IPAM errors are reported. */
+  private async doDel(ref: AttachmentRef, rawIpam?: unknown): Promise<void> {
+    const log = this.opts.log.child({ op: 'DEL', containerId: ref.containerId, ifname: ref.ifname });
+    const rec = this.store.get(ref.network, ref.containerId, ref.ifname);
+    const hostIfname = rec?.hostIfname ?? hostIfnameFor(ref.network, ref.containerId, ref.ifname);
+    const problems: string[] = [];
+    const attempt = async (what: string, fn: () => unknown) => {
+      try {
+        await fn();
+      } catch (e) {
+        if (!isGone(e)) problems.push(`${what}: ${(e as Error).message}`);
+      }
+    };
+    if (rec) await attempt('datapath', () => this.datapath.removeEndpoint(rec));
+    await attempt('detach', () => this.datapath.detach(hostIfname));
+    // Deleting the host end removes the pair, the pod side's addresses and the node route.
+    await attempt('veth', () => podInterfaceTeardown(this.hostNs, hostIfname));
+    let ipamErr: unknown;
+    try {
+      const cfg = rec?.ipam.kind === 'builtin' ? { ...this.ipamConfig(ref.network, rawIpam), dataDir: rec.ipam.dataDir } : this.ipamConfig(ref.network, rawIpam);
+      await this.ipam.network(cfg).release({ network: ref.network, containerId: ref.containerId, ifname: ref.ifname });
+    } catch (e) {
+      ipamErr = e;
+    }
+    await this.store.remove(ref.network, ref.containerId, ref.ifname);
+    if (problems.length) log.warn({ problems }, 'DEL finished with problems');
+    else log.info({ hostIfname, had: !!rec }, 'endpoint deleted');
+    if (ipamErr && !(ipamErr instanceof EndpointError && ipamErr.kind === 'ipam')) throw ipamErr;
+  }
+
+  /** Problems with an attachment, compared with what the runtime believes (its prevResult). */
+  async check(ref: AttachmentRef, expected: { ips: string[]; netns: string }): Promise<string[]> {
+    const rec = this.store.get(ref.network, ref.containerId, ref.ifname);
+    if (!rec) throw new EndpointError('unknown', `no kelp endpoint for container ${ref.containerId} interface ${ref.ifname}`);
+    const problems: string[] = [];
+    if (expected.netns && expected.netns !== rec.netns) problems.push(`netns is ${rec.netns}, runtime expects ${expected.netns}`);
+    for (const ip of expected.ips) {
+      if (!rec.ips.some((r) => r.address === ip)) problems.push(`address ${ip} is not kelp's (${rec.ips.map((r) => r.address).join(', ')})`);
+    }
+    const v4 = rec.ips.find((i) => !i.address.includes(':'))!;
+    const netProblems = await podInterfaceCheck(this.hostNs, {
+      netns: rec.netns,
+      ifname: rec.ifname,
+      hostIfname: rec.hostIfname,
+      address: v4.address,
+      gateway: v4.gateway ?? '',
+      mtu: rec.mtu,
+    });
+    problems.push(...netProblems.map((p) => `${p.subject}: ${p.message}`));
+    problems.push(...this.datapath.check(rec));
+    if (rec.ipam.kind === 'builtin') {
+      const alloc = await this.ipam.network({ ...this.ipamConfig(ref.network, undefined), dataDir: rec.ipam.dataDir }).get(ref);
+      if (!alloc) problems.push('IPAM reservation is gone');
+    }
+    return problems;
+  }
+
+  /** CNI GC: releases every attachment of `network` that is not in `valid`. */
+  async gc(network: string, valid: Array<{ containerId: string; ifname: string }>, rawIpam?: unknown): Promise<string[]> {
+    const keep = new Set(valid.map((v) => attachmentKey(network, v.containerId, v.ifname)));
+    const errors: string[] = [];
+    for (const rec of this.store.list()) {
+      if (rec.network !== network || keep.has(attachmentKey(rec.network, rec.containerId, rec.ifname))) continue;
+      try {
+        await this.del(rec, rawIpam);
+      } catch (e) {
+        errors.push(`${rec.containerId}/${rec.ifname}: ${(e as Error).message}`);
+      }
+    }
+    try {
+      await this.ipam.network(this.ipamConfig(network, rawIpam)).releaseAllExcept(valid.map((v) => ({ ...v, network })));
+    } catch (e) {
+      errors.push(`ipam: ${(e as Error).message}`);
+    }
+    // Host veths that look like ours but belong to no record (a crash mid-ADD).
+    const known = new Set(this.store.list().map((r) => r.hostIfname));
+    for (const link of await this.hostNs.listLinks()) {
+      if (/^kelp[0-9a-f]{11}$/.test(link.name) && link.kind === 'veth' && !known.has(link.name)) {
+        await this.hostNs.deleteLink(link.index).catch((e: Error) => errors.push(`${link.name}: ${e.message}`));
+        this.datapath.detach(link.name);
+      }
+    }
+    return errors;
+  }
+}
+
+/** CNI_NETNS must name a network namespace that is not the agent's own. */
+function checkNetns(netns: string): void {
+  let st;
+  try {
+    if (statfsSync(netns).type !== NSFS_MAGIC) throw new EndpointError('invalid-netns', `CNI_NETNS ${netns} is not a network namespace`);
+    st = statSync(netns);
+  } catch (e) {
+    if (e instanceof EndpointError) throw e;
+    throw new EndpointError('invalid-netns', `CNI_NETNS ${netns}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
+  }
+  const own = statSync('/proc/self/ns/net');
+  if (st.ino === own.ino && st.dev === own.dev) throw new EndpointError('invalid-netns', `CNI_NETNS ${netns} is the agent's own network namespace`);
+}
