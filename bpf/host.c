@@ -1,0 +1,303 @@
+/*
+ * Programs on the node's uplink: masquerade of pod traffic leaving the node. Pod packets routed
+ * out of the uplink get the node's address and a kelp-allocated port (kelp_host_egress); their
+ * replies are translated back and, for a local pod, delivered straight into it
+ * (kelp_host_ingress). Everything else — the node's own traffic, pod traffic to the
+ * kelp_nomasq4 ranges — passes untouched. IPv4 only; the uplink must be an Ethernet device.
+ */
+#include "lib/common.h"
+#include "lib/config.h"
+#include "lib/drop.h"
+#include "lib/metrics.h"
+#include "lib/events.h"
+#include "lib/eth.h"
+#include "lib/ipv4.h"
+#include "lib/endpoint.h"
+#include "lib/conntrack.h"
+#include "lib/nat.h"
+
+/* Pod CIDR (network order) and its prefix length: sources that get masqueraded. */
+volatile const __be32 KELP_POD_CIDR = 0;
+volatile const __u32 KELP_POD_PREFIX = 0;
+/* The uplink's IPv4 address (network order). 0 switches masquerade off. */
+volatile const __be32 KELP_MASQ_IP = 0;
+/* NAT ports (and ICMP echo identifiers), host order, inclusive. Kept out of the kernel's default
+ * ephemeral range (32768-60999) so the node's own connections never collide with them. */
+volatile const __u16 KELP_NAT_PORT_MIN = 61000;
+volatile const __u16 KELP_NAT_PORT_MAX = 65535;
+
+#define IPV4_MF 0x2000
+
+static __always_inline int host_masq_enabled(void)
+{
+	return KELP_MASQ_IP != 0 && KELP_POD_PREFIX >= 1 && KELP_POD_PREFIX <= 32;
+}
+
+static __always_inline int host_pod_source(__be32 saddr)
+{
+	__be32 mask = bpf_htonl(0xffffffffu << (32 - KELP_POD_PREFIX));
+
+	return (saddr & mask) == KELP_POD_CIDR;
+}
+
+static __always_inline int host_nat_port(__be16 port)
+{
+	__u16 p = bpf_ntohs(port);
+
+	return p >= KELP_NAT_PORT_MIN && p <= KELP_NAT_PORT_MAX;
+}
+
+/* Drops are charged to the pod when its address is one of ours. */
+static __always_inline int host_drop(struct __sk_buff *skb, const struct pkt4 *pkt, enum kelp_dir dir,
+				     __be32 pod, int reason)
+{
+	struct endpoint_info *ep = endpoint4_lookup(pod);
+
+	return drop_packet(skb, pkt, dir, ep ? ep->ep_id : 0, reason);
+}
+
+static __always_inline __u8 icmp_type(const struct pkt4 *pkt)
+{
+	/* ipv4_parse leaves ICMP type and code in sport, as on the wire. */
+	return ((const __u8 *)&pkt->sport)[0];
+}
+
+static __always_inline int tcp_flags_load(struct __sk_buff *skb, const struct pkt4 *pkt, __u8 *flags)
+{
+	__u32 off = ETH_HLEN + pkt->hlen + 13;
+	__u8 *p = ctx_data(skb) + off;
+
+	/* ipv4_parse made the whole TCP header linear. */
+	if ((void *)(p + 1) > ctx_data_end(skb))
+		return -1;
+	*flags = *p;
+	return 0;
+}
+
+/* ---- egress: pod → outside ---- */
+
+/* A pod answering with an ICMP error about a packet it got through the reverse mapping: the
+ * quoted packet is the reply direction of a translated flow, so it is translated as such. */
+static __always_inline int snat4_icmp_error(struct __sk_buff *skb, const struct pkt4 *pkt, const struct nat4_cfg *cfg)
+{
+	__u32 l4_off = ETH_HLEN + pkt->hlen;
+	struct nat4_entry *fwd;
+	struct icmp4_quote q;
+	struct tuple4 fkey;
+	int ret;
+
+	if (icmp4_quote_load(skb, l4_off, &q) < 0)
+		return DROP_NAT_INVALID;
+	tuple4_reverse(&q.tuple, &fkey, NAT_DIR_EGRESS);
+	fwd = bpf_map_lookup_elem(&kelp_snat4, &fkey);
+	if (!fwd)
+		return DROP_NAT_NO_MAPPING;
+	ret = icmp4_quote_rewrite(skb, l4_off, &q, 0, fwd->addr, fwd->port);
+	if (ret)
+		return ret;
+	return nat4_rewrite(skb, ETH_HLEN, l4_off, IPPROTO_ICMP, 1, pkt->saddr, cfg->addr, 0, 0);
+}
+
+static __always_inline int snat4_egress(struct __sk_buff *skb, const struct pkt4 *pkt)
+{
+	struct nat4_cfg cfg = { .addr = KELP_MASQ_IP, .port_min = KELP_NAT_PORT_MIN, .port_max = KELP_NAT_PORT_MAX };
+	struct tuple4 orig = { .saddr = pkt->saddr, .daddr = pkt->daddr, .proto = pkt->proto, .dir = NAT_DIR_EGRESS };
+	struct nat4_entry nat;
+	struct iphdr *ip;
+	__u8 flags = 0;
+	int ret;
+
+	ip = ipv4_load(skb);
+	if (!ip)
+		return DROP_NAT_INVALID;
+	/* Only a first fragment carries ports, and kelp keeps no fragment state to translate the
+	 * rest; a pod's fragments would leave with its own address. */
+	if (ip->frag_off & bpf_htons(IPV4_MF | IPV4_FRAG_OFFSET))
+		return DROP_NAT_FRAG;
+
+	switch (pkt->proto) {
+	case IPPROTO_TCP:
+		if (tcp_flags_load(skb, pkt, &flags) < 0)
+			return DROP_NAT_INVALID;
+		/* fallthrough */
+	case IPPROTO_UDP:
+		orig.sport = pkt->sport;
+		orig.dport = pkt->dport;
+		break;
+	case IPPROTO_ICMP:
+		if (icmp_type(pkt) == ICMP_ECHO) {
+			orig.sport = pkt->dport; /* the identifier */
+			break;
+		}
+		if (icmp4_is_error(icmp_type(pkt)))
+			return snat4_icmp_error(skb, pkt, &cfg);
+		return DROP_NAT_UNSUPP_PROTO;
+	default:
+		return DROP_NAT_UNSUPP_PROTO;
+	}
+
+	ret = snat4_get(&orig, &cfg, &nat);
+	if (ret)
+		return ret;
+	if (ct4_account(&orig, 0, skb->len, flags) < 0)
+		return DROP_CT_MAP_FULL;
+	return nat4_rewrite(skb, ETH_HLEN, ETH_HLEN + pkt->hlen, pkt->proto, 1, orig.saddr, nat.addr, orig.sport,
+			    nat.port);
+}
+
+/* tc egress of the node's uplink: everything the node sends out, pods' forwarded packets too. */
+SEC("tc")
+int kelp_host_egress(struct __sk_buff *skb)
+{
+	struct pkt4 pkt = {};
+	struct ethhdr *eth;
+	int ret;
+
+	if (!host_masq_enabled())
+		return TC_ACT_OK;
+	eth = eth_load(skb);
+	if (!eth || eth->h_proto != bpf_htons(ETH_P_IP))
+		return TC_ACT_OK;
+	pkt.eth_proto = eth->h_proto;
+
+	/* A parse error leaves saddr unset unless the IPv4 header itself was sound; the node's own
+	 * oddities are its business, a pod's are dropped before they leak its address. */
+	ret = ipv4_parse(skb, &pkt);
+	if (!host_pod_source(pkt.saddr) || nat4_nomasq(pkt.daddr))
+		return TC_ACT_OK;
+	if (ret == 0)
+		ret = snat4_egress(skb, &pkt);
+	if (ret < 0)
+		return host_drop(skb, &pkt, KELP_DIR_FROM_POD, pkt.saddr, ret);
+	return TC_ACT_OK;
+}
+
+/* ---- ingress: outside → pod ---- */
+
+/*
+ * Into a local pod without a trip through the node's stack: one routing hop (TTL, MACs) and
+ * bpf_redirect_peer into the pod's namespace. Anything else the stack routes as usual. Note
+ * that redirect_peer skips the host veth's tc egress (kelp_to_pod).
+ */
+static __always_inline int host4_deliver(struct __sk_buff *skb, struct pkt4 *pkt)
+{
+	struct endpoint_info *ep = endpoint4_lookup(pkt->daddr);
+	struct ethhdr *eth;
+	struct iphdr *ip;
+
+	if (!ep)
+		return TC_ACT_OK;
+	eth = eth_load(skb);
+	ip = ipv4_load(skb);
+	/* TTL 1: the stack sends the time-exceeded. */
+	if (!eth || !ip || ip->ttl <= 1)
+		return TC_ACT_OK;
+	ipv4_dec_ttl(ip);
+	eth_rewrite(eth, ep->mac, ep->node_mac);
+	metrics_update(ep->ep_id, KELP_DIR_TO_POD, 0, skb->len);
+	event_trace(skb, pkt, KELP_DIR_TO_POD, ep->ep_id, ep->ifindex, KELP_TRACE_TO_ENDPOINT);
+	return bpf_redirect_peer(ep->ifindex, 0);
+}
+
+/* An ICMP error from the outside about a packet we translated: it quotes that packet as it left
+ * (masquerade address and NAT port), so the quote is put back to the pod's view too. */
+static __always_inline int rnat4_icmp_error(struct __sk_buff *skb, struct pkt4 *pkt)
+{
+	__u32 l4_off = ETH_HLEN + pkt->hlen;
+	struct nat4_entry *rev;
+	struct icmp4_quote q;
+	struct tuple4 rkey;
+	__be32 pod;
+	int ret;
+
+	if (icmp4_quote_load(skb, l4_off, &q) < 0 || q.tuple.saddr != KELP_MASQ_IP)
+		return TC_ACT_OK;
+	tuple4_reverse(&q.tuple, &rkey, NAT_DIR_INGRESS);
+	if (!host_nat_port(rkey.dport))
+		return TC_ACT_OK;
+	rev = bpf_map_lookup_elem(&kelp_snat4, &rkey);
+	if (!rev)
+		return TC_ACT_OK;
+	pod = rev->addr;
+	ret = icmp4_quote_rewrite(skb, l4_off, &q, 1, pod, rev->port);
+	if (!ret)
+		ret = nat4_rewrite(skb, ETH_HLEN, l4_off, IPPROTO_ICMP, 0, pkt->daddr, pod, 0, 0);
+	if (ret)
+		return host_drop(skb, pkt, KELP_DIR_TO_POD, pod, ret);
+	pkt->daddr = pod;
+	return host4_deliver(skb, pkt);
+}
+
+/* tc ingress of the node's uplink: everything arriving for the node. */
+SEC("tc")
+int kelp_host_ingress(struct __sk_buff *skb)
+{
+	struct tuple4 reply = { .dir = NAT_DIR_INGRESS }, orig = { .dir = CT_EGRESS };
+	struct nat4_entry *rev;
+	struct pkt4 pkt = {};
+	struct ethhdr *eth;
+	struct iphdr *ip;
+	__u8 flags = 0;
+	int ret;
+
+	if (!host_masq_enabled())
+		return TC_ACT_OK;
+	eth = eth_load(skb);
+	if (!eth || eth->h_proto != bpf_htons(ETH_P_IP))
+		return TC_ACT_OK;
+	pkt.eth_proto = eth->h_proto;
+	if (ipv4_parse(skb, &pkt) < 0 || pkt.daddr != KELP_MASQ_IP)
+		return TC_ACT_OK;
+	/* Fragments of a reply go to the node's stack, which reassembles them for nobody: see the
+	 * egress side for why kelp keeps no fragment state. */
+	ip = ipv4_load(skb);
+	if (!ip || (ip->frag_off & bpf_htons(IPV4_MF | IPV4_FRAG_OFFSET)))
+		return TC_ACT_OK;
+
+	reply.saddr = pkt.saddr;
+	reply.daddr = pkt.daddr;
+	reply.proto = pkt.proto;
+	switch (pkt.proto) {
+	case IPPROTO_TCP:
+		if (tcp_flags_load(skb, &pkt, &flags) < 0)
+			return TC_ACT_OK;
+		/* fallthrough */
+	case IPPROTO_UDP:
+		reply.sport = pkt.sport;
+		reply.dport = pkt.dport;
+		break;
+	case IPPROTO_ICMP:
+		if (icmp_type(&pkt) == ICMP_ECHOREPLY) {
+			reply.dport = pkt.dport; /* the identifier */
+			break;
+		}
+		if (icmp4_is_error(icmp_type(&pkt)))
+			return rnat4_icmp_error(skb, &pkt);
+		return TC_ACT_OK;
+	default:
+		return TC_ACT_OK;
+	}
+	if (!host_nat_port(reply.dport))
+		return TC_ACT_OK;
+	rev = bpf_map_lookup_elem(&kelp_snat4, &reply);
+	if (!rev)
+		return TC_ACT_OK;
+
+	orig.saddr = rev->addr;
+	orig.daddr = reply.saddr;
+	orig.sport = rev->port;
+	orig.dport = reply.sport;
+	orig.proto = reply.proto;
+	ret = nat4_rewrite(skb, ETH_HLEN, ETH_HLEN + pkt.hlen, pkt.proto, 0, reply.daddr, orig.saddr, reply.dport,
+			   orig.sport);
+	if (!ret && ct4_account(&orig, 1, skb->len, flags) < 0)
+		ret = DROP_CT_MAP_FULL;
+	if (ret)
+		return host_drop(skb, &pkt, KELP_DIR_TO_POD, orig.saddr, ret);
+	pkt.daddr = orig.saddr;
+	pkt.dport = orig.sport;
+	return host4_deliver(skb, &pkt);
+}
+
+/* GPL-compatible so the verifier offers every helper; the code is the project's own. */
+char __license[] SEC("license") = "Dual BSD/GPL";

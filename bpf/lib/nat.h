@@ -1,0 +1,370 @@
+/* Source NAT (masquerade) state and packet rewriting.
+ *
+ * kelp_snat4 holds each translated flow twice:
+ *   forward  key = original tuple, dir NAT_DIR_EGRESS  → { masquerade address, NAT port }
+ *   reverse  key = reply tuple as it arrives (remote → masquerade address:NAT port),
+ *            dir NAT_DIR_INGRESS                      → { pod address, pod port }
+ * The reverse key is the unit of allocation: a NAT port is taken by inserting it with
+ * BPF_NOEXIST, so two CPUs can never hand out the same (remote, port) pair. A forward key
+ * equals the flow's kelp_ct4 key byte for byte (NAT_DIR_EGRESS == CT_EGRESS). */
+#ifndef KELP_NAT_H
+#define KELP_NAT_H
+
+#include <linux/errno.h>
+#include <linux/ip.h>
+#include <linux/tcp.h>
+#include <linux/udp.h>
+#include <stddef.h>
+#include "common.h"
+#include "csum.h"
+#include "conntrack.h"
+
+/* Drop reasons of masquerade, in a range of their own (-200..-219) until drop.h takes them.
+ * Append only: the numbers end up in kelp_metrics keys. */
+enum kelp_nat_drop_reason {
+	DROP_NAT_NO_PORT	= -200,	/* every probed NAT port for this remote was taken */
+	DROP_NAT_MAP_FULL	= -201,	/* kelp_snat4 refused an insert */
+	DROP_CT_MAP_FULL	= -202,	/* kelp_ct4 refused an insert */
+	DROP_NAT_UNSUPP_PROTO	= -203,	/* needs masquerade but is not TCP, UDP, ICMP echo or ICMP error */
+	DROP_NAT_FRAG		= -204,	/* an IPv4 fragment that needs masquerade */
+	DROP_NAT_NO_MAPPING	= -205,	/* ICMP error from a pod about a flow that has no mapping */
+	DROP_NAT_INVALID	= -206,	/* a packet needing masquerade that cannot be parsed */
+	DROP_NAT_REWRITE	= -207,	/* a store or checksum helper failed mid-rewrite */
+};
+
+/* From <linux/icmp.h>, which drags in libc's socket headers (absent for the BPF target). */
+#define ICMP_ECHOREPLY 0
+#define ICMP_DEST_UNREACH 3
+#define ICMP_ECHO 8
+#define ICMP_TIME_EXCEEDED 11
+#define ICMP_PARAMETERPROB 12
+
+struct icmp4_hdr {
+	__u8 type;
+	__u8 code;
+	__sum16 checksum;
+	__be16 id;	/* echo; other types use these 4 bytes differently */
+	__be16 seq;
+};
+
+#define NAT_DIR_EGRESS 0
+#define NAT_DIR_INGRESS 1
+
+/* How many NAT ports one new flow may try before giving up with DROP_NAT_NO_PORT. */
+#define NAT_PROBES 32
+
+struct nat4_entry {
+	__be32 addr;   /* address to write: masquerade IP (forward) or pod IP (reverse) */
+	__be16 port;   /* port, or ICMP echo identifier, to write */
+	__u16 pad;
+	__u64 created; /* bpf_ktime_get_ns(); lets the agent age out halves whose flow vanished */
+};
+
+#define KELP_SNAT4_MAX (2 * KELP_CT4_MAX)
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__type(key, struct tuple4);
+	__type(value, struct nat4_entry);
+	__uint(max_entries, KELP_SNAT4_MAX);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} kelp_snat4 SEC(".maps");
+
+/* Destinations that see pod addresses unchanged (the pod CIDR itself, the cluster's other
+ * pod and node ranges). Filled by the agent. */
+struct nomasq4_key {
+	__u32 prefixlen;
+	__be32 addr;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__type(key, struct nomasq4_key);
+	__type(value, __u8);
+	__uint(max_entries, 1024);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} kelp_nomasq4 SEC(".maps");
+
+struct nat4_cfg {
+	__be32 addr;     /* masquerade address */
+	__u16 port_min;  /* host order, inclusive */
+	__u16 port_max;
+};
+
+static __always_inline int nat4_nomasq(__be32 daddr)
+{
+	struct nomasq4_key key = { .prefixlen = 32, .addr = daddr };
+
+	return bpf_map_lookup_elem(&kelp_nomasq4, &key) != NULL;
+}
+
+static __always_inline void tuple4_reverse(const struct tuple4 *t, struct tuple4 *r, __u8 dir)
+{
+	r->saddr = t->daddr;
+	r->daddr = t->saddr;
+	r->sport = t->dport;
+	r->dport = t->sport;
+	r->proto = t->proto;
+	r->dir = dir;
+	r->pad[0] = 0;
+	r->pad[1] = 0;
+}
+
+/* Finds the forward mapping of `orig` (dir NAT_DIR_EGRESS), creating one on the flow's first
+ * packet. Returns 0 with *out filled, or a DROP_* reason. */
+static __always_inline int snat4_get(const struct tuple4 *orig, const struct nat4_cfg *cfg, struct nat4_entry *out)
+{
+	struct nat4_entry *fwd, rev_val = {}, fwd_val = {};
+	struct tuple4 rkey;
+	__u32 range, start, i;
+	long err;
+
+	fwd = bpf_map_lookup_elem(&kelp_snat4, orig);
+	if (fwd) {
+		*out = *fwd;
+		return 0;
+	}
+
+	if (cfg->port_max < cfg->port_min)
+		return DROP_NAT_NO_PORT;
+	range = (__u32)cfg->port_max - cfg->port_min + 1;
+	start = bpf_get_prandom_u32() % range;
+
+	rkey.saddr = orig->daddr;
+	rkey.daddr = cfg->addr;
+	rkey.sport = orig->dport;
+	rkey.proto = orig->proto;
+	rkey.dir = NAT_DIR_INGRESS;
+	rkey.pad[0] = 0;
+	rkey.pad[1] = 0;
+
+	rev_val.addr = orig->saddr;
+	rev_val.port = orig->sport;
+	rev_val.created = bpf_ktime_get_ns();
+
+	/* Random start, then linear probing: a small range is searched exhaustively, a large
+	 * one gives a new flow NAT_PROBES chances wherever the free ports are. */
+	for (i = 0; i < NAT_PROBES && i < range; i++) {
+		__u16 port = cfg->port_min + (start + i) % range;
+
+		rkey.dport = bpf_htons(port);
+		err = bpf_map_update_elem(&kelp_snat4, &rkey, &rev_val, BPF_NOEXIST);
+		if (err == -EEXIST)
+			continue;
+		if (err)
+			return DROP_NAT_MAP_FULL;
+
+		fwd_val.addr = cfg->addr;
+		fwd_val.port = rkey.dport;
+		fwd_val.created = rev_val.created;
+		err = bpf_map_update_elem(&kelp_snat4, orig, &fwd_val, BPF_NOEXIST);
+		if (err == 0) {
+			*out = fwd_val;
+			return 0;
+		}
+		/* Lost a race with another CPU mapping the same flow: give our port back and
+		 * use theirs. */
+		bpf_map_delete_elem(&kelp_snat4, &rkey);
+		if (err != -EEXIST)
+			return DROP_NAT_MAP_FULL;
+		fwd = bpf_map_lookup_elem(&kelp_snat4, orig);
+		if (!fwd)
+			return DROP_NAT_MAP_FULL;
+		*out = *fwd;
+		return 0;
+	}
+	return DROP_NAT_NO_PORT;
+}
+
+/* ---- rewriting ---- */
+
+/* Offsets of the checksum and of the source port (the destination port is 2 bytes further)
+ * inside an L4 header; ICMP echo has its identifier where we treat both ports. */
+struct l4_layout {
+	__u32 csum_off;
+	__u32 sport_off;
+	__u32 dport_off;
+	__u64 csum_flags; /* extra bpf_l4_csum_replace flags */
+	int pseudo;       /* checksum covers the IP pseudo-header */
+};
+
+static __always_inline int l4_layout_of(__u8 proto, __u32 l4_off, struct l4_layout *l)
+{
+	switch (proto) {
+	case IPPROTO_TCP:
+		l->csum_off = l4_off + offsetof(struct tcphdr, check);
+		l->sport_off = l4_off;
+		l->dport_off = l4_off + 2;
+		l->csum_flags = 0;
+		l->pseudo = 1;
+		return 0;
+	case IPPROTO_UDP:
+		l->csum_off = l4_off + offsetof(struct udphdr, check);
+		l->sport_off = l4_off;
+		l->dport_off = l4_off + 2;
+		/* A zero UDP checksum means "none" and must stay zero. */
+		l->csum_flags = BPF_F_MARK_MANGLED_0;
+		l->pseudo = 1;
+		return 0;
+	case IPPROTO_ICMP:
+		l->csum_off = l4_off + offsetof(struct icmp4_hdr, checksum);
+		l->sport_off = l4_off + offsetof(struct icmp4_hdr, id);
+		l->dport_off = l->sport_off;
+		l->csum_flags = 0;
+		l->pseudo = 0;
+		return 0;
+	}
+	return -1;
+}
+
+/* Rewrites the IPv4 source (is_src) or destination address and the matching port of a
+ * TCP/UDP/ICMP-echo packet, keeping the IP and L4 checksums valid. The L4 checksum goes through
+ * bpf_l4_csum_replace rather than csum.h: a forwarded pod packet is usually CHECKSUM_PARTIAL
+ * (veth offload), whose checksum field holds only the pseudo-header sum — the helper then
+ * updates it for an address and leaves it alone for a port, and it keeps skb->csum right
+ * on CHECKSUM_COMPLETE skbs. */
+static __always_inline int nat4_rewrite(struct __sk_buff *skb, __u32 l3_off, __u32 l4_off, __u8 proto, int is_src,
+					__be32 from_addr, __be32 to_addr, __be16 from_port, __be16 to_port)
+{
+	__u32 addr_off = l3_off + (is_src ? offsetof(struct iphdr, saddr) : offsetof(struct iphdr, daddr));
+	__u32 ipcsum_off = l3_off + offsetof(struct iphdr, check);
+	struct l4_layout l;
+
+	if (l4_layout_of(proto, l4_off, &l) < 0)
+		return DROP_NAT_UNSUPP_PROTO;
+
+	if (from_addr != to_addr) {
+		if (l.pseudo && bpf_l4_csum_replace(skb, l.csum_off, from_addr, to_addr,
+						    BPF_F_PSEUDO_HDR | l.csum_flags | sizeof(to_addr)))
+			return DROP_NAT_REWRITE;
+		if (bpf_l3_csum_replace(skb, ipcsum_off, from_addr, to_addr, sizeof(to_addr)))
+			return DROP_NAT_REWRITE;
+		if (bpf_skb_store_bytes(skb, addr_off, &to_addr, sizeof(to_addr), 0))
+			return DROP_NAT_REWRITE;
+	}
+	if (from_port != to_port) {
+		if (bpf_l4_csum_replace(skb, l.csum_off, from_port, to_port, l.csum_flags | sizeof(to_port)))
+			return DROP_NAT_REWRITE;
+		if (bpf_skb_store_bytes(skb, is_src ? l.sport_off : l.dport_off, &to_port, sizeof(to_port), 0))
+			return DROP_NAT_REWRITE;
+	}
+	return 0;
+}
+
+/* The packet an ICMP error quotes: its IP header and the first 8 bytes after it. */
+struct icmp4_quote {
+	__u32 ip_off;
+	__u32 l4_off;
+	struct tuple4 tuple; /* as quoted: the packet the error is about */
+};
+
+static __always_inline int icmp4_is_error(__u8 type)
+{
+	return type == ICMP_DEST_UNREACH || type == ICMP_TIME_EXCEEDED || type == ICMP_PARAMETERPROB;
+}
+
+/* Reads the quoted packet of the ICMP error at l4_off. Returns 0, or -1 when it is truncated
+ * or not something we translate (a quoted ICMP must be an echo request or reply). */
+static __always_inline int icmp4_quote_load(struct __sk_buff *skb, __u32 l4_off, struct icmp4_quote *q)
+{
+	struct iphdr ip;
+	__u8 l4[8];
+
+	q->ip_off = l4_off + sizeof(struct icmp4_hdr);
+	if (bpf_skb_load_bytes(skb, q->ip_off, &ip, sizeof(ip)))
+		return -1;
+	if (ip.version != 4 || ip.ihl < 5)
+		return -1;
+	q->l4_off = q->ip_off + ip.ihl * 4;
+	if (bpf_skb_load_bytes(skb, q->l4_off, l4, sizeof(l4)))
+		return -1;
+
+	q->tuple.saddr = ip.saddr;
+	q->tuple.daddr = ip.daddr;
+	q->tuple.proto = ip.protocol;
+	q->tuple.dir = 0;
+	q->tuple.pad[0] = 0;
+	q->tuple.pad[1] = 0;
+	switch (ip.protocol) {
+	case IPPROTO_TCP:
+	case IPPROTO_UDP:
+		__builtin_memcpy(&q->tuple.sport, &l4[0], 2);
+		__builtin_memcpy(&q->tuple.dport, &l4[2], 2);
+		return 0;
+	case IPPROTO_ICMP:
+		if (l4[0] == ICMP_ECHO) {
+			__builtin_memcpy(&q->tuple.sport, &l4[4], 2);
+			q->tuple.dport = 0;
+			return 0;
+		}
+		if (l4[0] == ICMP_ECHOREPLY) {
+			q->tuple.sport = 0;
+			__builtin_memcpy(&q->tuple.dport, &l4[4], 2);
+			return 0;
+		}
+		return -1;
+	}
+	return -1;
+}
+
+/* Updates the ICMP checksum at icmp_csum_off after a 16-bit field of its payload changed. */
+static __always_inline int icmp4_csum_update2(struct __sk_buff *skb, __u32 icmp_csum_off, __u16 from, __u16 to)
+{
+	return bpf_l4_csum_replace(skb, icmp_csum_off, from, to, sizeof(__u16)) ? DROP_NAT_REWRITE : 0;
+}
+
+/* Rewrites the quoted packet of an ICMP error: its source (is_src) or destination address
+ * and port. Every quoted field and quoted checksum that changes is folded into the ICMP
+ * checksum, which covers them as plain data. The quoted L4 checksum is fixed only when the
+ * error carries it (a quoted TCP header is often cut at 8 bytes). */
+static __always_inline int icmp4_quote_rewrite(struct __sk_buff *skb, __u32 l4_off, const struct icmp4_quote *q,
+					       int is_src, __be32 to_addr, __be16 to_port)
+{
+	__u32 icmp_csum = l4_off + offsetof(struct icmp4_hdr, checksum);
+	__be32 from_addr = is_src ? q->tuple.saddr : q->tuple.daddr;
+	__be16 from_port = is_src ? q->tuple.sport : q->tuple.dport;
+	__u32 ipcsum_off = q->ip_off + offsetof(struct iphdr, check);
+	__u16 old_csum, new_csum;
+	struct l4_layout l;
+	int ret;
+
+	/* Quoted IP header: address and its checksum. */
+	if (bpf_skb_load_bytes(skb, ipcsum_off, &old_csum, sizeof(old_csum)))
+		return DROP_NAT_REWRITE;
+	new_csum = csum32_replace(old_csum, from_addr, to_addr);
+	if (bpf_skb_store_bytes(skb, q->ip_off + (is_src ? offsetof(struct iphdr, saddr) : offsetof(struct iphdr, daddr)),
+				&to_addr, sizeof(to_addr), 0) ||
+	    bpf_skb_store_bytes(skb, ipcsum_off, &new_csum, sizeof(new_csum), 0))
+		return DROP_NAT_REWRITE;
+	if (bpf_l4_csum_replace(skb, icmp_csum, from_addr, to_addr, sizeof(to_addr)))
+		return DROP_NAT_REWRITE;
+	ret = icmp4_csum_update2(skb, icmp_csum, old_csum, new_csum);
+	if (ret)
+		return ret;
+
+	if (l4_layout_of(q->tuple.proto, q->l4_off, &l) < 0)
+		return DROP_NAT_UNSUPP_PROTO;
+
+	/* Quoted L4 checksum: pseudo-header address and port (ICMP: identifier only). */
+	if (!bpf_skb_load_bytes(skb, l.csum_off, &old_csum, sizeof(old_csum)) &&
+	    !(q->tuple.proto == IPPROTO_UDP && old_csum == 0)) {
+		new_csum = old_csum;
+		if (l.pseudo)
+			new_csum = csum32_replace(new_csum, from_addr, to_addr);
+		new_csum = csum16_replace(new_csum, from_port, to_port);
+		if (q->tuple.proto == IPPROTO_UDP && new_csum == 0)
+			new_csum = 0xffff;
+		if (bpf_skb_store_bytes(skb, l.csum_off, &new_csum, sizeof(new_csum), 0))
+			return DROP_NAT_REWRITE;
+		ret = icmp4_csum_update2(skb, icmp_csum, old_csum, new_csum);
+		if (ret)
+			return ret;
+	}
+
+	if (bpf_skb_store_bytes(skb, is_src ? l.sport_off : l.dport_off, &to_port, sizeof(to_port), 0))
+		return DROP_NAT_REWRITE;
+	return icmp4_csum_update2(skb, icmp_csum, from_port, to_port);
+}
+
+#endif /* KELP_NAT_H */
