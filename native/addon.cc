@@ -2,7 +2,23 @@
 #include <napi.h>
 #include "kelp.h"
 
+namespace kelp {
+
+AddonData& Data(Napi::Env env) { return *env.GetInstanceData<AddonData>(); }
+
+}  // namespace kelp
+
 static Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  env.SetInstanceData(new kelp::AddonData());
+  kelp::InitErrors(env, exports);
+  kelp::InitLog(env, exports);
+  kelp::InitFd(env, exports);
+  kelp::InitObject(env, exports);
+  kelp::InitBtf(env, exports);
+  kelp::InitMap(env, exports);
+  kelp::InitTestRun(env, exports);
+  kelp::InitLink(env, exports);
+  kelp::InitRingBuf(env, exports);
   kelp::InitNetns(env, exports);
   return exports;
 }

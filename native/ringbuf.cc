@@ -1,0 +1,120 @@
+// A BPF ring buffer consumed on the Node event loop: libbpf's epoll fd is watched by a uv_poll_t,
+// and each readable event drains the ring and hands every record to JS as its own Buffer.
+// No extra thread and no polling timer.
+#include <bpf/libbpf.h>
+#include <uv.h>
+#include <cerrno>
+#include <memory>
+#include <vector>
+#include "kelp.h"
+
+namespace kelp {
+
+class RingBufHandle : public Napi::ObjectWrap<RingBufHandle> {
+ public:
+  static Napi::Function Define(Napi::Env env) {
+    return DefineClass(env, "RingBufHandle", {InstanceMethod<&RingBufHandle::Close>("close")});
+  }
+
+  // new RingBufHandle(mapFd, callback(record: Buffer))
+  explicit RingBufHandle(const Napi::CallbackInfo& info) : Napi::ObjectWrap<RingBufHandle>(info) {
+    Napi::Env env = info.Env();
+    int mapFd = info[0].As<Napi::Number>().Int32Value();
+    callback_ = Napi::Persistent(info[1].As<Napi::Function>());
+    // The ring maps the map's pages and holds its own reference to it: mapFd may be closed later.
+    rb_ = ring_buffer__new(mapFd, &RingBufHandle::OnSample, this, nullptr);
+    if (!rb_) ThrowErrno(env, errno, "open ring buffer");
+    uv_loop_t* loop = nullptr;
+    if (napi_get_uv_event_loop(env, &loop) != napi_ok || !loop) {
+      Release();
+      ThrowErrno(env, EINVAL, "get the event loop");
+    }
+    poll_ = new uv_poll_t;
+    poll_->data = this;
+    int err = uv_poll_init(loop, poll_, ring_buffer__epoll_fd(rb_));
+    if (err) {
+      delete poll_;  // never initialised, so not for uv_close
+      poll_ = nullptr;
+      Release();
+      ThrowErrno(env, -err, "watch ring buffer");
+    }
+    err = uv_poll_start(poll_, UV_READABLE, &RingBufHandle::OnReadable);
+    if (err) {
+      Release();
+      ThrowErrno(env, -err, "watch ring buffer");
+    }
+    context_ = std::make_unique<Napi::AsyncContext>(env, "kelp.RingBuffer");
+    // An open ring buffer is like an open socket: it stays alive (and keeps the loop alive)
+    // until closed, however the caller holds it.
+    Ref();
+  }
+
+  ~RingBufHandle() override { Release(); }
+
+ private:
+  static int OnSample(void* ctx, void* data, size_t size) {
+    auto* self = static_cast<RingBufHandle*>(ctx);
+    self->pending_.push_back(
+        Napi::Buffer<uint8_t>::Copy(self->Env(), static_cast<const uint8_t*>(data), size));
+    return 0;
+  }
+
+  static void OnReadable(uv_poll_t* handle, int status, int events) {
+    auto* self = static_cast<RingBufHandle*>(handle->data);
+    if (!self || !self->rb_) return;
+    Napi::Env env = self->Env();
+    // Node keeps its main context entered while the loop runs, so a handle scope is enough here.
+    Napi::HandleScope scope(env);
+    // A strong local to this object: a callback that closes it must not let it be collected
+    // while this loop still runs.
+    Napi::Object keep = self->Value();
+    // Records are collected first and delivered after the ring is drained, so a callback that
+    // closes the ring never frees it under libbpf's feet.
+    self->pending_.clear();
+    int n = ring_buffer__consume(self->rb_);
+    std::vector<Napi::Value> records;
+    records.swap(self->pending_);
+    if (n < 0) return;
+    for (Napi::Value& record : records) {
+      if (!self->rb_) break;
+      try {
+        self->callback_.MakeCallback(keep, {record}, *self->context_);
+      } catch (const Napi::Error& e) {
+        // As for any event emitter: the callback's exception goes to 'uncaughtException'.
+        napi_fatal_exception(env, e.Value());
+        break;
+      }
+    }
+  }
+
+  void Close(const Napi::CallbackInfo&) {
+    if (!rb_) return;
+    Release();
+    callback_.Reset();
+    Unref();
+  }
+
+  void Release() {
+    if (poll_) {
+      uv_poll_stop(poll_);
+      poll_->data = nullptr;
+      uv_close(reinterpret_cast<uv_handle_t*>(poll_),
+               [](uv_handle_t* h) { delete reinterpret_cast<uv_poll_t*>(h); });
+      poll_ = nullptr;
+    }
+    if (rb_) ring_buffer__free(rb_);
+    rb_ = nullptr;
+  }
+
+  struct ring_buffer* rb_ = nullptr;
+  uv_poll_t* poll_ = nullptr;
+  Napi::FunctionReference callback_;
+  std::unique_ptr<Napi::AsyncContext> context_;
+  std::vector<Napi::Value> pending_;
+};
+
+void InitRingBuf(Napi::Env env, Napi::Object exports) {
+  exports.Set("RingBufHandle", RingBufHandle::Define(env));
+}
+
+}  // namespace kelp

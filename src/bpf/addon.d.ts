@@ -1,0 +1,149 @@
+// The raw ABI of build/Release/kelp.node. Only src/bpf/ uses it; everything else imports the
+// facade (src/bpf/index.ts). Arguments are trusted: the facade validates them first.
+
+/** Owns a file descriptor (program, link, namespace); closed by close() or, late, by GC. */
+export interface FdHandle {
+  readonly fd: number; // -1 once closed
+  close(): void;
+}
+
+export interface RodataVar {
+  name: string;
+  offset: number;
+  size: number;
+}
+
+export interface ProgramDesc {
+  name: string;
+  section: string;
+  type: number;
+  attachType: number;
+}
+
+export interface MapDesc {
+  name: string; // internal maps by section: ".rodata", ".bss", ".data"
+  type: number;
+  keySize: number;
+  valueSize: number;
+  maxEntries: number;
+  flags: number;
+  internal: boolean;
+  pinPath?: string;
+  btfKeyType: string; // '' without BTF
+  btfValueType: string;
+}
+
+export interface ObjectHandle {
+  rodata(): { data: Buffer; vars: RodataVar[] } | undefined;
+  setRodata(data: Buffer): void;
+  load(): void;
+  programs(): ProgramDesc[];
+  maps(): MapDesc[];
+  /** A new fd the caller owns. */
+  programFd(name: string): number;
+  mapFd(name: string): number;
+  close(): void;
+}
+
+export interface MapInfo {
+  id: number;
+  name: string;
+  type: number;
+  keySize: number;
+  valueSize: number;
+  maxEntries: number;
+  flags: number;
+  perCpu: boolean;
+  numCpus: number;
+  /** Bytes of a value buffer: valueSize, or round_up(valueSize, 8) * numCpus for per-CPU maps. */
+  valueLen: number;
+}
+
+export interface MapHandle {
+  readonly fd: number;
+  info(): MapInfo;
+  lookup(key: Buffer): Buffer | undefined;
+  update(key: Buffer, value: Buffer, flags: number): void;
+  delete(key: Buffer): boolean;
+  keys(): Buffer[];
+  lookupBatch(batchSize: number, andDelete: boolean): { keys: Buffer; values: Buffer; count: number };
+  updateBatch(keys: Buffer, values: Buffer, count: number, flags: number): void;
+  deleteBatch(keys: Buffer, count: number): number;
+  close(): void;
+}
+
+export interface ProgInfo {
+  id: number;
+  name: string;
+  type: number;
+  tag: string;
+}
+
+export interface LinkInfo {
+  id: number;
+  type: number;
+  progId: number;
+  ifindex?: number;
+  attachType?: number;
+  cgroupId?: number;
+}
+
+export interface XdpQuery {
+  progId: number;
+  drvProgId: number;
+  skbProgId: number;
+  hwProgId: number;
+  mode: number;
+}
+
+export interface TestRunResult {
+  retval: number;
+  duration: number;
+  data: Buffer;
+  ctx?: Buffer;
+}
+
+export interface ErrorFields {
+  errno: number;
+  code: string;
+  operation: string;
+  verifierLog?: string;
+}
+
+export interface KelpAddon {
+  setErrorClass(cls: new (message: string, fields: ErrorFields) => Error): void;
+  drainLog(): Array<[level: number, text: string]>;
+
+  FdHandle: new (fd: number) => FdHandle;
+  ObjectHandle: new (file: string, pinRoot?: string) => ObjectHandle;
+  MapHandle: new (fd: number) => MapHandle;
+  RingBufHandle: new (mapFd: number, cb: (record: Buffer) => void) => { close(): void };
+
+  btfStructLayout(
+    file: string,
+    name: string,
+  ): {
+    kind: 'struct' | 'union';
+    size: number;
+    members: Array<{ name: string; offset: number; size: number; bitOffset?: number; bitSize?: number }>;
+  };
+  numPossibleCpus(): number;
+
+  progTestRun(fd: number, data: Buffer, dataSizeOut: number, ctx: Buffer | undefined, repeat: number): TestRunResult;
+
+  linkCreate(progFd: number, target: number, attachType: number, flags: number, operation: string): FdHandle;
+  linkDetach(fd: number, operation: string): void;
+  linkInfo(fd: number): LinkInfo;
+  objPin(fd: number, path: string): void;
+  /** A new fd the caller owns. */
+  objGet(path: string): number;
+  progInfo(fd: number): ProgInfo;
+  progInfoById(id: number): ProgInfo | undefined;
+  progQuery(target: number, attachType: number): number[];
+  xdpQuery(ifindex: number): XdpQuery;
+  tcAttach(progFd: number, ifindex: number, egress: boolean): { handle: number; priority: number; netns: FdHandle };
+  tcDetach(netnsFd: number, ifindex: number, egress: boolean, handle: number, priority: number): boolean;
+
+  inNetns<T>(path: string, fn: () => T): T;
+  currentNetns(): FdHandle;
+}

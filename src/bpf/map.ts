@@ -1,0 +1,225 @@
+// BPF maps: keys and values are Buffers in the kernel's layout (codecs live with their structs in
+// src/datapath/). Sizes are checked here, with exact messages, before the kernel sees them.
+import type { MapHandle, MapInfo } from './addon';
+import { invalidArgument } from './errors';
+import { openPinned } from './fd';
+import { addon } from './native';
+
+/** Update flags (linux/bpf.h). */
+export const BPF_ANY = 0;
+export const BPF_NOEXIST = 1;
+export const BPF_EXIST = 2;
+export const BPF_F_LOCK = 4;
+
+/** Map types (enum bpf_map_type) the agent and its tests meet. */
+export const MapType = {
+  HASH: 1,
+  ARRAY: 2,
+  PROG_ARRAY: 3,
+  PERF_EVENT_ARRAY: 4,
+  PERCPU_HASH: 5,
+  PERCPU_ARRAY: 6,
+  LRU_HASH: 9,
+  LRU_PERCPU_HASH: 10,
+  LPM_TRIE: 11,
+  ARRAY_OF_MAPS: 12,
+  HASH_OF_MAPS: 13,
+  DEVMAP: 14,
+  SOCKMAP: 15,
+  CPUMAP: 16,
+  DEVMAP_HASH: 25,
+  RINGBUF: 27,
+} as const;
+
+const DEFAULT_BATCH = 256;
+
+export interface BatchOptions {
+  /** Entries per syscall (default 256); grown automatically for a crowded hash bucket. */
+  batchSize?: number;
+}
+
+export class BpfMap {
+  readonly id: number;
+  readonly name: string;
+  readonly type: number;
+  readonly keySize: number;
+  readonly valueSize: number;
+  readonly maxEntries: number;
+  readonly flags: number;
+  readonly perCpu: boolean;
+  /** Possible CPUs: the number of slots in a per-CPU value (1 for other maps). */
+  readonly numCpus: number;
+  /** Bytes of a value Buffer: valueSize, or round_up(valueSize, 8) * numCpus for per-CPU maps. */
+  readonly valueLen: number;
+  private readonly handle: MapHandle;
+
+  /** Wraps an owned map fd (it is closed on failure too). */
+  static fromFd(fd: number): BpfMap {
+    return new BpfMap(new addon.MapHandle(fd));
+  }
+
+  private constructor(handle: MapHandle) {
+    const info: MapInfo = handle.info();
+    this.handle = handle;
+    this.id = info.id;
+    this.name = info.name;
+    this.type = info.type;
+    this.keySize = info.keySize;
+    this.valueSize = info.valueSize;
+    this.maxEntries = info.maxEntries;
+    this.flags = info.flags;
+    this.perCpu = info.perCpu;
+    this.numCpus = info.numCpus;
+    this.valueLen = info.valueLen;
+  }
+
+  /** -1 once closed. */
+  get fd(): number {
+    return this.handle.fd;
+  }
+
+  /** The value, or undefined when the key is absent. Per-CPU maps: valueLen bytes, slot per CPU. */
+  lookup(key: Buffer): Buffer | undefined {
+    this.checkKey('lookup', key);
+    return this.handle.lookup(key);
+  }
+
+  /** Per-CPU maps: one valueSize-byte view per possible CPU, or undefined when the key is absent. */
+  lookupPerCpu(key: Buffer): Buffer[] | undefined {
+    if (!this.perCpu) throw invalidArgument(`lookup ${this.name}`, 'not a per-CPU map');
+    const value = this.lookup(key);
+    return value && this.splitPerCpu(value);
+  }
+
+  /** Splits a per-CPU value Buffer into one valueSize-byte view per CPU. */
+  splitPerCpu(value: Buffer): Buffer[] {
+    const slot = this.valueLen / this.numCpus;
+    const out: Buffer[] = [];
+    for (let cpu = 0; cpu < this.numCpus; cpu++) out.push(value.subarray(cpu * slot, cpu * slot + this.valueSize));
+    return out;
+  }
+
+  /** flags: BPF_ANY (default), BPF_NOEXIST (EEXIST if present), BPF_EXIST (ENOENT if absent). */
+  update(key: Buffer, value: Buffer, flags = BPF_ANY): void {
+    this.checkKey('update', key);
+    this.checkValue('update', value);
+    this.checkFlags('update', flags);
+    this.handle.update(key, value, flags);
+  }
+
+  /** false when the key was absent. */
+  delete(key: Buffer): boolean {
+    this.checkKey('delete', key);
+    return this.handle.delete(key);
+  }
+
+  keys(): Buffer[] {
+    return this.handle.keys();
+  }
+
+  /** Every entry, read in batches (one syscall per batch). Keys and values are views of one copy. */
+  lookupBatch(opts: BatchOptions = {}): Array<[key: Buffer, value: Buffer]> {
+    return this.readBatches('lookup batch', opts, false);
+  }
+
+  /** Reads and removes every entry in batches (hash maps). */
+  lookupAndDeleteBatch(opts: BatchOptions = {}): Array<[key: Buffer, value: Buffer]> {
+    return this.readBatches('lookup and delete batch', opts, true);
+  }
+
+  /** flags: BPF_ANY or BPF_F_LOCK; the kernel has no NOEXIST/EXIST for batches. */
+  updateBatch(entries: ReadonlyArray<readonly [Buffer, Buffer]>, flags = BPF_ANY): void {
+    const op = 'update batch';
+    if (flags !== BPF_ANY && flags !== BPF_F_LOCK) {
+      throw invalidArgument(`${op} ${this.name}`, `flags must be BPF_ANY or BPF_F_LOCK, got ${flags}`);
+    }
+    entries.forEach(([k, v], i) => {
+      this.checkKey(op, k, i);
+      this.checkValue(op, v, i);
+    });
+    if (entries.length === 0) return;
+    const keys = Buffer.concat(entries.map((e) => e[0]));
+    const values = Buffer.concat(entries.map((e) => e[1]));
+    this.handle.updateBatch(keys, values, entries.length, flags);
+  }
+
+  /** Deletes the keys present and returns how many there were; absent keys are skipped. */
+  deleteBatch(keys: readonly Buffer[]): number {
+    keys.forEach((k, i) => this.checkKey('delete batch', k, i));
+    if (keys.length === 0) return 0;
+    return this.handle.deleteBatch(Buffer.concat(keys), keys.length);
+  }
+
+  /** Empties the map: deletes every key, or zeroes every slot of an array. */
+  clear(): void {
+    if (this.type === MapType.ARRAY || this.type === MapType.PERCPU_ARRAY) {
+      const zero = Buffer.alloc(this.valueLen);
+      const key = Buffer.alloc(4);
+      for (let i = 0; i < this.maxEntries; i++) {
+        key.writeUInt32LE(i);
+        this.handle.update(key, zero, BPF_ANY);
+      }
+      return;
+    }
+    for (const key of this.handle.keys()) this.handle.delete(key);
+  }
+
+  /** Pins the map at path on a bpffs. */
+  pin(path: string): void {
+    addon.objPin(this.fd, path);
+  }
+
+  /** Closing twice is harmless. The map lives on while pinned or used by a loaded program. */
+  close(): void {
+    this.handle.close();
+  }
+
+  private readBatches(op: string, opts: BatchOptions, andDelete: boolean): Array<[Buffer, Buffer]> {
+    const batchSize = opts.batchSize ?? DEFAULT_BATCH;
+    if (!Number.isInteger(batchSize) || batchSize < 1 || batchSize > 0xffff_ffff) {
+      throw invalidArgument(`${op} ${this.name}`, `batchSize must be a positive integer, got ${batchSize}`);
+    }
+    const { keys, values, count } = this.handle.lookupBatch(batchSize, andDelete);
+    const out: Array<[Buffer, Buffer]> = [];
+    for (let i = 0; i < count; i++) {
+      out.push([
+        keys.subarray(i * this.keySize, (i + 1) * this.keySize),
+        values.subarray(i * this.valueLen, (i + 1) * this.valueLen),
+      ]);
+    }
+    return out;
+  }
+
+  private checkKey(op: string, key: Buffer, index?: number): void {
+    const what = index === undefined ? 'key' : `key ${index}`;
+    if (!Buffer.isBuffer(key)) throw invalidArgument(`${op} ${this.name}`, `${what} must be a Buffer`);
+    if (key.length !== this.keySize) {
+      throw invalidArgument(`${op} ${this.name}`, `${what} is ${key.length} bytes, expected ${this.keySize}`);
+    }
+  }
+
+  private checkValue(op: string, value: Buffer, index?: number): void {
+    const what = index === undefined ? 'value' : `value ${index}`;
+    if (!Buffer.isBuffer(value)) throw invalidArgument(`${op} ${this.name}`, `${what} must be a Buffer`);
+    if (value.length !== this.valueLen) {
+      const why = this.perCpu
+        ? ` (per-CPU: round_up(${this.valueSize}, 8) * ${this.numCpus} CPUs)`
+        : '';
+      throw invalidArgument(
+        `${op} ${this.name}`,
+        `${what} is ${value.length} bytes, expected ${this.valueLen}${why}`,
+      );
+    }
+  }
+
+  private checkFlags(op: string, flags: number): void {
+    if (!Number.isInteger(flags) || flags < 0 || flags > 0xffff_ffff) {
+      throw invalidArgument(`${op} ${this.name}`, `flags must be a non-negative integer, got ${flags}`);
+    }
+  }
+}
+
+/** Opens a map pinned on a bpffs. */
+export function openPinnedMap(path: string): BpfMap {
+  return BpfMap.fromFd(openPinned(path, 'map', `open pinned map ${path}`));
+}
