@@ -2,7 +2,7 @@
 //
 // All CNI logic lives in the kelp agent. This binary only forwards the request (the CNI_* and
 // KELP_* environment plus stdin) over the agent's unix socket and prints the answer, so it must
-// start and finish in a few milliseconds: no JSON library, no allocations beyond the request.
+// start and finish in a few milliseconds: libc only, no JSON library.
 // Protocol (docs/ARCHITECTURE.md "Agent ⇄ kelp-cni protocol"): HTTP/1.0 `POST /v1/cni`, body =
 // NUL-terminated KEY=VALUE entries, one extra NUL, stdin verbatim; response 200 with header
 // `X-CNI-Exit: <n>` and a body that is exactly our stdout.
@@ -29,7 +29,7 @@
 #endif
 
 #define MAX_STDIN ((size_t)16 << 20)
-// The agent's answer is a result or an error document: far smaller than a request.
+// Generous: an answer is one result or error document.
 #define MAX_RESPONSE ((size_t)16 << 20)
 #define DEFAULT_SOCKET "/run/kelp/kelp.sock"
 #define DEFAULT_CNI_VERSION "1.1.0"

@@ -1,0 +1,256 @@
+// The agent process: owns every piece of kernel state kelp creates on this node.
+// Start-up: datapath (re-opening pins) → endpoint records → masquerade → sources → API socket →
+// CNI files. Once the conflist is written runtimes may call us, so it comes last.
+import { mkdirSync, promises as fsp } from 'node:fs';
+import path from 'node:path';
+import { createLogger, Logger } from '../log';
+import { Datapath } from '../datapath/loader';
+import { EndpointManager } from '../endpoint/manager';
+import { EndpointStore } from '../endpoint/state';
+import { Ipam, parseIpamConfig } from '../ipam';
+import { Rtnl, setIpv4Forwarding } from '../netlink';
+import { ObjectStore } from '../sources/store';
+import { ManifestDir, parseManifests } from '../sources/manifests';
+import { KelpObject, objectKey } from '../sources/objects';
+import { ApiServer, HttpError } from './server';
+import { makeCniHandler } from './cni-handler';
+import { buildConflist, installCni } from './install';
+import { AgentOptions } from './options';
+import { endpointInfo, endpointKey } from '../datapath/structs';
+import { metricsKey, metricsValue } from '../datapath/structs';
+import { dumpNat } from '../datapath/nat';
+import { CNI_HTTP_PATH } from '../cni';
+
+export interface Agent {
+  socketPath: string;
+  stop(): Promise<void>;
+}
+
+/** Finds the masquerade uplink: the flag, else the device of the IPv4 default route. */
+async function findUplink(rtnl: Rtnl, name: string | undefined): Promise<{ ifindex: number; ifname: string; ip: string } | undefined> {
+  let link;
+  if (name) {
+    link = await rtnl.link(name);
+    if (!link) throw new Error(`--uplink ${name}: no such interface`);
+  } else {
+    const def = (await rtnl.listRoutes({ family: 4 })).find((r) => r.dst === '0.0.0.0/0' && r.dev);
+    if (!def) return undefined;
+    link = await rtnl.link(def.dev!);
+    if (!link) return undefined;
+  }
+  const addr = (await rtnl.listAddresses(link.index, 4)).find((a) => a.scope === 0);
+  if (!addr) throw new Error(`uplink ${link.name} has no IPv4 address to masquerade to`);
+  return { ifindex: link.index, ifname: link.name, ip: addr.address };
+}
+
+export async function startAgent(opts: AgentOptions, log: Logger = createLogger({ level: opts.logLevel, file: opts.logFile })): Promise<Agent> {
+  const socketPath = path.join(opts.runDir, 'kelp.sock');
+  mkdirSync(opts.runDir, { recursive: true, mode: 0o700 });
+  mkdirSync(opts.stateDir, { recursive: true, mode: 0o700 });
+  let ready = false;
+
+  // Pods reach beyond the node through its stack: this node (network namespace) forwards.
+  setIpv4Forwarding(true);
+
+  const datapath = new Datapath({ bpfRoot: opts.bpfRoot, log });
+  datapath.watchEvents();
+  const store = new EndpointStore(opts.stateDir);
+  const { loaded, broken } = store.load();
+  if (broken.length) log.warn({ broken }, 'unreadable endpoint records ignored');
+  const ipamDir = path.join(opts.stateDir, 'ipam');
+  const defaultIpam = (network: string) => parseIpamConfig(network, { ranges: [[{ subnet: opts.podCidr }]], dataDir: ipamDir });
+  defaultIpam(opts.networkName); // validates --pod-cidr before anything else is created
+  const manager = new EndpointManager(store, new Ipam(), datapath, { defaultMtu: opts.mtu, defaultIpam, log });
+  // Endpoints survive restarts in pinned maps; re-assert them from the records in case a map was lost.
+  for (const rec of store.list()) {
+    try {
+      datapath.upsertEndpoint(rec);
+    } catch (err) {
+      log.warn({ err, containerId: rec.containerId }, 'could not restore endpoint');
+    }
+  }
+
+  let masq: { uplink: string; address: string } | null = null;
+  if (opts.masquerade) {
+    const up = await findUplink(manager.hostNs, opts.uplink);
+    if (up) {
+      datapath.enableMasquerade({ uplinkIfindex: up.ifindex, uplinkIfname: up.ifname, masqIp: up.ip, podCidr: opts.podCidr });
+      masq = { uplink: up.ifname, address: up.ip };
+      log.info({ uplink: up.ifname, address: up.ip }, 'masquerade enabled');
+    } else {
+      log.warn('no default route: masquerade disabled');
+    }
+  }
+
+  const objects = new ObjectStore();
+  const manifests = opts.manifests ? new ManifestDir(opts.manifests, objects, log) : undefined;
+  await manifests?.start();
+
+  const server = new ApiServer(log);
+  server.route('POST', CNI_HTTP_PATH, makeCniHandler({ manager, store: objects, log, ready: () => ready }));
+  server.route('GET', '/v1/healthz', () => ({ status: ready ? 200 : 503, body: { ready } }));
+  server.route('GET', '/v1/endpoints', () => ({
+    status: 200,
+    body: manager.list().map((r) => ({
+      id: r.id,
+      network: r.network,
+      containerId: r.containerId,
+      ifname: r.ifname,
+      ip: r.ips.map((i) => i.address).join(','),
+      hostIfname: r.hostIfname,
+      hostIfindex: r.hostIfindex,
+      pod: r.pod ? `${r.pod.namespace}/${r.pod.name}` : undefined,
+      state: 'ready',
+    })),
+  }));
+  server.route('GET', '/v1/pods', () => {
+    const eps = manager.list();
+    const rows = objects.list('Pod').map((p) => {
+      const ep = eps.find((e) => e.pod?.namespace === p.metadata.namespace && e.pod?.name === p.metadata.name);
+      return {
+        namespace: p.metadata.namespace,
+        name: p.metadata.name,
+        ip: ep?.ips.map((i) => i.address.split('/')[0]).join(','),
+        interface: ep ? `${ep.ifname}@${ep.hostIfname}` : undefined,
+        containerId: ep?.containerId,
+        state: ep ? 'Running' : 'Pending',
+        labels: p.metadata.labels,
+      };
+    });
+    // Pods that arrived by CNI without a Pod object still show up, so nothing is hidden.
+    for (const ep of eps) {
+      if (ep.pod && objects.get('Pod', ep.pod.namespace, ep.pod.name)) continue;
+      rows.push({
+        namespace: ep.pod?.namespace ?? '-',
+        name: ep.pod?.name ?? ep.containerId.slice(0, 12),
+        ip: ep.ips.map((i) => i.address.split('/')[0]).join(','),
+        interface: `${ep.ifname}@${ep.hostIfname}`,
+        containerId: ep.containerId,
+        state: 'Running (no Pod object)',
+        labels: {},
+      });
+    }
+    return { status: 200, body: rows };
+  });
+  server.route('GET', '/v1/status', () => ({
+    status: 200,
+    body: {
+      ready,
+      node: opts.nodeName,
+      podCidr: opts.podCidr,
+      endpoints: manager.list().length,
+      masquerade: masq,
+      maps: datapath.mapStats(),
+      attached: manager.list().map((r) => {
+        const problems = datapath.check(r);
+        return {
+          ifname: r.hostIfname,
+          ifindex: r.hostIfindex,
+          ingress: problems.some((p) => p.includes('kelp_from_pod')) ? [] : ['kelp_from_pod'],
+          egress: problems.some((p) => p.includes('kelp_to_pod')) ? [] : ['kelp_to_pod'],
+        };
+      }),
+      problems: manifests ? [...manifests.problems.values()] : [],
+    },
+  }));
+  server.route('GET', '/v1/maps/:name', (req) => {
+    const name = req.params.name;
+    if (!datapath.mapNames().includes(name)) throw new HttpError(404, `no map named ${name} (maps: ${datapath.mapNames().join(', ')})`);
+    return { status: 200, body: { name, entries: dumpMap(datapath, name) } };
+  });
+  const applyObjects = async (body: Buffer, remove: boolean) => {
+    if (!manifests) throw new HttpError(409, 'the agent has no manifest directory (start it with --manifests DIR)');
+    let docs: unknown;
+    try {
+      docs = (JSON.parse(body.toString('utf8')) as { objects?: unknown }).objects;
+    } catch {
+      throw new HttpError(400, 'body must be JSON {"objects": [...]}');
+    }
+    let parsed: KelpObject[];
+    try {
+      parsed = parseManifests(JSON.stringify({ kind: 'List', items: docs }), 'request');
+    } catch (e) {
+      throw new HttpError(400, (e as Error).message);
+    }
+    const results: Array<{ key: string; action: string }> = [];
+    for (const o of parsed) {
+      const key = objectKey(o);
+      const file = path.join(manifests.dir, `${key.replace(/\//g, '_').replace(/__/g, '_')}.json`);
+      if (remove) {
+        await fsp.rm(file, { force: true });
+        results.push({ key, action: 'deleted' });
+      } else {
+        const existed = objects.get(o.kind, o.metadata.namespace, o.metadata.name) !== undefined;
+        const tmp = path.join(manifests.dir, `.${path.basename(file)}.tmp`);
+        await fsp.writeFile(tmp, JSON.stringify(o, null, 2));
+        await fsp.rename(tmp, file);
+        results.push({ key, action: existed ? 'configured' : 'created' });
+      }
+    }
+    await manifests.scan();
+    return { status: 200, body: { results } };
+  };
+  server.route('POST', '/v1/objects', (req) => applyObjects(req.body, false));
+  server.route('DELETE', '/v1/objects', (req) => applyObjects(req.body, true));
+
+  await server.listen(socketPath);
+  ready = true;
+  if (opts.installCni) {
+    const installed = installCni(
+      opts.cniBinDir,
+      opts.cniConfDir,
+      buildConflist({ networkName: opts.networkName, socketPath, mtu: opts.mtu, podCidr: opts.podCidr, masquerade: opts.masquerade }),
+    );
+    log.info(installed, 'CNI plugin and network config installed');
+  }
+  log.info({ socket: socketPath, endpoints: loaded, podCidr: opts.podCidr }, 'kelp agent ready');
+
+  return {
+    socketPath,
+    async stop() {
+      ready = false;
+      await server.close();
+      manifests?.stop();
+      manager.close();
+      datapath.close();
+      log.info('kelp agent stopped; pinned maps and links keep pods connected');
+    },
+  };
+}
+
+/** Decoded contents of the maps kelp knows, raw hex for the rest. */
+function dumpMap(dp: Datapath, name: string): Array<{ key: unknown; value: unknown }> {
+  const m = dp.map(name);
+  if (name === 'kelp_endpoints') {
+    return m.keys().map((k) => ({ key: endpointKey.decode(k), value: endpointInfo.decode(m.lookup(k)!) }));
+  }
+  if (name === 'kelp_metrics') {
+    return m.keys().map((k) => {
+      const per = m.lookupPerCpu(k) ?? [];
+      const sum = per.reduce((a, b) => {
+        const v = metricsValue.decode(b);
+        return { packets: a.packets + v.packets, bytes: a.bytes + v.bytes };
+      }, { packets: 0n, bytes: 0n });
+      return { key: metricsKey.decode(k), value: { packets: sum.packets.toString(), bytes: sum.bytes.toString() } };
+    });
+  }
+  if ((name === 'kelp_ct4' || name === 'kelp_snat4') && dp.host) {
+    return dumpNat({ ct: dp.host.map('kelp_ct4'), snat: dp.host.map('kelp_snat4') }).map((f) => ({ key: name, value: f }));
+  }
+  if (m.type === 27) return [];
+  return m.keys().map((k) => ({ key: k.toString('hex'), value: m.lookup(k)?.toString('hex') }));
+}
+
+export async function runAgent(opts: AgentOptions): Promise<void> {
+  const log = createLogger({ level: opts.logLevel, file: opts.logFile });
+  const agent = await startAgent(opts, log);
+  let stopping = false;
+  const stop = (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    log.info({ signal }, 'stopping');
+    void agent.stop().finally(() => process.exit(0));
+  };
+  process.on('SIGTERM', () => stop('SIGTERM'));
+  process.on('SIGINT', () => stop('SIGINT'));
+}
