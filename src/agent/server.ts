@@ -95,7 +95,7 @@ export class ApiServer {
       if (Buffer.isBuffer(out.body)) payload = out.body;
       else if (typeof out.body === 'string') payload = Buffer.from(out.body);
       else {
-        payload = Buffer.from(JSON.stringify(out.body ?? null) + '\n');
+        payload = Buffer.from(JSON.stringify(out.body ?? null, (_k, v: unknown) => (typeof v === 'bigint' ? v.toString() : v)) + '\n');
         headers['content-type'] ??= 'application/json';
       }
     } catch (e) {

@@ -93,7 +93,17 @@ interface EndpointRow {
   state: string;
 }
 
-async function run(argv: string[]): Promise<number> {
+/** Common flags may come before the command too (`kelp --socket S status`). */
+function hoistCommand(argv: string[]): string[] {
+  const lead: string[] = [];
+  let i = 0;
+  while (i < argv.length && ['--socket', '-o', '--output'].includes(argv[i])) lead.push(argv[i++], argv[i++]);
+  while (i < argv.length && argv[i].startsWith('--socket=')) lead.push(argv[i++]);
+  return i < argv.length ? [argv[i], ...lead, ...argv.slice(i + 1)] : lead;
+}
+
+async function run(argvIn: string[]): Promise<number> {
+  const argv = hoistCommand(argvIn);
   const [cmd, ...args] = argv;
   switch (cmd) {
     case undefined:
@@ -157,7 +167,7 @@ async function run(argv: string[]): Promise<number> {
         podCidr: string;
         endpoints: number;
         masquerade?: { uplink: string; address: string } | null;
-        maps: Array<{ name: string; type: string; entries: number; maxEntries: number }>;
+        maps: Array<{ name: string; type: string; entries: number; maxEntries: number; fixed: boolean }>;
         attached: Array<{ ifname: string; ifindex: number; ingress: string[]; egress: string[] }>;
         problems: string[];
       }>(f.socket, 'GET', '/v1/status');
@@ -165,7 +175,7 @@ async function run(argv: string[]): Promise<number> {
         let out = `agent:      ${st.ready ? 'ready' : 'not ready'}\nnode:       ${st.node}\npod CIDR:   ${st.podCidr}\nendpoints:  ${st.endpoints}\n`;
         out += `masquerade: ${st.masquerade ? `${st.masquerade.uplink} -> ${st.masquerade.address}` : 'off'}\n`;
         if (st.problems.length) out += `problems:\n${st.problems.map((p) => `  - ${p}\n`).join('')}`;
-        out += '\nMAPS\n' + formatTable(['NAME', 'TYPE', 'ENTRIES', 'MAX', 'FILL'], st.maps.map((m) => [m.name, m.type, m.entries, m.maxEntries, `${((100 * m.entries) / m.maxEntries).toFixed(1)}%`]));
+        out += '\nMAPS\n' + formatTable(['NAME', 'TYPE', 'ENTRIES', 'MAX', 'FILL'], st.maps.map((m) => [m.name, m.type, m.fixed ? undefined : m.entries, m.maxEntries, m.fixed ? undefined : `${((100 * m.entries) / m.maxEntries).toFixed(1)}%`]));
         out += '\nATTACHED\n' + formatTable(['INTERFACE', 'IFINDEX', 'INGRESS', 'EGRESS'], st.attached.map((a) => [a.ifname, a.ifindex, a.ingress.join(','), a.egress.join(',')]));
         return out;
       });

@@ -230,12 +230,14 @@ export class Datapath implements EndpointDatapath {
     this.gcTimer.unref();
   }
 
-  mapStats(): Array<{ name: string; type: string; entries: number; maxEntries: number }> {
+  mapStats(): Array<{ name: string; type: string; entries: number; maxEntries: number; fixed: boolean }> {
     return this.mapNames().map((name) => {
       const m = this.map(name);
       const typeName = Object.entries(MapType).find(([, v]) => v === m.type)?.[0] ?? String(m.type);
-      const entries = m.type === MapType.RINGBUF ? 0 : m.keys().length;
-      return { name, type: typeName, entries, maxEntries: m.maxEntries };
+      // Arrays always hold max_entries slots; their fill is not a meaningful figure.
+      const fixed = m.type === MapType.ARRAY || m.type === MapType.PERCPU_ARRAY || m.type === MapType.RINGBUF;
+      const entries = fixed ? 0 : m.keys().length;
+      return { name, type: typeName, entries, maxEntries: m.maxEntries, fixed };
     });
   }
 

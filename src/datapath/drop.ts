@@ -1,0 +1,44 @@
+// Drop reasons of the BPF programs: `enum kelp_drop_reason` in bpf/lib/drop.h, mirrored by name
+// (without the DROP_ prefix) and value. test/unit/btf-layout.test.ts compares this table with the
+// enum in build/bpf/lxc.o's BTF.
+
+export const DropReason = {
+  RUNT: -1,
+  IPV4_VERSION: -2,
+  IPV4_IHL: -3,
+  IPV4_TOT_LEN: -4,
+  L4_TRUNCATED: -5,
+  SRC_UNKNOWN: -6,
+  SRC_MAC: -7,
+  SRC_IFACE: -8,
+  TTL_EXCEEDED: -9,
+} as const;
+
+export type DropReasonName = keyof typeof DropReason;
+export type DropReasonCode = (typeof DropReason)[DropReasonName];
+
+const DESCRIPTIONS: Record<DropReasonName, string> = {
+  RUNT: 'frame ends inside the Ethernet, IPv4 or ARP header',
+  IPV4_VERSION: 'IPv4 EtherType with an IP version other than 4',
+  IPV4_IHL: 'IPv4 header length below 20 bytes',
+  IPV4_TOT_LEN: 'IPv4 total length below the header length or beyond the frame',
+  L4_TRUNCATED: 'TCP, UDP or ICMP header cut short',
+  SRC_UNKNOWN: 'source IP is not a local endpoint',
+  SRC_MAC: "source MAC is not the endpoint's",
+  SRC_IFACE: 'source IP belongs to an endpoint behind another interface',
+  TTL_EXCEEDED: 'TTL expired on the hop through the node',
+};
+
+const BY_CODE = new Map<number, DropReasonName>(
+  (Object.keys(DropReason) as DropReasonName[]).map((name) => [DropReason[name], name]),
+);
+
+/** `SRC_MAC` for -7; `UNKNOWN(-42)` for a code this build does not know (a newer datapath). */
+export function dropReasonName(code: number): string {
+  return BY_CODE.get(code) ?? `UNKNOWN(${code})`;
+}
+
+export function dropReasonText(code: number): string {
+  const name = BY_CODE.get(code);
+  return name ? DESCRIPTIONS[name] : `unknown drop reason ${code}`;
+}

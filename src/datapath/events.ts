@@ -1,0 +1,84 @@
+// Decoder for kelp_events ring buffer records (`struct kelp_event`, bpf/lib/events.h).
+import { dropReasonName } from './drop';
+import { Direction, EventType, TracePoint, kelpEvent, RawEvent } from './structs';
+
+export type EventDirection = 'from-pod' | 'to-pod';
+export type TracePointName = 'to-endpoint' | 'arp-reply';
+
+interface EventCommon {
+  tsNs: bigint;
+  dir: EventDirection;
+  /** Interface the packet was seen on (the pod's host-side veth). */
+  ifindex: number;
+  /** 0: not attributed to an endpoint. */
+  epId: number;
+  len: number;
+  ethProto: number;
+  proto: number;
+  saddr: string;
+  daddr: string;
+  sport: number;
+  dport: number;
+}
+
+export interface DropEvent extends EventCommon {
+  kind: 'drop';
+  reason: number;
+  /** DropReason name, e.g. `SRC_MAC`. */
+  reasonName: string;
+}
+
+export interface TraceEvent extends EventCommon {
+  kind: 'trace';
+  point: TracePointName;
+  /** Where the packet was redirected to. */
+  targetIfindex: number;
+}
+
+export type KelpEvent = DropEvent | TraceEvent;
+
+const POINTS: Record<number, TracePointName> = {
+  [TracePoint.TO_ENDPOINT]: 'to-endpoint',
+  [TracePoint.ARP_REPLY]: 'arp-reply',
+};
+
+function direction(raw: RawEvent): EventDirection {
+  if (raw.dir === Direction.FROM_POD) return 'from-pod';
+  if (raw.dir === Direction.TO_POD) return 'to-pod';
+  throw new RangeError(`kelp_event: unknown direction ${raw.dir}`);
+}
+
+/** Throws RangeError on a record this build cannot read (short, or unknown type/direction/point). */
+export function decodeEvent(buf: Buffer): KelpEvent {
+  const raw = kelpEvent.decode(buf);
+  const common: EventCommon = {
+    tsNs: raw.tsNs,
+    dir: direction(raw),
+    ifindex: raw.ifindex,
+    epId: raw.epId,
+    len: raw.len,
+    ethProto: raw.ethProto,
+    proto: raw.proto,
+    saddr: raw.saddr,
+    daddr: raw.daddr,
+    sport: raw.sport,
+    dport: raw.dport,
+  };
+  if (raw.type === EventType.DROP) {
+    return { kind: 'drop', ...common, reason: raw.reason, reasonName: dropReasonName(raw.reason) };
+  }
+  if (raw.type === EventType.TRACE) {
+    const point = POINTS[raw.tracePoint];
+    if (!point) throw new RangeError(`kelp_event: unknown trace point ${raw.tracePoint}`);
+    return { kind: 'trace', ...common, point, targetIfindex: raw.targetIfindex };
+  }
+  throw new RangeError(`kelp_event: unknown type ${raw.type}`);
+}
+
+/** One line for logs and the CLI. */
+export function formatEvent(e: KelpEvent): string {
+  const flow = `${e.saddr}:${e.sport} -> ${e.daddr}:${e.dport} proto ${e.proto}`;
+  const where = `${e.dir} if ${e.ifindex} ep ${e.epId}`;
+  if (e.kind === 'drop') return `drop ${e.reasonName} ${where} ${flow} len ${e.len}`;
+  return `trace ${e.point} ${where} -> if ${e.targetIfindex} ${flow} len ${e.len}`;
+}

@@ -1,0 +1,345 @@
+// Codecs for every struct shared with the BPF programs (bpf/lib/*.h). Each codec lists its C
+// fields with offsets and sizes; test/unit/btf-layout.test.ts checks that list against the BTF of
+// build/bpf/lxc.o, and encode/decode only use offsets from that list.
+// Byte order: host (little-endian) for counters and ids, network order for addresses and ports.
+import { isIPv4 } from 'node:net';
+import { formatMac, parseMac } from '../netlink/mac';
+
+export interface StructField {
+  name: string;
+  offset: number;
+  size: number;
+}
+
+export interface StructCodec<T> {
+  /** The C struct's name, as in BTF. */
+  cName: string;
+  size: number;
+  fields: readonly StructField[];
+  encode(value: T): Buffer;
+  decode(buf: Buffer): T;
+}
+
+/**
+ * Builds a field table from C declaration order. The C structs spell out their padding, so the
+ * fields must tile the struct exactly: anything else is a typo here.
+ */
+function layout(cName: string, size: number, decl: ReadonlyArray<[name: string, size: number, offset: number]>) {
+  const fields = decl.map(([name, fieldSize, offset]) => ({ name, offset, size: fieldSize }));
+  const off: Record<string, number> = {};
+  let end = 0;
+  for (const f of fields) {
+    if (f.offset !== end) throw new Error(`${cName}.${f.name}: offset ${f.offset}, expected ${end}`);
+    end = f.offset + f.size;
+    off[f.name] = f.offset;
+  }
+  if (end !== size) throw new Error(`${cName}: fields end at ${end}, size is ${size}`);
+  return { cName, size, fields, off };
+}
+
+function checkLength(cName: string, buf: Buffer, size: number): void {
+  if (buf.length < size) throw new RangeError(`${cName}: need ${size} bytes, got ${buf.length}`);
+}
+
+export function ip4ToBuffer(ip: string): Buffer {
+  if (!isIPv4(ip)) throw new TypeError(`invalid IPv4 address ${JSON.stringify(ip)}`);
+  return Buffer.from(ip.split('.').map(Number));
+}
+
+export function ip4FromBuffer(buf: Buffer, offset = 0): string {
+  return Array.from(buf.subarray(offset, offset + 4)).join('.');
+}
+
+function u32(name: string, v: number): number {
+  if (!Number.isInteger(v) || v < 0 || v > 0xffffffff) throw new RangeError(`${name} must be a u32, got ${v}`);
+  return v;
+}
+
+// enum kelp_dir (bpf/lib/common.h)
+export const Direction = { FROM_POD: 1, TO_POD: 2 } as const;
+export type Direction = (typeof Direction)[keyof typeof Direction];
+
+// enum endpoint_family (bpf/lib/endpoint.h): AF_INET / AF_INET6
+export const EndpointFamily = { IPV4: 2, IPV6: 10 } as const;
+
+// enum kelp_event_type, enum kelp_trace_point (bpf/lib/events.h)
+export const EventType = { DROP: 1, TRACE: 2 } as const;
+export const TracePoint = { NONE: 0, TO_ENDPOINT: 1, ARP_REPLY: 2 } as const;
+
+// --- kelp_endpoints -------------------------------------------------------------------------
+
+export interface EndpointKey {
+  ip4: string;
+}
+
+const epKey = layout('endpoint_key', 20, [
+  ['ip4', 4, 0],
+  ['pad', 12, 4],
+  ['family', 1, 16],
+  ['pad2', 3, 17],
+]);
+
+export const endpointKey: StructCodec<EndpointKey> = {
+  ...epKey,
+  encode(v) {
+    const b = Buffer.alloc(epKey.size);
+    ip4ToBuffer(v.ip4).copy(b, epKey.off.ip4);
+    b.writeUInt8(EndpointFamily.IPV4, epKey.off.family);
+    return b;
+  },
+  decode(b) {
+    checkLength(epKey.cName, b, epKey.size);
+    const family = b.readUInt8(epKey.off.family);
+    if (family !== EndpointFamily.IPV4) throw new RangeError(`endpoint_key: unsupported family ${family}`);
+    return { ip4: ip4FromBuffer(b, epKey.off.ip4) };
+  },
+};
+
+export interface EndpointInfo {
+  /** Host-side veth. */
+  ifindex: number;
+  /** The agent's endpoint id; never 0 (0 means "not attributed" in metrics and events). */
+  epId: number;
+  flags: number;
+  /** Pod-side veth MAC. */
+  mac: string;
+  /** Host-side veth MAC, which the pod sees as its gateway's. */
+  nodeMac: string;
+}
+
+const epInfo = layout('endpoint_info', 24, [
+  ['ifindex', 4, 0],
+  ['ep_id', 4, 4],
+  ['flags', 4, 8],
+  ['mac', 6, 12],
+  ['node_mac', 6, 18],
+]);
+
+export const endpointInfo: StructCodec<EndpointInfo> = {
+  ...epInfo,
+  encode(v) {
+    if (v.epId === 0) throw new RangeError('endpoint_info: ep_id 0 is reserved for unattributed traffic');
+    const b = Buffer.alloc(epInfo.size);
+    b.writeUInt32LE(u32('ifindex', v.ifindex), epInfo.off.ifindex);
+    b.writeUInt32LE(u32('epId', v.epId), epInfo.off.ep_id);
+    b.writeUInt32LE(u32('flags', v.flags), epInfo.off.flags);
+    parseMac(v.mac).copy(b, epInfo.off.mac);
+    parseMac(v.nodeMac).copy(b, epInfo.off.node_mac);
+    return b;
+  },
+  decode(b) {
+    checkLength(epInfo.cName, b, epInfo.size);
+    return {
+      ifindex: b.readUInt32LE(epInfo.off.ifindex),
+      epId: b.readUInt32LE(epInfo.off.ep_id),
+      flags: b.readUInt32LE(epInfo.off.flags),
+      mac: formatMac(b.subarray(epInfo.off.mac, epInfo.off.mac + 6)),
+      nodeMac: formatMac(b.subarray(epInfo.off.node_mac, epInfo.off.node_mac + 6)),
+    };
+  },
+};
+
+// --- kelp_metrics, kelp_metrics_fwd --------------------------------------------------------
+// A counter (ep, dir, reason) lives in kelp_metrics_fwd when reason is 0 and ep < METRICS_FWD_EPS,
+// else in kelp_metrics; readers add both maps up (bpf/lib/metrics.h).
+
+// enum kelp_metrics_limits
+export const METRICS_FWD_EPS = 4096;
+
+/** Index into kelp_metrics_fwd of the forwarded counter of (epId, dir). */
+export function metricsFwdIndex(epId: number, dir: Direction): number {
+  if (!Number.isInteger(epId) || epId < 0 || epId >= METRICS_FWD_EPS) {
+    throw new RangeError(`kelp_metrics_fwd holds ep_id 0..${METRICS_FWD_EPS - 1}, got ${epId}`);
+  }
+  if (dir !== Direction.FROM_POD && dir !== Direction.TO_POD) throw new RangeError(`bad direction ${dir}`);
+  return epId * 2 + dir - 1;
+}
+
+export function metricsFwdKey(epId: number, dir: Direction): Buffer {
+  const b = Buffer.alloc(4);
+  b.writeUInt32LE(metricsFwdIndex(epId, dir));
+  return b;
+}
+
+/** The (epId, dir) a kelp_metrics_fwd index counts. */
+export function metricsFwdSlot(index: number): { epId: number; dir: Direction } {
+  if (!Number.isInteger(index) || index < 0 || index >= METRICS_FWD_EPS * 2) throw new RangeError(`bad index ${index}`);
+  return { epId: Math.floor(index / 2), dir: ((index % 2) + 1) as Direction };
+}
+
+export interface MetricsKey {
+  /** 0: not attributed to an endpoint. */
+  epId: number;
+  dir: Direction;
+  /** 0 forwarded, negative: a DropReason. */
+  reason: number;
+}
+
+const mKey = layout('metrics_key', 8, [
+  ['ep_id', 4, 0],
+  ['dir', 1, 4],
+  ['pad', 1, 5],
+  ['reason', 2, 6],
+]);
+
+export const metricsKey: StructCodec<MetricsKey> = {
+  ...mKey,
+  encode(v) {
+    const b = Buffer.alloc(mKey.size);
+    b.writeUInt32LE(u32('epId', v.epId), mKey.off.ep_id);
+    b.writeUInt8(v.dir, mKey.off.dir);
+    b.writeInt16LE(v.reason, mKey.off.reason);
+    return b;
+  },
+  decode(b) {
+    checkLength(mKey.cName, b, mKey.size);
+    return {
+      epId: b.readUInt32LE(mKey.off.ep_id),
+      dir: b.readUInt8(mKey.off.dir) as Direction,
+      reason: b.readInt16LE(mKey.off.reason),
+    };
+  },
+};
+
+export interface MetricsValue {
+  packets: bigint;
+  bytes: bigint;
+}
+
+const mValue = layout('metrics_value', 16, [
+  ['packets', 8, 0],
+  ['bytes', 8, 8],
+]);
+
+export const metricsValue: StructCodec<MetricsValue> = {
+  ...mValue,
+  encode(v) {
+    const b = Buffer.alloc(mValue.size);
+    b.writeBigUInt64LE(v.packets, mValue.off.packets);
+    b.writeBigUInt64LE(v.bytes, mValue.off.bytes);
+    return b;
+  },
+  decode(b) {
+    checkLength(mValue.cName, b, mValue.size);
+    return { packets: b.readBigUInt64LE(mValue.off.packets), bytes: b.readBigUInt64LE(mValue.off.bytes) };
+  },
+};
+
+/** Sums a per-CPU lookup result (one 8-byte-aligned slot per possible CPU). */
+export function sumPerCpuMetrics(buf: Buffer, numCpus: number): MetricsValue {
+  const slot = Math.ceil(mValue.size / 8) * 8;
+  if (buf.length < slot * numCpus) throw new RangeError(`per-CPU metrics: need ${slot * numCpus} bytes, got ${buf.length}`);
+  const total = { packets: 0n, bytes: 0n };
+  for (let cpu = 0; cpu < numCpus; cpu++) {
+    const v = metricsValue.decode(buf.subarray(cpu * slot, cpu * slot + mValue.size));
+    total.packets += v.packets;
+    total.bytes += v.bytes;
+  }
+  return total;
+}
+
+// --- kelp_events ----------------------------------------------------------------------------
+
+export interface RawEvent {
+  tsNs: bigint;
+  type: number;
+  dir: number;
+  reason: number;
+  ifindex: number;
+  targetIfindex: number;
+  epId: number;
+  len: number;
+  ethProto: number;
+  proto: number;
+  tracePoint: number;
+  /** For ARP: sender and target protocol addresses. */
+  saddr: string;
+  daddr: string;
+  /** Host order. For ICMP: sport = type and code bytes, dport = echo identifier. */
+  sport: number;
+  dport: number;
+}
+
+const ev = layout('kelp_event', 48, [
+  ['ts_ns', 8, 0],
+  ['type', 1, 8],
+  ['dir', 1, 9],
+  ['reason', 2, 10],
+  ['ifindex', 4, 12],
+  ['target_ifindex', 4, 16],
+  ['ep_id', 4, 20],
+  ['len', 4, 24],
+  ['eth_proto', 2, 28],
+  ['proto', 1, 30],
+  ['trace_point', 1, 31],
+  ['saddr', 4, 32],
+  ['daddr', 4, 36],
+  ['sport', 2, 40],
+  ['dport', 2, 42],
+  ['pad', 4, 44],
+]);
+
+export const kelpEvent: StructCodec<RawEvent> = {
+  ...ev,
+  encode(v) {
+    const b = Buffer.alloc(ev.size);
+    b.writeBigUInt64LE(v.tsNs, ev.off.ts_ns);
+    b.writeUInt8(v.type, ev.off.type);
+    b.writeUInt8(v.dir, ev.off.dir);
+    b.writeInt16LE(v.reason, ev.off.reason);
+    b.writeUInt32LE(v.ifindex, ev.off.ifindex);
+    b.writeUInt32LE(v.targetIfindex, ev.off.target_ifindex);
+    b.writeUInt32LE(v.epId, ev.off.ep_id);
+    b.writeUInt32LE(v.len, ev.off.len);
+    b.writeUInt16BE(v.ethProto, ev.off.eth_proto);
+    b.writeUInt8(v.proto, ev.off.proto);
+    b.writeUInt8(v.tracePoint, ev.off.trace_point);
+    ip4ToBuffer(v.saddr).copy(b, ev.off.saddr);
+    ip4ToBuffer(v.daddr).copy(b, ev.off.daddr);
+    b.writeUInt16BE(v.sport, ev.off.sport);
+    b.writeUInt16BE(v.dport, ev.off.dport);
+    return b;
+  },
+  decode(b) {
+    checkLength(ev.cName, b, ev.size);
+    return {
+      tsNs: b.readBigUInt64LE(ev.off.ts_ns),
+      type: b.readUInt8(ev.off.type),
+      dir: b.readUInt8(ev.off.dir),
+      reason: b.readInt16LE(ev.off.reason),
+      ifindex: b.readUInt32LE(ev.off.ifindex),
+      targetIfindex: b.readUInt32LE(ev.off.target_ifindex),
+      epId: b.readUInt32LE(ev.off.ep_id),
+      len: b.readUInt32LE(ev.off.len),
+      ethProto: b.readUInt16BE(ev.off.eth_proto),
+      proto: b.readUInt8(ev.off.proto),
+      tracePoint: b.readUInt8(ev.off.trace_point),
+      saddr: ip4FromBuffer(b, ev.off.saddr),
+      daddr: ip4FromBuffer(b, ev.off.daddr),
+      sport: b.readUInt16BE(ev.off.sport),
+      dport: b.readUInt16BE(ev.off.dport),
+    };
+  },
+};
+
+/** Every codec, for the BTF layout test. */
+export const ALL_STRUCTS: ReadonlyArray<StructCodec<unknown>> = [
+  endpointKey,
+  endpointInfo,
+  metricsKey,
+  metricsValue,
+  kelpEvent,
+] as ReadonlyArray<StructCodec<unknown>>;
+
+/** The C enums mirrored above, by BTF enum name: enumerator name -> value. */
+export const MIRRORED_ENUMS: Record<string, Record<string, number>> = {
+  kelp_dir: { KELP_DIR_FROM_POD: Direction.FROM_POD, KELP_DIR_TO_POD: Direction.TO_POD },
+  endpoint_family: { ENDPOINT_FAMILY_IPV4: EndpointFamily.IPV4, ENDPOINT_FAMILY_IPV6: EndpointFamily.IPV6 },
+  kelp_event_type: { KELP_EVENT_DROP: EventType.DROP, KELP_EVENT_TRACE: EventType.TRACE },
+  kelp_metrics_limits: { KELP_METRICS_FWD_EPS: METRICS_FWD_EPS },
+  kelp_trace_point: {
+    KELP_TRACE_NONE: TracePoint.NONE,
+    KELP_TRACE_TO_ENDPOINT: TracePoint.TO_ENDPOINT,
+    KELP_TRACE_ARP_REPLY: TracePoint.ARP_REPLY,
+  },
+};
