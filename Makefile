@@ -81,7 +81,7 @@ test: build
 	node_modules/.bin/vitest run
 
 demo: build
-	bash scripts/demo.sh
+	node_modules/.bin/vite-node scripts/demo.ts
 
 bench: build
 	node_modules/.bin/vite-node bench/main.ts
