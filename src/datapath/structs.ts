@@ -238,6 +238,40 @@ export function sumPerCpuMetrics(buf: Buffer, numCpus: number): MetricsValue {
   return total;
 }
 
+export interface MetricsEntry {
+  key: MetricsKey;
+  value: MetricsValue;
+}
+
+/**
+ * The counters of both maps as one table, from their [key, value] pairs (BpfMap.lookupBatch()):
+ * per-CPU values summed, the two maps added up, zero counters left out, sorted by key.
+ */
+export function mergeMetrics(
+  hash: ReadonlyArray<readonly [Buffer, Buffer]>,
+  fwd: ReadonlyArray<readonly [Buffer, Buffer]>,
+  numCpus: number,
+): MetricsEntry[] {
+  const table = new Map<string, MetricsEntry>();
+  const add = (key: MetricsKey, value: Buffer) => {
+    const v = sumPerCpuMetrics(value, numCpus);
+    if (v.packets === 0n && v.bytes === 0n) return;
+    const id = `${key.epId}/${key.dir}/${key.reason}`;
+    const entry = table.get(id);
+    if (entry) {
+      entry.value.packets += v.packets;
+      entry.value.bytes += v.bytes;
+    } else {
+      table.set(id, { key, value: v });
+    }
+  };
+  for (const [k, v] of hash) add(metricsKey.decode(k), v);
+  for (const [k, v] of fwd) add({ ...metricsFwdSlot(k.readUInt32LE(0)), reason: 0 }, v);
+  return [...table.values()].sort(
+    (a, b) => a.key.epId - b.key.epId || a.key.dir - b.key.dir || b.key.reason - a.key.reason,
+  );
+}
+
 // --- kelp_events ----------------------------------------------------------------------------
 
 export interface RawEvent {

@@ -1,0 +1,39 @@
+/*
+ * Drop reasons: negative, so that a metrics key's reason 0 means "forwarded". A C enum, so they
+ * appear in the object's BTF where a test checks src/datapath/drop.ts against them. Append only:
+ * the numbers are stored in kelp_metrics keys and read by the agent.
+ */
+#ifndef KELP_DROP_H
+#define KELP_DROP_H
+
+#include "common.h"
+#include "metrics.h"
+#include "events.h"
+
+enum kelp_drop_reason {
+	DROP_RUNT		= -1,	/* frame ends inside the Ethernet, IPv4 base or ARP header */
+	DROP_IPV4_VERSION	= -2,	/* EtherType IPv4 but version field is not 4 */
+	DROP_IPV4_IHL		= -3,	/* IHL below 5 */
+	DROP_IPV4_TOT_LEN	= -4,	/* total length below the header length or beyond the frame */
+	DROP_L4_TRUNCATED	= -5,	/* TCP/UDP/ICMP header cut short (unfragmented or first fragment) */
+	DROP_SRC_UNKNOWN	= -6,	/* source IP is not an endpoint */
+	DROP_SRC_MAC		= -7,	/* source MAC is not the endpoint's */
+	DROP_SRC_IFACE		= -8,	/* source IP belongs to an endpoint behind another interface */
+	DROP_TTL_EXCEEDED	= -9,	/* TTL would reach 0 on the hop through the node */
+};
+
+/*
+ * The single way kelp programs drop: counted in kelp_metrics, reported on kelp_events, TC_ACT_SHOT.
+ * `ep_id` 0 when the packet cannot be attributed to an endpoint (the event carries the ifindex).
+ * A BPF-to-BPF call rather than inlined: drops are the slow path, and a dozen inlined copies of the
+ * map and ring buffer code would crowd the forwarding path out of the instruction cache.
+ */
+static __attribute__((noinline)) int drop_packet(struct __sk_buff *skb, const struct pkt4 *pkt,
+				       enum kelp_dir dir, __u32 ep_id, enum kelp_drop_reason reason)
+{
+	metrics_update(ep_id, dir, reason, skb->len);
+	event_emit(skb, pkt, KELP_EVENT_DROP, dir, reason, ep_id, 0, KELP_TRACE_NONE);
+	return TC_ACT_SHOT;
+}
+
+#endif /* KELP_DROP_H */

@@ -1,0 +1,183 @@
+/*
+ * Pod veth programs. One instance of each is shared by every pod: the agent attaches them with tcx
+ * to each pod's host-side veth and describes the pods in kelp_endpoints, so a new pod costs a map
+ * update and two link creations, never a program load. IPv4 only today: other EtherTypes,
+ * IPv6 included, go to the host stack unfiltered.
+ */
+#include "lib/common.h"
+#include "lib/config.h"
+#include "lib/drop.h"
+#include "lib/metrics.h"
+#include "lib/events.h"
+#include "lib/eth.h"
+#include "lib/arp.h"
+#include "lib/ipv4.h"
+#include "lib/endpoint.h"
+
+/* Hands the packet to the host stack. */
+static __always_inline int lxc_pass(struct __sk_buff *skb, enum kelp_dir dir, __u32 ep_id)
+{
+	metrics_update(ep_id, dir, 0, skb->len);
+	return TC_ACT_OK;
+}
+
+/* Pod to pod on this node: one routing hop, straight into the destination pod's namespace. */
+static __always_inline int lxc4_local_deliver(struct __sk_buff *skb, const struct pkt4 *pkt,
+					      __u32 src_id, const struct endpoint_info *dst)
+{
+	struct ethhdr *eth = ctx_data(skb);
+	struct iphdr *ip = (void *)(eth + 1);
+	int ret;
+
+	if ((void *)(ip + 1) > ctx_data_end(skb))
+		return drop_packet(skb, pkt, KELP_DIR_FROM_POD, src_id, DROP_RUNT);
+	/* No ICMP time exceeded is generated yet: the sender just sees a loss. */
+	if (ip->ttl <= 1)
+		return drop_packet(skb, pkt, KELP_DIR_FROM_POD, src_id, DROP_TTL_EXCEEDED);
+	ret = endpoint4_deliver(skb, pkt, dst);
+	if (ret < 0)
+		return drop_packet(skb, pkt, KELP_DIR_TO_POD, dst->ep_id, ret);
+
+	ipv4_dec_ttl(ip);
+	eth_rewrite(eth, dst->mac, dst->node_mac);
+	metrics_update(src_id, KELP_DIR_FROM_POD, 0, skb->len);
+	event_trace(skb, pkt, KELP_DIR_FROM_POD, src_id, dst->ifindex, KELP_TRACE_TO_ENDPOINT);
+	return bpf_redirect_peer(dst->ifindex, 0);
+}
+
+static __always_inline int from_pod_ipv4(struct __sk_buff *skb, struct pkt4 *pkt)
+{
+	struct endpoint_info *src, *dst;
+	struct ethhdr *eth;
+	__u32 src_id;
+	int ret;
+
+	ret = ipv4_parse(skb, pkt);
+	if (ret < 0)
+		return drop_packet(skb, pkt, KELP_DIR_FROM_POD, 0, ret);
+	eth = eth_load(skb);
+	if (!eth)
+		return drop_packet(skb, pkt, KELP_DIR_FROM_POD, 0, DROP_RUNT);
+
+	src = endpoint4_source(pkt->saddr, skb->ifindex, eth->h_source, &src_id, &ret);
+	if (!src)
+		return drop_packet(skb, pkt, KELP_DIR_FROM_POD, src_id, ret);
+
+	dst = endpoint4_lookup(pkt->daddr);
+	if (dst)
+		return lxc4_local_deliver(skb, pkt, src_id, dst);
+	return lxc_pass(skb, KELP_DIR_FROM_POD, src_id);
+}
+
+/*
+ * The pod's gateway (and, with an on-link /24, every other address) is answered here with the
+ * host veth's MAC, so no address is needed on the node side and IPv4 from the pod always reaches
+ * kelp_from_pod.
+ */
+static __always_inline int from_pod_arp(struct __sk_buff *skb, struct pkt4 *pkt)
+{
+	struct endpoint_info *ep;
+	struct arp_eth4 *arp;
+	struct ethhdr *eth;
+	__u32 ep_id;
+	int ret;
+
+	if (!ctx_linear(skb, ETH_HLEN + sizeof(*arp)))
+		return drop_packet(skb, pkt, KELP_DIR_FROM_POD, 0, DROP_RUNT);
+	eth = ctx_data(skb);
+	arp = (void *)(eth + 1);
+	if ((void *)(arp + 1) > ctx_data_end(skb))
+		return drop_packet(skb, pkt, KELP_DIR_FROM_POD, 0, DROP_RUNT);
+	if (!arp4_is_request(arp))
+		return lxc_pass(skb, KELP_DIR_FROM_POD, 0);
+
+	pkt->saddr = arp4_spa(arp);
+	pkt->daddr = arp4_tpa(arp);
+	/* Address probes (RFC 5227, sender 0.0.0.0) and gratuitous ARP (sender == target) are the pod
+	 * checking or announcing its own address: an answer would report a conflict. */
+	if (pkt->saddr == 0 || pkt->saddr == pkt->daddr)
+		return lxc_pass(skb, KELP_DIR_FROM_POD, 0);
+
+	ep = endpoint4_source(pkt->saddr, skb->ifindex, eth->h_source, &ep_id, &ret);
+	if (!ep)
+		return drop_packet(skb, pkt, KELP_DIR_FROM_POD, ep_id, ret);
+	if (!eth_addr_equal(arp->sha, eth->h_source))
+		return drop_packet(skb, pkt, KELP_DIR_FROM_POD, ep_id, DROP_SRC_MAC);
+
+	arp4_reply(eth, arp, ep->node_mac);
+	metrics_update(ep_id, KELP_DIR_FROM_POD, 0, skb->len);
+	event_trace(skb, pkt, KELP_DIR_FROM_POD, ep_id, skb->ifindex, KELP_TRACE_ARP_REPLY);
+	return bpf_redirect(skb->ifindex, 0);
+}
+
+/* tc ingress of the pod's host-side veth: packets leaving the pod. */
+SEC("tc")
+int kelp_from_pod(struct __sk_buff *skb)
+{
+	struct pkt4 pkt = {};
+	struct ethhdr *eth = eth_load(skb);
+
+	if (!eth)
+		return drop_packet(skb, &pkt, KELP_DIR_FROM_POD, 0, DROP_RUNT);
+	pkt.eth_proto = eth->h_proto;
+	switch (pkt.eth_proto) {
+	case bpf_htons(ETH_P_IP):
+		return from_pod_ipv4(skb, &pkt);
+	case bpf_htons(ETH_P_ARP):
+		return from_pod_arp(skb, &pkt);
+	default:
+		return lxc_pass(skb, KELP_DIR_FROM_POD, 0);
+	}
+}
+
+/* tc egress of the pod's host-side veth: packets the host stack sends into the pod. */
+SEC("tc")
+int kelp_to_pod(struct __sk_buff *skb)
+{
+	struct pkt4 pkt = {};
+	struct endpoint_info *ep;
+	struct ethhdr *eth = eth_load(skb);
+	int ret;
+
+	if (!eth)
+		return drop_packet(skb, &pkt, KELP_DIR_TO_POD, 0, DROP_RUNT);
+	pkt.eth_proto = eth->h_proto;
+	if (pkt.eth_proto != bpf_htons(ETH_P_IP))
+		return lxc_pass(skb, KELP_DIR_TO_POD, 0);
+
+	ret = ipv4_parse(skb, &pkt);
+	if (ret < 0)
+		return drop_packet(skb, &pkt, KELP_DIR_TO_POD, 0, ret);
+	ep = endpoint4_lookup(pkt.daddr);
+	/* Traffic for an address that does not live behind this veth is the host's routing choice,
+	 * not this endpoint's: passed, unattributed. */
+	if (!ep || ep->ifindex != skb->ifindex)
+		return lxc_pass(skb, KELP_DIR_TO_POD, 0);
+	ret = endpoint4_deliver(skb, &pkt, ep);
+	if (ret < 0)
+		return drop_packet(skb, &pkt, KELP_DIR_TO_POD, ep->ep_id, ret);
+	return TC_ACT_OK;
+}
+
+/*
+ * Never called, never loaded (libbpf only loads subprograms that a program calls). clang writes BTF
+ * only for types that a function, map or global mentions: this prototype puts the types the agent
+ * decodes into the object's BTF, where test/unit/btf-layout.test.ts checks them.
+ */
+struct lxc_btf_types {
+	struct kelp_event event;
+	enum kelp_drop_reason drop_reason;
+	enum kelp_event_type event_type;
+	enum kelp_trace_point trace_point;
+	enum kelp_dir dir;
+	enum endpoint_family family;
+	enum kelp_metrics_limits metrics_limits;
+};
+
+__attribute__((used)) static int lxc_btf_types(struct lxc_btf_types *types)
+{
+	return 0;
+}
+
+/* GPL-compatible so the verifier offers every helper; the code is the project's own. */
+char __license[] SEC("license") = "Dual BSD/GPL";

@@ -1,0 +1,173 @@
+// Codecs of the structs shared with the BPF programs: byte positions and round trips.
+import { describe, expect, it } from 'vitest';
+import { DropReason, dropReasonName, dropReasonText } from '../../src/datapath/drop';
+import { decodeEvent, formatEvent } from '../../src/datapath/events';
+import {
+  Direction,
+  endpointInfo,
+  endpointKey,
+  EventType,
+  kelpEvent,
+  mergeMetrics,
+  METRICS_FWD_EPS,
+  metricsFwdIndex,
+  metricsFwdKey,
+  metricsFwdSlot,
+  metricsKey,
+  metricsValue,
+  RawEvent,
+  sumPerCpuMetrics,
+  TracePoint,
+} from '../../src/datapath/structs';
+
+const rawEvent: RawEvent = {
+  tsNs: 123456789012345n,
+  type: EventType.DROP,
+  dir: Direction.FROM_POD,
+  reason: DropReason.SRC_MAC,
+  ifindex: 17,
+  targetIfindex: 0,
+  epId: 101,
+  len: 98,
+  ethProto: 0x0800,
+  proto: 17,
+  tracePoint: TracePoint.NONE,
+  saddr: '10.77.0.2',
+  daddr: '10.77.0.3',
+  sport: 40000,
+  dport: 53,
+};
+
+describe('endpoint_key', () => {
+  it('puts the address first, in network order, and family AF_INET at offset 16', () => {
+    const b = endpointKey.encode({ ip4: '10.1.2.3' });
+    expect(b.toString('hex')).toBe('0a010203' + '00'.repeat(12) + '02000000');
+    expect(endpointKey.decode(b)).toEqual({ ip4: '10.1.2.3' });
+  });
+
+  it('rejects bad input', () => {
+    expect(() => endpointKey.encode({ ip4: '10.1.2' })).toThrow(/invalid IPv4/);
+    expect(() => endpointKey.decode(Buffer.alloc(19))).toThrow(RangeError);
+    const v6 = Buffer.alloc(20);
+    v6[16] = 10;
+    expect(() => endpointKey.decode(v6)).toThrow(/unsupported family 10/);
+  });
+});
+
+describe('endpoint_info', () => {
+  const info = { ifindex: 0x01020304, epId: 7, flags: 0, mac: '02:aa:bb:cc:dd:ee', nodeMac: '02:11:22:33:44:55' };
+
+  it('encodes host-order ids and raw MACs', () => {
+    const b = endpointInfo.encode(info);
+    expect(b.toString('hex')).toBe('04030201' + '07000000' + '00000000' + '02aabbccddee' + '021122334455');
+    expect(endpointInfo.decode(b)).toEqual(info);
+  });
+
+  it('rejects ep_id 0, out-of-range ifindex and bad MACs', () => {
+    expect(() => endpointInfo.encode({ ...info, epId: 0 })).toThrow(/ep_id 0/);
+    expect(() => endpointInfo.encode({ ...info, ifindex: -1 })).toThrow(/ifindex must be a u32/);
+    expect(() => endpointInfo.encode({ ...info, mac: '02:aa' })).toThrow(/MAC/);
+  });
+});
+
+describe('metrics', () => {
+  it('keys carry a signed 16-bit reason', () => {
+    const key = { epId: 101, dir: Direction.TO_POD, reason: DropReason.TTL_EXCEEDED };
+    const b = metricsKey.encode(key);
+    expect(b.toString('hex')).toBe('65000000' + '02' + '00' + 'f7ff');
+    expect(metricsKey.decode(b)).toEqual(key);
+  });
+
+  it('values round-trip 64-bit counters', () => {
+    const v = { packets: 2n ** 40n + 1n, bytes: 2n ** 63n };
+    expect(metricsValue.decode(metricsValue.encode(v))).toEqual(v);
+  });
+
+  it('sums per-CPU slots', () => {
+    const slots = [
+      { packets: 1n, bytes: 100n },
+      { packets: 0n, bytes: 0n },
+      { packets: 5n, bytes: 700n },
+    ];
+    const buf = Buffer.concat(slots.map((s) => metricsValue.encode(s)));
+    expect(sumPerCpuMetrics(buf, 3)).toEqual({ packets: 6n, bytes: 800n });
+    expect(() => sumPerCpuMetrics(buf, 4)).toThrow(RangeError);
+  });
+});
+
+describe('kelp_metrics_fwd', () => {
+  it('indexes forwarded counters by ep_id and direction', () => {
+    expect(metricsFwdIndex(0, Direction.FROM_POD)).toBe(0);
+    expect(metricsFwdIndex(101, Direction.TO_POD)).toBe(203);
+    expect(metricsFwdSlot(203)).toEqual({ epId: 101, dir: Direction.TO_POD });
+    expect(metricsFwdKey(101, Direction.FROM_POD).readUInt32LE(0)).toBe(202);
+    expect(() => metricsFwdIndex(METRICS_FWD_EPS, Direction.FROM_POD)).toThrow(RangeError);
+    expect(() => metricsFwdSlot(METRICS_FWD_EPS * 2)).toThrow(RangeError);
+  });
+
+  it('merges with kelp_metrics into one table, summing CPUs and maps, without zeros', () => {
+    const perCpu = (...v: Array<[number, number]>) =>
+      Buffer.concat(v.map(([p, b]) => metricsValue.encode({ packets: BigInt(p), bytes: BigInt(b) })));
+    const hash: Array<[Buffer, Buffer]> = [
+      [metricsKey.encode({ epId: 101, dir: Direction.FROM_POD, reason: DropReason.SRC_MAC }), perCpu([1, 60], [0, 0])],
+      // a forwarded counter of an id beyond the array
+      [metricsKey.encode({ epId: 5000, dir: Direction.TO_POD, reason: 0 }), perCpu([2, 200], [1, 100])],
+      [metricsKey.encode({ epId: 101, dir: Direction.FROM_POD, reason: 0 }), perCpu([1, 10], [0, 0])],
+    ];
+    const fwd: Array<[Buffer, Buffer]> = [
+      [metricsFwdKey(101, Direction.FROM_POD), perCpu([3, 300], [4, 400])],
+      [metricsFwdKey(102, Direction.TO_POD), perCpu([0, 0], [0, 0])],
+    ];
+    expect(mergeMetrics(hash, fwd, 2)).toEqual([
+      { key: { epId: 101, dir: Direction.FROM_POD, reason: 0 }, value: { packets: 8n, bytes: 710n } },
+      { key: { epId: 101, dir: Direction.FROM_POD, reason: DropReason.SRC_MAC }, value: { packets: 1n, bytes: 60n } },
+      { key: { epId: 5000, dir: Direction.TO_POD, reason: 0 }, value: { packets: 3n, bytes: 300n } },
+    ]);
+  });
+});
+
+describe('kelp_event', () => {
+  it('round-trips every field', () => {
+    expect(kelpEvent.decode(kelpEvent.encode(rawEvent))).toEqual(rawEvent);
+    const trace = { ...rawEvent, type: EventType.TRACE, reason: 0, targetIfindex: 9, tracePoint: TracePoint.TO_ENDPOINT };
+    expect(kelpEvent.decode(kelpEvent.encode(trace))).toEqual(trace);
+  });
+
+  it('keeps ports and addresses in network order', () => {
+    const b = kelpEvent.encode(rawEvent);
+    expect(b.subarray(32, 44).toString('hex')).toBe('0a4d0002' + '0a4d0003' + '9c40' + '0035');
+    expect(b.readInt16LE(10)).toBe(-7);
+  });
+
+  it('decodes drops and traces into named events', () => {
+    const drop = decodeEvent(kelpEvent.encode(rawEvent));
+    expect(drop).toMatchObject({ kind: 'drop', dir: 'from-pod', reasonName: 'SRC_MAC', epId: 101, ifindex: 17 });
+    expect(formatEvent(drop)).toBe('drop SRC_MAC from-pod if 17 ep 101 10.77.0.2:40000 -> 10.77.0.3:53 proto 17 len 98');
+
+    const raw = { ...rawEvent, type: EventType.TRACE, reason: 0, targetIfindex: 9, tracePoint: TracePoint.ARP_REPLY };
+    const trace = decodeEvent(kelpEvent.encode(raw));
+    expect(trace).toMatchObject({ kind: 'trace', point: 'arp-reply', targetIfindex: 9 });
+    expect(formatEvent(trace)).toContain('trace arp-reply from-pod if 17 ep 101 -> if 9');
+  });
+
+  it('refuses records it cannot read', () => {
+    expect(() => decodeEvent(Buffer.alloc(40))).toThrow(RangeError);
+    expect(() => decodeEvent(kelpEvent.encode({ ...rawEvent, type: 9 }))).toThrow(/unknown type 9/);
+    expect(() => decodeEvent(kelpEvent.encode({ ...rawEvent, dir: 0 }))).toThrow(/unknown direction 0/);
+    const badPoint = { ...rawEvent, type: EventType.TRACE, tracePoint: 7 };
+    expect(() => decodeEvent(kelpEvent.encode(badPoint))).toThrow(/unknown trace point 7/);
+  });
+});
+
+describe('drop reasons', () => {
+  it('are distinct negative codes with names and descriptions', () => {
+    const codes = Object.values(DropReason);
+    expect(new Set(codes).size).toBe(codes.length);
+    for (const code of codes) {
+      expect(code).toBeLessThan(0);
+      expect(dropReasonText(code)).not.toMatch(/unknown/);
+    }
+    expect(dropReasonName(-6)).toBe('SRC_UNKNOWN');
+    expect(dropReasonName(-999)).toBe('UNKNOWN(-999)');
+  });
+});
