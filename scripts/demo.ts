@@ -85,6 +85,8 @@ async function main(): Promise<number> {
     process.stdout.write(indent(sb.kelp('status')));
     step('kelp map dump kelp_endpoints');
     process.stdout.write(indent(sb.kelp('map', 'dump', 'kelp_endpoints')));
+    step('kelp map dump kelp_metrics (per endpoint, direction and reason)');
+    process.stdout.write(indent(sb.kelp('map', 'dump', 'kelp_metrics')));
   } finally {
     await cleanup();
   }

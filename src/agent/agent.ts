@@ -17,7 +17,7 @@ import { makeCniHandler } from './cni-handler';
 import { buildConflist, installCni } from './install';
 import { AgentOptions } from './options';
 import { endpointInfo, endpointKey } from '../datapath/structs';
-import { metricsKey, metricsValue } from '../datapath/structs';
+import { dropReasonName } from '../datapath/drop';
 import { dumpNat } from '../datapath/nat';
 import { CNI_HTTP_PATH } from '../cni';
 
@@ -224,15 +224,12 @@ function dumpMap(dp: Datapath, name: string): Array<{ key: unknown; value: unkno
   if (name === 'kelp_endpoints') {
     return m.keys().map((k) => ({ key: endpointKey.decode(k), value: endpointInfo.decode(m.lookup(k)!) }));
   }
-  if (name === 'kelp_metrics') {
-    return m.keys().map((k) => {
-      const per = m.lookupPerCpu(k) ?? [];
-      const sum = per.reduce((a, b) => {
-        const v = metricsValue.decode(b);
-        return { packets: a.packets + v.packets, bytes: a.bytes + v.bytes };
-      }, { packets: 0n, bytes: 0n });
-      return { key: metricsKey.decode(k), value: { packets: sum.packets.toString(), bytes: sum.bytes.toString() } };
-    });
+  if (name === 'kelp_metrics' || name === 'kelp_metrics_fwd') {
+    // One counter lives in either map (forwarded fast path or hash): show their sum.
+    return dp.metrics().map((e) => ({
+      key: { epId: e.key.epId, dir: e.key.dir === 1 ? 'from-pod' : 'to-pod', reason: e.key.reason === 0 ? 'forwarded' : dropReasonName(e.key.reason) },
+      value: e.value,
+    }));
   }
   if ((name === 'kelp_ct4' || name === 'kelp_snat4') && dp.host) {
     return dumpNat({ ct: dp.host.map('kelp_ct4'), snat: dp.host.map('kelp_snat4') }).map((f) => ({ key: name, value: f }));

@@ -20,7 +20,7 @@ import {
 import type { EndpointDatapath } from '../endpoint/manager';
 import type { EndpointRecord } from '../endpoint/state';
 import type { Logger } from '../log';
-import { endpointInfo, endpointKey } from './structs';
+import { Direction, endpointInfo, endpointKey, mergeMetrics, MetricsEntry, metricsFwdKey, metricsKey, METRICS_FWD_EPS } from './structs';
 import { decodeEvent, formatEvent } from './events';
 import { gcNat, masqConstants, monotonicNs, nomasq4Key } from './nat';
 
@@ -157,12 +157,31 @@ export class Datapath implements EndpointDatapath {
     }
   }
 
-  removeEndpoint(rec: Pick<EndpointRecord, 'ips'>): void {
+  removeEndpoint(rec: Pick<EndpointRecord, 'ips' | 'id'>): void {
     const map = this.lxc.map('kelp_endpoints');
     for (const ip of rec.ips) {
       if (ip.address.includes(':')) continue;
       map.delete(endpointKey.encode({ ip4: ip.address.split('/')[0] }));
     }
+    this.clearCounters(rec.id);
+  }
+
+  /** An endpoint id is reused after its endpoint is gone: its counters must start from zero. */
+  private clearCounters(epId: number): void {
+    const hash = this.lxc.map('kelp_metrics');
+    for (const k of hash.keys()) if (metricsKey.decode(k).epId === epId) hash.delete(k);
+    if (epId < METRICS_FWD_EPS) {
+      const fwd = this.lxc.map('kelp_metrics_fwd');
+      const zero = Buffer.alloc(Math.ceil(fwd.valueSize / 8) * 8 * fwd.numCpus);
+      for (const dir of [Direction.FROM_POD, Direction.TO_POD]) fwd.update(metricsFwdKey(epId, dir), zero);
+    }
+  }
+
+  /** Every non-zero counter: forwarded and dropped packets per endpoint, direction and reason. */
+  metrics(): MetricsEntry[] {
+    const hash = this.lxc.map('kelp_metrics');
+    const fwd = this.lxc.map('kelp_metrics_fwd');
+    return mergeMetrics(hash.lookupBatch(), fwd.lookupBatch(), hash.numCpus);
   }
 
   check(rec: EndpointRecord): string[] {

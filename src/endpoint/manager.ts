@@ -19,7 +19,7 @@ export interface EndpointDatapath {
   /** Removes the pinned links of a host veth; harmless when there are none. */
   detach(hostIfname: string): void;
   upsertEndpoint(rec: EndpointRecord): void;
-  removeEndpoint(rec: Pick<EndpointRecord, 'ips'>): void;
+  removeEndpoint(rec: Pick<EndpointRecord, 'ips' | 'id'>): void;
   /** Problems with the datapath state of this endpoint, empty when all is well. */
   check(rec: EndpointRecord): string[];
 }
