@@ -1,7 +1,10 @@
 // Network namespace fixtures for tests. Every object gets a unique, short name (interface
 // names are limited to 15 bytes) and is registered for removal, so a failing test still
 // cleans up when `cleanupAll()` runs in afterAll/afterEach.
-import { execFileSync, spawn, ChildProcess } from 'node:child_process';
+import { spawn, ChildProcess } from 'node:child_process';
+import { sh } from '../../src/sandbox';
+
+export { sh };
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -33,16 +36,6 @@ export function cleanupAll(): void {
     } catch {
       // best effort: later steps must still run
     }
-  }
-}
-
-export function sh(cmd: string, args: string[], opts: { input?: string; allowFail?: boolean } = {}): string {
-  try {
-    return execFileSync(cmd, args, { encoding: 'utf8', input: opts.input, stdio: ['pipe', 'pipe', 'pipe'] });
-  } catch (e) {
-    if (opts.allowFail) return '';
-    const err = e as { stderr?: string; message: string };
-    throw new Error(`${cmd} ${args.join(' ')} failed: ${err.stderr ?? err.message}`);
   }
 }
 
