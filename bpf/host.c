@@ -26,11 +26,25 @@ volatile const __be32 KELP_MASQ_IP = 0;
 volatile const __u16 KELP_NAT_PORT_MIN = 61000;
 volatile const __u16 KELP_NAT_PORT_MAX = 65535;
 
-#define IPV4_MF 0x2000
-
 static __always_inline int host_masq_enabled(void)
 {
 	return KELP_MASQ_IP != 0 && KELP_POD_PREFIX >= 1 && KELP_POD_PREFIX <= 32;
+}
+
+/* The start of both programs: returns ipv4_parse()'s verdict on an IPv4 frame (0 or a drop
+ * reason, `pkt` filled as far as it got), or 1 for anything kelp leaves alone here: masquerade
+ * off, not Ethernet/IPv4. */
+static __always_inline int host_parse(struct __sk_buff *skb, struct pkt4 *pkt)
+{
+	struct ethhdr *eth;
+
+	if (!host_masq_enabled())
+		return 1;
+	eth = eth_load(skb);
+	if (!eth || eth->h_proto != bpf_htons(ETH_P_IP))
+		return 1;
+	pkt->eth_proto = eth->h_proto;
+	return ipv4_parse(skb, pkt);
 }
 
 static __always_inline int host_pod_source(__be32 saddr)
@@ -112,7 +126,7 @@ static __always_inline int snat4_egress(struct __sk_buff *skb, const struct pkt4
 		return DROP_NAT_INVALID;
 	/* Only a first fragment carries ports, and kelp keeps no fragment state to translate the
 	 * rest; a pod's fragments would leave with its own address. */
-	if (ip->frag_off & bpf_htons(IPV4_MF | IPV4_FRAG_OFFSET))
+	if (ipv4_is_fragment(ip))
 		return DROP_NAT_FRAG;
 
 	switch (pkt->proto) {
@@ -150,20 +164,12 @@ SEC("tc")
 int kelp_host_egress(struct __sk_buff *skb)
 {
 	struct pkt4 pkt = {};
-	struct ethhdr *eth;
 	int ret;
-
-	if (!host_masq_enabled())
-		return TC_ACT_OK;
-	eth = eth_load(skb);
-	if (!eth || eth->h_proto != bpf_htons(ETH_P_IP))
-		return TC_ACT_OK;
-	pkt.eth_proto = eth->h_proto;
 
 	/* A parse error leaves saddr unset unless the IPv4 header itself was sound; the node's own
 	 * oddities are its business, a pod's are dropped before they leak its address. */
-	ret = ipv4_parse(skb, &pkt);
-	if (!host_pod_source(pkt.saddr) || nat4_nomasq(pkt.daddr))
+	ret = host_parse(skb, &pkt);
+	if (ret > 0 || !host_pod_source(pkt.saddr) || nat4_nomasq(pkt.daddr))
 		return TC_ACT_OK;
 	if (ret == 0)
 		ret = snat4_egress(skb, &pkt);
@@ -175,15 +181,17 @@ int kelp_host_egress(struct __sk_buff *skb)
 /* ---- ingress: outside → pod ---- */
 
 /*
- * Into a local pod without a trip through the node's stack: one routing hop (TTL, MACs) and
- * bpf_redirect_peer into the pod's namespace. Anything else the stack routes as usual. Note
- * that redirect_peer skips the host veth's tc egress (kelp_to_pod).
+ * Into a local pod without a trip through the node's stack: through endpoint4_deliver(), one
+ * routing hop (TTL, MACs) and bpf_redirect_peer into the pod's namespace. Anything else the
+ * stack routes as usual. redirect_peer skips the host veth's tc egress, so kelp_to_pod never
+ * sees these packets: endpoint4_deliver() here is their only entry check.
  */
 static __always_inline int host4_deliver(struct __sk_buff *skb, struct pkt4 *pkt)
 {
 	struct endpoint_info *ep = endpoint4_lookup(pkt->daddr);
 	struct ethhdr *eth;
 	struct iphdr *ip;
+	int ret;
 
 	if (!ep)
 		return TC_ACT_OK;
@@ -192,9 +200,11 @@ static __always_inline int host4_deliver(struct __sk_buff *skb, struct pkt4 *pkt
 	/* TTL 1: the stack sends the time-exceeded. */
 	if (!eth || !ip || ip->ttl <= 1)
 		return TC_ACT_OK;
+	ret = endpoint4_deliver(skb, pkt, ep);
+	if (ret < 0)
+		return drop_packet(skb, pkt, KELP_DIR_TO_POD, ep->ep_id, ret);
 	ipv4_dec_ttl(ip);
 	eth_rewrite(eth, ep->mac, ep->node_mac);
-	metrics_update(ep->ep_id, KELP_DIR_TO_POD, 0, skb->len);
 	event_trace(skb, pkt, KELP_DIR_TO_POD, ep->ep_id, ep->ifindex, KELP_TRACE_TO_ENDPOINT);
 	return bpf_redirect_peer(ep->ifindex, 0);
 }
@@ -235,23 +245,16 @@ int kelp_host_ingress(struct __sk_buff *skb)
 	struct tuple4 reply = { .dir = NAT_DIR_INGRESS }, orig = { .dir = CT_EGRESS };
 	struct nat4_entry *rev;
 	struct pkt4 pkt = {};
-	struct ethhdr *eth;
 	struct iphdr *ip;
 	__u8 flags = 0;
 	int ret;
 
-	if (!host_masq_enabled())
-		return TC_ACT_OK;
-	eth = eth_load(skb);
-	if (!eth || eth->h_proto != bpf_htons(ETH_P_IP))
-		return TC_ACT_OK;
-	pkt.eth_proto = eth->h_proto;
-	if (ipv4_parse(skb, &pkt) < 0 || pkt.daddr != KELP_MASQ_IP)
+	if (host_parse(skb, &pkt) != 0 || pkt.daddr != KELP_MASQ_IP)
 		return TC_ACT_OK;
 	/* Fragments of a reply go to the node's stack, which reassembles them for nobody: see the
 	 * egress side for why kelp keeps no fragment state. */
 	ip = ipv4_load(skb);
-	if (!ip || (ip->frag_off & bpf_htons(IPV4_MF | IPV4_FRAG_OFFSET)))
+	if (!ip || ipv4_is_fragment(ip))
 		return TC_ACT_OK;
 
 	reply.saddr = pkt.saddr;
@@ -298,6 +301,17 @@ int kelp_host_ingress(struct __sk_buff *skb)
 	pkt.dport = orig.sport;
 	return host4_deliver(skb, &pkt);
 }
+
+/* Types the agent decodes that no map or non-inlined function of this object mentions. */
+struct host_btf_types {
+	struct kelp_event event;
+	enum kelp_event_type event_type;
+	enum kelp_trace_point trace_point;
+	enum ct_dir ct_dir;
+	enum ct_tcp_flag ct_tcp_flag;
+	enum nat_dir nat_dir;
+};
+KELP_BTF_TYPES(host_btf_types)
 
 /* GPL-compatible so the verifier offers every helper; the code is the project's own. */
 char __license[] SEC("license") = "Dual BSD/GPL";

@@ -159,11 +159,7 @@ int kelp_to_pod(struct __sk_buff *skb)
 	return TC_ACT_OK;
 }
 
-/*
- * Never called, never loaded (libbpf only loads subprograms that a program calls). clang writes BTF
- * only for types that a function, map or global mentions: this prototype puts the types the agent
- * decodes into the object's BTF, where test/unit/btf-layout.test.ts checks them.
- */
+/* Types the agent decodes that no map or non-inlined function of this object mentions. */
 struct lxc_btf_types {
 	struct kelp_event event;
 	enum kelp_drop_reason drop_reason;
@@ -173,11 +169,7 @@ struct lxc_btf_types {
 	enum endpoint_family family;
 	enum kelp_metrics_limits metrics_limits;
 };
-
-__attribute__((used)) static int lxc_btf_types(struct lxc_btf_types *types)
-{
-	return 0;
-}
+KELP_BTF_TYPES(lxc_btf_types)
 
 /* GPL-compatible so the verifier offers every helper; the code is the project's own. */
 char __license[] SEC("license") = "Dual BSD/GPL";

@@ -36,6 +36,15 @@ struct pkt4 {
 	__u8 hlen;		/* IPv4 header length in bytes, options included */
 };
 
+/*
+ * Puts the member types of `struct name` into the object's BTF, where
+ * test/unit/btf-layout.test.ts checks the agent's mirrors against them: clang writes BTF only for
+ * types that a function, map or global mentions. The function is never called, so never loaded
+ * (libbpf only loads subprograms that a program calls).
+ */
+#define KELP_BTF_TYPES(name) \
+	__attribute__((used)) static int name(struct name *types) { return 0; }
+
 static __always_inline void *ctx_data(const struct __sk_buff *skb)
 {
 	return (void *)(long)skb->data;

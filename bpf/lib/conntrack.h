@@ -20,15 +20,34 @@ struct tuple4 {
 	__u8 pad[2];
 };
 
-/* Which side opened the flow. Only CT_EGRESS is created today (masquerade). */
-#define CT_EGRESS 0
-#define CT_INGRESS 1
+/* The tuple of the other direction of the flow `t`, tagged `dir`. */
+static __always_inline void tuple4_reverse(const struct tuple4 *t, struct tuple4 *r, __u8 dir)
+{
+	r->saddr = t->daddr;
+	r->daddr = t->saddr;
+	r->sport = t->dport;
+	r->dport = t->sport;
+	r->proto = t->proto;
+	r->dir = dir;
+	r->pad[0] = 0;
+	r->pad[1] = 0;
+}
+
+/* Which side opened the flow (tuple4.dir of kelp_ct4 keys). Only CT_EGRESS is created today
+ * (masquerade). Enums rather than macros, here and below, so that they reach the BTF where
+ * test/unit/btf-layout.test.ts checks src/datapath/nat.ts against them. */
+enum ct_dir {
+	CT_EGRESS	= 0,
+	CT_INGRESS	= 1,
+};
 
 /* TCP header flag bits (byte 13), as kept in ct4_entry.{tx,rx}_flags. */
-#define CT_TCP_FIN 0x01
-#define CT_TCP_SYN 0x02
-#define CT_TCP_RST 0x04
-#define CT_TCP_ACK 0x10
+enum ct_tcp_flag {
+	CT_TCP_FIN	= 0x01,
+	CT_TCP_SYN	= 0x02,
+	CT_TCP_RST	= 0x04,
+	CT_TCP_ACK	= 0x10,
+};
 
 struct ct4_entry {
 	__u64 created;   /* bpf_ktime_get_ns() at first packet (or TCP re-open) */

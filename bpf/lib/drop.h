@@ -20,6 +20,16 @@ enum kelp_drop_reason {
 	DROP_SRC_MAC		= -7,	/* source MAC is not the endpoint's */
 	DROP_SRC_IFACE		= -8,	/* source IP belongs to an endpoint behind another interface */
 	DROP_TTL_EXCEEDED	= -9,	/* TTL would reach 0 on the hop through the node */
+
+	/* Masquerade (host.c). A range of its own since they first shipped there; the numbers stay. */
+	DROP_NAT_NO_PORT	= -200,	/* every probed NAT port for this remote was taken */
+	DROP_NAT_MAP_FULL	= -201,	/* kelp_snat4 refused an insert */
+	DROP_CT_MAP_FULL	= -202,	/* kelp_ct4 refused an insert */
+	DROP_NAT_UNSUPP_PROTO	= -203,	/* needs masquerade but is not TCP, UDP, ICMP echo or ICMP error */
+	DROP_NAT_FRAG		= -204,	/* an IPv4 fragment that needs masquerade */
+	DROP_NAT_NO_MAPPING	= -205,	/* ICMP error from a pod about a flow that has no mapping */
+	DROP_NAT_INVALID	= -206,	/* a packet needing masquerade that cannot be parsed */
+	DROP_NAT_REWRITE	= -207,	/* a store or checksum helper failed mid-rewrite */
 };
 
 /*

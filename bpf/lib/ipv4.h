@@ -8,6 +8,7 @@
 #include "l4.h"
 
 #define IPV4_FRAG_OFFSET 0x1fff
+#define IPV4_MF 0x2000
 
 /* Largest total length an IPv4 header can state; a GSO packet above it is BIG TCP. */
 #define IPV4_MAX_TOT_LEN 0xffff
@@ -71,6 +72,12 @@ static __always_inline struct iphdr *ipv4_load(const struct __sk_buff *skb)
 	if ((void *)(ip + 1) > ctx_data_end(skb))
 		return NULL;
 	return ip;
+}
+
+/* Any fragment: the first (more-fragments set) or a later one (non-zero offset). */
+static __always_inline bool ipv4_is_fragment(const struct iphdr *ip)
+{
+	return ip->frag_off & bpf_htons(IPV4_MF | IPV4_FRAG_OFFSET);
 }
 
 typedef __be16 __attribute__((may_alias)) ipv4_word16;

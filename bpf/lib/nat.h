@@ -18,19 +18,7 @@
 #include "common.h"
 #include "csum.h"
 #include "conntrack.h"
-
-/* Drop reasons of masquerade, in a range of their own (-200..-219) until drop.h takes them.
- * Append only: the numbers end up in kelp_metrics keys. */
-enum kelp_nat_drop_reason {
-	DROP_NAT_NO_PORT	= -200,	/* every probed NAT port for this remote was taken */
-	DROP_NAT_MAP_FULL	= -201,	/* kelp_snat4 refused an insert */
-	DROP_CT_MAP_FULL	= -202,	/* kelp_ct4 refused an insert */
-	DROP_NAT_UNSUPP_PROTO	= -203,	/* needs masquerade but is not TCP, UDP, ICMP echo or ICMP error */
-	DROP_NAT_FRAG		= -204,	/* an IPv4 fragment that needs masquerade */
-	DROP_NAT_NO_MAPPING	= -205,	/* ICMP error from a pod about a flow that has no mapping */
-	DROP_NAT_INVALID	= -206,	/* a packet needing masquerade that cannot be parsed */
-	DROP_NAT_REWRITE	= -207,	/* a store or checksum helper failed mid-rewrite */
-};
+#include "drop.h"
 
 /* From <linux/icmp.h>, which drags in libc's socket headers (absent for the BPF target). */
 #define ICMP_ECHOREPLY 0
@@ -47,8 +35,11 @@ struct icmp4_hdr {
 	__be16 seq;
 };
 
-#define NAT_DIR_EGRESS 0
-#define NAT_DIR_INGRESS 1
+/* tuple4.dir of kelp_snat4 keys: forward or reverse half. */
+enum nat_dir {
+	NAT_DIR_EGRESS	= 0,	/* == CT_EGRESS: a forward key is its flow's kelp_ct4 key */
+	NAT_DIR_INGRESS	= 1,
+};
 
 /* How many NAT ports one new flow may try before giving up with DROP_NAT_NO_PORT. */
 #define NAT_PROBES 32
@@ -99,18 +90,6 @@ static __always_inline int nat4_nomasq(__be32 daddr)
 	return bpf_map_lookup_elem(&kelp_nomasq4, &key) != NULL;
 }
 
-static __always_inline void tuple4_reverse(const struct tuple4 *t, struct tuple4 *r, __u8 dir)
-{
-	r->saddr = t->daddr;
-	r->daddr = t->saddr;
-	r->sport = t->dport;
-	r->dport = t->sport;
-	r->proto = t->proto;
-	r->dir = dir;
-	r->pad[0] = 0;
-	r->pad[1] = 0;
-}
-
 /* Finds the forward mapping of `orig` (dir NAT_DIR_EGRESS), creating one on the flow's first
  * packet. Returns 0 with *out filled, or a DROP_* reason. */
 static __always_inline int snat4_get(const struct tuple4 *orig, const struct nat4_cfg *cfg, struct nat4_entry *out)
@@ -131,13 +110,9 @@ static __always_inline int snat4_get(const struct tuple4 *orig, const struct nat
 	range = (__u32)cfg->port_max - cfg->port_min + 1;
 	start = bpf_get_prandom_u32() % range;
 
-	rkey.saddr = orig->daddr;
+	/* The reply as it will arrive: to the masquerade address, at the port probed below. */
+	tuple4_reverse(orig, &rkey, NAT_DIR_INGRESS);
 	rkey.daddr = cfg->addr;
-	rkey.sport = orig->dport;
-	rkey.proto = orig->proto;
-	rkey.dir = NAT_DIR_INGRESS;
-	rkey.pad[0] = 0;
-	rkey.pad[1] = 0;
 
 	rev_val.addr = orig->saddr;
 	rev_val.port = orig->sport;

@@ -2,7 +2,7 @@
 export { KelpBpfError } from './errors';
 export { setLibbpfLogger } from './log';
 export type { LibbpfLogger } from './log';
-export { loadObject, BpfObject, btfStructLayout } from './object';
+export { loadObject, BpfObject, btfEnum, btfStructLayout } from './object';
 export type { OpenOptions, ConstantValue, StructLayout } from './object';
 export type { MapDesc, ProgramDesc } from './addon';
 export { BpfProgram, openPinnedProgram, ProgType } from './program';

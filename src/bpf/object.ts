@@ -152,6 +152,11 @@ export class BpfObject {
     return btfStructLayout(this.file, name);
   }
 
+  /** Enumerators of an enum in this object's BTF. */
+  btfEnum(name: string): Record<string, number> {
+    return btfEnum(this.file, name);
+  }
+
   /** Closes the object and every handle it handed out; closing twice is harmless. Pinned maps stay. */
   close(): void {
     if (this.closed) return;
@@ -172,4 +177,12 @@ export class BpfObject {
 /** Layout of a struct (or union) as the object file's BTF has it (libbpf's btf__parse_elf). */
 export function btfStructLayout(objectFile: string, structName: string): StructLayout {
   return addon.btfStructLayout(objectFile, structName);
+}
+
+/**
+ * Enumerator name -> value of enum `enumName` (BTF_KIND_ENUM or ENUM64) as the object file's BTF
+ * has it: what clang saw in the C. ENOENT when absent (clang only emits types something uses).
+ */
+export function btfEnum(objectFile: string, enumName: string): Record<string, number> {
+  return addon.btfEnum(objectFile, enumName);
 }

@@ -1,8 +1,8 @@
 // The network configuration a runtime writes on stdin (SPEC §1, §3; CONVENTIONS for
 // runtimeConfig and args). Unknown top-level keys are ignored for forward compatibility.
+import { cidrContains, compareIp, ipFamily, parseCidr, parseIp, parseIpOrCidr } from '../ipam/ip';
 import { CniCode, CniError } from './errors';
 import { Check, isRecord } from './fields';
-import { cidrContains, ipFamily, ipToBigInt, parseCidr, parseIpOrCidr } from './ip';
 import { CniDns, CniResult, parseDns, parseResult } from './result';
 import { ID_PATTERN } from './env';
 import { IMPLICIT_VERSION, requireSupportedVersion } from './version';
@@ -162,14 +162,14 @@ export function parseConfig(doc: Record<string, unknown>): NetConf {
 function parseRange(v: unknown, path: string): IpamRange {
   const o = check.record(v, path);
   const subnet = check.cidr(o.subnet, `${path}.subnet`);
-  const net = parseCidr(subnet)!;
+  const net = parseCidr(subnet);
   const inSubnet = (key: 'rangeStart' | 'rangeEnd'): string | undefined => {
     const ip = check.optIp(o[key], `${path}.${key}`);
-    if (ip !== undefined && !cidrContains(net, ip)) check.fail(`${path}.${key}`, `an address inside ${subnet}`, ip);
+    if (ip !== undefined && !cidrContains(net, parseIp(ip))) check.fail(`${path}.${key}`, `an address inside ${subnet}`, ip);
     return ip;
   };
   const range: IpamRange = { subnet, rangeStart: inSubnet('rangeStart'), rangeEnd: inSubnet('rangeEnd') };
-  if (range.rangeStart !== undefined && range.rangeEnd !== undefined && ipToBigInt(range.rangeStart) > ipToBigInt(range.rangeEnd)) {
+  if (range.rangeStart !== undefined && range.rangeEnd !== undefined && compareIp(parseIp(range.rangeStart), parseIp(range.rangeEnd)) > 0) {
     check.fail(`${path}.rangeEnd`, `not below rangeStart ${range.rangeStart}`, range.rangeEnd);
   }
   // A gateway outside the subnet is legitimate (e.g. a link-local next hop for /32 pod addresses).
@@ -184,7 +184,7 @@ function parseRangeSets(v: unknown, path: string): IpamRangeSet[] {
   return check.array(v, path).map((set, i) => {
     const ranges = check.array(set, `${path}[${i}]`).map((r, j) => parseRange(r, `${path}[${i}][${j}]`));
     if (ranges.length === 0) check.fail(`${path}[${i}]`, 'a non-empty list of ranges', set);
-    const families = new Set(ranges.map((r) => parseCidr(r.subnet)!.family));
+    const families = new Set(ranges.map((r) => parseCidr(r.subnet).family));
     if (families.size > 1) check.fail(`${path}[${i}]`, 'ranges of one address family', set);
     return ranges;
   });

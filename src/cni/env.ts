@@ -1,6 +1,6 @@
 // The CNI request environment (SPEC §2 "Parameters") and CNI_ARGS (CONVENTIONS, runtimes).
+import { parseIpOrCidr } from '../ipam/ip';
 import { CniCode, CniError } from './errors';
-import { parseIpOrCidr } from './ip';
 
 export const CNI_COMMANDS = ['ADD', 'DEL', 'CHECK', 'STATUS', 'GC', 'VERSION'] as const;
 export type CniCommand = (typeof CNI_COMMANDS)[number];

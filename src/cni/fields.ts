@@ -1,6 +1,6 @@
 // Type checks for JSON documents that fail with a CniError naming the field.
+import { ipFamily, tryParseCidr } from '../ipam/ip';
 import { CniError } from './errors';
-import { parseCidr, ipFamily } from './ip';
 
 export function isRecord(v: unknown): v is Record<string, unknown> {
   return typeof v === 'object' && v !== null && !Array.isArray(v);
@@ -93,7 +93,7 @@ export class Check {
 
   cidr(v: unknown, path: string): string {
     const s = this.string(v, path);
-    if (parseCidr(s) === undefined) this.fail(path, 'an address with prefix length (CIDR)', v);
+    if (tryParseCidr(s) === undefined) this.fail(path, 'an address with prefix length (CIDR)', v);
     return s;
   }
 }

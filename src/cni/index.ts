@@ -6,5 +6,6 @@ export * from './result';
 export * from './config';
 export * from './request';
 export * from './wire';
-export { parseCidr, parseIpOrCidr, ipFamily, cidrContains } from './ip';
-export type { Cidr, Family } from './ip';
+// The address forms CNI documents use, parsed by the one IP module of kelp.
+export { ipFamily, parseIpOrCidr, tryParseCidr } from '../ipam/ip';
+export type { Cidr, IpFamily } from '../ipam/ip';

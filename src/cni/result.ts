@@ -1,8 +1,8 @@
 // One internal result model, read from and written to every CNI result format
 // (SPEC §5 "ADD Success"; Go types in containernetworking/cni pkg/types/{020,040,100}).
+import { tryParseCidr } from '../ipam/ip';
 import { CniCode, CniError } from './errors';
 import { Check } from './fields';
-import { parseCidr } from './ip';
 
 export interface CniInterface {
   name: string;
@@ -76,7 +76,7 @@ function dnsJson(dns: CniDns): Json | undefined {
 }
 
 function family(address: string): 4 | 6 {
-  const cidr = parseCidr(address);
+  const cidr = tryParseCidr(address);
   if (cidr === undefined) throw new CniError(CniCode.Internal, 'invalid result', `ips address "${address}" is not a CIDR`);
   return cidr.family;
 }

@@ -1,6 +1,6 @@
 // Drop reasons of the BPF programs: `enum kelp_drop_reason` in bpf/lib/drop.h, mirrored by name
 // (without the DROP_ prefix) and value. test/unit/btf-layout.test.ts compares this table with the
-// enum in build/bpf/lxc.o's BTF.
+// enum in the BTF of every kelp object.
 
 export const DropReason = {
   RUNT: -1,
@@ -12,6 +12,15 @@ export const DropReason = {
   SRC_MAC: -7,
   SRC_IFACE: -8,
   TTL_EXCEEDED: -9,
+  // Masquerade (bpf/host.c): a range of their own, as first shipped.
+  NAT_NO_PORT: -200,
+  NAT_MAP_FULL: -201,
+  CT_MAP_FULL: -202,
+  NAT_UNSUPP_PROTO: -203,
+  NAT_FRAG: -204,
+  NAT_NO_MAPPING: -205,
+  NAT_INVALID: -206,
+  NAT_REWRITE: -207,
 } as const;
 
 export type DropReasonName = keyof typeof DropReason;
@@ -27,6 +36,14 @@ const DESCRIPTIONS: Record<DropReasonName, string> = {
   SRC_MAC: "source MAC is not the endpoint's",
   SRC_IFACE: 'source IP belongs to an endpoint behind another interface',
   TTL_EXCEEDED: 'TTL expired on the hop through the node',
+  NAT_NO_PORT: 'no free NAT port for this remote address and port',
+  NAT_MAP_FULL: 'the NAT map refused a new mapping',
+  CT_MAP_FULL: 'the conntrack map refused a new flow',
+  NAT_UNSUPP_PROTO: 'needs masquerade but is not TCP, UDP, ICMP echo or an ICMP error',
+  NAT_FRAG: 'an IPv4 fragment that needs masquerade',
+  NAT_NO_MAPPING: 'ICMP error from a pod about a flow with no NAT mapping',
+  NAT_INVALID: 'a packet that needs masquerade cannot be parsed',
+  NAT_REWRITE: 'rewriting the packet for NAT failed',
 };
 
 const BY_CODE = new Map<number, DropReasonName>(

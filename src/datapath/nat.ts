@@ -1,65 +1,31 @@
 // Masquerade state shared with bpf/host.c: codecs for the structs of bpf/lib/conntrack.h and
 // bpf/lib/nat.h, the .rodata settings, the agent's garbage collector for kelp_ct4/kelp_snat4 and
 // a dump of the translated flows. test/unit/nat-structs.test.ts checks the layouts against the
-// BTF of build/bpf/host.o.
-import { StructCodec, StructField, ip4FromBuffer, ip4ToBuffer } from './structs';
+// BTF of build/bpf/host.o. Drop reasons of masquerade are in drop.ts with the others.
+import { ipToBytes, networkAddress, parseCidr } from '../ipam/ip';
+import { StructCodec, checkLength, checkUint, ip4FromBuffer, ip4ToBuffer, layout } from './structs';
 
 export const IpProto = { ICMP: 1, TCP: 6, UDP: 17 } as const;
 
-/** `tuple4.dir` in kelp_ct4 keys: which side opened the flow. */
+/** `tuple4.dir` in kelp_ct4 keys: which side opened the flow (enum ct_dir). */
 export const CtDir = { EGRESS: 0, INGRESS: 1 } as const;
-/** `tuple4.dir` in kelp_snat4 keys: forward (original tuple) or reverse (reply tuple) half. */
+/** `tuple4.dir` in kelp_snat4 keys: forward (original tuple) or reverse (reply tuple) half (enum nat_dir). */
 export const NatDir = { EGRESS: 0, INGRESS: 1 } as const;
-/** TCP header flag bits, as OR'd into ct4_entry.tx_flags / rx_flags. */
+/** TCP header flag bits, as OR'd into ct4_entry.tx_flags / rx_flags (enum ct_tcp_flag). */
 export const TcpFlag = { FIN: 0x01, SYN: 0x02, RST: 0x04, ACK: 0x10 } as const;
 
-/**
- * `enum kelp_nat_drop_reason` (bpf/lib/nat.h), a range of its own until it joins DropReason in
- * drop.ts.
- */
-export const NatDropReason = {
-  NAT_NO_PORT: -200,
-  NAT_MAP_FULL: -201,
-  CT_MAP_FULL: -202,
-  NAT_UNSUPP_PROTO: -203,
-  NAT_FRAG: -204,
-  NAT_NO_MAPPING: -205,
-  NAT_INVALID: -206,
-  NAT_REWRITE: -207,
-} as const;
+const prefixed = (prefix: string, values: Record<string, number>) =>
+  Object.fromEntries(Object.entries(values).map(([name, v]) => [prefix + name, v]));
 
-/** The enum as it appears in BTF: enumerator name -> value. */
-export const NAT_DROP_ENUM: Record<string, number> = Object.fromEntries(
-  Object.entries(NatDropReason).map(([name, code]) => [`DROP_${name}`, code]),
-);
+/** The C enums mirrored above, by BTF enum name: enumerator name -> value. */
+export const NAT_ENUMS: Record<string, Record<string, number>> = {
+  ct_dir: prefixed('CT_', CtDir),
+  nat_dir: prefixed('NAT_DIR_', NatDir),
+  ct_tcp_flag: prefixed('CT_TCP_', TcpFlag),
+};
 
-// The same field-table discipline as structs.ts: offsets spelled out, tiling checked at load.
-function layout(cName: string, size: number, decl: ReadonlyArray<[name: string, size: number, offset: number]>) {
-  const fields: StructField[] = decl.map(([name, fieldSize, offset]) => ({ name, offset, size: fieldSize }));
-  const off: Record<string, number> = {};
-  let end = 0;
-  for (const f of fields) {
-    if (f.offset !== end) throw new Error(`${cName}.${f.name}: offset ${f.offset}, expected ${end}`);
-    end = f.offset + f.size;
-    off[f.name] = f.offset;
-  }
-  if (end !== size) throw new Error(`${cName}: fields end at ${end}, size is ${size}`);
-  return { cName, size, fields, off };
-}
-
-function need(cName: string, b: Buffer, size: number): void {
-  if (b.length < size) throw new RangeError(`${cName}: need ${size} bytes, got ${b.length}`);
-}
-
-function port(name: string, v: number): number {
-  if (!Number.isInteger(v) || v < 0 || v > 0xffff) throw new RangeError(`${name} must be a port (0-65535), got ${v}`);
-  return v;
-}
-
-function u8(name: string, v: number): number {
-  if (!Number.isInteger(v) || v < 0 || v > 0xff) throw new RangeError(`${name} must be a u8, got ${v}`);
-  return v;
-}
+const port = (name: string, v: number) => checkUint(name, v, 2);
+const u8 = (name: string, v: number) => checkUint(name, v, 1);
 
 // --- struct tuple4: kelp_ct4 and kelp_snat4 keys -------------------------------------------
 
@@ -97,7 +63,7 @@ export const tuple4: StructCodec<Tuple4> = {
     return b;
   },
   decode(b) {
-    need(tup.cName, b, tup.size);
+    checkLength(tup.cName, b, tup.size);
     return {
       saddr: ip4FromBuffer(b, tup.off.saddr),
       daddr: ip4FromBuffer(b, tup.off.daddr),
@@ -151,7 +117,7 @@ export const ct4Entry: StructCodec<Ct4Entry> = {
     return b;
   },
   decode(b) {
-    need(ct.cName, b, ct.size);
+    checkLength(ct.cName, b, ct.size);
     return {
       created: b.readBigUInt64LE(ct.off.created),
       lastSeen: b.readBigUInt64LE(ct.off.last_seen),
@@ -192,7 +158,7 @@ export const nat4Entry: StructCodec<Nat4Entry> = {
     return b;
   },
   decode(b) {
-    need(nat.cName, b, nat.size);
+    checkLength(nat.cName, b, nat.size);
     return { addr: ip4FromBuffer(b, nat.off.addr), port: b.readUInt16BE(nat.off.port), created: b.readBigUInt64LE(nat.off.created) };
   },
 };
@@ -212,21 +178,17 @@ const nm = layout('nomasq4_key', 8, [
 export const nomasq4Key: StructCodec<Nomasq4Key> = {
   ...nm,
   encode(v) {
-    const [addr, len, ...rest] = v.cidr.split('/');
-    const prefixlen = Number(len);
-    if (rest.length || !/^\d+$/.test(len ?? '') || prefixlen > 32) throw new TypeError(`invalid IPv4 CIDR ${JSON.stringify(v.cidr)}`);
-    const ip = ip4ToBuffer(addr);
-    const value = ip.readUInt32BE(0);
-    const mask = prefixlen === 0 ? 0 : (0xffffffff << (32 - prefixlen)) >>> 0;
-    if ((value & ~mask) >>> 0 !== 0) throw new TypeError(`CIDR ${v.cidr} has host bits set`);
+    const c = parseCidr(v.cidr);
+    if (c.family !== 4) throw new TypeError(`invalid IPv4 CIDR ${JSON.stringify(v.cidr)}`);
+    if (networkAddress(c).value !== c.address) throw new TypeError(`CIDR ${v.cidr} has host bits set`);
     const b = Buffer.alloc(nm.size);
     // The LPM trie's prefix length is a host-order u32; the data after it is matched as bytes.
-    b.writeUInt32LE(prefixlen, nm.off.prefixlen);
-    ip.copy(b, nm.off.addr);
+    b.writeUInt32LE(c.prefix, nm.off.prefixlen);
+    ipToBytes({ family: 4, value: c.address }).copy(b, nm.off.addr);
     return b;
   },
   decode(b) {
-    need(nm.cName, b, nm.size);
+    checkLength(nm.cName, b, nm.size);
     return { cidr: `${ip4FromBuffer(b, nm.off.addr)}/${b.readUInt32LE(nm.off.prefixlen)}` };
   },
 };

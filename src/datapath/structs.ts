@@ -1,8 +1,8 @@
 // Codecs for every struct shared with the BPF programs (bpf/lib/*.h). Each codec lists its C
 // fields with offsets and sizes; test/unit/btf-layout.test.ts checks that list against the BTF of
-// build/bpf/lxc.o, and encode/decode only use offsets from that list.
+// every object that uses the struct, and encode/decode only use offsets from that list.
 // Byte order: host (little-endian) for counters and ids, network order for addresses and ports.
-import { isIPv4 } from 'node:net';
+import { ipToBytes, tryParseIp } from '../ipam/ip';
 import { formatMac, parseMac } from '../netlink/mac';
 
 export interface StructField {
@@ -21,12 +21,17 @@ export interface StructCodec<T> {
 }
 
 /**
- * Builds a field table from C declaration order. The C structs spell out their padding, so the
- * fields must tile the struct exactly: anything else is a typo here.
+ * Builds a field table from C declaration order, for every codec of a struct shared with C
+ * (here and in nat.ts). The C structs spell out their padding, so the fields must tile the struct
+ * exactly: anything else is a typo here. `off` is keyed by the declared names only.
  */
-function layout(cName: string, size: number, decl: ReadonlyArray<[name: string, size: number, offset: number]>) {
+export function layout<const N extends string>(
+  cName: string,
+  size: number,
+  decl: ReadonlyArray<readonly [name: N, size: number, offset: number]>,
+): { cName: string; size: number; fields: readonly StructField[]; off: Record<N, number> } {
   const fields = decl.map(([name, fieldSize, offset]) => ({ name, offset, size: fieldSize }));
-  const off: Record<string, number> = {};
+  const off = {} as Record<N, number>;
   let end = 0;
   for (const f of fields) {
     if (f.offset !== end) throw new Error(`${cName}.${f.name}: offset ${f.offset}, expected ${end}`);
@@ -37,23 +42,31 @@ function layout(cName: string, size: number, decl: ReadonlyArray<[name: string, 
   return { cName, size, fields, off };
 }
 
-function checkLength(cName: string, buf: Buffer, size: number): void {
+/** Throws unless `buf` holds at least the `size` bytes of struct `cName`. */
+export function checkLength(cName: string, buf: Buffer, size: number): void {
   if (buf.length < size) throw new RangeError(`${cName}: need ${size} bytes, got ${buf.length}`);
 }
 
+const UINT_MAX = { 1: 0xff, 2: 0xffff, 4: 0xffffffff } as const;
+
+/** `v`, if it fits an unsigned C field of `bytes` bytes; else a RangeError naming `name`. */
+export function checkUint(name: string, v: number, bytes: 1 | 2 | 4): number {
+  if (!Number.isInteger(v) || v < 0 || v > UINT_MAX[bytes]) throw new RangeError(`${name} must be a u${bytes * 8}, got ${v}`);
+  return v;
+}
+
+/** Network order, as the C structs hold it. */
 export function ip4ToBuffer(ip: string): Buffer {
-  if (!isIPv4(ip)) throw new TypeError(`invalid IPv4 address ${JSON.stringify(ip)}`);
-  return Buffer.from(ip.split('.').map(Number));
+  const addr = tryParseIp(ip);
+  if (addr?.family !== 4) throw new TypeError(`invalid IPv4 address ${JSON.stringify(ip)}`);
+  return ipToBytes(addr);
 }
 
 export function ip4FromBuffer(buf: Buffer, offset = 0): string {
   return Array.from(buf.subarray(offset, offset + 4)).join('.');
 }
 
-function u32(name: string, v: number): number {
-  if (!Number.isInteger(v) || v < 0 || v > 0xffffffff) throw new RangeError(`${name} must be a u32, got ${v}`);
-  return v;
-}
+const u32 = (name: string, v: number) => checkUint(name, v, 4);
 
 // enum kelp_dir (bpf/lib/common.h)
 export const Direction = { FROM_POD: 1, TO_POD: 2 } as const;

@@ -1,5 +1,7 @@
-// IP address and CIDR arithmetic. Addresses are bigints so that the same code serves IPv4 and
-// IPv6; strings are only produced at the edges (configs, results, file names).
+// IP address and CIDR parsing and arithmetic for all of kelp (IPAM, CNI documents, netlink,
+// datapath keys). Addresses are bigints so that the same code serves IPv4 and IPv6; strings are
+// only produced at the edges (configs, results, file names). Text forms are strict: no zones, no
+// leading zeros, as Go's net.ParseIP/ParseCIDR in the CNI reference plugins.
 
 export type IpFamily = 4 | 6;
 
@@ -91,17 +93,35 @@ export function parseIp(s: string): IpAddress {
   return ip;
 }
 
-export function parseCidr(s: string): Cidr {
-  const bad = () => new TypeError(`invalid CIDR ${JSON.stringify(s)}`);
-  if (typeof s !== 'string') throw bad();
+/** 4 or 6 for an address literal (no prefix, no zone), else undefined. */
+export function ipFamily(s: string): IpFamily | undefined {
+  return tryParseIp(s)?.family;
+}
+
+export function tryParseCidr(s: string): Cidr | undefined {
+  if (typeof s !== 'string') return undefined;
   const slash = s.indexOf('/');
-  if (slash < 0) throw bad();
+  if (slash < 0) return undefined;
   const ip = tryParseIp(s.slice(0, slash));
   const p = s.slice(slash + 1);
-  if (!ip || !/^(0|[1-9][0-9]{0,2})$/.test(p)) throw bad();
+  if (!ip || !/^(0|[1-9][0-9]{0,2})$/.test(p)) return undefined;
   const prefix = Number(p);
-  if (prefix > familyBits(ip.family)) throw bad();
+  if (prefix > familyBits(ip.family)) return undefined;
   return { family: ip.family, address: ip.value, prefix };
+}
+
+export function parseCidr(s: string): Cidr {
+  const c = tryParseCidr(s);
+  if (!c) throw new TypeError(`invalid CIDR ${JSON.stringify(s)}`);
+  return c;
+}
+
+/** An address with an optional prefix length, as CNI_ARGS `IP=` and the `ips` capability carry
+ * them; a bare address is a host prefix (/32, /128). Undefined when invalid. */
+export function parseIpOrCidr(s: string): Cidr | undefined {
+  if (typeof s === 'string' && s.includes('/')) return tryParseCidr(s);
+  const ip = tryParseIp(s);
+  return ip && { family: ip.family, address: ip.value, prefix: familyBits(ip.family) };
 }
 
 export function ipToString(ip: IpAddress): string {

@@ -7,7 +7,6 @@ import { BpfMap, BpfObject, BpfProgram, loadObject } from '../../src/bpf';
 import {
   CtDir,
   NatDir,
-  NatDropReason,
   TcpFlag,
   ct4Entry,
   dumpNat,
@@ -19,7 +18,9 @@ import {
   tuple4,
   Tuple4,
 } from '../../src/datapath/nat';
-import { Direction, endpointInfo, endpointKey, metricsKey, sumPerCpuMetrics } from '../../src/datapath/structs';
+import { DropReason } from '../../src/datapath/drop';
+import { Direction, endpointInfo, endpointKey } from '../../src/datapath/structs';
+import { metricsId, metricsMaps, readMetrics } from '../support/datapath';
 import { cleanupAll, mountBpffs } from '../support/netns';
 import {
   ETH_P_IP,
@@ -64,7 +65,7 @@ interface Host {
   snat: BpfMap;
   nomasq: BpfMap;
   endpoints: BpfMap;
-  metrics: BpfMap;
+  metrics: { hash: BpfMap; fwd: BpfMap };
 }
 
 function load(portMin: number, portMax: number): Host {
@@ -80,12 +81,13 @@ function load(portMin: number, portMax: number): Host {
     snat: obj.map('kelp_snat4'),
     nomasq: obj.map('kelp_nomasq4'),
     endpoints: obj.map('kelp_endpoints'),
-    metrics: obj.map('kelp_metrics'),
+    metrics: metricsMaps(obj),
   };
 }
 
 function reset(h: Host): void {
-  for (const m of [h.ct, h.snat, h.nomasq, h.endpoints, h.metrics]) for (const k of m.keys()) m.delete(k);
+  for (const m of [h.ct, h.snat, h.nomasq, h.endpoints, h.metrics.hash]) for (const k of m.keys()) m.delete(k);
+  h.metrics.fwd.clear();
   for (const cidr of ['10.244.0.0/16', '172.20.0.0/16']) h.nomasq.update(nomasq4Key.encode({ cidr }), Buffer.from([1]));
 }
 
@@ -136,9 +138,8 @@ function run(prog: BpfProgram, data: Buffer) {
 const ports = (ip: ParsedIpv4) => ({ sport: ip.payload.readUInt16BE(0), dport: ip.payload.readUInt16BE(2) });
 const icmpId = (ip: ParsedIpv4) => ip.payload.readUInt16BE(4);
 
-function dropCount(h: Host, reason: number, epId = 0, dir: number = Direction.FROM_POD): bigint {
-  const v = h.metrics.lookup(metricsKey.encode({ epId, dir: dir as 1 | 2, reason }));
-  return v ? sumPerCpuMetrics(v, h.metrics.numCpus).packets : 0n;
+function dropCount(h: Host, reason: number, epId = 0, dir: number = Direction.FROM_POD): number {
+  return readMetrics(h.metrics)[metricsId(epId, dir, reason)]?.packets ?? 0;
 }
 
 function natLookup(h: Host, t: Tuple4) {
@@ -300,16 +301,16 @@ describe('kelp_host_egress: pod packets it cannot translate are dropped with a r
   const cases = [
     {
       name: 'first fragment',
-      reason: NatDropReason.NAT_FRAG,
+      reason: DropReason.NAT_FRAG,
       pkt: () => frame(ipv4({ src: POD_A, dst: REMOTE, proto: IPPROTO_UDP, moreFragments: true }, udp({ src: POD_A, dst: REMOTE, sport: 1, dport: 2 }, Buffer.alloc(64)))),
     },
     {
       name: 'later fragment',
-      reason: NatDropReason.NAT_FRAG,
+      reason: DropReason.NAT_FRAG,
       pkt: () => frame(ipv4({ src: POD_A, dst: REMOTE, proto: IPPROTO_UDP, fragOffset: 9 }, Buffer.alloc(64))),
     },
-    { name: 'GRE', reason: NatDropReason.NAT_UNSUPP_PROTO, pkt: () => frame(ipv4({ src: POD_A, dst: REMOTE, proto: 47 }, Buffer.alloc(24))) },
-    { name: 'ICMP timestamp request', reason: NatDropReason.NAT_UNSUPP_PROTO, pkt: () => echo(POD_A, REMOTE, 13, 1) },
+    { name: 'GRE', reason: DropReason.NAT_UNSUPP_PROTO, pkt: () => frame(ipv4({ src: POD_A, dst: REMOTE, proto: 47 }, Buffer.alloc(24))) },
+    { name: 'ICMP timestamp request', reason: DropReason.NAT_UNSUPP_PROTO, pkt: () => echo(POD_A, REMOTE, 13, 1) },
     {
       name: 'truncated TCP header',
       reason: -5, // DROP_L4_TRUNCATED from ipv4_parse
@@ -317,7 +318,7 @@ describe('kelp_host_egress: pod packets it cannot translate are dropped with a r
     },
     {
       name: 'ICMP error about a flow that has no mapping',
-      reason: NatDropReason.NAT_NO_MAPPING,
+      reason: DropReason.NAT_NO_MAPPING,
       pkt: () =>
         frame(
           ipv4(
@@ -330,7 +331,7 @@ describe('kelp_host_egress: pod packets it cannot translate are dropped with a r
   it.each(cases)('$name', ({ reason, pkt }) => {
     const r = h.egress.testRun({ data: pkt() });
     expect(r.retval).toBe(TC_ACT_SHOT);
-    expect(dropCount(h, reason)).toBe(1n);
+    expect(dropCount(h, reason)).toBe(1);
     expect(h.snat.keys()).toHaveLength(0);
   });
 
@@ -338,7 +339,7 @@ describe('kelp_host_egress: pod packets it cannot translate are dropped with a r
     h.endpoints.update(endpointKey.encode({ ip4: POD_A }), endpointInfo.encode({ ifindex: 42, epId: 7, flags: 0, mac: POD_MAC, nodeMac: VETH_MAC }));
     const r = h.egress.testRun({ data: frame(ipv4({ src: POD_A, dst: REMOTE, proto: 47 }, Buffer.alloc(24))) });
     expect(r.retval).toBe(TC_ACT_SHOT);
-    expect(dropCount(h, NatDropReason.NAT_UNSUPP_PROTO, 7)).toBe(1n);
+    expect(dropCount(h, DropReason.NAT_UNSUPP_PROTO, 7)).toBe(1);
   });
 
   it('port exhaustion is a drop, never an untranslated pass', () => {
@@ -349,7 +350,7 @@ describe('kelp_host_egress: pod packets it cannot translate are dropped with a r
 
     const r = narrow.egress.testRun({ data: tcpPkt({ ...f, src: POD_B }) });
     expect(r.retval).toBe(TC_ACT_SHOT);
-    expect(dropCount(narrow, NatDropReason.NAT_NO_PORT)).toBe(1n);
+    expect(dropCount(narrow, DropReason.NAT_NO_PORT)).toBe(1);
 
     // The port is only taken towards that remote endpoint.
     const other = run(narrow.egress, tcpPkt({ ...f, src: POD_B, dst: REMOTE2 }));
@@ -395,14 +396,15 @@ describe('kelp_host_ingress: reverse translation', () => {
     h.endpoints.update(endpointKey.encode({ ip4: POD_A }), endpointInfo.encode({ ifindex: 42, epId: 7, flags: 0, mac: POD_MAC, nodeMac: VETH_MAC }));
     const f = { src: POD_A, dst: REMOTE, sport: 40000, dport: 443 };
     const natPort = ports(mapOut(tcpPkt(f))).sport;
-    const out = run(h.ingress, tcpPkt({ src: REMOTE, dst: MASQ, sport: 443, dport: natPort }, TcpFlag.ACK, Buffer.alloc(0), 50));
+    const reply = tcpPkt({ src: REMOTE, dst: MASQ, sport: 443, dport: natPort }, TcpFlag.ACK, Buffer.alloc(0), 50);
+    const out = run(h.ingress, reply);
     expect(out.retval).toBe(TC_ACT_REDIRECT);
     expect(out.eth).toMatchObject({ dst: POD_MAC, src: VETH_MAC });
     expect(out.ip).toMatchObject({ dst: POD_A, ttl: 49 });
     expect(ports(out.ip).dport).toBe(40000);
     expectChecksumsValid(out.ip);
-    const m = h.metrics.lookup(metricsKey.encode({ epId: 7, dir: Direction.TO_POD, reason: 0 }));
-    expect(m && sumPerCpuMetrics(m, h.metrics.numCpus).packets).toBe(1n);
+    // Counted once, as forwarded into endpoint 7, by endpoint4_deliver().
+    expect(readMetrics(h.metrics)).toEqual({ [metricsId(7, Direction.TO_POD, 0)]: { packets: 1, bytes: reply.length } });
   });
 
   it('leaves TTL 1 to the node stack (which sends the time-exceeded)', () => {

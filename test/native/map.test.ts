@@ -5,10 +5,10 @@ import {
   BPF_EXIST,
   BPF_NOEXIST,
   BpfObject,
-  KelpBpfError,
   loadObject,
   openPinnedMap,
 } from '../../src/bpf';
+import { caught } from '../support/bpf-error';
 import { cleanupAll, mountBpffs } from '../support/netns';
 
 const fixture = (name: string) => path.join(__dirname, '../../build/bpf', `fixture_${name}.o`);
@@ -23,16 +23,6 @@ const u64 = (n: number | bigint) => {
   return b;
 };
 const sortedNums = (keys: Buffer[]) => keys.map((k) => k.readUInt32LE()).sort((a, b) => a - b);
-
-function caught(fn: () => unknown): KelpBpfError {
-  try {
-    fn();
-  } catch (e) {
-    expect(e).toBeInstanceOf(KelpBpfError);
-    return e as KelpBpfError;
-  }
-  throw new Error('expected a KelpBpfError');
-}
 
 let obj: BpfObject;
 let pinRoot: string;

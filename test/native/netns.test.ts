@@ -1,7 +1,8 @@
 // inNetns: the calling thread switches namespace for the duration of a synchronous function only.
 import { readlinkSync, statSync } from 'node:fs';
 import { afterAll, describe, expect, it } from 'vitest';
-import { inNetns, KelpBpfError } from '../../src/bpf';
+import { inNetns } from '../../src/bpf';
+import { caught } from '../support/bpf-error';
 import { cleanupAll, createNetns } from '../support/netns';
 
 afterAll(cleanupAll);
@@ -38,12 +39,9 @@ describe('inNetns', () => {
   });
 
   it('fails with the error shape for a missing namespace', () => {
-    try {
-      inNetns('/var/run/netns/kelp-does-not-exist', () => 1);
-      throw new Error('no error');
-    } catch (e) {
-      expect(e).toBeInstanceOf(KelpBpfError);
-      expect(e).toMatchObject({ code: 'ENOENT', operation: 'open netns /var/run/netns/kelp-does-not-exist' });
-    }
+    expect(caught(() => inNetns('/var/run/netns/kelp-does-not-exist', () => 1))).toMatchObject({
+      code: 'ENOENT',
+      operation: 'open netns /var/run/netns/kelp-does-not-exist',
+    });
   });
 });

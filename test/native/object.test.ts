@@ -1,9 +1,12 @@
-// loadObject: constants, pins, verifier log, the error shape, BTF layouts. Real kernel, private bpffs.
-import { existsSync } from 'node:fs';
+// loadObject: constants, pins, verifier log, the error shape, BTF layouts and enums. Real kernel,
+// private bpffs.
+import { execFileSync } from 'node:child_process';
+import { existsSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
-import { afterAll, describe, expect, it } from 'vitest';
-import { btfStructLayout, KelpBpfError, loadObject, openPinnedMap } from '../../src/bpf';
-import { cleanupAll, mountBpffs } from '../support/netns';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { btfEnum, btfStructLayout, loadObject, openPinnedMap } from '../../src/bpf';
+import { caught } from '../support/bpf-error';
+import { cleanupAll, mountBpffs, tempDir } from '../support/netns';
 
 const fixture = (name: string) => path.join(__dirname, '../../build/bpf', `fixture_${name}.o`);
 const u32 = (n: number) => {
@@ -24,16 +27,6 @@ const TC_ACT_SHOT = 2;
 const TC_ACT_REDIRECT = 7;
 
 afterAll(cleanupAll);
-
-function caught(fn: () => unknown): KelpBpfError {
-  try {
-    fn();
-  } catch (e) {
-    expect(e).toBeInstanceOf(KelpBpfError);
-    return e as KelpBpfError;
-  }
-  throw new Error('expected a KelpBpfError');
-}
 
 describe('loadObject', () => {
   it('describes programs and maps', () => {
@@ -176,5 +169,54 @@ describe('btfStructLayout', () => {
     const e = caught(() => btfStructLayout(fixture('maps'), 'no_such_struct'));
     expect(e.code).toBe('ENOENT');
     expect(e.operation).toBe(`find struct no_such_struct in BTF of ${fixture('maps')}`);
+  });
+});
+
+describe('btfEnum', () => {
+  // Every encoding BTF has for an enum: signed and unsigned 32-bit (BTF_KIND_ENUM), 64-bit
+  // (BTF_KIND_ENUM64), and one a double cannot hold. Compiled here: no kelp object has them all.
+  const ENUMS_C = `
+enum fx_signed { FX_NEG = -7, FX_ZERO = 0, FX_POS = 3 };
+enum fx_unsigned { FX_U32_MAX = 0xffffffffu };
+enum fx_wide { FX_WIDE_NEG = -(1LL << 40), FX_WIDE_POS = 1LL << 40 };
+enum fx_huge { FX_HUGE = 0x7fffffffffffffffLL };
+enum fx_signed a; enum fx_unsigned b; enum fx_wide c; enum fx_huge d;
+`;
+  let obj: string;
+
+  beforeAll(() => {
+    const dir = tempDir();
+    writeFileSync(path.join(dir, 'enums.c'), ENUMS_C);
+    obj = path.join(dir, 'enums.o');
+    execFileSync('clang-19', ['-g', '-O2', '-target', 'bpf', '-c', path.join(dir, 'enums.c'), '-o', obj]);
+  });
+
+  it('reads enumerators with their sign and width', () => {
+    expect(btfEnum(obj, 'fx_signed')).toEqual({ FX_NEG: -7, FX_ZERO: 0, FX_POS: 3 });
+    expect(btfEnum(obj, 'fx_unsigned')).toEqual({ FX_U32_MAX: 0xffffffff });
+    expect(btfEnum(obj, 'fx_wide')).toEqual({ FX_WIDE_NEG: -(2 ** 40), FX_WIDE_POS: 2 ** 40 });
+  });
+
+  it('refuses a value a number cannot hold exactly', () => {
+    const e = caught(() => btfEnum(obj, 'fx_huge'));
+    expect(e.code).toBe('ERANGE');
+    expect(e.operation).toBe('read enum fx_huge value FX_HUGE');
+  });
+
+  it('reads a kelp object, and BpfObject offers the same', () => {
+    const lxc = path.join(__dirname, '../../build/bpf/lxc.o');
+    expect(btfEnum(lxc, 'kelp_dir')).toEqual({ KELP_DIR_FROM_POD: 1, KELP_DIR_TO_POD: 2 });
+    const o = loadObject(fixture('maps'));
+    try {
+      expect(caught(() => o.btfEnum('no_such_enum')).operation).toBe(`find enum no_such_enum in BTF of ${fixture('maps')}`);
+    } finally {
+      o.close();
+    }
+  });
+
+  it('fails with ENOENT for a name that is not an enum', () => {
+    const e = caught(() => btfEnum(fixture('maps'), 'fx_layout'));
+    expect(e.code).toBe('ENOENT');
+    expect(e.operation).toBe(`find enum fx_layout in BTF of ${fixture('maps')}`);
   });
 });

@@ -1,7 +1,8 @@
 // BPF_PROG_TEST_RUN through the addon: verdicts, output bytes, context, repeat.
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { BpfObject, KelpBpfError, loadObject } from '../../src/bpf';
+import { BpfObject, loadObject } from '../../src/bpf';
+import { caught } from '../support/bpf-error';
 
 const fixture = (name: string) => path.join(__dirname, '../../build/bpf', `fixture_${name}.o`);
 
@@ -52,14 +53,9 @@ describe('testRun', () => {
   });
 
   it('fails with ENOSPC naming the output size when dataSizeOut is too small', () => {
-    try {
-      obj.program('fx_swap_mac').testRun({ data: frame(), dataSizeOut: 10 });
-      throw new Error('no error');
-    } catch (e) {
-      expect(e).toBeInstanceOf(KelpBpfError);
-      expect((e as KelpBpfError).code).toBe('ENOSPC');
-      expect((e as KelpBpfError).message).toMatch(/^test run \(output is 60 bytes, dataSizeOut is 10\): ENOSPC/);
-    }
+    const e = caught(() => obj.program('fx_swap_mac').testRun({ data: frame(), dataSizeOut: 10 }));
+    expect(e.code).toBe('ENOSPC');
+    expect(e.message).toMatch(/^test run \(output is 60 bytes, dataSizeOut is 10\): ENOSPC/);
   });
 
   it('validates options before the kernel', () => {

@@ -1,18 +1,11 @@
-// The masquerade codecs (src/datapath/nat.ts) against the C they mirror: struct layouts from the
-// BTF of build/bpf/host.o, the drop reason enum from bpf/lib/nat.h; plus encode/decode,
-// load-time settings and the timeout rules of the collector.
-import { readFileSync } from 'node:fs';
-import path from 'node:path';
+// The masquerade codecs (src/datapath/nat.ts): encode/decode, load-time settings and the timeout
+// rules of the collector. Their layouts and enums are checked against host.o's BTF in
+// btf-layout.test.ts.
 import { describe, expect, it } from 'vitest';
-import { btfStructLayout } from '../../src/bpf';
-import { DropReason } from '../../src/datapath/drop';
 import {
   DEFAULT_CT_TIMEOUTS,
   IpProto,
-  NAT_DROP_ENUM,
-  NAT_STRUCTS,
   NatDir,
-  NatDropReason,
   TcpFlag,
   ct4Deadline,
   ct4Entry,
@@ -23,36 +16,7 @@ import {
   Ct4Entry,
 } from '../../src/datapath/nat';
 
-const HOST_O = path.join(__dirname, '../../build/bpf/host.o');
 const S = 1_000_000_000n;
-
-describe('layouts match the BTF of host.o', () => {
-  it.each(NAT_STRUCTS.map((c) => [c.cName, c] as const))('struct %s', (_name, codec) => {
-    const btf = btfStructLayout(HOST_O, codec.cName);
-    expect(btf.size).toBe(codec.size);
-    expect(btf.members.map((m) => ({ name: m.name, offset: m.offset, size: m.size }))).toEqual(codec.fields);
-  });
-});
-
-describe('drop reasons match bpf/lib/nat.h', () => {
-  it('same names and values as enum kelp_nat_drop_reason', () => {
-    const src = readFileSync(path.join(__dirname, '../../bpf/lib/nat.h'), 'utf8');
-    const body = /enum kelp_nat_drop_reason \{([^}]*)\}/.exec(src)?.[1];
-    expect(body).toBeDefined();
-    const fromC = Object.fromEntries([...body!.matchAll(/(DROP_\w+)\s*=\s*(-?\d+)/g)].map((m) => [m[1], Number(m[2])]));
-    expect(fromC).toEqual(NAT_DROP_ENUM);
-  });
-
-  it('sit in their own range, clear of the shared reasons', () => {
-    const shared = new Set<number>(Object.values(DropReason));
-    for (const code of Object.values(NatDropReason)) {
-      expect(code).toBeLessThanOrEqual(-200);
-      expect(code).toBeGreaterThanOrEqual(-219);
-      expect(shared.has(code)).toBe(false);
-    }
-    expect(new Set(Object.values(NatDropReason)).size).toBe(Object.keys(NatDropReason).length);
-  });
-});
 
 describe('codecs', () => {
   it('tuple4: addresses and ports in network order, dir and proto as bytes', () => {

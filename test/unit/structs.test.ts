@@ -168,6 +168,7 @@ describe('drop reasons', () => {
       expect(dropReasonText(code)).not.toMatch(/unknown/);
     }
     expect(dropReasonName(-6)).toBe('SRC_UNKNOWN');
+    expect(dropReasonName(-200)).toBe('NAT_NO_PORT');
     expect(dropReasonName(-999)).toBe('UNKNOWN(-999)');
   });
 });
