@@ -127,6 +127,8 @@ export interface KelpAddon {
     size: number;
     members: Array<{ name: string; offset: number; size: number; bitOffset?: number; bitSize?: number }>;
   };
+  /** Enumerator name -> value of a BTF_KIND_ENUM/ENUM64. */
+  btfEnum(file: string, name: string): Record<string, number>;
   numPossibleCpus(): number;
 
   progTestRun(fd: number, data: Buffer, dataSizeOut: number, ctx: Buffer | undefined, repeat: number): TestRunResult;
