@@ -1,12 +1,11 @@
 // loadObject: constants, pins, verifier log, the error shape, BTF layouts and enums. Real kernel,
 // private bpffs.
-import { execFileSync } from 'node:child_process';
-import { existsSync, writeFileSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import path from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, describe, expect, it } from 'vitest';
 import { btfEnum, btfStructLayout, loadObject, openPinnedMap } from '../../src/bpf';
 import { caught } from '../support/bpf-error';
-import { cleanupAll, mountBpffs, tempDir } from '../support/netns';
+import { cleanupAll, mountBpffs } from '../support/netns';
 
 const fixture = (name: string) => path.join(__dirname, '../../build/bpf', `fixture_${name}.o`);
 const u32 = (n: number) => {
@@ -173,23 +172,8 @@ describe('btfStructLayout', () => {
 });
 
 describe('btfEnum', () => {
-  // Every encoding BTF has for an enum: signed and unsigned 32-bit (BTF_KIND_ENUM), 64-bit
-  // (BTF_KIND_ENUM64), and one a double cannot hold. Compiled here: no kelp object has them all.
-  const ENUMS_C = `
-enum fx_signed { FX_NEG = -7, FX_ZERO = 0, FX_POS = 3 };
-enum fx_unsigned { FX_U32_MAX = 0xffffffffu };
-enum fx_wide { FX_WIDE_NEG = -(1LL << 40), FX_WIDE_POS = 1LL << 40 };
-enum fx_huge { FX_HUGE = 0x7fffffffffffffffLL };
-enum fx_signed a; enum fx_unsigned b; enum fx_wide c; enum fx_huge d;
-`;
-  let obj: string;
-
-  beforeAll(() => {
-    const dir = tempDir();
-    writeFileSync(path.join(dir, 'enums.c'), ENUMS_C);
-    obj = path.join(dir, 'enums.o');
-    execFileSync('clang-19', ['-g', '-O2', '-target', 'bpf', '-c', path.join(dir, 'enums.c'), '-o', obj]);
-  });
+  // test/fixtures/bpf/enums.c: every enum encoding BTF has.
+  const obj = fixture('enums');
 
   it('reads enumerators with their sign and width', () => {
     expect(btfEnum(obj, 'fx_signed')).toEqual({ FX_NEG: -7, FX_ZERO: 0, FX_POS: 3 });
