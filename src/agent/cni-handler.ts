@@ -64,6 +64,20 @@ export function resultFor(rec: EndpointRecord): CniResult {
   };
 }
 
+/**
+ * SPEC §2 ADD: a plugin given a prevResult outputs all of it plus its own changes. Our
+ * interfaces go after the earlier ones, so our ips[].interface indexes move by as many.
+ */
+export function withPrevResult(prev: CniResult, ours: CniResult): CniResult {
+  const offset = prev.interfaces.length;
+  return {
+    interfaces: [...prev.interfaces, ...ours.interfaces],
+    ips: [...prev.ips, ...ours.ips.map((ip) => ({ ...ip, interface: ip.interface === undefined ? undefined : ip.interface + offset }))],
+    routes: [...prev.routes, ...ours.routes],
+    dns: Object.keys(ours.dns).length > 0 ? ours.dns : prev.dns,
+  };
+}
+
 export function makeCniHandler(deps: CniHandlerDeps): (req: ApiRequest) => Promise<ApiResponse> {
   const { manager } = deps;
   const handle = async (req: ActionRequest): Promise<CniResult | void> => {
@@ -88,7 +102,7 @@ export function makeCniHandler(deps: CniHandlerDeps): (req: ApiRequest) => Promi
           });
           const result = resultFor(rec);
           if (req.config.dns && Object.keys(req.config.dns).length > 0) result.dns = req.config.dns;
-          return result;
+          return req.config.prevResult ? withPrevResult(req.config.prevResult, result) : result;
         }
         case 'DEL':
           await manager.del({ network, containerId: req.containerId, ifname: req.ifname }, rawIpamLenient(req));

@@ -2,8 +2,9 @@
 // ADD is a transaction (a failure at any step undoes the steps before it); DEL is idempotent
 // and best effort (a missing netns, link, map entry or lease is already done).
 import { statSync, statfsSync } from 'node:fs';
+import { inNetns } from '../bpf';
 import { Ipam, IpamConfig, IpamError, parseIpamConfig } from '../ipam';
-import { isGone, podInterfaceCheck, podInterfaceSetup, podInterfaceTeardown, Rtnl } from '../netlink';
+import { isGone, podInterfaceCheck, podInterfaceSetup, podInterfaceTeardown, podRoutes, RouteSpec, Rtnl } from '../netlink';
 import type { Logger } from '../log';
 import { EndpointRecord, EndpointStore, attachmentKey, hostIfnameFor } from './state';
 import { KeyedMutex, Transaction } from './txn';
@@ -108,8 +109,8 @@ export class EndpointManager {
     const t0 = process.hrtime.bigint();
     const existing = this.store.get(req.network, req.containerId, req.ifname);
     if (existing) {
-      // A repeated ADD for a live attachment (a runtime retry) gets the same answer.
-      if (existing.netns === req.netns) return existing;
+      // SPEC §2 ADD: an existing CNI_IFNAME in the container is an error, also when it is ours
+      // (runtimes DEL before they retry a failed ADD); the live attachment is left as it is.
       throw new EndpointError('exists', `attachment ${req.containerId}/${req.ifname} already exists in netns ${existing.netns}`);
     }
     checkNetns(req.netns);
@@ -141,6 +142,9 @@ export class EndpointManager {
       const routes = alloc.routes.length > 0 ? alloc.routes.map((r) => ({ dst: r.dst === '0.0.0.0/0' ? 'default' : r.dst, gw: r.gw })) : undefined;
       // A leftover host veth from a crashed earlier attempt would make the create fail with EEXIST.
       await this.hostNs.deleteLink(hostIfname).catch(() => false);
+      // A second kelp interface in the same pod (c1/eth0, c1/net1) has the same routes as the
+      // first: the kernel refuses a duplicate (dst, metric), so its routes get their own metric.
+      const sibling = this.store.list().some((r) => r.netns === req.netns && !(r.containerId === req.containerId && r.ifname === req.ifname));
       let iface;
       try {
         iface = await podInterfaceSetup(this.hostNs, {
@@ -151,12 +155,19 @@ export class EndpointManager {
           gateway: v4.gateway,
           mtu,
           podMac: req.mac,
-          routes,
+          routes: sibling ? [] : routes,
         });
       } catch (e) {
         throw new EndpointError('internal', `setting up ${req.ifname} in ${req.netns}: ${(e as Error).message}`);
       }
       txn.onRollback('delete veth', () => podInterfaceTeardown(this.hostNs, hostIfname));
+      if (sibling) {
+        try {
+          await addPodRoutes(req.netns, podRoutes({ address: v4.address, gateway: v4.gateway, routes }, iface.pod.index), iface.pod.index);
+        } catch (e) {
+          throw new EndpointError('internal', `routes for ${req.ifname} in ${req.netns}: ${(e as Error).message}`);
+        }
+      }
       mark('veth', t);
 
       t = process.hrtime.bigint();
@@ -257,12 +268,16 @@ export class EndpointManager {
       address: v4.address,
       gateway: v4.gateway ?? '',
       mtu: rec.mtu,
+      // What ADD installed (the IPAM's routes), not the default route podRoutes assumes without them.
+      routes: rec.routes.map((r) => ({ dst: r.dst, gw: r.gw })),
     });
     problems.push(...netProblems.map((p) => `${p.subject}: ${p.message}`));
     problems.push(...this.datapath.check(rec));
     if (rec.ipam.kind === 'builtin') {
-      const alloc = await this.ipam.network({ ...this.ipamConfig(ref.network, undefined), dataDir: rec.ipam.dataDir }).get(ref);
-      if (!alloc) problems.push('IPAM reservation is gone');
+      const allocator = this.ipam.network({ ...this.ipamConfig(ref.network, undefined), dataDir: rec.ipam.dataDir });
+      // The lease files are the reservation; the allocator's cached view would not see one removed.
+      await allocator.reload();
+      if (!(await allocator.get(ref))) problems.push('IPAM reservation is gone');
     }
     return problems;
   }
@@ -280,7 +295,10 @@ export class EndpointManager {
       }
     }
     try {
-      await this.ipam.network(this.ipamConfig(network, rawIpam)).releaseAllExcept(valid.map((v) => ({ ...v, network })));
+      const allocator = this.ipam.network(this.ipamConfig(network, rawIpam));
+      // GC is the safety net: it works from the lease files, not the allocator's cached view.
+      await allocator.reload();
+      await allocator.releaseAllExcept(valid.map((v) => ({ ...v, network })));
     } catch (e) {
       errors.push(`ipam: ${(e as Error).message}`);
     }
@@ -296,6 +314,20 @@ export class EndpointManager {
   }
 }
 
+/**
+ * The gateway routes of a pod's additional interface, with the interface's index as metric:
+ * unique within the netns and never 0, the metric of the first interface's routes.
+ */
+async function addPodRoutes(netns: string, routes: RouteSpec[], podIfindex: number): Promise<void> {
+  const pod = Rtnl.inNetns(netns);
+  try {
+    // The route to an off-subnet gateway (no gw) was added by the setup already.
+    for (const r of routes) if (r.gw !== undefined) await pod.addRoute({ ...r, metric: podIfindex });
+  } finally {
+    pod.close();
+  }
+}
+
 /** CNI_NETNS must name a network namespace that is not the agent's own. */
 function checkNetns(netns: string): void {
   let st;
@@ -305,6 +337,12 @@ function checkNetns(netns: string): void {
   } catch (e) {
     if (e instanceof EndpointError) throw e;
     throw new EndpointError('invalid-netns', `CNI_NETNS ${netns}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
+  }
+  // Other namespace types are nsfs files too: entering it as a netns tells them apart.
+  try {
+    inNetns(netns, () => undefined);
+  } catch (e) {
+    throw new EndpointError('invalid-netns', `CNI_NETNS ${netns} is not a network namespace (${(e as { code?: string }).code ?? (e as Error).message})`);
   }
   const own = statSync('/proc/self/ns/net');
   if (st.ino === own.ino && st.dev === own.dev) throw new EndpointError('invalid-netns', `CNI_NETNS ${netns} is the agent's own network namespace`);
