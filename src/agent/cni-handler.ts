@@ -8,6 +8,7 @@ import {
   encodeResponse,
   serveCni,
 } from '../cni';
+import { execDelegate } from '../cni/delegate';
 import { EndpointError, EndpointManager } from '../endpoint/manager';
 import type { EndpointRecord } from '../endpoint/state';
 import type { ApiRequest, ApiResponse } from './server';
@@ -24,14 +25,38 @@ export interface CniHandlerDeps {
   ready: () => boolean;
 }
 
+/** The ipam section for kelp's own IPAM; undefined when there is none or it is delegated. */
 function rawIpam(req: ActionRequest): unknown {
   const ipam = req.config.ipam;
-  if (!ipam) return undefined;
-  if (!BUILTIN_IPAM.has(ipam.type)) {
-    throw new CniError(CniCode.UnsupportedField, `ipam.type ${JSON.stringify(ipam.type)} is not supported`, 'kelp allocates addresses itself (ipam.type "kelp", or no ipam section); delegating to IPAM plugins is not implemented yet');
-  }
+  if (!ipam || !BUILTIN_IPAM.has(ipam.type)) return undefined;
   const { type: _type, ...rest } = ipam.raw;
   return rest;
+}
+
+/** The IPAM plugin to delegate to (SPEC §4), when `ipam.type` names one. */
+function delegateType(req: ActionRequest): string | undefined {
+  const type = req.config.ipam?.type;
+  return type && !BUILTIN_IPAM.has(type) ? type : undefined;
+}
+
+function delegate(req: ActionRequest, command: 'ADD' | 'DEL' | 'CHECK' | 'STATUS' | 'GC', log: Logger): Promise<CniResult | undefined> {
+  return execDelegate({
+    type: delegateType(req)!,
+    command,
+    path: req.path,
+    env: req.env,
+    stdin: req.stdin,
+    cniVersion: req.cniVersion,
+    onStderr: (text) => log.info({ delegate: req.config.ipam?.type, command, stderr: text.trim() }, 'delegated plugin stderr'),
+  });
+}
+
+/** Chained after an interface plugin: prevResult already has CNI_IFNAME inside CNI_NETNS. */
+function chainedInterface(req: { config: { prevResult?: CniResult }; ifname: string; netns: string }): number | undefined {
+  const prev = req.config.prevResult;
+  if (!prev) return undefined;
+  const i = prev.interfaces.findIndex((itf) => itf.name === req.ifname && itf.sandbox !== undefined);
+  return i >= 0 ? i : undefined;
 }
 
 function toCni(e: unknown): unknown {
@@ -47,6 +72,8 @@ function toCni(e: unknown): unknown {
       return new CniError(CniCode.FirstPluginCode + 11, 'IP address conflict', e.message);
     case 'exists':
       return new CniError(CniCode.FirstPluginCode + 12, 'attachment exists', e.message);
+    case 'invalid':
+      return new CniError(CniCode.InvalidConfig, 'kelp cannot attach to this interface', e.message);
     default:
       return new CniError(CniCode.FirstPluginCode, 'kelp could not set up the pod network', e.message);
   }
@@ -86,44 +113,83 @@ export function makeCniHandler(deps: CniHandlerDeps): (req: ApiRequest) => Promi
       switch (req.command) {
         case 'ADD': {
           if (!deps.ready()) throw new CniError(CniCode.TryAgainLater, 'kelp agent is starting; try again later');
+          const pod = req.args.podNamespace && req.args.podName ? { namespace: req.args.podNamespace, name: req.args.podName, uid: req.args.podUid } : undefined;
+          const chained = chainedInterface(req);
+          if (chained !== undefined) {
+            const prev = req.config.prevResult!;
+            // ips without an interface index are taken as the chained interface's (older plugins).
+            const ips = prev.ips.filter((ip) => ip.interface === undefined || ip.interface === chained).map((ip) => ({ address: ip.address, gateway: ip.gateway }));
+            await manager.addChained({ network, containerId: req.containerId, ifname: req.ifname, netns: req.netns, ips, pod });
+            // kelp changes no interface, address or route: the result is the earlier plugin's.
+            return prev;
+          }
+          let delegated: { type: string; ips: Array<{ address: string; gateway?: string }>; routes: Array<{ dst: string; gw?: string }> } | undefined;
+          const dtype = delegateType(req);
+          if (dtype) {
+            const res = (await delegate(req, 'ADD', deps.log))!;
+            delegated = { type: dtype, ips: res.ips.map((ip) => ({ address: ip.address, gateway: ip.gateway })), routes: res.routes.map((r) => ({ dst: r.dst, gw: r.gw })) };
+            if (!delegated.ips.some((ip) => !ip.address.includes(':') && ip.gateway)) {
+              await delegate(req, 'DEL', deps.log).catch(() => undefined);
+              throw new CniError(CniCode.InvalidConfig, `ipam plugin ${dtype} returned no IPv4 address with a gateway`, JSON.stringify(res.ips));
+            }
+          }
           const ipam = rawIpam(req);
           const requestedIps = [...(req.args.ips ?? []), ...(req.config.runtimeConfig.ips ?? []), ...(req.config.argsIps ?? [])].map((ip) => ip.split('/')[0]);
-          const pod = req.args.podNamespace && req.args.podName ? { namespace: req.args.podNamespace, name: req.args.podName, uid: req.args.podUid } : undefined;
-          const rec = await manager.add({
-            network,
-            containerId: req.containerId,
-            ifname: req.ifname,
-            netns: req.netns,
-            mtu: req.config.mtu,
-            ipam,
-            requestedIps: [...new Set(requestedIps)],
-            mac: req.config.runtimeConfig.mac,
-            pod,
-          });
+          let rec;
+          try {
+            rec = await manager.add({
+              delegated,
+              network,
+              containerId: req.containerId,
+              ifname: req.ifname,
+              netns: req.netns,
+              mtu: req.config.mtu,
+              ipam,
+              requestedIps: [...new Set(requestedIps)],
+              mac: req.config.runtimeConfig.mac,
+              pod,
+            });
+          } catch (e) {
+            // SPEC §4: what the delegate allocated is released when a later step of the ADD fails.
+            if (dtype) await delegate(req, 'DEL', deps.log).catch((err: unknown) => deps.log.error({ err }, 'delegated IPAM DEL after a failed ADD failed'));
+            throw e;
+          }
           const result = resultFor(rec);
           if (req.config.dns && Object.keys(req.config.dns).length > 0) result.dns = req.config.dns;
           return req.config.prevResult ? withPrevResult(req.config.prevResult, result) : result;
         }
         case 'DEL':
+          // Our own resources first, whatever the delegate then says (SPEC §4).
           await manager.del({ network, containerId: req.containerId, ifname: req.ifname }, rawIpamLenient(req));
+          if (delegateType(req)) await delegate(req, 'DEL', deps.log);
           return;
         case 'CHECK': {
           const prev = req.prevResult;
           const ips = prev.ips.map((ip) => ip.address);
           const problems = await manager.check({ network, containerId: req.containerId, ifname: req.ifname }, { ips, netns: req.netns });
           if (problems.length > 0) throw new CniError(CniCode.FirstPluginCode + 20, 'kelp endpoint is not healthy', problems.join('; '));
+          if (delegateType(req)) await delegate(req, 'CHECK', deps.log);
           return;
         }
         case 'STATUS':
           if (!deps.ready()) throw new CniError(CniCode.NotAvailable, 'kelp agent is not ready');
+          if (delegateType(req)) await delegate(req, 'STATUS', deps.log);
           return;
         case 'GC': {
-          if (!req.validAttachments) return;
+          // The delegate gets GC with the same stdin, list or not (SPEC §2 GC); it decides.
+          const delegateGc = delegateType(req) ? delegate(req, 'GC', deps.log).then(() => undefined, (e: unknown) => e) : Promise.resolve(undefined);
+          if (!req.validAttachments) {
+            const err = await delegateGc;
+            if (err) throw err;
+            return;
+          }
           const errors = await manager.gc(
             network,
             req.validAttachments.map((a) => ({ containerId: a.containerID, ifname: a.ifname })),
             rawIpamLenient(req),
           );
+          const derr = await delegateGc;
+          if (derr) errors.push(`delegated IPAM: ${(derr as Error).message}`);
           if (errors.length) throw new CniError(CniCode.FirstPluginCode + 30, 'GC finished with errors', errors.join('; '));
           return;
         }

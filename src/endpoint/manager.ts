@@ -27,7 +27,7 @@ export interface EndpointDatapath {
 
 export class EndpointError extends Error {
   constructor(
-    readonly kind: 'invalid-netns' | 'unknown' | 'ipam' | 'exists' | 'broken' | 'internal',
+    readonly kind: 'invalid-netns' | 'unknown' | 'ipam' | 'exists' | 'broken' | 'invalid' | 'internal',
     message: string,
     readonly ipamKind?: IpamError['kind'],
   ) {
@@ -45,6 +45,19 @@ export interface AddRequest {
   ipam?: unknown;
   requestedIps: string[];
   mac?: string;
+  pod?: { namespace: string; name: string; uid?: string };
+  /** Addresses from a delegated IPAM plugin (already allocated by the caller, who releases them). */
+  delegated?: { type: string; ips: Array<{ address: string; gateway?: string }>; routes: Array<{ dst: string; gw?: string }> };
+}
+
+/** Chained mode: another plugin made the interface and its addresses; kelp adds its datapath. */
+export interface ChainedAddRequest {
+  network: string;
+  containerId: string;
+  ifname: string;
+  netns: string;
+  /** The addresses of CNI_IFNAME from the previous plugin's result. */
+  ips: Array<{ address: string; gateway?: string }>;
   pod?: { namespace: string; name: string; uid?: string };
 }
 
@@ -114,8 +127,7 @@ export class EndpointManager {
       throw new EndpointError('exists', `attachment ${req.containerId}/${req.ifname} already exists in netns ${existing.netns}`);
     }
     checkNetns(req.netns);
-    const ipamCfg = this.ipamConfig(req.network, req.ipam);
-    const allocator = this.ipam.network(ipamCfg);
+    const ipamCfg = req.delegated ? undefined : this.ipamConfig(req.network, req.ipam);
     const owner = { network: req.network, containerId: req.containerId, ifname: req.ifname };
     const id = this.store.nextId(this.pendingIds);
     this.pendingIds.add(id);
@@ -124,14 +136,19 @@ export class EndpointManager {
     const mark = (name: string, since: bigint) => (steps[name] = Number(process.hrtime.bigint() - since) / 1e6);
     try {
       let t = process.hrtime.bigint();
-      let alloc;
-      try {
-        alloc = await allocator.allocate(owner, { ips: req.requestedIps });
-      } catch (e) {
-        if (e instanceof IpamError) throw new EndpointError('ipam', e.message, e.kind);
-        throw e;
+      let alloc: { ips: Array<{ address: string; gateway?: string }>; routes: Array<{ dst: string; gw?: string }> };
+      if (req.delegated) {
+        alloc = req.delegated;
+      } else {
+        const allocator = this.ipam.network(ipamCfg!);
+        try {
+          alloc = await allocator.allocate(owner, { ips: req.requestedIps });
+        } catch (e) {
+          if (e instanceof IpamError) throw new EndpointError('ipam', e.message, e.kind);
+          throw e;
+        }
+        txn.onRollback('ipam release', () => allocator.release(owner));
       }
-      txn.onRollback('ipam release', () => allocator.release(owner));
       const v4 = alloc.ips.find((ip) => !ip.address.includes(':'));
       if (!v4 || !v4.gateway) throw new EndpointError('ipam', 'kelp needs an IPv4 address with a gateway (IPv6 is not supported yet)');
       mark('ipam', t);
@@ -190,7 +207,7 @@ export class EndpointManager {
         mtu,
         ips: alloc.ips.map((ip) => ({ address: ip.address, gateway: ip.gateway })),
         routes: alloc.routes.length > 0 ? alloc.routes : [{ dst: '0.0.0.0/0', gw: v4.gateway }],
-        ipam: { kind: 'builtin', dataDir: ipamCfg.dataDir },
+        ipam: req.delegated ? { kind: 'delegated', type: req.delegated.type } : { kind: 'builtin', dataDir: ipamCfg!.dataDir },
         pod: req.pod,
         createdAt: new Date().toISOString(),
       };
@@ -217,6 +234,73 @@ export class EndpointManager {
     }
   }
 
+  addChained(req: ChainedAddRequest): Promise<EndpointRecord> {
+    return this.mutex.run(attachmentKey(req.network, req.containerId, req.ifname), () => this.doAddChained(req));
+  }
+
+  /**
+   * Chained mode (like Cilium's generic-veth chaining): the pod's CNI_IFNAME is a veth made by
+   * an earlier plugin; its peer, found through IFLA_LINK, is the host side kelp attaches to.
+   * Addresses, routes and the interface stay the earlier plugin's.
+   */
+  private async doAddChained(req: ChainedAddRequest): Promise<EndpointRecord> {
+    const log = this.opts.log.child({ op: 'ADD', mode: 'chained', containerId: req.containerId, ifname: req.ifname });
+    if (this.store.get(req.network, req.containerId, req.ifname)) {
+      throw new EndpointError('exists', `attachment ${req.containerId}/${req.ifname} already exists`);
+    }
+    checkNetns(req.netns);
+    const v4 = req.ips.filter((ip) => !ip.address.includes(':'));
+    if (v4.length === 0) throw new EndpointError('invalid', `chained mode: prevResult has no IPv4 address for ${req.ifname}`);
+    const podNs = Rtnl.inNetns(req.netns);
+    let pod;
+    try {
+      pod = await podNs.link(req.ifname);
+    } finally {
+      podNs.close();
+    }
+    if (!pod) throw new EndpointError('invalid', `chained mode: no interface ${req.ifname} in ${req.netns}`);
+    if (pod.kind !== 'veth' || !pod.peerIndex) throw new EndpointError('invalid', `chained mode: ${req.ifname} in ${req.netns} is ${pod.kind ?? 'not a veth'}; kelp chains onto veth pairs`);
+    const host = await this.hostNs.link(pod.peerIndex);
+    if (!host || host.kind !== 'veth') throw new EndpointError('invalid', `chained mode: the peer of ${req.ifname} (ifindex ${pod.peerIndex}) is not a veth in the agent's network namespace`);
+    const id = this.store.nextId(this.pendingIds);
+    this.pendingIds.add(id);
+    const txn = new Transaction(log);
+    try {
+      const rec: EndpointRecord = {
+        id,
+        network: req.network,
+        containerId: req.containerId,
+        ifname: req.ifname,
+        netns: req.netns,
+        mode: 'chained',
+        hostIfname: host.name,
+        hostIfindex: host.index,
+        hostMac: host.mac,
+        podMac: pod.mac,
+        podIfindex: pod.index,
+        mtu: pod.mtu,
+        ips: v4,
+        routes: [],
+        ipam: { kind: 'external' },
+        pod: req.pod,
+        createdAt: new Date().toISOString(),
+      };
+      this.datapath.attach(host.index, host.name);
+      txn.onRollback('detach programs', () => this.datapath.detach(host.name));
+      this.datapath.upsertEndpoint(rec);
+      txn.onRollback('remove endpoint from maps', () => this.datapath.removeEndpoint(rec));
+      await this.store.put(rec);
+      txn.commit();
+      log.info({ ips: v4.map((i) => i.address), hostIfname: host.name, id }, 'chained endpoint added');
+      return rec;
+    } catch (e) {
+      await txn.rollback();
+      throw e;
+    } finally {
+      this.pendingIds.delete(id);
+    }
+  }
+
   del(ref: AttachmentRef, rawIpam?: unknown): Promise<void> {
     return this.mutex.run(attachmentKey(ref.network, ref.containerId, ref.ifname), () => this.doDel(ref, rawIpam));
   }
@@ -236,14 +320,18 @@ export class EndpointManager {
     };
     if (rec) await attempt('datapath', () => this.datapath.removeEndpoint(rec));
     await attempt('detach', () => this.datapath.detach(hostIfname));
-    // Deleting the host end removes the pair, the pod side's addresses and the node route.
-    await attempt('veth', () => podInterfaceTeardown(this.hostNs, hostIfname));
+    // Deleting the host end removes the pair, the pod side's addresses and the node route. In
+    // chained mode the interface and its addresses belong to the plugin before kelp.
+    if (rec?.mode !== 'chained') await attempt('veth', () => podInterfaceTeardown(this.hostNs, hostIfname));
     let ipamErr: unknown;
-    try {
-      const cfg = rec?.ipam.kind === 'builtin' ? { ...this.ipamConfig(ref.network, rawIpam), dataDir: rec.ipam.dataDir } : this.ipamConfig(ref.network, rawIpam);
-      await this.ipam.network(cfg).release({ network: ref.network, containerId: ref.containerId, ifname: ref.ifname });
-    } catch (e) {
-      ipamErr = e;
+    // Addresses kelp did not allocate are released by whoever did (the delegate, the previous plugin).
+    if (!rec || rec.ipam.kind === 'builtin') {
+      try {
+        const cfg = rec?.ipam.kind === 'builtin' ? { ...this.ipamConfig(ref.network, rawIpam), dataDir: rec.ipam.dataDir } : this.ipamConfig(ref.network, rawIpam);
+        await this.ipam.network(cfg).release({ network: ref.network, containerId: ref.containerId, ifname: ref.ifname });
+      } catch (e) {
+        ipamErr = e;
+      }
     }
     await this.store.remove(ref.network, ref.containerId, ref.ifname);
     if (problems.length) log.warn({ problems }, 'DEL finished with problems');
@@ -259,6 +347,14 @@ export class EndpointManager {
     if (expected.netns && expected.netns !== rec.netns) problems.push(`netns is ${rec.netns}, runtime expects ${expected.netns}`);
     for (const ip of expected.ips) {
       if (!rec.ips.some((r) => r.address === ip)) problems.push(`address ${ip} is not kelp's (${rec.ips.map((r) => r.address).join(', ')})`);
+    }
+    if (rec.mode === 'chained') {
+      // The interface and its addresses are the earlier plugin's (it CHECKs them); kelp checks
+      // that the veth it attached to is still the pod's and that its datapath is in place.
+      const host = await this.hostNs.link(rec.hostIfindex);
+      if (!host || host.name !== rec.hostIfname) problems.push(`host veth ${rec.hostIfname} (ifindex ${rec.hostIfindex}) is gone`);
+      problems.push(...this.datapath.check(rec));
+      return problems;
     }
     const v4 = rec.ips.find((i) => !i.address.includes(':'))!;
     const netProblems = await podInterfaceCheck(this.hostNs, {

@@ -20,8 +20,13 @@ export interface EndpointRecord {
   mtu: number;
   ips: Array<{ address: string; gateway?: string }>;
   routes: Array<{ dst: string; gw?: string }>;
-  /** How addresses were obtained: kelp's own IPAM, or a delegated plugin (its config kept for DEL). */
-  ipam: { kind: 'builtin'; dataDir: string } | { kind: 'delegated'; type: string };
+  /**
+   * 'interface' (default): kelp made the veth pair. 'chained': an earlier plugin in the conflist
+   * made the interface and its addresses; kelp only attached its datapath to the host side.
+   */
+  mode?: 'interface' | 'chained';
+  /** Who allocated the addresses: kelp's IPAM, a delegated IPAM plugin, or the earlier plugin. */
+  ipam: { kind: 'builtin'; dataDir: string } | { kind: 'delegated'; type: string } | { kind: 'external' };
   pod?: { namespace: string; name: string; uid?: string };
   createdAt: string;
 }

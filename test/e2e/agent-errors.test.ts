@@ -135,7 +135,7 @@ describe('network configuration', () => {
     ['ipam subnet /33 → code 7', { ipam: { type: 'kelp', ranges: [[{ subnet: '10.244.0.0/33' }]] } }, 7, /subnet/],
     ['ipam subnet not a CIDR → code 7', { ipam: { type: 'kelp', subnet: 'ten.0.0.0/8' } }, 7, /subnet/],
     ['ipam rangeStart outside the subnet → code 7', { ipam: { type: 'kelp', ranges: [[{ subnet: '10.244.0.0/24', rangeStart: '10.9.0.1' }]] } }, 7, /rangeStart/],
-    ['unsupported ipam.type → code 2', { ipam: { type: 'host-local', subnet: '10.244.0.0/24' } }, 2, /ipam\.type.*host-local/],
+    ['ipam plugin not in CNI_PATH → code 7', { ipam: { type: 'no-such-ipam', subnet: '10.244.0.0/24' } }, 7, /failed to find plugin "no-such-ipam"/],
     ['mtu out of range → code 7', { mtu: 20 }, 7, /mtu/],
   ] as const)('%s', async (_n, overrides, code, msg) => {
     const a = newAttachment(sb);
