@@ -1,0 +1,56 @@
+// Round counts and sizes, from the environment so a quick or a thorough run needs no edit.
+export interface BenchConfig {
+  /** Rounds of the datapath and CNI latency figures. */
+  rounds: number;
+  /** Rounds of the throughput figure (each costs ~20 s, most of it kelp's serialised ADDs/DELs). */
+  throughputRounds: number;
+  /** BPF_PROG_TEST_RUN calls per program per datapath round (250 runs each). */
+  datapathCalls: number;
+  /** ADD+DEL pairs per variant per CNI latency round. */
+  cniSamples: number;
+  /** Concurrent ADDs (then DELs) per variant per throughput round. */
+  concurrency: number;
+  /** Endpoints of the last memory step (steps: 0, 100, this). */
+  memoryPods: number;
+  memoryRounds: number;
+  /** Bound on concurrent CNI calls while filling the node for the memory figure. */
+  memoryConcurrency: number;
+  /** Figures to run (BENCH_ONLY=datapath,cni,throughput,memory). */
+  only: Set<string>;
+  /** Where the report goes (default bench/results). */
+  outDir?: string;
+}
+
+export const FIGURES = ['datapath', 'cni', 'throughput', 'memory'] as const;
+
+function int(name: string, def: number, min = 1, max = 1_000_000): number {
+  const raw = process.env[name];
+  if (raw === undefined || raw === '') return def;
+  const n = Number(raw);
+  if (!Number.isInteger(n) || n < min || n > max) throw new Error(`${name} must be an integer in ${min}..${max}, got ${JSON.stringify(raw)}`);
+  return n;
+}
+
+export function loadConfig(): BenchConfig {
+  const only = new Set((process.env.BENCH_ONLY ?? FIGURES.join(',')).split(',').map((s) => s.trim()).filter(Boolean));
+  for (const f of only) if (!(FIGURES as readonly string[]).includes(f)) throw new Error(`BENCH_ONLY: unknown figure ${JSON.stringify(f)} (known: ${FIGURES.join(', ')})`);
+  return {
+    rounds: int('BENCH_ROUNDS', 5),
+    throughputRounds: int('BENCH_THROUGHPUT_ROUNDS', 3),
+    datapathCalls: int('BENCH_DATAPATH_CALLS', 200),
+    // Pod CIDRs are /20 (4093 pods); the latency figure holds two kelp variants' pods at once.
+    cniSamples: int('BENCH_CNI_SAMPLES', 50, 1, 2000),
+    concurrency: int('BENCH_CONCURRENCY', 100, 1, 4000),
+    memoryPods: int('BENCH_MEMORY_PODS', 1000, 101, 4000),
+    memoryRounds: int('BENCH_MEMORY_ROUNDS', 1),
+    memoryConcurrency: int('BENCH_MEMORY_CONCURRENCY', 16),
+    only,
+    outDir: process.env.BENCH_OUT || undefined,
+  };
+}
+
+/** Round r runs the variants in this order: each variant takes every position equally often. */
+export function rotate<T>(xs: readonly T[], r: number): T[] {
+  const k = ((r % xs.length) + xs.length) % xs.length;
+  return [...xs.slice(k), ...xs.slice(0, k)];
+}

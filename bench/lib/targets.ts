@@ -1,0 +1,130 @@
+// The CNI plugins under test, each exec'd per call the way a runtime does it:
+// - kelp-cni as installed by a Sandbox agent, exec'd from the machine's namespace (as
+//   Sandbox.cni does) or from inside the node namespace (`ip netns exec <node>`);
+// - Debian's reference `bridge` + `host-local` in a node namespace of our own, exec'd with
+//   `ip netns exec <node>` so its bridge and veths land there;
+// - the exec floor: /bin/true the same two ways, what any plugin pays before doing work.
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { Sandbox, sh } from '../../src/sandbox';
+import { defer, throwIfInterrupted } from './cleanup';
+import { TimedRun, timedExec } from './exec';
+
+export type CniCommand = 'ADD' | 'DEL';
+
+export interface CniTarget {
+  name: string;
+  call(command: CniCommand, containerId: string, netnsPath: string): Promise<TimedRun>;
+}
+
+export const REF_PLUGIN_DIR = '/usr/lib/cni';
+const IP = sh('sh', ['-c', 'command -v ip']).trim();
+
+function wrap(node: string | undefined, binary: string): { cmd: string; args: string[] } {
+  return node ? { cmd: IP, args: ['netns', 'exec', node, binary] } : { cmd: binary, args: [] };
+}
+
+/** CNI environment for one attachment; pod name arguments as Kubernetes runtimes pass them. */
+function cniEnv(command: CniCommand, containerId: string, netnsPath: string, cniPath: string): Record<string, string> {
+  return {
+    CNI_COMMAND: command,
+    CNI_CONTAINERID: containerId,
+    CNI_NETNS: netnsPath,
+    CNI_IFNAME: 'eth0',
+    CNI_PATH: cniPath,
+    CNI_ARGS: `IgnoreUnknown=1;K8S_POD_NAMESPACE=bench;K8S_POD_NAME=${containerId}`,
+  };
+}
+
+/** A call that did not succeed makes the whole benchmark invalid: fail loudly. */
+function checked(name: string, command: CniCommand, containerId: string, run: TimedRun): TimedRun {
+  let ok = run.code === 0;
+  if (ok && command === 'ADD') {
+    try {
+      ok = Array.isArray((JSON.parse(run.stdout) as { ips?: unknown }).ips);
+    } catch {
+      ok = false;
+    }
+  }
+  if (!ok) throw new Error(`${name}: CNI ${command} ${containerId} failed (exit ${run.code}): ${run.stdout.trim()} ${run.stderr.trim()}`);
+  return run;
+}
+
+function pluginTarget(name: string, node: string | undefined, binary: string, cniPath: string, stdin: string): CniTarget {
+  const { cmd, args } = wrap(node, binary);
+  return {
+    name,
+    call: async (command, containerId, netnsPath) =>
+      checked(name, command, containerId, await timedExec(cmd, args, cniEnv(command, containerId, netnsPath, cniPath), stdin)),
+  };
+}
+
+/** kelp-cni from the sandbox's CNI dir, with the plugin config a runtime derives from 05-kelp.conflist. */
+export function kelpTarget(sb: Sandbox, name: string, from: 'machine' | 'node'): CniTarget {
+  return pluginTarget(name, from === 'node' ? sb.node : undefined, path.join(sb.cniBinDir, 'kelp-cni'), sb.cniBinDir, JSON.stringify(sb.pluginConfig()));
+}
+
+export function floorTarget(name: string, node?: string): CniTarget {
+  const { cmd, args } = wrap(node, '/bin/true');
+  return { name, call: () => timedExec(cmd, args, {}, '') };
+}
+
+/** A node namespace with the reference plugins' network: bridge + host-local, nothing else. */
+export class BridgeNode {
+  readonly dir: string;
+  readonly conflist: Record<string, unknown>;
+  private readonly release: () => Promise<void>;
+
+  private constructor(readonly node: string, bridge: string, subnet: string) {
+    this.dir = mkdtempSync(path.join(tmpdir(), `kelp-bench-${node}-`));
+    this.release = defer(() => this.destroy());
+    // The reference at its cheapest: no ipMasq (kelp masquerades in BPF once per node, the
+    // bridge plugin would add iptables rules per pod), no portmap/firewall/tuning chain.
+    this.conflist = {
+      cniVersion: '1.0.0',
+      name: `bench-${node}`,
+      plugins: [
+        {
+          type: 'bridge',
+          bridge,
+          isGateway: true,
+          ipMasq: false,
+          ipam: { type: 'host-local', ranges: [[{ subnet }]], dataDir: path.join(this.dir, 'ipam') },
+        },
+      ],
+    };
+    writeFileSync(path.join(this.dir, '10-bridge.conflist'), JSON.stringify(this.conflist, null, 2));
+  }
+
+  static create(node: string, bridge: string, subnet: string): BridgeNode {
+    throwIfInterrupted();
+    sh('ip', ['netns', 'add', node]);
+    try {
+      sh('ip', ['-n', node, 'link', 'set', 'lo', 'up']);
+      return new BridgeNode(node, bridge, subnet);
+    } catch (e) {
+      sh('ip', ['netns', 'del', node], { allowFail: true });
+      throw e;
+    }
+  }
+
+  /** The one plugin's config as libcni hands it over: the list's name and cniVersion injected. */
+  pluginConfig(): Record<string, unknown> {
+    const list = this.conflist as { name: string; cniVersion: string; plugins: Array<Record<string, unknown>> };
+    return { cniVersion: list.cniVersion, name: list.name, ...list.plugins[0] };
+  }
+
+  target(name: string): CniTarget {
+    return pluginTarget(name, this.node, path.join(REF_PLUGIN_DIR, 'bridge'), REF_PLUGIN_DIR, JSON.stringify(this.pluginConfig()));
+  }
+
+  private destroy(): void {
+    sh('ip', ['netns', 'del', this.node], { allowFail: true });
+    rmSync(this.dir, { recursive: true, force: true });
+  }
+
+  close(): Promise<void> {
+    return this.release();
+  }
+}

@@ -1,0 +1,138 @@
+// `make bench`: kelp's figures, each measured side by side with a reference in the same run.
+//   1. datapath ns/packet (kelp_from_pod local delivery vs bench/bpf/redirect.c)
+//   2. CNI ADD/DEL latency p50/p99 (kelp-cni vs Debian's bridge + host-local)
+//   3. CNI throughput with concurrent ADDs/DELs (same pair)
+//   4. agent RSS at 0, 100 and 1,000 endpoints
+// Round counts and sizes come from BENCH_* variables (bench/lib/config.ts). Everything runs in
+// network namespaces this process creates and removes, also on failure and Ctrl-C.
+import { existsSync } from 'node:fs';
+import path from 'node:path';
+import { BRIDGE, benchCni, KELP, KELP_MACHINE } from './cni';
+import { benchDatapath } from './datapath';
+import { AGENT, BARE_NODE, benchMemory } from './memory';
+import { cleanupAll, exitCleanlyOnSignals, isInterrupted } from './lib/cleanup';
+import { BenchConfig, loadConfig } from './lib/config';
+import { Figure, HeadlineRow, headlineRow } from './lib/figure';
+import { progress, sleep } from './lib/progress';
+import { environment, figureSection, headlineTable, localDate, markdownTable, writeReport } from './lib/report';
+import { num } from './lib/stats';
+import { REF_PLUGIN_DIR } from './lib/targets';
+
+const KELP_PROG = 'kelp_from_pod';
+const REF_PROG = 'redirect.c';
+
+/** Short and unique per run: every netns, bridge and container id of this run starts with it. */
+const TAG = `kb${(process.pid % 46656).toString(36).padStart(3, '0')}`;
+
+function datapath(cfg: BenchConfig): Figure {
+  const fig = new Figure('1. Datapath: local pod-to-pod delivery, ns/packet');
+  let packetBytes = 0;
+  for (let r = 0; r < cfg.rounds; r++) {
+    const res = benchDatapath({ calls: cfg.datapathCalls, log: (line) => progress(`datapath round ${r + 1}/${cfg.rounds}: ${line.replace(/^datapath: /, '')}`) });
+    packetBytes = res.packetBytes;
+    fig.record('local delivery', KELP_PROG, 'ns/packet', res.kelpNs);
+    fig.record('local delivery', REF_PROG, 'ns/packet', res.referenceNs);
+    fig.record('extra cost of kelp', KELP_PROG, 'ns/packet', res.kelpNs - res.referenceNs);
+  }
+  fig.notes.push(
+    `BPF_PROG_TEST_RUN of a ${packetBytes}-byte UDP packet, pod A → pod B on the same node: kelp_from_pod (validation, anti-spoofing, ` +
+      `TTL, metrics, bpf_redirect_peer) against bench/bpf/redirect.c (one map lookup and a redirect, the least a tc program can do). ` +
+      `Per round: ${cfg.datapathCalls} calls of 250 repeats per program, the two programs alternating call by call ` +
+      `(bench/datapath.ts, always kelp first; a fresh netns and fresh program loads each round); ` +
+      `ns/packet = median over calls of the kernel's mean per run.`,
+  );
+  fig.compare('local delivery', KELP_PROG, REF_PROG, 'lower');
+  return fig;
+}
+
+function headlineRows(figs: Record<string, Figure | undefined>, cfg: BenchConfig): HeadlineRow[] {
+  const rows: HeadlineRow[] = [];
+  const { datapath: dp, latency: lat, throughput: tp, memory: mem } = figs;
+  if (dp) rows.push(headlineRow(dp, 'Datapath, local delivery', 'local delivery', KELP_PROG, { reference: REF_PROG, better: 'lower' }));
+  if (lat) {
+    for (const m of ['ADD p50', 'ADD p99', 'DEL p50', 'DEL p99']) rows.push(headlineRow(lat, `CNI ${m}`, m, KELP, { reference: BRIDGE, better: 'lower' }));
+    rows.push(headlineRow(lat, 'CNI ADD p50, kelp-cni exec’d from the machine ns', 'ADD p50', KELP_MACHINE, { reference: BRIDGE, better: 'lower' }));
+  }
+  if (tp) {
+    rows.push(headlineRow(tp, `CNI ADD throughput, ${cfg.concurrency} concurrent`, 'ADD', KELP, { reference: BRIDGE, better: 'higher' }));
+    rows.push(headlineRow(tp, `CNI DEL throughput, ${cfg.concurrency} concurrent`, 'DEL', KELP, { reference: BRIDGE, better: 'higher' }));
+  }
+  if (mem) {
+    rows.push(headlineRow(mem, 'Agent RSS, 0 endpoints (ref: bare node)', 'RSS at 0 endpoints', AGENT, { reference: BARE_NODE, better: 'lower' }));
+    rows.push(headlineRow(mem, 'Agent RSS, 100 endpoints', 'RSS at 100 endpoints', AGENT));
+    rows.push(headlineRow(mem, `Agent RSS, ${cfg.memoryPods} endpoints`, `RSS at ${cfg.memoryPods} endpoints`, AGENT));
+    rows.push(headlineRow(mem, 'Agent RSS per endpoint', `RSS per endpoint, 0 → ${cfg.memoryPods}`, AGENT));
+  }
+  return rows;
+}
+
+function preflight(): void {
+  if (process.getuid?.() !== 0) throw new Error('make bench needs root (network namespaces, bpffs, BPF programs)');
+  for (const f of [path.join(REF_PLUGIN_DIR, 'bridge'), path.join(REF_PLUGIN_DIR, 'host-local')]) {
+    if (!existsSync(f)) throw new Error(`${f} is missing: install containernetworking-plugins (make setup)`);
+  }
+}
+
+async function main(): Promise<void> {
+  const cfg = loadConfig();
+  preflight();
+  exitCleanlyOnSignals(progress);
+  const shown = {
+    BENCH_ROUNDS: cfg.rounds,
+    BENCH_THROUGHPUT_ROUNDS: cfg.throughputRounds,
+    BENCH_DATAPATH_CALLS: cfg.datapathCalls,
+    BENCH_CNI_SAMPLES: cfg.cniSamples,
+    BENCH_CONCURRENCY: cfg.concurrency,
+    BENCH_MEMORY_PODS: cfg.memoryPods,
+    BENCH_MEMORY_ROUNDS: cfg.memoryRounds,
+    BENCH_MEMORY_CONCURRENCY: cfg.memoryConcurrency,
+    BENCH_ONLY: [...cfg.only].join(','),
+  };
+  progress(`kelp benchmarks, run tag ${TAG}: ${Object.entries(shown).map(([k, v]) => `${k}=${v}`).join(' ')}`);
+  const started = Date.now();
+  const figs: Record<string, Figure | undefined> = {};
+  if (cfg.only.has('datapath')) figs.datapath = datapath(cfg);
+  if (cfg.only.has('cni') || cfg.only.has('throughput')) {
+    const cni = await benchCni(cfg, TAG, { latency: cfg.only.has('cni'), throughput: cfg.only.has('throughput') });
+    figs.latency = cni.latency;
+    figs.throughput = cni.throughput;
+  }
+  if (cfg.only.has('memory')) figs.memory = await benchMemory(cfg, TAG);
+
+  const head = markdownTable(headlineTable(headlineRows(figs, cfg)));
+  const sections = Object.values(figs).filter((f): f is Figure => f !== undefined).map(figureSection);
+  const intro = [
+    `# kelp benchmarks, ${localDate()}`,
+    '',
+    `Generated by \`make bench\` (bench/main.ts) in ${num((Date.now() - started) / 1000)} s. Medians over rounds with min–max; ` +
+      'ratios are computed round by round (kelp and its reference ran in the same round, under the same load) and then summarised.',
+    '',
+    ...environment(shown),
+    '',
+  ].join('\n');
+  const headline =
+    `## Headline\n\n${head}\n` +
+    'References: datapath, bench/bpf/redirect.c; CNI, Debian’s bridge + host-local, both plugins exec’d inside their node netns ' +
+    'with `ip netns exec` unless the row says otherwise; memory, a bare `node` process. Ratios are kelp ÷ reference per round: ' +
+    'median (min–max).\n';
+  // The file leads with the headline; the terminal ends with it, below the figures.
+  const file = writeReport(cfg.outDir ?? path.join(__dirname, 'results'), [intro, headline, ...sections].join('\n'));
+  process.stdout.write(`\n${[intro, ...sections, headline].join('\n')}\n`);
+  progress(`report written to ${path.relative(process.cwd(), file)}`);
+}
+
+main().then(
+  async () => {
+    await cleanupAll(progress);
+    process.exit(0);
+  },
+  async (e: Error) => {
+    // A Ctrl-C also kills our children, which can fail the run before the signal handler has
+    // run: let it run first, and leave the exit to it.
+    await sleep(50);
+    if (isInterrupted()) return;
+    process.stderr.write(`bench failed: ${e.stack ?? e.message}\n`);
+    await cleanupAll(progress);
+    process.exit(1);
+  },
+);
