@@ -341,8 +341,11 @@ export class EndpointManager {
 
   /** Problems with an attachment, compared with what the runtime believes (its prevResult). */
   async check(ref: AttachmentRef, expected: { ips: string[]; netns: string }): Promise<string[]> {
-    const rec = this.store.get(ref.network, ref.containerId, ref.ifname);
-    if (!rec) throw new EndpointError('unknown', `no kelp endpoint for container ${ref.containerId} interface ${ref.ifname}`);
+    const found = this.store.get(ref.network, ref.containerId, ref.ifname);
+    if (!found) throw new EndpointError('unknown', `no kelp endpoint for container ${ref.containerId} interface ${ref.ifname}`);
+    // A later plugin may have changed the MAC (SPEC: CHECK tolerates that); follow it.
+    await this.refreshPodMac(found.id).catch(() => false);
+    const rec = this.store.get(ref.network, ref.containerId, ref.ifname) ?? found;
     const problems: string[] = [];
     if (expected.netns && expected.netns !== rec.netns) problems.push(`netns is ${rec.netns}, runtime expects ${expected.netns}`);
     for (const ip of expected.ips) {
@@ -376,6 +379,34 @@ export class EndpointManager {
       if (!(await allocator.get(ref))) problems.push('IPAM reservation is gone');
     }
     return problems;
+  }
+
+  /**
+   * A plugin chained after kelp (tuning's `mac`) may change the pod's MAC after kelp wrote it
+   * into the endpoint map; anti-spoofing would then drop everything the pod sends. The
+   * datapath reports such drops; this re-reads the pod interface and, when its MAC really
+   * changed, updates the record and the map. Returns whether anything changed.
+   */
+  refreshPodMac(epId: number): Promise<boolean> {
+    const rec = this.store.list().find((r) => r.id === epId);
+    if (!rec) return Promise.resolve(false);
+    return this.mutex.run(attachmentKey(rec.network, rec.containerId, rec.ifname), async () => {
+      const cur = this.store.get(rec.network, rec.containerId, rec.ifname);
+      if (!cur || cur.id !== epId) return false;
+      const podNs = Rtnl.inNetns(cur.netns);
+      let link;
+      try {
+        link = await podNs.link(cur.podIfindex);
+      } finally {
+        podNs.close();
+      }
+      if (!link || link.name !== cur.ifname || !link.mac || link.mac === cur.podMac) return false;
+      const next = { ...cur, podMac: link.mac };
+      this.datapath.upsertEndpoint(next);
+      await this.store.put(next);
+      this.opts.log.info({ containerId: cur.containerId, ifname: cur.ifname, from: cur.podMac, to: link.mac }, 'pod MAC changed after ADD; endpoint updated');
+      return true;
+    });
   }
 
   /** CNI GC: releases every attachment of `network` that is not in `valid`. */
