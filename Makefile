@@ -83,7 +83,13 @@ test: build
 demo: build
 	node_modules/.bin/vite-node scripts/demo.ts
 
-bench: build
+BENCH_TOOLS := $(patsubst bench/tools/%.c,build/bench/%,$(wildcard bench/tools/*.c))
+
+build/bench/%: bench/tools/%.c
+	@mkdir -p $(@D)
+	cc -O2 -Wall -Wextra -Werror -o $@ $<
+
+bench: build $(BENCH_TOOLS)
 	node_modules/.bin/vite-node bench/main.ts
 
 clean:

@@ -3,6 +3,7 @@
 //   2. CNI ADD/DEL latency p50/p99 (kelp-cni vs Debian's bridge + host-local)
 //   3. CNI throughput with concurrent ADDs/DELs (same pair)
 //   4. agent RSS at 0, 100 and 1,000 endpoints
+//   5. pod ↔ pod TCP_RR/CRR, iperf3 and ping (kelp vs minimal eBPF, bridge ± kube-proxy rules, ptp)
 // Round counts and sizes come from BENCH_* variables (bench/lib/config.ts). Everything runs in
 // network namespaces this process creates and removes, also on failure and Ctrl-C.
 import { existsSync } from 'node:fs';
@@ -10,8 +11,9 @@ import path from 'node:path';
 import { BRIDGE, benchCni, KELP, KELP_MACHINE } from './cni';
 import { benchDatapath } from './datapath';
 import { AGENT, BARE_NODE, benchMemory } from './memory';
+import * as P2P from './pod2pod';
 import { cleanupAll, exitCleanlyOnSignals, isInterrupted } from './lib/cleanup';
-import { BenchConfig, loadConfig } from './lib/config';
+import { BenchConfig, FIGURES, loadConfig } from './lib/config';
 import { Figure, HeadlineRow, headlineRow } from './lib/figure';
 import { progress, sleep } from './lib/progress';
 import { environment, figureSection, headlineTable, localDate, markdownTable, writeReport } from './lib/report';
@@ -47,7 +49,7 @@ function datapath(cfg: BenchConfig): Figure {
 
 function headlineRows(figs: Record<string, Figure | undefined>, cfg: BenchConfig): HeadlineRow[] {
   const rows: HeadlineRow[] = [];
-  const { datapath: dp, latency: lat, throughput: tp, memory: mem } = figs;
+  const { datapath: dp, latency: lat, throughput: tp, memory: mem, pod2pod: pp } = figs;
   if (dp) rows.push(headlineRow(dp, 'Datapath, local delivery', 'local delivery', KELP_PROG, { reference: REF_PROG, better: 'lower' }));
   if (lat) {
     for (const m of ['ADD p50', 'ADD p99', 'DEL p50', 'DEL p99']) rows.push(headlineRow(lat, `CNI ${m}`, m, KELP, { reference: BRIDGE, better: 'lower' }));
@@ -62,6 +64,20 @@ function headlineRows(figs: Record<string, Figure | undefined>, cfg: BenchConfig
     rows.push(headlineRow(mem, 'Agent RSS, 100 endpoints', 'RSS at 100 endpoints', AGENT));
     rows.push(headlineRow(mem, `Agent RSS, ${cfg.memoryPods} endpoints`, `RSS at ${cfg.memoryPods} endpoints`, AGENT));
     rows.push(headlineRow(mem, 'Agent RSS per endpoint', `RSS per endpoint, 0 → ${cfg.memoryPods}`, AGENT));
+  }
+  if (pp) {
+    for (const m of [P2P.RR, P2P.CRR]) {
+      rows.push(headlineRow(pp, `Pod ↔ pod ${m} (ref: minimal eBPF)`, m, P2P.KELP, { reference: P2P.EBPF, better: 'higher' }));
+      rows.push(headlineRow(pp, `Pod ↔ pod ${m} (ref: bridge + kube-proxy iptables)`, m, P2P.KELP, { reference: P2P.BRIDGE_IPT, better: 'higher' }));
+    }
+    for (const m of [P2P.STREAM_1, P2P.STREAM_4]) rows.push(headlineRow(pp, `Pod ↔ pod ${m} (ref: bridge)`, m, P2P.KELP, { reference: P2P.BRIDGE, better: 'higher' }));
+    rows.push(headlineRow(pp, 'Pod ↔ pod ping RTT (ref: minimal eBPF)', P2P.PING, P2P.KELP, { reference: P2P.EBPF, better: 'lower' }));
+    rows.push(
+      headlineRow(pp, 'kelp_from_pod run time during TCP_RR (ref: redirect.c)', P2P.PROG_NS, `kelp_from_pod (${P2P.KELP})`, {
+        reference: `bench_redirect (${P2P.EBPF})`,
+        better: 'lower',
+      }),
+    );
   }
   return rows;
 }
@@ -86,6 +102,10 @@ async function main(): Promise<void> {
     BENCH_MEMORY_PODS: cfg.memoryPods,
     BENCH_MEMORY_ROUNDS: cfg.memoryRounds,
     BENCH_MEMORY_CONCURRENCY: cfg.memoryConcurrency,
+    BENCH_POD_ROUNDS: cfg.podRounds,
+    BENCH_RR_SECONDS: cfg.rrSeconds,
+    BENCH_IPERF_SECONDS: cfg.iperfSeconds,
+    BENCH_POD_CPU: cfg.podCpu,
     BENCH_ONLY: [...cfg.only].join(','),
   };
   progress(`kelp benchmarks, run tag ${TAG}: ${Object.entries(shown).map(([k, v]) => `${k}=${v}`).join(' ')}`);
@@ -98,6 +118,7 @@ async function main(): Promise<void> {
     figs.throughput = cni.throughput;
   }
   if (cfg.only.has('memory')) figs.memory = await benchMemory(cfg, TAG);
+  if (cfg.only.has('pod2pod')) figs.pod2pod = await P2P.benchPod2pod(cfg, TAG);
 
   const head = markdownTable(headlineTable(headlineRows(figs, cfg)));
   const sections = Object.values(figs).filter((f): f is Figure => f !== undefined).map(figureSection);
@@ -113,10 +134,11 @@ async function main(): Promise<void> {
   const headline =
     `## Headline\n\n${head}\n` +
     'References: datapath, bench/bpf/redirect.c; CNI, Debian’s bridge + host-local, both plugins exec’d inside their node netns ' +
-    'with `ip netns exec` unless the row says otherwise; memory, a bare `node` process. Ratios are kelp ÷ reference per round: ' +
-    'median (min–max).\n';
+    'with `ip netns exec` unless the row says otherwise; memory, a bare `node` process; pod ↔ pod, the variant the row names ' +
+    '(figure 5 describes each). Ratios are kelp ÷ reference per round: median (min–max).\n';
   // The file leads with the headline; the terminal ends with it, below the figures.
-  const file = writeReport(cfg.outDir ?? path.join(__dirname, 'results'), [intro, headline, ...sections].join('\n'));
+  const partial = FIGURES.some((f) => !cfg.only.has(f)) ? `-${[...cfg.only].join('-')}` : '';
+  const file = writeReport(cfg.outDir ?? path.join(__dirname, 'results'), [intro, headline, ...sections].join('\n'), partial);
   process.stdout.write(`\n${[intro, ...sections, headline].join('\n')}\n`);
   progress(`report written to ${path.relative(process.cwd(), file)}`);
 }

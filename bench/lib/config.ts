@@ -1,4 +1,6 @@
 // Round counts and sizes, from the environment so a quick or a thorough run needs no edit.
+import { cpus } from 'node:os';
+
 export interface BenchConfig {
   /** Rounds of the datapath and CNI latency figures. */
   rounds: number;
@@ -15,13 +17,21 @@ export interface BenchConfig {
   memoryRounds: number;
   /** Bound on concurrent CNI calls while filling the node for the memory figure. */
   memoryConcurrency: number;
-  /** Figures to run (BENCH_ONLY=datapath,cni,throughput,memory). */
+  /** Rounds of the pod ↔ pod figures (each runs every variant once per test, in rotated order). */
+  podRounds: number;
+  /** Measured seconds per variant of each TCP_RR / TCP_CRR run (the variants take turns). */
+  rrSeconds: number;
+  /** iperf3 seconds per variant per round, run as 1 s turns alternating between the variants. */
+  iperfSeconds: number;
+  /** The CPU that request/response clients and servers are pinned to (both on the same one). */
+  podCpu: number;
+  /** Figures to run (BENCH_ONLY=datapath,cni,throughput,memory,pod2pod). */
   only: Set<string>;
   /** Where the report goes (default bench/results). */
   outDir?: string;
 }
 
-export const FIGURES = ['datapath', 'cni', 'throughput', 'memory'] as const;
+export const FIGURES = ['datapath', 'cni', 'throughput', 'memory', 'pod2pod'] as const;
 
 function int(name: string, def: number, min = 1, max = 1_000_000): number {
   const raw = process.env[name];
@@ -44,6 +54,10 @@ export function loadConfig(): BenchConfig {
     memoryPods: int('BENCH_MEMORY_PODS', 1000, 101, 4000),
     memoryRounds: int('BENCH_MEMORY_ROUNDS', 1),
     memoryConcurrency: int('BENCH_MEMORY_CONCURRENCY', 16),
+    podRounds: int('BENCH_POD_ROUNDS', 5),
+    rrSeconds: int('BENCH_RR_SECONDS', 1, 1, 600),
+    iperfSeconds: int('BENCH_IPERF_SECONDS', 2, 1, 600),
+    podCpu: int('BENCH_POD_CPU', cpus().length - 1, 0, cpus().length - 1),
     only,
     outDir: process.env.BENCH_OUT || undefined,
   };

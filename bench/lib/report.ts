@@ -21,8 +21,9 @@ export function headlineTable(rows: HeadlineRow[]): Table {
 }
 
 export function figureSection(fig: Figure): string {
-  const notes = fig.notes.map((n) => `${n}\n`).join('');
-  return `## ${fig.title}\n\n${notes}${notes ? '\n' : ''}${markdownTable(fig.table())}`;
+  // A blank line between notes keeps each its own paragraph in Markdown.
+  const notes = fig.notes.map((n) => `${n}\n\n`).join('');
+  return `## ${fig.title}\n\n${notes}${markdownTable(fig.table())}`;
 }
 
 /** Machine and run facts that make a report comparable with another one. */
@@ -41,9 +42,10 @@ export function localDate(d = new Date()): string {
   return `${d.getFullYear()}-${p(d.getMonth() + 1)}-${p(d.getDate())}`;
 }
 
-export function writeReport(dir: string, text: string): string {
+/** Writes `<date><suffix>.md`; a partial run passes a suffix so it never replaces a full report. */
+export function writeReport(dir: string, text: string, suffix = ''): string {
   mkdirSync(dir, { recursive: true });
-  const file = path.join(dir, `${localDate()}.md`);
+  const file = path.join(dir, `${localDate()}${suffix}.md`);
   writeFileSync(file, text);
   return file;
 }

@@ -1,8 +1,8 @@
 // The CNI plugins under test, each exec'd per call the way a runtime does it:
 // - kelp-cni as installed by a Sandbox agent, exec'd from the machine's namespace (as
 //   Sandbox.cni does) or from inside the node namespace (`ip netns exec <node>`);
-// - Debian's reference `bridge` + `host-local` in a node namespace of our own, exec'd with
-//   `ip netns exec <node>` so its bridge and veths land there;
+// - Debian's reference `bridge` (or `ptp`) + `host-local` in a node namespace of our own,
+//   exec'd with `ip netns exec <node>` so its bridge and veths land there;
 // - the exec floor: /bin/true the same two ways, what any plugin pays before doing work.
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -70,39 +70,36 @@ export function floorTarget(name: string, node?: string): CniTarget {
   return { name, call: () => timedExec(cmd, args, {}, '') };
 }
 
-/** A node namespace with the reference plugins' network: bridge + host-local, nothing else. */
-export class BridgeNode {
+/**
+ * A node namespace with one of Debian's reference interface plugins (bridge, ptp …) and
+ * host-local, exec'd with `ip netns exec <node>` so its links land there.
+ */
+export class PluginNode {
   readonly dir: string;
   readonly conflist: Record<string, unknown>;
   private readonly release: () => Promise<void>;
 
-  private constructor(readonly node: string, bridge: string, subnet: string) {
+  protected constructor(readonly node: string, plugin: Record<string, unknown> & { type: string }, subnet: string) {
     this.dir = mkdtempSync(path.join(tmpdir(), `kelp-bench-${node}-`));
     this.release = defer(() => this.destroy());
-    // The reference at its cheapest: no ipMasq (kelp masquerades in BPF once per node, the
-    // bridge plugin would add iptables rules per pod), no portmap/firewall/tuning chain.
     this.conflist = {
       cniVersion: '1.0.0',
       name: `bench-${node}`,
-      plugins: [
-        {
-          type: 'bridge',
-          bridge,
-          isGateway: true,
-          ipMasq: false,
-          ipam: { type: 'host-local', ranges: [[{ subnet }]], dataDir: path.join(this.dir, 'ipam') },
-        },
-      ],
+      plugins: [{ ...plugin, ipam: { type: 'host-local', ranges: [[{ subnet }]], dataDir: path.join(this.dir, 'ipam') } }],
     };
-    writeFileSync(path.join(this.dir, '10-bridge.conflist'), JSON.stringify(this.conflist, null, 2));
+    writeFileSync(path.join(this.dir, `10-${plugin.type}.conflist`), JSON.stringify(this.conflist, null, 2));
   }
 
-  static create(node: string, bridge: string, subnet: string): BridgeNode {
+  static open(node: string, plugin: Record<string, unknown> & { type: string }, subnet: string): PluginNode {
+    return PluginNode.inNewNetns(node, () => new PluginNode(node, plugin, subnet));
+  }
+
+  protected static inNewNetns<T>(node: string, make: () => T): T {
     throwIfInterrupted();
     sh('ip', ['netns', 'add', node]);
     try {
       sh('ip', ['-n', node, 'link', 'set', 'lo', 'up']);
-      return new BridgeNode(node, bridge, subnet);
+      return make();
     } catch (e) {
       sh('ip', ['netns', 'del', node], { allowFail: true });
       throw e;
@@ -116,7 +113,8 @@ export class BridgeNode {
   }
 
   target(name: string): CniTarget {
-    return pluginTarget(name, this.node, path.join(REF_PLUGIN_DIR, 'bridge'), REF_PLUGIN_DIR, JSON.stringify(this.pluginConfig()));
+    const type = (this.pluginConfig() as { type: string }).type;
+    return pluginTarget(name, this.node, path.join(REF_PLUGIN_DIR, type), REF_PLUGIN_DIR, JSON.stringify(this.pluginConfig()));
   }
 
   private destroy(): void {
@@ -126,5 +124,14 @@ export class BridgeNode {
 
   close(): Promise<void> {
     return this.release();
+  }
+}
+
+/** A node namespace with the reference plugins' network: bridge + host-local, nothing else. */
+export class BridgeNode extends PluginNode {
+  static create(node: string, bridge: string, subnet: string): BridgeNode {
+    // The reference at its cheapest: no ipMasq (kelp masquerades in BPF once per node, the
+    // bridge plugin would add iptables rules per pod), no portmap/firewall/tuning chain.
+    return PluginNode.inNewNetns(node, () => new BridgeNode(node, { type: 'bridge', bridge, isGateway: true, ipMasq: false }, subnet));
   }
 }
