@@ -166,7 +166,6 @@ struct lxc_btf_types {
 	enum kelp_event_type event_type;
 	enum kelp_trace_point trace_point;
 	enum kelp_dir dir;
-	enum endpoint_family family;
 	enum kelp_metrics_limits metrics_limits;
 };
 KELP_BTF_TYPES(lxc_btf_types)

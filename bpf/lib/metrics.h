@@ -54,21 +54,14 @@ static __always_inline void metrics_add(struct metrics_value *v, __u32 bytes)
 	v->bytes += bytes;
 }
 
-static __always_inline void metrics_update(__u32 ep_id, enum kelp_dir dir, int reason, __u32 bytes)
+/* Everything but forwarded traffic of small endpoint ids. A BPF-to-BPF call rather than inlined:
+ * inlined, its key and initial value were built on the stack before the array test on every
+ * forwarded packet, and each of the half dozen call sites carried its own copy. */
+static __attribute__((noinline)) void metrics_update_hash(__u32 ep_id, __u32 dir, int reason, __u32 bytes)
 {
 	struct metrics_key key = { .ep_id = ep_id, .dir = dir, .reason = reason };
 	struct metrics_value init = { .packets = 1, .bytes = bytes };
 	struct metrics_value *v;
-
-	if (likely(reason == 0 && ep_id < KELP_METRICS_FWD_EPS)) {
-		__u32 index = ep_id * 2 + dir - 1;
-
-		v = bpf_map_lookup_elem(&kelp_metrics_fwd, &index);
-		if (likely(v)) {
-			metrics_add(v, bytes);
-			return;
-		}
-	}
 
 	v = bpf_map_lookup_elem(&kelp_metrics, &key);
 	if (likely(v)) {
@@ -81,6 +74,20 @@ static __always_inline void metrics_update(__u32 ep_id, enum kelp_dir dir, int r
 	v = bpf_map_lookup_elem(&kelp_metrics, &key);
 	if (v)
 		metrics_add(v, bytes);
+}
+
+static __always_inline void metrics_update(__u32 ep_id, enum kelp_dir dir, int reason, __u32 bytes)
+{
+	if (likely(reason == 0 && ep_id < KELP_METRICS_FWD_EPS)) {
+		__u32 index = ep_id * 2 + dir - 1;
+		struct metrics_value *v = bpf_map_lookup_elem(&kelp_metrics_fwd, &index);
+
+		if (likely(v)) {
+			metrics_add(v, bytes);
+			return;
+		}
+	}
+	metrics_update_hash(ep_id, dir, reason, bytes);
 }
 
 #endif /* KELP_METRICS_H */

@@ -72,9 +72,6 @@ const u32 = (name: string, v: number) => checkUint(name, v, 4);
 export const Direction = { FROM_POD: 1, TO_POD: 2 } as const;
 export type Direction = (typeof Direction)[keyof typeof Direction];
 
-// enum endpoint_family (bpf/lib/endpoint.h): AF_INET / AF_INET6
-export const EndpointFamily = { IPV4: 2, IPV6: 10 } as const;
-
 // enum kelp_event_type, enum kelp_trace_point (bpf/lib/events.h)
 export const EventType = { DROP: 1, TRACE: 2 } as const;
 export const TracePoint = { NONE: 0, TO_ENDPOINT: 1, ARP_REPLY: 2 } as const;
@@ -85,25 +82,18 @@ export interface EndpointKey {
   ip4: string;
 }
 
-const epKey = layout('endpoint_key', 20, [
-  ['ip4', 4, 0],
-  ['pad', 12, 4],
-  ['family', 1, 16],
-  ['pad2', 3, 17],
-]);
+// IPv4 only: the bare address (IPv6 endpoints will get a map of their own, kelp_endpoints6).
+const epKey = layout('endpoint_key', 4, [['ip4', 4, 0]]);
 
 export const endpointKey: StructCodec<EndpointKey> = {
   ...epKey,
   encode(v) {
     const b = Buffer.alloc(epKey.size);
     ip4ToBuffer(v.ip4).copy(b, epKey.off.ip4);
-    b.writeUInt8(EndpointFamily.IPV4, epKey.off.family);
     return b;
   },
   decode(b) {
     checkLength(epKey.cName, b, epKey.size);
-    const family = b.readUInt8(epKey.off.family);
-    if (family !== EndpointFamily.IPV4) throw new RangeError(`endpoint_key: unsupported family ${family}`);
     return { ip4: ip4FromBuffer(b, epKey.off.ip4) };
   },
 };
@@ -381,7 +371,6 @@ export const ALL_STRUCTS: ReadonlyArray<StructCodec<unknown>> = [
 /** The C enums mirrored above, by BTF enum name: enumerator name -> value. */
 export const MIRRORED_ENUMS: Record<string, Record<string, number>> = {
   kelp_dir: { KELP_DIR_FROM_POD: Direction.FROM_POD, KELP_DIR_TO_POD: Direction.TO_POD },
-  endpoint_family: { ENDPOINT_FAMILY_IPV4: EndpointFamily.IPV4, ENDPOINT_FAMILY_IPV6: EndpointFamily.IPV6 },
   kelp_event_type: { KELP_EVENT_DROP: EventType.DROP, KELP_EVENT_TRACE: EventType.TRACE },
   kelp_metrics_limits: { KELP_METRICS_FWD_EPS: METRICS_FWD_EPS },
   kelp_trace_point: {
