@@ -197,7 +197,23 @@ static Napi::Value TcDetach(const Napi::CallbackInfo& info) {
   return Napi::Boolean::New(env, true);
 }
 
+// linkUpdate(linkFd, newProgFd, oldProgFd | -1, operation): swaps the link's program in one
+// step. With an old program fd the kernel refuses (EPERM) unless the link still runs it.
+static void LinkUpdate(const Napi::CallbackInfo& info) {
+  int linkFd = info[0].As<Napi::Number>().Int32Value();
+  int progFd = info[1].As<Napi::Number>().Int32Value();
+  int oldFd = info[2].As<Napi::Number>().Int32Value();
+  LIBBPF_OPTS(bpf_link_update_opts, opts);
+  if (oldFd >= 0) {
+    opts.flags = BPF_F_REPLACE;
+    opts.old_prog_fd = oldFd;
+  }
+  int err = bpf_link_update(linkFd, progFd, &opts);
+  if (err) ThrowErrno(info.Env(), err, info[3].As<Napi::String>());
+}
+
 void InitLink(Napi::Env env, Napi::Object exports) {
+  exports.Set("linkUpdate", Napi::Function::New(env, LinkUpdate, "linkUpdate"));
   exports.Set("linkCreate", Napi::Function::New(env, LinkCreate, "linkCreate"));
   exports.Set("linkDetach", Napi::Function::New(env, LinkDetach, "linkDetach"));
   exports.Set("linkInfo", Napi::Function::New(env, LinkInfo, "linkInfo"));

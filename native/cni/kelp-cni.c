@@ -6,6 +6,9 @@
 // Protocol (docs/ARCHITECTURE.md "Agent ⇄ kelp-cni protocol"): HTTP/1.0 `POST /v1/cni`, body =
 // NUL-terminated KEY=VALUE entries, one extra NUL, stdin verbatim; response 200 with header
 // `X-CNI-Exit: <n>` and a body that is exactly our stdout.
+// A DEL the agent cannot take (down, restarting, died mid-request) is written, as the very body
+// it would have been sent, into the DEL queue directory the agent replays at start, and
+// answered with success: the runtime deletes the pod's netns next and never asks again.
 // Stdout carries only the CNI protocol; logs go to stderr or CNI_LOG_FILE.
 #define _GNU_SOURCE
 #include <errno.h>
@@ -32,6 +35,8 @@
 // Generous: an answer is one result or error document.
 #define MAX_RESPONSE ((size_t)16 << 20)
 #define DEFAULT_SOCKET "/run/kelp/kelp.sock"
+// Must stay equal to the agent's default (<state dir>/del-queue); the conflist names it.
+#define DEFAULT_DEL_QUEUE_DIR "/var/lib/kelp/del-queue"
 #define DEFAULT_CNI_VERSION "1.1.0"
 // Must stay equal to SUPPORTED_VERSIONS in src/cni/version.ts (checked by the e2e test).
 #define SUPPORTED_VERSIONS "\"0.3.0\",\"0.3.1\",\"0.4.0\",\"1.0.0\",\"1.1.0\""
@@ -45,6 +50,7 @@
 enum {
   CNI_ERR_INVALID_ENV = 4,
   CNI_ERR_IO = 5,
+  CNI_ERR_INVALID_CONFIG = 7,
   CNI_ERR_TRY_AGAIN = 11,
   CNI_ERR_NOT_AVAILABLE = 50,
 };
@@ -457,13 +463,16 @@ static bool parse_uint(const char *s, size_t n, unsigned long max, unsigned long
   return true;
 }
 
-// Splits an HTTP response into exit code and body. On failure, `why` says what was wrong.
+// Splits an HTTP response into exit code and body. On failure, `why` says what was wrong and
+// `cut` whether the answer was cut short (the agent died while answering) rather than wrong.
 static bool parse_response(const struct buf *rsp, int *exit_code, const char **body, size_t *body_len,
-                           const char **why) {
+                           const char **why, bool *cut) {
   const char *data = rsp->data ? rsp->data : "";
   const char *hend = memmem(data, rsp->len, "\r\n\r\n", 4);
+  *cut = false;
   if (hend == NULL) {
     *why = rsp->len == 0 ? "connection closed without an answer" : "incomplete HTTP header";
+    *cut = true;
     return false;
   }
   const char *line = data, *eol = memmem(line, (size_t)(hend - line) + 2, "\r\n", 2);
@@ -502,6 +511,7 @@ static bool parse_response(const struct buf *rsp, int *exit_code, const char **b
     // The agent dying mid-answer must not pass for a complete (truncated) result.
     if (*body_len < length) {
       *why = "answer shorter than its Content-Length";
+      *cut = true;
       return false;
     }
     *body_len = length;
@@ -512,11 +522,91 @@ static bool parse_response(const struct buf *rsp, int *exit_code, const char **b
 
 // ADD/CHECK/DEL/GC: "try again later"; STATUS: "plugin not available" (SPEC §2 STATUS).
 static int agent_unavailable(const char *cmd, const char *cni_version, const char *msg, const char *details) {
-  // DEL while the agent is down: the next step queues the request on disk for the agent to
-  // replay when it starts, and answers success here. Until then it fails like the other verbs,
-  // so the runtime retries.
   bool status = strcmp(cmd, "STATUS") == 0;
   return cni_error(cni_version, status ? CNI_ERR_NOT_AVAILABLE : CNI_ERR_TRY_AGAIN, msg, details);
+}
+
+// ---- DEL queue --------------------------------------------------------------------------
+
+static bool env_set(const char *name) {
+  const char *v = getenv(name);
+  return v != NULL && *v != '\0';
+}
+
+// Writes `env` + `in` (the request body) as <dir>/<ns since epoch>-<pid>.del: a temp file,
+// fsync'd, renamed, and the directory fsync'd, so the entry is complete and survives a crash
+// once we report success. The directory must exist (the agent creates it): a missing one means
+// no agent ever ran with it, and we create nothing in places we were not given.
+static bool queue_del(const char *dir, const struct buf *env, const struct buf *in, char *name, size_t namecap,
+                      char *why, size_t whycap) {
+  if (dir[0] != '/') {
+    snprintf(why, whycap, "cannot queue the DEL: %s is not an absolute path", dir);
+    return false;
+  }
+  int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dfd < 0) {
+    snprintf(why, whycap, "cannot queue the DEL: %s: %s", dir, strerror(errno));
+    return false;
+  }
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  char tmp[128];
+  snprintf(name, namecap, "%010lld%09ld-%d.del", (long long)ts.tv_sec, ts.tv_nsec, (int)getpid());
+  snprintf(tmp, sizeof tmp, ".%s.tmp", name);
+  bool ok = false;
+  const char *step = "create";
+  int fd = openat(dfd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+  if (fd >= 0) {
+    step = "write";
+    ok = write_all(fd, env->data, env->len) && (in->len == 0 || write_all(fd, in->data, in->len));
+    if (ok) {
+      step = "fsync";
+      ok = fsync(fd) == 0;
+    }
+    if (close(fd) != 0 && ok) {
+      step = "close";
+      ok = false;
+    }
+    if (ok) {
+      step = "rename";
+      ok = renameat(dfd, tmp, dfd, name) == 0;
+    }
+    if (!ok) {
+      int e = errno;
+      unlinkat(dfd, tmp, 0);
+      errno = e;
+    }
+  }
+  if (!ok) snprintf(why, whycap, "cannot queue the DEL: %s %s/%s: %s", step, dir, tmp, strerror(errno));
+  // The rename is durable only once the directory is; a failure here is not worth failing for.
+  if (ok && fsync(dfd) != 0) log_msg(LOG_WARN, "fsync %s: %s", dir, strerror(errno));
+  close(dfd);
+  return ok;
+}
+
+// The agent could not take the request. A DEL is queued and succeeds; everything else, and a DEL
+// that cannot be queued (or that the agent could not serve later either), fails as before.
+static int agent_down(const char *cmd, const char *cni_version, const char *queue_dir, const struct buf *env,
+                      const struct buf *in, const char *msg, const char *details) {
+  if (strcmp(cmd, "DEL") != 0) return agent_unavailable(cmd, cni_version, msg, details);
+  char why[8800];
+  if (!env_set("CNI_CONTAINERID") || !env_set("CNI_IFNAME")) {
+    snprintf(why, sizeof why, "%s%s%s; not queued: CNI_CONTAINERID and CNI_IFNAME are required", msg,
+             details ? ": " : "", details ? details : "");
+    return agent_unavailable(cmd, cni_version, why, NULL);
+  }
+  char network[256];
+  if (!json_top_string(in->data, in->len, "name", network, sizeof network)) {
+    snprintf(why, sizeof why, "%s%s%s; not queued: the config has no network name", msg, details ? ": " : "",
+             details ? details : "");
+    return agent_unavailable(cmd, cni_version, why, NULL);
+  }
+  char name[64];
+  if (!queue_del(queue_dir, env, in, name, sizeof name, why, sizeof why))
+    return agent_unavailable(cmd, cni_version, msg, why);
+  log_msg(LOG_WARN, "%s%s%s; DEL of %s/%s queued as %s/%s", msg, details ? ": " : "", details ? details : "",
+          getenv("CNI_CONTAINERID"), getenv("CNI_IFNAME"), queue_dir, name);
+  return 0;
 }
 
 static int reply_timeout_ms(void) {
@@ -530,7 +620,8 @@ static bool forwarded_var(const char *entry) {
   return (strncmp(entry, "CNI_", 4) == 0 || strncmp(entry, "KELP_", 5) == 0) && strchr(entry, '=') != NULL;
 }
 
-static int forward(const char *cmd, const char *cni_version, const char *socket_path, const struct buf *in) {
+static int forward(const char *cmd, const char *cni_version, const char *socket_path, const char *queue_dir,
+                   const struct buf *in) {
   struct buf env = { 0 };
   for (char **e = environ; *e != NULL; e++)
     if (forwarded_var(*e) && !buf_append(&env, *e, strlen(*e) + 1)) return out_of_memory();
@@ -545,15 +636,15 @@ static int forward(const char *cmd, const char *cni_version, const char *socket_
   int fd = agent_connect(socket_path);
   if (fd < 0) {
     snprintf(msg, sizeof msg, "kelp agent is not reachable at %s: %s", socket_path, reason(errno));
+    int rc = agent_down(cmd, cni_version, queue_dir, &env, in, msg, NULL);
     free(env.data);
-    return agent_unavailable(cmd, cni_version, msg, NULL);
+    return rc;
   }
   log_msg(LOG_DEBUG, "%s: forwarding %zu env bytes and %zu stdin bytes to %s", cmd, env.len, in->len, socket_path);
   // No shutdown(SHUT_WR) after the request: Node's HTTP server aborts a request whose client
   // half-closes, so EOF is signalled by Content-Length alone.
   bool sent = send_all(fd, header, (size_t)hlen) && send_all(fd, env.data, env.len) &&
               (in->len == 0 || send_all(fd, in->data, in->len));
-  free(env.data);
   struct buf rsp = { 0 };
   if (!sent || !recv_all(fd, &rsp, reply_timeout_ms())) {
     int e = errno;
@@ -561,19 +652,28 @@ static int forward(const char *cmd, const char *cni_version, const char *socket_
     free(rsp.data);
     snprintf(msg, sizeof msg, "kelp agent is not reachable at %s: %s %s", socket_path,
              sent ? "reading the answer:" : "sending the request:", e == EFBIG ? "answer too large" : reason(e));
-    return agent_unavailable(cmd, cni_version, msg, NULL);
+    // A DEL the agent may or may not have carried out is queued all the same: DEL is idempotent.
+    int rc = e == EFBIG ? agent_unavailable(cmd, cni_version, msg, NULL)
+                        : agent_down(cmd, cni_version, queue_dir, &env, in, msg, NULL);
+    free(env.data);
+    return rc;
   }
   close(fd);
 
   int code;
   const char *body, *why;
   size_t body_len;
-  if (!parse_response(&rsp, &code, &body, &body_len, &why)) {
+  bool cut;
+  if (!parse_response(&rsp, &code, &body, &body_len, &why, &cut)) {
     snprintf(msg, sizeof msg, "kelp agent at %s sent an invalid answer", socket_path);
-    int rc = agent_unavailable(cmd, cni_version, msg, why);
+    // Cut short: the agent died while answering. Otherwise it is up and said something else.
+    int rc = cut ? agent_down(cmd, cni_version, queue_dir, &env, in, msg, why)
+                 : agent_unavailable(cmd, cni_version, msg, why);
     free(rsp.data);
+    free(env.data);
     return rc;
   }
+  free(env.data);
   log_msg(LOG_DEBUG, "%s: agent answered exit %d with %zu bytes", cmd, code, body_len);
   bool written = write_all(STDOUT_FILENO, body, body_len);
   free(rsp.data);
@@ -637,12 +737,21 @@ int main(void) {
     return cni_error(cni_version, CNI_ERR_INVALID_ENV, msg, NULL);
   }
 
+  // The agent marks the plugins it delegates to. Forwarding from there would make the agent run
+  // us again for the very request we forward, and again, without end.
+  if (env_set("KELP_DELEGATED_BY"))
+    return cni_error(cni_version, CNI_ERR_INVALID_CONFIG, "kelp-cni cannot be a plugin the kelp agent delegates to",
+                     "a delegate (ipam.type) of this network names kelp-cni");
+
   char socket_path[4096];
   if (!json_top_string(in.data, in.len, "agentSocket", socket_path, sizeof socket_path)) {
     const char *env = getenv("KELP_AGENT_SOCKET");
     snprintf(socket_path, sizeof socket_path, "%s", env != NULL && *env != '\0' ? env : DEFAULT_SOCKET);
   }
-  int rc = forward(cmd, cni_version, socket_path, &in);
+  char queue_dir[4096];
+  if (!json_top_string(in.data, in.len, "delQueueDir", queue_dir, sizeof queue_dir))
+    strcpy(queue_dir, DEFAULT_DEL_QUEUE_DIR);
+  int rc = forward(cmd, cni_version, socket_path, queue_dir, &in);
   free(in.data);
   return rc;
 }

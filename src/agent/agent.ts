@@ -1,6 +1,9 @@
 // The agent process: owns every piece of kernel state kelp creates on this node.
-// Start-up: datapath (re-opening pins) → endpoint records → masquerade → sources → API socket →
-// CNI files. Once the conflist is written runtimes may call us, so it comes last.
+// Start-up: datapath (re-opening pins) → endpoint records → masquerade (pinned uplink links
+// updated in place) → sources → restore (endpoints, queued DELs, sweep of leftovers; see
+// src/endpoint/restore.ts) → API socket → CNI files. ADDs are refused until the socket is
+// listening and restore is done; once the conflist is written runtimes may call us, so it comes
+// last. A SIGKILL at any point leaves pods connected: maps and links are pinned.
 import { mkdirSync, promises as fsp } from 'node:fs';
 import path from 'node:path';
 import { createLogger, Logger } from '../log';
@@ -8,12 +11,14 @@ import { Datapath } from '../datapath/loader';
 import { EndpointManager } from '../endpoint/manager';
 import { EndpointStore } from '../endpoint/state';
 import { Ipam, parseIpamConfig } from '../ipam';
+import { restoreNode } from '../endpoint/restore';
 import { Rtnl, setIpv4Forwarding } from '../netlink';
 import { ObjectStore } from '../sources/store';
 import { ManifestDir, parseManifests } from '../sources/manifests';
 import { KelpObject, objectKey } from '../sources/objects';
 import { ApiServer, HttpError } from './server';
 import { makeCniHandler } from './cni-handler';
+import { DelQueue } from './delqueue';
 import { buildConflist, installCni } from './install';
 import { AgentOptions } from './options';
 import { endpointInfo, endpointKey } from '../datapath/structs';
@@ -60,15 +65,8 @@ export async function startAgent(opts: AgentOptions, log: Logger = createLogger(
   const ipamDir = path.join(opts.stateDir, 'ipam');
   const defaultIpam = (network: string) => parseIpamConfig(network, { ranges: [[{ subnet: opts.podCidr }]], dataDir: ipamDir });
   defaultIpam(opts.networkName); // validates --pod-cidr before anything else is created
-  const manager = new EndpointManager(store, new Ipam(), datapath, { defaultMtu: opts.mtu, defaultIpam, log });
-  // Endpoints survive restarts in pinned maps; re-assert them from the records in case a map was lost.
-  for (const rec of store.list()) {
-    try {
-      datapath.upsertEndpoint(rec);
-    } catch (err) {
-      log.warn({ err, containerId: rec.containerId }, 'could not restore endpoint');
-    }
-  }
+  const ipam = new Ipam();
+  const manager = new EndpointManager(store, ipam, datapath, { defaultMtu: opts.mtu, defaultIpam, log });
 
   let masq: { uplink: string; address: string } | null = null;
   if (opts.masquerade) {
@@ -86,8 +84,21 @@ export async function startAgent(opts: AgentOptions, log: Logger = createLogger(
   const manifests = opts.manifests ? new ManifestDir(opts.manifests, objects, log) : undefined;
   await manifests?.start();
 
+  const handleCni = makeCniHandler({ manager, store: objects, log, ready: () => ready });
+  const queue = new DelQueue({
+    dir: path.join(opts.stateDir, 'del-queue'),
+    log,
+    handle: handleCni,
+    createdAt: (ref) => {
+      const rec = manager.get(ref);
+      return rec ? Date.parse(rec.createdAt) : undefined;
+    },
+  });
+  queue.ensure();
+  const restored = await restoreNode({ manager, store, datapath, ipam, ipamDir, defaultIpam, stateDir: opts.stateDir, queue, log });
+
   const server = new ApiServer(log);
-  server.route('POST', CNI_HTTP_PATH, makeCniHandler({ manager, store: objects, log, ready: () => ready }));
+  server.route('POST', CNI_HTTP_PATH, handleCni);
   server.route('GET', '/v1/healthz', () => ({ status: ready ? 200 : 503, body: { ready } }));
   server.route('GET', '/v1/endpoints', () => ({
     status: 200,
@@ -195,20 +206,25 @@ export async function startAgent(opts: AgentOptions, log: Logger = createLogger(
 
   await server.listen(socketPath);
   ready = true;
+  // A DEL queued in the instant between the replay in restore and the socket accepting
+  // connections would wait for the next sweep: look once more now.
+  await queue.replay().catch((err: unknown) => log.warn({ err }, 'DEL queue replay failed'));
+  queue.startSweeping(5_000);
   if (opts.installCni) {
     const installed = installCni(
       opts.cniBinDir,
       opts.cniConfDir,
-      buildConflist({ networkName: opts.networkName, socketPath, mtu: opts.mtu, podCidr: opts.podCidr, masquerade: opts.masquerade }),
+      buildConflist({ networkName: opts.networkName, socketPath, mtu: opts.mtu, podCidr: opts.podCidr, masquerade: opts.masquerade, delQueueDir: queue.dir }),
     );
     log.info(installed, 'CNI plugin and network config installed');
   }
-  log.info({ socket: socketPath, endpoints: loaded, podCidr: opts.podCidr }, 'kelp agent ready');
+  log.info({ socket: socketPath, endpoints: loaded, restored: restored.restored, podCidr: opts.podCidr }, 'kelp agent ready');
 
   return {
     socketPath,
     async stop() {
       ready = false;
+      await queue.stop();
       await server.close();
       manifests?.stop();
       manager.close();

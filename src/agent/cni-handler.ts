@@ -44,7 +44,8 @@ function delegate(req: ActionRequest, command: 'ADD' | 'DEL' | 'CHECK' | 'STATUS
     type: delegateType(req)!,
     command,
     path: req.path,
-    env: req.env,
+    // Marks the delegate as ours: kelp-cni refuses to run as one (it would loop back to us).
+    env: { ...req.env, KELP_DELEGATED_BY: String(process.pid) },
     stdin: req.stdin,
     cniVersion: req.cniVersion,
     onStderr: (text) => log.info({ delegate: req.config.ipam?.type, command, stderr: text.trim() }, 'delegated plugin stderr'),

@@ -17,6 +17,8 @@ export interface ConflistParams {
   mtu: number;
   podCidr: string;
   masquerade: boolean;
+  /** Where kelp-cni queues a DEL it cannot deliver; the agent replays it at start. */
+  delQueueDir: string;
 }
 
 export function buildConflist(p: ConflistParams): Record<string, unknown> {
@@ -28,6 +30,7 @@ export function buildConflist(p: ConflistParams): Record<string, unknown> {
       {
         type: PLUGIN_NAME,
         agentSocket: p.socketPath,
+        delQueueDir: p.delQueueDir,
         mtu: p.mtu,
         ipMasq: p.masquerade,
         ipam: { type: 'kelp', ranges: [[{ subnet: p.podCidr }]] },

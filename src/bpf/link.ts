@@ -130,12 +130,29 @@ export class BpfLink {
     this.detached = true;
   }
 
+  /**
+   * Replaces the link's program in one step (bpf_link_update): the hook runs the old program
+   * until the new one takes over, never neither; the link (id, pin) stays the same. With
+   * `expected`, fails with EPERM unless the link still runs that program.
+   */
+  update(prog: BpfProgram, opts: { expected?: BpfProgram } = {}): void {
+    const op = `update ${this.kind} link`;
+    if (this.tc) throw invalidArgument(op, 'a tc filter is not a BPF link; attach the new program instead');
+    if (this.fd < 0) throw invalidArgument(op, 'the link is closed');
+    checkProgram(op, prog);
+    if (opts.expected) checkProgram(op, opts.expected);
+    linkUpdate(this.fd, prog.fd, opts.expected ? opts.expected.fd : -1, `${op} to program ${prog.id}`);
+  }
+
   /** Releases the handle (see the class comment for what stays attached). Closing twice is harmless. */
   close(): void {
     this.handle?.close();
     this.tc?.netns.close();
   }
 }
+
+// Raw ABI of bpf_link_update; declared here until src/bpf/addon.d.ts carries it.
+const linkUpdate = (addon as unknown as { linkUpdate(linkFd: number, progFd: number, oldProgFd: number, operation: string): void }).linkUpdate;
 
 function checkIfindex(op: string, ifindex: number): void {
   if (!Number.isInteger(ifindex) || ifindex < 1 || ifindex > 0x7fff_ffff) {

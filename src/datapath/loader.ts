@@ -2,6 +2,9 @@
 // restarted agent finds its state), attaches the shared program instances to each pod's host
 // veth with pinned tcx links (the datapath keeps forwarding while the agent is down), and
 // programs the maps. Nothing here runs clang: objects are built at build time.
+// A restarted agent loads new program instances; links it finds pinned are moved onto them
+// with link update (atomic: the hook never runs without a program), never detached and
+// re-attached.
 import { existsSync, mkdirSync, readdirSync, statfsSync } from 'node:fs';
 import { execFileSync } from 'node:child_process';
 import path from 'node:path';
@@ -10,6 +13,7 @@ import {
   BpfLink,
   BpfMap,
   BpfObject,
+  BpfProgram,
   KelpBpfError,
   listAttached,
   loadObject,
@@ -25,6 +29,26 @@ import { decodeEvent, formatEvent } from './events';
 import { gcNat, masqConstants, monotonicNs, nomasq4Key } from './nat';
 
 const BPF_FS_MAGIC = 0xcafe4a11;
+/** Errors of detaching a link whose device (and with it the attachment) is already gone. */
+const GONE = ['ENOENT', 'ENOLINK', 'EINVAL', 'ENODEV'];
+const POD_PIN = /^(kelp[0-9a-f]{11})-(ingress|egress)$/;
+const UPLINK_PIN = /^uplink-(.+)-(ingress|egress)$/;
+const POD_PROGRAMS = [
+  ['ingress', 'kelp_from_pod'],
+  ['egress', 'kelp_to_pod'],
+] as const;
+
+/** A link pinned under <bpfRoot>/links by kelp: a pod veth's or the uplink's. */
+export interface PinnedLink {
+  path: string;
+  kind: 'pod' | 'uplink';
+  /** The host veth or uplink device the pin is named after. */
+  ifname: string;
+  dir: 'ingress' | 'egress';
+}
+
+/** What happened to one hook when pinned links were re-used. */
+export type RelinkOutcome = 'kept' | 'updated' | 'attached';
 
 export function objectPath(name: string): string {
   return path.join(__dirname, '../../build/bpf', `${name}.o`);
@@ -105,10 +129,10 @@ export class Datapath implements EndpointDatapath {
     const pins = this.linkPaths(hostIfname);
     const done: BpfLink[] = [];
     try {
-      for (const [dir, prog] of [
-        ['ingress', 'kelp_from_pod'],
-        ['egress', 'kelp_to_pod'],
-      ] as const) {
+      for (const [dir, prog] of POD_PROGRAMS) {
+        // The veth was just made: a pin under its name is a leftover (a crash mid-ADD, a veth
+        // deleted behind our back) and would make the pin below fail with EEXIST.
+        removePin(pins[dir]);
         const link = attachTc(this.lxc.program(prog), hostIfindex, dir);
         done.push(link);
         if (link.kind === 'tcx') link.pin(pins[dir]);
@@ -126,26 +150,95 @@ export class Datapath implements EndpointDatapath {
   }
 
   detach(hostIfname: string): void {
-    for (const pin of Object.values(this.linkPaths(hostIfname))) {
-      if (!existsSync(pin)) continue;
-      const link = openPinnedLink(pin);
-      try {
-        try {
-          link.detach();
-        } catch (e) {
-          // The veth (and with it the attachment) may already be gone.
-          if (!(e instanceof KelpBpfError) || !['ENOENT', 'ENOLINK', 'EINVAL', 'ENODEV'].includes(e.code)) throw e;
-        }
-        link.unpin();
-      } finally {
-        link.close();
+    for (const pin of Object.values(this.linkPaths(hostIfname))) removePin(pin);
+  }
+
+  /**
+   * After a restart: makes sure a pod's host veth runs kelp's programs. A pinned link still
+   * attached to this veth is kept and moved onto the current program instance in place; a
+   * missing one, or one whose device is gone (a veth recreated under the same name), is
+   * attached anew.
+   */
+  relink(hostIfindex: number, hostIfname: string): Record<'ingress' | 'egress', RelinkOutcome> {
+    const pins = this.linkPaths(hostIfname);
+    const out = {} as Record<'ingress' | 'egress', RelinkOutcome>;
+    for (const [dir, name] of POD_PROGRAMS) {
+      const prog = this.lxc.program(name);
+      const reused = reuseLink(pins[dir], hostIfindex, prog);
+      if (reused) {
+        out[dir] = reused.outcome;
+        reused.link.close();
+        continue;
       }
+      const link = attachTc(prog, hostIfindex, dir);
+      try {
+        if (link.kind === 'tcx') link.pin(pins[dir]);
+      } catch (e) {
+        link.detach();
+        link.close();
+        throw e;
+      }
+      link.close();
+      out[dir] = 'attached';
+    }
+    return out;
+  }
+
+  /** Links under <bpfRoot>/links whose names kelp gives; anything else there is not ours. */
+  pinnedLinks(): PinnedLink[] {
+    const out: PinnedLink[] = [];
+    for (const name of readdirSync(this.linkDir)) {
+      const pod = POD_PIN.exec(name);
+      const up = pod ? null : UPLINK_PIN.exec(name);
+      const m = pod ?? up;
+      if (!m) continue;
+      out.push({ path: path.join(this.linkDir, name), kind: pod ? 'pod' : 'uplink', ifname: m[1], dir: m[2] as 'ingress' | 'egress' });
+    }
+    return out;
+  }
+
+  /** The ifindex a pinned link is attached to; 0 once its device is gone. */
+  pinnedLinkIfindex(pin: string): number {
+    const link = openPinnedLink(pin);
+    try {
+      return link.info().ifindex ?? 0;
+    } finally {
+      link.close();
     }
   }
 
-  /** Host veths that have pinned links (for GC of leftovers). */
-  pinnedLinkOwners(): string[] {
-    return [...new Set(readdirSync(this.linkDir).map((n) => n.replace(/-(ingress|egress)$/, '')))];
+  /** Detaches a pinned link and removes its pin; harmless when either is gone already. */
+  removePinnedLink(pin: string): void {
+    removePin(pin);
+  }
+
+  /** Every kelp_endpoints key (IPv4) with the endpoint id and ifindex it points to. */
+  endpointEntries(): Array<{ ip: string; ifindex: number; epId: number }> {
+    const map = this.lxc.map('kelp_endpoints');
+    const out: Array<{ ip: string; ifindex: number; epId: number }> = [];
+    for (const [k, v] of map.lookupBatch()) {
+      const key = endpointKey.decode(k);
+      const val = endpointInfo.decode(v);
+      out.push({ ip: key.ip4, ifindex: val.ifindex, epId: val.epId });
+    }
+    return out;
+  }
+
+  /** Removes a kelp_endpoints entry by pod IPv4 address. */
+  removeEndpointIp(ip: string): boolean {
+    return this.lxc.map('kelp_endpoints').delete(endpointKey.encode({ ip4: ip }));
+  }
+
+  /** Zeroes the counters of every endpoint id not in `live` (ids of endpoints gone while down). */
+  clearCountersExcept(live: Set<number>): number {
+    const hash = this.lxc.map('kelp_metrics');
+    const stale = new Set<number>();
+    for (const k of hash.keys()) {
+      const id = metricsKey.decode(k).epId;
+      if (id !== 0 && !live.has(id)) stale.add(id);
+    }
+    for (const id of stale) this.clearCounters(id);
+    return stale.size;
   }
 
   upsertEndpoint(rec: EndpointRecord): void {
@@ -217,22 +310,19 @@ export class Datapath implements EndpointDatapath {
     const nomasq = this.host.map('kelp_nomasq4');
     for (const cidr of [m.podCidr, ...(m.noMasquerade ?? [])]) nomasq.update(nomasq4Key.encode({ cidr }), Buffer.from([1]));
     const pins = this.linkPaths(`uplink-${m.uplinkIfname}`);
-    for (const [dir, prog] of [
+    for (const [dir, name] of [
       ['ingress', 'kelp_host_ingress'],
       ['egress', 'kelp_host_egress'],
     ] as const) {
-      // A previous agent's uplink links carry the previous program: replace them.
-      if (existsSync(pins[dir])) {
-        const old = openPinnedLink(pins[dir]);
-        try {
-          old.detach();
-        } catch {
-          // already detached
-        }
-        old.unpin();
-        old.close();
+      const prog = this.host.program(name);
+      // A previous agent's links keep translating until the new program takes their place in
+      // one step; detaching first would let established flows' packets through untranslated.
+      const reused = reuseLink(pins[dir], m.uplinkIfindex, prog);
+      if (reused) {
+        this.uplinkLinks.push(reused.link);
+        continue;
       }
-      const link = attachTc(this.host.program(prog), m.uplinkIfindex, dir);
+      const link = attachTc(prog, m.uplinkIfindex, dir);
       if (link.kind === 'tcx') link.pin(pins[dir]);
       this.uplinkLinks.push(link);
     }
@@ -260,6 +350,11 @@ export class Datapath implements EndpointDatapath {
     });
   }
 
+  /** The uplink device masquerade is attached to, if any. */
+  get uplinkIfname(): string | undefined {
+    return this.masq?.uplinkIfname;
+  }
+
   /** Closes handles; pinned maps and links stay, so pods keep their network. */
   close(): void {
     if (this.gcTimer) clearInterval(this.gcTimer);
@@ -267,5 +362,50 @@ export class Datapath implements EndpointDatapath {
     for (const l of this.uplinkLinks) l.close();
     this.host?.close();
     this.lxc.close();
+  }
+}
+
+/**
+ * Re-uses the link pinned at `pin` if it is attached to `ifindex`, moving it onto `prog` with
+ * link update when it runs another program instance. A pin whose link is attached elsewhere or
+ * whose device is gone is removed, and undefined returned: the caller attaches anew.
+ */
+function reuseLink(pin: string, ifindex: number, prog: BpfProgram): { link: BpfLink; outcome: RelinkOutcome } | undefined {
+  if (!existsSync(pin)) return undefined;
+  const link = openPinnedLink(pin);
+  try {
+    const info = link.info();
+    if (info.ifindex === ifindex) {
+      if (info.progId === prog.id) return { link, outcome: 'kept' };
+      link.update(prog);
+      return { link, outcome: 'updated' };
+    }
+    detachQuietly(link);
+    link.unpin();
+  } catch (e) {
+    link.close();
+    throw e;
+  }
+  link.close();
+  return undefined;
+}
+
+function detachQuietly(link: BpfLink): void {
+  try {
+    link.detach();
+  } catch (e) {
+    // The device (and with it the attachment) may already be gone.
+    if (!(e instanceof KelpBpfError) || !GONE.includes(e.code)) throw e;
+  }
+}
+
+function removePin(pin: string): void {
+  if (!existsSync(pin)) return;
+  const link = openPinnedLink(pin);
+  try {
+    detachQuietly(link);
+    link.unpin();
+  } finally {
+    link.close();
   }
 }

@@ -11,12 +11,12 @@ import {
   BpfMap,
   BpfObject,
   inNetns,
-  KelpBpfError,
   listAttached,
   loadObject,
   openPinnedLink,
   openPinnedMap,
 } from '../../src/bpf';
+import { caught } from '../support/bpf-error';
 import { cleanupAll, createNetns, createVeth, mountBpffs, Netns, onCleanup, sh, uniqueName } from '../support/netns';
 
 const fixture = (name: string) => path.join(__dirname, '../../build/bpf', `fixture_${name}.o`);
@@ -124,15 +124,7 @@ describe('tcx', () => {
   });
 
   it('reports an attach failure in the one error shape', () => {
-    const e = (() => {
-      try {
-        inNetns(b.path, () => attachTc(obj.program('fx_count_tc'), 999_999, 'ingress', { mode: 'tcx' }));
-      } catch (err) {
-        return err as KelpBpfError;
-      }
-      throw new Error('no error');
-    })();
-    expect(e).toBeInstanceOf(KelpBpfError);
+    const e = caught(() => inNetns(b.path, () => attachTc(obj.program('fx_count_tc'), 999_999, 'ingress', { mode: 'tcx' })));
     expect(e.code).toBe('ENODEV');
     expect(e.operation).toBe('attach tcx ingress ifindex 999999');
   });
@@ -206,14 +198,7 @@ describe('xdp', () => {
   it('refuses a second XDP program on the same interface', () => {
     const first = inNetns(b.path, () => attachXdp(obj.program('fx_count_xdp'), ifB, 'generic'));
     try {
-      const e = (() => {
-        try {
-          inNetns(b.path, () => attachXdp(obj.program('fx_count_xdp'), ifB, 'generic'));
-        } catch (err) {
-          return err as KelpBpfError;
-        }
-        throw new Error('no error');
-      })();
+      const e = caught(() => inNetns(b.path, () => attachXdp(obj.program('fx_count_xdp'), ifB, 'generic')));
       expect(e.code).toBe('EBUSY');
       expect(e.operation).toBe(`attach xdp generic ifindex ${ifB}`);
     } finally {
