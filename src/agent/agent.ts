@@ -58,7 +58,6 @@ export async function startAgent(opts: AgentOptions, log: Logger = createLogger(
   setIpv4Forwarding(true);
 
   const datapath = new Datapath({ bpfRoot: opts.bpfRoot, log });
-  datapath.watchEvents();
   const store = new EndpointStore(opts.stateDir);
   const { loaded, broken } = store.load();
   if (broken.length) log.warn({ broken }, 'unreadable endpoint records ignored');
@@ -67,6 +66,17 @@ export async function startAgent(opts: AgentOptions, log: Logger = createLogger(
   defaultIpam(opts.networkName); // validates --pod-cidr before anything else is created
   const ipam = new Ipam();
   const manager = new EndpointManager(store, ipam, datapath, { defaultMtu: opts.mtu, defaultIpam, log });
+  // A plugin after kelp may change the pod's MAC (tuning): anti-spoofing reports it as SRC_MAC
+  // drops, and the endpoint follows the interface. At most one refresh in flight per endpoint.
+  const refreshing = new Set<number>();
+  datapath.watchEvents((ev) => {
+    if (ev.reasonName !== 'SRC_MAC' || ev.epId === 0 || refreshing.has(ev.epId)) return;
+    refreshing.add(ev.epId);
+    void manager
+      .refreshPodMac(ev.epId)
+      .catch((err: unknown) => log.warn({ err, epId: ev.epId }, 'could not refresh the pod MAC'))
+      .finally(() => refreshing.delete(ev.epId));
+  });
 
   let masq: { uplink: string; address: string } | null = null;
   if (opts.masquerade) {

@@ -30,7 +30,8 @@ export class HttpError extends Error {
   }
 }
 
-const MAX_BODY = 16 << 20;
+// kelp-cni forwards up to 16 MiB of stdin plus the CNI environment: leave room for the latter.
+const MAX_BODY = (16 << 20) + (1 << 20);
 
 export class ApiServer {
   private readonly routes: Array<{ method: string; re: RegExp; names: string[]; handler: Handler }> = [];

@@ -129,6 +129,8 @@ export interface KelpAddon {
   };
   /** Enumerator name -> value of a BTF_KIND_ENUM/ENUM64. */
   btfEnum(file: string, name: string): Record<string, number>;
+  /** bpf_link_update: swaps a link's program in place; oldProgFd -1 for no expectation. */
+  linkUpdate(linkFd: number, progFd: number, oldProgFd: number, operation: string): void;
   numPossibleCpus(): number;
 
   progTestRun(fd: number, data: Buffer, dataSizeOut: number, ctx: Buffer | undefined, repeat: number): TestRunResult;

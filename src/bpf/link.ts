@@ -152,7 +152,7 @@ export class BpfLink {
 }
 
 // Raw ABI of bpf_link_update; declared here until src/bpf/addon.d.ts carries it.
-const linkUpdate = (addon as unknown as { linkUpdate(linkFd: number, progFd: number, oldProgFd: number, operation: string): void }).linkUpdate;
+const linkUpdate = addon.linkUpdate;
 
 function checkIfindex(op: string, ifindex: number): void {
   if (!Number.isInteger(ifindex) || ifindex < 1 || ifindex > 0x7fff_ffff) {

@@ -25,7 +25,7 @@ import type { EndpointDatapath } from '../endpoint/manager';
 import type { EndpointRecord } from '../endpoint/state';
 import type { Logger } from '../log';
 import { Direction, endpointInfo, endpointKey, mergeMetrics, MetricsEntry, metricsFwdKey, metricsKey, METRICS_FWD_EPS } from './structs';
-import { decodeEvent, formatEvent } from './events';
+import { decodeEvent, DropEvent, formatEvent } from './events';
 import { gcNat, masqConstants, monotonicNs, nomasq4Key } from './nat';
 
 const BPF_FS_MAGIC = 0xcafe4a11;
@@ -110,11 +110,13 @@ export class Datapath implements EndpointDatapath {
   }
 
   /** Logs drop events as they arrive (the ring buffer is serviced on the event loop). */
-  watchEvents(): void {
+  /** Logs datapath events; `onDrop` hears every drop (serviced on the event loop). */
+  watchEvents(onDrop?: (ev: DropEvent) => void): void {
     this.ring = openRingBuffer(this.lxc.map('kelp_events'), (rec) => {
       try {
         const ev = decodeEvent(rec);
         this.opts.log.debug({ event: ev }, formatEvent(ev));
+        if (ev.kind === 'drop') onDrop?.(ev);
       } catch (err) {
         this.opts.log.warn({ err }, 'undecodable datapath event');
       }

@@ -105,7 +105,9 @@ export class EndpointManager {
     try {
       const cfg = parseIpamConfig(network, raw);
       // kelp's IPAM keeps its leases under the agent's state dir unless the config says otherwise.
-      if ((raw as { dataDir?: unknown }).dataDir === undefined) cfg.dataDir = this.opts.defaultIpam(network).dataDir;
+      // null and "" count as absent: never fall through to host-local's machine-wide default.
+      const dd = (raw as { dataDir?: unknown }).dataDir;
+      if (dd === undefined || dd === null || dd === '') cfg.dataDir = this.opts.defaultIpam(network).dataDir;
       return cfg;
     } catch (e) {
       if (e instanceof IpamError) throw new EndpointError('ipam', e.message, e.kind);

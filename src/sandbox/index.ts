@@ -6,6 +6,7 @@
 import { ChildProcess, execFile, execFileSync, spawn } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
+import http from 'node:http';
 import path from 'node:path';
 
 const ROOT = path.join(__dirname, '../..');
@@ -158,10 +159,26 @@ export class Sandbox {
     const deadline = Date.now() + 20_000;
     for (;;) {
       if (child.exitCode !== null) throw new Error(`kelp agent exited with ${child.exitCode}: ${stderr}\n${this.agentLog()}`);
-      if (existsSync(path.join(this.cniConfDir, '05-kelp.conflist'))) return;
+      // Ready = answers on its socket (the conflist of an earlier run may still be there).
+      if (existsSync(path.join(this.cniConfDir, '05-kelp.conflist')) && (await this.healthy())) return;
       if (Date.now() > deadline) throw new Error(`kelp agent did not become ready: ${stderr}\n${this.agentLog()}`);
       await new Promise((r) => setTimeout(r, 25));
     }
+  }
+
+  /** The agent answers /v1/healthz with ready. */
+  healthy(): Promise<boolean> {
+    return new Promise((resolve) => {
+      const req = http.get({ socketPath: this.socketPath, path: '/v1/healthz', timeout: 1000 }, (res) => {
+        res.resume();
+        resolve(res.statusCode === 200);
+      });
+      req.on('error', () => resolve(false));
+      req.on('timeout', () => {
+        req.destroy();
+        resolve(false);
+      });
+    });
   }
 
   /** Stops the agent by its PID (SIGKILL when `hard`), waiting for it to exit. */

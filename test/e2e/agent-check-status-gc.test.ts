@@ -131,14 +131,17 @@ describe('CHECK', () => {
     expectSilentSuccess(await check(a, prev));
   });
 
-  // Known bug, not in the endpoint manager: kelp_endpoints keeps the MAC of ADD time, so after
-  // tuning changes it kelp_from_pod drops everything the pod sends (SRC_MAC) and deliveries to
-  // the pod carry the old destination MAC. When fixed this case fails: make it an ordinary it().
-  it.fails('a pod whose MAC a later plugin changed still reaches another pod (known bug)', async () => {
-    const { a } = await added();
+  // kelp_endpoints holds the MAC of ADD time; the pod's first packets with the new MAC are
+  // dropped (SRC_MAC), the agent hears the drop and follows the interface.
+  it('a pod whose MAC a later plugin changed reaches another pod again, and the map follows', async () => {
+    const { a, ip } = await added();
     const peer = await added();
-    sh('ip', ['-n', a.netns, 'link', 'set', 'eth0', 'address', 'c2:00:00:00:00:98']);
-    expect(ping(sb, a.netns, peer.ip)).toBe(true);
+    const mac = 'c2:00:00:00:00:98';
+    sh('ip', ['-n', a.netns, 'link', 'set', 'eth0', 'address', mac]);
+    sb.exec(a.netns, 'ping', ['-c3', '-i0.3', '-W1', peer.ip], { allowFail: true });
+    expect(sb.exec(a.netns, 'ping', ['-c3', '-i0.2', '-W1', peer.ip])).toContain(' 0% packet loss');
+    const dump = JSON.parse(sb.kelp('map', 'dump', 'kelp_endpoints', '-o', 'json')) as { entries: Array<{ key: { ip4: string }; value: { mac: string } }> };
+    expect(dump.entries.find((e) => e.key.ip4 === ip)?.value.mac).toBe(mac);
   });
 
   it('uses the routes ADD installed: an ipam section with its own routes passes CHECK', async () => {

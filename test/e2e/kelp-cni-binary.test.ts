@@ -118,14 +118,17 @@ describe('agent not reachable', () => {
     ['GC', 11],
     ['STATUS', 50],
   ];
-  it.each(verbs)('%s: no socket file → code %i on stdout, exit ≠ 0', async (verb, code) => {
-    const res = await execCni({ env: { CNI_COMMAND: verb, ...ATTACH, KELP_AGENT_SOCKET: nowhere }, stdin: JSON.stringify(CONF) });
+  it.each(verbs)('%s: no socket file (and no DEL queue) → code %i on stdout, exit ≠ 0', async (verb, code) => {
+    // A queue directory that does not exist: DEL cannot be queued (test/e2e/restart-delqueue covers queueing).
+    const queue = path.join(scratch, 'no-queue');
+    const res = await execCni({ env: { CNI_COMMAND: verb, ...ATTACH, KELP_AGENT_SOCKET: nowhere }, stdin: JSON.stringify({ ...CONF, delQueueDir: queue }) });
     expect(res.code).not.toBe(0);
     expectOneJsonDocument(res);
     expect(res.json).toEqual({
       cniVersion: '1.0.0',
       code,
       msg: `kelp agent is not reachable at ${nowhere}: No such file or directory`,
+      ...(verb === 'DEL' ? { details: `cannot queue the DEL: ${queue}: No such file or directory` } : {}),
     });
     expect(res.stderr).toContain(nowhere);
   });
