@@ -26,6 +26,53 @@ static Napi::Value LinkCreate(const Napi::CallbackInfo& info) {
   return NewFdHandle(env, fd);
 }
 
+// The same on the libuv thread pool. A tcx attach waits for an RCU grace period in the kernel
+// (~10-15 ms on these VMs) under rtnl_lock; off the event loop the agent keeps serving other
+// requests meanwhile. The process's threads share the agent's network namespace, so ifindex
+// means the same on every thread.
+class LinkCreateWorker : public Napi::AsyncWorker {
+ public:
+  LinkCreateWorker(Napi::Env env, int progFd, int target, int type, uint32_t flags, std::string op)
+      : Napi::AsyncWorker(env), deferred_(Napi::Promise::Deferred::New(env)), progFd_(progFd),
+        target_(target), type_(type), flags_(flags), op_(std::move(op)) {}
+
+  Napi::Promise Promise() { return deferred_.Promise(); }
+
+  void Execute() override {
+    LIBBPF_OPTS(bpf_link_create_opts, opts, .flags = flags_);
+    fd_ = bpf_link_create(progFd_, target_, static_cast<enum bpf_attach_type>(type_), &opts);
+  }
+
+  void OnOK() override {
+    Napi::Env env = Env();
+    if (fd_ >= 0) {
+      deferred_.Resolve(NewFdHandle(env, fd_));
+      return;
+    }
+    try {
+      ThrowErrno(env, fd_, op_);
+    } catch (const Napi::Error& e) {
+      deferred_.Reject(e.Value());
+    }
+  }
+
+ private:
+  Napi::Promise::Deferred deferred_;
+  int progFd_, target_, type_;
+  uint32_t flags_;
+  std::string op_;
+  int fd_ = -1;
+};
+
+static Napi::Value LinkCreateAsync(const Napi::CallbackInfo& info) {
+  auto* w = new LinkCreateWorker(info.Env(), info[0].As<Napi::Number>().Int32Value(), info[1].As<Napi::Number>().Int32Value(),
+                                 info[2].As<Napi::Number>().Int32Value(), info[3].As<Napi::Number>().Uint32Value(),
+                                 info[4].As<Napi::String>());
+  Napi::Promise p = w->Promise();
+  w->Queue();
+  return p;
+}
+
 static void LinkDetach(const Napi::CallbackInfo& info) {
   int err = bpf_link_detach(info[0].As<Napi::Number>().Int32Value());
   if (err) ThrowErrno(info.Env(), err, info[1].As<Napi::String>());
@@ -215,6 +262,7 @@ static void LinkUpdate(const Napi::CallbackInfo& info) {
 void InitLink(Napi::Env env, Napi::Object exports) {
   exports.Set("linkUpdate", Napi::Function::New(env, LinkUpdate, "linkUpdate"));
   exports.Set("linkCreate", Napi::Function::New(env, LinkCreate, "linkCreate"));
+  exports.Set("linkCreateAsync", Napi::Function::New(env, LinkCreateAsync, "linkCreateAsync"));
   exports.Set("linkDetach", Napi::Function::New(env, LinkDetach, "linkDetach"));
   exports.Set("linkInfo", Napi::Function::New(env, LinkInfo, "linkInfo"));
   exports.Set("objPin", Napi::Function::New(env, ObjPin, "objPin"));

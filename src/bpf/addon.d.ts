@@ -136,6 +136,8 @@ export interface KelpAddon {
   progTestRun(fd: number, data: Buffer, dataSizeOut: number, ctx: Buffer | undefined, repeat: number): TestRunResult;
 
   linkCreate(progFd: number, target: number, attachType: number, flags: number, operation: string): FdHandle;
+  /** linkCreate on the thread pool (tcx attaches wait for an RCU grace period). */
+  linkCreateAsync(progFd: number, target: number, attachType: number, flags: number, operation: string): Promise<FdHandle>;
   linkDetach(fd: number, operation: string): void;
   linkInfo(fd: number): LinkInfo;
   objPin(fd: number, path: string): void;

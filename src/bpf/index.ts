@@ -10,7 +10,7 @@ export type { TestRunOptions, TestRunResult } from './program';
 export { BpfMap, openPinnedMap, MapType, BPF_ANY, BPF_NOEXIST, BPF_EXIST, BPF_F_LOCK } from './map';
 export type { BatchOptions } from './map';
 export { inNetns } from './netns';
-export { attachTc, attachXdp, attachCgroup, openPinnedLink, listAttached, BpfLink, AttachType } from './link';
+export { attachTc, attachTcAsync, attachXdp, attachCgroup, openPinnedLink, listAttached, BpfLink, AttachType } from './link';
 export type { AttachTcOptions, TcDirection, LinkKind, Attached, AttachedProgram } from './link';
 export type { LinkInfo } from './addon';
 export { openRingBuffer } from './ringbuf';

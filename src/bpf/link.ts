@@ -195,6 +195,26 @@ export function attachTc(
   return new BpfLink('tc', { tc: { ifindex, egress, handle: t.handle, priority: t.priority, netns: t.netns } });
 }
 
+/**
+ * attachTc without blocking the event loop: the tcx attach (which waits for a kernel RCU grace
+ * period) runs on the thread pool. Falls back to the synchronous clsact path where tcx is missing.
+ */
+export async function attachTcAsync(prog: BpfProgram, ifindex: number, direction: TcDirection): Promise<BpfLink> {
+  const op = `attach tcx ${direction} ifindex ${ifindex}`;
+  checkProgram(op, prog);
+  checkIfindex(op, ifindex);
+  if (direction !== 'ingress' && direction !== 'egress') {
+    throw invalidArgument(op, `direction must be 'ingress' or 'egress', got ${String(direction)}`);
+  }
+  const type = direction === 'egress' ? AttachType.TCX_EGRESS : AttachType.TCX_INGRESS;
+  try {
+    return new BpfLink('tcx', { handle: await addon.linkCreateAsync(prog.fd, ifindex, type, 0, op) });
+  } catch (e) {
+    if (!(e instanceof KelpBpfError) || !NO_TCX.has(e.code)) throw e;
+    return attachTc(prog, ifindex, direction, { mode: 'tc' });
+  }
+}
+
 /** Attaches an XDP program: 'driver' (native) or 'generic' (skb) mode. */
 export function attachXdp(prog: BpfProgram, ifindex: number, mode: 'driver' | 'generic'): BpfLink {
   const op = `attach xdp ${mode} ifindex ${ifindex}`;

@@ -10,6 +10,7 @@ import { execFileSync } from 'node:child_process';
 import path from 'node:path';
 import {
   attachTc,
+  attachTcAsync,
   BpfLink,
   BpfMap,
   BpfObject,
@@ -127,18 +128,25 @@ export class Datapath implements EndpointDatapath {
     return { ingress: path.join(this.linkDir, `${hostIfname}-ingress`), egress: path.join(this.linkDir, `${hostIfname}-egress`) };
   }
 
-  attach(hostIfindex: number, hostIfname: string): void {
+  /**
+   * Attaches both programs off the event loop. Each tcx attach waits for a kernel RCU grace
+   * period (~10-15 ms here) while holding rtnl_lock, so the two still run one after the other in
+   * the kernel — measured: this is most of kelp's ADD time — but the agent keeps serving other
+   * requests meanwhile.
+   */
+  async attach(hostIfindex: number, hostIfname: string): Promise<void> {
     const pins = this.linkPaths(hostIfname);
-    const done: BpfLink[] = [];
+    // The veth was just made: a pin under its name is a leftover (a crash mid-ADD, a veth
+    // deleted behind our back) and would make the pin below fail with EEXIST.
+    for (const [dir] of POD_PROGRAMS) removePin(pins[dir]);
+    const results = await Promise.allSettled(POD_PROGRAMS.map(([dir, prog]) => attachTcAsync(this.lxc.program(prog), hostIfindex, dir)));
+    const done = results.flatMap((r) => (r.status === 'fulfilled' ? [r.value] : []));
     try {
-      for (const [dir, prog] of POD_PROGRAMS) {
-        // The veth was just made: a pin under its name is a leftover (a crash mid-ADD, a veth
-        // deleted behind our back) and would make the pin below fail with EEXIST.
-        removePin(pins[dir]);
-        const link = attachTc(this.lxc.program(prog), hostIfindex, dir);
-        done.push(link);
-        if (link.kind === 'tcx') link.pin(pins[dir]);
-      }
+      const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+      if (failed) throw failed.reason;
+      POD_PROGRAMS.forEach(([dir], i) => {
+        if (done[i].kind === 'tcx') done[i].pin(pins[dir]);
+      });
     } catch (e) {
       for (const l of done) {
         l.detach();

@@ -16,7 +16,7 @@ export const RTPROT_KELP = 0x4b; // 'K'
 /** What the endpoint manager needs from the BPF side (implemented in src/datapath). */
 export interface EndpointDatapath {
   /** Attaches kelp's programs to the host-side veth (pinned links: they outlive the agent). */
-  attach(hostIfindex: number, hostIfname: string): void;
+  attach(hostIfindex: number, hostIfname: string): Promise<void>;
   /** Removes the pinned links of a host veth; harmless when there are none. */
   detach(hostIfname: string): void;
   upsertEndpoint(rec: EndpointRecord): void;
@@ -215,7 +215,7 @@ export class EndpointManager {
       };
 
       t = process.hrtime.bigint();
-      this.datapath.attach(iface.host.index, hostIfname);
+      await this.datapath.attach(iface.host.index, hostIfname);
       txn.onRollback('detach programs', () => this.datapath.detach(hostIfname));
       this.datapath.upsertEndpoint(rec);
       txn.onRollback('remove endpoint from maps', () => this.datapath.removeEndpoint(rec));
@@ -287,7 +287,7 @@ export class EndpointManager {
         pod: req.pod,
         createdAt: new Date().toISOString(),
       };
-      this.datapath.attach(host.index, host.name);
+      await this.datapath.attach(host.index, host.name);
       txn.onRollback('detach programs', () => this.datapath.detach(host.name));
       this.datapath.upsertEndpoint(rec);
       txn.onRollback('remove endpoint from maps', () => this.datapath.removeEndpoint(rec));
