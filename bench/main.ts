@@ -11,6 +11,7 @@ import path from 'node:path';
 import { BRIDGE, benchCni, KELP, KELP_MACHINE } from './cni';
 import { benchDatapath } from './datapath';
 import { AGENT, BARE_NODE, benchMemory } from './memory';
+import { benchRestart, RestartBenchResult } from './restart';
 import * as P2P from './pod2pod';
 import { cleanupAll, exitCleanlyOnSignals, isInterrupted } from './lib/cleanup';
 import { BenchConfig, FIGURES, loadConfig } from './lib/config';
@@ -82,6 +83,21 @@ function headlineRows(figs: Record<string, Figure | undefined>, cfg: BenchConfig
   return rows;
 }
 
+/** Packet loss through SIGKILL + restart of the agent (bench/restart.ts): one row per round. */
+function restartSection(r: RestartBenchResult): string {
+  const rows = r.rounds.map((x, i) => `| ${i + 1} | ${x.readyMs.toFixed(0)} ms | ${x.pingLost} / ${x.pingSent} | ${(x.tcpBytes / 2 ** 20).toFixed(1)} MiB | ${x.tcpIntact ? 'yes' : 'NO'} |`);
+  return [
+    '## Restart: packet loss through SIGKILL + restart of the agent',
+    '',
+    `A kelp node with a pod → pod and a pod → outside (masqueraded) TCP stream and two 100/s ping streams; the agent is SIGKILLed, left down ${r.downMs} ms and started again.`,
+    '',
+    '| round | agent ready after start | pings lost / sent | TCP bytes | TCP streams intact |',
+    '|---|---|---|---|---|',
+    ...rows,
+    '',
+  ].join('\n');
+}
+
 function preflight(): void {
   if (process.getuid?.() !== 0) throw new Error('make bench needs root (network namespaces, bpffs, BPF programs)');
   for (const f of [path.join(REF_PLUGIN_DIR, 'bridge'), path.join(REF_PLUGIN_DIR, 'host-local')]) {
@@ -119,9 +135,11 @@ async function main(): Promise<void> {
   }
   if (cfg.only.has('memory')) figs.memory = await benchMemory(cfg, TAG);
   if (cfg.only.has('pod2pod')) figs.pod2pod = await P2P.benchPod2pod(cfg, TAG);
+  const restart = cfg.only.has('restart') ? restartSection(await benchRestart({ rounds: cfg.restartRounds, log: progress })) : undefined;
 
   const head = markdownTable(headlineTable(headlineRows(figs, cfg)));
   const sections = Object.values(figs).filter((f): f is Figure => f !== undefined).map(figureSection);
+  if (restart) sections.push(restart);
   const intro = [
     `# kelp benchmarks, ${localDate()}`,
     '',

@@ -25,13 +25,15 @@ export interface BenchConfig {
   iperfSeconds: number;
   /** The CPU that request/response clients and servers are pinned to (both on the same one). */
   podCpu: number;
-  /** Figures to run (BENCH_ONLY=datapath,cni,throughput,memory,pod2pod). */
+  /** Rounds of SIGKILL + restart of the agent under traffic. */
+  restartRounds: number;
+  /** Figures to run (BENCH_ONLY=datapath,cni,throughput,memory,pod2pod,restart). */
   only: Set<string>;
   /** Where the report goes (default bench/results). */
   outDir?: string;
 }
 
-export const FIGURES = ['datapath', 'cni', 'throughput', 'memory', 'pod2pod'] as const;
+export const FIGURES = ['datapath', 'cni', 'throughput', 'memory', 'pod2pod', 'restart'] as const;
 
 function int(name: string, def: number, min = 1, max = 1_000_000): number {
   const raw = process.env[name];
@@ -58,6 +60,7 @@ export function loadConfig(): BenchConfig {
     rrSeconds: int('BENCH_RR_SECONDS', 1, 1, 600),
     iperfSeconds: int('BENCH_IPERF_SECONDS', 2, 1, 600),
     podCpu: int('BENCH_POD_CPU', cpus().length - 1, 0, cpus().length - 1),
+    restartRounds: int('BENCH_RESTART_ROUNDS', 3, 1, 100),
     only,
     outDir: process.env.BENCH_OUT || undefined,
   };
