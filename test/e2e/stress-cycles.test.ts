@@ -188,7 +188,8 @@ it('leaks nothing over 1,000 ADD/DEL cycles, agent kills included', { timeout: 6
   // Handles closed by the garbage collector would come back late: give them a moment, no more.
   for (let i = 0; i < 50 && fdCount(pid) > baseline; i++) await sleep(100);
   expect(extraFds(baselineTargets, fdTargets(pid)), `fds: ${fdCount(pid)}, baseline ${baseline}`).toEqual([]);
-  expect(fdCount(pid)).toBe(baseline);
+  // Fewer is fine (the baseline may have caught a connection still closing); more is a leak.
+  expect(fdCount(pid)).toBeLessThanOrEqual(baseline);
   // And it still serves.
   expect((await sb.cni('STATUS', {}, sb.pluginConfig({ cniVersion: '1.1.0' }))).code).toBe(0);
 });
