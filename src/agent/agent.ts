@@ -21,6 +21,7 @@ import { makeCniHandler } from './cni-handler';
 import { DelQueue } from './delqueue';
 import { buildConflist, installCni } from './install';
 import { AgentOptions } from './options';
+import type { EndpointView, PodView } from './views';
 import { endpointInfo, endpointKey } from '../datapath/structs';
 import { dropReasonName } from '../datapath/drop';
 import { dumpNat } from '../datapath/nat';
@@ -112,7 +113,7 @@ export async function startAgent(opts: AgentOptions, log: Logger = createLogger(
   server.route('GET', '/v1/healthz', () => ({ status: ready ? 200 : 503, body: { ready } }));
   server.route('GET', '/v1/endpoints', () => ({
     status: 200,
-    body: manager.list().map((r) => ({
+    body: manager.list().map((r): EndpointView => ({
       id: r.id,
       network: r.network,
       containerId: r.containerId,
@@ -126,7 +127,7 @@ export async function startAgent(opts: AgentOptions, log: Logger = createLogger(
   }));
   server.route('GET', '/v1/pods', () => {
     const eps = manager.list();
-    const rows = objects.list('Pod').map((p) => {
+    const rows = objects.list('Pod').map((p): PodView => {
       const ep = eps.find((e) => e.pod?.namespace === p.metadata.namespace && e.pod?.name === p.metadata.name);
       return {
         namespace: p.metadata.namespace,

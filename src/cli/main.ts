@@ -6,6 +6,7 @@ import { parseManifests } from '../sources/manifests';
 import { KelpObject } from '../sources/objects';
 import { AgentUnreachable, requestJson } from './client';
 import { formatTable } from './table';
+import type { EndpointView, PodView } from '../agent/views';
 
 const USAGE = `Usage: kelp <command> [flags]
 
@@ -72,26 +73,6 @@ function print(output: 'table' | 'json', data: unknown, table: () => string): vo
   process.stdout.write(output === 'json' ? JSON.stringify(data, null, 2) + '\n' : table());
 }
 
-interface PodRow {
-  namespace: string;
-  name: string;
-  ip?: string;
-  interface?: string;
-  containerId?: string;
-  state: string;
-  labels: Record<string, string>;
-}
-interface EndpointRow {
-  id: number;
-  network: string;
-  containerId: string;
-  ifname: string;
-  ip: string;
-  hostIfname: string;
-  hostIfindex: number;
-  pod?: string;
-  state: string;
-}
 
 /** Common flags may come before the command too (`kelp --socket S status`). */
 function hoistCommand(argv: string[]): string[] {
@@ -138,7 +119,7 @@ async function run(argvIn: string[]): Promise<number> {
       const f = parseCommon(args);
       const what = f.rest[0];
       if (what === 'pods' || what === 'pod' || what === 'po') {
-        const pods = await requestJson<PodRow[]>(f.socket, 'GET', '/v1/pods');
+        const pods = await requestJson<PodView[]>(f.socket, 'GET', '/v1/pods');
         print(f.output, pods, () =>
           formatTable(
             ['NAMESPACE', 'NAME', 'IP', 'INTERFACE', 'STATE', 'LABELS'],
@@ -148,7 +129,7 @@ async function run(argvIn: string[]): Promise<number> {
         return 0;
       }
       if (what === 'endpoints' || what === 'endpoint' || what === 'ep') {
-        const eps = await requestJson<EndpointRow[]>(f.socket, 'GET', '/v1/endpoints');
+        const eps = await requestJson<EndpointView[]>(f.socket, 'GET', '/v1/endpoints');
         print(f.output, eps, () =>
           formatTable(
             ['ID', 'POD', 'IP', 'INTERFACE', 'HOST-IF', 'CONTAINER', 'STATE'],

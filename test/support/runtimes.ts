@@ -23,6 +23,7 @@ import path from 'node:path';
 import { cidrContains, parseCidr, parseIp } from '../../src/ipam/ip';
 import { Sandbox } from '../../src/sandbox';
 import { CriClient } from './cri';
+import type { EndpointView as KelpEndpoint, PodView as KelpPod } from '../../src/agent/views';
 
 const ROOT = path.join(__dirname, '../..');
 export const DEPLOY_RUNTIMES = path.join(ROOT, 'deploy/runtimes');
@@ -473,24 +474,7 @@ export interface PodmanContainer {
 // ---------------------------------------------------------------------------------------------
 // What kelp holds for a set of attachments
 
-export interface KelpEndpoint {
-  id: number;
-  network: string;
-  containerId: string;
-  ifname: string;
-  ip: string;
-  hostIfname: string;
-  hostIfindex: number;
-  pod?: string;
-  state: string;
-}
-
-export interface KelpPod {
-  namespace: string;
-  name: string;
-  ip: string;
-  containerId: string;
-}
+export type { EndpointView as KelpEndpoint, PodView as KelpPod } from '../../src/agent/views';
 
 export function kelpEndpoints(sb: Sandbox): KelpEndpoint[] {
   return JSON.parse(sb.kelp('get', 'endpoints', '-o', 'json')) as KelpEndpoint[];
