@@ -244,6 +244,63 @@ static Napi::Value TcDetach(const Napi::CallbackInfo& info) {
   return Napi::Boolean::New(env, true);
 }
 
+// tcFilterAttach(progFd, ifindex, egress, handle, priority, replace): a direct-action cls_bpf
+// filter under clsact at a handle and priority the caller owns, in the calling thread's
+// namespace. Unlike a tcx attach it waits for no RCU grace period (~0.2 ms instead of ~12 ms).
+// With replace the filter's program is swapped in one step when it exists (packets see the old
+// program or the new one, never none); without, an existing filter there fails with EEXIST.
+static void TcFilterAttach(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int progFd = info[0].As<Napi::Number>().Int32Value();
+  int ifindex = info[1].As<Napi::Number>().Int32Value();
+  bool egress = info[2].ToBoolean();
+  std::string where = std::string(egress ? "egress" : "ingress") + " of ifindex " + std::to_string(ifindex);
+  struct bpf_tc_hook hook;
+  TcHook(&hook, ifindex, egress);
+  int err = bpf_tc_hook_create(&hook);
+  if (err && err != -EEXIST) ThrowErrno(env, err, "create clsact on " + where);
+  LIBBPF_OPTS(bpf_tc_opts, opts, .prog_fd = progFd, .flags = info[5].ToBoolean() ? static_cast<__u32>(BPF_TC_F_REPLACE) : 0u,
+              .handle = info[3].As<Napi::Number>().Uint32Value(),
+              .priority = info[4].As<Napi::Number>().Uint32Value());
+  err = bpf_tc_attach(&hook, &opts);
+  if (err) ThrowErrno(env, err, "attach tc " + where);
+}
+
+// tcFilterQuery(ifindex, egress, handle, priority) → program id, 0 when no filter is there
+// (nor a clsact qdisc to hold one).
+static Napi::Value TcFilterQuery(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int ifindex = info[0].As<Napi::Number>().Int32Value();
+  bool egress = info[1].ToBoolean();
+  struct bpf_tc_hook hook;
+  TcHook(&hook, ifindex, egress);
+  LIBBPF_OPTS(bpf_tc_opts, opts, .handle = info[2].As<Napi::Number>().Uint32Value(),
+              .priority = info[3].As<Napi::Number>().Uint32Value());
+  int err = bpf_tc_query(&hook, &opts);
+  if (err == -ENOENT || err == -EINVAL) return Napi::Number::New(env, 0);
+  if (err) ThrowErrno(env, err, std::string("query tc ") + (egress ? "egress" : "ingress") +
+                                    " of ifindex " + std::to_string(ifindex));
+  return Napi::Number::New(env, opts.prog_id);
+}
+
+// tcFilterDetach(ifindex, egress, handle, priority) → false when the filter (or its device) was
+// already gone. In the calling thread's namespace.
+static Napi::Value TcFilterDetach(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int ifindex = info[0].As<Napi::Number>().Int32Value();
+  bool egress = info[1].ToBoolean();
+  struct bpf_tc_hook hook;
+  TcHook(&hook, ifindex, egress);
+  LIBBPF_OPTS(bpf_tc_opts, opts, .handle = info[2].As<Napi::Number>().Uint32Value(),
+              .priority = info[3].As<Napi::Number>().Uint32Value());
+  int err = bpf_tc_detach(&hook, &opts);
+  // No such filter, no clsact qdisc (EINVAL), or no such device.
+  if (err == -ENOENT || err == -ENODEV || err == -EINVAL) return Napi::Boolean::New(env, false);
+  if (err) ThrowErrno(env, err, std::string("detach tc ") + (egress ? "egress" : "ingress") +
+                                    " of ifindex " + std::to_string(ifindex));
+  return Napi::Boolean::New(env, true);
+}
+
 // linkUpdate(linkFd, newProgFd, oldProgFd | -1, operation): swaps the link's program in one
 // step. With an old program fd the kernel refuses (EPERM) unless the link still runs it.
 static void LinkUpdate(const Napi::CallbackInfo& info) {
@@ -273,6 +330,9 @@ void InitLink(Napi::Env env, Napi::Object exports) {
   exports.Set("xdpQuery", Napi::Function::New(env, XdpQuery, "xdpQuery"));
   exports.Set("tcAttach", Napi::Function::New(env, TcAttach, "tcAttach"));
   exports.Set("tcDetach", Napi::Function::New(env, TcDetach, "tcDetach"));
+  exports.Set("tcFilterAttach", Napi::Function::New(env, TcFilterAttach, "tcFilterAttach"));
+  exports.Set("tcFilterQuery", Napi::Function::New(env, TcFilterQuery, "tcFilterQuery"));
+  exports.Set("tcFilterDetach", Napi::Function::New(env, TcFilterDetach, "tcFilterDetach"));
 }
 
 }  // namespace kelp

@@ -120,7 +120,7 @@ export function makeCniHandler(deps: CniHandlerDeps): (req: ApiRequest) => Promi
             const prev = req.config.prevResult!;
             // ips without an interface index are taken as the chained interface's (older plugins).
             const ips = prev.ips.filter((ip) => ip.interface === undefined || ip.interface === chained).map((ip) => ({ address: ip.address, gateway: ip.gateway }));
-            await manager.addChained({ network, containerId: req.containerId, ifname: req.ifname, netns: req.netns, ips, pod });
+            await manager.addChained({ network, containerId: req.containerId, ifname: req.ifname, netns: req.netns, ips, pod, hook: req.config.podHook });
             // kelp changes no interface, address or route: the result is the earlier plugin's.
             return prev;
           }
@@ -149,6 +149,7 @@ export function makeCniHandler(deps: CniHandlerDeps): (req: ApiRequest) => Promi
               requestedIps: [...new Set(requestedIps)],
               mac: req.config.runtimeConfig.mac,
               pod,
+              hook: req.config.podHook,
             });
           } catch (e) {
             // SPEC §4: what the delegate allocated is released when a later step of the ADD fails.

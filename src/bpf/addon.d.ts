@@ -149,6 +149,12 @@ export interface KelpAddon {
   xdpQuery(ifindex: number): XdpQuery;
   tcAttach(progFd: number, ifindex: number, egress: boolean): { handle: number; priority: number; netns: FdHandle };
   tcDetach(netnsFd: number, ifindex: number, egress: boolean, handle: number, priority: number): boolean;
+  /** A clsact filter at the caller's handle and priority; replace swaps the program in one step. */
+  tcFilterAttach(progFd: number, ifindex: number, egress: boolean, handle: number, priority: number, replace: boolean): void;
+  /** The program id of the filter at handle/priority, 0 when there is none. */
+  tcFilterQuery(ifindex: number, egress: boolean, handle: number, priority: number): number;
+  /** false when the filter, its qdisc or its device was already gone. */
+  tcFilterDetach(ifindex: number, egress: boolean, handle: number, priority: number): boolean;
 
   inNetns<T>(path: string, fn: () => T): T;
   currentNetns(): FdHandle;

@@ -215,6 +215,51 @@ export async function attachTcAsync(prog: BpfProgram, ifindex: number, direction
   }
 }
 
+/** Where a clsact filter sits: a handle and priority its owner chooses, so it can find it again. */
+export interface TcFilterSlot {
+  handle: number;
+  priority: number;
+}
+
+function checkSlot(op: string, ifindex: number, direction: TcDirection, slot: TcFilterSlot): void {
+  checkIfindex(op, ifindex);
+  if (direction !== 'ingress' && direction !== 'egress') {
+    throw invalidArgument(op, `direction must be 'ingress' or 'egress', got ${String(direction)}`);
+  }
+  if (!Number.isInteger(slot.handle) || slot.handle < 1 || slot.handle > 0xffff_ffff) {
+    throw invalidArgument(op, `handle must be a positive 32-bit integer, got ${slot.handle}`);
+  }
+  if (!Number.isInteger(slot.priority) || slot.priority < 1 || slot.priority > 0xffff) {
+    throw invalidArgument(op, `priority must be 1..65535, got ${slot.priority}`);
+  }
+}
+
+/**
+ * Attaches a direct-action cls_bpf filter under clsact at `slot` (creating the qdisc if needed).
+ * No RCU grace period, unlike tcx. The filter has no fd and no pin: it stays until
+ * detachTcFilter or until its device is deleted. With `replace`, a filter already at the slot
+ * gets the new program in one step; without, it makes the attach fail with EEXIST.
+ */
+export function attachTcFilter(prog: BpfProgram, ifindex: number, direction: TcDirection, slot: TcFilterSlot, opts: { replace?: boolean } = {}): void {
+  const op = `attach tc ${direction} ifindex ${ifindex}`;
+  checkProgram(op, prog);
+  checkSlot(op, ifindex, direction, slot);
+  withLibbpfLog(undefined, () => addon.tcFilterAttach(prog.fd, ifindex, direction === 'egress', slot.handle, slot.priority, !!opts.replace));
+}
+
+/** The program of the clsact filter at `slot`, undefined when there is none. */
+export function queryTcFilter(ifindex: number, direction: TcDirection, slot: TcFilterSlot): AttachedProgram | undefined {
+  checkSlot('query tc filter', ifindex, direction, slot);
+  const id = withLibbpfLog(undefined, () => addon.tcFilterQuery(ifindex, direction === 'egress', slot.handle, slot.priority));
+  return id ? describeProgram(id) : undefined;
+}
+
+/** Removes the clsact filter at `slot`; false when it (or its device) was already gone. */
+export function detachTcFilter(ifindex: number, direction: TcDirection, slot: TcFilterSlot): boolean {
+  checkSlot('detach tc filter', ifindex, direction, slot);
+  return withLibbpfLog(undefined, () => addon.tcFilterDetach(ifindex, direction === 'egress', slot.handle, slot.priority));
+}
+
 /** Attaches an XDP program: 'driver' (native) or 'generic' (skb) mode. */
 export function attachXdp(prog: BpfProgram, ifindex: number, mode: 'driver' | 'generic'): BpfLink {
   const op = `attach xdp ${mode} ifindex ${ifindex}`;

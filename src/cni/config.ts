@@ -82,6 +82,12 @@ export interface NetConf {
   isDefaultGateway?: boolean;
   hairpinMode?: boolean;
   agentSocket?: string;
+  /**
+   * How kelp hooks its programs to the pod's host veth: 'clsact' (default) or 'tcx'. tcx leaves
+   * tc's ingress qdisc free for plugins that need one (bandwidth's egress shaping), at ~25 ms
+   * more per ADD (each tcx attach waits for an RCU grace period).
+   */
+  podHook?: 'clsact' | 'tcx';
   ipam?: IpamConfig;
   dns: CniDns;
   runtimeConfig: RuntimeConfig;
@@ -120,6 +126,12 @@ export function peekVersion(doc: Record<string, unknown> | undefined, fallback: 
   return typeof v === 'string' && v !== '' ? v : fallback;
 }
 
+function parsePodHook(v: unknown): 'clsact' | 'tcx' | undefined {
+  const s = check.optString(v, 'podHook');
+  if (s !== undefined && s !== 'clsact' && s !== 'tcx') check.fail('podHook', '"clsact" or "tcx"', s);
+  return s as 'clsact' | 'tcx' | undefined;
+}
+
 export function parseConfig(doc: Record<string, unknown>): NetConf {
   const rawVersion = check.optString(doc.cniVersion, 'cniVersion');
   const cniVersion = rawVersion === undefined || rawVersion === '' ? IMPLICIT_VERSION : rawVersion;
@@ -147,6 +159,7 @@ export function parseConfig(doc: Record<string, unknown>): NetConf {
     isDefaultGateway: check.optBool(doc.isDefaultGateway, 'isDefaultGateway'),
     hairpinMode: check.optBool(doc.hairpinMode, 'hairpinMode'),
     agentSocket,
+    podHook: parsePodHook(doc.podHook),
     ipam: parseIpam(doc.ipam),
     dns: parseDns(doc.dns, check, 'dns'),
     runtimeConfig: parseRuntimeConfig(doc.runtimeConfig),

@@ -6,7 +6,7 @@ import { inNetns } from '../bpf';
 import { Ipam, IpamConfig, IpamError, parseIpamConfig } from '../ipam';
 import { isGone, podInterfaceCheck, podInterfaceSetup, podInterfaceTeardown, podRoutes, RouteSpec, Rtnl } from '../netlink';
 import type { Logger } from '../log';
-import { EndpointRecord, EndpointStore, attachmentKey, hostIfnameFor } from './state';
+import { EndpointRecord, EndpointStore, PodHook, attachmentKey, hostIfnameFor } from './state';
 import { KeyedMutex, Transaction } from './txn';
 
 const NSFS_MAGIC = 0x6e736673;
@@ -15,10 +15,10 @@ export const RTPROT_KELP = 0x4b; // 'K'
 
 /** What the endpoint manager needs from the BPF side (implemented in src/datapath). */
 export interface EndpointDatapath {
-  /** Attaches kelp's programs to the host-side veth (pinned links: they outlive the agent). */
-  attach(hostIfindex: number, hostIfname: string): Promise<void>;
-  /** Removes the pinned links of a host veth; harmless when there are none. */
-  detach(hostIfname: string): void;
+  /** Attaches kelp's programs to the host-side veth (clsact filters: they outlive the agent). */
+  attach(hostIfindex: number, hostIfname: string, hook?: PodHook): Promise<void>;
+  /** Takes kelp's programs off a host veth (by ifindex; by name only an older kelp's pins); harmless when gone. */
+  detach(hostIfname: string, hostIfindex?: number): void;
   upsertEndpoint(rec: EndpointRecord): void;
   removeEndpoint(rec: Pick<EndpointRecord, 'ips' | 'id'>): void;
   /** Problems with the datapath state of this endpoint, empty when all is well. */
@@ -46,6 +46,7 @@ export interface AddRequest {
   requestedIps: string[];
   mac?: string;
   pod?: { namespace: string; name: string; uid?: string };
+  hook?: PodHook;
   /** Addresses from a delegated IPAM plugin (already allocated by the caller, who releases them). */
   delegated?: { type: string; ips: Array<{ address: string; gateway?: string }>; routes: Array<{ dst: string; gw?: string }> };
 }
@@ -59,6 +60,7 @@ export interface ChainedAddRequest {
   /** The addresses of CNI_IFNAME from the previous plugin's result. */
   ips: Array<{ address: string; gateway?: string }>;
   pod?: { namespace: string; name: string; uid?: string };
+  hook?: PodHook;
 }
 
 export interface AttachmentRef {
@@ -211,12 +213,13 @@ export class EndpointManager {
         routes: alloc.routes.length > 0 ? alloc.routes : [{ dst: '0.0.0.0/0', gw: v4.gateway }],
         ipam: req.delegated ? { kind: 'delegated', type: req.delegated.type } : { kind: 'builtin', dataDir: ipamCfg!.dataDir },
         pod: req.pod,
+        ...(req.hook === 'tcx' ? { hook: 'tcx' as const } : {}),
         createdAt: new Date().toISOString(),
       };
 
       t = process.hrtime.bigint();
-      await this.datapath.attach(iface.host.index, hostIfname);
-      txn.onRollback('detach programs', () => this.datapath.detach(hostIfname));
+      await this.datapath.attach(iface.host.index, hostIfname, req.hook);
+      txn.onRollback('detach programs', () => this.datapath.detach(hostIfname, iface.host.index));
       this.datapath.upsertEndpoint(rec);
       txn.onRollback('remove endpoint from maps', () => this.datapath.removeEndpoint(rec));
       mark('datapath', t);
@@ -285,10 +288,11 @@ export class EndpointManager {
         routes: [],
         ipam: { kind: 'external' },
         pod: req.pod,
+        ...(req.hook === 'tcx' ? { hook: 'tcx' as const } : {}),
         createdAt: new Date().toISOString(),
       };
-      await this.datapath.attach(host.index, host.name);
-      txn.onRollback('detach programs', () => this.datapath.detach(host.name));
+      await this.datapath.attach(host.index, host.name, req.hook);
+      txn.onRollback('detach programs', () => this.datapath.detach(host.name, host.index));
       this.datapath.upsertEndpoint(rec);
       txn.onRollback('remove endpoint from maps', () => this.datapath.removeEndpoint(rec));
       await this.store.put(rec);
@@ -321,7 +325,11 @@ export class EndpointManager {
       }
     };
     if (rec) await attempt('datapath', () => this.datapath.removeEndpoint(rec));
-    await attempt('detach', () => this.datapath.detach(hostIfname));
+    await attempt('detach', async () => {
+      // Without a record the veth is looked up by name (a crash mid-ADD left no record).
+      const index = rec ? rec.hostIfindex : (await this.hostNs.link(hostIfname))?.index;
+      this.datapath.detach(hostIfname, index);
+    });
     // Deleting the host end removes the pair, the pod side's addresses and the node route. In
     // chained mode the interface and its addresses belong to the plugin before kelp.
     if (rec?.mode !== 'chained') await attempt('veth', () => podInterfaceTeardown(this.hostNs, hostIfname));

@@ -1,14 +1,15 @@
 // Start-up after a restart (or a crash): make the agent's view and the node agree again without
 // disturbing a single running pod. In order:
-//  1. restore: every record whose host veth is still there gets its programs (pinned links
-//     re-used, moved onto the new program instances in place), its map entry and its node
-//     route re-asserted;
+//  1. restore: every record whose host veth is still there gets its programs (its clsact
+//     filters' programs swapped for the new instances in place; an older kelp's pinned tcx
+//     links removed once the filters are there), its map entry and its node route re-asserted;
 //  2. replay the DELs kelp-cni queued while we were unreachable (they carry the runtime's
 //     config, which a delegated IPAM plugin needs to release its addresses);
 //  3. collect: a record whose host veth is gone (pod netns deleted while we were down) gets a
 //     full DEL; then only what kelp recognises as its own by name or mark is swept: host veths
-//     `kelp` + 11 hex digits without a record, pinned links named after a veth that no longer
-//     carries them (or an uplink masquerade no longer uses), kelp_endpoints entries and
+//     `kelp` + 11 hex digits without a record, pod veths' pinned links of an older kelp (pods
+//     now use clsact filters, which die with their veth) and uplink links masquerade no longer
+//     uses, kelp_endpoints entries and
 //     counters of no record, leases in kelp's own IPAM directory owned by no record, node
 //     routes with kelp's protocol to no endpoint, and kelp's temp files.
 // Runs before the agent accepts CNI requests, so nothing here races an ADD. Every step is best
@@ -52,7 +53,7 @@ export interface SweepReport {
 
 export interface RestoreReport {
   restored: number;
-  /** Hooks whose pinned link was moved onto the new program, or attached anew. */
+  /** Hooks whose program was swapped for the new instance, or attached anew. */
   relinked: number;
   /** Attachments whose host veth disappeared while the agent was down: fully deleted. */
   gone: string[];
@@ -107,7 +108,7 @@ async function restoreEndpoints(deps: RestoreDeps, problems: string[]): Promise<
       continue;
     }
     try {
-      const hooks = datapath.relink(rec.hostIfindex, rec.hostIfname);
+      const hooks = datapath.relink(rec.hostIfindex, rec.hostIfname, rec.hook);
       relinked += Object.values(hooks).filter((o) => o !== 'kept').length;
       datapath.upsertEndpoint(rec);
       for (const ip of ipv4s(rec)) {
@@ -169,8 +170,14 @@ async function sweepLeftovers(deps: RestoreDeps, problems: string[]): Promise<Sw
         if (pin.kind === 'uplink') {
           keep = pin.ifname === datapath.uplinkIfname;
         } else {
+          // A tcx pod's own link, or an older kelp's while it is all a live pod has (its
+          // restore failed before the filters were in place).
           const rec = byVeth.get(pin.ifname);
-          keep = rec !== undefined && live.get(pin.ifname) === rec.hostIfindex && datapath.pinnedLinkIfindex(pin.path) === rec.hostIfindex;
+          keep =
+            rec !== undefined &&
+            live.get(pin.ifname) === rec.hostIfindex &&
+            datapath.pinnedLinkIfindex(pin.path) === rec.hostIfindex &&
+            (rec.hook === 'tcx' || !datapath.hasPodFilters(rec.hostIfindex));
         }
         if (keep) return;
         datapath.removePinnedLink(pin.path);

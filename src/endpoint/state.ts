@@ -25,11 +25,15 @@ export interface EndpointRecord {
    * made the interface and its addresses; kelp only attached its datapath to the host side.
    */
   mode?: 'interface' | 'chained';
+  /** How the programs hook the host veth: clsact filters (default) or pinned tcx links. */
+  hook?: PodHook;
   /** Who allocated the addresses: kelp's IPAM, a delegated IPAM plugin, or the earlier plugin. */
   ipam: { kind: 'builtin'; dataDir: string } | { kind: 'delegated'; type: string } | { kind: 'external' };
   pod?: { namespace: string; name: string; uid?: string };
   createdAt: string;
 }
+
+export type PodHook = 'clsact' | 'tcx';
 
 export function attachmentKey(network: string, containerId: string, ifname: string): string {
   return `${network}/${containerId}/${ifname}`;

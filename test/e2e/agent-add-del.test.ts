@@ -7,7 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Sandbox, sh } from '../../src/sandbox';
 import {
   Attachment, GONE, NETWORK, add, addresses, del, endpointEntry, expectCniError, expectSilentSuccess, hostIfnameFor, ipJson,
-  leases, linkNames, mustAdd, newAttachment, ping, podNetns, recordOf, resultIp, startSandbox, traceOf, containerId, pinnedLinks,
+  leases, linkNames, mustAdd, newAttachment, ping, podNetns, recordOf, resultIp, startSandbox, traceOf, containerId, pinnedLinks, podFilters, POD_FILTERS,
 } from '../support/e2e';
 
 let sb: Sandbox;
@@ -169,7 +169,7 @@ async function added(a: Attachment): Promise<{ ip: string; hostIfname: string; r
   const result = await mustAdd(sb, a, { args: 'K8S_POD_NAMESPACE=d;K8S_POD_NAME=' + a.containerId.slice(0, 8) });
   const ip = resultIp(result);
   const hostIfname = hostIfnameFor(NETWORK, a.containerId, a.ifname);
-  expect(traceOf(sb, a, ip, hostIfname)).toEqual({ link: true, leases: [ip], record: true, pins: [`${hostIfname}-egress`, `${hostIfname}-ingress`], endpoint: true });
+  expect(traceOf(sb, a, ip, hostIfname)).toEqual({ link: true, leases: [ip], record: true, pins: [], filters: POD_FILTERS, endpoint: true });
   return { ip, hostIfname, result };
 }
 
@@ -179,7 +179,7 @@ function expectGone(a: Attachment, ip: string, hostIfname: string): void {
 }
 
 describe('DEL', () => {
-  it('removes the host veth, the pod interface, the lease, the map entry, the record and the pinned links', async () => {
+  it('removes the host veth, the pod interface, the lease, the map entry, the record and the programs', async () => {
     const a = newAttachment(sb);
     const { ip, hostIfname } = await added(a);
     expectSilentSuccess(await del(sb, a));
@@ -198,10 +198,11 @@ describe('DEL', () => {
 
   it('for a container never seen: exit 0 and nothing else touched', async () => {
     const other = newAttachment(sb);
-    const { ip } = await added(other);
-    const before = { links: linkNames(sb.node), leases: leases(sb), pins: pinnedLinks(sb) };
+    const { ip, hostIfname } = await added(other);
+    const before = { links: linkNames(sb.node), leases: leases(sb), pins: pinnedLinks(sb), filters: podFilters(sb, hostIfname) };
     expectSilentSuccess(await sb.cni('DEL', { CNI_CONTAINERID: containerId('never'), CNI_NETNS: '/var/run/netns/never-existed', CNI_IFNAME: 'eth0' }));
-    expect({ links: linkNames(sb.node), leases: leases(sb), pins: pinnedLinks(sb) }).toEqual(before);
+    expect({ links: linkNames(sb.node), leases: leases(sb), pins: pinnedLinks(sb), filters: podFilters(sb, hostIfname) }).toEqual(before);
+    expect(before.filters).toEqual(POD_FILTERS);
     expect(endpointEntry(sb, ip)).toBeDefined();
   });
 
@@ -294,7 +295,7 @@ describe('two interfaces of one pod', () => {
 
     expectSilentSuccess(await del(sb, eth0));
     expectGone(eth0, ip0, h0);
-    expect(traceOf(sb, net1, ip1, h1)).toEqual({ link: true, leases: [ip1], record: true, pins: [`${h1}-egress`, `${h1}-ingress`], endpoint: true });
+    expect(traceOf(sb, net1, ip1, h1)).toEqual({ link: true, leases: [ip1], record: true, pins: [], filters: POD_FILTERS, endpoint: true });
     expect(linkNames(ns.name)).toEqual(['lo', 'net1']);
     expect(ping(sb, ns.name, peerIp)).toBe(true);
     expect(ping(sb, peer.netns, ip1)).toBe(true);

@@ -5,12 +5,13 @@ import path from 'node:path';
 import { writeFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Sandbox, sh } from '../../src/sandbox';
-import { openPinnedLink, openPinnedMap } from '../../src/bpf';
+import { detachTcFilter, inNetns, openPinnedMap } from '../../src/bpf';
+import { POD_FILTER } from '../../src/datapath/loader';
 import { endpointKey } from '../../src/datapath/structs';
 import {
   Attachment, NETWORK, attachmentEnv, ipJson, del, endpointEntry, expectCniError, expectSilentSuccess, hostIfnameFor, leases,
   linkNames, mustAdd, newAttachment, nodeTrace, ping, recordOf, restartAgent, resultIp, startSandbox, stateDir, traceOf, GONE,
-  pinnedLinks,
+  pinnedLinks, podFilters, POD_FILTERS,
 } from '../support/e2e';
 
 let sb: Sandbox;
@@ -100,12 +101,9 @@ describe('CHECK', () => {
     ['egress', 'kelp_to_pod'],
   ])('fails after the %s program is detached; DEL still cleans up', async (dir, prog) => {
     const { a, result, ip, hostIfname } = await added();
-    const link = openPinnedLink(path.join(sb.bpfRoot, 'links', `${hostIfname}-${dir}`));
-    try {
-      link.detach();
-    } finally {
-      link.close();
-    }
+    const ifindex = ipJson(sb.node, 'link', 'show', 'dev', hostIfname)[0].ifindex as number;
+    expect(inNetns(`/var/run/netns/${sb.node}`, () => detachTcFilter(ifindex, dir as 'ingress' | 'egress', POD_FILTER))).toBe(true);
+    expect(podFilters(sb, hostIfname)).toEqual(POD_FILTERS.filter((f) => !f.startsWith(dir)));
     expectCniError(await check(a, result), 120, new RegExp(`${prog} is not attached to ${hostIfname} ${dir}`));
     expectSilentSuccess(await del(sb, a));
     expect(traceOf(sb, a, ip, hostIfname)).toEqual(GONE);
@@ -216,7 +214,7 @@ describe('GC (1.1.0)', () => {
 
   const alive = (p: { a: Attachment; ip: string; hostIfname: string }) =>
     traceOf(gcNode, p.a, p.ip, p.hostIfname);
-  const live = (p: { ip: string; hostIfname: string }) => ({ link: true, leases: [p.ip], record: true, pins: [`${p.hostIfname}-egress`, `${p.hostIfname}-ingress`], endpoint: true });
+  const live = (p: { ip: string; hostIfname: string }) => ({ link: true, leases: [p.ip], record: true, pins: [], filters: POD_FILTERS, endpoint: true });
 
   it('below 1.1.0 → code 1, nothing deleted', async () => {
     const p = await pod();
@@ -266,7 +264,7 @@ describe('GC (1.1.0)', () => {
     expectSilentSuccess(await gc([keep.a]));
     expect(leases(gcNode)).toEqual({ [keep.ip]: `${keep.a.containerId}/eth0` });
     expect(linkNames(gcNode.node)).not.toContain(stray);
-    expect(pinnedLinks(gcNode).filter((p) => !p.startsWith(keep.hostIfname) && !p.startsWith('uplink-'))).toEqual([]);
+    expect(pinnedLinks(gcNode).filter((p) => !p.startsWith('uplink-'))).toEqual([]);
     expect(alive(keep)).toEqual(live(keep));
   });
 

@@ -7,7 +7,7 @@ import { execFile } from 'node:child_process';
 import { existsSync, readdirSync } from 'node:fs';
 import path from 'node:path';
 import { CniCall, Sandbox } from '../../src/sandbox';
-import { containerId, e2ePrefix, expectCniError, podNetns } from '../support/e2e';
+import { containerId, e2ePrefix, expectCniError, linkNames, podFilters, POD_FILTERS, podNetns } from '../support/e2e';
 import { tempDir, cleanupAll } from '../support/netns';
 
 const REF = '/usr/lib/cni';
@@ -115,6 +115,7 @@ describe('kelp chained after ptp', () => {
     expect(endpoints().find((e) => e.ip.startsWith(ipA))?.hostIfname).toBe(hostA);
     expect(attachedPrograms(hostA)).toMatch(/kelp_from_pod/);
     expect(attachedPrograms(hostA)).toMatch(/kelp_to_pod/);
+    expect(podFilters(sb, hostA)).toEqual(POD_FILTERS);
 
     const before = forwarded(hostA);
     expect(sb.exec(a.netns, 'ping', ['-c3', '-i0.2', '-W1', ipB])).toContain(' 0% packet loss');
@@ -122,6 +123,12 @@ describe('kelp chained after ptp', () => {
 
     for (const r of await chainRun('CHECK', chain, a.env, ra)) expect(r.code, r.stdout).toBe(0);
 
+    // kelp's DEL (first in reverse order) takes its filters off the veth ptp still owns.
+    const kelp = chain.plugins[chain.plugins.length - 1];
+    const kelpDel = await runPlugin(kelp.type as string, { ...a.env, CNI_COMMAND: 'DEL' }, { ...kelp, name: chain.name, cniVersion: chain.cniVersion, prevResult: ra });
+    expect(kelpDel.code, kelpDel.stdout).toBe(0);
+    expect(linkNames(sb.node)).toContain(hostA);
+    expect(podFilters(sb, hostA)).toEqual([]);
     for (const r of await chainRun('DEL', chain, a.env, ra)) expect(r.code, r.stdout).toBe(0);
     expect(mapIps()).not.toContain(ipA);
     expect(existsSync(path.join(sb.bpfRoot, 'links', `${hostA}-ingress`))).toBe(false);
@@ -198,7 +205,8 @@ describe('reference plugins chained after kelp', () => {
       name: sb.pluginConfig().name as string,
       cniVersion: '1.0.0',
       plugins: [
-        { ...sb.pluginConfig(), cniVersion: undefined, name: undefined },
+        // bandwidth's egress shaping needs tc's ingress qdisc, which clsact would hold: tcx leaves it free.
+        { ...sb.pluginConfig(), cniVersion: undefined, name: undefined, podHook: 'tcx' },
         { type: 'tuning', sysctl: { 'net.ipv4.conf.eth0.rp_filter': '2' } },
         { type: 'bandwidth', ingressRate: 100_000_000, ingressBurst: 1_000_000, egressRate: 100_000_000, egressBurst: 1_000_000 },
         { type: 'portmap', capabilities: { portMappings: true }, runtimeConfig: { portMappings: [{ hostPort: 18080, containerPort: 80, protocol: 'tcp' }] } },
@@ -210,8 +218,13 @@ describe('reference plugins chained after kelp', () => {
     expect(sb.exec(a.netns, 'sysctl', ['-n', 'net.ipv4.conf.eth0.rp_filter']).trim()).toBe('2');
     const hostIf = (result.interfaces as Array<{ name: string; sandbox?: string }>).find((i) => !i.sandbox)!.name;
     expect(sb.exec(sb.node, 'tc', ['qdisc', 'show', 'dev', hostIf])).toMatch(/tbf/);
+    expect(sb.exec(sb.node, 'tc', ['qdisc', 'show', 'dev', hostIf])).toMatch(/qdisc ingress ffff:/);
+    expect(attachedPrograms(hostIf)).toBe('kelp_from_pod,kelp_to_pod');
+    expect(existsSync(path.join(sb.bpfRoot, 'links', `${hostIf}-ingress`))).toBe(true);
+    expect(podFilters(sb, hostIf)).toEqual([]);
     expect(sb.exec(sb.node, 'ping', ['-c1', '-W1', ip])).toContain(' 0% packet loss');
     for (const r of await chainRun('DEL', chain, a.env, result)) expect(r.code, `${r.stdout}${r.stderr}`).toBe(0);
     expect(mapIps()).not.toContain(ip);
+    expect(existsSync(path.join(sb.bpfRoot, 'links', `${hostIf}-ingress`))).toBe(false);
   });
 });

@@ -4,10 +4,11 @@
 // a stray kelp route and a temp file of a writer that died. Next to each, a look-alike that is
 // not kelp's. After the restart exactly the leftovers are gone, the queue is replayed, and
 // every running pod, lease, map entry, pin and route is untouched.
-import { mkdirSync, readFileSync, rmSync, utimesSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, utimesSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
-import { attachTc, inNetns, listAttached, loadObject } from '../../src/bpf';
+import { attachTc, detachTcFilter, inNetns, listAttached, loadObject, queryTcFilter } from '../../src/bpf';
+import { POD_FILTER } from '../../src/datapath/loader';
 import { splitRequest } from '../../src/cni';
 import { endpointInfo, endpointKey } from '../../src/datapath/structs';
 import { hostIfnameFor } from '../../src/endpoint/state';
@@ -90,10 +91,11 @@ it('sweeps exactly the leftovers it recognises, replays the DEL queue, keeps eve
   const addNs = sb.createNetns(`${sb.opts.prefix}-qa`);
   plantQueueEntry(Date.now(), { CNI_COMMAND: 'ADD', CNI_CONTAINERID: 'queuedadd', CNI_NETNS: addNs, CNI_IFNAME: 'eth0' }, JSON.stringify(sb.pluginConfig()));
 
-  // A live pod that lost its from-pod link (removing the pin detaches it) and another that lost
-  // its kelp_endpoints entry: both are repaired from their records.
-  rmSync(path.join(sb.bpfRoot, 'links', `${host(keep1)}-ingress`));
-  expect(inNetns(nodeNs(), () => listAttached(ifindexInNode(host(keep1)))).tcx.ingress).toEqual([]);
+  // A live pod that lost its from-pod filter and another that lost its kelp_endpoints entry:
+  // both are repaired from their records.
+  expect(before.pins.filter((p) => !p.startsWith('uplink-'))).toEqual([]);
+  expect(inNetns(nodeNs(), () => detachTcFilter(ifindexInNode(host(keep1)), 'ingress', POD_FILTER))).toBe(true);
+  expect(inNetns(nodeNs(), () => queryTcFilter(ifindexInNode(host(keep1)), 'ingress', POD_FILTER))).toBeUndefined();
   sh('bpftool', ['map', 'delete', 'pinned', path.join(sb.bpfRoot, 'kelp_endpoints'), 'key', 'hex', ...endpointKeyHex(keep2.ip)]);
   expect(nodeState(sb).endpoints).not.toContain(keep2.ip);
 
@@ -137,6 +139,11 @@ it('sweeps exactly the leftovers it recognises, replays the DEL queue, keeps eve
     pin('fx_count_tc', 'ingress', 'kelpabcdef01234-ingress');
     pin('fx_swap_mac', 'ingress', 'uplink-gone0-ingress');
     pin('fx_count_tc', 'egress', 'foreign-egress');
+    // An older kelp's pinned tcx link on a live pod's veth (pods had tcx links then): tcx runs
+    // before clsact, so it must go once the pod's filters are in place.
+    const old = inNetns(nodeNs(), () => attachTc(fixture.program('fx_count_tc'), ifindexInNode(host(keep2)), 'egress', { mode: 'tcx' }));
+    old.pin(path.join(sb.bpfRoot, 'links', `${host(keep2)}-egress`));
+    old.close();
   } finally {
     fixture.close();
   }
@@ -148,7 +155,7 @@ it('sweeps exactly the leftovers it recognises, replays the DEL queue, keeps eve
   const goneOrDeleted = [gone, deleted];
   const expected: NodeState = {
     veths: plus(minus(before.veths, goneOrDeleted.map(host)), ['kelp0123456789', 'kelpABCDEF01234', 'kelp00000000000']),
-    pins: plus(minus(before.pins, goneOrDeleted.flatMap((p) => [`${host(p)}-ingress`, `${host(p)}-egress`])), ['foreign-egress']),
+    pins: plus(before.pins, ['foreign-egress']),
     endpoints: minus(before.endpoints, goneOrDeleted.map((p) => p.ip)),
     leases: minus(before.leases, goneOrDeleted.map((p) => `kelp/${p.ip}`)).concat('kelp/10.244.0.201').sort(),
     records: minus(before.records, goneOrDeleted.map((p) => `kelp/${p.containerId}/eth0`)),
@@ -159,8 +166,10 @@ it('sweeps exactly the leftovers it recognises, replays the DEL queue, keeps eve
   expect(before.veths).toEqual(expect.arrayContaining(goneOrDeleted.map(host)));
   expect(before.endpoints).toEqual(expect.arrayContaining(goneOrDeleted.map((p) => p.ip)));
 
-  // keep1's veth runs kelp_from_pod again (a fresh link under the same pin).
-  expect(inNetns(nodeNs(), () => listAttached(ifindexInNode(host(keep1)))).tcx.ingress.map((p) => p.name)).toEqual(['kelp_from_pod']);
+  // keep1's veth runs kelp_from_pod again; keep2's older tcx link is gone, its filters stay.
+  expect(inNetns(nodeNs(), () => queryTcFilter(ifindexInNode(host(keep1)), 'ingress', POD_FILTER))?.name).toBe('kelp_from_pod');
+  expect(inNetns(nodeNs(), () => listAttached(ifindexInNode(host(keep2)))).tcx).toEqual({ ingress: [], egress: [] });
+  expect(inNetns(nodeNs(), () => queryTcFilter(ifindexInNode(host(keep2)), 'egress', POD_FILTER))?.name).toBe('kelp_to_pod');
 
   // The look-alikes and the bridge's foreign program are intact; the stray kelp pin's program is gone.
   expect(nodeIp('route', 'show', '10.244.0.251/32')).toContain('10.244.0.251');

@@ -1,13 +1,16 @@
 // SIGKILL of the agent in the middle of traffic. Established TCP streams (pod → pod, and pod →
 // outside through masquerade) and 100-per-second ping streams run through the kill, a spell
 // with no agent at all, and the restart: every byte arrives, in order, on the same connection,
-// and no ping goes unanswered. The restarted agent keeps the very same pinned links (same link
-// ids: never detached and re-attached) and moves them onto its new program instances in place.
+// and no ping goes unanswered. The restarted agent swaps its new program instances into the pod
+// veths' clsact filters and the uplink's pinned links (same link ids: never detached and
+// re-attached) in place.
 import { readdirSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
-import { inNetns, listAttached, openPinnedLink } from '../../src/bpf';
-import { Sandbox } from '../../src/sandbox';
+import { inNetns, listAttached, openPinnedLink, queryTcFilter } from '../../src/bpf';
+import { POD_FILTER } from '../../src/datapath/loader';
+import { hostIfnameFor } from '../../src/endpoint/state';
+import { Sandbox, SandboxPod, sh } from '../../src/sandbox';
 import { agentPid, killAll, nodeState, prefixFor, sleep, startPing, startStream, waitReady } from '../support/restart';
 
 let sb: Sandbox;
@@ -37,13 +40,28 @@ function pinnedLinks(): Record<string, { id: number; progId: number; ifindex?: n
   return out;
 }
 
+/** Program ids of kelp's clsact filters on each pod's host veth, as `ifname-direction`. */
+function podFilters(pods: SandboxPod[]): Record<string, number | undefined> {
+  const out: Record<string, number | undefined> = {};
+  for (const p of pods) {
+    const ifname = hostIfnameFor('kelp', p.containerId, p.ifname);
+    const ifindex = (JSON.parse(sh('ip', ['-n', sb.node, '-j', 'link', 'show', 'dev', ifname])) as Array<{ ifindex: number }>)[0].ifindex;
+    for (const dir of ['ingress', 'egress'] as const) {
+      out[`${ifname}-${dir}`] = inNetns(`/var/run/netns/${sb.node}`, () => queryTcFilter(ifindex, dir, POD_FILTER))?.id;
+    }
+  }
+  return out;
+}
+
 it('keeps TCP streams and pings flowing through SIGKILL, downtime and restart', async () => {
   const a = await sb.addPod('a');
   const b = await sb.addPod('b');
   const c = await sb.addPod('c');
   const stateBefore = nodeState(sb);
   const linksBefore = pinnedLinks();
-  expect(Object.keys(linksBefore)).toHaveLength(3 * 2 + 2);
+  expect(Object.keys(linksBefore).sort()).toEqual(['uplink-up0-egress', 'uplink-up0-ingress']);
+  const filtersBefore = podFilters([a, b, c]);
+  expect(Object.values(filtersBefore).every((id) => id !== undefined)).toBe(true);
 
   const podStream = await startStream(b.netns, a.netns, b.ip, 5001);
   const outStream = await startStream(sb.outside!, c.netns, sb.outsideIp, 5002);
@@ -89,9 +107,16 @@ it('keeps TCP streams and pings flowing through SIGKILL, downtime and restart', 
     expect(l.ifindex, name).toBe(linksBefore[name].ifindex);
     expect(l.progId, name).not.toBe(linksBefore[name].progId);
   }
-  const progOf = (suffix: string) => new Set(Object.entries(linksAfter).filter(([n]) => n.startsWith('kelp') && n.endsWith(suffix)).map(([, l]) => l.progId));
+  // Every pod filter runs a new program: one instance per direction, shared by all pods.
+  const filtersAfter = podFilters([a, b, c]);
+  for (const [name, id] of Object.entries(filtersAfter)) {
+    expect(id, name).toBeDefined();
+    expect(id, name).not.toBe(filtersBefore[name]);
+  }
+  const progOf = (suffix: string) => new Set(Object.entries(filtersAfter).filter(([n]) => n.endsWith(suffix)).map(([, id]) => id));
   expect(progOf('-ingress').size).toBe(1);
   expect(progOf('-egress').size).toBe(1);
+  expect(progOf('-ingress')).not.toEqual(progOf('-egress'));
   const uplink = linksAfter['uplink-up0-egress'];
   const attached = inNetns(`/var/run/netns/${sb.node}`, () => listAttached(uplink.ifindex!));
   expect(attached.tcx.egress.map((p) => p.id)).toEqual([uplink.progId]);

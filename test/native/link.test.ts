@@ -6,15 +6,18 @@ import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from
 import {
   attachCgroup,
   attachTc,
+  attachTcFilter,
   attachXdp,
   AttachType,
   BpfMap,
   BpfObject,
+  detachTcFilter,
   inNetns,
   listAttached,
   loadObject,
   openPinnedLink,
   openPinnedMap,
+  queryTcFilter,
 } from '../../src/bpf';
 import { caught } from '../support/bpf-error';
 import { cleanupAll, createNetns, createVeth, mountBpffs, Netns, onCleanup, sh, uniqueName } from '../support/netns';
@@ -163,6 +166,58 @@ describe('clsact fallback', () => {
     } finally {
       link.close();
     }
+  });
+});
+
+describe('clsact filter at a slot of our own', () => {
+  const slot = { handle: 0x4b, priority: 1 };
+  it('attaches, is found by query, swaps its program in place with replace, and detaches', () => {
+    const first = obj.program('fx_count_tc');
+    const other = loadObject(fixture('pkt'));
+    try {
+      // The slot is free, even before a clsact qdisc exists.
+      expect(inNetns(b.path, () => queryTcFilter(ifB, 'egress', slot))).toBeUndefined();
+      expect(inNetns(b.path, () => detachTcFilter(ifB, 'egress', slot))).toBe(false);
+      inNetns(b.path, () => attachTcFilter(first, ifB, 'egress', slot));
+      expect(tcFilters('egress')).toMatch(/pref 1 bpf chain 0 handle 0x4b fx_count_tc:\[\d+\] direct-action/);
+      expect(inNetns(b.path, () => queryTcFilter(ifB, 'egress', slot))).toMatchObject({ id: first.id, name: 'fx_count_tc' });
+      expect(attachedB().tcx.egress).toEqual([]);
+      ping(3);
+      const seen = count(FX_TC);
+      expect(seen).toBeGreaterThanOrEqual(3);
+
+      // Taken: a second attach without replace is refused, and leaves the first in place.
+      expect(caught(() => inNetns(b.path, () => attachTcFilter(other.program('fx_count_tc'), ifB, 'egress', slot)))).toMatchObject({ code: 'EEXIST' });
+      inNetns(b.path, () => attachTcFilter(other.program('fx_count_tc'), ifB, 'egress', slot, { replace: true }));
+      expect(inNetns(b.path, () => queryTcFilter(ifB, 'egress', slot))?.id).toBe(other.program('fx_count_tc').id);
+      expect(tcFilters('egress').match(/handle 0x4b/g)).toHaveLength(1);
+      ping(2);
+      expect(count(FX_TC)).toBe(seen);
+      expect(count(FX_TC, other.map('fx_counts'))).toBeGreaterThanOrEqual(2);
+
+      expect(inNetns(b.path, () => detachTcFilter(ifB, 'egress', slot))).toBe(true);
+      expect(inNetns(b.path, () => queryTcFilter(ifB, 'egress', slot))).toBeUndefined();
+      expect(inNetns(b.path, () => detachTcFilter(ifB, 'egress', slot))).toBe(false);
+    } finally {
+      inNetns(b.path, () => detachTcFilter(ifB, 'egress', slot));
+      other.close();
+    }
+  });
+
+  it('is gone with its device', () => {
+    const veth = uniqueName('kvt');
+    b.ip('link', 'add', veth, 'type', 'veth', 'peer', 'name', `${veth}p`);
+    const ifindex = b.ifindex(veth);
+    inNetns(b.path, () => attachTcFilter(obj.program('fx_count_tc'), ifindex, 'ingress', slot));
+    expect(inNetns(b.path, () => queryTcFilter(ifindex, 'ingress', slot))?.name).toBe('fx_count_tc');
+    b.ip('link', 'del', veth);
+    expect(inNetns(b.path, () => detachTcFilter(ifindex, 'ingress', slot))).toBe(false);
+    expect(caught(() => inNetns(b.path, () => queryTcFilter(ifindex, 'ingress', slot)))).toMatchObject({ code: 'ENODEV' });
+  });
+
+  it('checks its slot', () => {
+    expect(() => attachTcFilter(obj.program('fx_count_tc'), ifB, 'ingress', { handle: 0, priority: 1 })).toThrow(/handle/);
+    expect(() => queryTcFilter(ifB, 'ingress', { handle: 1, priority: 0x10000 })).toThrow(/priority/);
   });
 });
 

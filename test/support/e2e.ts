@@ -8,6 +8,8 @@ import path from 'node:path';
 import { expect } from 'vitest';
 import { CniCall, Sandbox, sh } from '../../src/sandbox';
 import type { EndpointRecord } from '../../src/endpoint/state';
+import { inNetns, queryTcFilter } from '../../src/bpf';
+import { POD_FILTER } from '../../src/datapath/loader';
 
 export { hostIfnameFor } from '../../src/endpoint/state';
 
@@ -152,6 +154,21 @@ export function pinnedLinks(sb: Sandbox): string[] {
   return existsSync(dir) ? readdirSync(dir).sort() : [];
 }
 
+/** kelp's clsact filters on a host veth of the node, as `direction:program`; [] once the veth is gone. */
+export function podFilters(sb: Sandbox, hostIfname: string): string[] {
+  const link = ipJson(sb.node, 'link', 'show').find((l) => l.ifname === hostIfname);
+  if (!link) return [];
+  return inNetns(`/var/run/netns/${sb.node}`, () =>
+    (['egress', 'ingress'] as const).flatMap((dir) => {
+      const p = queryTcFilter(link.ifindex as number, dir, POD_FILTER);
+      return p ? [`${dir}:${p.name}`] : [];
+    }),
+  );
+}
+
+/** podFilters of an attached pod. */
+export const POD_FILTERS = ['egress:kelp_to_pod', 'ingress:kelp_from_pod'];
+
 export interface EndpointEntry {
   key: { ip4: string };
   value: { ifindex: number; epId: number; flags: number; mac: string; nodeMac: string };
@@ -191,6 +208,7 @@ export function traceOf(sb: Sandbox, a: Pick<Attachment, 'containerId' | 'ifname
   leases: string[];
   record: boolean;
   pins: string[];
+  filters: string[];
   endpoint: boolean;
 } {
   const owner = `${a.containerId}/${a.ifname}`;
@@ -199,11 +217,12 @@ export function traceOf(sb: Sandbox, a: Pick<Attachment, 'containerId' | 'ifname
     leases: Object.entries(leases(sb)).filter(([, o]) => o === owner).map(([i]) => i),
     record: recordOf(sb, a) !== undefined,
     pins: hostIfname ? pinnedLinks(sb).filter((p) => p.startsWith(hostIfname)) : [],
+    filters: hostIfname ? podFilters(sb, hostIfname) : [],
     endpoint: ip ? endpointEntry(sb, ip) !== undefined : false,
   };
 }
 
-export const GONE = { link: false, leases: [], record: false, pins: [], endpoint: false };
+export const GONE = { link: false, leases: [], record: false, pins: [], filters: [], endpoint: false };
 
 export function ping(sb: Sandbox, netns: string, ip: string): boolean {
   return sb.exec(netns, 'ping', ['-c1', '-W2', ip], { allowFail: true }).includes(' 0% packet loss');

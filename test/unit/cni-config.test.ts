@@ -74,13 +74,13 @@ describe('cniVersion, name, type', () => {
 describe("kelp's own fields", () => {
   it('reads them', () => {
     expect(
-      conf({ mtu: 1450, ipMasq: true, isGateway: false, isDefaultGateway: true, hairpinMode: false, agentSocket: '/run/kelp/kelp.sock' }),
-    ).toMatchObject({ mtu: 1450, ipMasq: true, isGateway: false, isDefaultGateway: true, hairpinMode: false, agentSocket: '/run/kelp/kelp.sock' });
+      conf({ mtu: 1450, ipMasq: true, isGateway: false, isDefaultGateway: true, hairpinMode: false, agentSocket: '/run/kelp/kelp.sock', podHook: 'tcx' }),
+    ).toMatchObject({ mtu: 1450, ipMasq: true, isGateway: false, isDefaultGateway: true, hairpinMode: false, agentSocket: '/run/kelp/kelp.sock', podHook: 'tcx' });
   });
 
   it('leaves absent and null fields undefined', () => {
     const c = conf({ mtu: null, ipMasq: null });
-    expect([c.mtu, c.ipMasq, c.isGateway, c.agentSocket, c.ipam, c.prevResult, c.validAttachments]).toEqual(Array(7).fill(undefined));
+    expect([c.mtu, c.ipMasq, c.isGateway, c.agentSocket, c.ipam, c.prevResult, c.validAttachments, c.podHook]).toEqual(Array(8).fill(undefined));
     expect(c.dns).toEqual({});
     expect(c.runtimeConfig).toEqual({ raw: {} });
   });
@@ -97,6 +97,7 @@ describe("kelp's own fields", () => {
     [{ agentSocket: 'kelp.sock' }, 'invalid agentSocket', undefined],
     [{ agentSocket: '/' + 'x'.repeat(107) }, 'invalid agentSocket', undefined],
     [{ agentSocket: 5 }, 'invalid agentSocket', undefined],
+    [{ podHook: 'xdp' }, 'invalid podHook', 'must be "clsact" or "tcx", got "xdp"'],
     [{ dns: [] }, 'invalid dns', undefined],
     [{ dns: { nameservers: '1.1.1.1' } }, 'invalid dns.nameservers', undefined],
     [{ dns: { domain: 1 } }, 'invalid dns.domain', undefined],
