@@ -54,13 +54,16 @@ function podFilters(pods: SandboxPod[]): Record<string, number | undefined> {
 }
 
 it('keeps TCP streams and pings flowing through SIGKILL, downtime and restart', async () => {
-  const a = await sb.addPod('a');
+  // a's network hooks with pinned tcx links (podHook "tcx"), b's and c's with clsact filters.
+  const a = await sb.addPod('a', 'default', sb.pluginConfig({ podHook: 'tcx' }));
+  const ha = hostIfnameFor('kelp', a.containerId, a.ifname);
   const b = await sb.addPod('b');
   const c = await sb.addPod('c');
   const stateBefore = nodeState(sb);
   const linksBefore = pinnedLinks();
-  expect(Object.keys(linksBefore).sort()).toEqual(['uplink-up0-egress', 'uplink-up0-ingress']);
-  const filtersBefore = podFilters([a, b, c]);
+  expect(Object.keys(linksBefore).sort()).toEqual([`${ha}-egress`, `${ha}-ingress`, 'uplink-up0-egress', 'uplink-up0-ingress']);
+  expect(Object.values(podFilters([a]))).toEqual([undefined, undefined]);
+  const filtersBefore = podFilters([b, c]);
   expect(Object.values(filtersBefore).every((id) => id !== undefined)).toBe(true);
 
   const podStream = await startStream(b.netns, a.netns, b.ip, 5001);
@@ -108,7 +111,7 @@ it('keeps TCP streams and pings flowing through SIGKILL, downtime and restart', 
     expect(l.progId, name).not.toBe(linksBefore[name].progId);
   }
   // Every pod filter runs a new program: one instance per direction, shared by all pods.
-  const filtersAfter = podFilters([a, b, c]);
+  const filtersAfter = podFilters([b, c]);
   for (const [name, id] of Object.entries(filtersAfter)) {
     expect(id, name).toBeDefined();
     expect(id, name).not.toBe(filtersBefore[name]);
@@ -117,6 +120,10 @@ it('keeps TCP streams and pings flowing through SIGKILL, downtime and restart', 
   expect(progOf('-ingress').size).toBe(1);
   expect(progOf('-egress').size).toBe(1);
   expect(progOf('-ingress')).not.toEqual(progOf('-egress'));
+  // The tcx pod's links run the same instances.
+  expect(progOf('-ingress')).toEqual(new Set([linksAfter[`${ha}-ingress`].progId]));
+  expect(progOf('-egress')).toEqual(new Set([linksAfter[`${ha}-egress`].progId]));
+  expect(Object.values(podFilters([a]))).toEqual([undefined, undefined]);
   const uplink = linksAfter['uplink-up0-egress'];
   const attached = inNetns(`/var/run/netns/${sb.node}`, () => listAttached(uplink.ifindex!));
   expect(attached.tcx.egress.map((p) => p.id)).toEqual([uplink.progId]);
