@@ -196,6 +196,13 @@ static void TcHook(struct bpf_tc_hook* hook, int ifindex, bool egress) {
   hook->attach_point = egress ? BPF_TC_EGRESS : BPF_TC_INGRESS;
 }
 
+// The interface's clsact qdisc, created unless it is there already (it holds both directions).
+static void EnsureClsact(Napi::Env env, struct bpf_tc_hook* hook, int ifindex, bool egress, const std::string& where) {
+  TcHook(hook, ifindex, egress);
+  int err = bpf_tc_hook_create(hook);
+  if (err && err != -EEXIST) ThrowErrno(env, err, "create clsact on " + where);
+}
+
 // tcAttach(progFd, ifindex, egress) → { handle, priority, netns: FdHandle }
 // A direct-action cls_bpf filter under clsact, in the calling thread's namespace, which is kept
 // so the filter can be removed later from wherever the caller is then.
@@ -206,14 +213,12 @@ static Napi::Value TcAttach(const Napi::CallbackInfo& info) {
   bool egress = info[2].ToBoolean();
   std::string where = std::string(egress ? "egress" : "ingress") + " of ifindex " + std::to_string(ifindex);
   struct bpf_tc_hook hook;
-  TcHook(&hook, ifindex, egress);
-  int err = bpf_tc_hook_create(&hook);
-  if (err && err != -EEXIST) ThrowErrno(env, err, "create clsact on " + where);
+  EnsureClsact(env, &hook, ifindex, egress, where);
   int ns = open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC);
   if (ns < 0) ThrowErrno(env, errno, "open /proc/thread-self/ns/net");
   Napi::Object nsHandle = NewFdHandle(env, ns);
   LIBBPF_OPTS(bpf_tc_opts, opts, .prog_fd = progFd);
-  err = bpf_tc_attach(&hook, &opts);
+  int err = bpf_tc_attach(&hook, &opts);
   if (err) ThrowErrno(env, err, "attach tc " + where);
   Napi::Object o = Napi::Object::New(env);
   o.Set("handle", opts.handle);
@@ -256,13 +261,11 @@ static void TcFilterAttach(const Napi::CallbackInfo& info) {
   bool egress = info[2].ToBoolean();
   std::string where = std::string(egress ? "egress" : "ingress") + " of ifindex " + std::to_string(ifindex);
   struct bpf_tc_hook hook;
-  TcHook(&hook, ifindex, egress);
-  int err = bpf_tc_hook_create(&hook);
-  if (err && err != -EEXIST) ThrowErrno(env, err, "create clsact on " + where);
+  EnsureClsact(env, &hook, ifindex, egress, where);
   LIBBPF_OPTS(bpf_tc_opts, opts, .prog_fd = progFd, .flags = info[5].ToBoolean() ? static_cast<__u32>(BPF_TC_F_REPLACE) : 0u,
               .handle = info[3].As<Napi::Number>().Uint32Value(),
               .priority = info[4].As<Napi::Number>().Uint32Value());
-  err = bpf_tc_attach(&hook, &opts);
+  int err = bpf_tc_attach(&hook, &opts);
   if (err) ThrowErrno(env, err, "attach tc " + where);
 }
 
