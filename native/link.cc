@@ -196,6 +196,19 @@ static void TcHook(struct bpf_tc_hook* hook, int ifindex, bool egress) {
   hook->attach_point = egress ? BPF_TC_EGRESS : BPF_TC_INGRESS;
 }
 
+// "ingress of ifindex 7": where a tc operation acted, for error messages.
+static std::string TcWhere(int ifindex, bool egress) {
+  return std::string(egress ? "egress" : "ingress") + " of ifindex " + std::to_string(ifindex);
+}
+
+// The hook and the (handle, priority) slot of a filter, from info[first], info[first + 1].
+static void TcSlot(const Napi::CallbackInfo& info, size_t first, int ifindex, bool egress, struct bpf_tc_hook* hook,
+                   struct bpf_tc_opts* opts) {
+  TcHook(hook, ifindex, egress);
+  opts->handle = info[first].As<Napi::Number>().Uint32Value();
+  opts->priority = info[first + 1].As<Napi::Number>().Uint32Value();
+}
+
 // The interface's clsact qdisc, created unless it is there already (it holds both directions).
 static void EnsureClsact(Napi::Env env, struct bpf_tc_hook* hook, int ifindex, bool egress, const std::string& where) {
   TcHook(hook, ifindex, egress);
@@ -211,7 +224,7 @@ static Napi::Value TcAttach(const Napi::CallbackInfo& info) {
   int progFd = info[0].As<Napi::Number>().Int32Value();
   int ifindex = info[1].As<Napi::Number>().Int32Value();
   bool egress = info[2].ToBoolean();
-  std::string where = std::string(egress ? "egress" : "ingress") + " of ifindex " + std::to_string(ifindex);
+  std::string where = TcWhere(ifindex, egress);
   struct bpf_tc_hook hook;
   EnsureClsact(env, &hook, ifindex, egress, where);
   int ns = open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC);
@@ -234,9 +247,8 @@ static Napi::Value TcDetach(const Napi::CallbackInfo& info) {
   int ifindex = info[1].As<Napi::Number>().Int32Value();
   bool egress = info[2].ToBoolean();
   struct bpf_tc_hook hook;
-  TcHook(&hook, ifindex, egress);
-  LIBBPF_OPTS(bpf_tc_opts, opts, .handle = info[3].As<Napi::Number>().Uint32Value(),
-              .priority = info[4].As<Napi::Number>().Uint32Value());
+  LIBBPF_OPTS(bpf_tc_opts, opts);
+  TcSlot(info, 3, ifindex, egress, &hook, &opts);
   int err;
   {
     NetnsGuard guard(env, ns, "into the namespace of a tc filter");
@@ -244,8 +256,7 @@ static Napi::Value TcDetach(const Napi::CallbackInfo& info) {
   }
   // A deleted interface or qdisc took the filter with it.
   if (err == -ENOENT || err == -ENODEV) return Napi::Boolean::New(env, false);
-  if (err) ThrowErrno(env, err, std::string("detach tc ") + (egress ? "egress" : "ingress") +
-                                    " of ifindex " + std::to_string(ifindex));
+  if (err) ThrowErrno(env, err, "detach tc " + TcWhere(ifindex, egress));
   return Napi::Boolean::New(env, true);
 }
 
@@ -259,7 +270,7 @@ static void TcFilterAttach(const Napi::CallbackInfo& info) {
   int progFd = info[0].As<Napi::Number>().Int32Value();
   int ifindex = info[1].As<Napi::Number>().Int32Value();
   bool egress = info[2].ToBoolean();
-  std::string where = std::string(egress ? "egress" : "ingress") + " of ifindex " + std::to_string(ifindex);
+  std::string where = TcWhere(ifindex, egress);
   struct bpf_tc_hook hook;
   EnsureClsact(env, &hook, ifindex, egress, where);
   LIBBPF_OPTS(bpf_tc_opts, opts, .prog_fd = progFd, .flags = info[5].ToBoolean() ? static_cast<__u32>(BPF_TC_F_REPLACE) : 0u,
@@ -276,13 +287,11 @@ static Napi::Value TcFilterQuery(const Napi::CallbackInfo& info) {
   int ifindex = info[0].As<Napi::Number>().Int32Value();
   bool egress = info[1].ToBoolean();
   struct bpf_tc_hook hook;
-  TcHook(&hook, ifindex, egress);
-  LIBBPF_OPTS(bpf_tc_opts, opts, .handle = info[2].As<Napi::Number>().Uint32Value(),
-              .priority = info[3].As<Napi::Number>().Uint32Value());
+  LIBBPF_OPTS(bpf_tc_opts, opts);
+  TcSlot(info, 2, ifindex, egress, &hook, &opts);
   int err = bpf_tc_query(&hook, &opts);
   if (err == -ENOENT || err == -EINVAL) return Napi::Number::New(env, 0);
-  if (err) ThrowErrno(env, err, std::string("query tc ") + (egress ? "egress" : "ingress") +
-                                    " of ifindex " + std::to_string(ifindex));
+  if (err) ThrowErrno(env, err, "query tc " + TcWhere(ifindex, egress));
   return Napi::Number::New(env, opts.prog_id);
 }
 
@@ -293,14 +302,12 @@ static Napi::Value TcFilterDetach(const Napi::CallbackInfo& info) {
   int ifindex = info[0].As<Napi::Number>().Int32Value();
   bool egress = info[1].ToBoolean();
   struct bpf_tc_hook hook;
-  TcHook(&hook, ifindex, egress);
-  LIBBPF_OPTS(bpf_tc_opts, opts, .handle = info[2].As<Napi::Number>().Uint32Value(),
-              .priority = info[3].As<Napi::Number>().Uint32Value());
+  LIBBPF_OPTS(bpf_tc_opts, opts);
+  TcSlot(info, 2, ifindex, egress, &hook, &opts);
   int err = bpf_tc_detach(&hook, &opts);
   // No such filter, no clsact qdisc (EINVAL), or no such device.
   if (err == -ENOENT || err == -ENODEV || err == -EINVAL) return Napi::Boolean::New(env, false);
-  if (err) ThrowErrno(env, err, std::string("detach tc ") + (egress ? "egress" : "ingress") +
-                                    " of ifindex " + std::to_string(ifindex));
+  if (err) ThrowErrno(env, err, "detach tc " + TcWhere(ifindex, egress));
   return Napi::Boolean::New(env, true);
 }
 

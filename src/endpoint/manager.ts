@@ -218,10 +218,7 @@ export class EndpointManager {
       };
 
       t = process.hrtime.bigint();
-      await this.datapath.attach(iface.host.index, hostIfname, req.hook);
-      txn.onRollback('detach programs', () => this.datapath.detach(hostIfname, iface.host.index));
-      this.datapath.upsertEndpoint(rec);
-      txn.onRollback('remove endpoint from maps', () => this.datapath.removeEndpoint(rec));
+      await this.program(rec, txn);
       mark('datapath', t);
 
       t = process.hrtime.bigint();
@@ -237,6 +234,14 @@ export class EndpointManager {
     } finally {
       this.pendingIds.delete(id);
     }
+  }
+
+  /** Hooks kelp's programs onto the record's host veth and writes its map entries, undoably. */
+  private async program(rec: EndpointRecord, txn: Transaction): Promise<void> {
+    await this.datapath.attach(rec.hostIfindex, rec.hostIfname, rec.hook);
+    txn.onRollback('detach programs', () => this.datapath.detach(rec.hostIfname, rec.hostIfindex));
+    this.datapath.upsertEndpoint(rec);
+    txn.onRollback('remove endpoint from maps', () => this.datapath.removeEndpoint(rec));
   }
 
   addChained(req: ChainedAddRequest): Promise<EndpointRecord> {
@@ -291,10 +296,7 @@ export class EndpointManager {
         ...(req.hook === 'tcx' ? { hook: 'tcx' as const } : {}),
         createdAt: new Date().toISOString(),
       };
-      await this.datapath.attach(host.index, host.name, req.hook);
-      txn.onRollback('detach programs', () => this.datapath.detach(host.name, host.index));
-      this.datapath.upsertEndpoint(rec);
-      txn.onRollback('remove endpoint from maps', () => this.datapath.removeEndpoint(rec));
+      await this.program(rec, txn);
       await this.store.put(rec);
       txn.commit();
       log.info({ ips: v4.map((i) => i.address), hostIfname: host.name, id }, 'chained endpoint added');
