@@ -19,6 +19,18 @@ interface SeriesRow {
   values: number[];
 }
 
+/** A ratio row with the values it is computed from, for its chart. */
+export interface Comparison {
+  measure: string;
+  num: string;
+  den: string;
+  better: Better;
+  unit: string;
+  numValues: number[];
+  denValues: number[];
+  ratios: number[];
+}
+
 interface RatioRow {
   kind: 'ratio';
   measure: string;
@@ -62,6 +74,25 @@ export class Figure {
     const b = this.values(measure, denVariant);
     if (a.length !== b.length) throw new Error(`${this.title}: ${measure} has ${a.length} rounds of ${numVariant}, ${b.length} of ${denVariant}`);
     return a.map((x, i) => x / b[i]);
+  }
+
+  /** The ratio rows in table order. */
+  comparisons(): Comparison[] {
+    const measures = [...new Set(this.rows.map((r) => r.measure))];
+    return measures.flatMap((m) =>
+      this.rows
+        .filter((r): r is RatioRow => r.measure === m && r.kind === 'ratio')
+        .map((r) => ({
+          measure: r.measure,
+          num: r.num,
+          den: r.den,
+          better: r.better,
+          unit: this.unit(r.measure, r.num),
+          numValues: this.values(r.measure, r.num),
+          denValues: this.values(r.measure, r.den),
+          ratios: this.ratios(r.measure, r.num, r.den),
+        })),
+    );
   }
 
   /** Rows grouped by measure (first-seen order), each group's ratios after its values. */
