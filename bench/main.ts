@@ -8,7 +8,7 @@
 // network namespaces this process creates and removes, also on failure and Ctrl-C.
 import { existsSync } from 'node:fs';
 import path from 'node:path';
-import { BRIDGE, benchCni, KELP, KELP_MACHINE } from './cni';
+import { BRIDGE, benchCni, KELP } from './cni';
 import { benchDatapath } from './datapath';
 import { AGENT, BARE_NODE, benchMemory } from './memory';
 import { benchRestart, RestartBenchResult } from './restart';
@@ -17,7 +17,8 @@ import { cleanupAll, exitCleanlyOnSignals, isInterrupted } from './lib/cleanup';
 import { BenchConfig, FIGURES, loadConfig } from './lib/config';
 import { Figure, HeadlineRow, headlineRow } from './lib/figure';
 import { progress, sleep } from './lib/progress';
-import { environment, figureSection, headlineTable, localDate, markdownTable, writeReport } from './lib/report';
+import { README, syncReadme } from './lib/readme';
+import { changesSection, environment, figureCharts, figureSection, headlineTable, localDate, machine, markdownTable, reportName, writeReport } from './lib/report';
 import { num } from './lib/stats';
 import { REF_PLUGIN_DIR } from './lib/targets';
 
@@ -54,7 +55,6 @@ function headlineRows(figs: Record<string, Figure | undefined>, cfg: BenchConfig
   if (dp) rows.push(headlineRow(dp, 'Datapath, local delivery', 'local delivery', KELP_PROG, { reference: REF_PROG, better: 'lower' }));
   if (lat) {
     for (const m of ['ADD p50', 'ADD p99', 'DEL p50', 'DEL p99']) rows.push(headlineRow(lat, `CNI ${m}`, m, KELP, { reference: BRIDGE, better: 'lower' }));
-    rows.push(headlineRow(lat, 'CNI ADD p50, kelp-cni exec’d from the machine ns', 'ADD p50', KELP_MACHINE, { reference: BRIDGE, better: 'lower' }));
   }
   if (tp) {
     rows.push(headlineRow(tp, `CNI ADD throughput, ${cfg.concurrency} concurrent`, 'ADD', KELP, { reference: BRIDGE, better: 'higher' }));
@@ -138,7 +138,11 @@ async function main(): Promise<void> {
   const restart = cfg.only.has('restart') ? restartSection(await benchRestart({ rounds: cfg.restartRounds, log: progress })) : undefined;
 
   const head = markdownTable(headlineTable(headlineRows(figs, cfg)));
-  const sections = Object.values(figs).filter((f): f is Figure => f !== undefined).map(figureSection);
+  const partial = FIGURES.some((f) => !cfg.only.has(f)) ? `-${[...cfg.only].join('-')}` : '';
+  const name = reportName(partial);
+  const figures = Object.values(figs).filter((f): f is Figure => f !== undefined);
+  const charts = figures.map((f) => figureCharts(f, name));
+  const sections = figures.map((f, i) => figureSection(f, charts[i]));
   if (restart) sections.push(restart);
   const intro = [
     `# kelp benchmarks, ${localDate()}`,
@@ -152,13 +156,14 @@ async function main(): Promise<void> {
   const headline =
     `## Headline\n\n${head}\n` +
     'References: datapath, bench/bpf/redirect.c; CNI, Debian’s bridge + host-local, both plugins exec’d inside their node netns ' +
-    'with `ip netns exec` unless the row says otherwise; memory, a bare `node` process; pod ↔ pod, the variant the row names ' +
+    'by bench/tools/cnirun; memory, a bare `node` process; pod ↔ pod, the variant the row names ' +
     '(figure 5 describes each). Ratios are kelp ÷ reference per round: median (min–max).\n';
   // The file leads with the headline; the terminal ends with it, below the figures.
-  const partial = FIGURES.some((f) => !cfg.only.has(f)) ? `-${[...cfg.only].join('-')}` : '';
-  const file = writeReport(cfg.outDir ?? path.join(__dirname, 'results'), [intro, headline, ...sections].join('\n'), partial);
+  const file = writeReport(cfg.outDir ?? path.join(__dirname, 'results'), name, [intro, headline, ...sections, changesSection()].join('\n'), charts.flat());
   process.stdout.write(`\n${[intro, ...sections, headline].join('\n')}\n`);
-  progress(`report written to ${path.relative(process.cwd(), file)}`);
+  progress(`report written to ${path.relative(process.cwd(), file)}, ${charts.flat().length} charts in ${name}/`);
+  const synced = syncReadme(README, { full: !partial, report: file, headline: head, machine: machine() });
+  progress(synced ? 'README.md benchmark block updated' : 'README.md left alone (partial run, or the report is outside the repository)');
 }
 
 main().then(

@@ -54,7 +54,7 @@ export async function benchMemory(cfg: BenchConfig, tag: string): Promise<Figure
     const netns = new NetnsSet();
     try {
       const pid = agentPid(node.sb);
-      const target = kelpTarget(node.sb, 'kelp', 'machine');
+      const target = kelpTarget(node.sb, 'kelp');
       const pods: Array<{ cid: string; path: string }> = [];
       const rss: number[] = [];
       for (const want of steps) {

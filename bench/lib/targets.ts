@@ -1,15 +1,17 @@
-// The CNI plugins under test, each exec'd per call the way a runtime does it:
-// - kelp-cni as installed by a Sandbox agent, exec'd from the machine's namespace (as
-//   Sandbox.cni does) or from inside the node namespace (`ip netns exec <node>`);
-// - Debian's reference `bridge` (or `ptp`) + `host-local` in a node namespace of our own,
-//   exec'd with `ip netns exec <node>` so its bridge and veths land there;
-// - the exec floor: /bin/true the same two ways, what any plugin pays before doing work.
+// The CNI plugins under test, each exec'd per call the way a runtime does it, by
+// bench/tools/cnirun from inside the node's namespace (it times spawn to exit itself, so
+// neither Node's spawn cost nor `ip netns exec`'s mount namespace is counted as the plugin's):
+// - kelp-cni as installed by a Sandbox agent;
+// - Debian's reference `bridge` (or `ptp`) + `host-local` in a node namespace of our own;
+// - the exec floor: /bin/true, what any plugin pays before doing work.
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { Sandbox, sh } from '../../src/sandbox';
 import { defer, throwIfInterrupted } from './cleanup';
 import { TimedRun, timedExec } from './exec';
+
+const CNIRUN = path.join(__dirname, '../../build/bench/cnirun');
 
 export type CniCommand = 'ADD' | 'DEL';
 
@@ -19,10 +21,13 @@ export interface CniTarget {
 }
 
 export const REF_PLUGIN_DIR = '/usr/lib/cni';
-const IP = sh('sh', ['-c', 'command -v ip']).trim();
 
-function wrap(node: string | undefined, binary: string): { cmd: string; args: string[] } {
-  return node ? { cmd: IP, args: ['netns', 'exec', node, binary] } : { cmd: binary, args: [] };
+/** One exec through cnirun in `node`'s namespace; its own spawn-to-exit time replaces ours. */
+async function cniExec(node: string, binary: string, env: Record<string, string>, stdin: string): Promise<TimedRun> {
+  const run = await timedExec(CNIRUN, ['-n', `/run/netns/${node}`, binary], env, stdin);
+  const m = /(?:^|\n)cnirun-ns=(\d+)\n$/.exec(run.stderr);
+  if (!m || run.code === 125) throw new Error(`cnirun ${binary}: ${run.stderr.trim()}`);
+  return { ...run, ms: Number(m[1]) / 1e6, stderr: run.stderr.slice(0, m.index) };
 }
 
 /** CNI environment for one attachment; pod name arguments as Kubernetes runtimes pass them. */
@@ -51,28 +56,26 @@ function checked(name: string, command: CniCommand, containerId: string, run: Ti
   return run;
 }
 
-function pluginTarget(name: string, node: string | undefined, binary: string, cniPath: string, stdin: string): CniTarget {
-  const { cmd, args } = wrap(node, binary);
+function pluginTarget(name: string, node: string, binary: string, cniPath: string, stdin: string): CniTarget {
   return {
     name,
     call: async (command, containerId, netnsPath) =>
-      checked(name, command, containerId, await timedExec(cmd, args, cniEnv(command, containerId, netnsPath, cniPath), stdin)),
+      checked(name, command, containerId, await cniExec(node, binary, cniEnv(command, containerId, netnsPath, cniPath), stdin)),
   };
 }
 
 /** kelp-cni from the sandbox's CNI dir, with the plugin config a runtime derives from 05-kelp.conflist. */
-export function kelpTarget(sb: Sandbox, name: string, from: 'machine' | 'node'): CniTarget {
-  return pluginTarget(name, from === 'node' ? sb.node : undefined, path.join(sb.cniBinDir, 'kelp-cni'), sb.cniBinDir, JSON.stringify(sb.pluginConfig()));
+export function kelpTarget(sb: Sandbox, name: string): CniTarget {
+  return pluginTarget(name, sb.node, path.join(sb.cniBinDir, 'kelp-cni'), sb.cniBinDir, JSON.stringify(sb.pluginConfig()));
 }
 
-export function floorTarget(name: string, node?: string): CniTarget {
-  const { cmd, args } = wrap(node, '/bin/true');
-  return { name, call: () => timedExec(cmd, args, {}, '') };
+export function floorTarget(name: string, node: string): CniTarget {
+  return { name, call: () => cniExec(node, '/bin/true', {}, '') };
 }
 
 /**
  * A node namespace with one of Debian's reference interface plugins (bridge, ptp …) and
- * host-local, exec'd with `ip netns exec <node>` so its links land there.
+ * host-local, exec'd in that namespace so its links land there.
  */
 export class PluginNode {
   readonly dir: string;
