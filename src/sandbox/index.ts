@@ -81,6 +81,8 @@ export class Sandbox {
   readonly cniConfDir: string;
   readonly manifests: string;
   readonly logFile: string;
+  /** The agent's --state-dir: endpoint records, IPAM leases, the DEL queue. */
+  readonly stateDir: string;
   readonly nodeIp = '192.168.250.1';
   readonly outsideIp = '192.168.250.2';
   readonly podCidr: string;
@@ -99,6 +101,9 @@ export class Sandbox {
     this.cniConfDir = path.join(this.dir, 'cni/net.d');
     this.manifests = path.join(this.dir, 'manifests');
     this.logFile = path.join(this.dir, 'agent.log');
+    // The agent's default state dir is on tmpfs (/run/kelp/state); /dev/shm is tmpfs on every
+    // machine this runs on, where /run may not be.
+    this.stateDir = mkdtempSync(path.join(existsSync('/dev/shm') ? '/dev/shm' : tmpdir(), `kelp-${opts.prefix}-state-`));
     this.podCidr = opts.podCidr ?? '10.244.0.0/24';
   }
 
@@ -137,7 +142,7 @@ export class Sandbox {
     return [
       'agent',
       `--run-dir=${path.dirname(this.socketPath)}`,
-      `--state-dir=${path.join(this.dir, 'state')}`,
+      `--state-dir=${this.stateDir}`,
       `--bpf-root=${this.bpfRoot}`,
       `--cni-bin-dir=${this.cniBinDir}`,
       `--cni-conf-dir=${this.cniConfDir}`,
@@ -255,5 +260,6 @@ export class Sandbox {
     this.netnses.length = 0;
     sh('umount', ['-l', this.bpfRoot], { allowFail: true });
     rmSync(this.dir, { recursive: true, force: true });
+    rmSync(this.stateDir, { recursive: true, force: true });
   }
 }

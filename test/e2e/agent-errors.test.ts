@@ -5,9 +5,9 @@
 import { writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { Sandbox } from '../../src/sandbox';
+import { Sandbox, sh } from '../../src/sandbox';
 import {
-  Attachment, NETWORK, add, addresses, attachmentEnv, del, endpointEntry, expectCniError, expectSilentSuccess, hostIfnameFor,
+  Attachment, NETWORK, add, addresses, attachmentEnv, del, endpointEntry, expectCniError, expectSilentSuccess, hostIfnameFor, ipJson,
   linkNames, mustAdd, newAttachment, nodeTrace, ping, recordOf, resultIp, startSandbox, traceOf, NodeTrace,
 } from '../support/e2e';
 
@@ -183,6 +183,22 @@ describe('failed ADDs roll back', () => {
     expect(endpointEntry(sb, ip)).toEqual(entry);
     expect(traceOf(sb, first, ip, hostIfname).link).toBe(true);
     expect(recordOf(sb, first)?.netns).toBe(first.netnsPath);
+  });
+
+  it('a host veth left under the attachment\'s name by a crashed attempt is replaced; the ADD succeeds', async () => {
+    const a = newAttachment(sb);
+    const hostIfname = hostIfnameFor(NETWORK, a.containerId, 'eth0');
+    sh('ip', ['-n', sb.node, 'link', 'add', hostIfname, 'type', 'veth', 'peer', 'name', `${hostIfname.slice(0, 10)}x`]);
+    const stale = ipJson(sb.node, 'link', 'show', 'dev', hostIfname)[0].ifindex as number;
+    const r = await mustAdd(sb, a);
+    const now = ipJson(sb.node, 'link', 'show', 'dev', hostIfname)[0];
+    expect(now.ifindex).not.toBe(stale);
+    expect(recordOf(sb, a)?.hostIfindex).toBe(now.ifindex);
+    expect(linkNames(sb.node)).not.toContain(`${hostIfname.slice(0, 10)}x`);
+    expect(ping(sb, a.netns, sb.nodeIp)).toBe(true);
+    expectSilentSuccess(await del(sb, a));
+    expect(linkNames(sb.node)).not.toContain(hostIfname);
+    expect(r.ips[0].address).toMatch(/^10\./);
   });
 
   it('a second ADD for the same attachment in the same netns → error (the interface exists), state untouched', async () => {

@@ -119,7 +119,7 @@ export function addresses(netns: string, dev: string): string[] {
 }
 
 export function stateDir(sb: Sandbox): string {
-  return path.join(sb.dir, 'state');
+  return sb.stateDir;
 }
 
 /** IPAM lease files of a network: ip → "containerId/ifname". */

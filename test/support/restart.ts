@@ -67,7 +67,7 @@ export async function waitReady(sb: Sandbox, timeoutMs = 30_000): Promise<void> 
 }
 
 export function stateDir(sb: Sandbox): string {
-  return path.join(sb.dir, 'state');
+  return sb.stateDir;
 }
 
 export function queueDir(sb: Sandbox): string {
