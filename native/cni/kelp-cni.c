@@ -36,7 +36,7 @@
 #define MAX_RESPONSE ((size_t)16 << 20)
 #define DEFAULT_SOCKET "/run/kelp/kelp.sock"
 // Must stay equal to the agent's default (<state dir>/del-queue); the conflist names it.
-#define DEFAULT_DEL_QUEUE_DIR "/var/lib/kelp/del-queue"
+#define DEFAULT_DEL_QUEUE_DIR "/run/kelp/state/del-queue"
 #define DEFAULT_CNI_VERSION "1.1.0"
 // Must stay equal to SUPPORTED_VERSIONS in src/cni/version.ts (checked by the e2e test).
 #define SUPPORTED_VERSIONS "\"0.3.0\",\"0.3.1\",\"0.4.0\",\"1.0.0\",\"1.1.0\""
