@@ -4,7 +4,7 @@
 import { statSync, statfsSync } from 'node:fs';
 import { inNetns } from '../bpf';
 import { Ipam, IpamConfig, IpamError, parseIpamConfig } from '../ipam';
-import { isGone, NetlinkError, podInterfaceCheck, podInterfaceSetup, podInterfaceTeardown, podRoutes, RouteSpec, Rtnl } from '../netlink';
+import { BatchedLinkDeleter, isGone, NetlinkError, podInterfaceCheck, podInterfaceSetup, podInterfaceTeardown, podRoutes, RouteSpec, Rtnl } from '../netlink';
 import type { Logger } from '../log';
 import { EndpointRecord, EndpointStore, PodHook, attachmentKey, hostIfnameFor } from './state';
 import { KeyedMutex, Transaction } from './txn';
@@ -12,6 +12,11 @@ import { KeyedMutex, Transaction } from './txn';
 const NSFS_MAGIC = 0x6e736673;
 /** Routes kelp installs in the node carry this protocol number, so GC can tell them apart. */
 export const RTPROT_KELP = 0x4b; // 'K'
+/**
+ * While other DELs are in progress, a DEL's veth waits this long for more to share its kernel
+ * batch: 100 concurrent DELs went from ~33 to ~110 pods/s. A lone DEL does not wait.
+ */
+const DEL_GATHER_MS = 10;
 
 /** What the endpoint manager needs from the BPF side (implemented in src/datapath). */
 export interface EndpointDatapath {
@@ -80,6 +85,10 @@ export class EndpointManager {
   private readonly mutex = new KeyedMutex();
   private readonly pendingIds = new Set<number>();
   readonly hostNs: Rtnl;
+  /** DELs' veth deletions, batched: concurrent DELs share one kernel unregistration. */
+  private readonly linkDeleter: BatchedLinkDeleter;
+  /** DELs received and not yet answered, those waiting for their attachment's turn included. */
+  private delsInProgress = 0;
 
   constructor(
     private readonly store: EndpointStore,
@@ -88,6 +97,7 @@ export class EndpointManager {
     private readonly opts: ManagerOptions,
   ) {
     this.hostNs = Rtnl.open();
+    this.linkDeleter = new BatchedLinkDeleter(this.hostNs, { gatherMs: DEL_GATHER_MS, busy: () => this.delsInProgress > 1 });
   }
 
   close(): void {
@@ -318,31 +328,53 @@ export class EndpointManager {
   }
 
   del(ref: AttachmentRef, rawIpam?: unknown): Promise<void> {
-    return this.mutex.run(attachmentKey(ref.network, ref.containerId, ref.ifname), () => this.doDel(ref, rawIpam));
+    this.delsInProgress += 1;
+    return this.mutex.run(attachmentKey(ref.network, ref.containerId, ref.ifname), () => this.doDel(ref, rawIpam)).finally(() => {
+      this.delsInProgress -= 1;
+    });
   }
 
   /** Best effort: each step runs even when an earlier one fails; only IPAM errors are reported. */
   private async doDel(ref: AttachmentRef, rawIpam?: unknown): Promise<void> {
     const log = this.opts.log.child({ op: 'DEL', containerId: ref.containerId, ifname: ref.ifname });
+    const t0 = process.hrtime.bigint();
+    const steps: Record<string, number> = {};
+    let t = t0;
+    const mark = (name: string) => {
+      const now = process.hrtime.bigint();
+      steps[name] = Number(now - t) / 1e6;
+      t = now;
+    };
     const rec = this.store.get(ref.network, ref.containerId, ref.ifname);
     const hostIfname = rec?.hostIfname ?? hostIfnameFor(ref.network, ref.containerId, ref.ifname);
     const problems: string[] = [];
-    const attempt = async (what: string, fn: () => unknown) => {
+    /** False when the step failed for another reason than its object being gone already. */
+    const attempt = async (what: string, fn: () => unknown): Promise<boolean> => {
       try {
         await fn();
+        return true;
       } catch (e) {
-        if (!isGone(e)) problems.push(`${what}: ${(e as Error).message}`);
+        if (isGone(e)) return true;
+        problems.push(`${what}: ${(e as Error).message}`);
+        return false;
       }
     };
     if (rec) await attempt('datapath', () => this.datapath.removeEndpoint(rec));
-    await attempt('detach', async () => {
-      // Without a record the veth is looked up by name (a crash mid-ADD left no record).
-      const index = rec ? rec.hostIfindex : (await this.hostNs.link(hostIfname))?.index;
-      this.datapath.detach(hostIfname, index);
-    });
-    // Deleting the host end removes the pair, the pod side's addresses and the node route. In
-    // chained mode the interface and its addresses belong to the plugin before kelp.
-    if (rec?.mode !== 'chained') await attempt('veth', () => podInterfaceTeardown(this.hostNs, hostIfname));
+    mark('maps');
+    // Deleting the host end removes the pair, the pod side's addresses, the node route and
+    // kelp's clsact filters. tcx links are taken off before (a veth deleted with tcx links
+    // attached took ~70 ms instead of ~29), and a chained pod's veth is the earlier plugin's.
+    // Without those, only pins by name go first (an older kelp's tcx links).
+    const chained = rec?.mode === 'chained';
+    if (rec && (chained || rec.hook === 'tcx')) await attempt('detach', () => this.datapath.detach(hostIfname, rec.hostIfindex));
+    else await attempt('detach', () => this.datapath.detach(hostIfname));
+    mark('detach');
+    if (!chained) {
+      const deleted = await attempt('veth', () => podInterfaceTeardown(this.linkDeleter, hostIfname));
+      // The veth stays: kelp's programs must not stay on it. Without a record it is found by name.
+      if (!deleted) await attempt('detach', async () => this.datapath.detach(hostIfname, rec?.hostIfindex ?? (await this.hostNs.link(hostIfname))?.index));
+    }
+    mark('veth');
     let ipamErr: unknown;
     // Addresses kelp did not allocate are released by whoever did (the delegate, the previous plugin).
     if (!rec || rec.ipam.kind === 'builtin') {
@@ -353,9 +385,12 @@ export class EndpointManager {
         ipamErr = e;
       }
     }
+    mark('ipam');
     await this.store.remove(ref.network, ref.containerId, ref.ifname);
-    if (problems.length) log.warn({ problems }, 'DEL finished with problems');
-    else log.info({ hostIfname, had: !!rec }, 'endpoint deleted');
+    mark('state');
+    const ms = Number(t - t0) / 1e6;
+    if (problems.length) log.warn({ problems, ms, steps }, 'DEL finished with problems');
+    else log.info({ hostIfname, had: !!rec, ms, steps }, 'endpoint deleted');
     if (ipamErr && !(ipamErr instanceof EndpointError && ipamErr.kind === 'ipam')) throw ipamErr;
   }
 
@@ -433,14 +468,9 @@ export class EndpointManager {
   async gc(network: string, valid: Array<{ containerId: string; ifname: string }>, rawIpam?: unknown): Promise<string[]> {
     const keep = new Set(valid.map((v) => attachmentKey(network, v.containerId, v.ifname)));
     const errors: string[] = [];
-    for (const rec of this.store.list()) {
-      if (rec.network !== network || keep.has(attachmentKey(rec.network, rec.containerId, rec.ifname))) continue;
-      try {
-        await this.del(rec, rawIpam);
-      } catch (e) {
-        errors.push(`${rec.containerId}/${rec.ifname}: ${(e as Error).message}`);
-      }
-    }
+    // All at once: their veths go in shared kernel batches.
+    const stale = this.store.list().filter((rec) => rec.network === network && !keep.has(attachmentKey(rec.network, rec.containerId, rec.ifname)));
+    await Promise.all(stale.map((rec) => this.del(rec, rawIpam).catch((e: Error) => errors.push(`${rec.containerId}/${rec.ifname}: ${e.message}`))));
     try {
       const allocator = this.ipam.network(this.ipamConfig(network, rawIpam));
       // GC is the safety net: it works from the lease files, not the allocator's cached view.

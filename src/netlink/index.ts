@@ -28,4 +28,5 @@ export {
   type PodInterfaceConfig,
   type PodRoute,
 } from './pod';
+export { BatchedLinkDeleter } from './batch-delete';
 export { confKey, disableIpv6, readSysctl, setIpv4Forwarding, sysctlPath, writeSysctl, writeSysctls, type SysctlValue } from './sysctl';

@@ -130,8 +130,12 @@ export async function configurePodSide(
   return info;
 }
 
-/** Removes the pod's interface through its host end. Returns false when it was already gone. */
-export function podInterfaceTeardown(host: Rtnl, hostIfname: string): Promise<boolean> {
+/**
+ * Removes the pod's interface through its host end (an Rtnl, or a BatchedLinkDeleter over one).
+ * Returns false when it was already gone. Its tc filters and addresses and the node routes
+ * through it go with the device.
+ */
+export function podInterfaceTeardown(host: Pick<Rtnl, 'deleteLink'>, hostIfname: string): Promise<boolean> {
   return host.deleteLink(hostIfname);
 }
 
