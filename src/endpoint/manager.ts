@@ -84,6 +84,8 @@ export interface ManagerOptions {
 export class EndpointManager {
   private readonly mutex = new KeyedMutex();
   private readonly pendingIds = new Set<number>();
+  /** Host veth names of ADDs in progress: created, not yet recorded, not leftovers. */
+  private readonly pendingVeths = new Set<string>();
   readonly hostNs: Rtnl;
   /** DELs' veth deletions, batched: concurrent DELs share one kernel unregistration. */
   private readonly linkDeleter: BatchedLinkDeleter;
@@ -169,6 +171,7 @@ export class EndpointManager {
 
       t = process.hrtime.bigint();
       const hostIfname = hostIfnameFor(req.network, req.containerId, req.ifname);
+      this.pendingVeths.add(hostIfname);
       const mtu = req.mtu ?? this.opts.defaultMtu;
       const routes = alloc.routes.length > 0 ? alloc.routes.map((r) => ({ dst: r.dst === '0.0.0.0/0' ? 'default' : r.dst, gw: r.gw })) : undefined;
       // A second kelp interface in the same pod (c1/eth0, c1/net1) has the same routes as the
@@ -251,6 +254,7 @@ export class EndpointManager {
       throw e;
     } finally {
       this.pendingIds.delete(id);
+      this.pendingVeths.delete(hostIfnameFor(req.network, req.containerId, req.ifname));
     }
   }
 
@@ -479,10 +483,11 @@ export class EndpointManager {
     } catch (e) {
       errors.push(`ipam: ${(e as Error).message}`);
     }
-    // Host veths that look like ours but belong to no record (a crash mid-ADD).
+    // Host veths that look like ours but belong to no record (a crash mid-ADD); an ADD still in
+    // progress (of any network) has made its veth and not yet written its record.
     const known = new Set(this.store.list().map((r) => r.hostIfname));
     for (const link of await this.hostNs.listLinks()) {
-      if (/^kelp[0-9a-f]{11}$/.test(link.name) && link.kind === 'veth' && !known.has(link.name)) {
+      if (/^kelp[0-9a-f]{11}$/.test(link.name) && link.kind === 'veth' && !known.has(link.name) && !this.pendingVeths.has(link.name)) {
         await this.hostNs.deleteLink(link.index).catch((e: Error) => errors.push(`${link.name}: ${e.message}`));
         this.datapath.detach(link.name);
       }
