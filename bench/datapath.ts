@@ -5,7 +5,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { BpfObject, BpfProgram, inNetns } from '../src/bpf';
-import { endpointInfo, endpointKey } from '../src/datapath/structs';
+import { EndpointMaps } from '../src/datapath/endpoints';
 import { loadWithVerifierLog, LXC_OBJECT } from '../test/support/datapath';
 import { Netns, sh, uniqueName } from '../test/support/netns';
 import * as P from '../test/support/packet';
@@ -61,7 +61,8 @@ export function benchDatapath(opts: { calls?: number; log?: (line: string) => vo
 
     const kelp = loadWithVerifierLog(LXC_OBJECT, { pinRoot });
     objects.push(kelp);
-    for (const ep of [a, b]) kelp.map('kelp_endpoints').update(endpointKey.encode({ ip4: ep.ip }), endpointInfo.encode(ep));
+    const endpoints = EndpointMaps.of(kelp);
+    for (const ep of [a, b]) endpoints.put(ep.ip, ep);
 
     const ref = loadWithVerifierLog(path.join(BUILD, 'bench_redirect.o'));
     objects.push(ref);

@@ -167,6 +167,7 @@ struct lxc_btf_types {
 	enum kelp_trace_point trace_point;
 	enum kelp_dir dir;
 	enum kelp_metrics_limits metrics_limits;
+	enum kelp_endpoint_cache_params endpoint_cache_params;
 };
 KELP_BTF_TYPES(lxc_btf_types)
 

@@ -8,9 +8,10 @@
 #include "metrics.h"
 
 /*
- * IPv4 only: the key is the bare address, so a lookup hashes and compares one word. Anti-spoofing
- * and delivery look up twice per packet, and a 20-byte key (jhash and compare of 5 words) cost
- * ~12 ns more per packet. IPv6 endpoints will get a map of their own (kelp_endpoints6).
+ * IPv4 only: the key is the bare address, so a lookup hashes and compares one word (a 20-byte
+ * key, jhash and compare of 5 words, cost ~12 ns more per lookup). Packets normally find their
+ * endpoint in kelp_endpoint_cache below and never reach this map. IPv6 endpoints will get a map
+ * of their own (kelp_endpoints6).
  */
 struct endpoint_key {
 	__be32 ip4;
@@ -32,10 +33,56 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } kelp_endpoints SEC(".maps");
 
+/*
+ * kelp_endpoint_cache: a direct-mapped copy of kelp_endpoints in an array, in front of it. A hash
+ * lookup is a kernel call (~35 ns here, where every return pays the SRSO "safe RET" thunk) and
+ * anti-spoofing plus delivery make two per packet; an array lookup is inlined by the verifier.
+ * Slot = hash_32 of the address (Linux's multiplicative hash, the top bits of ip * golden ratio):
+ * a contiguous node pod CIDR up to a /19, or several /24s, spread without a collision. A slot
+ * holds one address; any other outcome (empty, dead, another address) falls back to the hash,
+ * so the cache decides nothing the hash would not: it only saves the lookup.
+ *
+ * Array values are updated in place by a memcpy, not atomically. The agent (the only writer,
+ * src/datapath/endpoints.ts) therefore changes a live slot only by clearing `live` (one byte),
+ * rewrites it only while dead, and sets `live` again by a write that changes that byte alone:
+ * a reader that sees live == 1 sees a whole slot that agrees with kelp_endpoints. (A packet
+ * stalled between its check and its reads, e.g. by vCPU preemption, across the agent's next two
+ * writes could still read the next state; the agent rewrites a slot only for a MAC change of the
+ * same endpoint or after its endpoint was deleted.)
+ */
+enum kelp_endpoint_cache_params {
+	KELP_EP_CACHE_BITS	= 14,		/* 16384 slots x 32 bytes: 512 KiB */
+	KELP_EP_CACHE_MUL	= 0x61C88647,	/* GOLDEN_RATIO_32 of <linux/hash.h> */
+};
+
+struct endpoint_slot {
+	__be32 ip4;		/* the address cached here */
+	__u8 live;		/* 1: ip4 and info are whole and equal to ip4's kelp_endpoints entry */
+	__u8 pad[3];
+	struct endpoint_info info;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32);
+	__type(value, struct endpoint_slot);
+	__uint(max_entries, 1 << KELP_EP_CACHE_BITS);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} kelp_endpoint_cache SEC(".maps");
+
+static __always_inline __u32 endpoint4_slot(__be32 ip4)
+{
+	return (bpf_ntohl(ip4) * (__u32)KELP_EP_CACHE_MUL) >> (32 - KELP_EP_CACHE_BITS);
+}
+
 static __always_inline struct endpoint_info *endpoint4_lookup(__be32 ip4)
 {
 	struct endpoint_key key = { .ip4 = ip4 };
+	__u32 index = endpoint4_slot(ip4);
+	struct endpoint_slot *slot = bpf_map_lookup_elem(&kelp_endpoint_cache, &index);
 
+	if (likely(slot && slot->ip4 == ip4 && slot->live))
+		return &slot->info;
 	return bpf_map_lookup_elem(&kelp_endpoints, &key);
 }
 

@@ -35,7 +35,8 @@ import type { TcFilterSlot } from '../bpf';
 import type { EndpointDatapath } from '../endpoint/manager';
 import type { EndpointRecord, PodHook } from '../endpoint/state';
 import type { Logger } from '../log';
-import { Direction, endpointInfo, endpointKey, mergeMetrics, MetricsEntry, metricsFwdKey, metricsKey, METRICS_FWD_EPS } from './structs';
+import { Direction, EndpointInfo, mergeMetrics, MetricsEntry, metricsFwdKey, metricsKey, METRICS_FWD_EPS } from './structs';
+import { EndpointMaps } from './endpoints';
 import { decodeEvent, DropEvent, formatEvent } from './events';
 import { gcNat, masqConstants, monotonicNs, nomasq4Key } from './nat';
 
@@ -92,6 +93,8 @@ export function ensureBpffs(dir: string): void {
 
 export class Datapath implements EndpointDatapath {
   readonly lxc: BpfObject;
+  /** kelp_endpoints and its cache: written only through this. */
+  readonly endpoints: EndpointMaps;
   host?: BpfObject;
   masq?: MasqueradeOptions;
   private readonly linkDir: string;
@@ -108,6 +111,16 @@ export class Datapath implements EndpointDatapath {
       constants: { KELP_TRACE: opts.trace ? 1 : 0 },
       logger: opts.log,
     });
+    this.endpoints = EndpointMaps.of(this.lxc);
+    // Before any program of this agent runs: the pinned cache may be a crashed or older agent's.
+    this.reconcileEndpointCache();
+  }
+
+  /** Makes kelp_endpoint_cache agree with kelp_endpoints; returns how many slots changed. */
+  reconcileEndpointCache(): number {
+    const changed = this.endpoints.reconcileCache();
+    if (changed) this.opts.log.info({ slots: changed }, 'kelp_endpoint_cache reconciled with kelp_endpoints');
+    return changed;
   }
 
   map(name: string): BpfMap {
@@ -276,19 +289,12 @@ export class Datapath implements EndpointDatapath {
 
   /** Every kelp_endpoints key (IPv4) with the endpoint id and ifindex it points to. */
   endpointEntries(): Array<{ ip: string; ifindex: number; epId: number }> {
-    const map = this.lxc.map('kelp_endpoints');
-    const out: Array<{ ip: string; ifindex: number; epId: number }> = [];
-    for (const [k, v] of map.lookupBatch()) {
-      const key = endpointKey.decode(k);
-      const val = endpointInfo.decode(v);
-      out.push({ ip: key.ip4, ifindex: val.ifindex, epId: val.epId });
-    }
-    return out;
+    return this.endpoints.entries().map(({ ip, info }) => ({ ip, ifindex: info.ifindex, epId: info.epId }));
   }
 
-  /** Removes a kelp_endpoints entry by pod IPv4 address. */
+  /** Removes a kelp_endpoints entry (and its cache slot) by pod IPv4 address. */
   removeEndpointIp(ip: string): boolean {
-    return this.lxc.map('kelp_endpoints').delete(endpointKey.encode({ ip4: ip }));
+    return this.endpoints.remove(ip);
   }
 
   /** Zeroes the counters of every endpoint id not in `live` (ids of endpoints gone while down). */
@@ -304,20 +310,12 @@ export class Datapath implements EndpointDatapath {
   }
 
   upsertEndpoint(rec: EndpointRecord): void {
-    const map = this.lxc.map('kelp_endpoints');
-    const value = endpointInfo.encode({ ifindex: rec.hostIfindex, epId: rec.id, flags: 0, mac: rec.podMac, nodeMac: rec.hostMac });
-    for (const ip of rec.ips) {
-      if (ip.address.includes(':')) continue;
-      map.update(endpointKey.encode({ ip4: ip.address.split('/')[0] }), value);
-    }
+    const info = endpointInfoOf(rec);
+    for (const ip of ipv4Addresses(rec)) this.endpoints.put(ip, info);
   }
 
   removeEndpoint(rec: Pick<EndpointRecord, 'ips' | 'id'>): void {
-    const map = this.lxc.map('kelp_endpoints');
-    for (const ip of rec.ips) {
-      if (ip.address.includes(':')) continue;
-      map.delete(endpointKey.encode({ ip4: ip.address.split('/')[0] }));
-    }
+    for (const ip of ipv4Addresses(rec)) this.endpoints.remove(ip);
     this.clearCounters(rec.id);
   }
 
@@ -341,16 +339,15 @@ export class Datapath implements EndpointDatapath {
 
   check(rec: EndpointRecord): string[] {
     const problems: string[] = [];
-    const map = this.lxc.map('kelp_endpoints');
-    for (const ip of rec.ips) {
-      if (ip.address.includes(':')) continue;
-      const raw = map.lookup(endpointKey.encode({ ip4: ip.address.split('/')[0] }));
-      if (!raw) {
-        problems.push(`datapath: no kelp_endpoints entry for ${ip.address}`);
+    for (const ip of ipv4Addresses(rec)) {
+      const v = this.endpoints.get(ip);
+      if (!v) {
+        problems.push(`datapath: no kelp_endpoints entry for ${ip}`);
         continue;
       }
-      const v = endpointInfo.decode(raw);
-      if (v.ifindex !== rec.hostIfindex || v.epId !== rec.id) problems.push(`datapath: kelp_endpoints entry for ${ip.address} points at ifindex ${v.ifindex}, id ${v.epId}`);
+      if (v.ifindex !== rec.hostIfindex || v.epId !== rec.id) problems.push(`datapath: kelp_endpoints entry for ${ip} points at ifindex ${v.ifindex}, id ${v.epId}`);
+      const slot = this.endpoints.checkSlot(ip, v);
+      if (slot) problems.push(`datapath: ${slot}, kelp_endpoints has ${JSON.stringify(v)}`);
     }
     try {
       const tcx = rec.hook === 'tcx' ? listAttached(rec.hostIfindex).tcx : undefined;
@@ -427,6 +424,15 @@ export class Datapath implements EndpointDatapath {
     this.host?.close();
     this.lxc.close();
   }
+}
+
+function endpointInfoOf(rec: EndpointRecord): EndpointInfo {
+  return { ifindex: rec.hostIfindex, epId: rec.id, flags: 0, mac: rec.podMac, nodeMac: rec.hostMac };
+}
+
+/** The record's IPv4 addresses, without prefix length. */
+function ipv4Addresses(rec: Pick<EndpointRecord, 'ips'>): string[] {
+  return rec.ips.filter((ip) => !ip.address.includes(':')).map((ip) => ip.address.split('/')[0]);
 }
 
 /**

@@ -142,6 +142,62 @@ export const endpointInfo: StructCodec<EndpointInfo> = {
   },
 };
 
+// --- kelp_endpoint_cache -------------------------------------------------------------------
+// A direct-mapped cache in front of kelp_endpoints (bpf/lib/endpoint.h); endpoints.ts writes it.
+
+// enum kelp_endpoint_cache_params
+export const EP_CACHE_BITS = 14;
+export const EP_CACHE_MUL = 0x61c88647;
+export const EP_CACHE_SLOTS = 1 << EP_CACHE_BITS;
+
+/** The slot of an IPv4 address: endpoint4_slot() in C, hash_32 of the address in host order. */
+export function endpointCacheIndex(ip4: string): number {
+  return Math.imul(ip4ToBuffer(ip4).readUInt32BE(0), EP_CACHE_MUL) >>> (32 - EP_CACHE_BITS);
+}
+
+export function endpointCacheKey(index: number): Buffer {
+  if (!Number.isInteger(index) || index < 0 || index >= EP_CACHE_SLOTS) throw new RangeError(`kelp_endpoint_cache has slots 0..${EP_CACHE_SLOTS - 1}, got ${index}`);
+  const b = Buffer.alloc(4);
+  b.writeUInt32LE(index);
+  return b;
+}
+
+export interface EndpointSlot {
+  ip4: string;
+  /** Only a live slot is read by the programs; see endpoints.ts for the write protocol. */
+  live: boolean;
+  info: EndpointInfo;
+}
+
+const epSlot = layout('endpoint_slot', 32, [
+  ['ip4', 4, 0],
+  ['live', 1, 4],
+  ['pad', 3, 5],
+  ['info', epInfo.size, 8],
+]);
+
+/** Byte offset of `live`: the one byte a slot's state changes by. */
+export const EP_SLOT_LIVE_OFFSET = epSlot.off.live;
+
+export const endpointSlot: StructCodec<EndpointSlot> = {
+  ...epSlot,
+  encode(v) {
+    const b = Buffer.alloc(epSlot.size);
+    ip4ToBuffer(v.ip4).copy(b, epSlot.off.ip4);
+    b.writeUInt8(v.live ? 1 : 0, epSlot.off.live);
+    endpointInfo.encode(v.info).copy(b, epSlot.off.info);
+    return b;
+  },
+  decode(b) {
+    checkLength(epSlot.cName, b, epSlot.size);
+    return {
+      ip4: ip4FromBuffer(b, epSlot.off.ip4),
+      live: b.readUInt8(epSlot.off.live) !== 0,
+      info: endpointInfo.decode(b.subarray(epSlot.off.info, epSlot.off.info + epInfo.size)),
+    };
+  },
+};
+
 // --- kelp_metrics, kelp_metrics_fwd --------------------------------------------------------
 // A counter (ep, dir, reason) lives in kelp_metrics_fwd when reason is 0 and ep < METRICS_FWD_EPS,
 // else in kelp_metrics; readers add both maps up (bpf/lib/metrics.h).
@@ -363,6 +419,7 @@ export const kelpEvent: StructCodec<RawEvent> = {
 export const ALL_STRUCTS: ReadonlyArray<StructCodec<unknown>> = [
   endpointKey,
   endpointInfo,
+  endpointSlot,
   metricsKey,
   metricsValue,
   kelpEvent,
@@ -371,6 +428,7 @@ export const ALL_STRUCTS: ReadonlyArray<StructCodec<unknown>> = [
 /** The C enums mirrored above, by BTF enum name: enumerator name -> value. */
 export const MIRRORED_ENUMS: Record<string, Record<string, number>> = {
   kelp_dir: { KELP_DIR_FROM_POD: Direction.FROM_POD, KELP_DIR_TO_POD: Direction.TO_POD },
+  kelp_endpoint_cache_params: { KELP_EP_CACHE_BITS: EP_CACHE_BITS, KELP_EP_CACHE_MUL: EP_CACHE_MUL },
   kelp_event_type: { KELP_EVENT_DROP: EventType.DROP, KELP_EVENT_TRACE: EventType.TRACE },
   kelp_metrics_limits: { KELP_METRICS_FWD_EPS: METRICS_FWD_EPS },
   kelp_trace_point: {

@@ -9,7 +9,7 @@
 //     full DEL; then only what kelp recognises as its own by name or mark is swept: host veths
 //     `kelp` + 11 hex digits without a record, pod veths' pinned links of an older kelp (pods
 //     now use clsact filters, which die with their veth) and uplink links masquerade no longer
-//     uses, kelp_endpoints entries and
+//     uses, kelp_endpoints entries (and their cache slots) and
 //     counters of no record, leases in kelp's own IPAM directory owned by no record, node
 //     routes with kelp's protocol to no endpoint, and kelp's temp files.
 // Runs before the agent accepts CNI requests, so nothing here races an ADD. Every step is best
@@ -196,6 +196,9 @@ async function sweepLeftovers(deps: RestoreDeps, problems: string[]): Promise<Sw
       });
     }
   });
+  // The cache was made to agree with kelp_endpoints when the datapath loaded; slots the sweep
+  // freed go to addresses that collided with their old owners.
+  await step('kelp_endpoint_cache', () => datapath.reconcileEndpointCache());
   await step('counters', () => {
     swept.counters = datapath.clearCountersExcept(new Set(records.map((r) => r.id)));
   });

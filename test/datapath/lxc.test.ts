@@ -1,6 +1,10 @@
 // kelp_from_pod / kelp_to_pod (bpf/lxc.c) through BPF_PROG_TEST_RUN: one table row per packet,
 // asserting verdict, output bytes, events and the full content of kelp_metrics.
 //
+// The table runs three times: endpoints in kelp_endpoints alone (the hash path), as the agent
+// writes them (kelp_endpoints and kelp_endpoint_cache), and in the cache alone, which no agent
+// leaves but which proves that every row takes the fast path and gets the hash path's verdict.
+//
 // The anti-spoofing check compares the endpoint's ifindex with skb->ifindex. The kernel's
 // bpf_prog_test_run_skb takes ifindex from ctx_in (struct __sk_buff) and looks the device up in
 // the caller's netns, so the runs happen inside a test netns that holds real veths.
@@ -8,7 +12,8 @@ import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { BpfMap, BpfObject, BpfProgram, inNetns } from '../../src/bpf';
 import { DropReason, DropReasonName } from '../../src/datapath/drop';
 import type { KelpEvent, TracePointName } from '../../src/datapath/events';
-import { Direction } from '../../src/datapath/structs';
+import { EndpointMaps } from '../../src/datapath/endpoints';
+import { Direction, endpointCacheIndex, endpointCacheKey, endpointSlot } from '../../src/datapath/structs';
 import {
   EventCollector,
   loadWithVerifierLog,
@@ -37,6 +42,7 @@ const STRANGER_MAC = '02:bb:00:00:00:09';
 let node: Netns;
 let obj: BpfObject;
 let endpoints: BpfMap;
+let cache: EndpointMaps;
 let metrics: { hash: BpfMap; fwd: BpfMap };
 let collector: EventCollector;
 
@@ -76,6 +82,7 @@ beforeAll(() => {
   B.ifindex = IF.b;
   obj = loadWithVerifierLog(LXC_OBJECT, { pinRoot: mountBpffs(), constants: { KELP_TRACE: 1 } });
   endpoints = obj.map('kelp_endpoints');
+  cache = EndpointMaps.of(obj);
   metrics = metricsMaps(obj);
   collector = new EventCollector(obj.map('kelp_events'));
   onCleanup(() => {
@@ -86,13 +93,24 @@ beforeAll(() => {
 
 afterAll(cleanupAll);
 
-beforeEach(() => {
+/** Where the endpoints of a test are: see the head of the file. */
+type Placement = 'hash' | 'hash+cache' | 'cache alone';
+
+function install(placement: Placement, eps: TestEndpoint[] = [A, B]): void {
   endpoints.clear();
+  cache.cache.clear();
+  for (const ep of eps) {
+    if (placement === 'hash') putEndpoint(endpoints, ep);
+    else cache.put(ep.ip, ep);
+  }
+  if (placement === 'cache alone') endpoints.clear();
+}
+
+beforeEach(() => {
   metrics.hash.clear();
   metrics.fwd.clear();
   collector.events.length = 0;
-  putEndpoint(endpoints, A);
-  putEndpoint(endpoints, B);
+  install('hash+cache');
 });
 
 // --- packets ---------------------------------------------------------------------------------
@@ -459,50 +477,165 @@ const rows: Row[] = [
   },
 ];
 
-describe('kelp_from_pod / kelp_to_pod', () => {
-  it.each(rows.map((r) => [r.name, r] as const))('%s', async (_name, row) => {
-    const input = row.packet();
-    const want = row.expect();
-    const r = await run(obj.program(row.prog ?? 'kelp_from_pod'), Buffer.from(input), (row.ifindex ?? (() => IF.a))());
+/** Runs a row's packet and checks verdict, output bytes, every counter and the events. */
+async function checkRow(row: Row): Promise<void> {
+  const input = row.packet();
+  const want = row.expect();
+  const r = await run(obj.program(row.prog ?? 'kelp_from_pod'), Buffer.from(input), (row.ifindex ?? (() => IF.a))());
 
-    expect(r.retval).toBe(want.verdict);
-    expect(r.data.toString('hex')).toBe((want.data ?? input).toString('hex'));
-    if (want.data && want.verdict === P.TC_ACT_REDIRECT && P.parseEthernet(want.data).type === P.ETH_P_IP) {
-      expect(P.parseIpv4(P.parseEthernet(r.data).payload).checksumOk).toBe(true);
+  expect(r.retval).toBe(want.verdict);
+  expect(r.data.toString('hex')).toBe((want.data ?? input).toString('hex'));
+  if (want.data && want.verdict === P.TC_ACT_REDIRECT && P.parseEthernet(want.data).type === P.ETH_P_IP) {
+    expect(P.parseIpv4(P.parseEthernet(r.data).payload).checksumOk).toBe(true);
+  }
+
+  const expectedMetrics: MetricsSnapshot = {};
+  for (const [id, packets] of Object.entries(want.metrics)) expectedMetrics[id] = { packets, bytes: packets * input.length };
+  expect(r.metrics).toEqual(expectedMetrics);
+
+  const dir = row.prog === 'kelp_to_pod' ? 'to-pod' : 'from-pod';
+  const ifindex = (row.ifindex ?? (() => IF.a))();
+  if (want.drop) {
+    expect(r.events).toHaveLength(1);
+    expect(r.events[0]).toMatchObject({
+      kind: 'drop',
+      dir,
+      reasonName: want.drop.reason,
+      reason: DropReason[want.drop.reason],
+      epId: want.drop.epId,
+      ifindex,
+      len: input.length,
+      ...want.event,
+    });
+  } else if (want.trace) {
+    expect(r.events).toHaveLength(1);
+    expect(r.events[0]).toMatchObject({
+      kind: 'trace',
+      dir,
+      point: want.trace.point,
+      targetIfindex: want.trace.target,
+      epId: want.trace.epId,
+      ifindex,
+      ...want.event,
+    });
+  } else {
+    expect(r.events).toEqual([]);
+  }
+}
+
+describe.each<Placement>(['hash', 'hash+cache', 'cache alone'])('kelp_from_pod / kelp_to_pod, endpoints in %s', (placement) => {
+  beforeEach(() => install(placement));
+  it.each(rows.map((r) => [r.name, r] as const))('%s', (_name, row) => checkRow(row));
+});
+
+// --- kelp_endpoint_cache ---------------------------------------------------------------------
+// A slot that holds another address, a pod's second address and a dead slot: whatever the
+// cache holds, verdicts and drop reasons are those of kelp_endpoints.
+
+/** An address in 10.78.0.0/15 whose cache slot is `ip`'s. */
+function collidingIp(ip: string): string {
+  for (let n = 0; n < 1 << 17; n++) {
+    const other = `10.${78 + (n >> 16)}.${(n >> 8) & 255}.${n & 255}`;
+    if (endpointCacheIndex(other) === endpointCacheIndex(ip)) return other;
+  }
+  throw new Error(`no address collides with ${ip}`);
+}
+
+// X lives behind interface C; its address takes A's slot (installed first, so it keeps it).
+const X: TestEndpoint = { ip: collidingIp(A.ip), ifindex: 0, epId: 103, flags: 0, mac: '02:aa:00:00:00:04', nodeMac: '02:ee:00:00:00:04' };
+// A second address of pod A, and an endpoint behind C whose address takes that one's slot.
+const A2: TestEndpoint = { ...A, ip: '10.77.1.2' };
+const X2: TestEndpoint = { ...X, ip: collidingIp(A2.ip), epId: 104 };
+
+function ethOf(ep: TestEndpoint): Eth {
+  return { src: ep.mac, dst: ep.nodeMac };
+}
+
+/** `from` (sending as `src`) to `to`: redirected into `to`'s pod. */
+function deliveredRow(name: string, from: TestEndpoint, to: TestEndpoint, ifindex: () => number, src = from.ip): Row {
+  return {
+    name,
+    ifindex,
+    packet: () => udpFrame(ethOf(from), { src, dst: to.ip }),
+    expect: () => ({
+      verdict: P.TC_ACT_REDIRECT,
+      data: udpFrame({ src: to.nodeMac, dst: to.mac }, { src, dst: to.ip, ttl: 63 }),
+      trace: { point: 'to-endpoint', target: to.ifindex, epId: from.epId },
+      metrics: { [fwd(from.epId, FROM)]: 1, [fwd(to.epId, TO)]: 1 },
+    }),
+  };
+}
+
+function spoofRow(name: string, ifindex: () => number, eth: Eth, src: string, reason: DropReasonName, epId: number): Row {
+  return { name, ifindex, packet: () => udpFrame(eth, { src, dst: B.ip }), expect: drop(reason, epId, FROM, { saddr: src }) };
+}
+
+describe('kelp_endpoint_cache', () => {
+  beforeAll(() => {
+    X.ifindex = IF.c;
+    X2.ifindex = IF.c;
+    A2.ifindex = IF.a;
+  });
+
+  const slot = (ip: string) => cache.slotOf(ip).slot;
+
+  describe("collision: A's slot holds X, behind another interface", () => {
+    beforeEach(() => {
+      install('hash+cache', [X, A, B]);
+      expect(slot(A.ip)).toMatchObject({ ip4: X.ip, live: true });
+    });
+    it.each(
+      [
+        deliveredRow('A to B is delivered', A, B, () => IF.a),
+        deliveredRow('B to A is delivered', B, A, () => IF.b),
+        deliveredRow('X to A is delivered', X, A, () => IF.c),
+        spoofRow("X's address from A's interface: wrong interface", () => IF.a, ethOf(X), X.ip, 'SRC_IFACE', 0),
+        spoofRow("A's address and MAC from X's interface: wrong interface", () => IF.c, ethOf(A), A.ip, 'SRC_IFACE', 0),
+        spoofRow("A's address from A's interface with X's MAC: wrong MAC", () => IF.a, ethOf(X), A.ip, 'SRC_MAC', A.epId),
+        { name: "ARP from A is answered", packet: () => arpFrame({ src: A.mac, dst: 'ff:ff:ff:ff:ff:ff' }), expect: arpReplyFor(GATEWAY) },
+      ].map((r) => [r.name, r] as const),
+    )('%s', (_name, row) => checkRow(row));
+  });
+
+  describe.each([
+    ['its own slot', [A, A2, B]],
+    ["a slot that X2 holds", [X2, A, A2, B]],
+  ])("a pod's second address, in %s", (_where, eps) => {
+    beforeEach(() => {
+      install('hash+cache', eps);
+      expect(slot(A2.ip)).toMatchObject({ ip4: eps.includes(X2) ? X2.ip : A2.ip, live: true });
+    });
+    it.each(
+      [
+        deliveredRow('sent from it to B: delivered, charged to A', A2, B, () => IF.a),
+        deliveredRow('B to it: delivered into A', B, A2, () => IF.b),
+        spoofRow("it from B's interface: wrong interface", () => IF.b, ethOf(B), A2.ip, 'SRC_IFACE', 0),
+        spoofRow('it with a stranger MAC: wrong MAC', () => IF.a, { src: STRANGER_MAC, dst: A.nodeMac }, A2.ip, 'SRC_MAC', A.epId),
+      ].map((r) => [r.name, r] as const),
+    )('%s', (_name, row) => checkRow(row));
+  });
+
+  describe("a dead slot is never read: A's slot dead, pointing at C with a stranger MAC", () => {
+    function killWithLies(): void {
+      const lie = endpointSlot.encode({ ip4: A.ip, live: false, info: { ...A, ifindex: IF.c, epId: 999, mac: STRANGER_MAC } });
+      cache.cache.update(endpointCacheKey(endpointCacheIndex(A.ip)), lie);
     }
+    it.each(
+      [
+        deliveredRow('A to B is delivered', A, B, () => IF.a),
+        spoofRow("A's address from C with the slot's MAC: wrong interface", () => IF.c, { src: STRANGER_MAC, dst: A.nodeMac }, A.ip, 'SRC_IFACE', 0),
+      ].map((r) => [r.name, r] as const),
+    )('%s', async (_name, row) => {
+      install('hash+cache');
+      killWithLies();
+      await checkRow(row);
+    });
 
-    const expectedMetrics: MetricsSnapshot = {};
-    for (const [id, packets] of Object.entries(want.metrics)) expectedMetrics[id] = { packets, bytes: packets * input.length };
-    expect(r.metrics).toEqual(expectedMetrics);
-
-    const dir = row.prog === 'kelp_to_pod' ? 'to-pod' : 'from-pod';
-    const ifindex = (row.ifindex ?? (() => IF.a))();
-    if (want.drop) {
-      expect(r.events).toHaveLength(1);
-      expect(r.events[0]).toMatchObject({
-        kind: 'drop',
-        dir,
-        reasonName: want.drop.reason,
-        reason: DropReason[want.drop.reason],
-        epId: want.drop.epId,
-        ifindex,
-        len: input.length,
-        ...want.event,
-      });
-    } else if (want.trace) {
-      expect(r.events).toHaveLength(1);
-      expect(r.events[0]).toMatchObject({
-        kind: 'trace',
-        dir,
-        point: want.trace.point,
-        targetIfindex: want.trace.target,
-        epId: want.trace.epId,
-        ifindex,
-        ...want.event,
-      });
-    } else {
-      expect(r.events).toEqual([]);
-    }
+    it('with kelp_endpoints empty, the dead slot alone delivers nothing', async () => {
+      install('cache alone');
+      killWithLies();
+      await checkRow(spoofRow('A as an unknown source', () => IF.a, ethOf(A), A.ip, 'SRC_UNKNOWN', 0));
+    });
   });
 });
 

@@ -12,6 +12,7 @@ import {
   StructCodec,
   endpointInfo,
   endpointKey,
+  endpointSlot,
   kelpEvent,
   metricsKey,
   metricsValue,
@@ -30,7 +31,7 @@ const OBJECTS: Array<{ name: string; structs: ReadonlyArray<StructCodec<unknown>
   { name: 'lxc', structs: ALL_STRUCTS, enums: { ...DROP_ENUM, ...MIRRORED_ENUMS } },
   {
     name: 'host',
-    structs: [...NAT_STRUCTS, endpointKey, endpointInfo, metricsKey, metricsValue, kelpEvent] as ReadonlyArray<StructCodec<unknown>>,
+    structs: [...NAT_STRUCTS, endpointKey, endpointInfo, endpointSlot, metricsKey, metricsValue, kelpEvent] as ReadonlyArray<StructCodec<unknown>>,
     enums: { ...DROP_ENUM, kelp_dir, kelp_event_type, kelp_trace_point, ...NAT_ENUMS },
   },
 ];

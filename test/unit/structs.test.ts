@@ -4,8 +4,12 @@ import { DropReason, dropReasonName, dropReasonText } from '../../src/datapath/d
 import { decodeEvent, formatEvent } from '../../src/datapath/events';
 import {
   Direction,
+  EP_CACHE_SLOTS,
+  endpointCacheIndex,
+  endpointCacheKey,
   endpointInfo,
   endpointKey,
+  endpointSlot,
   EventType,
   kelpEvent,
   mergeMetrics,
@@ -65,6 +69,47 @@ describe('endpoint_info', () => {
     expect(() => endpointInfo.encode({ ...info, epId: 0 })).toThrow(/ep_id 0/);
     expect(() => endpointInfo.encode({ ...info, ifindex: -1 })).toThrow(/ifindex must be a u32/);
     expect(() => endpointInfo.encode({ ...info, mac: '02:aa' })).toThrow(/MAC/);
+  });
+});
+
+describe('endpoint_slot', () => {
+  const info = { ifindex: 0x01020304, epId: 7, flags: 0, mac: '02:aa:bb:cc:dd:ee', nodeMac: '02:11:22:33:44:55' };
+
+  it('is the address, the live byte, padding, then an endpoint_info', () => {
+    const slot = { ip4: '10.244.0.5', live: true, info };
+    const b = endpointSlot.encode(slot);
+    expect(b.toString('hex')).toBe('0af40005' + '01' + '000000' + endpointInfo.encode(info).toString('hex'));
+    expect(endpointSlot.decode(b)).toEqual(slot);
+    expect(endpointSlot.decode(Buffer.alloc(32))).toMatchObject({ ip4: '0.0.0.0', live: false, info: { epId: 0 } });
+    expect(() => endpointSlot.decode(Buffer.alloc(31))).toThrow(RangeError);
+  });
+
+  it('slot index: hash_32 of the host-order address, top 14 bits of ip * 0x61c88647', () => {
+    const hash32 = (ip: string) => {
+      const n = BigInt(endpointKey.encode({ ip4: ip }).readUInt32BE(0));
+      return Number(((n * 0x61c88647n) & 0xffffffffn) >> 18n);
+    };
+    for (const ip of ['0.0.0.0', '10.244.0.5', '10.244.0.6', '192.168.255.255', '255.255.255.255']) {
+      expect(endpointCacheIndex(ip)).toBe(hash32(ip));
+    }
+    expect(endpointCacheIndex('10.244.0.1')).toBe(2269);
+  });
+
+  it('a node /19 and several /24s spread over distinct slots', () => {
+    const dotted = (n: number) => [24, 16, 8, 0].map((sh) => (n >>> sh) & 255).join('.');
+    const range = (first: string, n: number) => {
+      const base = endpointKey.encode({ ip4: first }).readUInt32BE(0);
+      return Array.from({ length: n }, (_, i) => dotted(base + i));
+    };
+    const slash19 = range('10.244.32.0', 8192);
+    const fourSlash24 = ['10.244.0.0', '10.245.0.0', '172.16.3.0', '192.168.7.0'].flatMap((first) => range(first, 256));
+    for (const ips of [slash19, fourSlash24]) expect(new Set(ips.map(endpointCacheIndex)).size).toBe(ips.length);
+  });
+
+  it('keys are host-order slot numbers below the slot count', () => {
+    expect(endpointCacheKey(5).toString('hex')).toBe('05000000');
+    expect(() => endpointCacheKey(EP_CACHE_SLOTS)).toThrow(RangeError);
+    expect(() => endpointCacheKey(-1)).toThrow(RangeError);
   });
 });
 
