@@ -2,7 +2,7 @@
 // would otherwise run. Each variant is its own node namespace with two pod namespaces:
 //   kelp                  a Sandbox node with its agent; pods by kelp-cni (bpf_redirect_peer)
 //   minimal eBPF          Debian's ptp + bench/bpf/redirect.c on tcx ingress of each host veth:
-//                         a map lookup and bpf_redirect_peer, the least an eBPF datapath can do
+//                         one hash lookup and bpf_redirect_peer, the minimal eBPF reference
 //   bridge + kube-proxy   Debian's bridge (ipMasq) with a kube-proxy-shaped iptables ruleset
 //   bridge                Debian's bridge, no rules
 //   routed veths (ptp)    Debian's ptp: /32 routes, the gateway on each host veth, no bridge
@@ -15,7 +15,8 @@
 import { execFileSync } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
-import { attachTc, BpfLink, BpfObject, inNetns, listAttached, loadObject } from '../src/bpf';
+import { attachTc, BpfLink, BpfObject, inNetns, loadObject, queryTcFilter } from '../src/bpf';
+import { POD_FILTER } from '../src/datapath/loader';
 import { ipToBytes, parseIp } from '../src/ipam/ip';
 import { sh } from '../src/sandbox';
 import { defer } from './lib/cleanup';
@@ -105,9 +106,8 @@ async function kelpVariant(tag: string, closers: Array<() => Promise<void>>): Pr
     pods.push(podFromResult(kelp.sb.node, p.netns, p.result));
   }
   const node = kelp.sb.node;
-  const attached = inNetns(`${NETNS_DIR}/${node}`, () => listAttached(ifindex(node, pods[0].hostIf)));
-  const prog = attached.tcx.ingress.find((p) => p.name === 'kelp_from_pod');
-  if (!prog) throw new Error(`kelp_from_pod is not on tcx ingress of ${pods[0].hostIf}: ${JSON.stringify(attached)}`);
+  const prog = inNetns(`${NETNS_DIR}/${node}`, () => queryTcFilter(ifindex(node, pods[0].hostIf), 'ingress', POD_FILTER));
+  if (prog?.name !== 'kelp_from_pod') throw new Error(`kelp_from_pod is not kelp's filter on ingress of ${pods[0].hostIf}: ${JSON.stringify(prog)}`);
   return { name: KELP, node, client: pods[0], server: pods[1], prog: { id: prog.id, name: 'kelp_from_pod' } };
 }
 

@@ -22,7 +22,7 @@ import { DelQueue } from './delqueue';
 import { buildConflist, installCni } from './install';
 import { AgentOptions } from './options';
 import type { EndpointView, PodView } from './views';
-import { endpointInfo, endpointKey } from '../datapath/structs';
+import { endpointInfo, endpointKey, endpointSlot } from '../datapath/structs';
 import { dropReasonName } from '../datapath/drop';
 import { dumpNat } from '../datapath/nat';
 import { CNI_HTTP_PATH } from '../cni';
@@ -250,6 +250,13 @@ function dumpMap(dp: Datapath, name: string): Array<{ key: unknown; value: unkno
   const m = dp.map(name);
   if (name === 'kelp_endpoints') {
     return m.keys().map((k) => ({ key: endpointKey.decode(k), value: endpointInfo.decode(m.lookup(k)!) }));
+  }
+  if (name === 'kelp_endpoint_cache') {
+    // 16384 slots, most of them empty: one batch read, live slots only.
+    return m.lookupBatch().flatMap(([k, v]) => {
+      const slot = endpointSlot.decode(v);
+      return slot.live ? [{ key: k.readUInt32LE(0), value: slot }] : [];
+    });
   }
   if (name === 'kelp_metrics' || name === 'kelp_metrics_fwd') {
     // One counter lives in either map (forwarded fast path or hash): show their sum.

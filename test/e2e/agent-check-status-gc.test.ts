@@ -140,6 +140,10 @@ describe('CHECK', () => {
     expect(sb.exec(a.netns, 'ping', ['-c3', '-i0.2', '-W1', peer.ip])).toContain(' 0% packet loss');
     const dump = JSON.parse(sb.kelp('map', 'dump', 'kelp_endpoints', '-o', 'json')) as { entries: Array<{ key: { ip4: string }; value: { mac: string } }> };
     expect(dump.entries.find((e) => e.key.ip4 === ip)?.value.mac).toBe(mac);
+    // The cache in front of it follows too (`kelp map dump` shows its live slots only).
+    const cache = JSON.parse(sb.kelp('map', 'dump', 'kelp_endpoint_cache', '-o', 'json')) as { entries: Array<{ value: { ip4: string; live: boolean; info: { mac: string } } }> };
+    expect(cache.entries.every((e) => e.value.live)).toBe(true);
+    expect(cache.entries.find((e) => e.value.ip4 === ip)?.value.info.mac).toBe(mac);
   });
 
   it('uses the routes ADD installed: an ipam section with its own routes passes CHECK', async () => {
