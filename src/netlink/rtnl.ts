@@ -179,8 +179,18 @@ export interface RtnlOptions {
   timeoutMs?: number;
 }
 
+/**
+ * Requests in flight per socket. Each one's replies wait in the socket's receive buffer until the
+ * event loop reads them (the kernel answers inside sendmsg); dozens of concurrent ADDs could
+ * overrun the default 208 KiB (an skb per reply costs several KiB), and an overrun is a socket
+ * error, which the `netlink` package's poll handler turns into a process abort.
+ */
+const MAX_IN_FLIGHT = 16;
+
 export class Rtnl {
   private closed = false;
+  private inFlight = 0;
+  private readonly waiting: Array<() => void> = [];
   private dumpsPending = 0;
   private dumpTail: Promise<unknown> = Promise.resolve();
   private readonly timeoutMs: number;
@@ -494,6 +504,9 @@ export class Rtnl {
   }
 
   private async exchange(type: number, payload: Uint8Array[], flags: number, op: string): Promise<NetlinkMessage[]> {
+    // A finished request hands its slot straight to the next waiter.
+    if (this.inFlight < MAX_IN_FLIGHT) this.inFlight += 1;
+    else await new Promise<void>((resolve) => this.waiting.push(resolve));
     let msgs: NetlinkMessage[];
     try {
       [msgs] = await this.sock.request(type, payload, { flags, checkError: false, timeout: this.timeoutMs });
@@ -503,6 +516,10 @@ export class Rtnl {
       const message = (e as Error).message;
       if (message === 'Timeout has been reached') throw new NetlinkError(op, constants.errno.ETIMEDOUT);
       throw new Error(`${op}: ${message}`);
+    } finally {
+      const next = this.waiting.shift();
+      if (next) next();
+      else this.inFlight -= 1;
     }
     return checkReply(msgs, op);
   }

@@ -248,6 +248,14 @@ describe('addresses and routes', () => {
     expect(results[4]).toMatchObject({ name: names[0] });
   });
 
+  it('hundreds of requests issued at once on one socket all get their replies', async () => {
+    // Unbounded, their replies overran the socket's receive buffer: a socket error, which the
+    // netlink package turns into a process abort (this test's worker would die).
+    const { host } = world();
+    const replies = await Promise.all(Array.from({ length: 400 }, () => host.link('lo')));
+    expect(replies.every((l) => l?.name === 'lo')).toBe(true);
+  });
+
   it('keeps replies out of dumps that span several datagrams', async () => {
     const { node, host } = world();
     // ~1 KiB per link: 200 links take several dump datagrams, so the kernel sends the rest
