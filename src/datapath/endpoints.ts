@@ -93,8 +93,13 @@ export class EndpointMaps {
       if (!other || key.readUInt32BE(0) < other.key.readUInt32BE(0)) want.set(index, { key, value });
     }
     let changed = 0;
-    for (const [k, cur] of this.cache.lookupBatch()) {
-      const index = k.readUInt32LE(0);
+    const size = endpointSlot.size;
+    const { keys, values, count } = this.cache.lookupBatchRaw();
+    for (let i = 0; i < count; i++) {
+      const index = keys.readUInt32LE(i * 4);
+      // Most slots are empty and wanted by no one: skipped without making an object for them.
+      if (!want.has(index) && values.compare(EMPTY, 0, size, i * size, (i + 1) * size) === 0) continue;
+      const cur = values.subarray(i * size, (i + 1) * size);
       if (this.owner(index, cur) !== undefined) continue;
       const next = want.get(index);
       if (next) {
