@@ -71,6 +71,7 @@ function headlineRows(figs: Record<string, Figure | undefined>, cfg: BenchConfig
       rows.push(headlineRow(pp, `Pod ↔ pod ${m} (ref: minimal eBPF)`, m, P2P.KELP, { reference: P2P.EBPF, better: 'higher' }));
       rows.push(headlineRow(pp, `Pod ↔ pod ${m} (ref: bridge + kube-proxy iptables)`, m, P2P.KELP, { reference: P2P.BRIDGE_IPT, better: 'higher' }));
     }
+    rows.push(headlineRow(pp, `Pod ↔ pod ${P2P.RR}, clsact pod hook (ref: kelp with tcx)`, P2P.RR, P2P.KELP, { reference: P2P.KELP_TCX, better: 'higher' }));
     for (const m of [P2P.STREAM_1, P2P.STREAM_4]) rows.push(headlineRow(pp, `Pod ↔ pod ${m} (ref: bridge)`, m, P2P.KELP, { reference: P2P.BRIDGE, better: 'higher' }));
     rows.push(headlineRow(pp, 'Pod ↔ pod ping RTT (ref: minimal eBPF)', P2P.PING, P2P.KELP, { reference: P2P.EBPF, better: 'lower' }));
     rows.push(

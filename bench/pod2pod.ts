@@ -15,7 +15,7 @@
 import { execFileSync } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
-import { attachTc, BpfLink, BpfObject, inNetns, loadObject, queryTcFilter } from '../src/bpf';
+import { attachTc, BpfLink, BpfObject, inNetns, listAttached, loadObject, queryTcFilter } from '../src/bpf';
 import { POD_FILTER } from '../src/datapath/loader';
 import { ipToBytes, parseIp } from '../src/ipam/ip';
 import { sh } from '../src/sandbox';
@@ -31,6 +31,8 @@ import { median, num, ratio, spread } from './lib/stats';
 import { PluginNode } from './lib/targets';
 
 export const KELP = 'kelp';
+/** The same kelp node's pods with `"podHook": "tcx"`: what the clsact filter costs per packet. */
+export const KELP_TCX = 'kelp, tcx pod hook';
 export const EBPF = 'minimal eBPF (redirect.c)';
 export const BRIDGE_IPT = 'bridge + kube-proxy iptables';
 export const BRIDGE = 'bridge';
@@ -97,18 +99,29 @@ function linkKind(node: string, ifname: string): string | undefined {
   return link.linkinfo?.info_kind;
 }
 
-async function kelpVariant(tag: string, closers: Array<() => Promise<void>>): Promise<Variant> {
+async function kelpVariants(tag: string, closers: Array<() => Promise<void>>): Promise<[Variant, Variant]> {
   const kelp = await startKelpNode({ prefix: `${tag}p`, podCidr: '10.252.1.0/24', logLevel: 'info' });
   closers.push(kelp.stop);
-  const pods: Pod[] = [];
-  for (const name of ['rr-client', 'rr-server']) {
-    const p = await kelp.sb.addPod(name, 'bench');
-    pods.push(podFromResult(kelp.sb.node, p.netns, p.result));
-  }
   const node = kelp.sb.node;
-  const prog = inNetns(`${NETNS_DIR}/${node}`, () => queryTcFilter(ifindex(node, pods[0].hostIf), 'ingress', POD_FILTER));
-  if (prog?.name !== 'kelp_from_pod') throw new Error(`kelp_from_pod is not kelp's filter on ingress of ${pods[0].hostIf}: ${JSON.stringify(prog)}`);
-  return { name: KELP, node, client: pods[0], server: pods[1], prog: { id: prog.id, name: 'kelp_from_pod' } };
+  const pods = async (config?: Record<string, unknown>): Promise<Pod[]> => {
+    const out: Pod[] = [];
+    for (const name of ['rr-client', 'rr-server']) {
+      const p = await kelp.sb.addPod(`${name}${config ? '-tcx' : ''}`, 'bench', config);
+      out.push(podFromResult(node, p.netns, p.result));
+    }
+    return out;
+  };
+  const [client, server] = await pods();
+  const prog = inNetns(`${NETNS_DIR}/${node}`, () => queryTcFilter(ifindex(node, client.hostIf), 'ingress', POD_FILTER));
+  if (prog?.name !== 'kelp_from_pod') throw new Error(`kelp_from_pod is not kelp's filter on ingress of ${client.hostIf}: ${JSON.stringify(prog)}`);
+  const [tcxClient, tcxServer] = await pods(kelp.sb.pluginConfig({ podHook: 'tcx' }));
+  const tcx = inNetns(`${NETNS_DIR}/${node}`, () => listAttached(ifindex(node, tcxClient.hostIf)));
+  if (!tcx.tcx.ingress.some((p) => p.name === 'kelp_from_pod')) throw new Error(`kelp_from_pod is not on tcx ingress of ${tcxClient.hostIf}: ${JSON.stringify(tcx)}`);
+  return [
+    { name: KELP, node, client, server, prog: { id: prog.id, name: 'kelp_from_pod' } },
+    // The same program instance as the clsact pods': its run-time counters would mix the two.
+    { name: KELP_TCX, node, client: tcxClient, server: tcxServer },
+  ];
 }
 
 /** A node of Debian's plugins with two pods; `before` runs once the node exists, before the pods. */
@@ -261,7 +274,7 @@ export interface PodVariants {
   close(): Promise<void>;
 }
 
-/** The five nodes with two pods each, every path checked with a ping; removed again on failure. */
+/** The five nodes with two pods each (kelp's four: clsact and tcx), every path checked with a ping; removed again on failure. */
 export async function startVariants(tag: string): Promise<PodVariants> {
   const closers: Array<() => Promise<void>> = [];
   const close = async () => {
@@ -270,7 +283,7 @@ export async function startVariants(tag: string): Promise<PodVariants> {
   try {
     const subnet = (n: number) => `10.252.${n}.0/24`;
     let ruleCount = 0;
-    const kelp = await kelpVariant(tag, closers);
+    const [kelp, kelpTcx] = await kelpVariants(tag, closers);
     const ebpf = await pluginVariant(EBPF, `${tag}-e`, { type: 'ptp' }, subnet(2), closers);
     attachRedirect(ebpf, closers);
     const bridgeIpt = await pluginVariant(BRIDGE_IPT, `${tag}-i`, { type: 'bridge', bridge: 'cni0', isGateway: true, ipMasq: true }, subnet(3), closers, () => {
@@ -278,7 +291,7 @@ export async function startVariants(tag: string): Promise<PodVariants> {
     });
     const bridge = await pluginVariant(BRIDGE, `${tag}-b`, { type: 'bridge', bridge: 'cni0', isGateway: true, ipMasq: false }, subnet(4), closers);
     const routed = await pluginVariant(ROUTED, `${tag}-r`, { type: 'ptp' }, subnet(5), closers);
-    const variants = [kelp, ebpf, bridgeIpt, bridge, routed];
+    const variants = [kelp, kelpTcx, ebpf, bridgeIpt, bridge, routed];
     // Resolves ARP and proves each path works before anything is timed.
     for (const v of variants) await pingRun(v, 0, 10);
     return { variants, ruleCount, close };
@@ -293,7 +306,7 @@ export async function benchPod2pod(cfg: BenchConfig, tag: string): Promise<Figur
   if (!existsSync(REDIRECT_OBJ)) throw new Error(`${REDIRECT_OBJ} is missing: make bpf`);
   const fig = new Figure('5. Pod ↔ pod on one node: request/response, throughput, latency');
   const iptables = sh('iptables', ['--version']).trim();
-  progress(`pod2pod: starting 5 nodes (netns ${tag}p-node, ${tag}-e/-i/-b/-r), 2 pods each`);
+  progress(`pod2pod: starting 5 nodes (netns ${tag}p-node, ${tag}-e/-i/-b/-r), 2 pods each (kelp: 4)`);
   const nodes = await startVariants(tag);
   try {
     const { variants } = nodes;
@@ -352,11 +365,14 @@ export async function benchPod2pod(cfg: BenchConfig, tag: string): Promise<Figur
   }
   compare(PING, EBPF, 'lower');
   compare(PING, BRIDGE_IPT, 'lower');
+  for (const m of [RR, CRR]) fig.compare(m, KELP_TCX, EBPF, 'higher');
+  fig.compare(RR, KELP, KELP_TCX, 'higher');
   fig.compare(PROG_NS, `kelp_from_pod (${KELP})`, `bench_redirect (${EBPF})`, 'lower');
 
   fig.notes.push(
     'Two pods per node, each variant its own node namespace, all on this machine: ' +
       `**${KELP}**: a Sandbox node with its agent, pods by kelp-cni (kelp_from_pod, bpf_redirect_peer). ` +
+      `**${KELP_TCX}**: two more pods of that node, configured with \`"podHook": "tcx"\` (tcx links instead of kelp's clsact filters). ` +
       `**${EBPF}**: Debian's ptp + host-local, and bench/bpf/redirect.c on tcx ingress of each host veth (one hash lookup of the ` +
       'destination, bpf_redirect_peer; no validation, no metrics): the limit of an eBPF datapath. ' +
       `**${BRIDGE_IPT}**: Debian's bridge (isGateway, ipMasq) + host-local, with a kube-proxy-shaped ruleset in the node netns ` +
@@ -366,7 +382,7 @@ export async function benchPod2pod(cfg: BenchConfig, tag: string): Promise<Figur
       `bridge-nf-call-iptables=1) as on a kube-proxy node. **${BRIDGE}**: the same bridge without ipMasq or rules. ` +
       `**${ROUTED}**: Debian's ptp (/32 route per pod in the node, the gateway address on each host veth), no BPF.`,
     `${RR}: 1-byte request and response on one connection; ${CRR}: the same on a new connection each time, closed by the server ` +
-      `(build/bench/rr from bench/tools/rr.c). One client process drives all five variants in turns of ${RR_SLICE_MS} ms (it ` +
+      `(build/bench/rr from bench/tools/rr.c). One client process drives all six variants in turns of ${RR_SLICE_MS} ms (it ` +
       `makes each variant's sockets inside that variant's client pod with setns) until each has had ${cfg.rrSeconds} s, after ` +
       '0.1 s of warm-up each: the speed of these VMs drifts by ±10% within seconds, and turns this short put that drift on every ' +
       `variant alike. Client and servers are pinned to CPU ${cfg.podCpu} (taskset): a wake-up on the other vCPU costs ~65 µs on ` +
