@@ -20,6 +20,7 @@ static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   kelp::InitLink(env, exports);
   kelp::InitRingBuf(env, exports);
   kelp::InitNetns(env, exports);
+  kelp::InitRtnl(env, exports);
   return exports;
 }
 

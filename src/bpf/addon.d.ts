@@ -157,5 +157,7 @@ export interface KelpAddon {
   tcFilterDetach(ifindex: number, egress: boolean, handle: number, priority: number): boolean;
 
   inNetns<T>(path: string, fn: () => T): T;
+  /** Sends one rtnetlink message from a thread-pool socket in the netns of netnsFd; 0 or -errno. */
+  rtnlRequestAsync(netnsFd: number, message: Buffer, operation: string): Promise<number>;
   currentNetns(): FdHandle;
 }

@@ -9,7 +9,7 @@ export { BpfProgram, openPinnedProgram, ProgType } from './program';
 export type { TestRunOptions, TestRunResult } from './program';
 export { BpfMap, openPinnedMap, MapType, BPF_ANY, BPF_NOEXIST, BPF_EXIST, BPF_F_LOCK } from './map';
 export type { BatchOptions } from './map';
-export { inNetns } from './netns';
+export { inNetns, rtnlRequestAsync } from './netns';
 export { attachTc, attachTcAsync, attachXdp, attachCgroup, openPinnedLink, listAttached, attachTcFilter, queryTcFilter, detachTcFilter, BpfLink, AttachType } from './link';
 export type { AttachTcOptions, TcDirection, LinkKind, Attached, AttachedProgram, TcFilterSlot } from './link';
 export type { LinkInfo } from './addon';

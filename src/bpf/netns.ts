@@ -13,3 +13,13 @@ export function inNetns<T>(netnsPath: string, fn: () => T): T {
   }
   return result;
 }
+
+/**
+ * Sends one complete rtnetlink message (header included, NLM_F_ACK set) from a socket opened on
+ * a libuv pool thread in the namespace netnsFd refers to, and resolves with the kernel's answer,
+ * 0 or a negative errno. For requests the kernel works on for long inside sendmsg (see
+ * native/rtnl.cc): the event loop runs on meanwhile.
+ */
+export function rtnlRequestAsync(netnsFd: number, message: Buffer, operation: string): Promise<number> {
+  return addon.rtnlRequestAsync(netnsFd, message, operation);
+}

@@ -26,7 +26,7 @@ import {
 import { ipFromBytes, ipToBytes, ipToString, parseCidr, parseIp, IpFamily } from '../ipam/ip';
 import { asNetlinkError, isGone, hasCode, NetlinkError } from './errors';
 import { formatMac, parseMac } from './mac';
-import { inNetns } from '../bpf';
+import { inNetns, rtnlRequestAsync } from '../bpf';
 
 const AF_INET = 2;
 const AF_INET6 = 10;
@@ -186,6 +186,7 @@ export interface RtnlOptions {
  * error, which the `netlink` package's poll handler turns into a process abort.
  */
 const MAX_IN_FLIGHT = 16;
+const NLMSG_HDRLEN = 16;
 
 export class Rtnl {
   private closed = false;
@@ -200,6 +201,8 @@ export class Rtnl {
     /** The namespace this socket acts in; undefined for the agent's own. */
     readonly netns: string | undefined,
     opts: RtnlOptions,
+    /** That namespace, for requests sent off the event loop; opened on first use when netns is set. */
+    private nsFd?: number,
   ) {
     this.timeoutMs = opts.timeoutMs ?? 10_000;
     // The package emits receive errors as 'error' events, which would crash the process
@@ -209,7 +212,14 @@ export class Rtnl {
 
   /** A socket in the calling thread's current network namespace. */
   static open(opts: RtnlOptions = {}): Rtnl {
-    return new Rtnl(createNetlink(Protocol.ROUTE), undefined, opts);
+    const sock = createNetlink(Protocol.ROUTE);
+    try {
+      // The namespace the socket was made in, held: the thread may be elsewhere later (inNetns).
+      return new Rtnl(sock, undefined, opts, openSync('/proc/thread-self/ns/net', 'r'));
+    } catch (e) {
+      sock.close();
+      throw e;
+    }
   }
 
   /** A socket bound to the namespace at `netnsPath` (e.g. /var/run/netns/x or /proc/<pid>/ns/net). */
@@ -228,6 +238,7 @@ export class Rtnl {
     if (this.closed) return;
     this.closed = true;
     this.sock.close();
+    if (this.nsFd !== undefined) closeSync(this.nsFd);
   }
 
   // ---- links ----
@@ -314,9 +325,16 @@ export class Rtnl {
   }
 
   /** Deletes a link (for a veth, both ends). Returns false when it did not exist. */
+  /** Off the event loop: a veth's unregistration waits ~20 ms in the kernel (see requestOffLoop). */
   async deleteLink(ref: LinkRef): Promise<boolean> {
     const [data, attrs] = linkRef(ref);
-    return this.remove(rt.MessageType.DELLINK, linkMessage(data, attrs), `netlink dellink ${ref}`);
+    try {
+      await this.requestOffLoop(rt.MessageType.DELLINK, linkMessage(data, attrs), `netlink dellink ${ref}`);
+      return true;
+    } catch (e) {
+      if (isGone(e)) return false;
+      throw e;
+    }
   }
 
   /**
@@ -333,14 +351,14 @@ export class Rtnl {
     const group = randomInt(DELETE_GROUP_MIN, DELETE_GROUP_MAX);
     // One batch (see the top of this file): the kernel applies them in order, so the group
     // holds every link that still existed when it is deleted.
-    const marked = refs.map((ref) => {
+    const marks = await Promise.all(refs.map((ref) => {
       const [data, attrs] = linkRef(ref);
       attrs.group = group;
       return settle(this.request(rt.MessageType.SETLINK, linkMessage(data, attrs), 0, `netlink setlink ${ref} group ${group}`));
-    });
-    const deleted = settle(this.request(rt.MessageType.DELLINK, linkMessage({}, { group }), 0, `netlink dellink group ${group}`));
-    const marks = await Promise.all(marked);
-    const err = await deleted;
+    }));
+    // Only once every mark is answered (a request may wait for a slot or a dump): the group
+    // must hold them all when it goes.
+    const err = await settle(this.requestOffLoop(rt.MessageType.DELLINK, linkMessage({}, { group }), `netlink dellink group ${group}`));
     return Promise.all(refs.map(async (ref, i) => {
       const mark = marks[i];
       if (mark !== undefined) {
@@ -471,6 +489,32 @@ export class Rtnl {
       if (isGone(e)) return false;
       throw e;
     }
+  }
+
+  /**
+   * One request from a socket on a libuv pool thread in this socket's namespace: the kernel
+   * does a request's work inside sendmsg, and the package's sockets send on this thread, so a
+   * slow request (a link deletion waits for an rcu_barrier(), ~20 ms here) would stall every
+   * other CNI call meanwhile. Ordered after every request sent before it on this socket (those
+   * were done inside their own sendmsg).
+   */
+  private async requestOffLoop(type: number, payload: Uint8Array[], op: string): Promise<void> {
+    this.assertOpen();
+    const body = Buffer.concat(payload);
+    const header = Buffer.alloc(NLMSG_HDRLEN);
+    header.writeUInt32LE(NLMSG_HDRLEN + body.length, 0);
+    header.writeUInt16LE(type, 4);
+    header.writeUInt16LE(Flags.REQUEST | Flags.ACK, 6);
+    header.writeUInt32LE(1, 8);
+    if (this.nsFd === undefined) {
+      try {
+        this.nsFd = openSync(this.netns!, 'r');
+      } catch (e) {
+        throw asNetlinkError(e, `${op}: open netns ${this.netns}`);
+      }
+    }
+    const rc = await rtnlRequestAsync(this.nsFd, Buffer.concat([header, body]), op);
+    if (rc !== 0) throw new NetlinkError(op, -rc);
   }
 
   // An async function runs synchronously up to its first await, and so does every caller on

@@ -4,6 +4,7 @@
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { cleanupAll, createNetns, Netns, onCleanup, uniqueName } from '../support/netns';
 import { BatchedLinkDeleter, podInterfaceTeardown, Rtnl } from '../../src/netlink';
+import { inNetns } from '../../src/bpf';
 
 interface IpLink {
   ifname: string;
@@ -30,6 +31,33 @@ async function world(n: number): Promise<{ node: Netns; pod: Netns; host: Rtnl; 
 }
 
 afterEach(() => cleanupAll());
+
+describe('deletions off the event loop', () => {
+  it('a request issued after a veth deletion is answered first: the deletion waits on a pool thread', async () => {
+    const { node, host, names } = await world(1);
+    const order: string[] = [];
+    const deleted = host.deleteLink(names[0]).then((existed) => order.push(`deleted ${existed}`));
+    const looked = host.link('lo').then((l) => order.push(`looked up ${l?.name}`));
+    await Promise.all([deleted, looked]);
+    // In the sendmsg of the agent's thread, the deletion (~20 ms of rcu_barrier) came first.
+    expect(order).toEqual(['looked up lo', 'deleted true']);
+    expect(linkNames(node)).toEqual(['lo']);
+  });
+
+  it('acts in the namespace the socket was opened in, wherever the thread is when it deletes', async () => {
+    const a = createNetns('kda');
+    const b = createNetns('kdb');
+    for (const ns of [a, b]) ns.ip('link', 'add', 'kdsame', 'type', 'veth', 'peer', 'name', 'kdpeer');
+    // Opened while the thread visits b; used after it is back in the machine's namespace.
+    const inB = inNetns(b.path, () => Rtnl.open());
+    onCleanup(() => inB.close());
+    expect(await inB.deleteLink('kdsame')).toBe(true);
+    expect(linkNames(b)).toEqual(['lo']);
+    expect(linkNames(a)).toEqual(['kdpeer', 'kdsame', 'lo']);
+    expect(await inB.deleteLinks(['kdsame', 'kdpeer'])).toEqual([false, false]);
+    expect(linkNames(a)).toEqual(['kdpeer', 'kdsame', 'lo']);
+  });
+});
 
 describe('Rtnl.deleteLinks', () => {
   it('deletes every named link, both ends, and leaves the others, grouped or not', async () => {
