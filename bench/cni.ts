@@ -127,7 +127,9 @@ async function throughput(cfg: BenchConfig, tag: string, variants: Variant[], ne
   const fig = new Figure(`3. CNI throughput, ${n} concurrent calls`);
   fig.notes.push(
     `Per variant per round: ${n} pod netns made (untimed), ${n} ADDs started at once, pods/s = ${n} ÷ time until the last one exits; ` +
-      `then the same for ${n} concurrent DELs. Variants one after the other in a rotated order each round. Plugins exec'd as in figure 2.`,
+      `then the same for ${n} concurrent DELs. Churn: ${n >> 1} pods ADDed (untimed), then their ${n >> 1} DELs and ${n >> 1} ADDs of new pods ` +
+      `all started at once; calls/s = ${2 * (n >> 1)} ÷ time until the last exits, and the median latency of those ADDs. ` +
+      `Variants one after the other in a rotated order each round. Plugins exec'd as in figure 2.`,
   );
   for (let r = 0; r < cfg.throughputRounds; r++) {
     const line: string[] = [];
@@ -142,10 +144,24 @@ async function throughput(cfg: BenchConfig, tag: string, variants: Variant[], ne
       t0 = process.hrtime.bigint();
       await pool(paths, n, (p, i) => target.call('DEL', cid(i), p));
       const delS = Number(process.hrtime.bigint() - t0) / 1e9;
+      // Churn, as when a deployment rolls: half the pods go while as many new ones come, all at
+      // once; ADD latency here is what a new pod waits while deletions run.
+      const half = Math.max(1, n >> 1);
+      const churnCid = (i: number) => `${tag}c${r}v${v}i${i}`;
+      await pool(paths.slice(0, half), half, (p, i) => target.call('ADD', churnCid(i), p));
+      t0 = process.hrtime.bigint();
+      const [, churnAdds] = await Promise.all([
+        pool(paths.slice(0, half), half, (p, i) => target.call('DEL', churnCid(i), p)),
+        pool(paths.slice(half, 2 * half), half, (p, i) => target.call('ADD', churnCid(half + i), p)),
+      ]);
+      const churnS = Number(process.hrtime.bigint() - t0) / 1e9;
+      await pool(paths.slice(half, 2 * half), half, (p, i) => target.call('DEL', churnCid(half + i), p));
       netns.remove(names);
       fig.record('ADD', target.name, 'pods/s', n / addS);
       fig.record('DEL', target.name, 'pods/s', n / delS);
-      line.push(`${target.name} ADD ${num(n / addS)}/s DEL ${num(n / delS)}/s`);
+      fig.record('churn', target.name, 'calls/s', (2 * half) / churnS);
+      fig.record('ADD p50 during churn', target.name, 'ms', median(churnAdds.map((c) => c.ms)));
+      line.push(`${target.name} ADD ${num(n / addS)}/s DEL ${num(n / delS)}/s churn ${num((2 * half) / churnS)}/s (ADD p50 ${num(median(churnAdds.map((c) => c.ms)))} ms)`);
       // Removed namespaces are torn down by a kernel worker: let it finish before the next variant.
       await sleep(300);
     }
@@ -153,5 +169,7 @@ async function throughput(cfg: BenchConfig, tag: string, variants: Variant[], ne
   }
   fig.compare('ADD', KELP, BRIDGE, 'higher');
   fig.compare('DEL', KELP, BRIDGE, 'higher');
+  fig.compare('churn', KELP, BRIDGE, 'higher');
+  fig.compare('ADD p50 during churn', KELP, BRIDGE, 'lower');
   return fig;
 }

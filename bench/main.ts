@@ -59,6 +59,8 @@ function headlineRows(figs: Record<string, Figure | undefined>, cfg: BenchConfig
   if (tp) {
     rows.push(headlineRow(tp, `CNI ADD throughput, ${cfg.concurrency} concurrent`, 'ADD', KELP, { reference: BRIDGE, better: 'higher' }));
     rows.push(headlineRow(tp, `CNI DEL throughput, ${cfg.concurrency} concurrent`, 'DEL', KELP, { reference: BRIDGE, better: 'higher' }));
+    rows.push(headlineRow(tp, `CNI churn, ${cfg.concurrency >> 1} DELs + ${cfg.concurrency >> 1} ADDs at once`, 'churn', KELP, { reference: BRIDGE, better: 'higher' }));
+    rows.push(headlineRow(tp, 'CNI ADD p50 during that churn', 'ADD p50 during churn', KELP, { reference: BRIDGE, better: 'lower' }));
   }
   if (mem) {
     rows.push(headlineRow(mem, 'Agent RSS, 0 endpoints (ref: bare node)', 'RSS at 0 endpoints', AGENT, { reference: BARE_NODE, better: 'lower' }));
