@@ -5,7 +5,8 @@
 // Requests are sent synchronously when called (the package's sendmsg is immediate and the
 // kernel handles rtnetlink in the sender's context), so several calls issued before the first
 // await are one batch: the kernel applies them in order and one event-loop wake-up collects
-// the replies.
+// the replies. Beyond MAX_IN_FLIGHT unanswered requests on a socket, the next ones wait their
+// turn, still in call order. Link deletions go from a pool thread instead (requestOffLoop).
 import { randomInt } from 'node:crypto';
 import { closeSync, openSync } from 'node:fs';
 import { constants } from 'node:os';
@@ -349,15 +350,13 @@ export class Rtnl {
   async deleteLinks(refs: LinkRef[]): Promise<boolean[]> {
     if (refs.length <= 1) return Promise.all(refs.map((r) => this.deleteLink(r)));
     const group = randomInt(DELETE_GROUP_MIN, DELETE_GROUP_MAX);
-    // One batch (see the top of this file): the kernel applies them in order, so the group
-    // holds every link that still existed when it is deleted.
     const marks = await Promise.all(refs.map((ref) => {
       const [data, attrs] = linkRef(ref);
       attrs.group = group;
       return settle(this.request(rt.MessageType.SETLINK, linkMessage(data, attrs), 0, `netlink setlink ${ref} group ${group}`));
     }));
-    // Only once every mark is answered (a request may wait for a slot or a dump): the group
-    // must hold them all when it goes.
+    // Only once every mark is answered (a request may wait for a slot or a dump), so the group
+    // holds every link that still existed when it goes.
     const err = await settle(this.requestOffLoop(rt.MessageType.DELLINK, linkMessage({}, { group }), `netlink dellink group ${group}`));
     return Promise.all(refs.map(async (ref, i) => {
       const mark = marks[i];
