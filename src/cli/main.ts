@@ -17,6 +17,7 @@ Commands:
   get pods|endpoints          list pods (IP, interface, state) or datapath endpoints
   status                      agent health, map fill, attached programs
   map dump NAME               decoded contents of a BPF map
+  cni validate|add|check|del  cnitool for kelp: check a conflist, run its chain on a netns (kelp cni --help)
   version                     print the version
 
 Common flags:
@@ -169,6 +170,8 @@ async function run(argvIn: string[]): Promise<number> {
       print(f.output, dump, () => formatTable(['KEY', 'VALUE'], dump.entries.map((e) => [JSON.stringify(e.key), JSON.stringify(e.value)])));
       return 0;
     }
+    case 'cni':
+      return (await import('./cni-tool')).cniCommand(args);
     default:
       throw new UsageError(`unknown command ${JSON.stringify(cmd)}\n\n${USAGE}`);
   }
