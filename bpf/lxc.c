@@ -1,8 +1,8 @@
 /*
  * Pod veth programs. One instance of each is shared by every pod: the agent attaches them with tcx
  * to each pod's host-side veth and describes the pods in kelp_endpoints, so a new pod costs a map
- * update and two link creations, never a program load. IPv4 only today: other EtherTypes,
- * IPv6 included, go to the host stack unfiltered.
+ * update and two link creations, never a program load. IPv4 only today: a pod may send IPv4 and
+ * ARP, both validated, and nothing else (see kelp_from_pod).
  */
 #include "lib/common.h"
 #include "lib/config.h"
@@ -110,7 +110,25 @@ static __always_inline int from_pod_arp(struct __sk_buff *skb, struct pkt4 *pkt)
 	return bpf_redirect(skb->ifindex, 0);
 }
 
-/* tc ingress of the pod's host-side veth: packets leaving the pod. */
+/*
+ * tc ingress of the pod's host-side veth: packets leaving the pod.
+ *
+ * A pod may send what kelp validates, IPv4 and ARP, and nothing else: whatever the node's stack
+ * would do with any other frame, kelp has not checked its source. VLAN tags are the sharpest
+ * case. The kernel takes the outer 802.1Q/802.1ad tag off a received frame before tc
+ * (skb_vlan_untag in __netif_receive_skb_core), so a frame tagged once shows here the EtherType
+ * it carried, its tag only in skb->vlan_*, and one tagged twice shows its inner tag. After tc the
+ * stack removes a tag of VLAN 0 (a priority tag) and delivers what it carried: IPv4 inside two
+ * such tags would reach pods, the node and the uplink with any source address. So a tag in the
+ * skb or in the frame is a drop of its own, reported with the EtherType the pod wrote after its
+ * MAC. __sk_buff.vlan_present still means "a tag was taken off" where sk_buff lost the bit (Linux
+ * 6.2+ rewrites the read to vlan_all != 0); vlan_tci alone cannot tell, as a VLAN 0 priority 0
+ * tag has TCI 0.
+ *
+ * IPv6 is dropped, not passed: pods get no IPv6 address from kelp, and an IPv6 packet handed to
+ * the node reaches its services on the host veth's link-local address, unfiltered. What a pod's
+ * kernel sends on its own (router and neighbour solicitations, MLD) is dropped and counted too.
+ */
 SEC("tc")
 int kelp_from_pod(struct __sk_buff *skb)
 {
@@ -120,13 +138,25 @@ int kelp_from_pod(struct __sk_buff *skb)
 	if (!eth)
 		return drop_packet(skb, &pkt, KELP_DIR_FROM_POD, 0, DROP_RUNT);
 	pkt.eth_proto = eth->h_proto;
+	if (skb->vlan_present) {
+		pkt.eth_proto = skb->vlan_proto;
+		return drop_packet(skb, &pkt, KELP_DIR_FROM_POD, 0, DROP_VLAN);
+	}
 	switch (pkt.eth_proto) {
 	case bpf_htons(ETH_P_IP):
 		return from_pod_ipv4(skb, &pkt);
 	case bpf_htons(ETH_P_ARP):
 		return from_pod_arp(skb, &pkt);
+	case bpf_htons(ETH_P_8021Q):
+	case bpf_htons(ETH_P_8021AD):
+	case bpf_htons(ETH_P_QINQ1):	/* pre-standard QinQ TPIDs, still sent by some switches */
+	case bpf_htons(ETH_P_QINQ2):
+	case bpf_htons(ETH_P_QINQ3):
+		return drop_packet(skb, &pkt, KELP_DIR_FROM_POD, 0, DROP_VLAN);
+	case bpf_htons(ETH_P_IPV6):
+		return drop_packet(skb, &pkt, KELP_DIR_FROM_POD, 0, DROP_IPV6);
 	default:
-		return lxc_pass(skb, KELP_DIR_FROM_POD, 0);
+		return drop_packet(skb, &pkt, KELP_DIR_FROM_POD, 0, DROP_ETHERTYPE);
 	}
 }
 

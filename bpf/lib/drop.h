@@ -20,6 +20,9 @@ enum kelp_drop_reason {
 	DROP_SRC_MAC		= -7,	/* source MAC is not the endpoint's */
 	DROP_SRC_IFACE		= -8,	/* source IP belongs to an endpoint behind another interface */
 	DROP_TTL_EXCEEDED	= -9,	/* TTL would reach 0 on the hop through the node */
+	DROP_VLAN		= -10,	/* from a pod, a VLAN tag: in the frame or in skb->vlan_* */
+	DROP_IPV6		= -11,	/* IPv6 from a pod: kelp gives pods no IPv6 address */
+	DROP_ETHERTYPE		= -12,	/* from a pod, an EtherType other than IPv4 and ARP */
 
 	/* Masquerade (host.c). A range of its own since they first shipped there; the numbers stay. */
 	DROP_NAT_NO_PORT	= -200,	/* every probed NAT port for this remote was taken */

@@ -149,6 +149,18 @@ function arpFrame(eth: Eth, a: Partial<P.ArpOpts> = {}): Buffer {
   return P.ethernet({ ...eth, type: P.ETH_P_ARP }, P.arp({ sha: A.mac, spa: A.ip, tpa: GATEWAY, ...a }));
 }
 
+const Q_VLAN0: P.VlanTag = { tpid: P.ETH_P_8021Q };
+
+/** A's UDP packet (IPv4), from A's MAC, inside VLAN tags (outermost first). */
+function tagged(tags: P.VlanTag[], ip: Ip = {}): Buffer {
+  return P.ethernetTagged({ ...fromA, type: P.ETH_P_IP, tags }, udpFrame(fromA, ip).subarray(P.ETH_HLEN));
+}
+
+function ipv6Frame(src: string, dst: string): Buffer {
+  const udp = P.udp6({ sport: 40000, dport: 53, src, dst }, PAYLOAD);
+  return P.ethernet({ ...fromA, type: P.ETH_P_IPV6 }, P.ipv6({ src, dst, proto: P.IPPROTO_UDP }, udp));
+}
+
 function padTo(b: Buffer, len: number): Buffer {
   return Buffer.concat([b, Buffer.alloc(Math.max(0, len - b.length))]);
 }
@@ -280,15 +292,59 @@ const rows: Row[] = [
     packet: () => udpFrame(fromA, { dst: REMOTE, ttl: 1 }),
     expect: pass(A.epId),
   },
+
+  // EtherTypes and VLAN tags: a pod may send IPv4 and ARP, which kelp validates, and nothing else.
+  // Where these frames would go if passed: a VLAN 0 tag the stack strips after tc, delivering what
+  // it carried unchecked; IPv6 to the node's link-local addresses; MPLS to the node's MPLS router.
   {
-    name: 'IPv6 passes to the stack (kelp is IPv4-only today)',
-    packet: () => P.ethernet({ ...fromA, type: P.ETH_P_IPV6 }, Buffer.alloc(40)),
-    expect: pass(0),
+    name: "two 802.1Q tags of VLAN 0 around IPv4 with another pod's source: dropped (VLAN)",
+    packet: () => tagged([Q_VLAN0, Q_VLAN0], { src: B.ip }),
+    expect: drop('VLAN', 0, FROM, { ethProto: P.ETH_P_8021Q }),
   },
   {
-    name: 'non-IP EtherType (LLDP) passes to the stack',
+    name: '802.1ad outer and 802.1Q inner tag of VLAN 0 (QinQ) around a spoofed source: dropped (VLAN)',
+    packet: () => tagged([{ tpid: P.ETH_P_8021AD }, Q_VLAN0], { src: B.ip }),
+    expect: drop('VLAN', 0, FROM, { ethProto: P.ETH_P_8021AD }),
+  },
+  {
+    name: "one 802.1Q priority tag (VLAN 0) around IPv4 from the pod's own address: dropped (VLAN)",
+    packet: () => tagged([{ tpid: P.ETH_P_8021Q, pcp: 5 }]),
+    expect: drop('VLAN', 0, FROM, { ethProto: P.ETH_P_8021Q }),
+  },
+  {
+    name: 'one 802.1Q tag of VLAN 5 to a destination off the node: dropped (VLAN)',
+    packet: () => tagged([{ tpid: P.ETH_P_8021Q, vid: 5 }], { dst: REMOTE }),
+    expect: drop('VLAN', 0),
+  },
+  {
+    name: 'pre-standard QinQ TPID 0x9100: dropped (VLAN)',
+    packet: () => tagged([{ tpid: 0x9100 }, Q_VLAN0], { src: B.ip }),
+    expect: drop('VLAN', 0, FROM, { ethProto: 0x9100 }),
+  },
+  {
+    name: "IPv6 from the pod to the host veth's link-local address: dropped (kelp gives pods no IPv6)",
+    packet: () => ipv6Frame('fe80::aa:ff:fe00:2', 'fe80::ee:ff:fe00:2'),
+    expect: drop('IPV6', 0, FROM, { ethProto: P.ETH_P_IPV6 }),
+  },
+  {
+    name: 'LLDP: dropped (ETHERTYPE)',
     packet: () => P.ethernet({ ...fromA, type: 0x88cc }, Buffer.alloc(46)),
-    expect: pass(0),
+    expect: drop('ETHERTYPE', 0, FROM, { ethProto: 0x88cc }),
+  },
+  {
+    name: 'local experimental EtherType 0x88b5: dropped (ETHERTYPE)',
+    packet: () => P.ethernet({ ...fromA, type: 0x88b5 }, Buffer.alloc(46)),
+    expect: drop('ETHERTYPE', 0, FROM, { ethProto: 0x88b5 }),
+  },
+  {
+    name: "MPLS carrying IPv4 with another pod's source: dropped (ETHERTYPE)",
+    packet: () => P.ethernet({ ...fromA, type: 0x8847 }, Buffer.concat([Buffer.from([0, 0, 0x11, 64]), udpFrame(fromA, { src: B.ip }).subarray(P.ETH_HLEN)])),
+    expect: drop('ETHERTYPE', 0, FROM, { ethProto: 0x8847 }),
+  },
+  {
+    name: '802.3 length field instead of an EtherType (LLC): dropped (ETHERTYPE)',
+    packet: () => P.ethernet({ ...fromA, type: 46 }, Buffer.alloc(46, 0x42)),
+    expect: drop('ETHERTYPE', 0, FROM, { ethProto: 46 }),
   },
 
   // ARP
@@ -467,6 +523,12 @@ const rows: Row[] = [
     name: "to_pod: a packet for B sent out of A's veth is passed, not charged to B",
     prog: 'kelp_to_pod',
     packet: () => udpFrame({ src: A.nodeMac, dst: A.mac }, { src: REMOTE, dst: B.ip }),
+    expect: pass(0, TO),
+  },
+  {
+    name: 'to_pod: IPv6 from the host passes unchanged, unattributed (only what a pod sends is restricted)',
+    prog: 'kelp_to_pod',
+    packet: () => P.ethernet({ src: A.nodeMac, dst: A.mac, type: P.ETH_P_IPV6 }, P.ipv6({ src: 'fe80::ee:ff:fe00:2', dst: 'ff02::1', proto: 58 }, Buffer.alloc(8))),
     expect: pass(0, TO),
   },
   {
@@ -690,5 +752,20 @@ describe('load-time configuration', () => {
     // Ring buffer order is submission order: anything the redirects emitted would come first.
     const before = await q.takeUntil((e) => e.kind === 'drop' && e.reasonName === 'SRC_UNKNOWN');
     expect(before).toEqual([]);
+  });
+});
+
+describe('VLAN metadata', () => {
+  // A tag the kernel strips before tc (see kelp_from_pod) exists only in skb->vlan_*, which
+  // Linux 6.18's bpf_prog_test_run_skb refuses in ctx_in: test/netns/antispoof-frames.test.ts
+  // sends such frames through a real veth instead.
+  it.each([
+    ['vlan_present', 20],
+    ['vlan_tci', 24],
+    ['vlan_proto', 28],
+  ])('ctx_in with %s set is refused (EINVAL)', (_field, offset) => {
+    const ctx = P.skbCtx({ ifindex: IF.a });
+    ctx.writeUInt32LE(1, offset);
+    expect(() => inNetns(node.path, () => obj.program('kelp_from_pod').testRun({ data: udpFrame(fromA), ctx }))).toThrow(/EINVAL/);
   });
 });

@@ -1,11 +1,16 @@
-// Packet builder and parser for datapath tests: Ethernet, ARP, IPv4 (options, fragments), TCP,
-// UDP, ICMP, Internet checksums, and the `struct __sk_buff` context for BPF_PROG_TEST_RUN.
+// Packet builder and parser for datapath tests: Ethernet (VLAN tags too), ARP, IPv4 (options,
+// fragments), a plain IPv6 header, TCP, UDP, ICMP, Internet checksums, and the `struct __sk_buff`
+// context for BPF_PROG_TEST_RUN.
 // Builders compute lengths and checksums unless a field is overridden, so tests can make broken
 // packets on purpose.
+
+import { parseIp } from '../../src/ipam/ip';
 
 export const ETH_P_IP = 0x0800;
 export const ETH_P_ARP = 0x0806;
 export const ETH_P_IPV6 = 0x86dd;
+export const ETH_P_8021Q = 0x8100;
+export const ETH_P_8021AD = 0x88a8;
 export const IPPROTO_ICMP = 1;
 export const IPPROTO_TCP = 6;
 export const IPPROTO_UDP = 17;
@@ -67,6 +72,24 @@ export function ethernet(o: EthOpts, payload: Buffer = Buffer.alloc(0)): Buffer 
   macBytes(o.src).copy(h, 6);
   h.writeUInt16BE(o.type, 12);
   return Buffer.concat([h, payload]);
+}
+
+export interface VlanTag {
+  /** ETH_P_8021Q, ETH_P_8021AD, or anything a test wants in the TPID field. */
+  tpid: number;
+  vid?: number;
+  pcp?: number;
+}
+
+/** An Ethernet frame with VLAN tags, outermost first, between the source MAC and `type`. */
+export function ethernetTagged(o: EthOpts & { tags: VlanTag[] }, payload: Buffer = Buffer.alloc(0)): Buffer {
+  const tags = Buffer.alloc(4 * o.tags.length);
+  o.tags.forEach((t, i) => {
+    tags.writeUInt16BE(t.tpid, 4 * i);
+    tags.writeUInt16BE(((t.pcp ?? 0) << 13) | ((t.vid ?? 0) & 0xfff), 4 * i + 2);
+  });
+  const plain = ethernet(o, payload);
+  return Buffer.concat([plain.subarray(0, 12), tags, plain.subarray(12)]);
 }
 
 export interface ArpOpts {
@@ -133,6 +156,45 @@ export function ipv4(o: Ipv4Opts, payload: Buffer = Buffer.alloc(0)): Buffer {
   padded.copy(h, 20);
   h.writeUInt16BE(o.checksum ?? inetChecksum(h), 10);
   return Buffer.concat([h, payload]);
+}
+
+export interface Ipv6Opts {
+  src: string;
+  dst: string;
+  /** Next header. */
+  proto: number;
+  hopLimit?: number;
+}
+
+export function ip6Bytes(ip: string): Buffer {
+  const a = parseIp(ip);
+  if (a.family !== 6) throw new TypeError(`bad IPv6 ${ip}`);
+  return Buffer.from(a.value.toString(16).padStart(32, '0'), 'hex');
+}
+
+/** A fixed IPv6 header, no extension headers. */
+export function ipv6(o: Ipv6Opts, payload: Buffer = Buffer.alloc(0)): Buffer {
+  const h = Buffer.alloc(40);
+  h.writeUInt32BE(0x60000000, 0);
+  h.writeUInt16BE(payload.length, 4);
+  h.writeUInt8(o.proto, 6);
+  h.writeUInt8(o.hopLimit ?? 64, 7);
+  ip6Bytes(o.src).copy(h, 8);
+  ip6Bytes(o.dst).copy(h, 24);
+  return Buffer.concat([h, payload]);
+}
+
+/** UDP over IPv6; the checksum is mandatory there (RFC 8200 8.1). */
+export function udp6(o: UdpOpts, payload: Buffer = Buffer.alloc(0)): Buffer {
+  const seg = Buffer.alloc(8 + payload.length);
+  seg.writeUInt16BE(o.sport, 0);
+  seg.writeUInt16BE(o.dport, 2);
+  seg.writeUInt16BE(seg.length, 4);
+  payload.copy(seg, 8);
+  const pseudo = Buffer.concat([ip6Bytes(o.src), ip6Bytes(o.dst), Buffer.from([0, 0, seg.length >> 8, seg.length & 0xff, 0, 0, 0, IPPROTO_UDP])]);
+  const sum = inetChecksum(Buffer.concat([pseudo, seg]));
+  seg.writeUInt16BE(sum === 0 ? 0xffff : sum, 6);
+  return seg;
 }
 
 export interface TcpOpts {
