@@ -81,8 +81,12 @@ test: build
 	node_modules/.bin/tsc -p tsconfig.test.json
 	node_modules/.bin/vitest run
 
-demo: build
-	node_modules/.bin/vite-node scripts/demo.ts
+# The demo shows its own steps only: the build's output goes to a log, shown if it fails.
+demo:
+	@mkdir -p build
+	@echo "make demo: installing and building (log: build/demo-build.log)"
+	@$(MAKE) --no-print-directory build > build/demo-build.log 2>&1 || { cat build/demo-build.log; echo "make demo: the build failed (log above)"; exit 1; }
+	@node_modules/.bin/vite-node scripts/demo.ts
 
 BENCH_TOOLS := $(patsubst bench/tools/%.c,build/bench/%,$(wildcard bench/tools/*.c))
 

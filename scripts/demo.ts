@@ -2,12 +2,15 @@
 // pods created through the real kelp-cni binary the way a container runtime does, and a
 // connectivity table. Everything it creates is removed at the end, also on failure or Ctrl-C.
 import path from 'node:path';
+import { copyFileSync, existsSync, mkdirSync } from 'node:fs';
 import { spawn } from 'node:child_process';
 import { Sandbox, SandboxPod } from '../src/sandbox';
 
 const t0 = Date.now();
 const step = (msg: string) => process.stdout.write(`[${((Date.now() - t0) / 1000).toFixed(1).padStart(5)}s] ${msg}\n`);
 const PORT = 8080;
+/** The sandbox's directory goes at the end: its agent log is copied here first. */
+const KEPT_LOG = path.join(__dirname, '../build/demo-agent.log');
 
 function ok(b: boolean): string {
   return b ? 'ok' : 'FAIL';
@@ -19,11 +22,17 @@ async function main(): Promise<number> {
   let failures = 0;
   const cleanup = async () => {
     step('tearing down: CNI DEL for every pod, agent stopped by PID, namespaces and bpffs removed');
+    await sb.stopAgentAfterPods();
+    if (existsSync(sb.logFile)) {
+      mkdirSync(path.dirname(KEPT_LOG), { recursive: true });
+      copyFileSync(sb.logFile, KEPT_LOG);
+      step(`agent log kept in ${path.relative(process.cwd(), KEPT_LOG) || KEPT_LOG}`);
+    }
     await sb.stop();
   };
   process.once('SIGINT', () => void cleanup().then(() => process.exit(130)));
   try {
-    step(`agent ready (log: ${sb.logFile}); CNI plugin and 05-kelp.conflist installed in ${path.dirname(sb.cniConfDir)}`);
+    step(`agent ready (its log is copied to ${path.relative(process.cwd(), KEPT_LOG)} at the end); CNI plugin and 05-kelp.conflist installed in ${path.dirname(sb.cniConfDir)}`);
     step('kelp apply -f deploy/demo/pods.yaml');
     process.stdout.write(indent(sb.kelp('apply', '-f', path.join(__dirname, '../deploy/demo/pods.yaml'))));
 
@@ -85,8 +94,8 @@ async function main(): Promise<number> {
     process.stdout.write(indent(sb.kelp('status')));
     step('kelp map dump kelp_endpoints');
     process.stdout.write(indent(sb.kelp('map', 'dump', 'kelp_endpoints')));
-    step('kelp map dump kelp_metrics (per endpoint, direction and reason)');
-    process.stdout.write(indent(sb.kelp('map', 'dump', 'kelp_metrics')));
+    step('kelp get counters (forwarded and dropped packets per pod, direction and reason)');
+    process.stdout.write(indent(sb.kelp('get', 'counters')));
   } finally {
     await cleanup();
   }

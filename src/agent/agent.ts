@@ -15,16 +15,15 @@ import { restoreNode } from '../endpoint/restore';
 import { Rtnl, setIpv4Forwarding } from '../netlink';
 import { ObjectStore } from '../sources/store';
 import { ManifestDir, parseManifests } from '../sources/manifests';
-import { KelpObject, objectKey } from '../sources/objects';
-import { ApiServer, HttpError } from './server';
+import { IMPLICIT_NAMESPACES, KelpObject, objectKey, objectRef } from '../sources/objects';
+import { ApiServer, checkRunDir, HttpError } from './server';
 import { makeCniHandler } from './cni-handler';
 import { DelQueue } from './delqueue';
 import { buildConflist, installCni } from './install';
 import { AgentOptions } from './options';
-import type { EndpointView, PodView } from './views';
-import { endpointInfo, endpointKey, endpointSlot } from '../datapath/structs';
+import type { CounterView, EndpointView, PodView } from './views';
 import { dropReasonName } from '../datapath/drop';
-import { dumpNat } from '../datapath/nat';
+import { MAP_DESCRIPTIONS } from '../datapath/dump';
 import { CNI_HTTP_PATH } from '../cni';
 
 export interface Agent {
@@ -51,7 +50,7 @@ async function findUplink(rtnl: Rtnl, name: string | undefined): Promise<{ ifind
 
 export async function startAgent(opts: AgentOptions, log: Logger = createLogger({ level: opts.logLevel, file: opts.logFile })): Promise<Agent> {
   const socketPath = path.join(opts.runDir, 'kelp.sock');
-  mkdirSync(opts.runDir, { recursive: true, mode: 0o700 });
+  checkRunDir(opts.runDir); // refuses a run dir others could write, before anything is made
   mkdirSync(opts.stateDir, { recursive: true, mode: 0o700 });
   let ready = false;
 
@@ -59,6 +58,11 @@ export async function startAgent(opts: AgentOptions, log: Logger = createLogger(
   setIpv4Forwarding(true);
 
   const datapath = new Datapath({ bpfRoot: opts.bpfRoot, log });
+  const { bpffs } = datapath;
+  if (bpffs.mounted) log.info({ mountpoint: bpffs.mounted }, 'mounted a bpffs for the pin root');
+  if (bpffs.persistent === 'yes') log.info({ bpfRoot: bpffs.root, why: bpffs.reason }, 'pins outlive the agent');
+  else if (bpffs.persistent === 'unknown') log.warn({ bpfRoot: bpffs.root }, `pins may not outlive this agent: ${bpffs.reason}`);
+  else log.warn({ bpfRoot: bpffs.root }, `PINS WILL NOT OUTLIVE THIS AGENT: ${bpffs.reason}`);
   const store = new EndpointStore(opts.stateDir);
   const { loaded, broken } = store.load();
   if (broken.length) log.warn({ broken }, 'unreadable endpoint records ignored');
@@ -121,7 +125,7 @@ export async function startAgent(opts: AgentOptions, log: Logger = createLogger(
       ip: r.ips.map((i) => i.address).join(','),
       hostIfname: r.hostIfname,
       hostIfindex: r.hostIfindex,
-      pod: r.pod ? `${r.pod.namespace}/${r.pod.name}` : undefined,
+      pod: r.pod ? `${r.pod.namespace}/${r.pod.name}` : null,
       state: 'ready',
     })),
   }));
@@ -143,7 +147,7 @@ export async function startAgent(opts: AgentOptions, log: Logger = createLogger(
     for (const ep of eps) {
       if (ep.pod && objects.get('Pod', ep.pod.namespace, ep.pod.name)) continue;
       rows.push({
-        namespace: ep.pod?.namespace ?? '-',
+        namespace: ep.pod?.namespace ?? null,
         name: ep.pod?.name ?? ep.containerId.slice(0, 12),
         ip: ep.ips.map((i) => i.address.split('/')[0]).join(','),
         interface: `${ep.ifname}@${ep.hostIfname}`,
@@ -162,6 +166,7 @@ export async function startAgent(opts: AgentOptions, log: Logger = createLogger(
       podCidr: opts.podCidr,
       endpoints: manager.list().length,
       masquerade: masq,
+      bpffs,
       maps: datapath.mapStats(),
       attached: manager.list().map((r) => {
         const problems = datapath.check(r);
@@ -175,10 +180,28 @@ export async function startAgent(opts: AgentOptions, log: Logger = createLogger(
       problems: manifests ? [...manifests.problems.values()] : [],
     },
   }));
+  // Every non-zero counter, kelp_metrics and kelp_metrics_fwd added up, with the pod it belongs to.
+  server.route('GET', '/v1/counters', () => {
+    const eps = new Map(manager.list().map((r) => [r.id, r]));
+    return {
+      status: 200,
+      body: datapath.metrics().map((e): CounterView => {
+        const pod = eps.get(e.key.epId)?.pod;
+        return {
+          endpoint: e.key.epId,
+          pod: pod ? `${pod.namespace}/${pod.name}` : null,
+          direction: e.key.dir === 1 ? 'from-pod' : 'to-pod',
+          reason: e.key.reason === 0 ? 'forwarded' : dropReasonName(e.key.reason),
+          packets: e.value.packets.toString(),
+          bytes: e.value.bytes.toString(),
+        };
+      }),
+    };
+  });
   server.route('GET', '/v1/maps/:name', (req) => {
     const name = req.params.name;
     if (!datapath.mapNames().includes(name)) throw new HttpError(404, `no map named ${name} (maps: ${datapath.mapNames().join(', ')})`);
-    return { status: 200, body: { name, entries: dumpMap(datapath, name) } };
+    return { status: 200, body: { name, description: MAP_DESCRIPTIONS[name], entries: datapath.dump(name) } };
   });
   const applyObjects = async (body: Buffer, remove: boolean) => {
     if (!manifests) throw new HttpError(409, 'the agent has no manifest directory (start it with --manifests DIR)');
@@ -194,19 +217,29 @@ export async function startAgent(opts: AgentOptions, log: Logger = createLogger(
     } catch (e) {
       throw new HttpError(400, (e as Error).message);
     }
+    if (!remove) {
+      // As the API server does: a namespaced object needs its namespace, here or in this request.
+      const known = new Set([...IMPLICIT_NAMESPACES, ...objects.list('Namespace').map((n) => n.metadata.name)]);
+      for (const o of parsed) if (o.kind === 'Namespace') known.add(o.metadata.name);
+      for (const o of parsed) {
+        const ns = o.metadata.namespace;
+        if (ns !== undefined && !known.has(ns)) throw new HttpError(404, `${objectRef(o)}: metadata.namespace: namespace ${JSON.stringify(ns)} not found (create it first, or in the same apply)`);
+      }
+    }
     const results: Array<{ key: string; action: string }> = [];
     for (const o of parsed) {
       const key = objectKey(o);
+      const ref = objectRef(o);
       const file = path.join(manifests.dir, `${key.replace(/\//g, '_').replace(/__/g, '_')}.json`);
       if (remove) {
         await fsp.rm(file, { force: true });
-        results.push({ key, action: 'deleted' });
+        results.push({ key: ref, action: 'deleted' });
       } else {
         const existed = objects.get(o.kind, o.metadata.namespace, o.metadata.name) !== undefined;
         const tmp = path.join(manifests.dir, `.${path.basename(file)}.tmp`);
         await fsp.writeFile(tmp, JSON.stringify(o, null, 2));
         await fsp.rename(tmp, file);
-        results.push({ key, action: existed ? 'configured' : 'created' });
+        results.push({ key: ref, action: existed ? 'configured' : 'created' });
       }
     }
     await manifests.scan();
@@ -240,48 +273,32 @@ export async function startAgent(opts: AgentOptions, log: Logger = createLogger(
       manifests?.stop();
       manager.close();
       datapath.close();
-      log.info('kelp agent stopped; pinned maps and links keep pods connected');
+      if (bpffs.persistent !== 'no') log.info('kelp agent stopped; pinned maps and links keep pods connected');
+      else log.warn(`kelp agent stopped; its pins go with its mount namespace: ${bpffs.reason}`);
     },
   };
 }
 
-/** Decoded contents of the maps kelp knows, raw hex for the rest. */
-function dumpMap(dp: Datapath, name: string): Array<{ key: unknown; value: unknown }> {
-  const m = dp.map(name);
-  if (name === 'kelp_endpoints') {
-    return m.keys().map((k) => ({ key: endpointKey.decode(k), value: endpointInfo.decode(m.lookup(k)!) }));
-  }
-  if (name === 'kelp_endpoint_cache') {
-    // 16384 slots, most of them empty: one batch read, live slots only.
-    return m.lookupBatch().flatMap(([k, v]) => {
-      const slot = endpointSlot.decode(v);
-      return slot.live ? [{ key: k.readUInt32LE(0), value: slot }] : [];
-    });
-  }
-  if (name === 'kelp_metrics' || name === 'kelp_metrics_fwd') {
-    // One counter lives in either map (forwarded fast path or hash): show their sum.
-    return dp.metrics().map((e) => ({
-      key: { epId: e.key.epId, dir: e.key.dir === 1 ? 'from-pod' : 'to-pod', reason: e.key.reason === 0 ? 'forwarded' : dropReasonName(e.key.reason) },
-      value: e.value,
-    }));
-  }
-  if ((name === 'kelp_ct4' || name === 'kelp_snat4') && dp.host) {
-    return dumpNat({ ct: dp.host.map('kelp_ct4'), snat: dp.host.map('kelp_snat4') }).map((f) => ({ key: name, value: f }));
-  }
-  if (m.type === 27) return [];
-  return m.keys().map((k) => ({ key: k.toString('hex'), value: m.lookup(k)?.toString('hex') }));
-}
-
 export async function runAgent(opts: AgentOptions): Promise<void> {
   const log = createLogger({ level: opts.logLevel, file: opts.logFile });
-  const agent = await startAgent(opts, log);
+  // Handlers first: a signal during start-up stops the agent too. Start-up leaves nothing a
+  // SIGKILL would not (pins, records), so exiting then is as safe as after it.
+  let agent: Agent | undefined;
   let stopping = false;
   const stop = (signal: string) => {
     if (stopping) return;
     stopping = true;
-    log.info({ signal }, 'stopping');
+    log.info({ signal }, agent ? 'stopping' : 'stopping during start-up');
+    if (!agent) process.exit(0);
     void agent.stop().finally(() => process.exit(0));
   };
   process.on('SIGTERM', () => stop('SIGTERM'));
   process.on('SIGINT', () => stop('SIGINT'));
+  try {
+    agent = await startAgent(opts, log);
+  } catch (err) {
+    log.fatal({ err }, 'kelp agent could not start');
+    throw err;
+  }
+  if (stopping) void agent.stop().finally(() => process.exit(0));
 }

@@ -28,7 +28,7 @@ interface FlagSpec {
 
 const FLAGS: FlagSpec[] = [
   { key: 'runDir', flag: '--run-dir', kind: 'string', help: 'runtime directory; the API socket is <run-dir>/kelp.sock' },
-  { key: 'stateDir', flag: '--state-dir', kind: 'string', help: 'endpoint records, IPAM leases, queued DELs (default /run/kelp/state: tmpfs, the lifetime of the pods they describe)' },
+  { key: 'stateDir', flag: '--state-dir', kind: 'string', help: 'endpoint records, IPAM leases, queued DELs; best on tmpfs (as the default is), which lives as long as the pods they describe' },
   { key: 'bpfRoot', flag: '--bpf-root', kind: 'string', help: 'bpffs directory where maps and links are pinned' },
   { key: 'cniBinDir', flag: '--cni-bin-dir', kind: 'string', help: 'where kelp-cni is installed' },
   { key: 'cniConfDir', flag: '--cni-conf-dir', kind: 'string', help: 'where 05-kelp.conflist is written' },

@@ -8,17 +8,29 @@ export interface EndpointView {
   ip: string;
   hostIfname: string;
   hostIfindex: number;
-  /** `namespace/name` when the runtime sent K8S_POD_NAMESPACE / K8S_POD_NAME. */
-  pod?: string;
+  /** `namespace/name` when the runtime sent K8S_POD_NAMESPACE / K8S_POD_NAME, else null. */
+  pod: string | null;
   state: string;
 }
 
 export interface PodView {
-  namespace: string;
+  /** null for a pod that arrived by CNI without K8S_POD_NAMESPACE. */
+  namespace: string | null;
   name: string;
   ip?: string;
   interface?: string;
   containerId?: string;
   state: string;
   labels: Record<string, string>;
+}
+
+/** One non-zero datapath counter (`kelp get counters`). Numbers are decimal strings (64-bit). */
+export interface CounterView {
+  endpoint: number;
+  pod: string | null;
+  direction: 'from-pod' | 'to-pod';
+  /** 'forwarded' or a drop reason name. */
+  reason: string;
+  packets: string;
+  bytes: string;
 }

@@ -2,11 +2,11 @@
 import { readdirSync, readFileSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { agentHelp, parseAgentArgs, UsageError } from '../agent/options';
-import { parseManifests } from '../sources/manifests';
+import { parseManifests, readManifestFileSync } from '../sources/manifests';
 import { KelpObject } from '../sources/objects';
 import { AgentUnreachable, requestJson } from './client';
 import { formatTable } from './table';
-import type { EndpointView, PodView } from '../agent/views';
+import type { CounterView, EndpointView, PodView } from '../agent/views';
 
 const USAGE = `Usage: kelp <command> [flags]
 
@@ -15,6 +15,7 @@ Commands:
   apply -f FILE|DIR           create or update Namespace/Pod objects (standalone mode)
   delete -f FILE|DIR          delete the objects in FILE|DIR
   get pods|endpoints          list pods (IP, interface, state) or datapath endpoints
+  get counters                forwarded and dropped packets per pod, direction and reason
   status                      agent health, map fill, attached programs
   map dump NAME               decoded contents of a BPF map
   cni validate|add|check|del  cnitool for kelp: check a conflist, run its chain on a netns (kelp cni --help)
@@ -65,7 +66,7 @@ export function readManifestArgs(files: string[]): KelpObject[] {
           .sort()
           .map((n) => path.join(f, n))
       : [f];
-    for (const p of paths) objects.push(...parseManifests(readFileSync(p, 'utf8'), p));
+    for (const p of paths) objects.push(...parseManifests(readManifestFileSync(p), p));
   }
   return objects;
 }
@@ -105,7 +106,12 @@ async function run(argvIn: string[]): Promise<number> {
       }
       const opts = parseAgentArgs(args);
       const { runAgent } = await import('../agent/agent');
-      await runAgent(opts);
+      // A failed start exits at once: handles opened on the way (maps, ring buffer) would keep
+      // the process alive, doing nothing.
+      await runAgent(opts).catch((e: Error) => {
+        process.stderr.write(`kelp agent: ${e.message}\n`);
+        process.exit(1);
+      });
       return -1; // keeps running; exits on signal
     }
     case 'apply':
@@ -139,7 +145,17 @@ async function run(argvIn: string[]): Promise<number> {
         );
         return 0;
       }
-      throw new UsageError(`kelp get: expected pods or endpoints, got ${JSON.stringify(what ?? '')}`);
+      if (what === 'counters' || what === 'counter') {
+        const rows = await requestJson<CounterView[]>(f.socket, 'GET', '/v1/counters');
+        print(f.output, rows, () =>
+          formatTable(
+            ['ENDPOINT', 'POD', 'DIRECTION', 'REASON', 'PACKETS', 'BYTES'],
+            rows.map((c) => [c.endpoint, c.pod, c.direction, c.reason, c.packets, c.bytes]),
+          ),
+        );
+        return 0;
+      }
+      throw new UsageError(`kelp get: expected pods, endpoints or counters, got ${JSON.stringify(what ?? '')}`);
     }
     case 'status': {
       const f = parseCommon(args);
@@ -149,15 +165,26 @@ async function run(argvIn: string[]): Promise<number> {
         podCidr: string;
         endpoints: number;
         masquerade?: { uplink: string; address: string } | null;
-        maps: Array<{ name: string; type: string; entries: number; maxEntries: number; fixed: boolean }>;
+        bpffs?: { root: string; persistent: 'yes' | 'no' | 'unknown'; reason: string };
+        maps: Array<{ name: string; type: string; entries: number; maxEntries: number; fixed: boolean; description?: string }>;
         attached: Array<{ ifname: string; ifindex: number; ingress: string[]; egress: string[] }>;
         problems: string[];
       }>(f.socket, 'GET', '/v1/status');
       print(f.output, st, () => {
         let out = `agent:      ${st.ready ? 'ready' : 'not ready'}\nnode:       ${st.node}\npod CIDR:   ${st.podCidr}\nendpoints:  ${st.endpoints}\n`;
         out += `masquerade: ${st.masquerade ? `${st.masquerade.uplink} -> ${st.masquerade.address}` : 'off'}\n`;
+        if (st.bpffs) {
+          const says = { yes: 'pins outlive the agent', no: 'PINS DO NOT OUTLIVE THE AGENT', unknown: 'pins outlive the agent only if this bpffs is the host\'s' };
+          out += `bpf root:   ${st.bpffs.root} (${says[st.bpffs.persistent]})\n`;
+          if (st.bpffs.persistent !== 'yes') out += `WARNING:    ${st.bpffs.reason}\n`;
+        }
         if (st.problems.length) out += `problems:\n${st.problems.map((p) => `  - ${p}\n`).join('')}`;
-        out += '\nMAPS\n' + formatTable(['NAME', 'TYPE', 'ENTRIES', 'MAX', 'FILL'], st.maps.map((m) => [m.name, m.type, m.fixed ? undefined : m.entries, m.maxEntries, m.fixed ? undefined : `${((100 * m.entries) / m.maxEntries).toFixed(1)}%`]));
+        out +=
+          '\nMAPS (ENTRIES: the rows `kelp map dump NAME` lists)\n' +
+          formatTable(
+            ['NAME', 'TYPE', 'ENTRIES', 'MAX', 'FILL', 'HOLDS'],
+            st.maps.map((m) => [m.name, m.type, m.entries, m.maxEntries, m.fixed ? undefined : `${((100 * m.entries) / m.maxEntries).toFixed(1)}%`, m.description]),
+          );
         out += '\nATTACHED\n' + formatTable(['INTERFACE', 'IFINDEX', 'INGRESS', 'EGRESS'], st.attached.map((a) => [a.ifname, a.ifindex, a.ingress.join(','), a.egress.join(',')]));
         return out;
       });
@@ -166,8 +193,8 @@ async function run(argvIn: string[]): Promise<number> {
     case 'map': {
       const f = parseCommon(args);
       if (f.rest[0] !== 'dump' || !f.rest[1]) throw new UsageError('usage: kelp map dump NAME');
-      const dump = await requestJson<{ name: string; entries: Array<{ key: unknown; value: unknown }> }>(f.socket, 'GET', `/v1/maps/${encodeURIComponent(f.rest[1])}`);
-      print(f.output, dump, () => formatTable(['KEY', 'VALUE'], dump.entries.map((e) => [JSON.stringify(e.key), JSON.stringify(e.value)])));
+      const dump = await requestJson<{ name: string; description?: string; entries: Array<{ key: unknown; value: unknown }> }>(f.socket, 'GET', `/v1/maps/${encodeURIComponent(f.rest[1])}`);
+      print(f.output, dump, () => `# ${dump.name}: ${dump.description ?? 'raw keys and values (hex)'}; ${dump.entries.length} entries\n` + formatTable(['KEY', 'VALUE'], dump.entries.map((e) => [JSON.stringify(e.key), JSON.stringify(e.value)])));
       return 0;
     }
     case 'cni':

@@ -11,8 +11,7 @@
 // the bandwidth plugin's egress shaping needs for itself.
 // A restarted agent loads new program instances and swaps them into the filters (and the
 // uplink's links) in one step, never detaching and re-attaching.
-import { existsSync, mkdirSync, readdirSync, statfsSync } from 'node:fs';
-import { execFileSync } from 'node:child_process';
+import { existsSync, mkdirSync, readdirSync } from 'node:fs';
 import path from 'node:path';
 import {
   attachTc,
@@ -39,8 +38,9 @@ import { Direction, EndpointInfo, mergeMetrics, MetricsEntry, metricsFwdKey, met
 import { EndpointMaps } from './endpoints';
 import { decodeEvent, DropEvent, formatEvent } from './events';
 import { gcNat, masqConstants, monotonicNs, nomasq4Key } from './nat';
+import { BpffsStatus, openBpfRoot } from './bpffs';
+import { MAP_DESCRIPTIONS, MapRow, mapRows } from './dump';
 
-const BPF_FS_MAGIC = 0xcafe4a11;
 /** Errors of detaching a link whose device (and with it the attachment) is already gone. */
 const GONE = ['ENOENT', 'ENOLINK', 'EINVAL', 'ENODEV'];
 /** Pod veths' pinned tcx links: podHook "tcx", or an older kelp's (removed once filters replace them). */
@@ -84,13 +84,6 @@ export interface DatapathOptions {
   trace?: boolean;
 }
 
-/** Makes sure `dir` is on a bpffs, mounting one there if its filesystem is something else. */
-export function ensureBpffs(dir: string): void {
-  mkdirSync(dir, { recursive: true });
-  if (statfsSync(dir).type === BPF_FS_MAGIC) return;
-  execFileSync('mount', ['-t', 'bpf', 'bpf', dir]);
-}
-
 export class Datapath implements EndpointDatapath {
   readonly lxc: BpfObject;
   /** kelp_endpoints and its cache: written only through this. */
@@ -101,9 +94,11 @@ export class Datapath implements EndpointDatapath {
   private readonly uplinkLinks: BpfLink[] = [];
   private ring?: { close(): void };
   private gcTimer?: NodeJS.Timeout;
+  /** The pin root's bpffs, and whether it outlives this agent. */
+  readonly bpffs: BpffsStatus;
 
   constructor(private readonly opts: DatapathOptions) {
-    ensureBpffs(opts.bpfRoot);
+    this.bpffs = openBpfRoot(opts.bpfRoot);
     this.linkDir = path.join(opts.bpfRoot, 'links');
     mkdirSync(this.linkDir, { recursive: true });
     this.lxc = loadObject(objectPath('lxc'), {
@@ -400,15 +395,20 @@ export class Datapath implements EndpointDatapath {
     this.gcTimer.unref();
   }
 
-  mapStats(): Array<{ name: string; type: string; entries: number; maxEntries: number; fixed: boolean }> {
+  mapStats(): Array<{ name: string; type: string; entries: number; maxEntries: number; fixed: boolean; description?: string }> {
     return this.mapNames().map((name) => {
       const m = this.map(name);
       const typeName = Object.entries(MapType).find(([, v]) => v === m.type)?.[0] ?? String(m.type);
-      // Arrays always hold max_entries slots; their fill is not a meaningful figure.
+      // Arrays always hold max_entries slots: their "fill" is not a meaningful figure, but the
+      // rows `kelp map dump` lists (live or non-zero slots) are counted like any map's.
       const fixed = m.type === MapType.ARRAY || m.type === MapType.PERCPU_ARRAY || m.type === MapType.RINGBUF;
-      const entries = fixed ? 0 : m.keys().length;
-      return { name, type: typeName, entries, maxEntries: m.maxEntries, fixed };
+      return { name, type: typeName, entries: mapRows(name, m).length, maxEntries: m.maxEntries, fixed, description: MAP_DESCRIPTIONS[name] };
     });
+  }
+
+  /** A map's rows as `kelp map dump` lists them. */
+  dump(name: string): MapRow[] {
+    return mapRows(name, this.map(name));
   }
 
   /** The uplink device masquerade is attached to, if any. */

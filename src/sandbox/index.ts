@@ -250,12 +250,17 @@ export class Sandbox {
     return sh(process.execPath, [KELP_BIN, ...args, `--socket=${this.socketPath}`]);
   }
 
-  /** Tears everything down: pods (by CNI DEL), agent (by PID), namespaces, bpffs, files. */
-  async stop(): Promise<void> {
+  /** CNI DEL of every pod, then the agent stopped by PID: its log is then complete. */
+  async stopAgentAfterPods(): Promise<void> {
     if (this.agent) {
       for (const pod of [...this.pods.values()]) await this.delPod(pod).catch(() => undefined);
     }
     await this.stopAgent();
+  }
+
+  /** Tears everything down: pods (by CNI DEL), agent (by PID), namespaces, bpffs, files. */
+  async stop(): Promise<void> {
+    await this.stopAgentAfterPods();
     for (const ns of this.netnses.reverse()) sh('ip', ['netns', 'del', ns], { allowFail: true });
     this.netnses.length = 0;
     sh('umount', ['-l', this.bpfRoot], { allowFail: true });

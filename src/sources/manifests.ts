@@ -2,7 +2,7 @@
 // A file that fails to parse or validate is rejected as a whole, with the file, document and
 // field named; the last good version of that file stays in effect, so a typo never deletes pods'
 // state. The agent keeps running.
-import { promises as fsp, watch, FSWatcher, mkdirSync } from 'node:fs';
+import { constants as fsc, promises as fsp, watch, FSWatcher, mkdirSync, closeSync, fstatSync, openSync, readSync, Stats } from 'node:fs';
 import path from 'node:path';
 import { parseAllDocuments } from 'yaml';
 import { KelpObject, ManifestError, validateObject } from './objects';
@@ -10,6 +10,66 @@ import { ObjectStore } from './store';
 import type { Logger } from '../log';
 
 const MANIFEST_EXT = /\.(ya?ml|json)$/i;
+
+/**
+ * The largest manifest file read, as the Kubernetes API server's default request limit (3 MiB):
+ * a file is parsed whole, and YAML parsing costs tens of times its size in memory.
+ */
+export const MAX_MANIFEST_BYTES = 3 << 20;
+
+/** Opened without blocking (a FIFO has no writer) and checked before a byte is read. */
+const OPEN_FLAGS = fsc.O_RDONLY | fsc.O_NONBLOCK | fsc.O_NOCTTY;
+
+function notRegular(st: Stats): string | undefined {
+  if (st.isFile()) return undefined;
+  const what = st.isFIFO() ? 'a FIFO' : st.isCharacterDevice() ? 'a character device' : st.isBlockDevice() ? 'a block device' : st.isSocket() ? 'a socket' : st.isDirectory() ? 'a directory' : 'not a regular file';
+  return `is ${what}, not a regular file: skipped`;
+}
+
+function checkManifestStat(st: Stats, file: string): void {
+  const bad = notRegular(st);
+  if (bad) throw new ManifestError('(file)', bad, file);
+  if (st.size > MAX_MANIFEST_BYTES) throw new ManifestError('(file)', `${st.size} bytes, over the limit of ${MAX_MANIFEST_BYTES} bytes per manifest file: split it`, file);
+}
+
+/** Reads a manifest file: regular files only (symlinks followed), at most MAX_MANIFEST_BYTES. */
+export async function readManifestFile(file: string): Promise<string> {
+  const fh = await fsp.open(file, OPEN_FLAGS);
+  try {
+    checkManifestStat(await fh.stat(), file);
+    // Read one byte past the limit: a file that grew after the stat is still caught.
+    const buf = Buffer.alloc(MAX_MANIFEST_BYTES + 1);
+    let n = 0;
+    for (;;) {
+      const { bytesRead } = await fh.read(buf, n, buf.length - n, n);
+      if (bytesRead === 0) break;
+      n += bytesRead;
+      if (n > MAX_MANIFEST_BYTES) throw new ManifestError('(file)', `over the limit of ${MAX_MANIFEST_BYTES} bytes per manifest file: split it`, file);
+    }
+    return buf.subarray(0, n).toString('utf8');
+  } finally {
+    await fh.close();
+  }
+}
+
+/** readManifestFile for the CLI. */
+export function readManifestFileSync(file: string): string {
+  const fd = openSync(file, OPEN_FLAGS);
+  try {
+    checkManifestStat(fstatSync(fd), file);
+    const buf = Buffer.alloc(MAX_MANIFEST_BYTES + 1);
+    let n = 0;
+    for (;;) {
+      const got = readSync(fd, buf, n, buf.length - n, n);
+      if (got === 0) break;
+      n += got;
+      if (n > MAX_MANIFEST_BYTES) throw new ManifestError('(file)', `over the limit of ${MAX_MANIFEST_BYTES} bytes per manifest file: split it`, file);
+    }
+    return buf.subarray(0, n).toString('utf8');
+  } finally {
+    closeSync(fd);
+  }
+}
 
 /** Parses a manifest file's text into validated objects (multi-document YAML, JSON, `kind: List`). */
 export function parseManifests(text: string, source: string): KelpObject[] {
@@ -121,7 +181,7 @@ export class ManifestDir {
       const prev = this.good.get(name);
       if (prev && prev.mtimeMs === st.mtimeMs && prev.size === st.size && !this.problems.has(name)) continue;
       try {
-        const objects = parseManifests(await fsp.readFile(file, 'utf8'), file);
+        const objects = parseManifests(await readManifestFile(file), file);
         this.good.set(name, { mtimeMs: st.mtimeMs, size: st.size, objects });
         this.problems.delete(name);
       } catch (e) {

@@ -55,11 +55,13 @@ function isObject(v: Json): v is Record<string, Json> {
 }
 
 function expectObject(v: Json, field: string): Record<string, Json> {
+  if (v === undefined) throw new ManifestError(field, 'required, missing');
   if (!isObject(v)) throw new ManifestError(field, `must be an object, got ${describe(v)}`);
   return v;
 }
 
 function expectString(v: Json, field: string): string {
+  if (v === undefined) throw new ManifestError(field, 'required, missing');
   if (typeof v !== 'string') throw new ManifestError(field, `must be a string, got ${describe(v)}`);
   return v;
 }
@@ -193,6 +195,14 @@ export function validateObject(doc: Json): KelpObject {
   }
   return v.validate(o);
 }
+
+/** How kubectl names an object to people: `Kind/name`, or `Kind/namespace/name` when namespaced. */
+export function objectRef(o: { kind: string; metadata: { name: string; namespace?: string } }): string {
+  return o.metadata.namespace === undefined ? `${o.kind}/${o.metadata.name}` : `${o.kind}/${o.metadata.namespace}/${o.metadata.name}`;
+}
+
+/** Namespaces that exist in every cluster without a manifest, as Kubernetes creates them. */
+export const IMPLICIT_NAMESPACES: ReadonlySet<string> = new Set(['default', 'kube-system', 'kube-public', 'kube-node-lease']);
 
 /** Store key: `Kind/namespace/name` (namespace empty for cluster-scoped objects). */
 export function objectKey(o: { kind: string; metadata: { name: string; namespace?: string } }): string {

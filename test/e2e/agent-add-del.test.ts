@@ -29,7 +29,7 @@ describe('CNI_ARGS', () => {
     const a = newAttachment(sb);
     const r = await mustAdd(sb, a);
     expect(recordOf(sb, a)!.pod).toBeUndefined();
-    expect(podsJson()).toContainEqual(expect.objectContaining({ namespace: '-', name: a.containerId.slice(0, 12), ip: resultIp(r), containerId: a.containerId }));
+    expect(podsJson()).toContainEqual(expect.objectContaining({ namespace: null, name: a.containerId.slice(0, 12), ip: resultIp(r), containerId: a.containerId }));
   });
 
   it("podman's form (IgnoreUnknown, K8S_POD_NAME only)", async () => {

@@ -74,9 +74,9 @@ function mapIps(): string[] {
 
 function forwarded(epHostIfname: string): bigint {
   const ep = endpoints().find((e) => e.hostIfname === epHostIfname)!;
-  const dump = JSON.parse(sb.kelp('map', 'dump', 'kelp_metrics', '-o', 'json')) as { entries: Array<{ key: { epId: number; dir: string; reason: string }; value: { packets: string } }> };
+  const rows = JSON.parse(sb.kelp('get', 'counters', '-o', 'json')) as Array<{ endpoint: number; direction: string; reason: string; packets: string }>;
   const id = (ep as unknown as { id: number }).id;
-  return dump.entries.filter((e) => e.key.epId === id && e.key.dir === 'from-pod' && e.key.reason === 'forwarded').reduce((a, e) => a + BigInt(e.value.packets), 0n);
+  return rows.filter((c) => c.endpoint === id && c.direction === 'from-pod' && c.reason === 'forwarded').reduce((a, c) => a + BigInt(c.packets), 0n);
 }
 
 /** What the agent sees attached (BPF_PROG_QUERY on tcx; bpftool 7.1 does not list tcx links). */

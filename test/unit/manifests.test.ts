@@ -1,7 +1,8 @@
 import { describe, expect, it, afterAll } from 'vitest';
-import { writeFileSync, unlinkSync } from 'node:fs';
+import { mkdirSync, symlinkSync, writeFileSync, unlinkSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
 import path from 'node:path';
-import { parseManifests, ManifestDir } from '../../src/sources/manifests';
+import { parseManifests, ManifestDir, MAX_MANIFEST_BYTES, readManifestFileSync } from '../../src/sources/manifests';
 import { ObjectStore, StoreEvent } from '../../src/sources/store';
 import { validateObject, ManifestError } from '../../src/sources/objects';
 import { silentLogger } from '../../src/log';
@@ -90,5 +91,50 @@ describe('ManifestDir', () => {
     } finally {
       md.stop();
     }
+  });
+
+  // Found from outside: a FIFO named *.yaml blocked the scan for good, a symlink to /dev/zero
+  // was read until V8's string limit, and a 50 MB file took the agent to 2 GB.
+  it('reads only regular files under the size limit; a bad file is rejected by name and the rest applied', async () => {
+    const dir = tempDir('kelp-manifests-');
+    const ns = (name: string) => `apiVersion: v1\nkind: Namespace\nmetadata: {name: ${name}}\n`;
+    writeFileSync(path.join(dir, 'a-good.yaml'), ns('before'));
+    execFileSync('mkfifo', [path.join(dir, 'b-fifo.yaml')]);
+    symlinkSync('/dev/zero', path.join(dir, 'c-zero.yaml'));
+    mkdirSync(path.join(dir, 'd-dir.yaml'));
+    // A valid manifest that is merely too big: one Namespace padded with a long comment.
+    writeFileSync(path.join(dir, 'e-big.yaml'), ns('big') + '#' + 'x'.repeat(MAX_MANIFEST_BYTES) + '\n');
+    symlinkSync(path.join(dir, 'a-good.yaml'), path.join(dir, 'f-link.yaml.tmp'));
+    symlinkSync('a-good.yaml', path.join(dir, 'g-link.json'));
+    writeFileSync(path.join(dir, 'z-good.yaml'), ns('after'));
+    const store = new ObjectStore();
+    const md = new ManifestDir(dir, store, silentLogger);
+    // The scan must finish, not hang on the FIFO: bounded here so a regression fails, not stalls.
+    await Promise.race([md.start(), new Promise((_r, rej) => setTimeout(() => rej(new Error('manifest scan hung')), 10_000))]);
+    try {
+      expect(store.list('Namespace').map((n) => n.metadata.name).sort()).toEqual(['after', 'before']);
+      expect([...md.problems.keys()].sort()).toEqual(['b-fifo.yaml', 'c-zero.yaml', 'd-dir.yaml', 'e-big.yaml']);
+      expect(md.problems.get('b-fifo.yaml')).toMatch(/b-fifo\.yaml: \(file\): is a FIFO, not a regular file/);
+      expect(md.problems.get('c-zero.yaml')).toMatch(/c-zero\.yaml: \(file\): is a character device/);
+      expect(md.problems.get('d-dir.yaml')).toMatch(/is a directory/);
+      expect(md.problems.get('e-big.yaml')).toMatch(new RegExp(`over the limit of ${MAX_MANIFEST_BYTES} bytes`));
+      // A symlink to a regular file is followed, like kubectl -f does (g-link.json = a-good.yaml).
+      expect(() => readManifestFileSync(path.join(dir, 'g-link.json'))).not.toThrow();
+      // The same rules for `kelp apply -f`.
+      expect(() => readManifestFileSync(path.join(dir, 'b-fifo.yaml'))).toThrow(/FIFO/);
+      expect(() => readManifestFileSync(path.join(dir, 'c-zero.yaml'))).toThrow(/character device/);
+      // A later scan still runs (nothing is stuck) and picks up a new file.
+      writeFileSync(path.join(dir, 'y-new.yaml'), ns('later'));
+      await md.scan();
+      expect(store.list('Namespace').map((n) => n.metadata.name).sort()).toEqual(['after', 'before', 'later']);
+    } finally {
+      md.stop();
+    }
+  });
+
+  it('says a required field is missing, not "undefined"', () => {
+    expect(() => validateObject({ apiVersion: 'v1', kind: 'Pod', metadata: {} })).toThrow(/^metadata\.name: required, missing$/);
+    expect(() => validateObject({ apiVersion: 'v1', kind: 'Pod' })).toThrow(/^metadata: required, missing$/);
+    expect(() => validateObject({ kind: 'Pod', metadata: { name: 'a' } })).toThrow(/^apiVersion: required, missing$/);
   });
 });

@@ -1,0 +1,76 @@
+// What `kelp map dump NAME` and `kelp status` show of each map. One function lists a map's rows,
+// and status counts the same rows, so the two always agree. Each map shows its own entries
+// only (kelp_metrics does not fold in kelp_metrics_fwd: `kelp get counters` is the merged view).
+import type { BpfMap } from '../bpf';
+import { MapType } from '../bpf';
+import { dropReasonName } from './drop';
+import { Direction, endpointInfo, endpointKey, endpointSlot, metricsFwdSlot, metricsKey, sumPerCpuMetrics } from './structs';
+import { ct4Entry, nat4Entry, nomasq4Key, tuple4 } from './nat';
+
+export interface MapRow {
+  key: unknown;
+  value: unknown;
+}
+
+/** What each of kelp's maps holds, for `kelp status` and the head of a dump. */
+export const MAP_DESCRIPTIONS: Record<string, string> = {
+  kelp_endpoints: 'pod IPv4 address -> endpoint (host veth ifindex, id, MACs)',
+  kelp_endpoint_cache: 'direct-mapped copy of kelp_endpoints in front of it (live slots only)',
+  kelp_metrics: 'packets/bytes per endpoint x direction x reason: every drop, and forwarded packets of endpoint ids >= 4096',
+  kelp_metrics_fwd: 'forwarded packets/bytes per endpoint x direction for endpoint ids < 4096 (non-zero slots only)',
+  kelp_events: 'ring buffer of drop and trace events (read by the agent; no entries to list)',
+  kelp_ct4: 'conntrack of masqueraded flows, one entry per direction',
+  kelp_snat4: 'masquerade translations, one entry per direction',
+  kelp_nomasq4: 'destinations never masqueraded (pod CIDR and configured CIDRs)',
+};
+
+function dirName(dir: number): string {
+  return dir === Direction.FROM_POD ? 'from-pod' : dir === Direction.TO_POD ? 'to-pod' : String(dir);
+}
+
+function nonZero(v: { packets: bigint; bytes: bigint }): boolean {
+  return v.packets !== 0n || v.bytes !== 0n;
+}
+
+/** The rows of a kelp map, decoded where kelp knows the layout, hex otherwise. */
+export function mapRows(name: string, m: BpfMap): MapRow[] {
+  switch (name) {
+    case 'kelp_endpoints':
+      return m.keys().map((k) => ({ key: endpointKey.decode(k), value: endpointInfo.decode(m.lookup(k)!) }));
+    case 'kelp_endpoint_cache':
+      // 16384 slots, most of them empty: one batch read, live slots only.
+      return m.lookupBatch().flatMap(([k, v]) => {
+        const slot = endpointSlot.decode(v);
+        return slot.live ? [{ key: k.readUInt32LE(0), value: slot }] : [];
+      });
+    case 'kelp_metrics':
+      return m.lookupBatch().map(([k, v]) => {
+        const key = metricsKey.decode(k);
+        return {
+          key: { epId: key.epId, dir: dirName(key.dir), reason: key.reason === 0 ? 'forwarded' : dropReasonName(key.reason) },
+          value: sumPerCpuMetrics(v, m.numCpus),
+        };
+      });
+    case 'kelp_metrics_fwd':
+      return m.lookupBatch().flatMap(([k, v]) => {
+        const value = sumPerCpuMetrics(v, m.numCpus);
+        if (!nonZero(value)) return [];
+        const slot = metricsFwdSlot(k.readUInt32LE(0));
+        return [{ key: { epId: slot.epId, dir: dirName(slot.dir), reason: 'forwarded' }, value }];
+      });
+    case 'kelp_ct4':
+      return m.keys().flatMap((k) => {
+        const v = m.lookup(k);
+        return v ? [{ key: tuple4.decode(k), value: ct4Entry.decode(v) }] : [];
+      });
+    case 'kelp_snat4':
+      return m.keys().flatMap((k) => {
+        const v = m.lookup(k);
+        return v ? [{ key: tuple4.decode(k), value: nat4Entry.decode(v) }] : [];
+      });
+    case 'kelp_nomasq4':
+      return m.keys().map((k) => ({ key: nomasq4Key.decode(k), value: m.lookup(k)?.readUInt8(0) }));
+  }
+  if (m.type === MapType.RINGBUF) return [];
+  return m.keys().map((k) => ({ key: k.toString('hex'), value: m.lookup(k)?.toString('hex') }));
+}
