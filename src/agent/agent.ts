@@ -18,7 +18,7 @@ import { ManifestDir, parseManifests } from '../sources/manifests';
 import { IMPLICIT_NAMESPACES, KelpObject, objectKey, objectRef } from '../sources/objects';
 import { ApiServer, checkRunDir, HttpError } from './server';
 import { makeCniHandler } from './cni-handler';
-import { DelQueue } from './delqueue';
+import { DEL_QUEUE_NAME, DelQueue, delQueueDirFor } from './delqueue';
 import { buildConflist, installCni } from './install';
 import { AgentOptions } from './options';
 import type { CounterView, EndpointView, PodView } from './views';
@@ -101,7 +101,7 @@ export async function startAgent(opts: AgentOptions, log: Logger = createLogger(
 
   const handleCni = makeCniHandler({ manager, store: objects, log, ready: () => ready });
   const queue = new DelQueue({
-    dir: path.join(opts.stateDir, 'del-queue'),
+    dir: delQueueDirFor(socketPath),
     log,
     handle: handleCni,
     createdAt: (ref) => {
@@ -110,6 +110,8 @@ export async function startAgent(opts: AgentOptions, log: Logger = createLogger(
     },
   });
   queue.ensure();
+  // Where agents before the queue moved next to the socket kept it.
+  queue.adopt(path.join(opts.stateDir, DEL_QUEUE_NAME));
   const restored = await restoreNode({ manager, store, datapath, ipam, ipamDir, defaultIpam, stateDir: opts.stateDir, queue, log });
 
   const server = new ApiServer(log);
@@ -258,7 +260,7 @@ export async function startAgent(opts: AgentOptions, log: Logger = createLogger(
     const installed = installCni(
       opts.cniBinDir,
       opts.cniConfDir,
-      buildConflist({ networkName: opts.networkName, socketPath, mtu: opts.mtu, podCidr: opts.podCidr, masquerade: opts.masquerade, delQueueDir: queue.dir }),
+      buildConflist({ networkName: opts.networkName, socketPath, mtu: opts.mtu, podCidr: opts.podCidr, masquerade: opts.masquerade }),
     );
     log.info(installed, 'CNI plugin and network config installed');
   }

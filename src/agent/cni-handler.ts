@@ -1,4 +1,5 @@
 // CNI requests, as forwarded by kelp-cni, served by the endpoint manager.
+import path from 'node:path';
 import {
   ActionRequest,
   CniCode,
@@ -6,16 +7,20 @@ import {
   CniResult,
   decodeRequest,
   encodeResponse,
+  pluginSocket,
   serveCni,
 } from '../cni';
 import { execDelegate } from '../cni/delegate';
 import { EndpointError, EndpointManager } from '../endpoint/manager';
 import type { EndpointRecord } from '../endpoint/state';
+import { delQueueDirFor } from './delqueue';
 import type { ApiRequest, ApiResponse } from './server';
 import type { ObjectStore } from '../sources/store';
 import type { Logger } from '../log';
 
 const BUILTIN_IPAM = new Set(['kelp', 'kelp-ipam']);
+/** Distinct ignored delQueueDir values logged, at most. */
+const MAX_QUEUE_DIRS_LOGGED = 64;
 
 export interface CniHandlerDeps {
   manager: EndpointManager;
@@ -108,8 +113,23 @@ export function withPrevResult(prev: CniResult, ours: CniResult): CniResult {
 
 export function makeCniHandler(deps: CniHandlerDeps): (req: ApiRequest) => Promise<ApiResponse> {
   const { manager } = deps;
+  /**
+   * Configs from older agents (or written after their example) name a delQueueDir. kelp-cni
+   * ignores it and queues next to the socket it tried, where this agent replays from: a config
+   * cannot send DELs where no agent looks. Said once per value.
+   */
+  const queueDirsLogged = new Set<string>();
+  const noteQueueDir = (req: ActionRequest): void => {
+    const given = req.config.raw.delQueueDir;
+    if (typeof given !== 'string' || given === '' || queueDirsLogged.has(given) || queueDirsLogged.size >= MAX_QUEUE_DIRS_LOGGED) return;
+    const queue = delQueueDirFor(pluginSocket(req.config.agentSocket, req.env));
+    if (path.resolve(given) === queue) return;
+    queueDirsLogged.add(given);
+    deps.log.warn({ delQueueDir: given, queue, network: req.config.name }, 'delQueueDir in the network config is ignored: kelp-cni queues DELs next to the agent socket');
+  };
   const handle = async (req: ActionRequest): Promise<CniResult | void> => {
     const network = req.config.name;
+    noteQueueDir(req);
     try {
       switch (req.command) {
         case 'ADD': {

@@ -3,16 +3,21 @@
 // netns, so the agent must carry it out later. Each entry is the request body exactly as
 // kelp-cni would have posted it (env entries, NUL, stdin), in `<ns since epoch>-<pid>.del`,
 // written as `.<name>.tmp` and renamed, so a visible entry is always complete.
+// It lives next to the agent socket, `<run dir>/del-queue`: kelp-cni finds it from the socket it
+// tried (native/cni/kelp-cni.c queue_dir_for), so no config can send DELs where the agent does
+// not look. (Older agents kept it in `<state dir>/del-queue` and named it in the conflist; see
+// adopt().)
 // The agent replays entries through the live request handler (one code path for both) before
 // it accepts ADDs, and sweeps the directory again periodically for DELs queued in the instant
 // between its start-up replay and its socket accepting connections.
-import { mkdirSync, promises as fsp, readdirSync, rmSync, statSync } from 'node:fs';
+import { closeSync, copyFileSync, fsyncSync, mkdirSync, openSync, promises as fsp, readdirSync, renameSync, rmdirSync, rmSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { CNI_HTTP_PATH, decodeRequest, EXIT_HEADER } from '../cni';
 import type { Logger } from '../log';
 import type { ApiRequest, ApiResponse } from './server';
 
 const ENTRY = /^(\d{19})-(\d+)\.del$/;
+export const DEL_QUEUE_NAME = 'del-queue';
 const TMP = /^\..*\.tmp$/;
 /** A kelp-cni still writing its temp file must not lose it; one this old was killed mid-write. */
 const STALE_TMP_MS = 60_000;
@@ -45,6 +50,32 @@ export interface DelQueueOptions {
   createdAt: (ref: { network: string; containerId: string; ifname: string }) => number | undefined;
 }
 
+/** Where kelp-cni queues the DELs it could not deliver to the agent listening on `socketPath`. */
+export function delQueueDirFor(socketPath: string): string {
+  return path.join(path.dirname(socketPath), DEL_QUEUE_NAME);
+}
+
+/** Moves `from` to `to` (a directory entry of this queue), also across file systems. */
+function moveEntry(from: string, to: string): void {
+  try {
+    renameSync(from, to);
+    return;
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'EXDEV') throw err;
+  }
+  // A temp name first, as kelp-cni writes: a visible entry is always complete.
+  const tmp = path.join(path.dirname(to), `.${path.basename(to)}.${process.pid}.tmp`);
+  copyFileSync(from, tmp);
+  const fd = openSync(tmp, 'r');
+  try {
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
+  }
+  renameSync(tmp, to);
+  rmSync(from);
+}
+
 export class DelQueue {
   private timer?: NodeJS.Timeout;
   private running?: Promise<ReplayOutcome>;
@@ -58,6 +89,55 @@ export class DelQueue {
   /** Creates the directory: kelp-cni only queues into an existing one. */
   ensure(): void {
     mkdirSync(this.opts.dir, { recursive: true, mode: 0o700 });
+  }
+
+  /**
+   * Takes over the entries of the queue directory an older agent used (`<state dir>/del-queue`),
+   * keeping their names (their times order the queue and date them against later ADDs), and
+   * removes that directory, so this happens once. An older kelp-cni still installed (it is
+   * replaced once this agent is ready) can be writing there meanwhile: the directory goes only
+   * by rmdir, which fails while an entry it renamed in is there, so none is lost; after that,
+   * its DEL fails with code 11 and the runtime retries it here. Returns how many moved.
+   */
+  adopt(legacyDir: string): number {
+    if (path.resolve(legacyDir) === path.resolve(this.opts.dir)) return 0;
+    const log = this.opts.log.child({ from: legacyDir, to: this.opts.dir });
+    let moved = 0;
+    for (let round = 0; round < 5; round++) {
+      let names: string[];
+      try {
+        names = readdirSync(legacyDir);
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== 'ENOENT') log.warn({ err }, 'cannot read the old DEL queue');
+        break;
+      }
+      for (const name of names) {
+        const file = path.join(legacyDir, name);
+        try {
+          if (ENTRY.test(name)) {
+            moveEntry(file, path.join(this.opts.dir, name));
+            moved += 1;
+          } else if (TMP.test(name)) {
+            // Its writer died, or fails now and reports it.
+            rmSync(file, { force: true });
+          }
+        } catch (err) {
+          log.warn({ err, file }, 'cannot move a queued DEL out of the old queue');
+        }
+      }
+      try {
+        rmdirSync(legacyDir);
+        break;
+      } catch (err) {
+        const code = (err as NodeJS.ErrnoException).code;
+        if (code === 'ENOENT') break;
+        if (code === 'ENOTEMPTY' && round < 4) continue;
+        log.warn({ err }, 'the old DEL queue stays; its entries move at the next start');
+        break;
+      }
+    }
+    if (moved > 0) log.info({ moved }, 'queued DELs moved from the old queue directory');
+    return moved;
   }
 
   list(): QueuedDel[] {

@@ -17,10 +17,9 @@ export interface ConflistParams {
   mtu: number;
   podCidr: string;
   masquerade: boolean;
-  /** Where kelp-cni queues a DEL it cannot deliver; the agent replays it at start. */
-  delQueueDir: string;
 }
 
+/** It names no DEL queue: kelp-cni finds the queue next to agentSocket (src/agent/delqueue.ts). */
 export function buildConflist(p: ConflistParams): Record<string, unknown> {
   return {
     cniVersion: '1.0.0',
@@ -30,7 +29,6 @@ export function buildConflist(p: ConflistParams): Record<string, unknown> {
       {
         type: PLUGIN_NAME,
         agentSocket: p.socketPath,
-        delQueueDir: p.delQueueDir,
         mtu: p.mtu,
         ipMasq: p.masquerade,
         ipam: { type: 'kelp', ranges: [[{ subnet: p.podCidr }]] },

@@ -106,7 +106,10 @@ const check: Check = new Check(CniCode.InvalidConfig);
 // sizeof(sockaddr_un.sun_path) including the terminating NUL.
 const SUN_PATH_MAX = 108;
 
-/** stdin as a JSON object; anything else (including empty stdin) is code 6. */
+/**
+ * stdin as a JSON object; anything else (including empty stdin) is code 6, carrying the
+ * config's cniVersion to answer in when it can be read (readableVersion).
+ */
 export function decodeConfig(stdin: Buffer): Record<string, unknown> {
   const text = stdin.toString('utf8');
   if (text.trim() === '') throw new CniError(CniCode.DecodeFailure, 'cannot decode network config', 'stdin is empty');
@@ -114,10 +117,75 @@ export function decodeConfig(stdin: Buffer): Record<string, unknown> {
   try {
     doc = JSON.parse(text);
   } catch (e) {
-    throw new CniError(CniCode.DecodeFailure, 'cannot decode network config', (e as Error).message);
+    throw new CniError(CniCode.DecodeFailure, 'cannot decode network config', (e as Error).message, readableVersion(text));
   }
   if (!isRecord(doc)) throw new CniError(CniCode.DecodeFailure, 'cannot decode network config', 'not a JSON object');
   return doc;
+}
+
+const WS = /[ \t\n\r]*/y;
+const STRING = /"(?:[^"\\\u0000-\u001f]|\\(?:["\\/bfnrt]|u[0-9a-fA-F]{4}))*"/y;
+const SCALAR = /-?(?:0|[1-9]\d*)(?:\.\d+)?(?:[eE][+-]?\d+)?|true|false|null/y;
+
+/**
+ * The cniVersion of a document JSON.parse refused, as kelp-cni reads it (native/cni/kelp-cni.c
+ * json_inspect): the last top-level string member "cniVersion", non-empty, among the members
+ * complete and well-formed before the first syntax error.
+ */
+export function readableVersion(text: string): string | undefined {
+  let pos = 0;
+  const match = (re: RegExp): string | undefined => {
+    re.lastIndex = pos;
+    const m = re.exec(text);
+    if (m) pos = re.lastIndex;
+    return m?.[0];
+  };
+  /** The extent of the value at pos, found by bracket depth over strings; JSON.parse judges it. */
+  const value = (): string | undefined => {
+    const start = pos;
+    if (text[pos] !== '{' && text[pos] !== '[') {
+      if (match(STRING) === undefined && match(SCALAR) === undefined) return undefined;
+    } else {
+      let depth = 0;
+      do {
+        if (text[pos] === '"') {
+          if (match(STRING) === undefined) return undefined;
+          continue;
+        }
+        if (pos >= text.length) return undefined;
+        if (text[pos] === '{' || text[pos] === '[') depth++;
+        else if (text[pos] === '}' || text[pos] === ']') depth--;
+        pos++;
+      } while (depth > 0);
+    }
+    try {
+      JSON.parse(text.slice(start, pos));
+      return text.slice(start, pos);
+    } catch {
+      return undefined;
+    }
+  };
+  let found: string | undefined;
+  match(WS);
+  if (text[pos] !== '{') return undefined;
+  pos++;
+  for (;;) {
+    match(WS);
+    const key = match(STRING);
+    match(WS);
+    if (key === undefined || text[pos] !== ':') return found;
+    pos++;
+    match(WS);
+    const v = value();
+    if (v === undefined) return found;
+    if (JSON.parse(key) === 'cniVersion') {
+      const version: unknown = JSON.parse(v);
+      found = typeof version === 'string' && version !== '' ? version : undefined;
+    }
+    match(WS);
+    if (text[pos] !== ',') return found;
+    pos++;
+  }
 }
 
 /** The cniVersion to answer in: the config's when it has a usable one, else `fallback`. */

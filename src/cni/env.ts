@@ -72,7 +72,11 @@ export function ifnameProblem(name: string): string | undefined {
   return undefined;
 }
 
-export function parseEnv(env: Record<string, string | undefined>): CniEnv {
+/**
+ * The command, the variables its verb needs and the attachment's names: what kelp-cni checks
+ * itself before stdin (native/cni/kelp-cni.c env_invalid), with the same words.
+ */
+export function checkEnv(env: Record<string, string | undefined>): CniCommand {
   const command = parseCommand(env);
   const missing = REQUIRED_ENV[command].filter((k) => get(env, k) === undefined);
   if (missing.length > 0) {
@@ -93,12 +97,18 @@ export function parseEnv(env: Record<string, string | undefined>): CniEnv {
   if (perAttachment && ifnameIssue !== undefined) {
     throw new CniError(CniCode.InvalidEnv, 'invalid CNI_IFNAME', `"${ifname}" ${ifnameIssue}`);
   }
+  return command;
+}
+
+/** checkEnv, then the rest: CNI_ARGS (code 4 when malformed) and CNI_PATH. */
+export function parseEnv(env: Record<string, string | undefined>): CniEnv {
+  const command = checkEnv(env);
   const argsRaw = get(env, 'CNI_ARGS');
   return {
     command,
-    containerId,
+    containerId: get(env, 'CNI_CONTAINERID'),
     netns: get(env, 'CNI_NETNS'),
-    ifname,
+    ifname: get(env, 'CNI_IFNAME'),
     args: parseCniArgs(argsRaw ?? ''),
     argsRaw,
     path: (get(env, 'CNI_PATH') ?? '').split(':').filter((p) => p !== ''),

@@ -1,7 +1,7 @@
 // A whole CNI invocation: env + stdin in, typed request out; handler outcome in, exactly what
 // kelp-cni prints (and its exit code) out.
 import { Attachment, NetConf, decodeConfig, parseConfig, peekVersion } from './config';
-import { CniArgs, CniCommand, parseCommand, parseEnv } from './env';
+import { CniArgs, CniCommand, checkEnv, parseCommand, parseEnv } from './env';
 import { CniCode, CniError, toCniError } from './errors';
 import { CniResult, formatResult } from './result';
 import { DEFAULT_VERSION, requireVerbVersion, versionInfo } from './version';
@@ -70,7 +70,9 @@ export interface CniResponse {
 /**
  * Validates a request the way libcni's skel does, in the same order: the command, the
  * variables the verb needs, then stdin (JSON, version, fields, version floor of the verb).
- * Errors carry the cniVersion to answer in.
+ * CNI_ARGS comes after the config: everything before it kelp-cni checks itself, alike
+ * (native/cni/kelp-cni.c), so a request gets one answer whether the agent is up or not.
+ * Errors carry the cniVersion to answer in: the config's when it can be read.
  */
 export function parseRequest(env: Record<string, string>, stdin: Buffer): CniRequest | CniError {
   let doc: Record<string, unknown> | undefined;
@@ -80,17 +82,18 @@ export function parseRequest(env: Record<string, string>, stdin: Buffer): CniReq
   } catch (e) {
     decodeError = toCniError(e);
   }
-  const answerIn = peekVersion(doc, DEFAULT_VERSION);
+  const answerIn = doc ? peekVersion(doc, DEFAULT_VERSION) : (decodeError?.cniVersion ?? DEFAULT_VERSION);
   try {
     const command: CniCommand = parseCommand(env);
     // skel ignores stdin for VERSION: empty or malformed stdin still gets an answer.
     if (command === 'VERSION') return { command, cniVersion: answerIn };
-    const cniEnv = parseEnv(env);
+    checkEnv(env);
     if (decodeError !== undefined) throw decodeError;
     const config = parseConfig(doc!);
+    const cniEnv = parseEnv(env);
     requireVerbVersion(command, config.cniVersion);
     const common: RequestCommon = { cniVersion: config.cniVersion, config, args: cniEnv.args, path: cniEnv.path, env, stdin };
-    // parseEnv has checked that each verb's required variables are present.
+    // checkEnv has made sure each verb's required variables are present.
     const containerId = cniEnv.containerId!;
     const ifname = cniEnv.ifname!;
     switch (command) {

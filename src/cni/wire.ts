@@ -6,6 +6,16 @@ import type { CniResponse } from './request';
 
 export const CNI_HTTP_PATH = '/v1/cni';
 export const EXIT_HEADER = 'X-CNI-Exit';
+/** Where kelp-cni looks for the agent when neither the config nor the environment says. */
+export const DEFAULT_AGENT_SOCKET = '/run/kelp/kelp.sock';
+
+/**
+ * The socket kelp-cni tried for a request: the config's agentSocket (already validated), else
+ * KELP_AGENT_SOCKET, else the default (native/cni/kelp-cni.c main).
+ */
+export function pluginSocket(agentSocket: string | undefined, env: Record<string, string>): string {
+  return agentSocket || env.KELP_AGENT_SOCKET || DEFAULT_AGENT_SOCKET;
+}
 
 export interface WireRequest {
   /** Only CNI_* and KELP_* variables. */

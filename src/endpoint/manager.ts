@@ -114,10 +114,15 @@ export class EndpointManager {
     return this.store.get(ref.network, ref.containerId, ref.ifname);
   }
 
-  ipamConfig(network: string, raw: unknown): IpamConfig {
+  /**
+   * The IPAM config of a request; `forAdd`: one to allocate from, so its ranges must lie in
+   * this node's pod CIDR (the ranges of the default config, made from --pod-cidr).
+   */
+  ipamConfig(network: string, raw: unknown, forAdd = false): IpamConfig {
     if (raw === undefined || raw === null) return this.opts.defaultIpam(network);
     try {
-      const cfg = parseIpamConfig(network, raw);
+      const within = forAdd ? this.opts.defaultIpam(network).rangeSets.flat().map((r) => r.subnet) : undefined;
+      const cfg = parseIpamConfig(network, raw, { within });
       // kelp's IPAM keeps its leases under the agent's state dir unless the config says otherwise.
       // null and "" count as absent: never fall through to host-local's machine-wide default.
       const dd = (raw as { dataDir?: unknown }).dataDir;
@@ -143,7 +148,7 @@ export class EndpointManager {
       throw new EndpointError('exists', `attachment ${req.containerId}/${req.ifname} already exists in netns ${existing.netns}`);
     }
     checkNetns(req.netns);
-    const ipamCfg = req.delegated ? undefined : this.ipamConfig(req.network, req.ipam);
+    const ipamCfg = req.delegated ? undefined : this.ipamConfig(req.network, req.ipam, true);
     const owner = { network: req.network, containerId: req.containerId, ifname: req.ifname };
     const id = this.store.nextId(this.pendingIds);
     this.pendingIds.add(id);

@@ -1,7 +1,7 @@
 // The `ipam` section of a network config, in the shape of the reference host-local plugin, plus
 // kelp's `reserved`. Parsing canonicalises everything so that the allocator never sees a string.
 import {
-  broadcastAddress, cidrContains, cidrToString, Cidr, compareIp, familyBits, IpAddress, ipEquals,
+  broadcastAddress, cidrContains, cidrCovers, cidrToString, Cidr, compareIp, familyBits, IpAddress, ipEquals,
   ipOffset, ipToString, networkAddress, tryParseIp, parseCidr,
 } from './ip';
 import { IpamError } from './errors';
@@ -158,11 +158,20 @@ function parseRoutes(v: unknown): Route[] {
   });
 }
 
+export interface IpamConfigOptions {
+  /**
+   * Prefixes every range's subnet must lie in: the node's pod CIDR, for a config to allocate
+   * from. kelp's IPAM hands out addresses the node routes (and masquerades) as its pods'; one
+   * outside would get an address nothing routes back. Unset for a config only read (DEL, GC).
+   */
+  within?: Cidr[];
+}
+
 /**
  * Parses and validates the `ipam` object of network `network`. Throws IpamError('invalid') whose
  * message names the offending field.
  */
-export function parseIpamConfig(network: string, raw: unknown): IpamConfig {
+export function parseIpamConfig(network: string, raw: unknown, opts: IpamConfigOptions = {}): IpamConfig {
   if (typeof network !== 'string' || !NETWORK_NAME.test(network)) {
     throw invalid(`network name ${JSON.stringify(network)} is not a valid CNI network name`);
   }
@@ -192,6 +201,14 @@ export function parseIpamConfig(network: string, raw: unknown): IpamConfig {
   if (rangeSets.length === 0) throw invalid('no IP ranges specified (set subnet or ranges)');
 
   const all = rangeSets.flatMap((set, s) => set.map((r, j) => ({ r, path: paths[s][j] })));
+  const within = opts.within;
+  if (within) {
+    const outside = all.find(({ r }) => !within.some((w) => cidrCovers(w, r.subnet)));
+    if (outside) {
+      const field = outside.path === 'subnet' ? 'ipam.subnet' : `ipam.${outside.path}.subnet`;
+      throw new IpamError('invalid', `${field} ${cidrToString(outside.r.subnet)} is outside this node's pod CIDR ${within.map(cidrToString).join(', ')}`);
+    }
+  }
   for (const [s, set] of rangeSets.entries()) {
     if (set.some((r) => r.subnet.family !== set[0].subnet.family)) {
       throw invalid(`${paths[s][0].replace(/\[0\]$/, '')} mixes IPv4 and IPv6 ranges`);

@@ -168,6 +168,11 @@ export function cidrContains(c: Cidr, ip: IpAddress): boolean {
   return ip.family === c.family && (ip.value & ~hostMask(c)) === networkAddress(c).value;
 }
 
+/** Every address of `inner` is in `outer`. */
+export function cidrCovers(outer: Cidr, inner: Cidr): boolean {
+  return inner.prefix >= outer.prefix && cidrContains(outer, networkAddress(inner));
+}
+
 /** Number of addresses in the prefix. */
 export function cidrSize(c: Cidr): bigint {
   return 1n << BigInt(familyBits(c.family) - c.prefix);

@@ -32,17 +32,20 @@ async function leavesNothing(a: Attachment, fn: () => Promise<unknown>, podLinks
 
 describe('malformed stdin', () => {
   // The plugin finds the agent from `agentSocket` in stdin; without parsable stdin, from the env.
-  it.each<[string, () => string, boolean]>([
-    ['truncated JSON', () => JSON.stringify(sb.pluginConfig()).slice(0, -1), false],
-    ['"{"', () => '{', true],
-    ['empty stdin', () => '', true],
-    ['a JSON array', () => '[]', true],
-  ])('%s → code 6', async (_n, stdin, viaEnv) => {
+  // Either way kelp-cni answers itself, in the config's cniVersion when it could be read.
+  it.each<[string, () => string, boolean, string]>([
+    ['truncated JSON', () => JSON.stringify(sb.pluginConfig()).slice(0, -1), false, '1.0.0'],
+    // The socket is named after the syntax error: kelp-cni used to try the default socket instead.
+    ['a missing comma before agentSocket', () => `{"cniVersion":"0.4.0","name":"${NETWORK}","type":"kelp-cni" "agentSocket":${JSON.stringify(sb.socketPath)}}`, false, '0.4.0'],
+    ['"{"', () => '{', true, '1.1.0'],
+    ['empty stdin', () => '', true, '1.1.0'],
+    ['a JSON array', () => '[]', true, '1.1.0'],
+  ])('%s → code 6', async (_n, stdin, viaEnv, version) => {
     const a = newAttachment(sb);
     await leavesNothing(a, async () => {
       const env = attachmentEnv(a, viaEnv ? { KELP_AGENT_SOCKET: sb.socketPath } : {});
       const err = expectCniError(await sb.cni('ADD', env, stdin()), 6, /decode/);
-      expect(err.cniVersion).toBe('1.1.0');
+      expect(err.cniVersion).toBe(version);
     });
   });
 });
@@ -137,11 +140,27 @@ describe('network configuration', () => {
     ['ipam rangeStart outside the subnet → code 7', { ipam: { type: 'kelp', ranges: [[{ subnet: '10.244.0.0/24', rangeStart: '10.9.0.1' }]] } }, 7, /rangeStart/],
     ['ipam plugin not in CNI_PATH → code 7', { ipam: { type: 'no-such-ipam', subnet: '10.244.0.0/24' } }, 7, /failed to find plugin "no-such-ipam"/],
     ['mtu out of range → code 7', { mtu: 20 }, 7, /mtu/],
+    // kelp's IPAM hands out only addresses of the node's pod CIDR (10.244.0.0/24 here).
+    ['ipam.subnet outside the pod CIDR → code 7', { ipam: { type: 'kelp', subnet: '10.99.0.0/24' } }, 7, /^invalid ipam configuration ipam\.subnet 10\.99\.0\.0\/24 is outside this node's pod CIDR 10\.244\.0\.0\/24$/],
+    ['a second range set outside the pod CIDR → code 7', { ipam: { type: 'kelp', ranges: [[{ subnet: '10.244.0.0/25' }], [{ subnet: '10.244.0.128/25' }, { subnet: '10.77.0.0/24' }]] } }, 7, /ipam\.ranges\[1\]\[1\]\.subnet 10\.77\.0\.0\/24 is outside this node's pod CIDR 10\.244\.0\.0\/24/],
+    ['a subnet wider than the pod CIDR → code 7', { ipam: { type: 'kelp', ranges: [[{ subnet: '10.244.0.0/16', rangeStart: '10.244.0.10', rangeEnd: '10.244.0.20' }]] } }, 7, /ipam\.ranges\[0\]\[0\]\.subnet 10\.244\.0\.0\/16 is outside/],
+    ['an IPv6 range set → code 7', { ipam: { type: 'kelp', ranges: [[{ subnet: '10.244.0.0/24' }], [{ subnet: 'fd00::/64' }]] } }, 7, /ipam\.ranges\[1\]\[0\]\.subnet fd00::\/64 is outside/],
   ] as const)('%s', async (_n, overrides, code, msg) => {
     const a = newAttachment(sb);
     await leavesNothing(a, async () => {
       expectCniError(await add(sb, a, { config: sb.pluginConfig(overrides as Record<string, unknown>) }), code, msg);
     });
+  });
+});
+
+describe('kelp IPAM inside the pod CIDR', () => {
+  it('a range inside the pod CIDR is kelp\'s to hand out', async () => {
+    const a = newAttachment(sb);
+    const config = sb.pluginConfig({ ipam: { type: 'kelp', subnet: '10.244.0.0/26', rangeStart: '10.244.0.40', rangeEnd: '10.244.0.41' } });
+    const r = await mustAdd(sb, a, { config });
+    expect(['10.244.0.40', '10.244.0.41']).toContain(resultIp(r));
+    expect(ping(sb, a.netns, sb.nodeIp)).toBe(true);
+    expectSilentSuccess(await del(sb, a, { config }));
   });
 });
 

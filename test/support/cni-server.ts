@@ -35,9 +35,10 @@ export interface CniTestServer {
 
 export async function startCniServer(
   reply: (req: RecordedRequest) => Reply | Promise<Reply>,
-  opts: { dirName?: string } = {},
+  /** `dir`: listen on `<dir>/kelp.sock` (the caller owns the directory); else a new temp dir named `dirName…`. */
+  opts: { dirName?: string; dir?: string } = {},
 ): Promise<CniTestServer> {
-  const dir = mkdtempSync(path.join(tmpdir(), opts.dirName ?? 'kelp-cni-'));
+  const dir = opts.dir ?? mkdtempSync(path.join(tmpdir(), opts.dirName ?? 'kelp-cni-'));
   const socketPath = path.join(dir, 'kelp.sock');
   const requests: RecordedRequest[] = [];
   const server = http.createServer((req, res) => {
@@ -81,7 +82,7 @@ export async function startCniServer(
       new Promise<void>((resolve) => {
         server.closeAllConnections();
         server.close(() => {
-          rmSync(dir, { recursive: true, force: true });
+          rmSync(opts.dir ? socketPath : dir, { recursive: true, force: true });
           resolve();
         });
       }),

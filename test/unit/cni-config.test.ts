@@ -37,6 +37,28 @@ describe('decodeConfig', () => {
   it('returns the object', () => {
     expect(decodeConfig(Buffer.from(JSON.stringify(BASE)))).toEqual(BASE);
   });
+
+  // What kelp-cni reads too: the last top-level cniVersion string complete and well-formed
+  // before the first syntax error (or, for a document with data after it, anywhere in it).
+  it.each([
+    ['{"cniVersion":"1.0.0"', '1.0.0'],
+    ['{"cniVersion":"1.0.0","name":"n" "type":"t"}', '1.0.0'],
+    ['{"a":{"b":[1,-2.5e3,{"c":"]}"},true,null]},"cniVersion":"0.3.1",', '0.3.1'],
+    ['{"cniVersion":"1.0.0","cniVersion":"0.4.0"', '0.4.0'],
+    ['{"cniVersion":"1.\\u0030.0"} x', '1.0.0'],
+    ['{"cniVersion":"1.0.0"}{}', '1.0.0'],
+    ['{"cniVersion":"1.0.0","cniVersion":5,', undefined],
+    ['{"cniVersion":""', undefined],
+    ['{"cniVersion":"1.0.0', undefined],
+    ['{"a":01,"cniVersion":"1.0.0"}', undefined],
+    ['{"a":[1,}],"cniVersion":"1.0.0"}', undefined],
+    ['{"a":"\\u00","cniVersion":"1.0.0"}', undefined],
+    ['{"ipam":{"cniVersion":"0.4.0"}', undefined],
+    ['[{"cniVersion":"1.0.0"}', undefined],
+    ['\ufeff{"cniVersion":"1.0.0"}', undefined],
+  ])('malformed %j: answered in %j', (text, version) => {
+    expect(cniError(() => decodeConfig(Buffer.from(text))).cniVersion).toBe(version);
+  });
 });
 
 describe('cniVersion, name, type', () => {

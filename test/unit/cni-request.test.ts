@@ -36,6 +36,7 @@ describe('parseRequest', () => {
     ['GC without a list', { CNI_COMMAND: 'GC', CNI_PATH: '/opt/cni/bin' }, { ...CONF, cniVersion: '1.1.0' }, { command: 'GC', validAttachments: undefined }],
     ['VERSION with empty stdin', { CNI_COMMAND: 'VERSION' }, undefined, { command: 'VERSION', cniVersion: '1.1.0' }],
     ['VERSION with malformed stdin', { CNI_COMMAND: 'VERSION' }, '{', { command: 'VERSION', cniVersion: '1.1.0' }],
+    ['VERSION with malformed stdin whose version is readable', { CNI_COMMAND: 'VERSION' }, '{"cniVersion":"0.4.0",', { command: 'VERSION', cniVersion: '0.4.0' }],
     ['VERSION with a config', { CNI_COMMAND: 'VERSION' }, { cniVersion: '0.4.0' }, { command: 'VERSION', cniVersion: '0.4.0' }],
   ])('%s', (_name, env, conf, want) => {
     const stdin = conf === undefined ? Buffer.alloc(0) : typeof conf === 'string' ? Buffer.from(conf) : json(conf);
@@ -47,6 +48,11 @@ describe('parseRequest', () => {
     ['unknown command before anything else', { CNI_COMMAND: 'FOO' }, '{', 4, 'unknown CNI_COMMAND: FOO', '1.1.0'],
     ['missing variables before bad JSON', { CNI_COMMAND: 'ADD' }, '{', 4, 'required env variables [CNI_CONTAINERID,CNI_NETNS,CNI_IFNAME] missing', '1.1.0'],
     ['bad JSON', { CNI_COMMAND: 'ADD', ...ATTACH }, '{', 6, 'cannot decode network config', '1.1.0'],
+    ['bad JSON after a readable version, answered in it', { CNI_COMMAND: 'ADD', ...ATTACH }, '{"cniVersion":"0.4.0","name":', 6, 'cannot decode network config', '0.4.0'],
+    // CNI_ARGS comes after every check kelp-cni makes itself, so both answer a request alike.
+    ['bad JSON before a bad CNI_ARGS', { CNI_COMMAND: 'ADD', ...ATTACH, CNI_ARGS: 'IP=nope' }, '{', 6, 'cannot decode network config', '1.1.0'],
+    ['a bad name before a bad CNI_ARGS', { CNI_COMMAND: 'ADD', ...ATTACH, CNI_ARGS: 'IP=nope' }, { ...CONF, name: 'a b' }, 7, 'invalid name', '1.0.0'],
+    ['a bad CNI_ARGS', { CNI_COMMAND: 'ADD', ...ATTACH, CNI_ARGS: 'IP=nope' }, CONF, 4, 'invalid CNI_ARGS', '1.0.0'],
     ['empty stdin', { CNI_COMMAND: 'DEL', ...ATTACH }, '', 6, 'cannot decode network config', '1.1.0'],
     ['unsupported version, answered in it', { CNI_COMMAND: 'ADD', ...ATTACH }, { ...CONF, cniVersion: '9.9.9', name: 'bad name' }, 1, 'incompatible CNI versions', '9.9.9'],
     ['bad name', { CNI_COMMAND: 'ADD', ...ATTACH }, { ...CONF, name: 'bad name' }, 7, 'invalid name', '1.0.0'],
