@@ -27,8 +27,8 @@ interface FlagSpec {
 }
 
 const FLAGS: FlagSpec[] = [
-  { key: 'runDir', flag: '--run-dir', kind: 'string', help: 'runtime directory; the API socket is <run-dir>/kelp.sock' },
-  { key: 'stateDir', flag: '--state-dir', kind: 'string', help: 'endpoint records, IPAM leases, queued DELs; best on tmpfs (as the default is), which lives as long as the pods they describe' },
+  { key: 'runDir', flag: '--run-dir', kind: 'string', help: 'runtime directory (root\'s alone): the API socket <run-dir>/kelp.sock, and DELs kelp-cni queued while the agent was down in <run-dir>/del-queue' },
+  { key: 'stateDir', flag: '--state-dir', kind: 'string', help: 'endpoint records and IPAM leases; best on tmpfs (as the default is), which lives as long as the pods they describe' },
   { key: 'bpfRoot', flag: '--bpf-root', kind: 'string', help: 'bpffs directory where maps and links are pinned' },
   { key: 'cniBinDir', flag: '--cni-bin-dir', kind: 'string', help: 'where kelp-cni is installed' },
   { key: 'cniConfDir', flag: '--cni-conf-dir', kind: 'string', help: 'where 05-kelp.conflist is written' },

@@ -81,7 +81,7 @@ export class Sandbox {
   readonly cniConfDir: string;
   readonly manifests: string;
   readonly logFile: string;
-  /** The agent's --state-dir: endpoint records, IPAM leases, the DEL queue. */
+  /** The agent's --state-dir: endpoint records and IPAM leases (the DEL queue is in the run dir). */
   readonly stateDir: string;
   readonly nodeIp = '192.168.250.1';
   readonly outsideIp = '192.168.250.2';

@@ -76,15 +76,15 @@ it('sweeps exactly the leftovers it recognises, replays the DEL queue, keeps eve
     [`CNI_COMMAND=DEL`, `CNI_CONTAINERID=${deleted.containerId}`, `CNI_IFNAME=eth0`, `CNI_NETNS=${deleted.netnsPath}`, `CNI_PATH=${sb.cniBinDir}`].sort(),
   );
   expect(entry.stdin.toString()).toBe(JSON.stringify(sb.pluginConfig()));
-  // Without a queue directory there is nowhere to keep the DEL: the runtime must retry.
+  // Without a queue directory next to the socket there is nowhere to keep the DEL: the runtime must retry.
   const noQueue = await sb.cni(
     'DEL',
     { CNI_CONTAINERID: keep1.containerId, CNI_NETNS: keep1.netnsPath, CNI_IFNAME: 'eth0' },
-    sb.pluginConfig({ delQueueDir: path.join(sb.dir, 'no-such-dir') }),
+    sb.pluginConfig({ agentSocket: path.join(sb.dir, 'no-such-dir', 'kelp.sock') }),
   );
   expect(noQueue.code).not.toBe(0);
   expect(noQueue.json).toMatchObject({ code: 11 });
-  expect(noQueue.json!.details).toContain('no-such-dir');
+  expect(noQueue.json!.details).toContain('no-such-dir/del-queue');
 
   // A DEL queued before keep2's endpoint existed must not remove it; an ADD in the queue never runs.
   plantQueueEntry(keep2CreatedAt - 1000, { CNI_COMMAND: 'DEL', CNI_CONTAINERID: keep2.containerId, CNI_IFNAME: 'eth0' }, JSON.stringify(sb.pluginConfig()));

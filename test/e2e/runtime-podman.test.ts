@@ -67,10 +67,11 @@ beforeAll(async () => {
   requirePackages(PACKAGES.podman);
   sb = await Sandbox.start({ prefix: uniqueName('rp') });
   // podman reads every network in its config dir: kelp's own conflist as the agent installed
-  // it, and a second kelp network on another subnet, for `podman network connect`.
+  // it, and a second kelp network on another subnet, for `podman network connect`. kelp's own
+  // IPAM hands out this node's pod CIDR only, so the second subnet is delegated to host-local.
   writeFileSync(
     path.join(sb.cniConfDir, `10-${SECOND.name}.conflist`),
-    fillTemplate('podman/10-kelp-secondary.conflist', { NAME: SECOND.name, AGENT_SOCKET: sb.socketPath, SUBNET: SECOND.subnet }),
+    fillTemplate('podman/10-kelp-secondary.conflist', { NAME: SECOND.name, AGENT_SOCKET: sb.socketPath, SUBNET: SECOND.subnet, DATA_DIR: path.join(sb.dir, 'ipam-b') }),
   );
   pm = PrivatePodman.setup(sb, { cniConfDir: sb.cniConfDir, cniBinDir: sb.cniBinDir });
   pm.importImage(buildRootfs(tempDir('kelp-podman-image-')));

@@ -70,8 +70,9 @@ export function stateDir(sb: Sandbox): string {
   return sb.stateDir;
 }
 
+/** Where kelp-cni queues DELs for this agent: next to its socket, in its --run-dir. */
 export function queueDir(sb: Sandbox): string {
-  return path.join(stateDir(sb), 'del-queue');
+  return path.join(path.dirname(sb.socketPath), 'del-queue');
 }
 
 const IPV4 = /^\d{1,3}(\.\d{1,3}){3}$/;
