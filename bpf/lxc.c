@@ -70,15 +70,31 @@ static __always_inline int from_pod_ipv4(struct __sk_buff *skb, struct pkt4 *pkt
 }
 
 /*
- * The pod's gateway (and, with an on-link /24, every other address) is answered here with the
- * host veth's MAC, so no address is needed on the node side and IPv4 from the pod always reaches
- * kelp_from_pod.
+ * Every ARP a pod sends is validated, as its IPv4 is: the node's neighbour table must learn
+ * nothing from a pod but "the pod's address is at the pod's MAC".
+ *
+ * - Shorter than IPv4-over-Ethernet ARP (28 bytes): RUNT. Another hardware or protocol type,
+ *   other address lengths, an opcode other than request and reply, a reply from 0.0.0.0:
+ *   ARP_MALFORMED.
+ * - The sender: the frame's source MAC and the sender hardware address must be the pod's MAC, and
+ *   the sender protocol address the pod's address behind this interface. A probe (RFC 5227:
+ *   sender 0.0.0.0, only as a request) names no sender address; the address it probes must then
+ *   be the pod's own. Anything else: ARP_SPOOF, charged to the pod only when the address named
+ *   is its own (as for IPv4, a stolen address is never charged to its owner).
+ * - A valid request for another address is answered here with the host veth's MAC: the pod's
+ *   gateway (and, with an on-link /24, every other address), so no address is needed on the node
+ *   side and IPv4 from the pod always reaches kelp_from_pod.
+ * - Every other valid ARP goes to the node: the pod's replies to the node's requests (the node
+ *   routes to the pod on-link through a /32 on the host veth, so its kernel ARPs for the pod's
+ *   address), gratuitous ARP for the pod's own address (an answer would report a conflict), and
+ *   probes for it.
  */
 static __always_inline int from_pod_arp(struct __sk_buff *skb, struct pkt4 *pkt)
 {
 	struct endpoint_info *ep;
 	struct arp_eth4 *arp;
 	struct ethhdr *eth;
+	__be32 claimed;
 	__u32 ep_id;
 	int ret;
 
@@ -88,22 +104,25 @@ static __always_inline int from_pod_arp(struct __sk_buff *skb, struct pkt4 *pkt)
 	arp = (void *)(eth + 1);
 	if ((void *)(arp + 1) > ctx_data_end(skb))
 		return drop_packet(skb, pkt, KELP_DIR_FROM_POD, 0, DROP_RUNT);
-	if (!arp4_is_request(arp))
-		return lxc_pass(skb, KELP_DIR_FROM_POD, 0);
+	if (!arp4_is_eth_ipv4(arp))
+		return drop_packet(skb, pkt, KELP_DIR_FROM_POD, 0, DROP_ARP_MALFORMED);
 
 	pkt->saddr = arp4_spa(arp);
 	pkt->daddr = arp4_tpa(arp);
-	/* Address probes (RFC 5227, sender 0.0.0.0) and gratuitous ARP (sender == target) are the pod
-	 * checking or announcing its own address: an answer would report a conflict. */
-	if (pkt->saddr == 0 || pkt->saddr == pkt->daddr)
-		return lxc_pass(skb, KELP_DIR_FROM_POD, 0);
+	claimed = pkt->saddr;
+	if (claimed == 0) {
+		if (arp->op != bpf_htons(ARPOP_REQUEST))
+			return drop_packet(skb, pkt, KELP_DIR_FROM_POD, 0, DROP_ARP_MALFORMED);
+		claimed = pkt->daddr;
+	}
+	/* One reason for every failed check (`ret` says which): the event's saddr/daddr and the
+	 * charged endpoint tell a stolen address from a wrong MAC. */
+	ep = endpoint4_source(claimed, skb->ifindex, eth->h_source, &ep_id, &ret);
+	if (!ep || !eth_addr_equal(arp->sha, eth->h_source))
+		return drop_packet(skb, pkt, KELP_DIR_FROM_POD, ep_id, DROP_ARP_SPOOF);
 
-	ep = endpoint4_source(pkt->saddr, skb->ifindex, eth->h_source, &ep_id, &ret);
-	if (!ep)
-		return drop_packet(skb, pkt, KELP_DIR_FROM_POD, ep_id, ret);
-	if (!eth_addr_equal(arp->sha, eth->h_source))
-		return drop_packet(skb, pkt, KELP_DIR_FROM_POD, ep_id, DROP_SRC_MAC);
-
+	if (arp->op != bpf_htons(ARPOP_REQUEST) || pkt->saddr == 0 || pkt->saddr == pkt->daddr)
+		return lxc_pass(skb, KELP_DIR_FROM_POD, ep_id);
 	arp4_reply(eth, arp, ep->node_mac);
 	metrics_update(ep_id, KELP_DIR_FROM_POD, 0, skb->len);
 	event_trace(skb, pkt, KELP_DIR_FROM_POD, ep_id, skb->ifindex, KELP_TRACE_ARP_REPLY);

@@ -34,10 +34,12 @@ static __always_inline __be32 arp4_tpa(const struct arp_eth4 *arp)
 	return *(const arp_word32 *)arp->tpa;
 }
 
-static __always_inline bool arp4_is_request(const struct arp_eth4 *arp)
+/* IPv4 over Ethernet (the layout of struct arp_eth4), a request or a reply: all kelp accepts. */
+static __always_inline bool arp4_is_eth_ipv4(const struct arp_eth4 *arp)
 {
 	return arp->hrd == bpf_htons(ARPHRD_ETHER) && arp->pro == bpf_htons(ETH_P_IP) &&
-	       arp->hln == ETH_ALEN && arp->pln == 4 && arp->op == bpf_htons(ARPOP_REQUEST);
+	       arp->hln == ETH_ALEN && arp->pln == 4 &&
+	       (arp->op == bpf_htons(ARPOP_REQUEST) || arp->op == bpf_htons(ARPOP_REPLY));
 }
 
 /* Turns a request into the answer "tpa is at `mac`", addressed back to the requester. */

@@ -23,6 +23,8 @@ enum kelp_drop_reason {
 	DROP_VLAN		= -10,	/* from a pod, a VLAN tag: in the frame or in skb->vlan_* */
 	DROP_IPV6		= -11,	/* IPv6 from a pod: kelp gives pods no IPv6 address */
 	DROP_ETHERTYPE		= -12,	/* from a pod, an EtherType other than IPv4 and ARP */
+	DROP_ARP_MALFORMED	= -13,	/* from a pod, ARP not an IPv4-over-Ethernet request or reply (or a reply from 0.0.0.0) */
+	DROP_ARP_SPOOF		= -14,	/* from a pod, ARP naming a sender IP or MAC that is not the pod's */
 
 	/* Masquerade (host.c). A range of its own since they first shipped there; the numbers stay. */
 	DROP_NAT_NO_PORT	= -200,	/* every probed NAT port for this remote was taken */

@@ -15,6 +15,8 @@ export const DropReason = {
   VLAN: -10,
   IPV6: -11,
   ETHERTYPE: -12,
+  ARP_MALFORMED: -13,
+  ARP_SPOOF: -14,
   // Masquerade (bpf/host.c): a range of their own, as first shipped.
   NAT_NO_PORT: -200,
   NAT_MAP_FULL: -201,
@@ -42,6 +44,8 @@ const DESCRIPTIONS: Record<DropReasonName, string> = {
   VLAN: 'VLAN-tagged frame from a pod (tag in the frame or already taken off by the kernel)',
   IPV6: 'IPv6 from a pod: kelp gives pods no IPv6 address',
   ETHERTYPE: 'EtherType other than IPv4 and ARP from a pod',
+  ARP_MALFORMED: 'ARP from a pod that is not an IPv4-over-Ethernet request or reply (hardware or protocol type, address lengths, opcode), or a reply from 0.0.0.0',
+  ARP_SPOOF: "ARP from a pod whose sender IP (or probed address) or MAC is not the pod's",
   NAT_NO_PORT: 'no free NAT port for this remote address and port',
   NAT_MAP_FULL: 'the NAT map refused a new mapping',
   CT_MAP_FULL: 'the conntrack map refused a new flow',

@@ -6,6 +6,7 @@ import { cidrContains, cidrToString, ipToString, networkAddress, parseCidr, pars
 import { NetlinkError } from './errors';
 import { parseMac, formatMac } from './mac';
 import { LinkInfo, RouteEntry, RouteSpec, Rtnl } from './rtnl';
+import { disableIpv6 } from './sysctl';
 
 export interface PodRoute {
   /** A CIDR or 'default'. */
@@ -65,8 +66,8 @@ export function podRoutes(cfg: Pick<PodInterfaceConfig, 'address' | 'gateway' | 
 }
 
 /**
- * Creates and configures the pod's interface. On failure, whatever it created is removed
- * (deleting the host end removes the pair) before the error is thrown.
+ * Creates and configures the pod's interface, IPv6 off on it. On failure, whatever it created is
+ * removed (deleting the host end removes the pair) before the error is thrown.
  */
 export async function podInterfaceSetup(host: Rtnl, cfg: PodInterfaceConfig): Promise<PodInterface> {
   // Everything that can be checked without the kernel is checked before anything is created.
@@ -83,6 +84,12 @@ export async function podInterfaceSetup(host: Rtnl, cfg: PodInterfaceConfig): Pr
       hostUp: true,
     });
     try {
+      // kelp gives pods no IPv6, and kelp_from_pod drops all of it: left on, the pod's kernel
+      // would send MLD reports, a DAD solicitation and router solicitations as soon as the link
+      // is up, each one a drop. Off while the link is still down, so none is sent. One sysctl
+      // write in the pod's namespace (a synchronous switch, undone before it returns); false
+      // (nothing to do) on a kernel without IPv6.
+      disableIpv6(cfg.ifname, cfg.netns);
       const podLink = await configurePodSide(pod, hostLink.peerIndex ?? cfg.ifname, cfg);
       return {
         host: { name: hostLink.name, index: hostLink.index, mac: hostLink.mac },

@@ -38,6 +38,8 @@ const B: TestEndpoint = { ip: '10.77.0.3', ifindex: 0, epId: 102, flags: 0, mac:
 const GATEWAY = '10.77.0.1';
 const REMOTE = '192.0.2.10';
 const STRANGER_MAC = '02:bb:00:00:00:09';
+/** An address of the node's that its kernel would ARP for a pod from (the node routes to pods on-link). */
+const NODE_IP = '192.0.2.1';
 
 let node: Netns;
 let obj: BpfObject;
@@ -121,6 +123,7 @@ interface Eth {
 }
 const fromA: Eth = { src: A.mac, dst: A.nodeMac };
 const intoB: Eth = { src: B.nodeMac, dst: B.mac };
+const BCAST: Eth = { src: A.mac, dst: 'ff:ff:ff:ff:ff:ff' };
 const PAYLOAD = Buffer.from('kelp datapath test');
 
 type Ip = Partial<P.Ipv4Opts>;
@@ -347,56 +350,160 @@ const rows: Row[] = [
     expect: drop('ETHERTYPE', 0, FROM, { ethProto: 46 }),
   },
 
-  // ARP
+  // ARP. Every ARP a pod sends is checked: IPv4 over Ethernet, a request or a reply
+  // (ARP_MALFORMED), at least 28 bytes (RUNT); frame source and sender MAC the pod's MAC, sender
+  // IP the pod's address, or for a probe (sender 0.0.0.0) the probed address (ARP_SPOOF). Valid
+  // requests for another address are answered by kelp; every other valid ARP goes to the node.
+
+  // Answered by kelp
   {
     name: "ARP for the gateway: answered with the host veth's MAC",
-    packet: () => arpFrame({ src: A.mac, dst: 'ff:ff:ff:ff:ff:ff' }),
+    packet: () => arpFrame(BCAST),
     expect: arpReplyFor(GATEWAY),
   },
   {
     name: "ARP for another pod's address is answered too (pods share a /24)",
-    packet: () => arpFrame({ src: A.mac, dst: 'ff:ff:ff:ff:ff:ff' }, { tpa: B.ip }),
+    packet: () => arpFrame(BCAST, { tpa: B.ip }),
     expect: arpReplyFor(B.ip),
   },
   {
-    name: "ARP for the sender's own address (gratuitous) is not answered",
-    packet: () => arpFrame({ src: A.mac, dst: 'ff:ff:ff:ff:ff:ff' }, { tpa: A.ip }),
-    expect: pass(0),
+    name: 'unicast ARP for the gateway (the pod confirming its neighbour entry) is answered',
+    packet: () => arpFrame(fromA),
+    expect: arpReplyFor(GATEWAY),
+  },
+
+  // Valid, to the node, charged to the pod
+  {
+    name: "gratuitous ARP request for the pod's own address: passes, not answered",
+    packet: () => arpFrame(BCAST, { tpa: A.ip }),
+    expect: pass(A.epId),
   },
   {
-    name: 'ARP probe (sender 0.0.0.0, RFC 5227) is not answered',
-    packet: () => arpFrame({ src: A.mac, dst: 'ff:ff:ff:ff:ff:ff' }, { spa: '0.0.0.0', tpa: A.ip }),
-    expect: pass(0),
+    name: "gratuitous ARP reply for the pod's own address: passes",
+    packet: () => arpFrame(BCAST, { op: P.ARPOP_REPLY, tha: A.mac, tpa: A.ip }),
+    expect: pass(A.epId),
   },
   {
-    name: 'ARP reply from the pod passes to the stack',
-    packet: () => arpFrame(fromA, { op: P.ARPOP_REPLY, tha: A.nodeMac, tpa: GATEWAY }),
-    expect: pass(0),
+    name: 'ARP probe for its own address (sender 0.0.0.0, RFC 5227): passes, not answered',
+    packet: () => arpFrame(BCAST, { spa: '0.0.0.0', tpa: A.ip }),
+    expect: pass(A.epId),
   },
   {
-    name: 'ARP for IPv6-sized protocol addresses is not ours: passed',
-    packet: () => arpFrame({ src: A.mac, dst: 'ff:ff:ff:ff:ff:ff' }, { pln: 16 }),
-    expect: pass(0),
+    name: "the pod's reply to the node's ARP request for the pod's address: passes",
+    packet: () => arpFrame(fromA, { op: P.ARPOP_REPLY, tha: A.nodeMac, tpa: NODE_IP }),
+    expect: pass(A.epId),
   },
   {
-    name: "ARP claiming another pod's address: dropped, not charged to that pod",
-    packet: () => arpFrame({ src: A.mac, dst: 'ff:ff:ff:ff:ff:ff' }, { spa: B.ip }),
-    expect: drop('SRC_IFACE', 0, FROM, { saddr: B.ip, daddr: GATEWAY }),
+    name: 'a valid ARP reply padded to the Ethernet minimum of 60 bytes: passes',
+    packet: () => padTo(arpFrame(fromA, { op: P.ARPOP_REPLY, tha: A.nodeMac, tpa: NODE_IP }), 60),
+    expect: pass(A.epId),
+  },
+
+  // Spoofed sender: ARP_SPOOF, charged to the pod only when the address is its own
+  {
+    name: "gratuitous ARP claiming another pod's address: dropped, not charged to that pod",
+    packet: () => arpFrame(BCAST, { spa: B.ip, tpa: B.ip }),
+    expect: drop('ARP_SPOOF', 0, FROM, { saddr: B.ip, daddr: B.ip, ethProto: P.ETH_P_ARP }),
   },
   {
-    name: 'ARP from an unknown address: dropped',
-    packet: () => arpFrame({ src: A.mac, dst: 'ff:ff:ff:ff:ff:ff' }, { spa: '10.77.0.99' }),
-    expect: drop('SRC_UNKNOWN', 0),
+    name: "gratuitous ARP reply claiming another pod's address: dropped",
+    packet: () => arpFrame(BCAST, { op: P.ARPOP_REPLY, spa: B.ip, tha: A.mac, tpa: B.ip }),
+    expect: drop('ARP_SPOOF', 0, FROM, { saddr: B.ip, daddr: B.ip }),
   },
   {
-    name: 'ARP whose sender MAC is not the frame source: dropped',
-    packet: () => arpFrame({ src: A.mac, dst: 'ff:ff:ff:ff:ff:ff' }, { sha: STRANGER_MAC }),
-    expect: drop('SRC_MAC', A.epId),
+    name: 'gratuitous ARP claiming the gateway (no endpoint): dropped',
+    packet: () => arpFrame(BCAST, { spa: GATEWAY, tpa: GATEWAY }),
+    expect: drop('ARP_SPOOF', 0, FROM, { saddr: GATEWAY }),
   },
+  {
+    name: "ARP reply to the node with another pod's sender IP: dropped",
+    packet: () => arpFrame(fromA, { op: P.ARPOP_REPLY, spa: B.ip, tha: A.nodeMac, tpa: NODE_IP }),
+    expect: drop('ARP_SPOOF', 0, FROM, { saddr: B.ip, daddr: NODE_IP }),
+  },
+  {
+    name: 'ARP reply with an unknown sender IP: dropped',
+    packet: () => arpFrame(fromA, { op: P.ARPOP_REPLY, spa: '10.77.0.99', tha: A.nodeMac, tpa: NODE_IP }),
+    expect: drop('ARP_SPOOF', 0, FROM, { saddr: '10.77.0.99' }),
+  },
+  {
+    name: "ARP reply from A's MAC naming another pod's MAC as sender: dropped, charged to A",
+    packet: () => arpFrame(fromA, { op: P.ARPOP_REPLY, sha: B.mac, tha: A.nodeMac, tpa: NODE_IP }),
+    expect: drop('ARP_SPOOF', A.epId, FROM, { saddr: A.ip }),
+  },
+  {
+    name: "ARP reply with A's address from another pod's MAC (frame and sender field): dropped",
+    packet: () => arpFrame({ src: B.mac, dst: A.nodeMac }, { op: P.ARPOP_REPLY, sha: B.mac, tha: A.nodeMac, tpa: NODE_IP }),
+    expect: drop('ARP_SPOOF', A.epId),
+  },
+  {
+    name: "ARP reply naming A's MAC as sender from a stranger frame source: dropped",
+    packet: () => arpFrame({ src: STRANGER_MAC, dst: A.nodeMac }, { op: P.ARPOP_REPLY, tha: A.nodeMac, tpa: NODE_IP }),
+    expect: drop('ARP_SPOOF', A.epId),
+  },
+  {
+    name: "ARP request claiming another pod's address: dropped, not answered",
+    packet: () => arpFrame(BCAST, { spa: B.ip }),
+    expect: drop('ARP_SPOOF', 0, FROM, { saddr: B.ip, daddr: GATEWAY }),
+  },
+  {
+    name: 'ARP request from an unknown address: dropped',
+    packet: () => arpFrame(BCAST, { spa: '10.77.0.99' }),
+    expect: drop('ARP_SPOOF', 0),
+  },
+  {
+    name: 'ARP request whose sender MAC is not the frame source: dropped',
+    packet: () => arpFrame(BCAST, { sha: STRANGER_MAC }),
+    expect: drop('ARP_SPOOF', A.epId),
+  },
+  {
+    name: "ARP probe for another pod's address: dropped",
+    packet: () => arpFrame(BCAST, { spa: '0.0.0.0', tpa: B.ip }),
+    expect: drop('ARP_SPOOF', 0, FROM, { saddr: '0.0.0.0', daddr: B.ip }),
+  },
+  {
+    name: 'ARP probe for its own address from a stranger MAC: dropped',
+    packet: () => arpFrame({ src: STRANGER_MAC, dst: 'ff:ff:ff:ff:ff:ff' }, { sha: STRANGER_MAC, spa: '0.0.0.0', tpa: A.ip }),
+    expect: drop('ARP_SPOOF', A.epId),
+  },
+  {
+    name: "A's valid ARP reply sent from an interface with no endpoint: dropped",
+    ifindex: () => IF.c,
+    packet: () => arpFrame(fromA, { op: P.ARPOP_REPLY, tha: A.nodeMac, tpa: NODE_IP }),
+    expect: drop('ARP_SPOOF', 0),
+  },
+
+  // Not IPv4-over-Ethernet request or reply: ARP_MALFORMED
+  {
+    name: 'ARP reply from 0.0.0.0 (only a request can be a probe): dropped',
+    packet: () => arpFrame(fromA, { op: P.ARPOP_REPLY, spa: '0.0.0.0', tha: A.nodeMac, tpa: NODE_IP }),
+    expect: drop('ARP_MALFORMED', 0, FROM, { ethProto: P.ETH_P_ARP }),
+  },
+  ...(
+    [
+      ['hardware type 6 (IEEE 802)', { hrd: 6 }],
+      ['protocol type IPv6', { pro: P.ETH_P_IPV6 }],
+      ['hardware address length 8', { hln: 8 }],
+      ['protocol address length 16', { pln: 16 }],
+      ['opcode 0', { op: 0 }],
+      ['opcode 3 (RARP request)', { op: 3 }],
+      ['opcode 9 (InARP reply)', { op: 9 }],
+    ] as Array<[string, Partial<P.ArpOpts>]>
+  ).map(
+    ([what, field]): Row => ({
+      name: `ARP with ${what}, otherwise A's valid reply: dropped`,
+      packet: () => arpFrame(fromA, { op: P.ARPOP_REPLY, tha: A.nodeMac, tpa: NODE_IP, ...field }),
+      expect: drop('ARP_MALFORMED', 0, FROM, { ethProto: P.ETH_P_ARP }),
+    }),
+  ),
   {
     name: 'truncated ARP: dropped as a runt',
     packet: () => P.ethernet({ src: A.mac, dst: 'ff:ff:ff:ff:ff:ff', type: P.ETH_P_ARP }, Buffer.alloc(20)),
     expect: drop('RUNT', 0),
+  },
+  {
+    name: "A's valid ARP reply one byte short (27 bytes): dropped as a runt",
+    packet: () => arpFrame(fromA, { op: P.ARPOP_REPLY, tha: A.nodeMac, tpa: NODE_IP }).subarray(0, P.ETH_HLEN + 27),
+    expect: drop('RUNT', 0, FROM, { ethProto: P.ETH_P_ARP }),
   },
 
   // Anti-spoofing
@@ -655,6 +762,18 @@ describe('kelp_endpoint_cache', () => {
         spoofRow("A's address and MAC from X's interface: wrong interface", () => IF.c, ethOf(A), A.ip, 'SRC_IFACE', 0),
         spoofRow("A's address from A's interface with X's MAC: wrong MAC", () => IF.a, ethOf(X), A.ip, 'SRC_MAC', A.epId),
         { name: "ARP from A is answered", packet: () => arpFrame({ src: A.mac, dst: 'ff:ff:ff:ff:ff:ff' }), expect: arpReplyFor(GATEWAY) },
+        { name: "A's ARP reply to the node passes", packet: () => arpFrame(fromA, { op: P.ARPOP_REPLY, tha: A.nodeMac, tpa: NODE_IP }), expect: pass(A.epId) },
+        {
+          name: "gratuitous ARP for X's address from A's interface: ARP_SPOOF",
+          packet: () => arpFrame(BCAST, { spa: X.ip, tpa: X.ip }),
+          expect: drop('ARP_SPOOF', 0, FROM, { saddr: X.ip }),
+        },
+        {
+          name: "A's ARP reply, valid in every field, from X's interface: ARP_SPOOF",
+          ifindex: () => IF.c,
+          packet: () => arpFrame(fromA, { op: P.ARPOP_REPLY, tha: A.nodeMac, tpa: NODE_IP }),
+          expect: drop('ARP_SPOOF', 0),
+        },
       ].map((r) => [r.name, r] as const),
     )('%s', (_name, row) => checkRow(row));
   });

@@ -8,6 +8,10 @@
 // Why real frames: the kernel takes the outer VLAN tag off a received frame (into the skb's
 // vlan_tci/vlan_proto) before tc runs, and BPF_PROG_TEST_RUN cannot set those fields, so only a
 // frame through a real veth shows kelp_from_pod what it sees in production.
+//
+// ARP the same way: gratuitous ARP and replies from A naming pod C's address, or A's address at
+// B's MAC, must leave the node's neighbour table as it was, while the node still resolves and
+// reaches A. And a pod kelp adds sends no IPv6 of its own: kelp turns IPv6 off on its interface.
 import { ChildProcess, spawn } from 'node:child_process';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Sandbox, SandboxPod } from '../../src/sandbox';
@@ -22,8 +26,10 @@ let b: SandboxPod;
 /** The victim whose address A steals (B's own address would not do: B drops packets from itself). */
 let c: SandboxPod;
 let aHostIfindex: number;
+let aHostIfname: string;
 let gatewayMac: string;
 let aMac: string;
+let bMac: string;
 let nodeLinkLocal: string;
 const sinks: Record<'b' | 'node' | 'outside', Sink> = {} as never;
 
@@ -88,14 +94,32 @@ function fromPodDrops(reason: string): number {
   return dump.entries.filter((e) => e.key.dir === 'from-pod' && e.key.reason === reason).reduce((n, e) => n + Number(e.value.packets), 0);
 }
 
-/** Drop events the agent logged (it logs every kelp_events record) for a reason on A's veth. */
-function loggedDrops(reason: string): Array<{ ethProto: number; len: number }> {
+/** Drop events the agent logged (it logs every kelp_events record) for a reason on a host veth (A's). */
+function loggedDrops(reason: string, ifindex = aHostIfindex): Array<{ ethProto: number; len: number; saddr: string; daddr: string }> {
   return sb
     .agentLog()
     .split('\n')
     .filter((l) => l.includes(`"reasonName":"${reason}"`))
-    .map((l) => (JSON.parse(l) as { event: { kind: string; ifindex: number; ethProto: number; len: number } }).event)
-    .filter((e) => e.kind === 'drop' && e.ifindex === aHostIfindex);
+    .map((l) => (JSON.parse(l) as { event: { kind: string; ifindex: number; ethProto: number; len: number; saddr: string; daddr: string } }).event)
+    .filter((e) => e.kind === 'drop' && e.ifindex === ifindex);
+}
+
+function hostIfindexOf(pod: SandboxPod): number {
+  const eps = JSON.parse(sb.kelp('get', 'endpoints', '-o', 'json')) as Array<{ containerId: string; hostIfindex: number }>;
+  return eps.find((e) => e.containerId === pod.containerId)!.hostIfindex;
+}
+
+/** An ARP frame from pod A's eth0 (frame source A's MAC unless `ethSrc`). */
+function arpFrame(ethDst: string, a: P.ArpOpts, ethSrc = aMac): Buffer {
+  return P.ethernet({ src: ethSrc, dst: ethDst, type: P.ETH_P_ARP }, P.arp(a));
+}
+
+/** The node's IPv4 neighbour entries for `ips`, as "ip dev lladdr". */
+function nodeNeighbours(...ips: string[]): string[] {
+  return ipJson(sb.node, '-4', 'neigh', 'show')
+    .filter((n) => ips.includes(n.dst) && n.lladdr)
+    .map((n) => `${n.dst} ${n.dev} ${n.lladdr}`)
+    .sort();
 }
 
 async function waitFor<T>(what: string, get: () => T, done: (v: T) => boolean, timeoutMs = 5000): Promise<T> {
@@ -127,8 +151,10 @@ beforeAll(async () => {
   const eps = JSON.parse(sb.kelp('get', 'endpoints', '-o', 'json')) as Array<{ containerId: string; hostIfname: string; hostIfindex: number }>;
   const epA = eps.find((e) => e.containerId === a.containerId)!;
   aHostIfindex = epA.hostIfindex;
+  aHostIfname = epA.hostIfname;
   gatewayMac = ipJson(sb.node, 'link', 'show', 'dev', epA.hostIfname)[0].address;
   aMac = ipJson(a.netns, 'link', 'show', 'dev', 'eth0')[0].address;
+  bMac = ipJson(b.netns, 'link', 'show', 'dev', 'eth0')[0].address;
   nodeLinkLocal = await linkLocal(sb.node, epA.hostIfname);
   sinks.b = await startSink(b.netns);
   sinks.node = await startSink(sb.node);
@@ -178,13 +204,82 @@ describe('frames a pod writes itself', () => {
 
     expect(fromPodDrops('VLAN') - before.vlan).toBe(tagged.length);
     expect(fromPodDrops('ETHERTYPE') - before.ethertype).toBe(1);
-    // At least ours: the pod's kernel sends IPv6 of its own (router and neighbour solicitations).
-    expect(fromPodDrops('IPV6') - before.ipv6).toBeGreaterThanOrEqual(1);
+    // Ours alone: kelp turned IPv6 off on the pods' interfaces, so their kernels send none.
+    expect(fromPodDrops('IPV6') - before.ipv6).toBe(1);
 
     // Reported on the ring buffer, with the EtherType the pod wrote after its MAC, whether the
     // kernel left that tag in the frame or moved it into the skb's VLAN fields.
     const events = await waitFor('the VLAN drop events in the agent log', () => loggedDrops('VLAN').slice(vlanLogged), (e) => e.length >= tagged.length);
     expect(events.map((e) => e.ethProto)).toEqual([P.ETH_P_8021Q, P.ETH_P_8021AD, P.ETH_P_8021Q, P.ETH_P_8021Q, P.ETH_P_8021Q]);
     await waitFor('the IPv6 drop event of our frame', () => loggedDrops('IPV6'), (e) => e.some((x) => x.len === ipv6.length));
+  });
+});
+
+describe('ARP a pod writes itself', () => {
+  const BCAST = 'ff:ff:ff:ff:ff:ff';
+
+  it("naming another pod's address, or A's address at another MAC, changes no neighbour entry of the node; the node still reaches A", async () => {
+    // Linux learns from unsolicited ARP only with arp_accept, which some nodes turn on (failover
+    // by gratuitous ARP): on here, so whatever kelp_from_pod passes lands in the node's table.
+    // (Without it the kernel still overrides an existing entry from a gratuitous ARP: the
+    // fourth spoofed frame below.)
+    sb.exec(sb.node, 'sysctl', ['-qw', 'net.ipv4.conf.all.arp_accept=1']);
+    try {
+      // Control: the node resolves A (its request goes into A; A's reply passes kelp_from_pod,
+      // validated) and A its gateway (kelp answers): the ping needs both.
+      sb.exec(sb.node, 'ping', ['-c', '1', '-W', '2', a.ip]);
+      expect(nodeNeighbours(a.ip, c.ip)).toEqual([`${a.ip} ${aHostIfname} ${aMac}`]);
+
+      const before = { spoof: fromPodDrops('ARP_SPOOF'), malformed: fromPodDrops('ARP_MALFORMED') };
+      const spoofLogged = loggedDrops('ARP_SPOOF').length;
+      const spoofed = [
+        // C's address: gratuitous, as a request and as a reply, then as a reply to the node.
+        arpFrame(BCAST, { sha: aMac, spa: c.ip, tpa: c.ip }),
+        arpFrame(BCAST, { op: P.ARPOP_REPLY, sha: aMac, spa: c.ip, tha: aMac, tpa: c.ip }),
+        arpFrame(gatewayMac, { op: P.ARPOP_REPLY, sha: aMac, spa: c.ip, tha: gatewayMac, tpa: sb.nodeIp }),
+        // A's own address at B's MAC, gratuitous: would override the node's entry for A.
+        arpFrame(BCAST, { sha: bMac, spa: a.ip, tpa: a.ip }),
+      ];
+      const malformed = arpFrame(BCAST, { sha: aMac, spa: c.ip, tpa: c.ip, pln: 16 });
+      // A valid gratuitous ARP first (it passes; last, it would repair what the spoofed ones did).
+      sendFrames([arpFrame(BCAST, { sha: aMac, spa: a.ip, tpa: a.ip }), ...spoofed, malformed]);
+      // The kernel has taken them in when sendFrames returns (veth transmit runs the receive);
+      // a moment for the node's ARP processing, then the table.
+      await new Promise((r) => setTimeout(r, 300));
+
+      expect(nodeNeighbours(a.ip, c.ip)).toEqual([`${a.ip} ${aHostIfname} ${aMac}`]);
+      expect(fromPodDrops('ARP_SPOOF') - before.spoof).toBe(spoofed.length);
+      expect(fromPodDrops('ARP_MALFORMED') - before.malformed).toBe(1);
+      const events = await waitFor('the ARP_SPOOF drop events in the agent log', () => loggedDrops('ARP_SPOOF').slice(spoofLogged), (e) => e.length >= spoofed.length);
+      expect(events.map((e) => [e.ethProto, e.saddr, e.daddr])).toEqual([
+        [P.ETH_P_ARP, c.ip, c.ip],
+        [P.ETH_P_ARP, c.ip, c.ip],
+        [P.ETH_P_ARP, c.ip, sb.nodeIp],
+        [P.ETH_P_ARP, a.ip, a.ip],
+      ]);
+
+      // Control after: the node still reaches A, and A the node.
+      sb.exec(sb.node, 'ping', ['-c', '1', '-W', '2', a.ip]);
+      sb.exec(a.netns, 'ping', ['-c', '1', '-W', '2', sb.nodeIp]);
+    } finally {
+      sb.exec(sb.node, 'sysctl', ['-qw', 'net.ipv4.conf.all.arp_accept=0']);
+    }
+  });
+});
+
+describe('IPv6 a pod sends on its own', () => {
+  it('a freshly added pod sends none: kelp turns IPv6 off on the interface it creates', async () => {
+    const before = fromPodDrops('IPV6');
+    const d = await sb.addPod('d', 'spoof');
+    const dHostIfindex = hostIfindexOf(d);
+    expect(sb.exec(d.netns, 'sysctl', ['-n', 'net.ipv6.conf.eth0.disable_ipv6']).trim()).toBe('1');
+    expect(ipJson(d.netns, '-6', 'addr', 'show', 'dev', 'eth0').flatMap((l) => l.addr_info ?? [])).toEqual([]);
+    // With IPv6 on, the pod's kernel sends MLD reports and a duplicate address detection
+    // solicitation as the link comes up, and router solicitations from about a second later.
+    await new Promise((r) => setTimeout(r, 2500));
+    expect(fromPodDrops('IPV6') - before).toBe(0);
+    expect(loggedDrops('IPV6', dHostIfindex)).toEqual([]);
+    // IPv4 is untouched.
+    sb.exec(d.netns, 'ping', ['-c', '1', '-W', '2', sb.nodeIp]);
   });
 });
