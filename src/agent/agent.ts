@@ -75,7 +75,10 @@ export async function startAgent(opts: AgentOptions, log: Logger = createLogger(
   // drops, and the endpoint follows the interface. At most one refresh in flight per endpoint.
   const refreshing = new Set<number>();
   datapath.watchEvents((ev) => {
-    if (ev.reasonName !== 'SRC_MAC' || ev.epId === 0 || refreshing.has(ev.epId)) return;
+    // ARP_SPOOF charged to an endpoint is its own address from another MAC: the pod's first ARP
+    // after such a change (its neighbour entry for the gateway may be gone) reports it so.
+    const macChange = ev.reasonName === 'SRC_MAC' || ev.reasonName === 'ARP_SPOOF';
+    if (!macChange || ev.epId === 0 || refreshing.has(ev.epId)) return;
     refreshing.add(ev.epId);
     void manager
       .refreshPodMac(ev.epId)
