@@ -12,17 +12,7 @@ export interface MapRow {
   value: unknown;
 }
 
-/** What each of kelp's maps holds, for `kelp status` and the head of a dump. */
-export const MAP_DESCRIPTIONS: Record<string, string> = {
-  kelp_endpoints: 'pod IPv4 address -> endpoint (host veth ifindex, id, MACs)',
-  kelp_endpoint_cache: 'direct-mapped copy of kelp_endpoints in front of it (live slots only)',
-  kelp_metrics: 'packets/bytes per endpoint x direction x reason: every drop, and forwarded packets of endpoint ids >= 4096',
-  kelp_metrics_fwd: 'forwarded packets/bytes per endpoint x direction for endpoint ids < 4096 (non-zero slots only)',
-  kelp_events: 'ring buffer of drop and trace events (read by the agent; no entries to list)',
-  kelp_ct4: 'conntrack of masqueraded flows, one entry per direction',
-  kelp_snat4: 'masquerade translations, one entry per direction',
-  kelp_nomasq4: 'destinations never masqueraded (pod CIDR and configured CIDRs)',
-};
+export { MAP_DESCRIPTIONS } from './maps/registry';
 
 function dirName(dir: number): string {
   return dir === Direction.FROM_POD ? 'from-pod' : dir === Direction.TO_POD ? 'to-pod' : String(dir);

@@ -40,6 +40,7 @@ import { decodeEvent, DropEvent, formatEvent } from './events';
 import { gcNat, masqConstants, monotonicNs, nomasq4Key } from './nat';
 import { BpffsStatus, openBpfRoot } from './bpffs';
 import { MAP_DESCRIPTIONS, MapRow, mapRows } from './dump';
+import { syncMap } from './maps/sync';
 
 /** Errors of detaching a link whose device (and with it the attachment) is already gone. */
 const GONE = ['ENOENT', 'ENOLINK', 'EINVAL', 'ENODEV'];
@@ -363,8 +364,10 @@ export class Datapath implements EndpointDatapath {
       constants: masqConstants({ podCidr: m.podCidr, masqIp: m.masqIp }),
       logger: this.opts.log,
     });
-    const nomasq = this.host.map('kelp_nomasq4');
-    for (const cidr of [m.podCidr, ...(m.noMasquerade ?? [])]) nomasq.update(nomasq4Key.encode({ cidr }), Buffer.from([1]));
+    // Exactly these CIDRs: a pinned map may hold an earlier configuration's (another pod CIDR),
+    // which would otherwise stay exempt from masquerade for ever.
+    const exempt = [...new Set([m.podCidr, ...(m.noMasquerade ?? [])])];
+    syncMap(this.host.map('kelp_nomasq4'), exempt.map((cidr) => [nomasq4Key.encode({ cidr }), Buffer.from([1])] as const));
     const pins = this.linkPaths(`uplink-${m.uplinkIfname}`);
     for (const [dir, name] of [
       ['ingress', 'kelp_host_ingress'],

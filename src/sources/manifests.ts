@@ -7,6 +7,7 @@ import path from 'node:path';
 import { parseAllDocuments } from 'yaml';
 import { KelpObject, ManifestError, validateObject } from './objects';
 import { ObjectStore } from './store';
+import type { StateSource } from './source';
 import type { Logger } from '../log';
 
 const MANIFEST_EXT = /\.(ya?ml|json)$/i;
@@ -117,13 +118,15 @@ export interface ManifestProblem {
 }
 
 /** Watches a directory and keeps the store in sync with it. */
-export class ManifestDir {
+export class ManifestDir implements StateSource {
   private watcher?: FSWatcher;
   private timer?: NodeJS.Timeout;
   private scanning?: Promise<void>;
   private rescanWanted = false;
   private readonly good = new Map<string, { mtimeMs: number; size: number; objects: KelpObject[] }>();
   readonly problems = new Map<string, string>();
+  private markSynced!: () => void;
+  private readonly firstScan = new Promise<void>((r) => (this.markSynced = r));
 
   constructor(
     readonly dir: string,
@@ -131,14 +134,25 @@ export class ManifestDir {
     private readonly log: Logger,
   ) {}
 
+  get name(): string {
+    return `manifests:${this.dir}`;
+  }
+
+  /** Scans the directory once (the source is then synced) and watches it. */
   async start(): Promise<void> {
     mkdirSync(this.dir, { recursive: true });
     await this.scan();
+    this.markSynced();
     this.watcher = watch(this.dir, () => this.schedule());
     this.watcher.on('error', (err) => this.log.warn({ err, dir: this.dir }, 'manifest watch error'));
   }
 
-  stop(): void {
+  /** A directory is read whole by start()'s first scan: synced once that is done. */
+  synced(): Promise<void> {
+    return this.firstScan;
+  }
+
+  async stop(): Promise<void> {
     this.watcher?.close();
     if (this.timer) clearTimeout(this.timer);
   }
@@ -192,7 +206,7 @@ export class ManifestDir {
     }
     const all: KelpObject[] = [];
     for (const { objects } of this.good.values()) all.push(...objects);
-    const events = this.store.replaceFrom(`manifests:${this.dir}`, all);
+    const events = this.store.replaceFrom(this.name, all);
     if (events.length > 0) this.log.info({ changes: events.length }, 'manifests applied');
   }
 }

@@ -1,18 +1,46 @@
-// The agent's cache of desired-state objects, whatever source fills it. Sources replace
-// their whole contribution at once (`replaceFrom`); listeners hear only real changes, so
-// reconcilers are woken by diffs and then recompute their full desired state.
+// The agent's cache of desired-state objects, whatever source fills it (a manifest directory,
+// the Kubernetes API). Sources write incrementally (`upsert`, `remove`) or replace their whole
+// contribution at once (`replaceFrom`); listeners hear only real changes, so reconcilers are
+// woken by diffs and then recompute their full desired state from here.
+//
+// Every change bumps the store's revision; each object remembers the revision that last changed
+// it and the resourceVersion its source gave it. Reconcilers report the revision they have
+// written into the maps ("programmed revision"), so a caller can wait until a change holds.
 import { KelpObject, Kind, objectKey } from './objects';
 
-export type StoreEvent = { type: 'upsert' | 'delete'; key: string; object: KelpObject };
+export interface StoreEvent {
+  type: 'upsert' | 'delete';
+  key: string;
+  object: KelpObject;
+  /** The store revision this change made. */
+  revision: number;
+}
 export type StoreListener = (events: StoreEvent[]) => void;
 
-export class ObjectStore {
-  private readonly objects = new Map<string, { object: KelpObject; source: string; json: string }>();
-  private readonly listeners = new Set<StoreListener>();
+interface Entry {
+  object: KelpObject;
+  source: string;
+  json: string;
+  revision: number;
+}
 
-  subscribe(fn: StoreListener): () => void {
-    this.listeners.add(fn);
-    return () => this.listeners.delete(fn);
+export class ObjectStore {
+  private readonly objects = new Map<string, Entry>();
+  private readonly listeners = new Set<{ fn: StoreListener; kinds?: ReadonlySet<string> }>();
+  /** The highest resourceVersion each source has delivered (a watch resumes from it). */
+  private readonly sourceVersions = new Map<string, string>();
+  private rev = 0;
+
+  /** The revision of the last change (0: nothing yet). */
+  get revision(): number {
+    return this.rev;
+  }
+
+  /** Hears every batch of changes, or only those of `kinds`. Returns the unsubscribe call. */
+  subscribe(fn: StoreListener, kinds?: readonly Kind[]): () => void {
+    const l = { fn, kinds: kinds ? new Set<string>(kinds) : undefined };
+    this.listeners.add(l);
+    return () => this.listeners.delete(l);
   }
 
   get<K extends Kind>(kind: K, namespace: string | undefined, name: string): Extract<KelpObject, { kind: K }> | undefined {
@@ -25,25 +53,76 @@ export class ObjectStore {
     return out;
   }
 
+  /** The revision that last changed an object (undefined: not in the store). */
+  revisionOf(kind: Kind, namespace: string | undefined, name: string): number | undefined {
+    return this.objects.get(`${kind}/${namespace ?? ''}/${name}`)?.revision;
+  }
+
+  /** The last resourceVersion `source` recorded with `noteVersion`. */
+  sourceVersion(source: string): string | undefined {
+    return this.sourceVersions.get(source);
+  }
+
+  noteVersion(source: string, resourceVersion: string): void {
+    this.sourceVersions.set(source, resourceVersion);
+  }
+
+  /** Adds or replaces one object of `source`; returns the change, or undefined when nothing changed. */
+  upsert(source: string, object: KelpObject): StoreEvent | undefined {
+    const ev = this.put(source, object);
+    if (ev) this.emit([ev]);
+    return ev;
+  }
+
+  /** Removes one object of `source`; returns the change, or undefined when it was not there. */
+  remove(source: string, kind: Kind, namespace: string | undefined, name: string): StoreEvent | undefined {
+    const ev = this.drop(source, `${kind}/${namespace ?? ''}/${name}`);
+    if (ev) this.emit([ev]);
+    return ev;
+  }
+
   /** Replaces everything `source` contributed with `objects`; returns the changes applied. */
   replaceFrom(source: string, objects: KelpObject[]): StoreEvent[] {
     const next = new Map<string, KelpObject>();
     for (const o of objects) next.set(objectKey(o), o);
     const events: StoreEvent[] = [];
-    for (const [key, cur] of this.objects) {
+    for (const [key, cur] of [...this.objects]) {
       if (cur.source === source && !next.has(key)) {
-        this.objects.delete(key);
-        events.push({ type: 'delete', key, object: cur.object });
+        const ev = this.drop(source, key);
+        if (ev) events.push(ev);
       }
     }
-    for (const [key, object] of next) {
-      const json = JSON.stringify(object);
-      const cur = this.objects.get(key);
-      if (cur && cur.json === json && cur.source === source) continue;
-      this.objects.set(key, { object, source, json });
-      events.push({ type: 'upsert', key, object });
+    for (const object of next.values()) {
+      const ev = this.put(source, object);
+      if (ev) events.push(ev);
     }
-    if (events.length > 0) for (const l of this.listeners) l(events);
+    this.emit(events);
     return events;
+  }
+
+  private put(source: string, object: KelpObject): StoreEvent | undefined {
+    const key = objectKey(object);
+    const json = JSON.stringify(object);
+    const cur = this.objects.get(key);
+    if (cur && cur.json === json && cur.source === source) return undefined;
+    const revision = ++this.rev;
+    this.objects.set(key, { object, source, json, revision });
+    return { type: 'upsert', key, object, revision };
+  }
+
+  private drop(source: string, key: string): StoreEvent | undefined {
+    const cur = this.objects.get(key);
+    // Another source's object of the same name is not this source's to remove.
+    if (!cur || cur.source !== source) return undefined;
+    this.objects.delete(key);
+    return { type: 'delete', key, object: cur.object, revision: ++this.rev };
+  }
+
+  private emit(events: StoreEvent[]): void {
+    if (events.length === 0) return;
+    for (const l of this.listeners) {
+      const mine = l.kinds ? events.filter((e) => l.kinds!.has(e.object.kind)) : events;
+      if (mine.length > 0) l.fn(mine);
+    }
   }
 }
