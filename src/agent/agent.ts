@@ -1,10 +1,11 @@
-// The agent process: owns every piece of kernel state kelp creates on this node.
+// The agent process: owns every piece of kernel state kelp creates on this node. This file is
+// wiring; the API's routes are in ./routes/.
 // Start-up: datapath (re-opening pins) → endpoint records → masquerade (pinned uplink links
-// updated in place) → sources → restore (endpoints, queued DELs, sweep of leftovers; see
-// src/endpoint/restore.ts) → API socket → CNI files. ADDs are refused until the socket is
+// updated in place) → sources, synced → reconcilers → restore (endpoints, queued DELs, sweep of
+// leftovers; see src/endpoint/restore.ts) → API socket → CNI files. ADDs are refused until the socket is
 // listening and restore is done; once the conflist is written runtimes may call us, so it comes
 // last. A SIGKILL at any point leaves pods connected: maps and links are pinned.
-import { mkdirSync, promises as fsp } from 'node:fs';
+import { mkdirSync } from 'node:fs';
 import path from 'node:path';
 import { createLogger, Logger } from '../log';
 import { Datapath } from '../datapath/loader';
@@ -14,16 +15,19 @@ import { Ipam, parseIpamConfig } from '../ipam';
 import { restoreNode } from '../endpoint/restore';
 import { Rtnl, setIpv4Forwarding } from '../netlink';
 import { ObjectStore } from '../sources/store';
-import { ManifestDir, parseManifests } from '../sources/manifests';
-import { IMPLICIT_NAMESPACES, KelpObject, objectKey, objectRef } from '../sources/objects';
-import { ApiServer, checkRunDir, HttpError } from './server';
+import { ManifestDir } from '../sources/manifests';
+import type { KubernetesSource } from '../sources/kubernetes';
+import { allSynced, StateSource } from '../sources/source';
+import { ReconcileLoop } from '../reconcile/loop';
+import { ApiServer, checkRunDir } from './server';
+import type { RouteContext } from './routes/context';
+import { statusRoutes } from './routes/status';
+import { viewRoutes } from './routes/views';
+import { objectRoutes } from './routes/objects';
 import { makeCniHandler } from './cni-handler';
 import { DEL_QUEUE_NAME, DelQueue, delQueueDirFor } from './delqueue';
 import { buildConflist, installCni } from './install';
 import { AgentOptions } from './options';
-import type { CounterView, EndpointView, PodView } from './views';
-import { dropReasonName } from '../datapath/drop';
-import { MAP_DESCRIPTIONS } from '../datapath/dump';
 import { CNI_HTTP_PATH } from '../cni';
 
 export interface Agent {
@@ -98,9 +102,23 @@ export async function startAgent(opts: AgentOptions, log: Logger = createLogger(
     }
   }
 
+  // Sources → store → reconcilers. Nothing is restored, swept or reconciled before every source
+  // has synced; until then pods run on the pinned datapath and CNI waits (the socket is not yet
+  // listening: kelp-cni answers ADD with code 11 and queues DELs).
   const objects = new ObjectStore();
   const manifests = opts.manifests ? new ManifestDir(opts.manifests, objects, log) : undefined;
-  await manifests?.start();
+  // The client library is loaded in Kubernetes mode only (its ESM graph costs memory and start time).
+  let kube: KubernetesSource | undefined;
+  if (opts.kubeconfig || opts.inCluster) {
+    const [{ KubernetesSource: Source }, { KubeClient }] = await Promise.all([import('../sources/kubernetes'), import('../sources/kube/client')]);
+    kube = new Source(objects, { client: KubeClient.load(opts.kubeconfig), log });
+  }
+  const sources: StateSource[] = [manifests, kube].filter((x): x is NonNullable<typeof x> => x !== undefined);
+  for (const src of sources) await src.start();
+  if (kube) log.info('waiting for the Kubernetes API to sync');
+  await allSynced(sources);
+  const reconcilers = new ReconcileLoop(objects, { log });
+  await reconcilers.start(sources);
 
   const handleCni = makeCniHandler({ manager, store: objects, log, ready: () => ready });
   const queue = new DelQueue({
@@ -119,139 +137,10 @@ export async function startAgent(opts: AgentOptions, log: Logger = createLogger(
 
   const server = new ApiServer(log);
   server.route('POST', CNI_HTTP_PATH, handleCni);
-  server.route('GET', '/v1/healthz', () => ({ status: ready ? 200 : 503, body: { ready } }));
-  server.route('GET', '/v1/endpoints', () => ({
-    status: 200,
-    body: manager.list().map((r): EndpointView => ({
-      id: r.id,
-      network: r.network,
-      containerId: r.containerId,
-      ifname: r.ifname,
-      ip: r.ips.map((i) => i.address).join(','),
-      hostIfname: r.hostIfname,
-      hostIfindex: r.hostIfindex,
-      pod: r.pod ? `${r.pod.namespace}/${r.pod.name}` : null,
-      state: 'ready',
-    })),
-  }));
-  server.route('GET', '/v1/pods', () => {
-    const eps = manager.list();
-    const rows = objects.list('Pod').map((p): PodView => {
-      const ep = eps.find((e) => e.pod?.namespace === p.metadata.namespace && e.pod?.name === p.metadata.name);
-      return {
-        namespace: p.metadata.namespace,
-        name: p.metadata.name,
-        ip: ep?.ips.map((i) => i.address.split('/')[0]).join(','),
-        interface: ep ? `${ep.ifname}@${ep.hostIfname}` : undefined,
-        containerId: ep?.containerId,
-        state: ep ? 'Running' : 'Pending',
-        labels: p.metadata.labels,
-      };
-    });
-    // Pods that arrived by CNI without a Pod object still show up, so nothing is hidden.
-    for (const ep of eps) {
-      if (ep.pod && objects.get('Pod', ep.pod.namespace, ep.pod.name)) continue;
-      rows.push({
-        namespace: ep.pod?.namespace ?? null,
-        name: ep.pod?.name ?? ep.containerId.slice(0, 12),
-        ip: ep.ips.map((i) => i.address.split('/')[0]).join(','),
-        interface: `${ep.ifname}@${ep.hostIfname}`,
-        containerId: ep.containerId,
-        state: 'Running (no Pod object)',
-        labels: {},
-      });
-    }
-    return { status: 200, body: rows };
-  });
-  server.route('GET', '/v1/status', () => ({
-    status: 200,
-    body: {
-      ready,
-      node: opts.nodeName,
-      podCidr: opts.podCidr,
-      endpoints: manager.list().length,
-      masquerade: masq,
-      bpffs,
-      maps: datapath.mapStats(),
-      attached: manager.list().map((r) => {
-        const problems = datapath.check(r);
-        return {
-          ifname: r.hostIfname,
-          ifindex: r.hostIfindex,
-          ingress: problems.some((p) => p.includes('kelp_from_pod')) ? [] : ['kelp_from_pod'],
-          egress: problems.some((p) => p.includes('kelp_to_pod')) ? [] : ['kelp_to_pod'],
-        };
-      }),
-      problems: manifests ? [...manifests.problems.values()] : [],
-    },
-  }));
-  // Every non-zero counter, kelp_metrics and kelp_metrics_fwd added up, with the pod it belongs to.
-  server.route('GET', '/v1/counters', () => {
-    const eps = new Map(manager.list().map((r) => [r.id, r]));
-    return {
-      status: 200,
-      body: datapath.metrics().map((e): CounterView => {
-        const pod = eps.get(e.key.epId)?.pod;
-        return {
-          endpoint: e.key.epId,
-          pod: pod ? `${pod.namespace}/${pod.name}` : null,
-          direction: e.key.dir === 1 ? 'from-pod' : 'to-pod',
-          reason: e.key.reason === 0 ? 'forwarded' : dropReasonName(e.key.reason),
-          packets: e.value.packets.toString(),
-          bytes: e.value.bytes.toString(),
-        };
-      }),
-    };
-  });
-  server.route('GET', '/v1/maps/:name', (req) => {
-    const name = req.params.name;
-    if (!datapath.mapNames().includes(name)) throw new HttpError(404, `no map named ${name} (maps: ${datapath.mapNames().join(', ')})`);
-    return { status: 200, body: { name, description: MAP_DESCRIPTIONS[name], entries: datapath.dump(name) } };
-  });
-  const applyObjects = async (body: Buffer, remove: boolean) => {
-    if (!manifests) throw new HttpError(409, 'the agent has no manifest directory (start it with --manifests DIR)');
-    let docs: unknown;
-    try {
-      docs = (JSON.parse(body.toString('utf8')) as { objects?: unknown }).objects;
-    } catch {
-      throw new HttpError(400, 'body must be JSON {"objects": [...]}');
-    }
-    let parsed: KelpObject[];
-    try {
-      parsed = parseManifests(JSON.stringify({ kind: 'List', items: docs }), 'request');
-    } catch (e) {
-      throw new HttpError(400, (e as Error).message);
-    }
-    if (!remove) {
-      // As the API server does: a namespaced object needs its namespace, here or in this request.
-      const known = new Set([...IMPLICIT_NAMESPACES, ...objects.list('Namespace').map((n) => n.metadata.name)]);
-      for (const o of parsed) if (o.kind === 'Namespace') known.add(o.metadata.name);
-      for (const o of parsed) {
-        const ns = o.metadata.namespace;
-        if (ns !== undefined && !known.has(ns)) throw new HttpError(404, `${objectRef(o)}: metadata.namespace: namespace ${JSON.stringify(ns)} not found (create it first, or in the same apply)`);
-      }
-    }
-    const results: Array<{ key: string; action: string }> = [];
-    for (const o of parsed) {
-      const key = objectKey(o);
-      const ref = objectRef(o);
-      const file = path.join(manifests.dir, `${key.replace(/\//g, '_').replace(/__/g, '_')}.json`);
-      if (remove) {
-        await fsp.rm(file, { force: true });
-        results.push({ key: ref, action: 'deleted' });
-      } else {
-        const existed = objects.get(o.kind, o.metadata.namespace, o.metadata.name) !== undefined;
-        const tmp = path.join(manifests.dir, `.${path.basename(file)}.tmp`);
-        await fsp.writeFile(tmp, JSON.stringify(o, null, 2));
-        await fsp.rename(tmp, file);
-        results.push({ key: ref, action: existed ? 'configured' : 'created' });
-      }
-    }
-    await manifests.scan();
-    return { status: 200, body: { results } };
-  };
-  server.route('POST', '/v1/objects', (req) => applyObjects(req.body, false));
-  server.route('DELETE', '/v1/objects', (req) => applyObjects(req.body, true));
+  const ctx: RouteContext = { opts, manager, datapath, objects, manifests, kube, sources, reconcilers, ready: () => ready, masquerade: () => masq };
+  statusRoutes(server, ctx);
+  viewRoutes(server, ctx);
+  objectRoutes(server, ctx);
 
   await server.listen(socketPath);
   ready = true;
@@ -275,7 +164,8 @@ export async function startAgent(opts: AgentOptions, log: Logger = createLogger(
       ready = false;
       await queue.stop();
       await server.close();
-      manifests?.stop();
+      await reconcilers.stop();
+      for (const src of sources) await src.stop();
       manager.close();
       datapath.close();
       if (bpffs.persistent !== 'no') log.info('kelp agent stopped; pinned maps and links keep pods connected');

@@ -10,6 +10,8 @@
 // The agent replays entries through the live request handler (one code path for both) before
 // it accepts ADDs, and sweeps the directory again periodically for DELs queued in the instant
 // between its start-up replay and its socket accepting connections.
+import type { ReplayOutcome } from '../endpoint/restore';
+export type { ReplayOutcome };
 import { closeSync, copyFileSync, fsyncSync, mkdirSync, openSync, promises as fsp, readdirSync, renameSync, rmdirSync, rmSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { CNI_HTTP_PATH, decodeRequest, EXIT_HEADER } from '../cni';
@@ -28,14 +30,6 @@ export interface QueuedDel {
   file: string;
   /** Wall-clock time kelp-cni queued it, in ms since the epoch. */
   queuedAtMs: number;
-}
-
-export interface ReplayOutcome {
-  done: number;
-  /** Entries dropped without running: a later ADD recreated the attachment, or not a DEL. */
-  skipped: number;
-  /** Entries left for the next sweep. */
-  kept: number;
 }
 
 export interface DelQueueOptions {

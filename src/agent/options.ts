@@ -14,6 +14,8 @@ export interface AgentOptions {
   masquerade: boolean;
   uplink?: string;
   manifests?: string;
+  kubeconfig?: string;
+  inCluster: boolean;
   nodeName: string;
   logLevel: string;
   logFile?: string;
@@ -39,6 +41,8 @@ const FLAGS: FlagSpec[] = [
   { key: 'masquerade', flag: '--masquerade', kind: 'boolean', help: 'SNAT pod traffic leaving the node to the uplink address (--no-masquerade to disable)' },
   { key: 'uplink', flag: '--uplink', kind: 'string', help: 'uplink interface for masquerade (default: the default route\'s device)' },
   { key: 'manifests', flag: '--manifests', kind: 'string', help: 'standalone mode: watched directory of Namespace/Pod manifests' },
+  { key: 'kubeconfig', flag: '--kubeconfig', kind: 'string', help: 'Kubernetes mode: watch the API server this kubeconfig names' },
+  { key: 'inCluster', flag: '--in-cluster', kind: 'boolean', help: "Kubernetes mode with the pod's service account (as a DaemonSet)" },
   { key: 'nodeName', flag: '--node-name', kind: 'string', help: 'node name (pods with another spec.nodeName are ignored)' },
   { key: 'logLevel', flag: '--log-level', kind: 'string', help: 'trace|debug|info|warn|error' },
   { key: 'logFile', flag: '--log-file', kind: 'string', help: 'log to this file instead of stderr' },
@@ -60,6 +64,7 @@ export function defaultAgentOptions(): AgentOptions {
     podCidr: '10.244.0.0/24',
     mtu: 1500,
     masquerade: true,
+    inCluster: false,
     nodeName: hostname(),
     logLevel: 'info',
   };

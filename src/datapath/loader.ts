@@ -31,8 +31,7 @@ import {
   queryTcFilter,
 } from '../bpf';
 import type { TcFilterSlot } from '../bpf';
-import type { EndpointDatapath } from '../endpoint/manager';
-import type { EndpointRecord, PodHook } from '../endpoint/state';
+import type { DatapathEndpoint, PodHook } from './types';
 import type { Logger } from '../log';
 import { Direction, EndpointInfo, mergeMetrics, MetricsEntry, metricsFwdKey, metricsKey, METRICS_FWD_EPS } from './structs';
 import { EndpointMaps } from './endpoints';
@@ -85,7 +84,7 @@ export interface DatapathOptions {
   trace?: boolean;
 }
 
-export class Datapath implements EndpointDatapath {
+export class Datapath {
   readonly lxc: BpfObject;
   /** kelp_endpoints and its cache: written only through this. */
   readonly endpoints: EndpointMaps;
@@ -305,12 +304,12 @@ export class Datapath implements EndpointDatapath {
     return stale.size;
   }
 
-  upsertEndpoint(rec: EndpointRecord): void {
+  upsertEndpoint(rec: DatapathEndpoint): void {
     const info = endpointInfoOf(rec);
     for (const ip of ipv4Addresses(rec)) this.endpoints.put(ip, info);
   }
 
-  removeEndpoint(rec: Pick<EndpointRecord, 'ips' | 'id'>): void {
+  removeEndpoint(rec: Pick<DatapathEndpoint, 'ips' | 'id'>): void {
     for (const ip of ipv4Addresses(rec)) this.endpoints.remove(ip);
     this.clearCounters(rec.id);
   }
@@ -333,7 +332,7 @@ export class Datapath implements EndpointDatapath {
     return mergeMetrics(hash.lookupBatch(), fwd.lookupBatch(), hash.numCpus);
   }
 
-  check(rec: EndpointRecord): string[] {
+  check(rec: DatapathEndpoint): string[] {
     const problems: string[] = [];
     for (const ip of ipv4Addresses(rec)) {
       const v = this.endpoints.get(ip);
@@ -429,12 +428,12 @@ export class Datapath implements EndpointDatapath {
   }
 }
 
-function endpointInfoOf(rec: EndpointRecord): EndpointInfo {
+function endpointInfoOf(rec: DatapathEndpoint): EndpointInfo {
   return { ifindex: rec.hostIfindex, epId: rec.id, flags: 0, mac: rec.podMac, nodeMac: rec.hostMac };
 }
 
 /** The record's IPv4 addresses, without prefix length. */
-function ipv4Addresses(rec: Pick<EndpointRecord, 'ips'>): string[] {
+function ipv4Addresses(rec: Pick<DatapathEndpoint, 'ips'>): string[] {
   return rec.ips.filter((ip) => !ip.address.includes(':')).map((ip) => ip.address.split('/')[0]);
 }
 

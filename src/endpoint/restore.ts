@@ -17,7 +17,19 @@
 import { readdirSync, rmSync, statSync } from 'node:fs';
 import path from 'node:path';
 import type { Datapath } from '../datapath/loader';
-import type { DelQueue, ReplayOutcome } from '../agent/delqueue';
+/** What a replay of the DELs queued while the agent was down did. */
+export interface ReplayOutcome {
+  done: number;
+  /** Entries dropped without running: a later ADD recreated the attachment, or not a DEL. */
+  skipped: number;
+  /** Entries left for the next sweep. */
+  kept: number;
+}
+
+/** The DEL queue as restore sees it (the agent's DelQueue). */
+export interface QueuedDels {
+  replay(): Promise<ReplayOutcome>;
+}
 import { Ipam, IpamConfig } from '../ipam';
 import type { Logger } from '../log';
 import { EndpointManager, RTPROT_KELP } from './manager';
@@ -37,7 +49,7 @@ export interface RestoreDeps {
   defaultIpam: (network: string) => IpamConfig;
   /** The agent's state directory (endpoint records live in <stateDir>/endpoints). */
   stateDir: string;
-  queue: DelQueue;
+  queue: QueuedDels;
   log: Logger;
 }
 

@@ -33,7 +33,8 @@ export interface EndpointRecord {
   createdAt: string;
 }
 
-export type PodHook = 'clsact' | 'tcx';
+import type { PodHook } from '../datapath/types';
+export type { PodHook };
 
 export function attachmentKey(network: string, containerId: string, ifname: string): string {
   return `${network}/${containerId}/${ifname}`;

@@ -1,0 +1,55 @@
+// HTTP routes of the agent's API: `kelp apply` / `kelp delete` into the manifest directory. Registered by the agent's entry file.
+import { promises as fsp } from 'node:fs';
+import path from 'node:path';
+import { HttpError } from '../server';
+import type { ApiServer } from '../server';
+import type { RouteContext } from './context';
+import { parseManifests } from '../../sources/manifests';
+import { IMPLICIT_NAMESPACES, KelpObject, objectKey, objectRef } from '../../sources/objects';
+
+export function objectRoutes(server: ApiServer, c: RouteContext): void {
+  const applyObjects = async (body: Buffer, remove: boolean) => {
+    if (!c.manifests) throw new HttpError(409, 'the agent has no manifest directory (start it with --manifests DIR)');
+    let docs: unknown;
+    try {
+      docs = (JSON.parse(body.toString('utf8')) as { objects?: unknown }).objects;
+    } catch {
+      throw new HttpError(400, 'body must be JSON {"objects": [...]}');
+    }
+    let parsed: KelpObject[];
+    try {
+      parsed = parseManifests(JSON.stringify({ kind: 'List', items: docs }), 'request');
+    } catch (e) {
+      throw new HttpError(400, (e as Error).message);
+    }
+    if (!remove) {
+      // As the API server does: a namespaced object needs its namespace, here or in this request.
+      const known = new Set([...IMPLICIT_NAMESPACES, ...c.objects.list('Namespace').map((n) => n.metadata.name)]);
+      for (const o of parsed) if (o.kind === 'Namespace') known.add(o.metadata.name);
+      for (const o of parsed) {
+        const ns = o.metadata.namespace;
+        if (ns !== undefined && !known.has(ns)) throw new HttpError(404, `${objectRef(o)}: metadata.namespace: namespace ${JSON.stringify(ns)} not found (create it first, or in the same apply)`);
+      }
+    }
+    const results: Array<{ key: string; action: string }> = [];
+    for (const o of parsed) {
+      const key = objectKey(o);
+      const ref = objectRef(o);
+      const file = path.join(c.manifests.dir, `${key.replace(/\//g, '_').replace(/__/g, '_')}.json`);
+      if (remove) {
+        await fsp.rm(file, { force: true });
+        results.push({ key: ref, action: 'deleted' });
+      } else {
+        const existed = c.objects.get(o.kind, o.metadata.namespace, o.metadata.name) !== undefined;
+        const tmp = path.join(c.manifests.dir, `.${path.basename(file)}.tmp`);
+        await fsp.writeFile(tmp, JSON.stringify(o, null, 2));
+        await fsp.rename(tmp, file);
+        results.push({ key: ref, action: existed ? 'configured' : 'created' });
+      }
+    }
+    await c.manifests.scan();
+    return { status: 200, body: { results } };
+  };
+  server.route('POST', '/v1/objects', (req) => applyObjects(req.body, false));
+  server.route('DELETE', '/v1/objects', (req) => applyObjects(req.body, true));
+}
