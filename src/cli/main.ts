@@ -4,7 +4,7 @@ import path from 'node:path';
 import { agentHelp, parseAgentArgs, UsageError } from '../agent/options';
 import { parseManifests, readManifestFileSync } from '../sources/manifests';
 import { KelpObject } from '../sources/objects';
-import { AgentUnreachable, requestJson } from './client';
+import { AgentUnreachable, request, requestJson } from './client';
 import { formatTable } from './table';
 import type { CounterView, EndpointView, PodView } from '../agent/views';
 
@@ -17,6 +17,8 @@ Commands:
   get pods|endpoints          list pods (IP, interface, state) or datapath endpoints
   get counters                forwarded and dropped packets per pod, direction and reason
   status                      agent health, map fill, attached programs
+  health [--alive]            exit 0 when the agent is ready (--alive: when it answers at all),
+                              3 when it answers but is not ready, 1 when it cannot be reached
   map dump NAME               decoded contents of a BPF map
   cni validate|add|check|del  cnitool for kelp: check a conflist, run its chain on a netns (kelp cni --help)
   version                     print the version
@@ -156,6 +158,15 @@ async function run(argvIn: string[]): Promise<number> {
         return 0;
       }
       throw new UsageError(`kelp get: expected pods, endpoints or counters, got ${JSON.stringify(what ?? '')}`);
+    }
+    case 'health': {
+      // A probe's command: one cheap request (status checks every endpoint's hooks).
+      const alive = args.includes('--alive');
+      const f = parseCommon(args.filter((a) => a !== '--alive'));
+      const res = await request(f.socket, 'GET', '/v1/healthz');
+      const ready = res.status === 200;
+      process.stdout.write(ready ? 'ready\n' : `not ready (${res.status})\n`);
+      return ready || (alive && res.status === 503) ? 0 : 3;
     }
     case 'status': {
       const f = parseCommon(args);

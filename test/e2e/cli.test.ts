@@ -92,6 +92,15 @@ describe('kelp status, map dump and get counters', () => {
   });
 });
 
+describe('kelp health', () => {
+  it('exits 0 for a ready agent and 1 for one that is not there', () => {
+    expect(kelp('health')).toMatchObject({ code: 0, out: 'ready\n' });
+    const r = spawnSync(process.execPath, [KELP_BIN, 'health', '--socket=/nonexistent/kelp.sock'], { encoding: 'utf8' });
+    expect(r.status).toBe(1);
+    expect(r.stderr).toMatch(/not reachable at \/nonexistent\/kelp\.sock/);
+  });
+});
+
 describe('kelp itself', () => {
   it('agent --help names each default once', () => {
     const help = execFileSync(process.execPath, [KELP_BIN, 'agent', '--help'], { encoding: 'utf8' });

@@ -648,11 +648,12 @@ describe('the agent DaemonSet', () => {
 
 // --- Probes and the uninstall step, run for real ------------------------------------------------
 
-/** A stand-in for the agent's API socket: answers /v1/status with `status`. */
+/** A stand-in for the agent's API socket: answers /v1/healthz (200 ready, 503 not) and /v1/status with `status`. */
 async function fakeAgent(socket: string, status: Obj): Promise<() => Promise<void>> {
   const server = http.createServer((req, res) => {
-    res.writeHead(req.url === '/v1/status' ? 200 : 404, { 'content-type': 'application/json' });
-    res.end(JSON.stringify(req.url === '/v1/status' ? status : { error: 'not found' }));
+    const code = req.url === '/v1/status' ? 200 : req.url === '/v1/healthz' ? (status.ready ? 200 : 503) : 404;
+    res.writeHead(code, { 'content-type': 'application/json' });
+    res.end(JSON.stringify(req.url === '/v1/status' ? status : req.url === '/v1/healthz' ? { ready: status.ready } : { error: 'not found' }));
   });
   await new Promise<void>((resolve) => server.listen(socket, resolve));
   return () => new Promise<void>((resolve) => server.close(() => resolve()));
