@@ -110,6 +110,12 @@ export interface ErrorFields {
   verifierLog?: string;
 }
 
+export interface RtnlSocketHandle {
+  /** One complete message, header included; the kernel has handled it when this returns. */
+  send(message: Buffer, operation: string): void;
+  close(): void;
+}
+
 export interface KelpAddon {
   setErrorClass(cls: new (message: string, fields: ErrorFields) => Error): void;
   drainLog(): Array<[level: number, text: string]>;
@@ -159,5 +165,15 @@ export interface KelpAddon {
   inNetns<T>(path: string, fn: () => T): T;
   /** Sends one rtnetlink message from a thread-pool socket in the netns of netnsFd; 0 or -errno. */
   rtnlRequestAsync(netnsFd: number, message: Buffer, operation: string): Promise<number>;
+  /**
+   * A NETLINK_ROUTE socket made in the netns of netnsFd, connected to the kernel, read on the
+   * event loop. onEvent gets the datagrams read in one wake-up and 0, or a socket error's errno
+   * (ENOBUFS: replies were dropped) after them. receiveBufferBytes 0: the kernel's default.
+   */
+  RtnlSocketHandle: new (
+    netnsFd: number,
+    receiveBufferBytes: number,
+    onEvent: (datagrams: Buffer[], errno: number) => void,
+  ) => RtnlSocketHandle;
   currentNetns(): FdHandle;
 }

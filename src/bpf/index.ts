@@ -15,3 +15,5 @@ export type { AttachTcOptions, TcDirection, LinkKind, Attached, AttachedProgram,
 export type { LinkInfo } from './addon';
 export { openRingBuffer } from './ringbuf';
 export type { RingBuffer } from './ringbuf';
+export { openRtnlSocket } from './netns';
+export type { RtnlSocket, RtnlSocketOptions } from './netns';

@@ -2,15 +2,16 @@ import { getSystemErrorName } from 'node:util';
 
 /**
  * A kernel refusal, in the addon's error shape: `errno` (positive), `code` ("EEXIST") and the
- * operation that failed ("netlink newlink kelp1a2b: EEXIST").
+ * operation that failed ("netlink newlink kelp1a2b: EEXIST"); a detail, when the code alone
+ * would not say what happened, follows in parentheses.
  */
 export class NetlinkError extends Error {
   override name = 'NetlinkError';
   readonly code: string;
 
-  constructor(readonly operation: string, readonly errno: number) {
+  constructor(readonly operation: string, readonly errno: number, detail?: string) {
     const code = errnoName(errno);
-    super(`${operation}: ${code}`);
+    super(`${operation}: ${code}${detail ? ` (${detail})` : ''}`);
     this.code = code;
   }
 }

@@ -1,33 +1,30 @@
-// One rtnetlink socket and the link/address/route operations kelp needs, over the `netlink`
-// package. A socket created inside another network namespace stays bound to it, so every
+// One rtnetlink socket and the link/address/route operations kelp needs. The socket is the
+// addon's (openRtnlSocket, native/rtnl.cc); the `netlink` package encodes and decodes the
+// messages. Its own socket layer is never loaded: on a socket error (an overrun receive buffer:
+// EPOLLERR) its native poll handler threw a C++ exception out of a libuv callback, and the
+// process aborted. A socket made inside another network namespace stays bound to it, so every
 // request on `Rtnl.inNetns(path)` acts there without switching namespaces again.
 //
-// Requests are sent synchronously when called (the package's sendmsg is immediate and the
-// kernel handles rtnetlink in the sender's context), so several calls issued before the first
-// await are one batch: the kernel applies them in order and one event-loop wake-up collects
-// the replies. Beyond MAX_IN_FLIGHT unanswered requests on a socket, the next ones wait their
-// turn, still in call order. Link deletions go from a pool thread instead (requestOffLoop).
+// Requests are sent synchronously when called (the kernel handles rtnetlink inside the sender's
+// sendmsg), so several calls issued before the first await are one batch: the kernel applies
+// them in order and one event-loop wake-up collects the replies. Beyond MAX_IN_FLIGHT unanswered
+// requests on a socket, the next ones wait their turn, still in call order. Link deletions go
+// from a pool thread instead (requestOffLoop).
+//
+// A socket error fails every request waiting for a reply on the socket with its errno (ENOBUFS:
+// the receive buffer overran, replies were dropped) and retires the socket; the next request
+// opens a new one in the same namespace.
 import { randomInt } from 'node:crypto';
 import { closeSync, openSync } from 'node:fs';
 import { constants } from 'node:os';
-import {
-  createNetlink,
-  Flags,
-  FlagsGet,
-  FlagsNew,
-  MessageType as NlMessageType,
-  NetlinkMessage,
-  NetlinkSocket,
-  parseError,
-  Protocol,
-  AttrStream,
-  rt,
-  ifla,
-} from 'netlink';
+import { Flags, FlagsGet, FlagsNew, MessageType as NlMessageType } from 'netlink/dist/constants';
+import { AttrStream, formatMessage, NetlinkMessage, parseError, parseMessages } from 'netlink/dist/structs';
+import * as rt from 'netlink/dist/rt/structs';
+import type * as ifla from 'netlink/dist/rt/ifla';
 import { ipFromBytes, ipToBytes, ipToString, parseCidr, parseIp, IpFamily } from '../ipam/ip';
 import { asNetlinkError, isGone, hasCode, NetlinkError } from './errors';
 import { formatMac, parseMac } from './mac';
-import { inNetns, rtnlRequestAsync } from '../bpf';
+import { openRtnlSocket, rtnlRequestAsync, type RtnlSocket } from '../bpf';
 
 const AF_INET = 2;
 const AF_INET6 = 10;
@@ -175,22 +172,58 @@ export function isValidIfname(name: string): boolean {
 export interface RtnlOptions {
   /**
    * Rejects a request with ETIMEDOUT when no reply came (default 10 s). The kernel answers
-   * rtnetlink at once, so this only fires when a reply was lost (receive queue overflow).
+   * rtnetlink at once, so this only fires when the kernel is stuck (waiting for the rtnl lock).
    */
   timeoutMs?: number;
+  /**
+   * SO_RCVBUF of the socket in bytes (the kernel doubles it and keeps a minimum of ~2.3 KiB);
+   * default: the kernel's (net.core.rmem_default). Replies that do not fit are dropped, and the
+   * requests waiting for them fail with ENOBUFS.
+   */
+  receiveBufferBytes?: number;
 }
 
 /**
- * Requests in flight per socket. Each one's replies wait in the socket's receive buffer until the
+ * Requests in flight per socket. Their replies wait in the socket's receive buffer until the
  * event loop reads them (the kernel answers inside sendmsg); dozens of concurrent ADDs could
- * overrun the default 208 KiB (an skb per reply costs several KiB), and an overrun is a socket
- * error, which the `netlink` package's poll handler turns into a process abort.
+ * overrun the default 208 KiB (a reply costs ~1-4 KiB of it), and the requests whose replies
+ * were dropped would fail with ENOBUFS.
  */
 const MAX_IN_FLIGHT = 16;
-const NLMSG_HDRLEN = 16;
+const MAX_RECEIVE_BUFFER = 2 ** 30;
+
+/**
+ * Test only: the receive buffer, in bytes, of the sockets Rtnl.inNetns opens (the pods'), until
+ * the first netlink socket error in the process. Lets a test provoke one overrun inside a
+ * running agent (test/netns/netlink-abort.test.ts); never set in production.
+ */
+let testReceiveBufferBytes = process.env.KELP_TEST_NETLINK_RCVBUF || undefined;
+
+/** How a request ends: a change on its ACK, a lookup on its one reply, a dump on NLMSG_DONE. */
+type Exchange = 'change' | 'get' | 'dump';
+
+const EXCHANGE_FLAGS: Record<Exchange, number> = {
+  change: Flags.REQUEST | Flags.ACK,
+  get: Flags.REQUEST,
+  dump: Flags.REQUEST | FlagsGet.DUMP,
+};
+
+interface Pending {
+  op: string;
+  exchange: Exchange;
+  msgs: NetlinkMessage[];
+  resolve: (msgs: NetlinkMessage[]) => void;
+  reject: (e: Error) => void;
+  timer: NodeJS.Timeout;
+}
 
 export class Rtnl {
   private closed = false;
+  /** Undefined after a socket error, until the next request opens another one. */
+  private sock: RtnlSocket | undefined;
+  /** Requests sent and not answered, by sequence number. */
+  private readonly pending = new Map<number, Pending>();
+  private seq = 0;
   private inFlight = 0;
   private readonly waiting: Array<() => void> = [];
   private dumpsPending = 0;
@@ -198,48 +231,47 @@ export class Rtnl {
   private readonly timeoutMs: number;
 
   private constructor(
-    private readonly sock: NetlinkSocket,
-    /** The namespace this socket acts in; undefined for the agent's own. */
+    /** The namespace this socket acts in, held: sockets are made there, and requestOffLoop's too. */
+    private readonly nsFd: number,
+    /** Its path; undefined for the one the Rtnl was opened in (Rtnl.open). */
     readonly netns: string | undefined,
-    opts: RtnlOptions,
-    /** That namespace, for requests sent off the event loop; opened on first use when netns is set. */
-    private nsFd?: number,
+    private readonly opts: RtnlOptions,
   ) {
     this.timeoutMs = opts.timeoutMs ?? 10_000;
-    // The package emits receive errors as 'error' events, which would crash the process
-    // without a listener; the lost replies surface as timeouts of their requests instead.
-    sock.on('error', () => undefined);
+    if (opts.receiveBufferBytes !== undefined) checkReceiveBuffer('Rtnl: receiveBufferBytes', opts.receiveBufferBytes);
+    this.sock = this.openSocket();
   }
 
   /** A socket in the calling thread's current network namespace. */
   static open(opts: RtnlOptions = {}): Rtnl {
-    const sock = createNetlink(Protocol.ROUTE);
+    // The namespace the thread is in now: it may be elsewhere later (inNetns).
+    const fd = openSync('/proc/thread-self/ns/net', 'r');
     try {
-      // The namespace the socket was made in, held: the thread may be elsewhere later (inNetns).
-      return new Rtnl(sock, undefined, opts, openSync('/proc/thread-self/ns/net', 'r'));
+      return new Rtnl(fd, undefined, opts);
     } catch (e) {
-      sock.close();
-      throw e;
+      closeSync(fd);
+      throw asNetlinkError(e, 'netlink socket');
     }
   }
 
   /** A socket bound to the namespace at `netnsPath` (e.g. /var/run/netns/x or /proc/<pid>/ns/net). */
   static inNetns(netnsPath: string, opts: RtnlOptions = {}): Rtnl {
-    let sock: NetlinkSocket;
+    let fd: number | undefined;
     try {
-      sock = inNetns(netnsPath, () => createNetlink(Protocol.ROUTE));
+      fd = openSync(netnsPath, 'r');
+      return new Rtnl(fd, netnsPath, opts);
     } catch (e) {
+      if (fd !== undefined) closeSync(fd);
       throw asNetlinkError(e, `netlink socket in netns ${netnsPath}`);
     }
-    return new Rtnl(sock, netnsPath, opts);
   }
 
-  /** Closes the socket; requests still in flight never settle, so await them first. */
+  /** Closes the socket; requests still waiting for a reply reject with ECANCELED. */
   close(): void {
     if (this.closed) return;
     this.closed = true;
-    this.sock.close();
-    if (this.nsFd !== undefined) closeSync(this.nsFd);
+    this.retireSocket(constants.errno.ECANCELED, 'the socket was closed');
+    closeSync(this.nsFd);
   }
 
   // ---- links ----
@@ -306,8 +338,7 @@ export class Rtnl {
     const attrs: ifla.LinkAttrs = { extMask: u32(RTEXT_FILTER_SKIP_STATS) };
     if (typeof ref === 'string') attrs.ifname = ref;
     try {
-      const msgs = await this.request(rt.MessageType.GETLINK, linkMessage(data, attrs), 0,
-        `netlink getlink ${ref}`);
+      const msgs = await this.get(rt.MessageType.GETLINK, linkMessage(data, attrs), `netlink getlink ${ref}`);
       return msgs.length ? parseLink(msgs[0]) : undefined;
     } catch (e) {
       if (isGone(e)) return undefined;
@@ -492,37 +523,31 @@ export class Rtnl {
 
   /**
    * One request from a socket on a libuv pool thread in this socket's namespace: the kernel
-   * does a request's work inside sendmsg, and the package's sockets send on this thread, so a
+   * does a request's work inside sendmsg, and this socket sends on the event loop's thread, so a
    * slow request (a link deletion waits for an rcu_barrier(), ~20 ms here) would stall every
    * other CNI call meanwhile. Ordered after every request sent before it on this socket (those
    * were done inside their own sendmsg).
    */
   private async requestOffLoop(type: number, payload: Uint8Array[], op: string): Promise<void> {
     this.assertOpen();
-    const body = Buffer.concat(payload);
-    const header = Buffer.alloc(NLMSG_HDRLEN);
-    header.writeUInt32LE(NLMSG_HDRLEN + body.length, 0);
-    header.writeUInt16LE(type, 4);
-    header.writeUInt16LE(Flags.REQUEST | Flags.ACK, 6);
-    header.writeUInt32LE(1, 8);
-    if (this.nsFd === undefined) {
-      try {
-        this.nsFd = openSync(this.netns!, 'r');
-      } catch (e) {
-        throw asNetlinkError(e, `${op}: open netns ${this.netns}`);
-      }
-    }
-    const rc = await rtnlRequestAsync(this.nsFd, Buffer.concat([header, body]), op);
+    const rc = await rtnlRequestAsync(this.nsFd, encodeMessage(type, EXCHANGE_FLAGS.change, 1, payload), op);
     if (rc !== 0) throw new NetlinkError(op, -rc);
   }
 
   // An async function runs synchronously up to its first await, and so does every caller on
   // the way here: the message leaves in the caller's tick (see the top of this file).
-  private async request(type: number, payload: Uint8Array[], flags: number, op: string): Promise<NetlinkMessage[]> {
+  private request(type: number, payload: Uint8Array[], flags: number, op: string): Promise<NetlinkMessage[]> {
+    return this.issue('change', type, payload, flags, op);
+  }
+
+  private get(type: number, payload: Uint8Array[], op: string): Promise<NetlinkMessage[]> {
+    return this.issue('get', type, payload, 0, op);
+  }
+
+  private async issue(exchange: Exchange, type: number, payload: Uint8Array[], flags: number, op: string): Promise<NetlinkMessage[]> {
     this.assertOpen();
-    const send = () => this.exchange(type, payload, flags, op);
-    // A reply arriving between the parts of a dump would break the package's multipart
-    // assembly, so nothing is sent while a dump is running.
+    const send = () => this.exchange(exchange, type, payload, flags, op);
+    // A dump shows the effect of every request issued before it and of none issued after it.
     return this.dumpsPending > 0 ? this.dumpTail.then(send) : send();
   }
 
@@ -532,7 +557,7 @@ export class Rtnl {
     const start = async (): Promise<NetlinkMessage[]> => {
       // A dump interrupted by a concurrent change (NLM_F_DUMP_INTR) may miss entries: retry.
       for (let attempt = 0; ; attempt++) {
-        const msgs = await this.exchange(type, payload, FlagsGet.DUMP, op);
+        const msgs = await this.exchange('dump', type, payload, 0, op);
         if (attempt < 3 && msgs.some((m) => m.flags & Flags.DUMP_INTR)) continue;
         return msgs;
       }
@@ -546,25 +571,116 @@ export class Rtnl {
     return run;
   }
 
-  private async exchange(type: number, payload: Uint8Array[], flags: number, op: string): Promise<NetlinkMessage[]> {
+  private async exchange(exchange: Exchange, type: number, payload: Uint8Array[], flags: number, op: string): Promise<NetlinkMessage[]> {
     // A finished request hands its slot straight to the next waiter.
     if (this.inFlight < MAX_IN_FLIGHT) this.inFlight += 1;
     else await new Promise<void>((resolve) => this.waiting.push(resolve));
-    let msgs: NetlinkMessage[];
     try {
-      [msgs] = await this.sock.request(type, payload, { flags, checkError: false, timeout: this.timeoutMs });
-    } catch (e) {
-      if (typeof (e as { errno?: unknown }).errno === 'number') throw asNetlinkError(e, op);
-      // The package's own failures are plain Errors; its timeout is told by its message.
-      const message = (e as Error).message;
-      if (message === 'Timeout has been reached') throw new NetlinkError(op, constants.errno.ETIMEDOUT);
-      throw new Error(`${op}: ${message}`);
+      return await this.transmit(exchange, type, payload, flags, op);
     } finally {
       const next = this.waiting.shift();
       if (next) next();
       else this.inFlight -= 1;
     }
-    return checkReply(msgs, op);
+  }
+
+  /** Sends now; settles when the reply that ends the exchange is read, or with the socket's error. */
+  private transmit(exchange: Exchange, type: number, payload: Uint8Array[], flags: number, op: string): Promise<NetlinkMessage[]> {
+    return new Promise((resolve, reject) => {
+      try {
+        // A request that waited for a slot may find the Rtnl closed meanwhile.
+        this.assertOpen();
+        const sock = this.socket(op);
+        this.seq = (this.seq % 0xffffffff) + 1;
+        const seq = this.seq;
+        sock.send(encodeMessage(type, EXCHANGE_FLAGS[exchange] | flags, seq, payload), op);
+        const timer = setTimeout(() => this.finish(seq, new NetlinkError(op, constants.errno.ETIMEDOUT, `no reply in ${this.timeoutMs} ms`)), this.timeoutMs);
+        this.pending.set(seq, { op, exchange, msgs: [], resolve, reject, timer });
+      } catch (e) {
+        reject(e instanceof NetlinkError ? e : asNetlinkError(e, op));
+      }
+    });
+  }
+
+  private openSocket(): RtnlSocket {
+    let receiveBufferBytes = this.opts.receiveBufferBytes;
+    if (receiveBufferBytes === undefined && this.netns !== undefined && testReceiveBufferBytes !== undefined) {
+      receiveBufferBytes = checkReceiveBuffer('KELP_TEST_NETLINK_RCVBUF', Number(testReceiveBufferBytes));
+    }
+    const sock: RtnlSocket = openRtnlSocket(this.nsFd, (datagrams, errno) => this.onSocketEvent(sock, datagrams, errno), { receiveBufferBytes });
+    return sock;
+  }
+
+  private socket(op: string): RtnlSocket {
+    if (this.sock) return this.sock;
+    try {
+      this.sock = this.openSocket();
+    } catch (e) {
+      throw asNetlinkError(e, `${op}: new netlink socket`);
+    }
+    return this.sock;
+  }
+
+  private onSocketEvent(sock: RtnlSocket, datagrams: Buffer[], errno: number): void {
+    if (sock !== this.sock) return;
+    let err = errno;
+    for (const datagram of datagrams) {
+      let msgs: NetlinkMessage[];
+      try {
+        msgs = parseMessages(datagram);
+      } catch {
+        // Undecodable: whose reply it held is unknown, so it counts as lost.
+        err ||= constants.errno.EBADMSG;
+        continue;
+      }
+      for (const m of msgs) this.onMessage(m);
+    }
+    if (err !== 0) {
+      testReceiveBufferBytes = undefined;
+      const why = err === constants.errno.ENOBUFS ? "reply lost: the socket's receive buffer overran" : 'reply lost: netlink socket error';
+      this.retireSocket(err, `${why}; the next request uses a new socket`);
+    }
+  }
+
+  private onMessage(m: NetlinkMessage): void {
+    const p = this.pending.get(m.seq);
+    // A late reply to a request that timed out, or the kernel's answer to nobody.
+    if (!p) return;
+    if (m.type === NlMessageType.ERROR) {
+      let errno: number;
+      try {
+        errno = parseError(m.data, m.flags).errno;
+      } catch {
+        errno = -constants.errno.EBADMSG;
+      }
+      // Error 0 is the ACK that ends a change.
+      this.finish(m.seq, errno === 0 ? undefined : new NetlinkError(p.op, -errno));
+      return;
+    }
+    if (p.exchange === 'dump' && m.type === NlMessageType.DONE) {
+      // NLMSG_DONE carries the dump's own result: 0, or a negative errno when it failed midway.
+      const status = m.data.length >= 4 ? m.data.readInt32LE(0) : 0;
+      this.finish(m.seq, status < 0 ? new NetlinkError(p.op, -status) : undefined);
+      return;
+    }
+    p.msgs.push(m);
+    if (p.exchange === 'get') this.finish(m.seq);
+  }
+
+  private finish(seq: number, err?: Error): void {
+    const p = this.pending.get(seq);
+    if (!p) return;
+    this.pending.delete(seq);
+    clearTimeout(p.timer);
+    if (err) p.reject(err);
+    else p.resolve(p.msgs);
+  }
+
+  /** Closes the socket and fails every request waiting for a reply on it. */
+  private retireSocket(errno: number, why: string): void {
+    this.sock?.close();
+    this.sock = undefined;
+    for (const [seq, p] of [...this.pending]) this.finish(seq, new NetlinkError(p.op, errno, why));
   }
 }
 
@@ -573,20 +689,21 @@ function settle(p: Promise<unknown>): Promise<unknown> {
   return p.then(() => undefined, (e: unknown) => e ?? new Error('rejected without a reason'));
 }
 
-function checkReply(msgs: NetlinkMessage[], op: string): NetlinkMessage[] {
-  const first = msgs[0];
-  if (first && first.type === NlMessageType.ERROR) {
-    const { errno } = parseError(first.data, first.flags);
-    if (errno !== 0) throw new NetlinkError(op, -errno);
-    return [];
-  }
-  return msgs;
-}
-
 // ---- encoding ----
+
+function encodeMessage(type: number, flags: number, seq: number, payload: Uint8Array[]): Buffer {
+  return Buffer.concat(formatMessage({ type, flags, seq, port: 0, data: payload }));
+}
 
 function checkIfname(fn: string, field: string, name: string): void {
   if (!isValidIfname(name)) throw new TypeError(`${fn}: ${field} ${JSON.stringify(name)} is not a valid interface name`);
+}
+
+function checkReceiveBuffer(what: string, bytes: number): number {
+  if (!Number.isInteger(bytes) || bytes < 1 || bytes > MAX_RECEIVE_BUFFER) {
+    throw new RangeError(`${what} ${bytes} is not a byte count in 1..${MAX_RECEIVE_BUFFER}`);
+  }
+  return bytes;
 }
 
 function checkMtu(fn: string, mtu: number): void {
