@@ -9,9 +9,11 @@ import {
   ApiException,
   CoreV1Api,
   CustomObjectsApi,
+  DiscoveryV1Api,
   KubeConfig,
   ListWatch,
   makeInformer,
+  NetworkingV1Api,
   PatchStrategy,
   setHeaderOptions,
   V1Pod,
@@ -263,9 +265,19 @@ describe('kube-apiserver with kubectl', () => {
     expect(web1.status.phase).toBe('Pending');
     expect(web1.metadata.generation).toBe(2);
 
+    // Status only through /status: conditions merge by type.
+    const status = (patch: object) =>
+      kubectlOk(api, ['patch', 'pod', '-n', 'kc-pods', 'web-1', '--subresource=status', '-p', JSON.stringify({ status: patch })]);
+    await status({ phase: 'Running', podIP: '10.1.0.9', conditions: [{ type: 'Ready', status: 'True' }] });
+    await status({ conditions: [{ type: 'Initialized', status: 'True' }] });
+    await kubectlOk(api, ['patch', 'pod', '-n', 'kc-pods', 'web-1', '--type=merge', '-p', '{"status":{"podIP":"10.9.9.9"}}']);
+    const st = JSON.parse(await kubectlOk(api, ['get', 'pod', '-n', 'kc-pods', 'web-1', '-o', 'jsonpath={.status}']));
+    expect(st).toEqual({ phase: 'Running', podIP: '10.1.0.9', conditions: [{ type: 'Ready', status: 'True' }, { type: 'Initialized', status: 'True' }] });
+    expect(await names(['--field-selector', 'status.podIP=10.1.0.9'])).toBe('pod/web-1\n');
+
     const wide = await kubectlOk(api, ['get', 'pods', '-n', 'kc-pods', '-o', 'wide', '--field-selector', 'metadata.name=web-1']);
     expect(wide.split('\n')[0].split(/\s{2,}/)).toEqual(['NAME', 'READY', 'STATUS', 'RESTARTS', 'AGE', 'IP', 'NODE', 'NOMINATED NODE', 'READINESS GATES']);
-    expect(wide.split('\n')[1]).toMatch(/^web-1\s+0\/2\s+Pending\s+0\s+\d+s\s+<none>\s+n1\s/);
+    expect(wide.split('\n')[1]).toMatch(/^web-1\s+0\/2\s+Running\s+0\s+\d+s\s+10\.1\.0\.9\s+n1\s/);
 
     expect(await kubectlOk(api, ['delete', 'pod', '-n', 'kc-pods', 'db-1'])).toBe('pod "db-1" deleted\n');
     expect(await names([])).toBe('pod/web-1\npod/web-2\n');
@@ -307,6 +319,47 @@ describe('kube-apiserver with kubectl', () => {
       new RegExp(`^web\\s+ClusterIP\\s+${first.spec.clusterIP.replace(/\./g, '\\.')}\\s+<none>\\s+80/TCP,53/UDP\\s+\\d+s\\n$`),
     );
     await kubectlOk(api, ['delete', 'svc', 'web']);
+  });
+
+  it('serves EndpointSlices, NetworkPolicies and nodes with the defaults clients read', async () => {
+    const kc = clientFor(api);
+    await kc.makeApiClient(DiscoveryV1Api).createNamespacedEndpointSlice({
+      namespace: 'default',
+      body: {
+        metadata: { name: 'web-x1', labels: { 'kubernetes.io/service-name': 'web' } },
+        addressType: 'IPv4',
+        endpoints: [{ addresses: ['10.1.0.5'], conditions: { ready: true }, nodeName: 'n1' }],
+        ports: [{ name: 'http', port: 8080 }],
+      },
+    });
+    const slices = await kc
+      .makeApiClient(DiscoveryV1Api)
+      .listNamespacedEndpointSlice({ namespace: 'default', labelSelector: 'kubernetes.io/service-name=web' });
+    expect(slices.items.map((s) => [s.metadata?.name, s.ports?.[0].protocol])).toEqual([['web-x1', 'TCP']]);
+    expect(await kubectlOk(api, ['get', 'endpointslices'])).toMatch(/^NAME\s+ADDRESSTYPE\s+PORTS\s+ENDPOINTS\s+AGE\nweb-x1\s+IPv4\s+8080\s+10\.1\.0\.5\s+\d+s\n$/);
+
+    const netpol = {
+      apiVersion: 'networking.k8s.io/v1',
+      kind: 'NetworkPolicy',
+      metadata: { name: 'egress-dns', namespace: 'default' },
+      spec: { podSelector: { matchLabels: { app: 'web' } }, egress: [{ ports: [{ port: 53 }] }] },
+    };
+    expect(await kubectlOk(api, ['apply', '-f', '-'], JSON.stringify(netpol))).toBe('networkpolicy.networking.k8s.io/egress-dns created\n');
+    const np = await kc.makeApiClient(NetworkingV1Api).readNamespacedNetworkPolicy({ name: 'egress-dns', namespace: 'default' });
+    expect(np.spec?.policyTypes).toEqual(['Ingress', 'Egress']);
+    expect(np.spec?.egress?.[0].ports).toEqual([{ port: 53, protocol: 'TCP' }]);
+    expect(await kubectlOk(api, ['get', 'netpol', '--no-headers'])).toMatch(/^egress-dns\s+app=web\s+\d+s\n$/);
+
+    // Nodes keep the status they are created with (kubelet registers that way).
+    const node = await kc.makeApiClient(CoreV1Api).createNode({
+      body: {
+        metadata: { name: 'n1', labels: { 'node-role.kubernetes.io/control-plane': '' } },
+        spec: { podCIDR: '10.1.0.0/24', podCIDRs: ['10.1.0.0/24'] },
+        status: { conditions: [{ type: 'Ready', status: 'True' }], addresses: [{ type: 'InternalIP', address: '192.168.0.10' }] },
+      },
+    });
+    expect(node.status?.addresses).toEqual([{ type: 'InternalIP', address: '192.168.0.10' }]);
+    expect(await kubectlOk(api, ['get', 'nodes', '-o', 'wide', '--no-headers'])).toMatch(/^n1\s+Ready\s+control-plane\s+\d+s\s+192\.168\.0\.10\n$/);
   });
 
   it("registers kelp's CRD with kubectl and serves its custom resources", async () => {
@@ -613,6 +666,45 @@ describe('kube-apiserver with client-node 1.4.0', () => {
     const replayed = await collect({ resourceVersion: replay }, (e) => e.length >= 2);
     expect(replayed.events.map((e) => e.type)).toEqual(['MODIFIED', 'DELETED']);
     expect(Number(replayed.events[1].object.metadata.resourceVersion)).toBe(Number(replay) + 2);
+  });
+
+  it('Watch: the legacy /watch/ path, sendInitialEvents, and a dropped stream ending cleanly or by reset', async () => {
+    const ns = 'cn-watch';
+    api.objects.create(pod('lw', ns, {}));
+    const open = async (path: string, query: Record<string, string | number | boolean>) => {
+      const events: { type: string; object: any }[] = [];
+      let ended: unknown = 'open';
+      const ctl = await new Watch(kc).watch(path, query, (type, object) => events.push({ type, object }), (err) => (ended = err));
+      return { events, ended: () => ended, ctl };
+    };
+    const legacy = await open(`/api/v1/watch/namespaces/${ns}/pods/lw`, {});
+    await waitFor('legacy ADDED', () => legacy.events.length === 1);
+    expect(legacy.events[0]).toMatchObject({ type: 'ADDED', object: { metadata: { name: 'lw' } } });
+
+    const initial = await open(`/api/v1/namespaces/${ns}/pods`, { sendInitialEvents: true, resourceVersionMatch: 'NotOlderThan', allowWatchBookmarks: true });
+    await waitFor('the initial-events-end bookmark', () => initial.events.some((e) => e.type === 'BOOKMARK'));
+    const end = initial.events.findIndex((e) => e.type === 'BOOKMARK');
+    expect(initial.events.slice(0, end).every((e) => e.type === 'ADDED')).toBe(true);
+    expect(initial.events[end].object.metadata.annotations).toEqual({ 'k8s.io/initial-events-end': 'true' });
+
+    // A clean end is `done(null)` (client-node's informers re-watch); a reset is an error (they stop).
+    expect(api.faults.dropWatches()).toBe(2);
+    await waitFor('both ended', () => legacy.ended() !== 'open' && initial.ended() !== 'open');
+    expect([legacy.ended(), initial.ended()]).toEqual([null, null]);
+    const reset = await open(`/api/v1/namespaces/${ns}/pods`, {});
+    await waitFor('watching', () => reset.events.length > 0);
+    api.faults.dropWatches({ reset: true });
+    await waitFor('reset seen', () => reset.ended() !== 'open');
+    expect(reset.ended()).toBeInstanceOf(Error);
+    expect(api.openWatches()).toBe(0);
+  });
+
+  it('deletes a collection by label selector', async () => {
+    const ns = 'cn-crud';
+    for (const [n, app] of [['dc1', 'gone'], ['dc2', 'gone'], ['dc3', 'kept']]) api.objects.create(pod(n, ns, { app }));
+    await core.deleteCollectionNamespacedPod({ namespace: ns, labelSelector: 'app=gone' });
+    const left = (await core.listNamespacedPod({ namespace: ns, labelSelector: 'app' })).items.map((p) => p.metadata?.name);
+    expect(left).toEqual(['dc3']);
   });
 
   it('slow watch streams delay each event', async () => {
