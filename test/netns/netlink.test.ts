@@ -460,6 +460,9 @@ describe('sysctls', () => {
     const res = await podInterfaceSetup(host, {
       netns: pod.path, ifname: 'eth0', hostIfname: uniqueName('kx'), address: '10.244.0.5/24', gateway: '10.244.0.1', mtu: 1500,
     });
+    // A new namespace starts with the machine's value (net.core.devconf_inherit_init_net=0 copies
+    // init_net's IPv4 settings): start both from 0, whatever the machine has.
+    for (const ns of [node, pod]) ns.exec('sysctl', ['-qw', 'net.ipv4.ip_forward=0']);
     writeSysctl('net.ipv4.ip_forward', 1, node.path);
     expect(node.exec('sysctl', ['-n', 'net.ipv4.ip_forward']).trim()).toBe('1');
     expect(pod.exec('sysctl', ['-n', 'net.ipv4.ip_forward']).trim()).toBe('0');
