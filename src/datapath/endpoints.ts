@@ -11,6 +11,7 @@
 // kelp_endpoints entry. An address whose slot another one owns (a collision) is served by the
 // hash; the slot is handed over when its owner goes away and reconcileCache() runs (at start).
 import type { BpfMap, BpfObject } from '../bpf';
+import type { DatapathEndpoint } from './types';
 import {
   EndpointInfo,
   EndpointSlot,
@@ -164,6 +165,32 @@ export class EndpointMaps {
     this.write(index, live);
     return true;
   }
+}
+
+/** The kelp_endpoints value of an endpoint. */
+export function endpointInfoOf(rec: DatapathEndpoint): EndpointInfo {
+  return { ifindex: rec.hostIfindex, epId: rec.id, flags: 0, mac: rec.podMac, nodeMac: rec.hostMac };
+}
+
+/** An endpoint's IPv4 addresses, without prefix length: its kelp_endpoints keys. */
+export function ipv4Addresses(rec: Pick<DatapathEndpoint, 'ips'>): string[] {
+  return rec.ips.filter((ip) => !ip.address.includes(':')).map((ip) => ip.address.split('/')[0]);
+}
+
+/** Why the maps disagree with an endpoint (entries missing, pointing elsewhere, stale slots). */
+export function endpointProblems(maps: EndpointMaps, rec: DatapathEndpoint): string[] {
+  const problems: string[] = [];
+  for (const ip of ipv4Addresses(rec)) {
+    const v = maps.get(ip);
+    if (!v) {
+      problems.push(`datapath: no kelp_endpoints entry for ${ip}`);
+      continue;
+    }
+    if (v.ifindex !== rec.hostIfindex || v.epId !== rec.id) problems.push(`datapath: kelp_endpoints entry for ${ip} points at ifindex ${v.ifindex}, id ${v.epId}`);
+    const slot = maps.checkSlot(ip, v);
+    if (slot) problems.push(`datapath: ${slot}, kelp_endpoints has ${JSON.stringify(v)}`);
+  }
+  return problems;
 }
 
 function isLive(slot: Buffer): boolean {

@@ -1,4 +1,8 @@
-// Decoder for kelp_events ring buffer records (`struct kelp_event`, bpf/lib/events.h).
+// Decoder for kelp_events ring buffer records (`struct kelp_event`, bpf/lib/events.h), and the
+// agent's reader of that ring.
+import { openRingBuffer } from '../bpf';
+import type { BpfMap, RingBuffer } from '../bpf';
+import type { Logger } from '../log';
 import { dropReasonName } from './drop';
 import { Direction, EventType, TracePoint, kelpEvent, RawEvent } from './structs';
 
@@ -81,4 +85,20 @@ export function formatEvent(e: KelpEvent): string {
   const where = `${e.dir} if ${e.ifindex} ep ${e.epId}`;
   if (e.kind === 'drop') return `drop ${e.reasonName} ${where} ${flow} len ${e.len}`;
   return `trace ${e.point} ${where} -> if ${e.targetIfindex} ${flow} len ${e.len}`;
+}
+
+/**
+ * Reads kelp_events on the event loop: every event is logged at debug, every drop also goes to
+ * `onDrop`; a record this build cannot decode is logged, never thrown.
+ */
+export function watchEvents(ring: BpfMap, log: Logger, onDrop?: (ev: DropEvent) => void): RingBuffer {
+  return openRingBuffer(ring, (rec) => {
+    try {
+      const ev = decodeEvent(rec);
+      log.debug({ event: ev }, formatEvent(ev));
+      if (ev.kind === 'drop') onDrop?.(ev);
+    } catch (err) {
+      log.warn({ err }, 'undecodable datapath event');
+    }
+  });
 }

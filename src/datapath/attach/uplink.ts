@@ -1,0 +1,96 @@
+// Uplink attach: masquerade. host.o's programs on the node's uplink as pinned tcx links
+// (attached once, moved onto each new agent's instances in place), kelp_nomasq4 synced to the
+// configured exemptions, and the conntrack/NAT collector on a timer.
+// Invariants: a previous agent's links keep translating until the new program takes their place
+// in one step (link update): detaching first would let established flows' packets through
+// untranslated and get them reset; kelp_nomasq4 holds exactly this configuration's CIDRs before
+// the programs are swapped in; the collector is the agent's only timer on these maps and stops
+// with close().
+import { attachTc, BpfLink, BpfObject } from '../../bpf';
+import type { Logger } from '../../log';
+import { syncMap } from '../maps/sync';
+import { gcNat, masqConstants, monotonicNs, nomasq4Key } from '../nat';
+import type { DatapathObjects } from '../objects';
+import { LinkPins, reuseLink } from './pins';
+
+export interface MasqueradeOptions {
+  uplinkIfindex: number;
+  uplinkIfname: string;
+  masqIp: string;
+  podCidr: string;
+  /** Destinations never masqueraded besides the pod CIDR (cluster CIDRs, node networks). */
+  noMasquerade?: string[];
+}
+
+const UPLINK_PROGRAMS = [
+  ['ingress', 'kelp_host_ingress'],
+  ['egress', 'kelp_host_egress'],
+] as const;
+
+const GC_INTERVAL_MS = 10_000;
+
+export class Uplink {
+  private readonly links: BpfLink[] = [];
+  private gcTimer?: NodeJS.Timeout;
+
+  private constructor(
+    readonly host: BpfObject,
+    readonly opts: MasqueradeOptions,
+    private readonly log: Logger,
+  ) {}
+
+  /** Loads host.o for this uplink and address, and puts its programs on the uplink. */
+  static enable(objects: DatapathObjects, pins: LinkPins, m: MasqueradeOptions, log: Logger): Uplink {
+    const host = objects.load('host', masqConstants({ podCidr: m.podCidr, masqIp: m.masqIp }));
+    const up = new Uplink(host, m, log);
+    up.syncExemptions();
+    up.attach(pins);
+    up.startGc();
+    return up;
+  }
+
+  /**
+   * Exactly these CIDRs: a pinned map may hold an earlier configuration's (another pod CIDR),
+   * which would otherwise stay exempt from masquerade for ever.
+   */
+  private syncExemptions(): void {
+    const exempt = [...new Set([this.opts.podCidr, ...(this.opts.noMasquerade ?? [])])];
+    syncMap(this.host.map('kelp_nomasq4'), exempt.map((cidr) => [nomasq4Key.encode({ cidr }), Buffer.from([1])] as const));
+  }
+
+  private attach(pins: LinkPins): void {
+    const paths = pins.paths(`uplink-${this.opts.uplinkIfname}`);
+    for (const [dir, name] of UPLINK_PROGRAMS) {
+      const prog = this.host.program(name);
+      const reused = reuseLink(paths[dir], this.opts.uplinkIfindex, prog);
+      if (reused) {
+        this.links.push(reused.link);
+        continue;
+      }
+      const link = attachTc(prog, this.opts.uplinkIfindex, dir);
+      if (link.kind === 'tcx') link.pin(paths[dir]);
+      this.links.push(link);
+    }
+  }
+
+  private startGc(): void {
+    const maps = { ct: this.host.map('kelp_ct4'), snat: this.host.map('kelp_snat4') };
+    this.gcTimer = setInterval(() => {
+      try {
+        const r = gcNat(maps, monotonicNs());
+        if (r.expired || r.natDeleted) this.log.debug({ gc: r }, 'conntrack/NAT GC');
+      } catch (err) {
+        this.log.warn({ err }, 'conntrack/NAT GC failed');
+      }
+    }, GC_INTERVAL_MS);
+    this.gcTimer.unref();
+  }
+
+  /** Stops the collector and closes the link handles; the pinned links stay attached. */
+  close(): void {
+    if (this.gcTimer) clearInterval(this.gcTimer);
+    this.gcTimer = undefined;
+    for (const l of this.links) l.close();
+    this.links.length = 0;
+  }
+}

@@ -1,0 +1,191 @@
+// The agent's datapath, as the layers above see it: one facade composing the parts, each in a
+// file of its own concern:
+//   objects.ts        loading build/bpf/*.o with maps pinned under the bpffs root
+//   attach/pod.ts     lxc.o's programs on pod veths (clsact filters, or tcx links), relink at restart
+//   attach/uplink.ts  host.o on the uplink (masquerade): pinned links, kelp_nomasq4, NAT GC
+//   attach/pins.ts    pinned links under <bpfRoot>/links
+//   endpoints.ts      kelp_endpoints and its cache (their one writer)
+//   counters.ts       kelp_metrics and kelp_metrics_fwd
+//   maps/view.ts      status and dump of the maps (maps/registry.ts declares them)
+//   events.ts         the kelp_events ring
+// Policy, load balancing and overlays add files beside these and a few lines here.
+// Invariants: lxc.o is loaded (and the endpoint cache made to agree with kelp_endpoints) before
+// any program of this agent is attached; close() releases handles only, so pods keep their
+// network on the pinned maps and links.
+import type { BpfMap, BpfObject, RingBuffer } from '../bpf';
+import type { Logger } from '../log';
+import { PodAttach } from './attach/pod';
+import { LinkPins, PinnedLink, RelinkOutcome } from './attach/pins';
+import { MasqueradeOptions, Uplink } from './attach/uplink';
+import type { BpffsStatus } from './bpffs';
+import { Counters } from './counters';
+import type { MapRow } from './dump';
+import { EndpointMaps, endpointInfoOf, endpointProblems, ipv4Addresses } from './endpoints';
+import { DropEvent, watchEvents } from './events';
+import { dumpMap, MapStat, mapStats } from './maps/view';
+import { DatapathObjects } from './objects';
+import type { MetricsEntry } from './structs';
+import type { DatapathEndpoint, PodHook } from './types';
+
+export interface DatapathOptions {
+  bpfRoot: string;
+  log: Logger;
+  trace?: boolean;
+}
+
+export class Datapath {
+  readonly lxc: BpfObject;
+  /** kelp_endpoints and its cache: written only through this. */
+  readonly endpoints: EndpointMaps;
+  /** The pin root's bpffs, and whether it outlives this agent. */
+  readonly bpffs: BpffsStatus;
+  private readonly objects: DatapathObjects;
+  private readonly pins: LinkPins;
+  private readonly pods: PodAttach;
+  private readonly counters: Counters;
+  private uplink?: Uplink;
+  private ring?: RingBuffer;
+
+  constructor(private readonly opts: DatapathOptions) {
+    this.objects = new DatapathObjects(opts.bpfRoot, opts.log);
+    this.bpffs = this.objects.bpffs;
+    this.pins = new LinkPins(opts.bpfRoot);
+    this.lxc = this.objects.load('lxc', { KELP_TRACE: opts.trace ? 1 : 0 });
+    this.endpoints = EndpointMaps.of(this.lxc);
+    this.pods = new PodAttach(this.lxc, this.pins);
+    this.counters = new Counters(this.lxc);
+    // Before any program of this agent runs: the pinned cache may be a crashed or older agent's.
+    this.reconcileEndpointCache();
+  }
+
+  /** host.o, once masquerade is enabled. */
+  get host(): BpfObject | undefined {
+    return this.uplink?.host;
+  }
+
+  get masq(): MasqueradeOptions | undefined {
+    return this.uplink?.opts;
+  }
+
+  /** The uplink device masquerade is attached to, if any. */
+  get uplinkIfname(): string | undefined {
+    return this.uplink?.opts.uplinkIfname;
+  }
+
+  // --- maps ------------------------------------------------------------------------------------
+
+  map(name: string): BpfMap {
+    return this.objects.map(name);
+  }
+
+  mapNames(): string[] {
+    return this.objects.mapNames();
+  }
+
+  mapStats(): MapStat[] {
+    return mapStats(this.objects);
+  }
+
+  /** A map's rows as `kelp map dump` lists them. */
+  dump(name: string): MapRow[] {
+    return dumpMap(this.objects, name);
+  }
+
+  /** Logs datapath events; `onDrop` hears every drop (serviced on the event loop). */
+  watchEvents(onDrop?: (ev: DropEvent) => void): void {
+    this.ring = watchEvents(this.lxc.map('kelp_events'), this.opts.log, onDrop);
+  }
+
+  // --- pods ------------------------------------------------------------------------------------
+
+  attach(hostIfindex: number, hostIfname: string, hook: PodHook = 'clsact'): Promise<void> {
+    return this.pods.attach(hostIfindex, hostIfname, hook);
+  }
+
+  detach(hostIfname: string, hostIfindex?: number): void {
+    this.pods.detach(hostIfname, hostIfindex);
+  }
+
+  relink(hostIfindex: number, hostIfname: string, hook: PodHook = 'clsact'): Record<'ingress' | 'egress', RelinkOutcome> {
+    return this.pods.relink(hostIfindex, hostIfname, hook);
+  }
+
+  /** Whether both of kelp's filters are on a host veth (whatever program instance they run). */
+  hasPodFilters(hostIfindex: number): boolean {
+    return this.pods.hasFilters(hostIfindex);
+  }
+
+  upsertEndpoint(rec: DatapathEndpoint): void {
+    const info = endpointInfoOf(rec);
+    for (const ip of ipv4Addresses(rec)) this.endpoints.put(ip, info);
+  }
+
+  removeEndpoint(rec: Pick<DatapathEndpoint, 'ips' | 'id'>): void {
+    for (const ip of ipv4Addresses(rec)) this.endpoints.remove(ip);
+    this.counters.clear(rec.id);
+  }
+
+  /** Problems with an endpoint's map entries and hooks; empty when all is well. */
+  check(rec: DatapathEndpoint): string[] {
+    return [...endpointProblems(this.endpoints, rec), ...this.pods.problems(rec)];
+  }
+
+  /** Every non-zero counter: forwarded and dropped packets per endpoint, direction and reason. */
+  metrics(): MetricsEntry[] {
+    return this.counters.all();
+  }
+
+  // --- uplink ----------------------------------------------------------------------------------
+
+  /** Masquerade on the uplink: SNAT pod sources to the uplink's address, GC'd every 10 s. */
+  enableMasquerade(m: MasqueradeOptions): void {
+    if (this.uplink) throw new Error(`masquerade is enabled already (on ${this.uplink.opts.uplinkIfname})`);
+    this.uplink = Uplink.enable(this.objects, this.pins, m, this.opts.log);
+  }
+
+  // --- restart sweep (src/endpoint/restore.ts) ---------------------------------------------------
+
+  /** Makes kelp_endpoint_cache agree with kelp_endpoints; returns how many slots changed. */
+  reconcileEndpointCache(): number {
+    const changed = this.endpoints.reconcileCache();
+    if (changed) this.opts.log.info({ slots: changed }, 'kelp_endpoint_cache reconciled with kelp_endpoints');
+    return changed;
+  }
+
+  /** Links under <bpfRoot>/links whose names kelp gives; anything else there is not ours. */
+  pinnedLinks(): PinnedLink[] {
+    return this.pins.list();
+  }
+
+  /** The ifindex a pinned link is attached to; 0 once its device is gone. */
+  pinnedLinkIfindex(pin: string): number {
+    return this.pins.ifindexOf(pin);
+  }
+
+  /** Detaches a pinned link and removes its pin; harmless when either is gone already. */
+  removePinnedLink(pin: string): void {
+    this.pins.remove(pin);
+  }
+
+  /** Every kelp_endpoints key (IPv4) with the endpoint id and ifindex it points to. */
+  endpointEntries(): Array<{ ip: string; ifindex: number; epId: number }> {
+    return this.endpoints.entries().map(({ ip, info }) => ({ ip, ifindex: info.ifindex, epId: info.epId }));
+  }
+
+  /** Removes a kelp_endpoints entry (and its cache slot) by pod IPv4 address. */
+  removeEndpointIp(ip: string): boolean {
+    return this.endpoints.remove(ip);
+  }
+
+  /** Zeroes the counters of every endpoint id not in `live` (ids of endpoints gone while down). */
+  clearCountersExcept(live: Set<number>): number {
+    return this.counters.clearExcept(live);
+  }
+
+  /** Closes handles; pinned maps and links stay, so pods keep their network. */
+  close(): void {
+    this.uplink?.close();
+    this.ring?.close();
+    this.objects.close();
+  }
+}

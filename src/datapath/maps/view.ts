@@ -1,0 +1,32 @@
+// Map views: what `kelp status` and `kelp map dump` show of the loaded maps. Read-only.
+// Invariant: status counts exactly the rows dump lists (both go through mapRows in dump.ts).
+import { MapType } from '../../bpf';
+import { MapRow, mapRows } from '../dump';
+import type { DatapathObjects } from '../objects';
+import { MAP_DESCRIPTIONS } from './registry';
+
+export interface MapStat {
+  name: string;
+  type: string;
+  entries: number;
+  maxEntries: number;
+  /** Arrays and ring buffers: their slots always exist, so "fill" means nothing. */
+  fixed: boolean;
+  description?: string;
+}
+
+export function mapStats(objects: DatapathObjects): MapStat[] {
+  return objects.mapNames().map((name) => {
+    const m = objects.map(name);
+    const typeName = Object.entries(MapType).find(([, v]) => v === m.type)?.[0] ?? String(m.type);
+    // Arrays always hold max_entries slots: their "fill" is not a meaningful figure, but the
+    // rows `kelp map dump` lists (live or non-zero slots) are counted like any map's.
+    const fixed = m.type === MapType.ARRAY || m.type === MapType.PERCPU_ARRAY || m.type === MapType.RINGBUF;
+    return { name, type: typeName, entries: mapRows(name, m).length, maxEntries: m.maxEntries, fixed, description: MAP_DESCRIPTIONS[name] };
+  });
+}
+
+/** A map's rows as `kelp map dump` lists them. */
+export function dumpMap(objects: DatapathObjects, name: string): MapRow[] {
+  return mapRows(name, objects.map(name));
+}
