@@ -64,7 +64,10 @@ build/Release/kelp.node: $(NATIVE_SRCS) .stamp-npm
 
 ts: .stamp-ts
 
+# dist/ is rebuilt whole: a module moved to a folder (x.ts -> x/index.ts) must not leave an old
+# dist/x.js behind, which Node would load first.
 .stamp-ts: $(TS_SRCS) tsconfig.json .stamp-npm
+	rm -rf dist
 	node_modules/.bin/tsc -p tsconfig.json
 	@touch $@
 

@@ -58,6 +58,8 @@ export interface SandboxOptions {
   logLevel?: string;
   /** Create the "outside" namespace behind the node's uplink (default true). */
   outside?: boolean;
+  /** Runs once the namespaces exist, before the agent starts (e.g. to give the node a way to an API server). */
+  beforeAgent?: (sb: Sandbox) => void | Promise<void>;
 }
 
 export interface SandboxPod {
@@ -123,6 +125,7 @@ export class Sandbox {
       }
       mkdirSync(sb.bpfRoot, { recursive: true });
       sh('mount', ['-t', 'bpf', 'bpf', sb.bpfRoot]);
+      await opts.beforeAgent?.(sb);
       await sb.startAgent();
       return sb;
     } catch (e) {

@@ -12,7 +12,7 @@
 // All pods are watched, not only this node's: policy and services need every peer's labels and
 // addresses, and a second, node-filtered watch would only double the load on the API server.
 import type { Logger } from '../log';
-import { KelpObject, Kind, ManifestError, supportedKinds, validateObject } from './objects';
+import { KelpObject, Kind, kindInfo, ManifestError, supportedKinds, validateObject } from './objects';
 import type { StateSource } from './source';
 import type { ObjectStore } from './store';
 import { KubeApiError, KubeClient, WatchEvent, WatchHandle } from './kube/client';
@@ -25,16 +25,6 @@ const RESOURCES: Record<string, string> = {
   Service: '/api/v1/services',
   EndpointSlice: '/apis/discovery.k8s.io/v1/endpointslices',
   NetworkPolicy: '/apis/networking.k8s.io/v1/networkpolicies',
-};
-
-/** apiVersion/kind a list's items lack (the API server leaves them out of list items). */
-const API_VERSIONS: Record<string, string> = {
-  Namespace: 'v1',
-  Pod: 'v1',
-  Node: 'v1',
-  Service: 'v1',
-  EndpointSlice: 'discovery.k8s.io/v1',
-  NetworkPolicy: 'networking.k8s.io/v1',
 };
 
 export interface KubernetesSourceOptions {
@@ -216,7 +206,8 @@ export class KubernetesSource implements StateSource {
 
   /** Validates an API object; a rejected one keeps its last good version (returned instead). */
   private accept(kind: Kind, raw: unknown): KelpObject | undefined {
-    const doc = { apiVersion: API_VERSIONS[kind], kind, ...(raw as Record<string, unknown>) };
+    // List items come without apiVersion and kind.
+    const doc = { apiVersion: kindInfo(kind).apiVersion, kind, ...(raw as Record<string, unknown>) };
     const meta = (raw as { metadata?: { name?: string; namespace?: string } }).metadata ?? {};
     const key = `${kind}/${meta.namespace ?? ''}/${meta.name ?? '?'}`;
     try {

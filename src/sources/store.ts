@@ -102,7 +102,9 @@ export class ObjectStore {
 
   private put(source: string, object: KelpObject): StoreEvent | undefined {
     const key = objectKey(object);
-    const json = JSON.stringify(object);
+    // Compared without resourceVersion: every write bumps it, and a write that changed nothing
+    // kelp reads (a status field it ignores) must not wake reconcilers.
+    const json = JSON.stringify(object, (k, v: unknown) => (k === 'resourceVersion' ? undefined : v));
     const cur = this.objects.get(key);
     if (cur && cur.json === json && cur.source === source) return undefined;
     const revision = ++this.rev;
