@@ -23,8 +23,9 @@ import { stringify } from 'yaml';
 import { startKubeApiServer, TestKubeApiServer } from '../support/kube-apiserver';
 
 const REPO = path.resolve(__dirname, '../..');
-const KELP_CRD = path.join(REPO, 'deploy/kubernetes/10-crd-kelpnetworkpolicies.yaml');
-const KELP_POLICIES = path.join(REPO, 'deploy/kubernetes/examples/kelpnetworkpolicies.yaml');
+const DEPLOY = path.join(REPO, 'deploy/kubernetes');
+const KELP_CRD = path.join(DEPLOY, '10-crd-kelpnetworkpolicies.yaml');
+const KELP_POLICIES = path.join(DEPLOY, 'examples/kelpnetworkpolicies.yaml');
 const KUBECTL_TIMEOUT_MS = 20_000;
 
 interface Run {
@@ -319,6 +320,32 @@ describe('kube-apiserver with kubectl', () => {
       new RegExp(`^web\\s+ClusterIP\\s+${first.spec.clusterIP.replace(/\./g, '\\.')}\\s+<none>\\s+80/TCP,53/UDP\\s+\\d+s\\n$`),
     );
     await kubectlOk(api, ['delete', 'svc', 'web']);
+  });
+
+  it("applies and deletes kelp's deploy/kubernetes manifests; a deleted namespace terminates before it goes", async () => {
+    const applied = await kubectlOk(api, ['apply', '-f', DEPLOY]);
+    expect(applied).toMatch(/^namespace\/kelp-system created\n/);
+    expect(applied).toContain('daemonset.apps/kelp-agent created');
+    // `kubectl delete -f dir/` deletes the namespace first, then each object in it by name: they
+    // must still be there, as in a real cluster where the namespace is Terminating meanwhile.
+    const deleted = await kubectlOk(api, ['delete', '-f', DEPLOY]);
+    expect(deleted.trim().split('\n').length).toBe(applied.trim().split('\n').length);
+    expect(await kubectlOk(api, ['get', 'ns', '-o', 'name'])).not.toContain('kelp-system');
+
+    // Generators send protobuf; new content in a Terminating namespace is refused.
+    await kubectlOk(api, ['create', 'namespace', 'kc-term']);
+    await kubectlOk(api, ['create', 'configmap', 'cm', '-n', 'kc-term', '--from-literal=a=b']);
+    expect(api.objects.get({ apiVersion: 'v1', kind: 'ConfigMap', namespace: 'kc-term', name: 'cm' })?.data).toEqual({ a: 'b' });
+    await kubectlOk(api, ['delete', 'namespace', 'kc-term', '--wait=false']);
+    const ns = JSON.parse(await kubectlOk(api, ['get', 'ns', 'kc-term', '-o', 'json']));
+    expect(ns.status.phase).toBe('Terminating');
+    expect(ns.metadata.deletionTimestamp).toBeTruthy();
+    const refused = await kubectl(api, ['run', 'late', '-n', 'kc-term', '--image=busybox']);
+    expect(refused.stderr).toBe(
+      'Error from server (Forbidden): pods "late" is forbidden: unable to create new content in namespace kc-term because it is being terminated\n',
+    );
+    await kubectlOk(api, ['wait', '--for=delete', 'namespace/kc-term', '--timeout=10s']);
+    expect(api.objects.list('v1', 'ConfigMap', 'kc-term')).toEqual([]);
   });
 
   it('serves EndpointSlices, NetworkPolicies and nodes with the defaults clients read', async () => {

@@ -129,7 +129,8 @@ function defaultService(svc: Obj, old: Obj | undefined, alloc: AllocationView): 
   return [];
 }
 
-function now(): string {
+/** Now, at the second, as the API server writes timestamps. */
+export function timestampNow(): string {
   return new Date(Math.floor(Date.now() / 1000) * 1000).toISOString().replace('.000Z', 'Z');
 }
 
@@ -146,7 +147,7 @@ function defaultCrd(crd: Obj, old: Obj | undefined): void {
     crd.status.storedVersions = [...stored, ...storage.filter((v: string) => !stored.includes(v))];
     return;
   }
-  const at = now();
+  const at = timestampNow();
   crd.status = {
     conditions: [
       { type: 'NamesAccepted', status: 'True', lastTransitionTime: at, reason: 'NoConflicts', message: 'no conflicts found' },
@@ -199,4 +200,3 @@ export function applyDefaults(t: ResourceType, obj: Obj, old: Obj | undefined, a
   }
 }
 
-export { now as timestampNow };

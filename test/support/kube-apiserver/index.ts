@@ -14,7 +14,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { stringify } from 'yaml';
-import { apiVersionOf, NAMESPACES, Obj, ResourceType } from './resources';
+import { NAMESPACES, Obj, ResourceType } from './resources';
 import { ApiHandler, RequestRecord } from './server';
 import { makeServingCert } from './tls';
 
@@ -35,6 +35,8 @@ export interface StartOptions {
   bookmarkIntervalMs?: number;
   /** Serve apidiscovery.k8s.io/v2 to clients that ask (default); false makes kubectl use legacy discovery. */
   aggregatedDiscovery?: boolean;
+  /** How long a deleted namespace stays Terminating before it and its contents go (default 1000 ms). */
+  namespaceTerminationMs?: number;
   /** Reserve the port but do not listen until `up()`. */
   down?: boolean;
   /** Listen on this port of 127.0.0.1 (default: an ephemeral one). */
@@ -137,6 +139,7 @@ async function start(dir: string, opts: StartOptions): Promise<TestKubeApiServer
     historySize: opts.historySize ?? 1000,
     bookmarkIntervalMs: opts.bookmarkIntervalMs ?? 1000,
     aggregatedDiscovery: opts.aggregatedDiscovery !== false,
+    namespaceTerminationMs: opts.namespaceTerminationMs ?? 1000,
   });
   for (const ns of opts.namespaces ?? ['default', 'kube-system', 'kube-public', 'kube-node-lease']) {
     handler.registry.create(NAMESPACES, undefined, { metadata: { name: ns } });
@@ -152,7 +155,11 @@ async function start(dir: string, opts: StartOptions): Promise<TestKubeApiServer
   const up = async () => {
     if (server) return;
     const onRequest = (req: http.IncomingMessage, res: http.ServerResponse) => void handler.handle(req, res);
-    const s = cert ? https.createServer({ key: cert.keyPem, cert: cert.certPem }, onRequest) : http.createServer(onRequest);
+    // No request timeout: Node's default (300 s) is meant for slow uploads, and watches are long.
+    const serverOpts = { requestTimeout: 0 };
+    const s = cert
+      ? https.createServer({ ...serverOpts, key: cert.keyPem, cert: cert.certPem }, onRequest)
+      : http.createServer(serverOpts, onRequest);
     s.on('connection', (sock: net.Socket) => {
       sockets.add(sock);
       sock.on('close', () => sockets.delete(sock));
@@ -289,10 +296,10 @@ async function start(dir: string, opts: StartOptions): Promise<TestKubeApiServer
     },
     stop: async () => {
       stopped = true;
+      handler.registry.dispose();
       await down();
       rmSync(dir, { recursive: true, force: true });
     },
   };
 }
 
-export { apiVersionOf };

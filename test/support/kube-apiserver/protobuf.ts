@@ -1,11 +1,11 @@
-// kubectl's typed clients (`kubectl create namespace`, and other `create <kind>` generators)
+// kubectl's typed clients (`kubectl create namespace|configmap|secret|serviceaccount ...`)
 // send protobuf request bodies: the "k8s\0" magic and a runtime.Unknown message whose `raw`
-// is the object encoded per k8s.io/api's generated.proto. Only Namespace is decoded here
-// (ObjectMeta's name, generateName, labels, annotations, finalizers; the spec's finalizers).
-// Go's encoder writes empty optional fields too: the server-owned ones (selfLink, uid,
-// resourceVersion, generation, timestamps, managedFields) and the status are ignored, as the
+// is the object encoded per k8s.io/api's generated.proto. The few core/v1 kinds those
+// generators make and whose messages are small are decoded here from field tables. Go's
+// encoder writes empty optional fields too: the server-owned metadata (selfLink, uid,
+// resourceVersion, generation, timestamps, managedFields) and a status are ignored, as the
 // server overwrites them; any other kind, or another non-empty field, is refused with 415
-// rather than dropped.
+// rather than dropped. (`kubectl run` and `kubectl expose` send JSON.)
 import type { Obj } from './resources';
 import { errors } from './status';
 
@@ -17,6 +17,51 @@ interface Field {
   /** Wire type 0 (varint) or 2 (length-delimited). */
   varint?: number;
   bytes?: Buffer;
+}
+
+type FieldType = 'string' | 'strings' | 'bool' | 'stringMap' | 'bytesMap' | 'ignored' | Schema;
+interface Schema {
+  [no: number]: { name: string; type: FieldType };
+}
+
+const OBJECT_META: Schema = {
+  1: { name: 'name', type: 'string' },
+  2: { name: 'generateName', type: 'string' },
+  3: { name: 'namespace', type: 'string' },
+  11: { name: 'labels', type: 'stringMap' },
+  12: { name: 'annotations', type: 'stringMap' },
+  14: { name: 'finalizers', type: 'strings' },
+  // Server-owned: selfLink, uid, resourceVersion, generation, creationTimestamp,
+  // deletionTimestamp, deletionGracePeriodSeconds, managedFields.
+  ...Object.fromEntries([4, 5, 6, 7, 8, 9, 10, 17].map((no) => [no, { name: '', type: 'ignored' as const }])),
+};
+
+const META = { name: 'metadata', type: OBJECT_META };
+const STATUS = { name: 'status', type: 'ignored' as const };
+
+const KINDS: Record<string, Schema> = {
+  Namespace: { 1: META, 2: { name: 'spec', type: { 1: { name: 'finalizers', type: 'strings' } } }, 3: STATUS },
+  ConfigMap: {
+    1: META,
+    2: { name: 'data', type: 'stringMap' },
+    3: { name: 'binaryData', type: 'bytesMap' },
+    4: { name: 'immutable', type: 'bool' },
+  },
+  Secret: {
+    1: META,
+    2: { name: 'data', type: 'bytesMap' },
+    3: { name: 'type', type: 'string' },
+    4: { name: 'stringData', type: 'stringMap' },
+    5: { name: 'immutable', type: 'bool' },
+  },
+  ServiceAccount: { 1: META, 4: { name: 'automountServiceAccountToken', type: 'bool' } },
+};
+
+function unsupported(why: string) {
+  return errors.unsupportedMediaType(
+    `the body of the request was in an unsupported protobuf form (${why}): this test server decodes protobuf only for ` +
+      `${Object.keys(KINDS).join(', ')} - send application/json`,
+  );
 }
 
 function fields(buf: Buffer): Field[] {
@@ -48,69 +93,42 @@ function fields(buf: Buffer): Field[] {
   return out;
 }
 
-function unsupported(why: string) {
-  return errors.unsupportedMediaType(
-    `the body of the request was in an unsupported protobuf form (${why}): this test server decodes protobuf only for Namespace - send application/json`,
-  );
-}
-
-/** selfLink, uid, resourceVersion, generation, creationTimestamp, deletionTimestamp, deletionGracePeriodSeconds, managedFields. */
-const SERVER_OWNED_META = [4, 5, 6, 7, 8, 9, 10, 17];
+const bytesOf = (f: Field | undefined) => f?.bytes ?? Buffer.alloc(0);
 const isEmpty = (f: Field) => (f.bytes ? f.bytes.length === 0 : f.varint === 0);
-const text = (f: Field) => (f.bytes ?? Buffer.alloc(0)).toString('utf8');
 
-function stringMap(entries: Field[]): Record<string, string> {
-  const out: Record<string, string> = {};
-  for (const e of entries) {
-    const kv = fields(e.bytes!);
-    out[text(kv.find((f) => f.no === 1) ?? { no: 1 })] = text(kv.find((f) => f.no === 2) ?? { no: 2 });
+function decode(buf: Buffer, schema: Schema, where: string): Obj {
+  const out: Obj = {};
+  for (const f of fields(buf)) {
+    const spec = schema[f.no];
+    if (!spec) {
+      if (isEmpty(f)) continue;
+      throw unsupported(`${where} field ${f.no}`);
+    }
+    const { name, type } = spec;
+    if (type === 'ignored') continue;
+    if (type === 'string') {
+      if (bytesOf(f).length) out[name] = bytesOf(f).toString('utf8');
+    } else if (type === 'strings') (out[name] ??= []).push(bytesOf(f).toString('utf8'));
+    else if (type === 'bool') out[name] = f.varint === 1;
+    else if (type === 'stringMap' || type === 'bytesMap') {
+      // A map entry is a message: key = 1, value = 2.
+      const entry = fields(bytesOf(f));
+      const value = bytesOf(entry.find((e) => e.no === 2));
+      (out[name] ??= {})[bytesOf(entry.find((e) => e.no === 1)).toString('utf8')] =
+        type === 'stringMap' ? value.toString('utf8') : value.toString('base64');
+    } else out[name] = decode(bytesOf(f), type, `${where}.${name}`);
   }
   return out;
-}
-
-function objectMeta(buf: Buffer): Obj {
-  const meta: Obj = {};
-  const fs = fields(buf);
-  for (const f of fs) {
-    if (f.no === 1 || f.no === 2 || f.no === 3) {
-      if (text(f)) meta[['name', 'generateName', 'namespace'][f.no - 1]] = text(f);
-    }
-    else if (f.no === 14) (meta.finalizers ??= []).push(text(f));
-    else if (f.no !== 11 && f.no !== 12 && !SERVER_OWNED_META.includes(f.no) && !isEmpty(f)) {
-      throw unsupported(`ObjectMeta field ${f.no}`);
-    }
-  }
-  const labels = fs.filter((f) => f.no === 11);
-  const annotations = fs.filter((f) => f.no === 12);
-  if (labels.length) meta.labels = stringMap(labels);
-  if (annotations.length) meta.annotations = stringMap(annotations);
-  return meta;
-}
-
-function namespace(buf: Buffer): Obj {
-  const ns: Obj = { apiVersion: 'v1', kind: 'Namespace' };
-  for (const f of fields(buf)) {
-    if (f.no === 1) ns.metadata = objectMeta(f.bytes!);
-    else if (f.no === 2) {
-      const spec: Obj = {};
-      for (const s of fields(f.bytes!)) {
-        if (s.no !== 1) throw unsupported(`NamespaceSpec field ${s.no}`);
-        (spec.finalizers ??= []).push(text(s));
-      }
-      ns.spec = spec;
-    } else if (f.no !== 3) throw unsupported(`Namespace field ${f.no}`);
-  }
-  return ns;
 }
 
 /** The JSON object a protobuf request body encodes. */
 export function decodeProtobuf(body: Buffer): Obj {
   if (!body.subarray(0, 4).equals(MAGIC)) throw unsupported('no k8s protobuf magic');
   const unknown = fields(body.subarray(4));
-  const typeMeta = fields(unknown.find((f) => f.no === 1)?.bytes ?? Buffer.alloc(0));
-  const apiVersion = text(typeMeta.find((f) => f.no === 1) ?? { no: 1 });
-  const kind = text(typeMeta.find((f) => f.no === 2) ?? { no: 2 });
-  const raw = unknown.find((f) => f.no === 2)?.bytes ?? Buffer.alloc(0);
-  if (apiVersion !== 'v1' || kind !== 'Namespace') throw unsupported(`${apiVersion} ${kind}`);
-  return namespace(raw);
+  const typeMeta = fields(bytesOf(unknown.find((f) => f.no === 1)));
+  const apiVersion = bytesOf(typeMeta.find((f) => f.no === 1)).toString('utf8');
+  const kind = bytesOf(typeMeta.find((f) => f.no === 2)).toString('utf8');
+  const schema = apiVersion === 'v1' ? KINDS[kind] : undefined;
+  if (!schema) throw unsupported(`${apiVersion} ${kind}`);
+  return { apiVersion, kind, ...decode(bytesOf(unknown.find((f) => f.no === 2)), schema, kind) };
 }

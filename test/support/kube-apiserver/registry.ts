@@ -2,8 +2,11 @@
 // the real server's rules (k8s.io/apiserver registry/generic): uid, creationTimestamp and
 // generation owned by the server, resourceVersion preconditions (409 Conflict), status
 // writes only through `/status` where a type has it, no-op writes leave the object (and its
-// resourceVersion) alone, objects go only into existing namespaces, and deleting a namespace
-// or a CRD deletes what it holds. Deletion is immediate: no finalizers, no deletionTimestamp.
+// resourceVersion) alone, objects go only into existing namespaces, and deleting a CRD deletes
+// its objects. Deletion is immediate (no finalizers, no deletionTimestamp) except for
+// namespaces, which terminate as the real ones do: a deleted namespace turns Terminating (with
+// a deletionTimestamp, refusing new content), and after `namespaceTerminationMs` its contents
+// and then itself are deleted — so `kubectl delete -f dir/` still finds the objects it names.
 import { randomUUID, randomBytes } from 'node:crypto';
 import { applyDefaults, AllocationView, timestampNow, validateName } from './defaults';
 import { deepEqual, Json, jsonPatch, mergePatch, strategicMergePatch } from './patch';
@@ -60,10 +63,19 @@ function specOf(obj: Obj): Obj {
 }
 
 export class Registry {
+  private terminating = new Map<string, NodeJS.Timeout>();
+
   constructor(
     readonly store: ObjectStore,
     readonly types: ResourceTypes,
+    private readonly namespaceTerminationMs: number,
   ) {}
+
+  /** Stops pending namespace terminations (the server is going away for good). */
+  dispose(): void {
+    for (const timer of this.terminating.values()) clearTimeout(timer);
+    this.terminating.clear();
+  }
 
   /** A copy of a stored object as `t`'s version presents it (None conversion: only apiVersion changes). */
   present(t: ResourceType, obj: Obj): Obj {
@@ -192,8 +204,12 @@ export class Registry {
     }
     const bad = validateName(t, meta.name);
     if (bad) throw this.invalid(t, meta.name, [bad]);
-    if (t.namespaced && !this.store.get(NAMESPACES.bucket, undefined, namespace!)) {
-      throw errors.notFound(NAMESPACES, namespace!);
+    if (t.namespaced) {
+      const ns = this.store.get(NAMESPACES.bucket, undefined, namespace!);
+      if (!ns) throw errors.notFound(NAMESPACES, namespace!);
+      if (ns.metadata.deletionTimestamp) {
+        throw errors.forbidden(t, meta.name, `unable to create new content in namespace ${namespace} because it is being terminated`);
+      }
     }
     if (this.store.get(t.bucket, namespace, meta.name)) throw errors.alreadyExists(t, meta.name);
     if (t.statusSubresource && !t.statusOnCreate && !opts.keepStatus) delete obj.status;
@@ -245,6 +261,8 @@ export class Registry {
     const meta = next.metadata;
     meta.uid = old.metadata.uid;
     meta.creationTimestamp = old.metadata.creationTimestamp;
+    if (old.metadata.deletionTimestamp) meta.deletionTimestamp = old.metadata.deletionTimestamp;
+    else delete meta.deletionTimestamp;
     meta.generation = deepEqual(specOf(next), specOf(old)) ? old.metadata.generation : (old.metadata.generation ?? 0) + 1;
     if (deepEqual(withoutVolatile(next, false), withoutVolatile(old, false))) return this.present(t, old);
     if (opts.dryRun) return this.present(t, { ...next, metadata: { ...meta, resourceVersion: old.metadata.resourceVersion } });
@@ -301,7 +319,7 @@ export class Registry {
       );
     }
     if (opts.dryRun) return this.present(t, old);
-    if (t === NAMESPACES) this.deleteNamespaceContents(name);
+    if (t === NAMESPACES) return this.terminateNamespace(old);
     if (t === CRDS) this.deleteCrdContents(old);
     const event = this.store.write(t.bucket, namespace, name, undefined);
     return this.present(t, event.object);
@@ -312,12 +330,28 @@ export class Registry {
     return items.map((o) => this.delete(t, o.metadata.namespace, o.metadata.name, { dryRun: opts.dryRun }));
   }
 
-  /** The namespace controller's work, done at once: everything in the namespace goes first. */
-  private deleteNamespaceContents(namespace: string): void {
+  private terminateNamespace(ns: Obj): Obj {
+    const name: string = ns.metadata.name;
+    if (ns.metadata.deletionTimestamp) return this.present(NAMESPACES, ns);
+    const next = structuredClone(ns);
+    next.metadata.deletionTimestamp = timestampNow();
+    next.status = { ...next.status, phase: 'Terminating' };
+    this.store.write(NAMESPACES.bucket, undefined, name, next);
+    const timer = setTimeout(() => this.finalizeNamespace(name), this.namespaceTerminationMs);
+    timer.unref();
+    this.terminating.set(name, timer);
+    return this.present(NAMESPACES, next);
+  }
+
+  /** The namespace controller's work: everything in the namespace goes first, then the namespace. */
+  private finalizeNamespace(namespace: string): void {
+    this.terminating.delete(namespace);
+    if (!this.store.get(NAMESPACES.bucket, undefined, namespace)) return;
     const buckets = new Set(this.types.all().filter((t) => t.namespaced).map((t) => t.bucket));
     for (const bucket of buckets) {
       for (const o of this.store.list(bucket, namespace)) this.store.write(bucket, namespace, o.metadata.name, undefined);
     }
+    this.store.write(NAMESPACES.bucket, undefined, namespace, undefined);
   }
 
   private deleteCrdContents(crd: Obj): void {

@@ -1,5 +1,6 @@
 // What this server serves: the built-in kinds kelp reads (namespaces, pods, nodes, services,
-// EndpointSlices, NetworkPolicies) and CustomResourceDefinitions, whose served versions become
+// EndpointSlices, NetworkPolicies), a few more stored as they are (what kelp's manifests and
+// an agent's housekeeping use), and CustomResourceDefinitions, whose served versions become
 // resource types when a CRD is written and stop being served when it is deleted.
 // Each type carries what the generic registry (registry.ts) needs to act like the real
 // server for that kind: scope, status subresource, selectable fields, defaults, merge keys.
@@ -56,14 +57,23 @@ const str = (v: unknown) => (v === undefined || v === null ? '' : String(v));
 
 const METADATA_KEYS: MergeKeys = { 'metadata.finalizers': '', 'metadata.ownerReferences': 'uid' };
 
-function containerKeys(field: string): Record<string, string> {
-  return {
-    [`spec.${field}`]: 'name',
-    [`spec.${field}[].ports`]: 'containerPort',
-    [`spec.${field}[].env`]: 'name',
-    [`spec.${field}[].volumeMounts`]: 'mountPath',
-    [`spec.${field}[].volumeDevices`]: 'devicePath',
+/** The merge keys of a PodSpec at `at` (`spec` in a Pod, `spec.template.spec` in a DaemonSet). */
+function podSpecKeys(at: string): Record<string, string> {
+  const keys: Record<string, string> = {
+    [`${at}.volumes`]: 'name',
+    [`${at}.imagePullSecrets`]: 'name',
+    [`${at}.hostAliases`]: 'ip',
   };
+  for (const field of ['containers', 'initContainers', 'ephemeralContainers']) {
+    Object.assign(keys, {
+      [`${at}.${field}`]: 'name',
+      [`${at}.${field}[].ports`]: 'containerPort',
+      [`${at}.${field}[].env`]: 'name',
+      [`${at}.${field}[].volumeMounts`]: 'mountPath',
+      [`${at}.${field}[].volumeDevices`]: 'devicePath',
+    });
+  }
+  return keys;
 }
 
 function builtin(
@@ -116,12 +126,7 @@ export const PODS = builtin({
     'status.nominatedNodeName': (o) => str(o.status?.nominatedNodeName),
   },
   mergeKeys: {
-    ...containerKeys('containers'),
-    ...containerKeys('initContainers'),
-    ...containerKeys('ephemeralContainers'),
-    'spec.volumes': 'name',
-    'spec.imagePullSecrets': 'name',
-    'spec.hostAliases': 'ip',
+    ...podSpecKeys('spec'),
     'status.conditions': 'type',
     'status.podIPs': 'ip',
     'status.hostIPs': 'ip',
@@ -182,6 +187,39 @@ export const CRDS = builtin({
   mergeKeys: { 'status.conditions': 'type' },
 });
 
+/**
+ * Kinds stored and served with no behaviour of their own, so that kelp's manifests
+ * (deploy/kubernetes: RBAC, ConfigMap, ServiceAccount, DaemonSet) apply, and an agent can
+ * read its ConfigMap or write Events and Leases.
+ */
+const PLAIN: ResourceType[] = [
+  builtin({ group: '', version: 'v1', resource: 'configmaps', kind: 'ConfigMap', namespaced: true, shortNames: ['cm'] }),
+  builtin({ group: '', version: 'v1', resource: 'secrets', kind: 'Secret', namespaced: true }),
+  builtin({ group: '', version: 'v1', resource: 'serviceaccounts', kind: 'ServiceAccount', namespaced: true, shortNames: ['sa'] }),
+  builtin({ group: '', version: 'v1', resource: 'events', kind: 'Event', namespaced: true, shortNames: ['ev'] }),
+  builtin({
+    group: 'apps',
+    version: 'v1',
+    resource: 'daemonsets',
+    kind: 'DaemonSet',
+    namespaced: true,
+    shortNames: ['ds'],
+    categories: ['all'],
+    statusSubresource: true,
+    mergeKeys: { ...podSpecKeys('spec.template.spec'), 'status.conditions': 'type' },
+  }),
+  builtin({ group: 'coordination.k8s.io', version: 'v1', resource: 'leases', kind: 'Lease', namespaced: true }),
+  ...(['ClusterRole', 'ClusterRoleBinding', 'Role', 'RoleBinding'] as const).map((kind) =>
+    builtin({
+      group: 'rbac.authorization.k8s.io',
+      version: 'v1',
+      resource: `${kind.toLowerCase()}s`,
+      kind,
+      namespaced: !kind.startsWith('Cluster'),
+    }),
+  ),
+];
+
 export const BUILTINS: readonly ResourceType[] = [
   NAMESPACES,
   PODS,
@@ -190,6 +228,7 @@ export const BUILTINS: readonly ResourceType[] = [
   ENDPOINT_SLICES,
   NETWORK_POLICIES,
   CRDS,
+  ...PLAIN,
 ];
 
 /**
@@ -214,7 +253,8 @@ export function simpleJsonPath(obj: unknown, path: string): unknown[] {
   return cur;
 }
 
-function humanAge(timestamp: unknown, now: number): string {
+/** The age kubectl prints for a timestamp. */
+export function humanAge(timestamp: unknown, now: number): string {
   const at = typeof timestamp === 'string' ? Date.parse(timestamp) : NaN;
   if (Number.isNaN(at)) return '<invalid>';
   return humanDuration((now - at) / 1000);

@@ -21,6 +21,10 @@ import { ObjectStore } from './store';
 import { IncludeObject, toTable, wantsTable } from './table';
 import { WatchStream } from './watch';
 
+/**
+ * What /version answers. The machine's kubectl is Google Cloud SDK's dispatcher, which asks
+ * /version first and runs the kubectl release nearest the server's: 1.32 for this answer.
+ */
 export const SERVER_VERSION = {
   major: '1',
   minor: '32',
@@ -50,6 +54,7 @@ export interface HandlerOptions {
   bookmarkIntervalMs: number;
   /** Answer kubectl's aggregated discovery request; false answers only the legacy documents. */
   aggregatedDiscovery: boolean;
+  namespaceTerminationMs: number;
 }
 
 interface FaultRule {
@@ -126,7 +131,7 @@ export class ApiHandler {
 
   constructor(private readonly opts: HandlerOptions) {
     this.store = new ObjectStore(opts.historySize);
-    this.registry = new Registry(this.store, this.types);
+    this.registry = new Registry(this.store, this.types, opts.namespaceTerminationMs);
   }
 
   /** The next `n` requests that `match` (all, by default) are answered `code` instead. */

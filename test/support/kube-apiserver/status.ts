@@ -70,6 +70,8 @@ export const errors = {
       { name, group: group || undefined, kind, causes },
     ),
   badRequest: (message: string) => failure(400, 'BadRequest', message),
+  forbidden: (r: QualifiedResource, name: string, why: string) =>
+    failure(403, 'Forbidden', `${qualified(r)} "${name}" is forbidden: ${why}`, { name, group: r.group || undefined, kind: r.resource }),
   unauthorized: () => failure(401, 'Unauthorized', 'Unauthorized'),
   methodNotAllowed: (verb: string, what: string) =>
     failure(405, 'MethodNotAllowed', `the server does not allow this method on the requested resource (${verb} ${what})`),

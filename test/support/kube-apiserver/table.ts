@@ -2,7 +2,7 @@
 // and prints the columns the server chooses. Built-in kinds get the columns of the real
 // server's printers (a subset of their cells' logic); custom resources get Name and their
 // CRD's additionalPrinterColumns, or Name and Age when it has none.
-import { Column, humanDuration, ENDPOINT_SLICES, NAMESPACES, NETWORK_POLICIES, NODES, Obj, PODS, ResourceType, SERVICES, CRDS } from './resources';
+import { Column, humanAge, ENDPOINT_SLICES, NAMESPACES, NETWORK_POLICIES, NODES, Obj, PODS, ResourceType, SERVICES, CRDS } from './resources';
 
 const col = (name: string, cell: Column['cell'], extra: Partial<Column> = {}): Column => ({
   name,
@@ -17,7 +17,7 @@ const NAME = col('Name', (o) => o.metadata.name, {
   format: 'name',
   description: 'Name must be unique within a namespace.',
 });
-const AGE = col('Age', (o, now) => humanDuration((now - Date.parse(o.metadata.creationTimestamp)) / 1000), {
+const AGE = col('Age', (o, now) => humanAge(o.metadata.creationTimestamp, now), {
   description: 'CreationTimestamp is a timestamp representing the server time when this object was created.',
 });
 const none = (v: unknown) => (v === undefined || v === null || v === '' ? '<none>' : String(v));
