@@ -49,14 +49,13 @@ export const PATCH_TYPES = [
 ] as const;
 export type PatchType = (typeof PATCH_TYPES)[number];
 
-/** What the no-op check and generation ignore: the server-owned rv and what `/status` carries. */
-function withoutVolatile(obj: Obj, dropStatus: boolean): Obj {
+/** What the no-op check compares: everything but the resourceVersion. */
+function withoutRv(obj: Obj): Obj {
   const { resourceVersion: _rv, ...metadata } = obj.metadata ?? {};
-  const out: Obj = { ...obj, metadata };
-  if (dropStatus) delete out.status;
-  return out;
+  return { ...obj, metadata };
 }
 
+/** What generation follows: everything but metadata and status. */
 function specOf(obj: Obj): Obj {
   const { metadata: _m, status: _s, ...rest } = obj;
   return rest;
@@ -264,7 +263,7 @@ export class Registry {
     if (old.metadata.deletionTimestamp) meta.deletionTimestamp = old.metadata.deletionTimestamp;
     else delete meta.deletionTimestamp;
     meta.generation = deepEqual(specOf(next), specOf(old)) ? old.metadata.generation : (old.metadata.generation ?? 0) + 1;
-    if (deepEqual(withoutVolatile(next, false), withoutVolatile(old, false))) return this.present(t, old);
+    if (deepEqual(withoutRv(next), withoutRv(old))) return this.present(t, old);
     if (opts.dryRun) return this.present(t, { ...next, metadata: { ...meta, resourceVersion: old.metadata.resourceVersion } });
     this.store.write(t.bucket, namespace, name, next);
     if (t === CRDS) this.types.setCrd(next);

@@ -150,7 +150,8 @@ export class ApiHandler {
   async handle(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
     const url = new URL(req.url ?? '/', 'http://localhost');
     const method = req.method ?? 'GET';
-    const record: RequestRecord = { method, path: url.pathname, query: url.search, status: 0, watch: false };
+    const watch = boolParam(url.searchParams, 'watch') === true || /^\/apis?\/(?:[^/]+\/)?v[^/]*\/watch\//.test(url.pathname);
+    const record: RequestRecord = { method, path: url.pathname, query: url.search, status: 0, watch };
     this.requests.push(record);
     if (this.requests.length > MAX_RECORDS) this.requests.shift();
     const done = () => {
@@ -164,14 +165,14 @@ export class ApiHandler {
       }
       const fault = this.takeFault(method, url.pathname);
       if (fault !== undefined) throw errors.injected(fault);
-      await this.route(req, res, url, record);
+      await this.route(req, res, url);
     } catch (e) {
       sendStatus(res, e instanceof ApiError ? e.status : errors.internal(String((e as Error)?.stack ?? e)).status);
     }
     if (res.headersSent) record.status = res.statusCode;
   }
 
-  private async route(req: http.IncomingMessage, res: http.ServerResponse, url: URL, record: RequestRecord): Promise<void> {
+  private async route(req: http.IncomingMessage, res: http.ServerResponse, url: URL): Promise<void> {
     const path = url.pathname.replace(/\/+$/, '') || '/';
     const method = req.method ?? 'GET';
     const accept = req.headers.accept;
@@ -237,7 +238,6 @@ export class ApiHandler {
     const isWatch = legacyWatch || boolParam(q, 'watch') === true;
     if (isWatch) {
       if (method !== 'GET' || subresource) throw errors.methodNotAllowed(method, path);
-      record.watch = true;
       return this.watch(url.pathname, res, t, namespace, name, q, accept);
     }
     const dryRun = q.getAll('dryRun').includes('All');
