@@ -27,12 +27,26 @@ import { objectRoutes } from './routes/objects';
 import { makeCniHandler } from './cni-handler';
 import { DEL_QUEUE_NAME, DelQueue, delQueueDirFor } from './delqueue';
 import { buildConflist, installCni } from './install';
-import { AgentOptions } from './options';
+import { AgentOptions, DEFAULT_POD_CIDR } from './options';
 import { CNI_HTTP_PATH } from '../cni';
 
 export interface Agent {
   socketPath: string;
   stop(): Promise<void>;
+}
+
+/**
+ * The node's pod CIDR: the flag; else, in Kubernetes mode, the Node's first IPv4 spec.podCIDRs
+ * (allocated by the controller manager); else the standalone default.
+ */
+function resolvePodCidr(opts: AgentOptions, objects: ObjectStore, kubernetes: boolean): string {
+  if (opts.podCidr) return opts.podCidr;
+  if (!kubernetes) return DEFAULT_POD_CIDR;
+  const node = objects.get('Node', undefined, opts.nodeName);
+  if (!node) throw new Error(`no --pod-cidr, and the API has no Node named ${JSON.stringify(opts.nodeName)} to take it from (is --node-name right?)`);
+  const cidr = node.spec.podCIDRs.find((c) => !c.includes(':'));
+  if (!cidr) throw new Error(`no --pod-cidr, and Node ${opts.nodeName} has no IPv4 spec.podCIDRs (does the controller manager allocate node CIDRs?)`);
+  return cidr;
 }
 
 /** Finds the masquerade uplink: the flag, else the device of the IPv4 default route. */
@@ -67,12 +81,36 @@ export async function startAgent(opts: AgentOptions, log: Logger = createLogger(
   if (bpffs.persistent === 'yes') log.info({ bpfRoot: bpffs.root, why: bpffs.reason }, 'pins outlive the agent');
   else if (bpffs.persistent === 'unknown') log.warn({ bpfRoot: bpffs.root }, `pins may not outlive this agent: ${bpffs.reason}`);
   else log.warn({ bpfRoot: bpffs.root }, `PINS WILL NOT OUTLIVE THIS AGENT: ${bpffs.reason}`);
+  // A --pod-cidr given is checked before anything waits for a source.
+  if (opts.podCidr) parseIpamConfig(opts.networkName, { ranges: [[{ subnet: opts.podCidr }]] });
+
+  // Sources → store → reconcilers. Nothing is restored, swept or reconciled before every source
+  // has synced; until then pods run on the pinned datapath and CNI waits (the socket is not yet
+  // listening: kelp-cni answers ADD with code 11 and queues DELs).
+  const objects = new ObjectStore();
+  const manifests = opts.manifests ? new ManifestDir(opts.manifests, objects, log) : undefined;
+  // The client library is loaded in Kubernetes mode only (its ESM graph costs memory and start time).
+  let kube: KubernetesSource | undefined;
+  if (opts.kubeconfig || opts.inCluster) {
+    const [{ KubernetesSource: Source }, { KubeClient }] = await Promise.all([import('../sources/kubernetes'), import('../sources/kube/client')]);
+    kube = new Source(objects, { client: KubeClient.load(opts.kubeconfig), log });
+  }
+  const sources: StateSource[] = [manifests, kube].filter((x): x is NonNullable<typeof x> => x !== undefined);
+  for (const src of sources) await src.start();
+  if (kube) log.info('waiting for the Kubernetes API to sync');
+  await allSynced(sources);
+  const reconcilers = new ReconcileLoop(objects, { log });
+  await reconcilers.start(sources);
+
+  const podCidr = resolvePodCidr(opts, objects, kube !== undefined);
+  const eff = { ...opts, podCidr };
+
   const store = new EndpointStore(opts.stateDir);
   const { loaded, broken } = store.load();
   if (broken.length) log.warn({ broken }, 'unreadable endpoint records ignored');
   const ipamDir = path.join(opts.stateDir, 'ipam');
-  const defaultIpam = (network: string) => parseIpamConfig(network, { ranges: [[{ subnet: opts.podCidr }]], dataDir: ipamDir });
-  defaultIpam(opts.networkName); // validates --pod-cidr before anything else is created
+  const defaultIpam = (network: string) => parseIpamConfig(network, { ranges: [[{ subnet: podCidr }]], dataDir: ipamDir });
+  defaultIpam(opts.networkName); // validates the pod CIDR before anything else is created
   const ipam = new Ipam();
   const manager = new EndpointManager(store, ipam, datapath, { defaultMtu: opts.mtu, defaultIpam, log });
   // A plugin after kelp may change the pod's MAC (tuning): anti-spoofing reports it as SRC_MAC
@@ -94,31 +132,13 @@ export async function startAgent(opts: AgentOptions, log: Logger = createLogger(
   if (opts.masquerade) {
     const up = await findUplink(manager.hostNs, opts.uplink);
     if (up) {
-      datapath.enableMasquerade({ uplinkIfindex: up.ifindex, uplinkIfname: up.ifname, masqIp: up.ip, podCidr: opts.podCidr });
+      datapath.enableMasquerade({ uplinkIfindex: up.ifindex, uplinkIfname: up.ifname, masqIp: up.ip, podCidr });
       masq = { uplink: up.ifname, address: up.ip };
       log.info({ uplink: up.ifname, address: up.ip }, 'masquerade enabled');
     } else {
       log.warn('no default route: masquerade disabled');
     }
   }
-
-  // Sources → store → reconcilers. Nothing is restored, swept or reconciled before every source
-  // has synced; until then pods run on the pinned datapath and CNI waits (the socket is not yet
-  // listening: kelp-cni answers ADD with code 11 and queues DELs).
-  const objects = new ObjectStore();
-  const manifests = opts.manifests ? new ManifestDir(opts.manifests, objects, log) : undefined;
-  // The client library is loaded in Kubernetes mode only (its ESM graph costs memory and start time).
-  let kube: KubernetesSource | undefined;
-  if (opts.kubeconfig || opts.inCluster) {
-    const [{ KubernetesSource: Source }, { KubeClient }] = await Promise.all([import('../sources/kubernetes'), import('../sources/kube/client')]);
-    kube = new Source(objects, { client: KubeClient.load(opts.kubeconfig), log });
-  }
-  const sources: StateSource[] = [manifests, kube].filter((x): x is NonNullable<typeof x> => x !== undefined);
-  for (const src of sources) await src.start();
-  if (kube) log.info('waiting for the Kubernetes API to sync');
-  await allSynced(sources);
-  const reconcilers = new ReconcileLoop(objects, { log });
-  await reconcilers.start(sources);
 
   const handleCni = makeCniHandler({ manager, store: objects, log, ready: () => ready });
   const queue = new DelQueue({
@@ -137,7 +157,7 @@ export async function startAgent(opts: AgentOptions, log: Logger = createLogger(
 
   const server = new ApiServer(log);
   server.route('POST', CNI_HTTP_PATH, handleCni);
-  const ctx: RouteContext = { opts, manager, datapath, objects, manifests, kube, sources, reconcilers, ready: () => ready, masquerade: () => masq };
+  const ctx: RouteContext = { opts: eff, manager, datapath, objects, manifests, kube, sources, reconcilers, ready: () => ready, masquerade: () => masq };
   statusRoutes(server, ctx);
   viewRoutes(server, ctx);
   objectRoutes(server, ctx);
@@ -152,11 +172,11 @@ export async function startAgent(opts: AgentOptions, log: Logger = createLogger(
     const installed = installCni(
       opts.cniBinDir,
       opts.cniConfDir,
-      buildConflist({ networkName: opts.networkName, socketPath, mtu: opts.mtu, podCidr: opts.podCidr, masquerade: opts.masquerade }),
+      buildConflist({ networkName: opts.networkName, socketPath, mtu: opts.mtu, podCidr, masquerade: opts.masquerade }),
     );
     log.info(installed, 'CNI plugin and network config installed');
   }
-  log.info({ socket: socketPath, endpoints: loaded, restored: restored.restored, podCidr: opts.podCidr }, 'kelp agent ready');
+  log.info({ socket: socketPath, endpoints: loaded, restored: restored.restored, podCidr }, 'kelp agent ready');
 
   return {
     socketPath,

@@ -9,7 +9,8 @@ export interface AgentOptions {
   cniConfDir: string;
   installCni: boolean;
   networkName: string;
-  podCidr: string;
+  /** This node's pod CIDR; unset: the Node's spec.podCIDRs in Kubernetes mode, else DEFAULT_POD_CIDR. */
+  podCidr?: string;
   mtu: number;
   masquerade: boolean;
   uplink?: string;
@@ -36,7 +37,7 @@ const FLAGS: FlagSpec[] = [
   { key: 'cniConfDir', flag: '--cni-conf-dir', kind: 'string', help: 'where 05-kelp.conflist is written' },
   { key: 'installCni', flag: '--install-cni', kind: 'boolean', help: 'install the plugin and conflist once ready (--no-install-cni to skip)' },
   { key: 'networkName', flag: '--network-name', kind: 'string', help: 'CNI network name' },
-  { key: 'podCidr', flag: '--pod-cidr', kind: 'string', help: "this node's pod CIDR (built-in IPAM range)" },
+  { key: 'podCidr', flag: '--pod-cidr', kind: 'string', help: "this node's pod CIDR, the built-in IPAM range (default: the Node's spec.podCIDRs in Kubernetes mode, else 10.244.0.0/24)" },
   { key: 'mtu', flag: '--mtu', kind: 'number', help: 'pod interface MTU' },
   { key: 'masquerade', flag: '--masquerade', kind: 'boolean', help: 'SNAT pod traffic leaving the node to the uplink address (--no-masquerade to disable)' },
   { key: 'uplink', flag: '--uplink', kind: 'string', help: 'uplink interface for masquerade (default: the default route\'s device)' },
@@ -47,6 +48,9 @@ const FLAGS: FlagSpec[] = [
   { key: 'logLevel', flag: '--log-level', kind: 'string', help: 'trace|debug|info|warn|error' },
   { key: 'logFile', flag: '--log-file', kind: 'string', help: 'log to this file instead of stderr' },
 ];
+
+/** The pod CIDR of a standalone node started without --pod-cidr. */
+export const DEFAULT_POD_CIDR = '10.244.0.0/24';
 
 export function defaultAgentOptions(): AgentOptions {
   return {
@@ -61,7 +65,6 @@ export function defaultAgentOptions(): AgentOptions {
     cniConfDir: '/etc/cni/net.d',
     installCni: true,
     networkName: 'kelp',
-    podCidr: '10.244.0.0/24',
     mtu: 1500,
     masquerade: true,
     inCluster: false,

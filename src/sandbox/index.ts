@@ -58,6 +58,8 @@ export interface SandboxOptions {
   logLevel?: string;
   /** Create the "outside" namespace behind the node's uplink (default true). */
   outside?: boolean;
+  /** Start the agent without --pod-cidr (Kubernetes mode takes it from the Node object). */
+  podCidrFromNode?: boolean;
   /** Runs once the namespaces exist, before the agent starts (e.g. to give the node a way to an API server). */
   beforeAgent?: (sb: Sandbox) => void | Promise<void>;
 }
@@ -149,7 +151,7 @@ export class Sandbox {
       `--bpf-root=${this.bpfRoot}`,
       `--cni-bin-dir=${this.cniBinDir}`,
       `--cni-conf-dir=${this.cniConfDir}`,
-      `--pod-cidr=${this.podCidr}`,
+      ...(this.opts.podCidrFromNode ? [] : [`--pod-cidr=${this.podCidr}`]),
       `--manifests=${this.manifests}`,
       `--node-name=${this.node}`,
       `--log-level=${this.opts.logLevel ?? 'debug'}`,

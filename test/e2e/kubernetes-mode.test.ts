@@ -145,4 +145,20 @@ describe('an agent fed by the Kubernetes API', () => {
     expect(problem).toMatch(/metadata\.labels\["tier"\]/);
     expect(podOf('shop', 'web')?.labels.tier).toBe('back');
   });
+
+  it('without --pod-cidr, the node takes its pod CIDR from its Node object', async () => {
+    api.objects.create({ apiVersion: 'v1', kind: 'Node', metadata: { name: sb.node }, spec: { podCIDR: '10.245.7.0/24', podCIDRs: ['10.245.7.0/24'] } });
+    await sb.stopAgent();
+    sb.opts.podCidrFromNode = true;
+    await sb.startAgent();
+    expect(JSON.parse(sb.kelp('status', '-o', 'json')).podCidr).toBe('10.245.7.0/24');
+    api.objects.create({ apiVersion: 'v1', kind: 'Pod', metadata: { name: 'second', namespace: 'shop', labels: { app: 'second' } }, spec: { nodeName: sb.node, containers: [{ name: 'c', image: 'busybox' }] } });
+    const pod = await sb.addPod('second', 'shop');
+    expect(pod.ip).toMatch(/^10\.245\.7\./);
+    // The pod from before the restart is still served; its API object, invalid since the test
+    // above, has no last good version in a fresh agent's store.
+    expect(podOf('shop', 'web')?.state).toBe('Running (no Pod object)');
+    await eventually('shop/second running with its API labels', () => podOf('shop', 'second')?.state === 'Running');
+    expect(podOf('shop', 'second')).toMatchObject({ ip: pod.ip, labels: { app: 'second' } });
+  });
 });

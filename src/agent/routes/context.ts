@@ -9,7 +9,8 @@ import type { StateSource } from '../../sources/source';
 import type { ReconcileLoop } from '../../reconcile/loop';
 
 export interface RouteContext {
-  opts: AgentOptions;
+  /** The options in effect (pod CIDR resolved). */
+  opts: AgentOptions & { podCidr: string };
   manager: EndpointManager;
   datapath: Datapath;
   objects: ObjectStore;
