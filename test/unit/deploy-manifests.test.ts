@@ -595,12 +595,14 @@ describe('the agent DaemonSet', () => {
       cniBinDir: '/host/opt/cni/bin',
       cniConfDir: '/host/etc/cni/net.d',
       installCni: true,
-      podCidr: cm.data['pod-cidr'],
+      inCluster: true,
       mtu: Number(cm.data.mtu),
       masquerade: cm.data.masquerade === 'true',
       networkName: cm.data['network-name'],
       logLevel: cm.data['log-level'],
     });
+    // Each node's pod CIDR comes from its Node object: none is given to every node alike.
+    expect(parseAgentArgs(start.args).podCidr).toBeUndefined();
     // The command only makes /proc/sys writable, then runs `kelp agent` with these args.
     expect(agent.command.slice(0, 2)).toEqual(['/bin/sh', '-c']);
     expect(agent.command[2]).toMatch(/&& exec kelp agent "\$@"$/);
