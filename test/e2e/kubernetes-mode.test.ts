@@ -161,4 +161,32 @@ describe('an agent fed by the Kubernetes API', () => {
     await eventually('shop/second running with its API labels', () => podOf('shop', 'second')?.state === 'Running');
     expect(podOf('shop', 'second')).toMatchObject({ ip: pod.ip, labels: { app: 'second' } });
   });
+
+  it('API server down at start: running pods keep their network, ADD gets code 11, the agent catches up once it is back', async () => {
+    const web = sb.pods.get('shop/web')!;
+    const second = sb.pods.get('shop/second')!;
+    await sb.stopAgent();
+    await api.down();
+    const starting = sb.startAgent();
+    let started = false;
+    void starting.then(() => (started = true), () => undefined);
+    await new Promise((r) => setTimeout(r, 1500));
+    expect(started).toBe(false);
+    // The pinned datapath serves the pods while the agent waits for the API.
+    expect(sb.exec(web.netns, 'ping', ['-c', '2', '-i', '0.2', '-W', '2', second.ip])).toMatch(/2 received/);
+    const netns = `${sb.opts.prefix}-late`;
+    const netnsPath = sb.createNetns(netns);
+    const add = await sb.cni('ADD', { CNI_CONTAINERID: `${sb.opts.prefix}late${'0'.repeat(24)}`, CNI_NETNS: netnsPath, CNI_IFNAME: 'eth0' });
+    expect(add.code).not.toBe(0);
+    expect(add.json).toMatchObject({ code: 11 });
+    await api.up();
+    await starting;
+    const st = JSON.parse(sb.kelp('status', '-o', 'json')) as { ready: boolean; sources: Array<{ name: string; reflectors?: Array<{ errors: number; synced: boolean }> }> };
+    expect(st.ready).toBe(true);
+    const refl = st.sources.find((x) => x.name === 'kubernetes')!.reflectors!;
+    expect(refl.every((r) => r.synced)).toBe(true);
+    expect(refl.some((r) => r.errors > 0)).toBe(true);
+    const late = await sb.addPod('late', 'shop');
+    expect(late.ip).toMatch(/^10\.245\.7\./);
+  }, 60_000);
 });
