@@ -41,7 +41,11 @@ setup: .stamp-npm
 
 build: setup bpf addon ts cni
 
-bpf: $(BPF_OBJS)
+# Layout 2 of kelp_ct4 and kelp_snat4 (KELP_TEST_LAYOUT_V2 in bpf/lib/): the objects of an agent
+# one layout ahead, for test/e2e/layout-upgrade.test.ts. Never loaded by the agent as built.
+BPF_LAYOUT_V2 := $(patsubst bpf/%.c,$(BPF_OUT)/layout-v2/%.o,$(BPF_SRCS))
+
+bpf: $(BPF_OBJS) $(BPF_LAYOUT_V2)
 
 $(BPF_OUT)/%.o: bpf/%.c $(BPF_HDRS) | $(BPF_OUT)
 	$(CLANG) $(BPF_CFLAGS) -c $< -o $@
@@ -52,7 +56,10 @@ $(BPF_OUT)/fixture_%.o: test/fixtures/bpf/%.c $(BPF_HDRS) | $(BPF_OUT)
 $(BPF_OUT)/bench_%.o: bench/bpf/%.c $(BPF_HDRS) | $(BPF_OUT)
 	$(CLANG) $(BPF_CFLAGS) -c $< -o $@
 
-$(BPF_OUT):
+$(BPF_OUT)/layout-v2/%.o: bpf/%.c $(BPF_HDRS) | $(BPF_OUT)/layout-v2
+	$(CLANG) $(BPF_CFLAGS) -DKELP_TEST_LAYOUT_V2 -c $< -o $@
+
+$(BPF_OUT) $(BPF_OUT)/layout-v2:
 	mkdir -p $@
 
 addon: build/Release/kelp.node

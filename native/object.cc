@@ -1,5 +1,5 @@
-// A BPF object file: open, set load-time constants, load (with the verifier log kept for the
-// error), and hand out owned fds of its programs and maps.
+// A BPF object file: open, set load-time constants and pin paths, load (with the verifier log
+// kept for the error), and hand out owned fds of its programs and maps.
 #include <bpf/btf.h>
 #include <bpf/libbpf.h>
 #include <fcntl.h>
@@ -42,6 +42,7 @@ class ObjectHandle : public Napi::ObjectWrap<ObjectHandle> {
     return DefineClass(env, "ObjectHandle",
                        {InstanceMethod<&ObjectHandle::Rodata>("rodata"),
                         InstanceMethod<&ObjectHandle::SetRodata>("setRodata"),
+                        InstanceMethod<&ObjectHandle::SetPinPath>("setPinPath"),
                         InstanceMethod<&ObjectHandle::Load>("load"),
                         InstanceMethod<&ObjectHandle::Programs>("programs"),
                         InstanceMethod<&ObjectHandle::Maps>("maps"),
@@ -127,6 +128,20 @@ class ObjectHandle : public Napi::ObjectWrap<ObjectHandle> {
     if (err) ThrowErrno(env, err, "set .rodata of " + file_);
   }
 
+  // setPinPath(map, path): where load() pins the map, or finds it pinned and re-uses it (libbpf
+  // checks the pinned map's type, sizes and flags). Only before load: libbpf pins while loading.
+  void SetPinPath(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    std::string name = info[0].As<Napi::String>();
+    std::string path = info[1].As<Napi::String>();
+    struct bpf_object* obj = Need(env, "set pin path of");
+    if (loaded_) ThrowErrno(env, EBUSY, "set pin path of " + name + " in " + file_ + " (already loaded)");
+    struct bpf_map* map = bpf_object__find_map_by_name(obj, name.c_str());
+    if (!map || bpf_map__is_internal(map)) ThrowErrno(env, ENOENT, "find map " + name + " in " + file_);
+    int err = bpf_map__set_pin_path(map, path.c_str());
+    if (err) ThrowErrno(env, err, "set pin path of " + name + " in " + file_);
+  }
+
   void Load(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     struct bpf_object* obj = Need(env, "load");
@@ -137,6 +152,7 @@ class ObjectHandle : public Napi::ObjectWrap<ObjectHandle> {
     int err = bpf_object__load(obj);
     bpf_object__for_each_program(prog, obj) bpf_program__set_log_buf(prog, nullptr, 0);
     if (err) ThrowErrno(env, err, "load " + file_, log.get());
+    loaded_ = true;
   }
 
   // programs() → [{ name, section, type, attachType }]
@@ -216,6 +232,7 @@ class ObjectHandle : public Napi::ObjectWrap<ObjectHandle> {
 
   std::string file_;
   struct bpf_object* obj_ = nullptr;
+  bool loaded_ = false;
 };
 
 void InitObject(Napi::Env env, Napi::Object exports) {

@@ -50,6 +50,11 @@ enum ct_tcp_flag {
 };
 
 struct ct4_entry {
+#ifdef KELP_TEST_LAYOUT_V2
+	/* Only in the test build of layout 2 (build/bpf/layout-v2/, src/datapath/maps/test-layouts.ts):
+	 * shifts every field, so an upgrade that copied bytes instead of converting entries shows. */
+	__u64 layout_v2;
+#endif
 	__u64 created;   /* bpf_ktime_get_ns() at first packet (or TCP re-open) */
 	__u64 last_seen; /* bpf_ktime_get_ns() at the latest packet, either direction */
 	__u64 tx_packets; /* original direction */

@@ -45,6 +45,9 @@ enum nat_dir {
 #define NAT_PROBES 32
 
 struct nat4_entry {
+#ifdef KELP_TEST_LAYOUT_V2
+	__u64 layout_v2; /* test build of layout 2 only, as in struct ct4_entry */
+#endif
 	__be32 addr;   /* address to write: masquerade IP (forward) or pod IP (reverse) */
 	__be16 port;   /* port, or ICMP echo identifier, to write */
 	__u16 pad;

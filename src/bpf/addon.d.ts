@@ -36,6 +36,8 @@ export interface MapDesc {
 export interface ObjectHandle {
   rodata(): { data: Buffer; vars: RodataVar[] } | undefined;
   setRodata(data: Buffer): void;
+  /** Before load(): where that map is pinned (or re-used if pinned there). */
+  setPinPath(map: string, path: string): void;
   load(): void;
   programs(): ProgramDesc[];
   maps(): MapDesc[];

@@ -4,6 +4,7 @@ export { setLibbpfLogger } from './log';
 export type { LibbpfLogger } from './log';
 export { loadObject, BpfObject, btfEnum, btfStructLayout } from './object';
 export type { OpenOptions, ConstantValue, StructLayout } from './object';
+export { objectMaps } from './object';
 export type { MapDesc, ProgramDesc } from './addon';
 export { BpfProgram, openPinnedProgram, ProgType } from './program';
 export type { TestRunOptions, TestRunResult } from './program';

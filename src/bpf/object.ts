@@ -1,5 +1,7 @@
 // Opening and loading a BPF object file: load-time constants in .rodata, maps pinned by name
-// under a pin root (re-used when already there), the verifier log on failure.
+// under a pin root or at paths of the caller's choosing (re-used when already there), the
+// verifier log on failure.
+import path from 'node:path';
 import type { MapDesc, ObjectHandle, ProgramDesc, RodataVar } from './addon';
 import { invalidArgument } from './errors';
 import { LibbpfLogger, withLibbpfLog } from './log';
@@ -14,6 +16,11 @@ export interface OpenOptions {
   pinRoot?: string;
   /** `volatile const` globals (.rodata) by name; integers are written little-endian at their size. */
   constants?: Record<string, ConstantValue>;
+  /**
+   * Map name -> absolute bpffs path where that map is pinned (or re-used if pinned there),
+   * instead of <pinRoot>/<name>; any map of the object, declared with pinning or not.
+   */
+  pinPaths?: Record<string, string>;
   /** Where libbpf's log lines go (warnings at warn, the rest at debug). */
   logger?: LibbpfLogger;
 }
@@ -35,10 +42,12 @@ export function loadObject(file: string, opts: OpenOptions = {}): BpfObject {
   if (opts.constants !== undefined && (typeof opts.constants !== 'object' || opts.constants === null)) {
     throw invalidArgument(op, 'constants must be an object');
   }
+  if (opts.pinPaths !== undefined) checkPinPaths(op, opts.pinPaths);
   return withLibbpfLog(opts.logger, () => {
     const handle = new addon.ObjectHandle(file, opts.pinRoot);
     try {
       if (opts.constants && Object.keys(opts.constants).length > 0) setConstants(handle, file, opts.constants);
+      if (opts.pinPaths) setPinPaths(handle, file, opts.pinPaths);
       handle.load();
       return new BpfObject(handle, file);
     } catch (e) {
@@ -46,6 +55,41 @@ export function loadObject(file: string, opts: OpenOptions = {}): BpfObject {
       throw e;
     }
   });
+}
+
+/**
+ * The maps an object file declares, as libbpf sees them once it is opened (type, sizes, flags,
+ * BTF type names): read without loading anything into the kernel.
+ */
+export function objectMaps(file: string): MapDesc[] {
+  if (typeof file !== 'string' || file === '') throw invalidArgument('open', 'file must be a non-empty string');
+  const handle = new addon.ObjectHandle(file);
+  try {
+    return handle.maps();
+  } finally {
+    handle.close();
+  }
+}
+
+/** What can be checked before the object is open: the shape of the option and of every path. */
+function checkPinPaths(op: string, pinPaths: unknown): void {
+  if (typeof pinPaths !== 'object' || pinPaths === null || Array.isArray(pinPaths)) throw invalidArgument(op, 'pinPaths must be an object');
+  const seen = new Map<string, string>();
+  for (const [name, p] of Object.entries(pinPaths as Record<string, unknown>)) {
+    if (typeof p !== 'string' || !path.isAbsolute(p)) throw invalidArgument(op, `pinPaths.${name} must be an absolute path, got ${JSON.stringify(p)}`);
+    const other = seen.get(path.resolve(p));
+    if (other !== undefined) throw invalidArgument(op, `pinPaths.${other} and pinPaths.${name} are both ${p}`);
+    seen.set(path.resolve(p), name);
+  }
+}
+
+function setPinPaths(handle: ObjectHandle, file: string, pinPaths: Record<string, string>): void {
+  const op = `set pin paths of ${file}`;
+  const maps = handle.maps().filter((m) => !m.internal).map((m) => m.name);
+  for (const [name, p] of Object.entries(pinPaths)) {
+    if (!maps.includes(name)) throw invalidArgument(op, `"${name}" is not a map of the object (maps: ${maps.join(', ') || 'none'})`);
+    handle.setPinPath(name, p);
+  }
 }
 
 function setConstants(handle: ObjectHandle, file: string, constants: Record<string, ConstantValue>): void {

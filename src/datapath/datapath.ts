@@ -1,6 +1,7 @@
 // The agent's datapath, as the layers above see it: one facade composing the parts, each in a
 // file of its own concern:
-//   objects.ts        loading build/bpf/*.o with maps pinned under the bpffs root
+//   objects.ts        loading build/bpf/*.o with maps pinned under the bpffs root, a pin per
+//                     layout version, older layouts migrated (maps/pins.ts, maps/registry.ts)
 //   attach/pod.ts     lxc.o's programs on pod veths (clsact filters, or tcx links), relink at restart
 //   attach/uplink.ts  host.o on the uplink (masquerade): pinned links, kelp_nomasq4, NAT GC
 //   attach/pins.ts    pinned links under <bpfRoot>/links
@@ -31,6 +32,8 @@ export interface DatapathOptions {
   bpfRoot: string;
   log: Logger;
   trace?: boolean;
+  /** Where the BPF objects are; default build/bpf. */
+  objectDir?: string;
 }
 
 export class Datapath {
@@ -47,7 +50,7 @@ export class Datapath {
   private ring?: RingBuffer;
 
   constructor(private readonly opts: DatapathOptions) {
-    this.objects = new DatapathObjects(opts.bpfRoot, opts.log);
+    this.objects = new DatapathObjects(opts.bpfRoot, opts.log, opts.objectDir);
     this.bpffs = this.objects.bpffs;
     this.pins = new LinkPins(opts.bpfRoot);
     this.lxc = this.objects.load('lxc', { KELP_TRACE: opts.trace ? 1 : 0 });

@@ -5,7 +5,8 @@ import type { BpfMap } from '../bpf';
 import { MapType } from '../bpf';
 import { dropReasonName } from './drop';
 import { Direction, endpointInfo, endpointKey, endpointSlot, metricsFwdSlot, metricsKey, sumPerCpuMetrics } from './structs';
-import { ct4Entry, nat4Entry, nomasq4Key, tuple4 } from './nat';
+import { ct4Entry, Ct4Entry, nat4Entry, Nat4Entry, nomasq4Key, tuple4 } from './nat';
+import type { StructCodec } from './structs';
 
 export interface MapRow {
   key: unknown;
@@ -22,8 +23,11 @@ function nonZero(v: { packets: bigint; bytes: bigint }): boolean {
   return v.packets !== 0n || v.bytes !== 0n;
 }
 
-/** The rows of a kelp map, decoded where kelp knows the layout, hex otherwise. */
-export function mapRows(name: string, m: BpfMap): MapRow[] {
+/**
+ * The rows of a kelp map, decoded where kelp knows the layout, hex otherwise. `layout`: the
+ * value codec of the layout loaded, for maps that have had more than one (maps/registry.ts).
+ */
+export function mapRows(name: string, m: BpfMap, layout?: { value?: StructCodec<unknown> }): MapRow[] {
   switch (name) {
     case 'kelp_endpoints':
       return m.keys().map((k) => ({ key: endpointKey.decode(k), value: endpointInfo.decode(m.lookup(k)!) }));
@@ -51,12 +55,12 @@ export function mapRows(name: string, m: BpfMap): MapRow[] {
     case 'kelp_ct4':
       return m.keys().flatMap((k) => {
         const v = m.lookup(k);
-        return v ? [{ key: tuple4.decode(k), value: ct4Entry.decode(v) }] : [];
+        return v ? [{ key: tuple4.decode(k), value: ((layout?.value ?? ct4Entry) as StructCodec<Ct4Entry>).decode(v) }] : [];
       });
     case 'kelp_snat4':
       return m.keys().flatMap((k) => {
         const v = m.lookup(k);
-        return v ? [{ key: tuple4.decode(k), value: nat4Entry.decode(v) }] : [];
+        return v ? [{ key: tuple4.decode(k), value: ((layout?.value ?? nat4Entry) as StructCodec<Nat4Entry>).decode(v) }] : [];
       });
     case 'kelp_nomasq4':
       return m.keys().map((k) => ({ key: nomasq4Key.decode(k), value: m.lookup(k)?.readUInt8(0) }));

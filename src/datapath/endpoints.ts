@@ -1,6 +1,8 @@
 // kelp_endpoints and the direct-mapped cache in front of it, kelp_endpoint_cache
 // (bpf/lib/endpoint.h). Every write to either goes through here, so the cache never says
 // anything kelp_endpoints does not: the programs trust a live slot without asking the hash.
+// (One exception: a kelp_endpoints of a new layout is filled from the old pin by
+// src/datapath/objects.ts while no program and no writer uses it yet; reconcileCache() follows.)
 //
 // Array updates are a memcpy that a program on another CPU may see half done, and the programs
 // only read a slot whose `live` byte is 1. So a live slot is never rewritten in place: it is

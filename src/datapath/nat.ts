@@ -300,8 +300,18 @@ export interface NatMaps {
   snat: NatMap;
 }
 
+/** The value codecs of kelp_ct4 and kelp_snat4 in the layout loaded (maps/registry.ts). */
+export interface NatCodecs {
+  ct: StructCodec<Ct4Entry>;
+  nat: StructCodec<Nat4Entry>;
+}
+
+const NAT_CODECS: NatCodecs = { ct: ct4Entry, nat: nat4Entry };
+
 export interface GcOptions {
   timeouts?: Partial<CtTimeouts>;
+  /** Default: the layout bpf/ builds. */
+  codecs?: NatCodecs;
   /**
    * A NAT half with no flow, or a reverse half without its forward half, is removed only once
    * this old: the datapath writes reverse, forward, then conntrack, and the collector must not
@@ -326,15 +336,15 @@ function origKeyOf(rev: Tuple4, v: Nat4Entry): Tuple4 {
 }
 
 /** Deletes a flow's forward half and the reverse half that belongs to it. Returns how many went. */
-function deleteNatPair(snat: NatMap, orig: Tuple4, fwdKey: Buffer): number {
+function deleteNatPair(snat: NatMap, orig: Tuple4, fwdKey: Buffer, nat: StructCodec<Nat4Entry>): number {
   const fwdBuf = snat.lookup(fwdKey);
   if (!fwdBuf) return 0;
-  const fwd = nat4Entry.decode(fwdBuf);
+  const fwd = nat.decode(fwdBuf);
   let n = snat.delete(fwdKey) ? 1 : 0;
   const revKey = tuple4.encode(reverseKeyOf(orig, fwd));
   const revBuf = snat.lookup(revKey);
   if (revBuf) {
-    const rev = nat4Entry.decode(revBuf);
+    const rev = nat.decode(revBuf);
     // Only our own reverse half: once the forward half is gone the port may be re-taken.
     if (rev.addr === orig.saddr && rev.port === orig.sport && snat.delete(revKey)) n += 1;
   }
@@ -351,6 +361,7 @@ function deleteNatPair(snat: NatMap, orig: Tuple4, fwdKey: Buffer): number {
 export function gcNat(maps: NatMaps, nowNs: bigint, opts: GcOptions = {}): GcResult {
   const t: CtTimeouts = { ...DEFAULT_CT_TIMEOUTS, ...opts.timeouts };
   const grace = opts.orphanGraceNs ?? 10n * S;
+  const { ct, nat } = opts.codecs ?? NAT_CODECS;
   const res: GcResult = { expired: 0, ctDeleted: 0, natDeleted: 0 };
   const old = (created: bigint) => nowNs - created >= grace;
 
@@ -358,35 +369,35 @@ export function gcNat(maps: NatMaps, nowNs: bigint, opts: GcOptions = {}): GcRes
     const orig = tuple4.decode(key);
     if (orig.dir !== CtDir.EGRESS) continue;
     const buf = maps.ct.lookup(key);
-    if (!buf || nowNs < ct4Deadline(orig.proto, ct4Entry.decode(buf), t)) continue;
+    if (!buf || nowNs < ct4Deadline(orig.proto, ct.decode(buf), t)) continue;
     res.expired += 1;
     // The CT key is the forward NAT key (CtDir.EGRESS === NatDir.EGRESS).
-    res.natDeleted += deleteNatPair(maps.snat, orig, key);
+    res.natDeleted += deleteNatPair(maps.snat, orig, key, nat);
     // A packet between our read and the NAT delete would have refreshed last_seen: keep the
     // entry then; the next packet maps the flow afresh.
     const again = maps.ct.lookup(key);
-    if (again && nowNs >= ct4Deadline(orig.proto, ct4Entry.decode(again), t) && maps.ct.delete(key)) res.ctDeleted += 1;
+    if (again && nowNs >= ct4Deadline(orig.proto, ct.decode(again), t) && maps.ct.delete(key)) res.ctDeleted += 1;
   }
 
   for (const key of maps.snat.keys()) {
     const k = tuple4.decode(key);
     const buf = maps.snat.lookup(key);
     if (!buf) continue;
-    const v = nat4Entry.decode(buf);
+    const v = nat.decode(buf);
     if (!old(v.created)) continue;
     if (k.dir === NatDir.EGRESS) {
       if (!maps.ct.lookup(key)) {
-        res.natDeleted += deleteNatPair(maps.snat, k, key);
+        res.natDeleted += deleteNatPair(maps.snat, k, key, nat);
         continue;
       }
       const rev = maps.snat.lookup(tuple4.encode(reverseKeyOf(k, v)));
-      const back = rev && nat4Entry.decode(rev);
+      const back = rev && nat.decode(rev);
       if (!back || back.addr !== k.saddr || back.port !== k.sport) {
         if (maps.snat.delete(key)) res.natDeleted += 1;
       }
     } else if (k.dir === NatDir.INGRESS) {
       const fwdBuf = maps.snat.lookup(tuple4.encode(origKeyOf(k, v)));
-      const fwd = fwdBuf && nat4Entry.decode(fwdBuf);
+      const fwd = fwdBuf && nat.decode(fwdBuf);
       if (!fwd || fwd.addr !== k.daddr || fwd.port !== k.dport) {
         if (maps.snat.delete(key)) res.natDeleted += 1;
       }
@@ -406,7 +417,7 @@ export interface NatFlow {
 }
 
 /** Every translated or tracked flow, forward NAT half joined with its conntrack entry. */
-export function dumpNat(maps: NatMaps): NatFlow[] {
+export function dumpNat(maps: NatMaps, codecs: NatCodecs = NAT_CODECS): NatFlow[] {
   const flows = new Map<string, NatFlow>();
   const at = (key: Buffer): NatFlow => {
     const id = key.toString('hex');
@@ -420,11 +431,11 @@ export function dumpNat(maps: NatMaps): NatFlow[] {
   for (const key of maps.snat.keys()) {
     if (key.readUInt8(tup.off.dir) !== NatDir.EGRESS) continue;
     const buf = maps.snat.lookup(key);
-    if (buf) at(key).nat = nat4Entry.decode(buf);
+    if (buf) at(key).nat = codecs.nat.decode(buf);
   }
   for (const key of maps.ct.keys()) {
     const buf = maps.ct.lookup(key);
-    if (buf) at(key).ct = ct4Entry.decode(buf);
+    if (buf) at(key).ct = codecs.ct.decode(buf);
   }
   return [...flows.values()];
 }

@@ -4,12 +4,14 @@
 // Invariants: a previous agent's links keep translating until the new program takes their place
 // in one step (link update): detaching first would let established flows' packets through
 // untranslated and get them reset; kelp_nomasq4 holds exactly this configuration's CIDRs before
-// the programs are swapped in; the collector is the agent's only timer on these maps and stops
-// with close().
+// the programs are swapped in; a map of a new layout is filled before the swap and its old pin
+// removed only after it (objects.swapped); the collector reads each map in the layout loaded, is
+// the agent's only timer on these maps, and stops with close().
 import { attachTc, BpfLink, BpfObject } from '../../bpf';
 import type { Logger } from '../../log';
 import { syncMap } from '../maps/sync';
-import { gcNat, masqConstants, monotonicNs, nomasq4Key } from '../nat';
+import { Ct4Entry, gcNat, masqConstants, monotonicNs, Nat4Entry, NatCodecs, nomasq4Key } from '../nat';
+import type { StructCodec } from '../structs';
 import type { DatapathObjects } from '../objects';
 import { LinkPins, reuseLink } from './pins';
 
@@ -45,7 +47,12 @@ export class Uplink {
     const up = new Uplink(host, m, log);
     up.syncExemptions();
     up.attach(pins);
-    up.startGc();
+    objects.swapped('host');
+    // Every layout of these maps decodes to the same entries (maps/registry.ts).
+    up.startGc({
+      ct: objects.layout('kelp_ct4').value as StructCodec<Ct4Entry>,
+      nat: objects.layout('kelp_snat4').value as StructCodec<Nat4Entry>,
+    });
     return up;
   }
 
@@ -73,11 +80,11 @@ export class Uplink {
     }
   }
 
-  private startGc(): void {
+  private startGc(codecs: NatCodecs): void {
     const maps = { ct: this.host.map('kelp_ct4'), snat: this.host.map('kelp_snat4') };
     this.gcTimer = setInterval(() => {
       try {
-        const r = gcNat(maps, monotonicNs());
+        const r = gcNat(maps, monotonicNs(), { codecs });
         if (r.expired || r.natDeleted) this.log.debug({ gc: r }, 'conntrack/NAT GC');
       } catch (err) {
         this.log.warn({ err }, 'conntrack/NAT GC failed');

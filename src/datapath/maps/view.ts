@@ -1,5 +1,6 @@
 // Map views: what `kelp status` and `kelp map dump` show of the loaded maps. Read-only.
-// Invariant: status counts exactly the rows dump lists (both go through mapRows in dump.ts).
+// Invariants: status counts exactly the rows dump lists (both go through mapRows in dump.ts);
+// a map is read in the layout its objects were loaded with.
 import { MapType } from '../../bpf';
 import { MapRow, mapRows } from '../dump';
 import type { DatapathObjects } from '../objects';
@@ -22,11 +23,11 @@ export function mapStats(objects: DatapathObjects): MapStat[] {
     // Arrays always hold max_entries slots: their "fill" is not a meaningful figure, but the
     // rows `kelp map dump` lists (live or non-zero slots) are counted like any map's.
     const fixed = m.type === MapType.ARRAY || m.type === MapType.PERCPU_ARRAY || m.type === MapType.RINGBUF;
-    return { name, type: typeName, entries: mapRows(name, m).length, maxEntries: m.maxEntries, fixed, description: MAP_DESCRIPTIONS[name] };
+    return { name, type: typeName, entries: mapRows(name, m, objects.layout(name)).length, maxEntries: m.maxEntries, fixed, description: MAP_DESCRIPTIONS[name] };
   });
 }
 
 /** A map's rows as `kelp map dump` lists them. */
 export function dumpMap(objects: DatapathObjects, name: string): MapRow[] {
-  return mapRows(name, objects.map(name));
+  return mapRows(name, objects.map(name), objects.layout(name));
 }
