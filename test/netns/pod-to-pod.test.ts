@@ -63,6 +63,9 @@ function count(epId: number, dir: number, reason = 0): number {
 
 beforeAll(() => {
   node = createNetns('kn');
+  // A new namespace copies the machine's IPv4 settings (devconf_inherit_init_net=0): the node
+  // must not forward by itself, whatever the machine does, or kelp's part proves nothing.
+  node.exec('sysctl', ['-qw', 'net.ipv4.ip_forward=0']);
   podA = makePod('10.78.0.2', 201);
   podB = makePod('10.78.0.3', 202);
 
