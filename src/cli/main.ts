@@ -12,8 +12,9 @@ const USAGE = `Usage: kelp <command> [flags]
 
 Commands:
   agent [flags]               run the agent (kelp agent --help lists its flags)
-  apply -f FILE|DIR           create or update Namespace/Pod objects (standalone mode)
-  delete -f FILE|DIR          delete the objects in FILE|DIR
+  apply -f FILE|DIR [--wait]  create or update objects (standalone mode; Namespace, Pod, Node, Service,
+                              EndpointSlice, NetworkPolicy); --wait returns once the datapath has it
+  delete -f FILE|DIR [--wait] delete the objects in FILE|DIR
   get pods|endpoints          list pods (IP, interface, state) or datapath endpoints
   get counters                forwarded and dropped packets per pod, direction and reason
   status                      agent health, map fill, attached programs
@@ -118,10 +119,15 @@ async function run(argvIn: string[]): Promise<number> {
     }
     case 'apply':
     case 'delete': {
-      const f = parseCommon(args);
+      const wait = args.includes('--wait');
+      const f = parseCommon(args.filter((a) => a !== '--wait'));
       const objects = readManifestArgs(f.files);
-      const res = await requestJson<{ results: Array<{ key: string; action: string }> }>(f.socket, cmd === 'apply' ? 'POST' : 'DELETE', '/v1/objects', { objects });
+      const res = await requestJson<{ results: Array<{ key: string; action: string }>; revision: number }>(f.socket, cmd === 'apply' ? 'POST' : 'DELETE', '/v1/objects', { objects });
       for (const r of res.results) process.stdout.write(`${r.key} ${r.action}\n`);
+      if (wait) {
+        const p = await requestJson<{ programmed: number }>(f.socket, 'GET', `/v1/programmed?revision=${res.revision}`);
+        process.stdout.write(`programmed (revision ${p.programmed})\n`);
+      }
       return 0;
     }
     case 'get': {

@@ -96,6 +96,20 @@ export class ReconcileLoop {
     return new Promise((resolve) => this.waiters.push({ rev, resolve }));
   }
 
+  /** waitFor with a deadline: true once reached, false at the timeout (the waiter is dropped). */
+  waitForWithin(rev: number, timeoutMs: number): Promise<boolean> {
+    if (this.programmedRevision >= rev) return Promise.resolve(true);
+    return new Promise((resolve) => {
+      const w = { rev, resolve: () => (clearTimeout(t), resolve(true)) };
+      const t = setTimeout(() => {
+        const i = this.waiters.indexOf(w);
+        if (i >= 0) this.waiters.splice(i, 1);
+        resolve(false);
+      }, timeoutMs);
+      this.waiters.push(w);
+    });
+  }
+
   status(): ReconcilerStatus[] {
     return this.states.map((s) => ({ name: s.r.name, applied: s.applied, dirty: s.dirty, runs: s.runs, failures: s.failures, lastError: s.lastError }));
   }

@@ -58,6 +58,28 @@ describe('kelp apply', () => {
   });
 });
 
+describe('kelp apply --wait', () => {
+  it('returns once the change is programmed, and says at which revision', () => {
+    const r = kelp('apply', '--wait', '-f', manifest('wait.yaml', 'apiVersion: v1\nkind: Namespace\nmetadata: {name: waited}\n'));
+    expect(r.err).toBe('');
+    const m = /^Namespace\/waited created\nprogrammed \(revision (\d+)\)\n$/.exec(r.out);
+    expect(m).not.toBeNull();
+    const st = JSON.parse(kelp('status', '-o', 'json').out) as { store: { revision: number; programmed: number } };
+    expect(st.store.programmed).toBeGreaterThanOrEqual(Number(m![1]));
+  });
+
+  it('a revision the store has not reached times out with 504, not a hang', async () => {
+    const http = await import('node:http');
+    const status = await new Promise<number>((resolve, reject) => {
+      http.get({ socketPath: sb.socketPath, path: '/v1/programmed?revision=999999&timeoutMs=200' }, (res) => {
+        res.resume();
+        resolve(res.statusCode ?? 0);
+      }).on('error', reject);
+    });
+    expect(status).toBe(504);
+  });
+});
+
 describe('kelp status, map dump and get counters', () => {
   let a: SandboxPod;
   let b: SandboxPod;

@@ -138,3 +138,16 @@ describe('ReconcileLoop', () => {
     expect(store.revisionOf('Namespace', undefined, 'two')).toBe(6);
   });
 });
+
+describe('ReconcileLoop.waitForWithin', () => {
+  it('is true once the revision is programmed, false at its deadline, and leaves no waiter behind', async () => {
+    const store = new ObjectStore();
+    const loop = new ReconcileLoop(store, { log: silentLogger, debounceMs: 1 }).add({ name: 'n', kinds: ['Namespace'], reconcile: () => undefined });
+    await loop.start([]);
+    store.upsert('test', ns('a'));
+    expect(await loop.waitForWithin(store.revision, 1000)).toBe(true);
+    expect(await loop.waitForWithin(store.revision + 5, 30)).toBe(false);
+    expect((loop as unknown as { waiters: unknown[] }).waiters).toEqual([]);
+    await loop.stop();
+  });
+});

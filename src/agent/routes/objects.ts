@@ -48,8 +48,18 @@ export function objectRoutes(server: ApiServer, c: RouteContext): void {
       }
     }
     await c.manifests.scan();
-    return { status: 200, body: { results } };
+    // The store revision that holds this change: `kelp apply --wait` waits until it is programmed.
+    return { status: 200, body: { results, revision: c.objects.revision } };
   };
   server.route('POST', '/v1/objects', (req) => applyObjects(req.body, false));
+  // Resolves once every reconciler has programmed store revision `rev` (or at the timeout, 504).
+  server.route('GET', '/v1/programmed', async (req) => {
+    const rev = Number(req.query.get('revision') ?? c.objects.revision);
+    const timeoutMs = Math.min(Number(req.query.get('timeoutMs') ?? 30_000), 300_000);
+    if (!Number.isInteger(rev) || rev < 0 || !Number.isFinite(timeoutMs)) throw new HttpError(400, 'revision must be a whole number');
+    const reached = await c.reconcilers.waitForWithin(rev, timeoutMs);
+    const body = { revision: rev, programmed: c.reconcilers.programmedRevision };
+    return { status: reached ? 200 : 504, body: reached ? body : { ...body, error: `revision ${rev} not programmed within ${timeoutMs} ms` } };
+  });
   server.route('DELETE', '/v1/objects', (req) => applyObjects(req.body, true));
 }
