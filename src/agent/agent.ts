@@ -19,6 +19,7 @@ import { ManifestDir } from '../sources/manifests';
 import type { KubernetesSource } from '../sources/kubernetes';
 import { allSynced, StateSource } from '../sources/source';
 import { ReconcileLoop } from '../reconcile/loop';
+import { endpointsReconciler } from '../reconcile/endpoints';
 import { ApiServer, checkRunDir } from './server';
 import type { RouteContext } from './routes/context';
 import { statusRoutes } from './routes/status';
@@ -99,7 +100,7 @@ export async function startAgent(opts: AgentOptions, log: Logger = createLogger(
   for (const src of sources) await src.start();
   if (kube) log.info('waiting for the Kubernetes API to sync');
   await allSynced(sources);
-  const reconcilers = new ReconcileLoop(objects, { log });
+  const reconcilers = new ReconcileLoop(objects, { log, resyncMs: opts.resyncInterval * 1000 });
   await reconcilers.start(sources);
 
   const podCidr = resolvePodCidr(opts, objects, kube !== undefined);
@@ -154,6 +155,10 @@ export async function startAgent(opts: AgentOptions, log: Logger = createLogger(
   // Where agents before the queue moved next to the socket kept it.
   queue.adopt(path.join(opts.stateDir, DEL_QUEUE_NAME));
   const restored = await restoreNode({ manager, store, datapath, ipam, ipamDir, defaultIpam, stateDir: opts.stateDir, queue, log });
+  // Joins once restore has reported (and swept) what it found: from here on it keeps
+  // kelp_endpoints equal to the records at every resync.
+  reconcilers.add(endpointsReconciler({ manager, maps: datapath.endpoints, log }));
+  reconcilers.markDirty('endpoints');
 
   const server = new ApiServer(log);
   server.route('POST', CNI_HTTP_PATH, handleCni);

@@ -20,6 +20,8 @@ export interface AgentOptions {
   nodeName: string;
   logLevel: string;
   logFile?: string;
+  /** Seconds between runs of every reconciler without a change (drift repair). */
+  resyncInterval: number;
 }
 
 interface FlagSpec {
@@ -45,6 +47,7 @@ const FLAGS: FlagSpec[] = [
   { key: 'kubeconfig', flag: '--kubeconfig', kind: 'string', help: 'Kubernetes mode: watch the API server this kubeconfig names' },
   { key: 'inCluster', flag: '--in-cluster', kind: 'boolean', help: "Kubernetes mode with the pod's service account (as a DaemonSet)" },
   { key: 'nodeName', flag: '--node-name', kind: 'string', help: 'node name (pods with another spec.nodeName are ignored)' },
+  { key: 'resyncInterval', flag: '--resync-interval', kind: 'number', help: 'seconds between full reconciles without a change: maps drifted from the desired state are repaired' },
   { key: 'logLevel', flag: '--log-level', kind: 'string', help: 'trace|debug|info|warn|error' },
   { key: 'logFile', flag: '--log-file', kind: 'string', help: 'log to this file instead of stderr' },
 ];
@@ -70,6 +73,7 @@ export function defaultAgentOptions(): AgentOptions {
     inCluster: false,
     nodeName: hostname(),
     logLevel: 'info',
+    resyncInterval: 60,
   };
 }
 

@@ -106,6 +106,11 @@ export class EndpointManager {
     this.hostNs.close();
   }
 
+  /** Runs `fn` with no ADD, DEL or MAC refresh in progress, and none starting until it is done. */
+  exclusive<T>(fn: () => Promise<T>): Promise<T> {
+    return this.mutex.exclusive(fn);
+  }
+
   list(): EndpointRecord[] {
     return this.store.list();
   }

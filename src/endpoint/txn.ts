@@ -31,15 +31,29 @@ export class Transaction {
 /** Serialises async work per key (one attachment at a time), without blocking other keys. */
 export class KeyedMutex {
   private readonly tails = new Map<string, Promise<unknown>>();
+  /** The last exclusive section: every run started after it waits for it. */
+  private gate: Promise<unknown> = Promise.resolve();
 
   run<T>(key: string, fn: () => Promise<T>): Promise<T> {
-    const prev = this.tails.get(key) ?? Promise.resolve();
+    const prev = Promise.all([this.tails.get(key), this.gate]);
     const next = prev.then(fn, fn);
     const tail = next.catch(() => undefined);
     this.tails.set(key, tail);
     void tail.then(() => {
       if (this.tails.get(key) === tail) this.tails.delete(key);
     });
+    return next;
+  }
+
+  /**
+   * Runs `fn` alone: after every run already started (whatever its key) has settled, and before
+   * any run started later. A reconciler that reads all records and writes their maps uses it, so
+   * it never sees an ADD or DEL half done.
+   */
+  exclusive<T>(fn: () => Promise<T>): Promise<T> {
+    const prev = Promise.all([...this.tails.values(), this.gate]);
+    const next = prev.then(fn, fn);
+    this.gate = next.catch(() => undefined);
     return next;
   }
 }

@@ -45,6 +45,8 @@ export interface LoopOptions {
   /** Retry delays after a failure: doubling from min to max (defaults 100 ms, 5 s). */
   retryMinMs?: number;
   retryMaxMs?: number;
+  /** Every reconciler runs again this often even without a change (drift repair; 0: never). */
+  resyncMs?: number;
 }
 
 export class ReconcileLoop {
@@ -55,6 +57,7 @@ export class ReconcileLoop {
   private started = false;
   private stopped = false;
   private unsubscribe?: () => void;
+  private resync?: NodeJS.Timeout;
 
   constructor(
     private readonly store: ObjectStore,
@@ -73,6 +76,13 @@ export class ReconcileLoop {
     await allSynced(sources);
     if (this.stopped) return;
     this.started = true;
+    if (this.opts.resyncMs) {
+      this.resync = setInterval(() => {
+        for (const s of this.states) s.dirty = true;
+        this.schedule(0);
+      }, this.opts.resyncMs);
+      this.resync.unref();
+    }
     await this.runNow();
   }
 
@@ -126,6 +136,7 @@ export class ReconcileLoop {
   async stop(): Promise<void> {
     this.stopped = true;
     this.unsubscribe?.();
+    if (this.resync) clearInterval(this.resync);
     if (this.timer) clearTimeout(this.timer);
     this.timer = undefined;
     while (this.running) await this.running;
