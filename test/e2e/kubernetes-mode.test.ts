@@ -6,44 +6,21 @@
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import { readFileSync, writeFileSync } from 'node:fs';
-import net from 'node:net';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { inNetns } from '../../src/bpf';
 import type { Sandbox } from '../../src/sandbox';
 import type { PodView } from '../../src/agent/views';
 import { Sandbox as SandboxClass } from '../../src/sandbox';
-import { e2ePrefix } from '../support/e2e';
+import { e2ePrefix, eventually } from '../support/e2e';
 import { startKubeApiServer, TestKubeApiServer } from '../support/kube-apiserver';
+import { Bridge, bridgeInto } from '../support/kube-apiserver/bridge';
 
 /** The port the node's agent reaches the API server on, inside the node's namespace. */
 const NODE_API_PORT = 6443;
 
 let api: TestKubeApiServer;
 let sb: Sandbox;
-let bridge: net.Server | undefined;
-const sockets = new Set<net.Socket>();
-
-/**
- * The API server listens on the machine's loopback; the agent lives in the node's namespace.
- * A listener made inside that namespace (bind happens synchronously in listen()) pipes each
- * connection to the server: nothing of the machine's network is touched.
- */
-function bridgeInto(netnsPath: string, port: number): net.Server {
-  const server = net.createServer((c) => {
-    const up = net.connect(api.port, '127.0.0.1');
-    for (const s of [c, up]) {
-      sockets.add(s);
-      s.on('close', () => sockets.delete(s));
-      s.on('error', () => undefined);
-    }
-    c.on('close', () => up.destroy());
-    up.on('close', () => c.destroy());
-    c.pipe(up).pipe(c);
-  });
-  inNetns(netnsPath, () => server.listen(port));
-  return server;
-}
+let bridge: Bridge | undefined;
 
 /** kubectl, asynchronously: the API server runs in this process and must keep answering. */
 async function kubectl(...args: string[]): Promise<string> {
@@ -53,16 +30,6 @@ async function kubectl(...args: string[]): Promise<string> {
 
 function pods(): PodView[] {
   return JSON.parse(sb.kelp('get', 'pods', '-o', 'json')) as PodView[];
-}
-
-async function eventually<T>(what: string, fn: () => T | undefined | false, ms = 15_000): Promise<T> {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    const v = fn();
-    if (v) return v;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
 }
 
 const podOf = (ns: string, name: string) => pods().find((p) => p.namespace === ns && p.name === name);
@@ -76,15 +43,14 @@ beforeAll(async () => {
     logLevel: 'debug',
     agentArgs: [`--kubeconfig=${kubeconfig}`],
     beforeAgent: (s) => {
-      bridge = bridgeInto(`/var/run/netns/${s.node}`, NODE_API_PORT);
+      bridge = bridgeInto(`/var/run/netns/${s.node}`, NODE_API_PORT, api.port);
     },
   });
 });
 
 afterAll(async () => {
   await sb?.stop();
-  for (const s of sockets) s.destroy();
-  await new Promise<void>((r) => (bridge ? bridge.close(() => r()) : r()));
+  await bridge?.close();
   await api?.stop();
 });
 

@@ -7,7 +7,7 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Sandbox } from '../../src/sandbox';
 import type { PodView } from '../../src/agent/views';
-import { e2ePrefix } from '../support/e2e';
+import { e2ePrefix, eventually } from '../support/e2e';
 import { startKubeApiServer, TestKubeApiServer } from '../support/kube-apiserver';
 import { Bridge, bridgeInto } from '../support/kube-apiserver/bridge';
 
@@ -76,16 +76,6 @@ async function kubernetesDriver(): Promise<Driver> {
       await api.stop();
     },
   };
-}
-
-async function eventually<T>(what: string, fn: () => T | undefined | false, ms = 15_000): Promise<T> {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    const v = fn();
-    if (v) return v;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
 }
 
 describe.each([

@@ -259,3 +259,14 @@ export function stopServer(child: ChildProcess | undefined): void {
 export function tcpAsk(sb: Sandbox, netns: string, ip: string, port: number): string {
   return sb.exec(netns, 'nc', ['-w2', ip, String(port)], { allowFail: true }).trim();
 }
+
+/** Polls `fn` until it returns something truthy, which it resolves with; fails after `ms`. */
+export async function eventually<T>(what: string, fn: () => T | undefined | false, ms = 15_000): Promise<T> {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    const v = fn();
+    if (v) return v;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
