@@ -19,6 +19,7 @@ import { ManifestDir } from '../sources/manifests';
 import type { KubernetesSource } from '../sources/kubernetes';
 import { allSynced, StateSource } from '../sources/source';
 import { ReconcileLoop } from '../reconcile/loop';
+import { nodeAddress } from '../sources/objects/node';
 import { endpointsReconciler } from '../reconcile/endpoints';
 import { ApiServer, checkRunDir } from './server';
 import type { RouteContext } from './routes/context';
@@ -50,12 +51,21 @@ function resolvePodCidr(opts: AgentOptions, objects: ObjectStore, kubernetes: bo
   return cidr;
 }
 
-/** Finds the masquerade uplink: the flag, else the device of the IPv4 default route. */
-async function findUplink(rtnl: Rtnl, name: string | undefined): Promise<{ ifindex: number; ifname: string; ip: string } | undefined> {
+/**
+ * Finds the masquerade uplink: the flag; else (Kubernetes mode) the device holding the Node's
+ * InternalIP, masquerading to that address; else the device of the IPv4 default route.
+ */
+async function findUplink(rtnl: Rtnl, name: string | undefined, nodeIp?: string): Promise<{ ifindex: number; ifname: string; ip: string } | undefined> {
   let link;
   if (name) {
     link = await rtnl.link(name);
     if (!link) throw new Error(`--uplink ${name}: no such interface`);
+  } else if (nodeIp && !nodeIp.includes(':')) {
+    const held = (await rtnl.listAddresses(undefined, 4)).find((a) => a.address === nodeIp);
+    if (!held) throw new Error(`the Node's InternalIP ${nodeIp} is on no interface of this node (pass --uplink)`);
+    link = await rtnl.link(held.ifindex);
+    if (!link) throw new Error(`the Node's InternalIP ${nodeIp}: its interface vanished`);
+    return { ifindex: link.index, ifname: link.name, ip: nodeIp };
   } else {
     const def = (await rtnl.listRoutes({ family: 4 })).find((r) => r.dst === '0.0.0.0/0' && r.dev);
     if (!def) return undefined;
@@ -104,6 +114,9 @@ export async function startAgent(opts: AgentOptions, log: Logger = createLogger(
   await reconcilers.start(sources);
 
   const podCidr = resolvePodCidr(opts, objects, kube !== undefined);
+  // The node's own address as the cluster knows it (Kubernetes mode): masquerade goes out there.
+  const nodeObj = kube ? objects.get('Node', undefined, opts.nodeName) : undefined;
+  const nodeIp = nodeObj ? nodeAddress(nodeObj, 'InternalIP') : undefined;
   const eff = { ...opts, podCidr };
 
   const store = new EndpointStore(opts.stateDir);
@@ -131,7 +144,7 @@ export async function startAgent(opts: AgentOptions, log: Logger = createLogger(
 
   let masq: { uplink: string; address: string } | null = null;
   if (opts.masquerade) {
-    const up = await findUplink(manager.hostNs, opts.uplink);
+    const up = await findUplink(manager.hostNs, opts.uplink, nodeIp);
     if (up) {
       datapath.enableMasquerade({ uplinkIfindex: up.ifindex, uplinkIfname: up.ifname, masqIp: up.ip, podCidr });
       masq = { uplink: up.ifname, address: up.ip };

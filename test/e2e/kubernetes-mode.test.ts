@@ -155,4 +155,16 @@ describe('an agent fed by the Kubernetes API', () => {
     const late = await sb.addPod('late', 'shop');
     expect(late.ip).toMatch(/^10\.245\.7\./);
   }, 60_000);
+
+  it("masquerades to the Node's InternalIP, on the device that holds it", async () => {
+    await sb.stopAgent();
+    sb.exec(sb.node, 'ip', ['link', 'add', 'extra0', 'type', 'veth', 'peer', 'name', 'extra1']);
+    sb.exec(sb.node, 'ip', ['addr', 'add', '192.168.77.1/24', 'dev', 'extra0']);
+    sb.exec(sb.node, 'ip', ['link', 'set', 'extra0', 'up']);
+    const node = api.objects.get({ apiVersion: 'v1', kind: 'Node', name: sb.node })!;
+    api.objects.updateStatus({ ...node, status: { addresses: [{ type: 'InternalIP', address: '192.168.77.1' }, { type: 'Hostname', address: sb.node }] } });
+    await sb.startAgent();
+    const st = JSON.parse(sb.kelp('status', '-o', 'json')) as { masquerade: { uplink: string; address: string } | null };
+    expect(st.masquerade).toEqual({ uplink: 'extra0', address: '192.168.77.1' });
+  });
 });
