@@ -4,6 +4,8 @@
 //   3. CNI throughput with concurrent ADDs/DELs (same pair)
 //   4. agent RSS at 0, 100 and 1,000 endpoints
 //   5. pod ↔ pod TCP_RR/CRR, iperf3 and ping (kelp vs minimal eBPF, bridge ± kube-proxy rules, ptp)
+//   6. Kubernetes mode: API change → programmed p50/p99, start → ready, a full relist's RSS and CPU
+//      (5,000 pods in the test API server; no reference, a one-pod API as the baseline)
 // Round counts and sizes come from BENCH_* variables (bench/lib/config.ts). Everything runs in
 // network namespaces this process creates and removes, also on failure and Ctrl-C.
 import { existsSync } from 'node:fs';
@@ -13,6 +15,7 @@ import { benchDatapath } from './datapath';
 import { AGENT, BARE_NODE, benchMemory } from './memory';
 import { benchRestart, RestartBenchResult } from './restart';
 import * as P2P from './pod2pod';
+import * as K8S from './kubernetes';
 import { cleanupAll, exitCleanlyOnSignals, isInterrupted } from './lib/cleanup';
 import { BenchConfig, FIGURES, loadConfig } from './lib/config';
 import { Figure, HeadlineRow, headlineRow } from './lib/figure';
@@ -51,7 +54,7 @@ function datapath(cfg: BenchConfig): Figure {
 
 function headlineRows(figs: Record<string, Figure | undefined>, cfg: BenchConfig): HeadlineRow[] {
   const rows: HeadlineRow[] = [];
-  const { datapath: dp, latency: lat, throughput: tp, memory: mem, pod2pod: pp } = figs;
+  const { datapath: dp, latency: lat, throughput: tp, memory: mem, pod2pod: pp, kubernetes: kube } = figs;
   if (dp) rows.push(headlineRow(dp, 'Datapath, local delivery', 'local delivery', KELP_PROG, { reference: REF_PROG, better: 'lower' }));
   if (lat) {
     for (const m of ['ADD p50', 'ADD p99', 'DEL p50', 'DEL p99']) rows.push(headlineRow(lat, `CNI ${m}`, m, KELP, { reference: BRIDGE, better: 'lower' }));
@@ -82,6 +85,15 @@ function headlineRows(figs: Record<string, Figure | undefined>, cfg: BenchConfig
         better: 'lower',
       }),
     );
+  }
+  if (kube) {
+    const k = K8S.fullVariant(cfg.kubePods);
+    const n = cfg.kubePods.toLocaleString('en');
+    rows.push(headlineRow(kube, `Kubernetes: API change → programmed p50, ${n} pods (no pod map yet)`, K8S.CHANGE_P50, k));
+    rows.push(headlineRow(kube, `Kubernetes: API change → programmed p99, ${n} pods (no pod map yet)`, K8S.CHANGE_P99, k));
+    rows.push(headlineRow(kube, `Kubernetes: agent start → ready, ${n} pods`, K8S.READY, k));
+    rows.push(headlineRow(kube, `Kubernetes: full relist of ${n} pods, agent CPU`, K8S.RELIST_CPU, k));
+    rows.push(headlineRow(kube, `Kubernetes: full relist of ${n} pods, peak RSS`, K8S.RELIST_PEAK, k));
   }
   return rows;
 }
@@ -125,6 +137,9 @@ async function main(): Promise<void> {
     BENCH_RR_SECONDS: cfg.rrSeconds,
     BENCH_IPERF_SECONDS: cfg.iperfSeconds,
     BENCH_POD_CPU: cfg.podCpu,
+    BENCH_KUBE_ROUNDS: cfg.kubeRounds,
+    BENCH_KUBE_PODS: cfg.kubePods,
+    BENCH_KUBE_CHANGES: cfg.kubeChanges,
     BENCH_ONLY: [...cfg.only].join(','),
   };
   progress(`kelp benchmarks, run tag ${TAG}: ${Object.entries(shown).map(([k, v]) => `${k}=${v}`).join(' ')}`);
@@ -138,6 +153,7 @@ async function main(): Promise<void> {
   }
   if (cfg.only.has('memory')) figs.memory = await benchMemory(cfg, TAG);
   if (cfg.only.has('pod2pod')) figs.pod2pod = await P2P.benchPod2pod(cfg, TAG);
+  if (cfg.only.has('kubernetes')) figs.kubernetes = await K8S.benchKubernetes(cfg, TAG);
   const restart = cfg.only.has('restart') ? restartSection(await benchRestart({ rounds: cfg.restartRounds, log: progress })) : undefined;
 
   const head = markdownTable(headlineTable(headlineRows(figs, cfg)));
@@ -160,7 +176,7 @@ async function main(): Promise<void> {
     `## Headline\n\n${head}\n` +
     'References: datapath, bench/bpf/redirect.c; CNI, Debian’s bridge + host-local, both plugins exec’d inside their node netns ' +
     'by bench/tools/cnirun; memory, a bare `node` process; pod ↔ pod, the variant the row names ' +
-    '(figure 5 describes each). Ratios are kelp ÷ reference per round: median (min–max).\n';
+    '(figure 5 describes each); Kubernetes mode, none (figure 6 has a one-pod API as its baseline). Ratios are kelp ÷ reference per round: median (min–max).\n';
   // The file leads with the headline; the terminal ends with it, below the figures.
   const file = writeReport(cfg.outDir ?? path.join(__dirname, 'results'), name, [intro, headline, ...sections, changesSection()].join('\n'), charts.flat());
   process.stdout.write(`\n${[intro, ...sections, headline].join('\n')}\n`);

@@ -27,13 +27,19 @@ export interface BenchConfig {
   podCpu: number;
   /** Rounds of SIGKILL + restart of the agent under traffic. */
   restartRounds: number;
-  /** Figures to run (BENCH_ONLY=datapath,cni,throughput,memory,pod2pod,restart). */
+  /** Rounds of the Kubernetes-mode figure (each starts two fresh agents, ~20 s). */
+  kubeRounds: number;
+  /** Pods in the API server of the Kubernetes-mode figure. */
+  kubePods: number;
+  /** Label changes, one at a time, per agent per Kubernetes-mode round. */
+  kubeChanges: number;
+  /** Figures to run (BENCH_ONLY=datapath,cni,throughput,memory,pod2pod,restart,kubernetes). */
   only: Set<string>;
   /** Where the report goes (default bench/results). */
   outDir?: string;
 }
 
-export const FIGURES = ['datapath', 'cni', 'throughput', 'memory', 'pod2pod', 'restart'] as const;
+export const FIGURES = ['datapath', 'cni', 'throughput', 'memory', 'pod2pod', 'restart', 'kubernetes'] as const;
 
 function int(name: string, def: number, min = 1, max = 1_000_000): number {
   const raw = process.env[name];
@@ -63,6 +69,9 @@ export function loadConfig(): BenchConfig {
     iperfSeconds: int('BENCH_IPERF_SECONDS', 4, 1, 600),
     podCpu: int('BENCH_POD_CPU', cpus().length - 1, 0, cpus().length - 1),
     restartRounds: int('BENCH_RESTART_ROUNDS', 3, 1, 100),
+    kubeRounds: int('BENCH_KUBE_ROUNDS', 5, 1, 100),
+    kubePods: int('BENCH_KUBE_PODS', 5000, 1, 100_000),
+    kubeChanges: int('BENCH_KUBE_CHANGES', 200, 1, 100_000),
     only,
     outDir: process.env.BENCH_OUT || undefined,
   };
