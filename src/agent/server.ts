@@ -243,7 +243,9 @@ export class ApiServer {
   }
 
   private respond(res: http.ServerResponse, status: number, headers: Record<string, string>, payload: Buffer): void {
-    if (res.destroyed || !res.socket?.writable) {
+    // Only a destroyed response is lost. A response queued behind an earlier one on the same
+    // kept-alive connection has no socket yet (res.socket is null): Node sends it in turn.
+    if (res.destroyed) {
       this.aborted.hit();
       return;
     }

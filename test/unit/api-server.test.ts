@@ -20,6 +20,7 @@ async function server(): Promise<{ api: ApiServer; socket: string }> {
     return { status: 200, body: { done: true } };
   });
   api.route('GET', '/fast', () => ({ status: 200, body: { done: true } }));
+  api.route('GET', '/big', () => ({ status: 200, body: { pad: 'x'.repeat(4 << 20) } }));
   await api.listen(socket);
   return { api, socket };
 }
@@ -90,6 +91,25 @@ describe('API server limits', () => {
       expect(api.connections).toBeLessThanOrEqual(LIMITS.maxConnections);
       expect(await get(socket, '/fast')).toBe(200);
       for (const s of idle) s.destroy();
+    } finally {
+      await api.close();
+    }
+  });
+
+  it('answers every request pipelined on one connection, a large answer first included', async () => {
+    const { api, socket } = await server();
+    try {
+      const c = net.connect(socket);
+      let got = '';
+      c.setEncoding('latin1');
+      c.on('data', (d: string) => (got += d));
+      await new Promise((r) => c.once('connect', r));
+      c.write('GET /big HTTP/1.1\r\nhost: k\r\n\r\nGET /fast HTTP/1.1\r\nhost: k\r\n\r\nGET /fast HTTP/1.1\r\nhost: k\r\n\r\n');
+      const deadline = Date.now() + 5000;
+      while ((got.match(/HTTP\/1\.1 200/g) ?? []).length < 3 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+      c.destroy();
+      expect((got.match(/HTTP\/1\.1 200/g) ?? []).length).toBe(3);
+      expect(got.endsWith('{"done":true}\n')).toBe(true);
     } finally {
       await api.close();
     }
