@@ -34,6 +34,9 @@ setup: .stamp-npm
 	  echo "setup: installing$$missing"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 	fi
+	@# The Kubernetes tests drive real kubectl; where the machine has none, Debian's (1.20) stands in.
+	@command -v kubectl >/dev/null || { echo "setup: installing kubernetes-client (kubectl)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq kubernetes-client >/dev/null; }
 
 .stamp-npm: package.json package-lock.json
 	npm ci --no-audit --no-fund
