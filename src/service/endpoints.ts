@@ -1,0 +1,165 @@
+// Endpoint selection for one Service port, as kube-proxy does it (Kubernetes 1.34):
+// - backendsForPort mirrors EndpointSliceCache.addEndpoints (pkg/proxy/endpointslicecache.go):
+//   the backend port comes from the slice's port of the same name and protocol, so a named
+//   targetPort may resolve differently per slice; only the first address of an endpoint is used;
+//   duplicates (an endpoint moving between slices, a reused pod IP) keep a non-terminating one.
+// - portTrafficPolicy mirrors BaseServicePortInfo.UsesClusterEndpoints/UsesLocalEndpoints
+//   (pkg/proxy/serviceport.go).
+// - categorizeEndpoints mirrors CategorizeEndpoints and topologyModeFromHints
+//   (pkg/proxy/topology.go) with the PreferSameTrafficDistribution gate on (beta, default since 1.34).
+// As upstream, the Service's trafficDistribution is not read here: the EndpointSlice controller
+// turns it into hints (zone hints for PreferClose/PreferSameZone, node and zone hints for
+// PreferSameNode), and the proxy follows the hints, checked over the ready endpoints only.
+import { IpFamily, tryParseIp } from '../ipam/ip';
+import { EndpointSliceObject } from '../sources/objects/endpointslice';
+import { ServiceObject, ServicePort } from '../sources/objects/service';
+
+/** One endpoint of a Service port, as the proxy sees it. */
+export interface Backend {
+  /** The endpoint's first address: addresses are fungible (https://issue.k8s.io/106267). */
+  address: string;
+  port: number;
+  /** On this node: its nodeName is this node's (non-empty) name. */
+  local: boolean;
+  ready: boolean;
+  serving: boolean;
+  terminating: boolean;
+  /** Zones the endpoint is hinted for; empty: no zone hint. */
+  zoneHints: ReadonlySet<string>;
+  /** Nodes the endpoint is hinted for; empty: no node hint. */
+  nodeHints: ReadonlySet<string>;
+}
+
+/** "address:port", "[address]:port" for IPv6: the identity of a backend. */
+export function backendKey(b: Pick<Backend, 'address' | 'port'>): string {
+  return b.address.includes(':') ? `[${b.address}]:${b.port}` : `${b.address}:${b.port}`;
+}
+
+/**
+ * The backends of `port` for one address family, from the Service's slices in the order given.
+ * A slice without a port of the same name ("" for an unnamed one) and protocol, or whose
+ * matching port has no number, contributes nothing to this port.
+ */
+export function backendsForPort(port: Pick<ServicePort, 'name' | 'protocol'>, slices: readonly EndpointSliceObject[], family: IpFamily, nodeName: string): Backend[] {
+  const name = port.name ?? '';
+  const addressType = family === 4 ? 'IPv4' : 'IPv6';
+  const byKey = new Map<string, Backend>();
+  for (const slice of slices) {
+    if (slice.addressType !== addressType) continue;
+    const match = slice.ports.find((p) => p.name === name && p.protocol === port.protocol);
+    if (match?.port === undefined) continue;
+    for (const ep of slice.endpoints) {
+      // Validated slices hold canonical addresses of their addressType.
+      const b: Backend = {
+        address: ep.addresses[0],
+        port: match.port,
+        local: nodeName !== '' && ep.nodeName === nodeName,
+        ...ep.conditions,
+        zoneHints: new Set(ep.hints?.forZones.map((z) => z.name)),
+        nodeHints: new Set(ep.hints?.forNodes.map((n) => n.name)),
+      };
+      const key = backendKey(b);
+      if (!byKey.has(key) || !b.terminating) byKey.set(key, b);
+    }
+  }
+  return [...byKey.values()];
+}
+
+/** Which views of its endpoints a Service port needs on this node. */
+export interface PortTrafficPolicy {
+  /** Traffic follows the Cluster policy somewhere (internal Cluster, or reachable from outside). */
+  usesCluster: boolean;
+  /** Traffic follows the Local policy somewhere (internal Local, or external Local from outside). */
+  usesLocal: boolean;
+}
+
+/** Reachable by something other than its cluster IP, for this address family. */
+export function externallyAccessible(svc: ServiceObject, port: Pick<ServicePort, 'nodePort'>, family: IpFamily): boolean {
+  if (port.nodePort !== undefined && port.nodePort !== 0) return true;
+  if (svc.spec.externalIPs.some((ip) => tryParseIp(ip)?.family === family)) return true;
+  // Only VIP-mode ingress IPs are the proxy's to program; a Proxy-mode balancer rewrites the destination.
+  return svc.status.loadBalancer.ingress.some((ing) => ing.ip !== undefined && (ing.ipMode ?? 'VIP') === 'VIP' && tryParseIp(ing.ip)?.family === family);
+}
+
+export function portTrafficPolicy(svc: ServiceObject, port: Pick<ServicePort, 'nodePort'>, family: IpFamily): PortTrafficPolicy {
+  const internalLocal = svc.spec.internalTrafficPolicy === 'Local';
+  // The normalised Service has externalTrafficPolicy exactly when the Service is externally accessible.
+  const externalLocal = svc.spec.externalTrafficPolicy === 'Local';
+  const external = externallyAccessible(svc, port, family);
+  // Even with externalTrafficPolicy Local, traffic from pods on this node to an external address
+  // short-circuits to the Cluster view.
+  return { usesCluster: !internalLocal || external, usesLocal: internalLocal || (externalLocal && external) };
+}
+
+export type TopologyMode = '' | 'PreferSameZone' | 'PreferSameNode';
+
+/** This node: its name, and its topology.kubernetes.io/zone label ("" or absent when unset). */
+export interface NodeTopology {
+  name: string;
+  zone?: string;
+}
+
+export interface CategorizedEndpoints {
+  /** The Cluster view, topology applied; empty when the port never uses the Cluster policy. */
+  cluster: Backend[];
+  /** The Local view; empty when the port never uses the Local policy or has no usable local endpoint. */
+  local: Backend[];
+  /** Every backend this node may send to: the union of both views, in input order. */
+  allReachable: Backend[];
+  /** A usable endpoint exists somewhere in the cluster (even if none is reachable from here). */
+  hasAnyEndpoints: boolean;
+  /** How the Cluster view was narrowed by hints ("" when it was not, or not computed). */
+  topologyMode: TopologyMode;
+}
+
+const servingTerminating = (b: Backend): boolean => b.serving && b.terminating;
+
+/**
+ * The topology the hints allow: same node when every ready endpoint has a node hint and one names
+ * this node, else same zone when every ready endpoint has a zone hint and one names this zone,
+ * else none. Non-ready endpoints neither need nor count hints.
+ */
+export function topologyModeFromHints(backends: readonly Backend[], node: NodeTopology): TopologyMode {
+  const zone = node.zone ?? '';
+  const ready = backends.filter((b) => b.ready);
+  if (ready.length === 0) return '';
+  if (ready.every((b) => b.nodeHints.size > 0) && ready.some((b) => b.nodeHints.has(node.name))) return 'PreferSameNode';
+  if (ready.every((b) => b.zoneHints.size > 0) && ready.some((b) => b.zoneHints.has(zone))) return 'PreferSameZone';
+  return '';
+}
+
+function availableForTopology(b: Backend, mode: TopologyMode, node: NodeTopology): boolean {
+  switch (mode) {
+    case '':
+      return true;
+    case 'PreferSameNode':
+      return b.nodeHints.has(node.name);
+    case 'PreferSameZone':
+      return b.zoneHints.has(node.zone ?? '');
+  }
+}
+
+/**
+ * The usable endpoints of a Service port on this node. Ready endpoints serve; when none is
+ * (in that view), serving terminating ones do, decided separately for the Cluster and the Local view.
+ */
+export function categorizeEndpoints(backends: readonly Backend[], policy: PortTrafficPolicy, node: NodeTopology): CategorizedEndpoints {
+  const out: CategorizedEndpoints = { cluster: [], local: [], allReachable: [], hasAnyEndpoints: false, topologyMode: '' };
+  if (backends.length === 0) return out;
+
+  if (policy.usesCluster) {
+    out.topologyMode = topologyModeFromHints(backends, node);
+    out.cluster = backends.filter((b) => b.ready && availableForTopology(b, out.topologyMode, node));
+    // A hinted mode always keeps a ready endpoint, so an empty view means none is ready anywhere.
+    if (out.cluster.length === 0) out.cluster = backends.filter(servingTerminating);
+    out.hasAnyEndpoints = out.cluster.length > 0;
+  }
+  if (policy.usesLocal) {
+    if (backends.some((b) => b.ready || servingTerminating(b))) out.hasAnyEndpoints = true;
+    out.local = backends.filter((b) => b.local && b.ready);
+    if (out.local.length === 0) out.local = backends.filter((b) => b.local && servingTerminating(b));
+  }
+  const reachable = new Set([...out.cluster, ...out.local]);
+  out.allReachable = backends.filter((b) => reachable.has(b));
+  return out;
+}
