@@ -442,6 +442,39 @@ describe('model helpers', () => {
     }
   });
 
+  it('compiles to map-shaped entries: identities, except-free prefixes, per-pod numbers for names', () => {
+    const w: World = {
+      ...BASE,
+      policies: [
+        ingressOnly('a', 'in', { matchLabels: { app: 'web' } }, [
+          { from: [{ podSelector: { matchLabels: { app: 'client' } } }, { ipBlock: { cidr: '10.0.0.0/16', except: ['10.0.2.0/24'] } }], ports: [{ port: 'http' }, { port: 8000, endPort: 8003, protocol: 'UDP' }] },
+        ]),
+        egressOnly('b', 'out', { matchLabels: { app: 'client' } }, [{ to: [{ namespaceSelector: {}, podSelector: { matchLabels: { app: 'web' } } }], ports: [{ port: 'http' }] }]),
+      ],
+    };
+    const model = compileNetworkPolicies(inputsOf(w));
+    const web = model.pods.get('a/web')!;
+    const client = model.pods.get('a/client')!;
+    expect(web.egress).toEqual({ isolated: false, isolatedBy: [], allow: [] });
+    expect(web.ingress.isolatedBy).toEqual(['a/in']);
+    const origin = { policy: 'a/in', direction: 'ingress', rule: 0 };
+    const prefixes = ['10.0.0.0/23', '10.0.3.0/24', '10.0.4.0/22', '10.0.8.0/21', '10.0.16.0/20', '10.0.32.0/19', '10.0.64.0/18', '10.0.128.0/17'];
+    const peers = [...prefixes.map((cidr) => ({ kind: 'cidr', cidr })), { kind: 'identity', identity: client.identity }];
+    expect(web.ingress.allow).toEqual([
+      ...peers.map((peer) => ({ peer, protocol: 'TCP', first: 80, last: 80, origin })),
+      ...peers.map((peer) => ({ peer, protocol: 'UDP', first: 8000, last: 8003, origin })),
+    ]);
+    // Egress names resolve per destination pod, so they key on that pod's addresses.
+    const out = { policy: 'b/out', direction: 'egress', rule: 0 };
+    expect(model.pods.get('b/client')!.egress.allow).toEqual([
+      { peer: { kind: 'cidr', cidr: '10.0.1.1/32' }, protocol: 'TCP', first: 80, last: 80, origin: out },
+      { peer: { kind: 'cidr', cidr: '10.0.2.1/32' }, protocol: 'TCP', first: 81, last: 81, origin: out },
+    ]);
+    // b/web and a/web share labels but not a namespace: two identities.
+    expect(model.pods.get('b/web')!.identity).not.toBe(web.identity);
+    expect(model.identities.get(web.identity)).toEqual({ namespace: 'a', labels: { app: 'web' } });
+  });
+
   it('lookup names the rule that allowed and the policies that isolated', () => {
     const w: World = { ...BASE, policies: [ingressOnly('a', 'p', {}, [{ ports: [{ port: 9 }] }, { ports: [{ port: 80 }] }])] };
     const model = compileNetworkPolicies(inputsOf(w));
