@@ -16,8 +16,12 @@
 //                 identity once (an ipcache) and looks up (endpoint, dir, identity, proto, port)
 //                 in a hash map;
 //   - `cidr`:     an LPM prefix. ipBlock `except`s are already subtracted (`cidrMinus`), so every
-//                 CIDR entry is a plain allow — no entry ever needs to shadow another one, and an
-//                 LPM walk answering "some allowing prefix covers this address" is exact.
+//                 CIDR entry is a plain allow and no entry ever needs to shadow another one.
+//                 An LPM trie returns only the longest match, though: where prefixes nest (one
+//                 rule allows 10.0.0.0/8 port 80, another 10.0.1.0/24 port 443), the value
+//                 stored for the narrower prefix must carry the union of the allows of every
+//                 prefix covering it, or the narrower key would shadow the broader one. The
+//                 map builder does that push-down; the entries here stay as the rules said.
 //                 Named ports in egress (they resolve per destination pod) compile to host
 //                 prefixes (/32, /128) of each destination pod with the number that pod gives
 //                 the name, since pods with one identity may number a name differently.
