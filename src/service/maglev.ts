@@ -1,0 +1,112 @@
+// Maglev consistent hashing (Eisenbud et al., "Maglev: A Fast and Reliable Software Network Load
+// Balancer", NSDI 2016, section 3.4): each backend walks its own permutation of the M table slots,
+// (offset + j × skip) mod M with offset and skip from two hashes of its name, and the backends take
+// turns claiming their next free slot until every slot has an owner. M prime makes every
+// permutation visit every slot. Each backend owns ⌊M/N⌋ or ⌈M/N⌉ slots. Adding or removing one of
+// N backends moves that backend's 1/N of the slots plus a few others whose walks cross it; the
+// extra share shrinks as M/N grows (the paper's reason for M ≫ N, at least 100 N).
+// Like Cilium's (pkg/maglev), the default M is 16381 and the table is rebuilt whole on any change;
+// backend weights are not supported yet.
+import { createHash } from 'node:crypto';
+
+/** Cilium's default table size: fine for up to ~160 backends per service at the 100 × N rule. */
+export const DEFAULT_MAGLEV_TABLE_SIZE = 16381;
+/** Cilium's largest supported size; the table is one u32 per slot per service in the kernel. */
+export const MAX_MAGLEV_TABLE_SIZE = 131071;
+/** The paper's rule of thumb: with fewer slots per backend, one slot is over 1 % of a share and changes move more flows. */
+export const MAGLEV_SLOTS_PER_BACKEND = 100;
+
+export interface MaglevOptions {
+  /** A prime number of slots, at most MAX_MAGLEV_TABLE_SIZE; DEFAULT_MAGLEV_TABLE_SIZE when absent. */
+  tableSize?: number;
+}
+
+function isPrime(n: number): boolean {
+  if (n < 2) return false;
+  if (n % 2 === 0) return n === 2;
+  for (let d = 3; d * d <= n; d += 2) if (n % d === 0) return false;
+  return true;
+}
+
+/** Checks a table size, throwing an Error whose message names the valid choices. */
+export function checkMaglevTableSize(m: number): number {
+  if (!Number.isInteger(m) || m < 2 || m > MAX_MAGLEV_TABLE_SIZE) {
+    throw new RangeError(`maglev table size ${m} is invalid: want a prime between 2 and ${MAX_MAGLEV_TABLE_SIZE} (default ${DEFAULT_MAGLEV_TABLE_SIZE})`);
+  }
+  if (!isPrime(m)) throw new RangeError(`maglev table size ${m} is not prime: every backend's permutation must visit every slot (e.g. ${DEFAULT_MAGLEV_TABLE_SIZE})`);
+  return m;
+}
+
+/**
+ * Advice, not an error: a table with fewer than 100 slots per backend still works, less finely.
+ * Undefined when the size is fine.
+ */
+export function maglevTableSizeAdvice(m: number, backends: number): string | undefined {
+  if (m >= MAGLEV_SLOTS_PER_BACKEND * backends) return undefined;
+  return `maglev table size ${m} is below ${MAGLEV_SLOTS_PER_BACKEND} slots per backend for ${backends} backends (want at least ${MAGLEV_SLOTS_PER_BACKEND * backends}): shares are coarser and backend changes move more flows`;
+}
+
+/**
+ * The permutation of backend `name` in a table of `m` slots: slot j of its walk is
+ * (offset + j × skip) mod m. The two hashes are the two halves of SHA-256 of the name
+ * (the paper's h1 and h2 only need to be independent and well mixed).
+ */
+export function maglevPermutation(name: string, m: number): { offset: number; skip: number } {
+  const d = createHash('sha256').update(name).digest();
+  const h1 = d.readBigUInt64BE(0);
+  const h2 = d.readBigUInt64BE(8);
+  return { offset: Number(h1 % BigInt(m)), skip: Number(h2 % BigInt(m - 1)) + 1 };
+}
+
+/**
+ * The lookup table: slot → index into `names`. Backends are identified by name (e.g.
+ * "10.244.1.7:8080"), so the same set of names gives the same owner in every slot whatever the
+ * order they are listed in.
+ */
+export function maglevTable(names: readonly string[], options: MaglevOptions = {}): Uint32Array {
+  const m = checkMaglevTableSize(options.tableSize ?? DEFAULT_MAGLEV_TABLE_SIZE);
+  const n = names.length;
+  if (n === 0) throw new RangeError('maglev table needs at least one backend');
+  if (n > m) throw new RangeError(`maglev table size ${m} is smaller than the ${n} backends: some would own no slot`);
+  // Turns go in name order, not input order: who claims a contested slot must not depend on listing.
+  const order = names.map((_, i) => i).sort((a, b) => (names[a] < names[b] ? -1 : names[a] > names[b] ? 1 : 0));
+  for (let k = 1; k < n; k++) {
+    if (names[order[k]] === names[order[k - 1]]) throw new RangeError(`maglev backend name ${JSON.stringify(names[order[k]])} is listed twice`);
+  }
+  const owner = maglevPopulate(
+    order.map((input) => maglevPermutation(names[input], m)),
+    m,
+  );
+  // Back from turn order to input indices.
+  for (let c = 0; c < m; c++) owner[c] = order[owner[c]];
+  return owner;
+}
+
+/**
+ * The paper's population loop over given permutations (exported for tests of the paper's own
+ * example): slot → index into `perms`. Each backend in turn claims the next slot of its
+ * permutation that is still free, so backends own ⌊M/N⌋ or ⌈M/N⌉ slots each. Linear in M for
+ * M ≫ N: a backend skips over taken slots, ~M log M probes in all.
+ */
+export function maglevPopulate(perms: ReadonlyArray<{ offset: number; skip: number }>, m: number): Uint32Array {
+  const n = perms.length;
+  const pos = Uint32Array.from(perms, (p) => p.offset);
+  const skip = Uint32Array.from(perms, (p) => p.skip);
+  const EMPTY = 0xffffffff;
+  const table = new Uint32Array(m).fill(EMPTY);
+  let filled = 0;
+  for (;;) {
+    for (let k = 0; k < n; k++) {
+      // pos[k] is the next unvisited slot of backend k's permutation.
+      let c = pos[k];
+      while (table[c] !== EMPTY) {
+        c += skip[k];
+        if (c >= m) c -= m;
+      }
+      table[c] = k;
+      c += skip[k];
+      pos[k] = c >= m ? c - m : c;
+      if (++filled === m) return table;
+    }
+  }
+}
