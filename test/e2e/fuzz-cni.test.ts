@@ -264,7 +264,13 @@ function generate(r: Rng, base: Record<string, Json>): Case {
   delete conf.agentSocket;
   delete conf.delQueueDir;
   let body = JSON.stringify(conf);
-  if (!validLooking && r.chance(0.15)) body = corrupt(r, body);
+  if (!validLooking && r.chance(0.15)) {
+    // A byte inserted into the scratch path would still be valid JSON naming a directory of
+    // nobody's (the agent creates it, outside every directory this test removes): no path to
+    // corrupt, the agent's default dataDir (its state dir) takes over.
+    if (typeof conf.ipam === 'object' && conf.ipam !== null && !Array.isArray(conf.ipam)) delete (conf.ipam as { [k: string]: Json }).dataDir;
+    body = corrupt(r, JSON.stringify(conf));
+  }
   const stdin = Buffer.from(withRouting(r, body, agentSocket, delQueue));
 
   const env = randomEnv(r, command);
