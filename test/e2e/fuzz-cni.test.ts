@@ -15,6 +15,7 @@ import { afterAll, beforeAll, expect, it } from 'vitest';
 import { Sandbox } from '../../src/sandbox';
 import { CniExecResult, execCni } from '../support/cni-exec';
 import { agentPid, extraFds, fdCount, fdTargets, killAll, nodeState, prefixFor, queueDir, sleep, waitReady } from '../support/restart';
+import { Rng } from '../support/rng';
 
 const CASES = Number(process.env.KELP_FUZZ_CASES ?? 10_000);
 const PARALLEL = 32;
@@ -39,27 +40,6 @@ afterAll(async () => {
   killAll();
   await sb?.stop();
 });
-
-/** mulberry32: small, fast, and the same sequence for the same seed everywhere. */
-class Rng {
-  constructor(private s: number) {}
-  next(): number {
-    this.s = (this.s + 0x6d2b79f5) | 0;
-    let t = this.s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 2 ** 32;
-  }
-  int(n: number): number {
-    return Math.floor(this.next() * n);
-  }
-  pick<T>(xs: readonly T[]): T {
-    return xs[this.int(xs.length)];
-  }
-  chance(p: number): boolean {
-    return this.next() < p;
-  }
-}
 
 type Json = null | boolean | number | string | Json[] | { [k: string]: Json };
 

@@ -6,6 +6,7 @@ import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { BpfMap, BpfObject, loadObject } from '../../src/bpf';
 import { diffEntries, MapFullError, syncMap } from '../../src/datapath/maps/sync';
 import { cleanupAll, mountBpffs } from '../support/netns';
+import { rng } from '../support/rng';
 
 const u32 = (n: number) => {
   const b = Buffer.alloc(4);
@@ -35,17 +36,6 @@ function content(): Record<number, number> {
   const out: Record<number, number> = {};
   for (const k of map.keys()) out[k.readUInt32LE()] = Number(map.lookup(k)!.readBigUInt64LE());
   return out;
-}
-
-/** A deterministic generator (xorshift), so a failing case can be replayed from its seed. */
-function rng(seed: number): () => number {
-  let s = seed >>> 0 || 1;
-  return () => {
-    s ^= s << 13;
-    s ^= s >>> 17;
-    s ^= s << 5;
-    return (s >>> 0) / 2 ** 32;
-  };
 }
 
 describe('syncMap', () => {

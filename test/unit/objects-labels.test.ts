@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { LabelSelector, selectorMatches, selectsEverything, validateLabelSelector } from '../../src/sources/objects';
+import { rng } from '../support/rng';
 
 // The upstream meaning, written out plainly and separately from the code under test: matchLabels
 // are `key In (value)` requirements; every requirement must hold; a key that is absent satisfies
@@ -21,18 +22,6 @@ function referenceMatches(doc: { matchLabels?: Record<string, string> | null; ma
     else throw new Error(`reference: unknown operator ${r.operator}`);
   }
   return ok;
-}
-
-// A small deterministic PRNG (mulberry32): a failure names its seed and replays.
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 // Few keys and values, so that generated selectors and label sets collide often.

@@ -2,6 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { cidrContains, parseCidr, parseIp } from '../../src/ipam/ip';
 import { cidrMinus, compileNetworkPolicies, Connection, lookup, PolicyInputs, portRangePrefixes, SideDecision } from '../../src/policy';
 import { NamespaceObject, NetworkPolicyObject, PodObject, Protocol, selectorMatches, validateObject } from '../../src/sources/objects';
+import { Rng } from '../support/rng';
 
 // ---------------------------------------------------------------------------------------------
 // The world, as raw manifests (what a user or the API server hands kelp). The implementation reads
@@ -490,21 +491,6 @@ describe('model helpers', () => {
 // ---------------------------------------------------------------------------------------------
 // Generated worlds: the compiled model against the reference on every generated connection.
 
-function rng(seed: number) {
-  let s = seed >>> 0;
-  const next = () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-  const int = (n: number) => Math.floor(next() * n);
-  const pick = <T>(xs: readonly T[]): T => xs[int(xs.length)];
-  const chance = (p: number) => next() < p;
-  return { int, pick, chance };
-}
-
 const LABEL_KEYS = ['app', 'tier', 'env'];
 const LABEL_VALUES = ['a', 'b', 'c'];
 const PORT_NAMES = ['http', 'dns', 'metrics'];
@@ -518,7 +504,7 @@ const GEN_NODES: Record<string, string[]> = { n1: ['10.1.0.1', 'fd01::1'], n2: [
 const EXTERNALS = ['192.0.2.1', '192.0.2.200', '2001:db8::1', 'fd00::99'];
 
 function generateWorld(seed: number): World {
-  const r = rng(seed);
+  const r = new Rng(seed);
   const labels = () => {
     const out: Record<string, string> = {};
     for (const k of LABEL_KEYS) if (r.chance(0.5)) out[k] = r.pick(LABEL_VALUES);
@@ -611,7 +597,7 @@ function generateWorld(seed: number): World {
 }
 
 function generateConnections(w: World, seed: number, count: number): Connection[] {
-  const r = rng(seed ^ 0x5bd1e995);
+  const r = new Rng(seed ^ 0x5bd1e995);
   const addresses = [...w.pods.flatMap((p) => p.status.podIPs.map((e: Raw) => e.ip as string)), ...Object.values(GEN_NODES).flat(), ...EXTERNALS];
   const out: Connection[] = [];
   while (out.length < count) {

@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { Backend, backendKey, backendsForPort, categorizeEndpoints, NodeTopology, portTrafficPolicy, PortTrafficPolicy, topologyModeFromHints } from '../../src/service/endpoints';
 import { EndpointSliceObject, ServiceObject, validateObject } from '../../src/sources/objects';
+import { rng } from '../support/rng';
 
 // --- fixtures -------------------------------------------------------------------------------
 
@@ -377,18 +378,6 @@ function reference(eps: PlainEp[], usesCluster: boolean, usesLocal: boolean, nod
   for (const k of cluster) if (all.indexOf(k) < 0) all.push(k);
   for (const k of local) if (all.indexOf(k) < 0) all.push(k);
   return { cluster, local, all, any };
-}
-
-/** mulberry32: a small seeded generator, so a failure names a case that can be replayed. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 describe('categorizeEndpoints against the literal reference (generated)', () => {

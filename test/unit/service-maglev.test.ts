@@ -8,6 +8,7 @@ import {
   maglevTableSizeAdvice,
   MAX_MAGLEV_TABLE_SIZE,
 } from '../../src/service/maglev';
+import { rng } from '../support/rng';
 
 const M = DEFAULT_MAGLEV_TABLE_SIZE;
 const backends = (n: number, prefix = '10.244') => Array.from({ length: n }, (_, i) => `${prefix}.${i >> 8}.${i & 255}:8080`);
@@ -22,17 +23,6 @@ function changedFraction(before: string[], after: string[], skip?: string): numb
     if (owner !== skip && after[slot] !== owner) changed++;
   });
   return changed / before.length;
-}
-
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 /**
