@@ -30,7 +30,7 @@ function nonZero(v: { packets: bigint; bytes: bigint }): boolean {
 export function mapRows(name: string, m: BpfMap, layout?: { value?: StructCodec<unknown> }): MapRow[] {
   switch (name) {
     case 'kelp_endpoints':
-      return m.keys().map((k) => ({ key: endpointKey.decode(k), value: endpointInfo.decode(m.lookup(k)!) }));
+      return m.lookupBatch().map(([k, v]) => ({ key: endpointKey.decode(k), value: endpointInfo.decode(v) }));
     case 'kelp_endpoint_cache':
       // 16384 slots, most of them empty: one batch read, live slots only.
       return m.lookupBatch().flatMap(([k, v]) => {
@@ -53,18 +53,23 @@ export function mapRows(name: string, m: BpfMap, layout?: { value?: StructCodec<
         return [{ key: { epId: slot.epId, dir: dirName(slot.dir), reason: 'forwarded' }, value }];
       });
     case 'kelp_ct4':
-      return m.keys().flatMap((k) => {
-        const v = m.lookup(k);
-        return v ? [{ key: tuple4.decode(k), value: ((layout?.value ?? ct4Entry) as StructCodec<Ct4Entry>).decode(v) }] : [];
-      });
+      return m.lookupBatch().map(([k, v]) => ({ key: tuple4.decode(k), value: ((layout?.value ?? ct4Entry) as StructCodec<Ct4Entry>).decode(v) }));
     case 'kelp_snat4':
-      return m.keys().flatMap((k) => {
-        const v = m.lookup(k);
-        return v ? [{ key: tuple4.decode(k), value: ((layout?.value ?? nat4Entry) as StructCodec<Nat4Entry>).decode(v) }] : [];
-      });
+      return m.lookupBatch().map(([k, v]) => ({ key: tuple4.decode(k), value: ((layout?.value ?? nat4Entry) as StructCodec<Nat4Entry>).decode(v) }));
     case 'kelp_nomasq4':
       return m.keys().map((k) => ({ key: nomasq4Key.decode(k), value: m.lookup(k)?.readUInt8(0) }));
   }
   if (m.type === MapType.RINGBUF) return [];
   return m.keys().map((k) => ({ key: k.toString('hex'), value: m.lookup(k)?.toString('hex') }));
+}
+
+/**
+ * How many rows mapRows lists, without decoding them: `kelp status` counts every map at every
+ * call. Arrays list only their live or non-zero slots, so those are read; every other map lists
+ * one row per key.
+ */
+export function mapRowCount(name: string, m: BpfMap): number {
+  if (m.type === MapType.RINGBUF) return 0;
+  if (m.type === MapType.ARRAY || m.type === MapType.PERCPU_ARRAY) return mapRows(name, m).length;
+  return m.keys().length;
 }

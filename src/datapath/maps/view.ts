@@ -1,8 +1,8 @@
 // Map views: what `kelp status` and `kelp map dump` show of the loaded maps. Read-only.
-// Invariants: status counts exactly the rows dump lists (both go through mapRows in dump.ts);
+// Invariants: status counts exactly the rows dump lists (mapRowCount and mapRows in dump.ts);
 // a map is read in the layout its objects were loaded with.
 import { MapType } from '../../bpf';
-import { MapRow, mapRows } from '../dump';
+import { MapRow, mapRowCount, mapRows } from '../dump';
 import type { DatapathObjects } from '../objects';
 import { MAP_DESCRIPTIONS } from './registry';
 
@@ -23,7 +23,7 @@ export function mapStats(objects: DatapathObjects): MapStat[] {
     // Arrays always hold max_entries slots: their "fill" is not a meaningful figure, but the
     // rows `kelp map dump` lists (live or non-zero slots) are counted like any map's.
     const fixed = m.type === MapType.ARRAY || m.type === MapType.PERCPU_ARRAY || m.type === MapType.RINGBUF;
-    return { name, type: typeName, entries: mapRows(name, m, objects.layout(name)).length, maxEntries: m.maxEntries, fixed, description: MAP_DESCRIPTIONS[name] };
+    return { name, type: typeName, entries: mapRowCount(name, m), maxEntries: m.maxEntries, fixed, description: MAP_DESCRIPTIONS[name] };
   });
 }
 
