@@ -4,6 +4,7 @@
 import { ChildProcess, spawn } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync, readlinkSync } from 'node:fs';
 import path from 'node:path';
+import { expect } from 'vitest';
 import { openPinnedMap } from '../../src/bpf';
 import { endpointKey } from '../../src/datapath/structs';
 import type { EndpointRecord } from '../../src/endpoint/state';
@@ -321,4 +322,26 @@ export async function startPing(netns: string, ip: string): Promise<Pinger> {
       return { transmitted, lost, received: got.size };
     },
   };
+}
+
+/**
+ * Stops the streams and pings and asserts that nothing was lost: every byte sent came back
+ * unaltered with no error on either side, and no ping went unanswered (more than 100 answered).
+ */
+export async function stopAndExpectNoLoss(streams: Stream[], pings: Pinger[]): Promise<StreamResult[]> {
+  const results = await Promise.all(streams.map((s) => s.stop()));
+  const pinged = await Promise.all(pings.map((p) => p.stop()));
+  const report = JSON.stringify({ streams: results, pings: pinged });
+  for (const s of results) {
+    expect(s.clientError, report).toBeNull();
+    expect(s.serverError, report).toBeUndefined();
+    expect(s.sent, report).toBeGreaterThan(0);
+    expect(s.received, report).toBe(s.sent);
+    expect(s.bad, report).toBe(-1);
+  }
+  for (const p of pinged) {
+    expect(p.received, report).toBeGreaterThan(100);
+    expect(p.lost, report).toBe(0);
+  }
+  return results;
 }
