@@ -28,6 +28,11 @@ export interface CniHandlerDeps {
   log: Logger;
   /** False while the agent is starting or shutting down: ADD gets "try again later". */
   ready: () => boolean;
+  /**
+   * Runs after an endpoint exists and before ADD answers: the new pod's policy is programmed
+   * (the datapath drops its traffic until then). A failure rolls the ADD back.
+   */
+  afterAdd?: (rec: EndpointRecord) => Promise<void>;
 }
 
 /** The ipam section for kelp's own IPAM; undefined when there is none or it is delegated. */
@@ -127,6 +132,18 @@ export function makeCniHandler(deps: CniHandlerDeps): (req: ApiRequest) => Promi
     queueDirsLogged.add(given);
     deps.log.warn({ delQueueDir: given, queue, network: req.config.name }, 'delQueueDir in the network config is ignored: kelp-cni queues DELs next to the agent socket');
   };
+  /** afterAdd, undoing the ADD when it fails (the endpoint, then what a delegate allocated). */
+  const settle = async (rec: EndpointRecord, dtype: string | undefined, req: ActionRequest): Promise<void> => {
+    if (!deps.afterAdd) return;
+    try {
+      await deps.afterAdd(rec);
+    } catch (e) {
+      deps.log.error({ err: e, containerId: rec.containerId }, 'ADD rolled back: the endpoint could not be completed');
+      await manager.del({ network: rec.network, containerId: rec.containerId, ifname: rec.ifname }, rawIpamLenient(req)).catch((err: unknown) => deps.log.error({ err }, 'rolling back the ADD failed'));
+      if (dtype) await delegate(req, 'DEL', deps.log).catch(() => undefined);
+      throw new CniError(CniCode.FirstPluginCode, 'kelp could not program the pod\'s policy', (e as Error).message);
+    }
+  };
   const handle = async (req: ActionRequest): Promise<CniResult | void> => {
     const network = req.config.name;
     noteQueueDir(req);
@@ -140,7 +157,8 @@ export function makeCniHandler(deps: CniHandlerDeps): (req: ApiRequest) => Promi
             const prev = req.config.prevResult!;
             // ips without an interface index are taken as the chained interface's (older plugins).
             const ips = prev.ips.filter((ip) => ip.interface === undefined || ip.interface === chained).map((ip) => ({ address: ip.address, gateway: ip.gateway }));
-            await manager.addChained({ network, containerId: req.containerId, ifname: req.ifname, netns: req.netns, ips, pod, hook: req.config.podHook });
+            const rec = await manager.addChained({ network, containerId: req.containerId, ifname: req.ifname, netns: req.netns, ips, pod, hook: req.config.podHook });
+            await settle(rec, undefined, req);
             // kelp changes no interface, address or route: the result is the earlier plugin's.
             return prev;
           }
@@ -176,6 +194,7 @@ export function makeCniHandler(deps: CniHandlerDeps): (req: ApiRequest) => Promi
             if (dtype) await delegate(req, 'DEL', deps.log).catch((err: unknown) => deps.log.error({ err }, 'delegated IPAM DEL after a failed ADD failed'));
             throw e;
           }
+          await settle(rec, dtype, req);
           const result = resultFor(rec);
           if (req.config.dns && Object.keys(req.config.dns).length > 0) result.dns = req.config.dns;
           return req.config.prevResult ? withPrevResult(req.config.prevResult, result) : result;
