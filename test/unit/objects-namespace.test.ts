@@ -53,7 +53,7 @@ describe('Namespace', () => {
 
 describe('kinds', () => {
   it('knows every kind with its apiVersion and scope, and checks the apiVersion', () => {
-    expect(supportedKinds).toEqual(['Namespace', 'Pod', 'Node', 'Service', 'EndpointSlice', 'NetworkPolicy']);
+    expect(supportedKinds).toEqual(['Namespace', 'Pod', 'Node', 'Service', 'EndpointSlice', 'NetworkPolicy', 'ClusterNetworkPolicy', 'KelpNetworkPolicy']);
     const want: Record<string, [string, boolean]> = {
       Namespace: ['v1', false],
       Pod: ['v1', true],
@@ -61,6 +61,8 @@ describe('kinds', () => {
       Service: ['v1', true],
       EndpointSlice: ['discovery.k8s.io/v1', true],
       NetworkPolicy: ['networking.k8s.io/v1', true],
+      ClusterNetworkPolicy: ['policy.networking.k8s.io/v1alpha2', false],
+      KelpNetworkPolicy: ['policy.kelp.dev/v1alpha1', true],
     };
     for (const kind of supportedKinds) {
       expect(kindInfo(kind)).toEqual({ apiVersion: want[kind][0], namespaced: want[kind][1] });
@@ -68,7 +70,7 @@ describe('kinds', () => {
       expect(() => validateObject({ apiVersion: wrong, kind, metadata: { name: 'a' } })).toThrow(expect.objectContaining({ field: 'apiVersion' }));
     }
     expect(() => validateObject({ apiVersion: 'discovery.k8s.io/v1beta1', kind: 'EndpointSlice', metadata: { name: 'a' } })).toThrow(/^apiVersion: "discovery.k8s.io\/v1beta1" is not supported for EndpointSlice \(expected "discovery.k8s.io\/v1"\)$/);
-    expect(() => validateObject({ apiVersion: 'v1', kind: 'Endpoints', metadata: { name: 'a' } })).toThrow(/^kind: "Endpoints" is not supported \(supported: Namespace, Pod, Node, Service, EndpointSlice, NetworkPolicy\)$/);
+    expect(() => validateObject({ apiVersion: 'v1', kind: 'Endpoints', metadata: { name: 'a' } })).toThrow(/^kind: "Endpoints" is not supported \(supported: Namespace, Pod, Node, Service, EndpointSlice, NetworkPolicy, ClusterNetworkPolicy, KelpNetworkPolicy\)$/);
     expect(() => validateObject(null)).toThrow(expect.objectContaining({ field: '(document)' }));
   });
 

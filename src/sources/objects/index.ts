@@ -4,9 +4,10 @@
 // API server validates them, with the field at fault named by its JSON path.
 //
 // A normalised object is itself a valid manifest of its kind that validates to itself: `kelp
-// apply` stores objects in this form.
+// apply` stores objects in this form. (The policy CRDs' normalised rules are spelled in kelp's
+// terms, which their validators read alongside the API's: see ./clusternetworkpolicy.ts.)
 //
-// A new kind (the policy CRDs) is a file here exporting its type and validator, and a row in KINDS.
+// A new kind is a file here exporting its type and validator, and a row in KINDS.
 import { expectObject, expectString, fail, Json } from './meta';
 import { NamespaceObject, validateNamespace } from './namespace';
 import { PodObject, validatePod } from './pod';
@@ -14,6 +15,8 @@ import { NodeObject, validateNode } from './node';
 import { ServiceObject, validateService } from './service';
 import { API_VERSION_DISCOVERY, EndpointSliceObject, validateEndpointSlice } from './endpointslice';
 import { API_VERSION_NETWORKING, NetworkPolicyObject, validateNetworkPolicy } from './networkpolicy';
+import { API_VERSION_POLICY_NETWORKING, ClusterNetworkPolicyObject, validateClusterNetworkPolicy } from './clusternetworkpolicy';
+import { API_VERSION_KELP_POLICY, KelpNetworkPolicyObject, validateKelpNetworkPolicy } from './kelpnetworkpolicy';
 
 export { ManifestError } from './meta';
 export type { ObjectMeta, NamespacedMeta } from './meta';
@@ -47,7 +50,29 @@ export type { AddressType, Endpoint, EndpointConditions, EndpointPort, EndpointS
 export { API_VERSION_NETWORKING, POLICY_TYPES } from './networkpolicy';
 export type { IPBlock, NetworkPolicyEgressRule, NetworkPolicyIngressRule, NetworkPolicyObject, NetworkPolicyPeer, NetworkPolicyPort, PolicyType } from './networkpolicy';
 
-export type KelpObject = NamespaceObject | PodObject | NodeObject | ServiceObject | EndpointSliceObject | NetworkPolicyObject;
+export {
+  ANNOTATION_POLICY_AUDIT,
+  API_VERSION_POLICY_NETWORKING,
+  CNP_ACTIONS,
+  CNP_MAX_ITEMS,
+  CNP_MAX_PRIORITY,
+  CNP_MAX_RULE_NAME,
+  CNP_TIERS,
+  isAuditOnly,
+} from './clusternetworkpolicy';
+export type { ClusterNetworkPolicyObject, CnpAction, CnpTier, NamespacedPodSelector, PolicyPeer, PolicyProtocol, PolicyRule, PolicySubject } from './clusternetworkpolicy';
+export { API_VERSION_KELP_POLICY, KNP_ACTIONS } from './kelpnetworkpolicy';
+export type { KelpNetworkPolicyObject } from './kelpnetworkpolicy';
+
+export type KelpObject =
+  | NamespaceObject
+  | PodObject
+  | NodeObject
+  | ServiceObject
+  | EndpointSliceObject
+  | NetworkPolicyObject
+  | ClusterNetworkPolicyObject
+  | KelpNetworkPolicyObject;
 export type Kind = KelpObject['kind'];
 
 interface KindSpec<K extends Kind> {
@@ -63,6 +88,8 @@ const KINDS: { [K in Kind]: KindSpec<K> } = {
   Service: { apiVersion: 'v1', namespaced: true, validate: validateService },
   EndpointSlice: { apiVersion: API_VERSION_DISCOVERY, namespaced: true, validate: validateEndpointSlice },
   NetworkPolicy: { apiVersion: API_VERSION_NETWORKING, namespaced: true, validate: validateNetworkPolicy },
+  ClusterNetworkPolicy: { apiVersion: API_VERSION_POLICY_NETWORKING, namespaced: false, validate: validateClusterNetworkPolicy },
+  KelpNetworkPolicy: { apiVersion: API_VERSION_KELP_POLICY, namespaced: true, validate: validateKelpNetworkPolicy },
 };
 
 export const supportedKinds: readonly Kind[] = Object.keys(KINDS) as Kind[];
