@@ -1,9 +1,14 @@
-import { readFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { parseAllDocuments } from 'yaml';
-import { describe, expect, it } from 'vitest';
+import { afterAll, describe, expect, it } from 'vitest';
 import { KelpNetworkPolicyObject, ManifestError, validateObject } from '../../src/sources/objects';
-import { parseManifests } from '../../src/sources/manifests';
+import { ManifestDir, parseManifests } from '../../src/sources/manifests';
+import { ObjectStore } from '../../src/sources/store';
+import { silentLogger } from '../../src/log';
+import { cleanupAll, tempDir } from '../support/netns';
+
+afterAll(cleanupAll);
 
 const EXAMPLES = path.join(__dirname, '../../deploy/kubernetes/examples/kelpnetworkpolicies.yaml');
 
@@ -130,5 +135,41 @@ describe('KelpNetworkPolicy', () => {
     const bad = clone(API_POLICY);
     bad.spec.ingress[0].action = 'Pass';
     expect(() => parseManifests(JSON.stringify(bad), '/m/db.json')).toThrow('/m/db.json: spec.ingress[0].action: must be one of Accept, Deny, got "Pass"');
+  });
+});
+
+describe('policies in standalone mode', () => {
+  it('load from the manifest directory; a bad edit is refused by field and the last good version kept; a stored normalised object reads back', async () => {
+    const dir = tempDir('kelp-policy-manifests-');
+    const store = new ObjectStore();
+    const md = new ManifestDir(dir, store, silentLogger);
+    const cnp = {
+      apiVersion: 'policy.networking.k8s.io/v1alpha2',
+      kind: 'ClusterNetworkPolicy',
+      metadata: { name: 'baseline' },
+      spec: { tier: 'Baseline', priority: 1000, subject: { namespaces: {} }, ingress: [{ action: 'Deny', from: [{ namespaces: {} }] }] },
+    };
+    writeFileSync(path.join(dir, 'cnp.json'), JSON.stringify(cnp));
+    writeFileSync(path.join(dir, 'knp.yaml'), readFileSync(EXAMPLES, 'utf8'));
+    await md.start();
+    try {
+      expect(md.problems.size).toBe(0);
+      expect(store.get('ClusterNetworkPolicy', undefined, 'baseline')?.spec.ingress[0]).toEqual({ name: '', action: 'Deny', peers: [{ namespaces: EMPTY }], protocols: [] });
+      const good = store.get('KelpNetworkPolicy', 'default', 'db-ingress');
+      expect(good?.spec.ingress.map((r) => r.action)).toEqual(['Deny', 'Accept']);
+
+      writeFileSync(path.join(dir, 'knp.yaml'), readFileSync(EXAMPLES, 'utf8').replace('action: Deny\n      from:', 'action: Pass\n      from:'));
+      await md.scan();
+      expect(md.problems.get('knp.yaml')).toMatch(/knp\.yaml#1: spec\.ingress\[0\]\.action: must be one of Accept, Deny, got "Pass"/);
+      expect(store.get('KelpNetworkPolicy', 'default', 'db-ingress')).toEqual(good);
+
+      // What `kelp apply` writes: the normalised object as JSON, read back by the next scan.
+      writeFileSync(path.join(dir, 'KelpNetworkPolicy_shop_db.json'), JSON.stringify(NORMALISED, null, 2));
+      await md.scan();
+      expect(md.problems.has('KelpNetworkPolicy_shop_db.json')).toBe(false);
+      expect(store.get('KelpNetworkPolicy', 'shop', 'db')).toEqual(NORMALISED);
+    } finally {
+      await md.stop();
+    }
   });
 });
