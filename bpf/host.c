@@ -70,24 +70,6 @@ static __always_inline int host_drop(struct __sk_buff *skb, const struct pkt4 *p
 	return drop_packet(skb, pkt, dir, ep ? ep->ep_id : 0, reason);
 }
 
-static __always_inline __u8 icmp_type(const struct pkt4 *pkt)
-{
-	/* ipv4_parse leaves ICMP type and code in sport, as on the wire. */
-	return ((const __u8 *)&pkt->sport)[0];
-}
-
-static __always_inline int tcp_flags_load(struct __sk_buff *skb, const struct pkt4 *pkt, __u8 *flags)
-{
-	__u32 off = ETH_HLEN + pkt->hlen + 13;
-	__u8 *p = ctx_data(skb) + off;
-
-	/* ipv4_parse made the whole TCP header linear. */
-	if ((void *)(p + 1) > ctx_data_end(skb))
-		return -1;
-	*flags = *p;
-	return 0;
-}
-
 /* ---- egress: pod → outside ---- */
 
 /* A pod answering with an ICMP error about a packet it got through the reverse mapping: the
@@ -131,7 +113,7 @@ static __always_inline int snat4_egress(struct __sk_buff *skb, const struct pkt4
 
 	switch (pkt->proto) {
 	case IPPROTO_TCP:
-		if (tcp_flags_load(skb, pkt, &flags) < 0)
+		if (l4_tcp_flags(skb, ETH_HLEN + pkt->hlen, &flags) < 0)
 			return DROP_NAT_INVALID;
 		/* fallthrough */
 	case IPPROTO_UDP:
@@ -139,11 +121,11 @@ static __always_inline int snat4_egress(struct __sk_buff *skb, const struct pkt4
 		orig.dport = pkt->dport;
 		break;
 	case IPPROTO_ICMP:
-		if (icmp_type(pkt) == ICMP_ECHO) {
+		if (icmp4_type(pkt) == ICMP_ECHO) {
 			orig.sport = pkt->dport; /* the identifier */
 			break;
 		}
-		if (icmp4_is_error(icmp_type(pkt)))
+		if (icmp4_is_error(icmp4_type(pkt)))
 			return snat4_icmp_error(skb, pkt, &cfg);
 		return DROP_NAT_UNSUPP_PROTO;
 	default:
@@ -191,7 +173,6 @@ static __always_inline int host4_deliver(struct __sk_buff *skb, struct pkt4 *pkt
 	struct endpoint_info *ep = endpoint4_lookup(pkt->daddr);
 	struct ethhdr *eth;
 	struct iphdr *ip;
-	int ret;
 
 	if (!ep)
 		return TC_ACT_OK;
@@ -200,9 +181,14 @@ static __always_inline int host4_deliver(struct __sk_buff *skb, struct pkt4 *pkt
 	/* TTL 1: the stack sends the time-exceeded. */
 	if (!eth || !ip || ip->ttl <= 1)
 		return TC_ACT_OK;
-	ret = endpoint4_deliver(skb, pkt, ep);
-	if (ret < 0)
-		return drop_packet(skb, pkt, KELP_DIR_TO_POD, ep->ep_id, ret);
+	/* The sender is outside: only the pod's ingress is decided. */
+	if (endpoint4_deliver(skb, pkt, 0, ep))
+		return TC_ACT_SHOT;
+	/* Reloaded: the verifier forgets packet pointers across the policy call. */
+	eth = eth_load(skb);
+	ip = ipv4_load(skb);
+	if (!eth || !ip)
+		return drop_packet(skb, pkt, KELP_DIR_TO_POD, ep->ep_id, DROP_RUNT);
 	ipv4_dec_ttl(ip);
 	eth_rewrite(eth, ep->mac, ep->node_mac);
 	event_trace(skb, pkt, KELP_DIR_TO_POD, ep->ep_id, ep->ifindex, KELP_TRACE_TO_ENDPOINT);
@@ -262,7 +248,7 @@ int kelp_host_ingress(struct __sk_buff *skb)
 	reply.proto = pkt.proto;
 	switch (pkt.proto) {
 	case IPPROTO_TCP:
-		if (tcp_flags_load(skb, &pkt, &flags) < 0)
+		if (l4_tcp_flags(skb, ETH_HLEN + pkt.hlen, &flags) < 0)
 			return TC_ACT_OK;
 		/* fallthrough */
 	case IPPROTO_UDP:
@@ -270,11 +256,11 @@ int kelp_host_ingress(struct __sk_buff *skb)
 		reply.dport = pkt.dport;
 		break;
 	case IPPROTO_ICMP:
-		if (icmp_type(&pkt) == ICMP_ECHOREPLY) {
+		if (icmp4_type(&pkt) == ICMP_ECHOREPLY) {
 			reply.dport = pkt.dport; /* the identifier */
 			break;
 		}
-		if (icmp4_is_error(icmp_type(&pkt)))
+		if (icmp4_is_error(icmp4_type(&pkt)))
 			return rnat4_icmp_error(skb, &pkt);
 		return TC_ACT_OK;
 	default:
@@ -310,6 +296,7 @@ struct host_btf_types {
 	enum ct_dir ct_dir;
 	enum ct_tcp_flag ct_tcp_flag;
 	enum nat_dir nat_dir;
+	enum kelp_metrics_reason metrics_reason;
 };
 KELP_BTF_TYPES(host_btf_types)
 

@@ -27,17 +27,21 @@ static __always_inline int lxc4_local_deliver(struct __sk_buff *skb, const struc
 {
 	struct ethhdr *eth = ctx_data(skb);
 	struct iphdr *ip = (void *)(eth + 1);
-	int ret;
 
 	if ((void *)(ip + 1) > ctx_data_end(skb))
 		return drop_packet(skb, pkt, KELP_DIR_FROM_POD, src_id, DROP_RUNT);
 	/* No ICMP time exceeded is generated yet: the sender just sees a loss. */
 	if (ip->ttl <= 1)
 		return drop_packet(skb, pkt, KELP_DIR_FROM_POD, src_id, DROP_TTL_EXCEEDED);
-	ret = endpoint4_deliver(skb, pkt, dst);
-	if (ret < 0)
-		return drop_packet(skb, pkt, KELP_DIR_TO_POD, dst->ep_id, ret);
+	/* Both sides' policy, the sender's egress and the receiver's ingress, in one check. */
+	if (endpoint4_deliver(skb, pkt, src_id, dst))
+		return TC_ACT_SHOT;
 
+	/* Reloaded: the verifier forgets packet pointers across the policy call. */
+	eth = ctx_data(skb);
+	ip = (void *)(eth + 1);
+	if ((void *)(ip + 1) > ctx_data_end(skb))
+		return drop_packet(skb, pkt, KELP_DIR_FROM_POD, src_id, DROP_RUNT);
 	ipv4_dec_ttl(ip);
 	eth_rewrite(eth, dst->mac, dst->node_mac);
 	metrics_update(src_id, KELP_DIR_FROM_POD, 0, skb->len);
@@ -66,6 +70,8 @@ static __always_inline int from_pod_ipv4(struct __sk_buff *skb, struct pkt4 *pkt
 	dst = endpoint4_lookup(pkt->daddr);
 	if (dst)
 		return lxc4_local_deliver(skb, pkt, src_id, dst);
+	if (policy4_check(skb, pkt, src_id, 0))
+		return TC_ACT_SHOT;
 	return lxc_pass(skb, KELP_DIR_FROM_POD, src_id);
 }
 
@@ -202,9 +208,10 @@ int kelp_to_pod(struct __sk_buff *skb)
 	 * not this endpoint's: passed, unattributed. */
 	if (!ep || ep->ifindex != skb->ifindex)
 		return lxc_pass(skb, KELP_DIR_TO_POD, 0);
-	ret = endpoint4_deliver(skb, &pkt, ep);
-	if (ret < 0)
-		return drop_packet(skb, &pkt, KELP_DIR_TO_POD, ep->ep_id, ret);
+	/* A local sender reaches here through the node's stack (e.g. after a DNAT there): its
+	 * egress is decided here too, against the address it now goes to. */
+	if (endpoint4_deliver(skb, &pkt, policy_enforced() ? endpoint4_id(pkt.saddr) : 0, ep))
+		return TC_ACT_SHOT;
 	return TC_ACT_OK;
 }
 
@@ -217,6 +224,15 @@ struct lxc_btf_types {
 	enum kelp_dir dir;
 	enum kelp_metrics_limits metrics_limits;
 	enum kelp_endpoint_cache_params endpoint_cache_params;
+	enum kelp_metrics_reason metrics_reason;
+	enum kelp_identity identity;
+	enum policy_dir policy_dir;
+	enum policy_action policy_action;
+	enum policy_tier policy_tier;
+	enum policy_prefix policy_prefix;
+	enum policy_config_flag policy_config_flag;
+	enum policy_limits policy_limits;
+	enum ct_tcp_flag ct_tcp_flag;
 };
 KELP_BTF_TYPES(lxc_btf_types)
 

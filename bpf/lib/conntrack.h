@@ -7,31 +7,8 @@
 
 #include <linux/in.h>
 #include "common.h"
-
-/* Addresses and ports exactly as on the wire. ICMP echo puts the identifier in sport for a
- * request and in dport for a reply, so swapping a request's tuple gives its reply's. */
-struct tuple4 {
-	__be32 saddr;
-	__be32 daddr;
-	__be16 sport;
-	__be16 dport;
-	__u8 proto;
-	__u8 dir; /* CT_* in kelp_ct4 keys, NAT_DIR_* in kelp_snat4 keys */
-	__u8 pad[2];
-};
-
-/* The tuple of the other direction of the flow `t`, tagged `dir`. */
-static __always_inline void tuple4_reverse(const struct tuple4 *t, struct tuple4 *r, __u8 dir)
-{
-	r->saddr = t->daddr;
-	r->daddr = t->saddr;
-	r->sport = t->dport;
-	r->dport = t->sport;
-	r->proto = t->proto;
-	r->dir = dir;
-	r->pad[0] = 0;
-	r->pad[1] = 0;
-}
+#include "l4.h"
+#include "tuple.h"
 
 /* Which side opened the flow (tuple4.dir of kelp_ct4 keys). Only CT_EGRESS is created today
  * (masquerade). Enums rather than macros, here and below, so that they reach the BTF where
@@ -39,14 +16,6 @@ static __always_inline void tuple4_reverse(const struct tuple4 *t, struct tuple4
 enum ct_dir {
 	CT_EGRESS	= 0,
 	CT_INGRESS	= 1,
-};
-
-/* TCP header flag bits (byte 13), as kept in ct4_entry.{tx,rx}_flags. */
-enum ct_tcp_flag {
-	CT_TCP_FIN	= 0x01,
-	CT_TCP_SYN	= 0x02,
-	CT_TCP_RST	= 0x04,
-	CT_TCP_ACK	= 0x10,
 };
 
 struct ct4_entry {

@@ -35,6 +35,13 @@ enum kelp_drop_reason {
 	DROP_NAT_NO_MAPPING	= -205,	/* ICMP error from a pod about a flow that has no mapping */
 	DROP_NAT_INVALID	= -206,	/* a packet needing masquerade that cannot be parsed */
 	DROP_NAT_REWRITE	= -207,	/* a store or checksum helper failed mid-rewrite */
+
+	/* Policy (bpf/lib/policy.h). The event names the policy and rule that decided. */
+	DROP_POLICY_DENY	= -300,	/* a policy entry for this endpoint, direction and peer denies it */
+	DROP_POLICY_NOT_READY	= -301,	/* no entry, not even the endpoint's catch-all: not programmed yet */
+	DROP_POLICY_CT_FULL	= -302,	/* kelp_pct4 refused the entry of an allowed new flow */
+	DROP_FRAG_NO_FLOW	= -303,	/* a non-first IPv4 fragment whose first fragment was not seen */
+	DROP_FRAG_MAP_FULL	= -304,	/* kelp_frag4 refused the ports of a first fragment */
 };
 
 /*
@@ -47,7 +54,7 @@ static __attribute__((noinline)) int drop_packet(struct __sk_buff *skb, const st
 				       enum kelp_dir dir, __u32 ep_id, enum kelp_drop_reason reason)
 {
 	metrics_update(ep_id, dir, reason, skb->len);
-	event_emit(skb, pkt, KELP_EVENT_DROP, dir, reason, ep_id, 0, KELP_TRACE_NONE);
+	event_emit(skb, pkt, KELP_EVENT_DROP, dir, reason, ep_id, 0, KELP_TRACE_NONE, NULL);
 	return TC_ACT_SHOT;
 }
 

@@ -6,6 +6,7 @@
 #include "drop.h"
 #include "eth.h"
 #include "metrics.h"
+#include "policy.h"
 
 /*
  * IPv4 only: the key is the bare address, so a lookup hashes and compares one word (a 20-byte
@@ -118,14 +119,26 @@ endpoint4_source(__be32 ip4, __u32 ifindex, const __u8 *src_mac, __u32 *ep_id, i
 /*
  * Entry into endpoint `ep`: every way a packet reaches a pod through kelp passes here. From a
  * local pod (bpf_redirect_peer skips the host veth's egress, so kelp_to_pod never sees those),
- * from the host stack (kelp_to_pod), and from the uplink after reverse NAT (host.c). Ingress
- * policy belongs here, before the count. Returns 0 or a drop reason.
+ * from the host stack (kelp_to_pod), and from the uplink after reverse NAT (host.c). Policy is
+ * decided here, before the count: the receiver's ingress, and the sender's egress too when
+ * `src_id` names a local endpoint (0: the sender is not one, or its egress is decided
+ * elsewhere). Returns 0, or TC_ACT_SHOT when the packet was dropped (counted and reported).
  */
-static __always_inline int endpoint4_deliver(struct __sk_buff *skb, const struct pkt4 *pkt,
+static __always_inline int endpoint4_deliver(struct __sk_buff *skb, const struct pkt4 *pkt, __u32 src_id,
 					     const struct endpoint_info *ep)
 {
+	if (policy4_check(skb, pkt, src_id, ep->ep_id))
+		return TC_ACT_SHOT;
 	metrics_update(ep->ep_id, KELP_DIR_TO_POD, 0, skb->len);
 	return 0;
+}
+
+/* The endpoint id of a local address, 0 when it is not one. */
+static __always_inline __u32 endpoint4_id(__be32 ip4)
+{
+	struct endpoint_info *ep = endpoint4_lookup(ip4);
+
+	return ep ? ep->ep_id : 0;
 }
 
 #endif /* KELP_ENDPOINT_H */

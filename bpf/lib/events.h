@@ -8,6 +8,7 @@
 enum kelp_event_type {
 	KELP_EVENT_DROP  = 1,
 	KELP_EVENT_TRACE = 2,
+	KELP_EVENT_AUDIT = 3,	/* passed, but an audit-only policy would have dropped it */
 };
 
 /* Where a trace event was taken. */
@@ -17,11 +18,19 @@ enum kelp_trace_point {
 	KELP_TRACE_ARP_REPLY	= 2,	/* ARP reply sent back out of the interface it came in on */
 };
 
+/* The policy decision behind a drop or an audit event; zero in every other event. */
+struct kelp_event_policy {
+	__u32 policy_id;	/* 0: no policy decided (e.g. not programmed yet) */
+	__u16 rule;		/* index in the policy's rule list; 0xffff: isolated, no rule allowed */
+	__u8 tier;		/* enum policy_tier */
+	__u8 action;		/* enum policy_action */
+};
+
 struct kelp_event {
 	__u64 ts_ns;		/* bpf_ktime_get_ns() */
 	__u8 type;		/* enum kelp_event_type */
 	__u8 dir;		/* enum kelp_dir */
-	__s16 reason;		/* drop: enum kelp_drop_reason; trace: 0 */
+	__s16 reason;		/* drop: enum kelp_drop_reason; audit: the drop it would have been; trace: 0 */
 	__u32 ifindex;		/* skb->ifindex at the hook */
 	__u32 target_ifindex;	/* trace: redirect target; drop: 0 */
 	__u32 ep_id;		/* 0: not attributed to an endpoint */
@@ -33,6 +42,7 @@ struct kelp_event {
 	__be32 daddr;		/* ARP: target protocol address */
 	__be16 sport;
 	__be16 dport;
+	struct kelp_event_policy policy;
 	__u32 pad;
 };
 
@@ -46,7 +56,7 @@ struct {
 static __always_inline void event_emit(const struct __sk_buff *skb, const struct pkt4 *pkt,
 				       enum kelp_event_type type, enum kelp_dir dir, int reason,
 				       __u32 ep_id, __u32 target_ifindex,
-				       enum kelp_trace_point point)
+				       enum kelp_trace_point point, const struct kelp_event_policy *policy)
 {
 	struct kelp_event *e;
 
@@ -68,6 +78,14 @@ static __always_inline void event_emit(const struct __sk_buff *skb, const struct
 	e->daddr = pkt->daddr;
 	e->sport = pkt->sport;
 	e->dport = pkt->dport;
+	if (policy) {
+		e->policy = *policy;
+	} else {
+		e->policy.policy_id = 0;
+		e->policy.rule = 0;
+		e->policy.tier = 0;
+		e->policy.action = 0;
+	}
 	e->pad = 0;
 	bpf_ringbuf_submit(e, 0);
 }
@@ -77,7 +95,7 @@ static __always_inline void event_trace(const struct __sk_buff *skb, const struc
 					enum kelp_trace_point point)
 {
 	if (KELP_TRACE)
-		event_emit(skb, pkt, KELP_EVENT_TRACE, dir, 0, ep_id, target_ifindex, point);
+		event_emit(skb, pkt, KELP_EVENT_TRACE, dir, 0, ep_id, target_ifindex, point, NULL);
 }
 
 #endif /* KELP_EVENTS_H */

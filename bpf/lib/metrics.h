@@ -17,11 +17,18 @@ enum kelp_metrics_limits {
 	KELP_METRICS_FWD_EPS = 4096,
 };
 
+/* Positive reasons: passed, but counted apart from forwarded traffic (drops are negative,
+ * enum kelp_drop_reason). */
+enum kelp_metrics_reason {
+	KELP_REASON_FORWARDED		= 0,
+	KELP_REASON_POLICY_AUDIT	= 1,	/* an audit-only policy would have dropped it */
+};
+
 struct metrics_key {
 	__u32 ep_id;		/* 0: not attributed to an endpoint */
 	__u8 dir;		/* enum kelp_dir */
 	__u8 pad;
-	__s16 reason;		/* 0 forwarded, else enum kelp_drop_reason */
+	__s16 reason;		/* enum kelp_metrics_reason, or enum kelp_drop_reason */
 };
 
 struct metrics_value {

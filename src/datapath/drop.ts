@@ -26,7 +26,25 @@ export const DropReason = {
   NAT_NO_MAPPING: -205,
   NAT_INVALID: -206,
   NAT_REWRITE: -207,
+  // Policy (bpf/lib/policy.h): events of these carry the deciding policy and rule.
+  POLICY_DENY: -300,
+  POLICY_NOT_READY: -301,
+  POLICY_CT_FULL: -302,
+  FRAG_NO_FLOW: -303,
+  FRAG_MAP_FULL: -304,
 } as const;
+
+/**
+ * Counter reasons that are not drops (`enum kelp_metrics_reason`, bpf/lib/metrics.h): 0 is
+ * forwarded traffic, positive codes passed but are counted apart.
+ */
+export const MetricsReason = { FORWARDED: 0, POLICY_AUDIT: 1 } as const;
+
+/** How `kelp get counters` names a counter's reason. */
+const METRICS_REASON_NAMES: Record<number, string> = {
+  [MetricsReason.FORWARDED]: 'forwarded',
+  [MetricsReason.POLICY_AUDIT]: 'audit (would drop)',
+};
 
 export type DropReasonName = keyof typeof DropReason;
 export type DropReasonCode = (typeof DropReason)[DropReasonName];
@@ -54,18 +72,35 @@ const DESCRIPTIONS: Record<DropReasonName, string> = {
   NAT_NO_MAPPING: 'ICMP error from a pod about a flow with no NAT mapping',
   NAT_INVALID: 'a packet that needs masquerade cannot be parsed',
   NAT_REWRITE: 'rewriting the packet for NAT failed',
+  POLICY_DENY: 'denied by policy (the event names the policy and rule; rule 65535: isolated, no rule allowed it)',
+  POLICY_NOT_READY: "the endpoint's policy is not programmed yet (no entry for it, not even its catch-all): fail closed",
+  POLICY_CT_FULL: 'the policy conntrack map refused the entry of an allowed new flow',
+  FRAG_NO_FLOW: 'a non-first IPv4 fragment whose first fragment (with the ports policy decides on) was not seen',
+  FRAG_MAP_FULL: 'the fragment map refused the ports of a first fragment',
 };
 
 const BY_CODE = new Map<number, DropReasonName>(
   (Object.keys(DropReason) as DropReasonName[]).map((name) => [DropReason[name], name]),
 );
 
-/** `SRC_MAC` for -7; `UNKNOWN(-42)` for a code this build does not know (a newer datapath). */
+/**
+ * `SRC_MAC` for -7; `UNKNOWN(-42)` for a code this build does not know (a newer datapath). A
+ * counter's non-drop reasons (0 and positive, MetricsReason) get their counter names, so that
+ * every reader of kelp_metrics shows an audit as "audit (would drop)", not as a drop.
+ */
 export function dropReasonName(code: number): string {
-  return BY_CODE.get(code) ?? `UNKNOWN(${code})`;
+  return BY_CODE.get(code) ?? METRICS_REASON_NAMES[code] ?? `UNKNOWN(${code})`;
+}
+
+/** Whether a counter of this reason counts dropped packets. */
+export function isDropReason(code: number): boolean {
+  return code < 0;
 }
 
 export function dropReasonText(code: number): string {
   const name = BY_CODE.get(code);
-  return name ? DESCRIPTIONS[name] : `unknown drop reason ${code}`;
+  if (name) return DESCRIPTIONS[name];
+  if (code === MetricsReason.POLICY_AUDIT) return 'passed, but an audit-only policy would have dropped it';
+  if (code === MetricsReason.FORWARDED) return 'forwarded';
+  return `unknown drop reason ${code}`;
 }

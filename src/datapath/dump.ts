@@ -7,6 +7,7 @@ import { dropReasonName } from './drop';
 import { Direction, endpointInfo, endpointKey, endpointSlot, metricsFwdSlot, metricsKey, sumPerCpuMetrics } from './structs';
 import { ct4Entry, Ct4Entry, nat4Entry, Nat4Entry, nomasq4Key, tuple4 } from './nat';
 import type { StructCodec } from './structs';
+import { describePolicyCt, frag4Key, frag4Ports, ipcache4Info, ipcache4Key, pct4Entry, pct4Key, policy4Key, policy4Verdict, policyConfig } from './policy';
 
 export interface MapRow {
   key: unknown;
@@ -58,9 +59,30 @@ export function mapRows(name: string, m: BpfMap, layout?: { value?: StructCodec<
       return m.lookupBatch().map(([k, v]) => ({ key: tuple4.decode(k), value: ((layout?.value ?? nat4Entry) as StructCodec<Nat4Entry>).decode(v) }));
     case 'kelp_nomasq4':
       return m.keys().map((k) => ({ key: nomasq4Key.decode(k), value: m.lookup(k)?.readUInt8(0) }));
+    case 'kelp_ipcache4':
+      return decodedRows(m, ipcache4Key, ipcache4Info);
+    case 'kelp_policy4':
+      return decodedRows(m, policy4Key, policy4Verdict);
+    case 'kelp_policy_config':
+      return m.lookupBatch().map(([k, v]) => ({ key: k.readUInt32LE(0), value: policyConfig.decode(v) }));
+    case 'kelp_pct4':
+      return m.lookupBatch().map(([k, v]) => {
+        const flow = describePolicyCt(pct4Key.decode(k), pct4Entry.decode(v));
+        return { key: flow.orig, value: { ...flow.entry, action: flow.action, verdict: flow.verdict } };
+      });
+    case 'kelp_frag4':
+      return m.lookupBatch().map(([k, v]) => ({ key: frag4Key.decode(k), value: frag4Ports.decode(v) }));
   }
   if (m.type === MapType.RINGBUF) return [];
   return m.keys().map((k) => ({ key: k.toString('hex'), value: m.lookup(k)?.toString('hex') }));
+}
+
+/** Rows of a map without batch lookups (LPM tries): one lookup per key; a key gone meanwhile is skipped. */
+function decodedRows<K, V>(m: BpfMap, key: StructCodec<K>, value: StructCodec<V>): MapRow[] {
+  return m.keys().flatMap((k) => {
+    const v = m.lookup(k);
+    return v ? [{ key: key.decode(k), value: value.decode(v) }] : [];
+  });
 }
 
 /**

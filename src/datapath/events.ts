@@ -4,6 +4,8 @@ import { openRingBuffer } from '../bpf';
 import type { BpfMap, RingBuffer } from '../bpf';
 import type { Logger } from '../log';
 import { dropReasonName } from './drop';
+import { POLICY_ACTION_NAMES, POLICY_TIER_NAMES } from './policy';
+import type { PolicyAction, PolicyTier } from './policy-types';
 import { Direction, EventType, TracePoint, kelpEvent, RawEvent } from './structs';
 
 export type EventDirection = 'from-pod' | 'to-pod';
@@ -25,11 +27,31 @@ interface EventCommon {
   dport: number;
 }
 
+/** The policy decision a policy drop or an audit event carries. */
+export interface EventPolicy {
+  /** 0: no policy decided (the endpoint's policy was not programmed). */
+  policyId: number;
+  /** Rule index in the policy's list for the direction; RULE_ISOLATED (65535): no rule allowed it. */
+  rule: number;
+  tier: PolicyTier | 'none';
+  action: PolicyAction | 'none';
+}
+
 export interface DropEvent extends EventCommon {
   kind: 'drop';
   reason: number;
   /** DropReason name, e.g. `SRC_MAC`. */
   reasonName: string;
+  /** Drops by policy (POLICY_* reasons and those of its fragments and conntrack). */
+  policy?: EventPolicy;
+}
+
+/** Passed: an audit-only policy would have dropped it (reason: the drop it would have been). */
+export interface AuditEvent extends EventCommon {
+  kind: 'audit';
+  reason: number;
+  reasonName: string;
+  policy: EventPolicy;
 }
 
 export interface TraceEvent extends EventCommon {
@@ -39,7 +61,7 @@ export interface TraceEvent extends EventCommon {
   targetIfindex: number;
 }
 
-export type KelpEvent = DropEvent | TraceEvent;
+export type KelpEvent = DropEvent | AuditEvent | TraceEvent;
 
 const POINTS: Record<number, TracePointName> = {
   [TracePoint.TO_ENDPOINT]: 'to-endpoint',
@@ -50,6 +72,15 @@ function direction(raw: RawEvent): EventDirection {
   if (raw.dir === Direction.FROM_POD) return 'from-pod';
   if (raw.dir === Direction.TO_POD) return 'to-pod';
   throw new RangeError(`kelp_event: unknown direction ${raw.dir}`);
+}
+
+function eventPolicy(raw: RawEvent): EventPolicy {
+  return {
+    policyId: raw.policyId,
+    rule: raw.rule,
+    tier: POLICY_TIER_NAMES[raw.tier] ?? 'none',
+    action: POLICY_ACTION_NAMES[raw.action] ?? 'none',
+  };
 }
 
 /** Throws RangeError on a record this build cannot read (short, or unknown type/direction/point). */
@@ -69,7 +100,12 @@ export function decodeEvent(buf: Buffer): KelpEvent {
     dport: raw.dport,
   };
   if (raw.type === EventType.DROP) {
-    return { kind: 'drop', ...common, reason: raw.reason, reasonName: dropReasonName(raw.reason) };
+    const drop: DropEvent = { kind: 'drop', ...common, reason: raw.reason, reasonName: dropReasonName(raw.reason) };
+    if (raw.reason <= -300 && raw.reason > -400) drop.policy = eventPolicy(raw);
+    return drop;
+  }
+  if (raw.type === EventType.AUDIT) {
+    return { kind: 'audit', ...common, reason: raw.reason, reasonName: dropReasonName(raw.reason), policy: eventPolicy(raw) };
   }
   if (raw.type === EventType.TRACE) {
     const point = POINTS[raw.tracePoint];
@@ -83,7 +119,9 @@ export function decodeEvent(buf: Buffer): KelpEvent {
 export function formatEvent(e: KelpEvent): string {
   const flow = `${e.saddr}:${e.sport} -> ${e.daddr}:${e.dport} proto ${e.proto}`;
   const where = `${e.dir} if ${e.ifindex} ep ${e.epId}`;
-  if (e.kind === 'drop') return `drop ${e.reasonName} ${where} ${flow} len ${e.len}`;
+  const policy = (p: EventPolicy) => ` policy ${p.policyId} rule ${p.rule} tier ${p.tier}`;
+  if (e.kind === 'drop') return `drop ${e.reasonName} ${where} ${flow} len ${e.len}${e.policy ? policy(e.policy) : ''}`;
+  if (e.kind === 'audit') return `audit (would drop: ${e.reasonName}) ${where} ${flow} len ${e.len}${policy(e.policy)}`;
   return `trace ${e.point} ${where} -> if ${e.targetIfindex} ${flow} len ${e.len}`;
 }
 

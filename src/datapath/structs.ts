@@ -73,7 +73,7 @@ export const Direction = { FROM_POD: 1, TO_POD: 2 } as const;
 export type Direction = (typeof Direction)[keyof typeof Direction];
 
 // enum kelp_event_type, enum kelp_trace_point (bpf/lib/events.h)
-export const EventType = { DROP: 1, TRACE: 2 } as const;
+export const EventType = { DROP: 1, TRACE: 2, AUDIT: 3 } as const;
 export const TracePoint = { NONE: 0, TO_ENDPOINT: 1, ARP_REPLY: 2 } as const;
 
 // --- kelp_endpoints -------------------------------------------------------------------------
@@ -230,7 +230,7 @@ export interface MetricsKey {
   /** 0: not attributed to an endpoint. */
   epId: number;
   dir: Direction;
-  /** 0 forwarded, negative: a DropReason. */
+  /** 0 forwarded, negative: a DropReason, positive: a MetricsReason (passed, counted apart). */
   reason: number;
 }
 
@@ -351,9 +351,25 @@ export interface RawEvent {
   /** Host order. For ICMP: sport = type and code bytes, dport = echo identifier. */
   sport: number;
   dport: number;
+  /** Policy drops and audits: the decision (struct kelp_event_policy); zero in other events. */
+  policyId: number;
+  rule: number;
+  /** enum policy_tier, enum policy_action (src/datapath/policy.ts). */
+  tier: number;
+  action: number;
 }
 
-const ev = layout('kelp_event', 48, [
+/** The size of a kelp_event before the policy fields (an older datapath's records). */
+export const KELP_EVENT_V1_SIZE = 48;
+
+const evPolicy = layout('kelp_event_policy', 8, [
+  ['policy_id', 4, 0],
+  ['rule', 2, 4],
+  ['tier', 1, 6],
+  ['action', 1, 7],
+]);
+
+const ev = layout('kelp_event', 56, [
   ['ts_ns', 8, 0],
   ['type', 1, 8],
   ['dir', 1, 9],
@@ -369,8 +385,31 @@ const ev = layout('kelp_event', 48, [
   ['daddr', 4, 36],
   ['sport', 2, 40],
   ['dport', 2, 42],
-  ['pad', 4, 44],
+  ['policy', evPolicy.size, 44],
+  ['pad', 4, 52],
 ]);
+
+/** struct kelp_event_policy, on its own for the layout test; kelpEvent reads it in place. */
+export const kelpEventPolicy: StructCodec<Pick<RawEvent, 'policyId' | 'rule' | 'tier' | 'action'>> = {
+  ...evPolicy,
+  encode(v) {
+    const b = Buffer.alloc(evPolicy.size);
+    b.writeUInt32LE(u32('policyId', v.policyId), evPolicy.off.policy_id);
+    b.writeUInt16LE(checkUint('rule', v.rule, 2), evPolicy.off.rule);
+    b.writeUInt8(checkUint('tier', v.tier, 1), evPolicy.off.tier);
+    b.writeUInt8(checkUint('action', v.action, 1), evPolicy.off.action);
+    return b;
+  },
+  decode(b) {
+    checkLength(evPolicy.cName, b, evPolicy.size);
+    return {
+      policyId: b.readUInt32LE(evPolicy.off.policy_id),
+      rule: b.readUInt16LE(evPolicy.off.rule),
+      tier: b.readUInt8(evPolicy.off.tier),
+      action: b.readUInt8(evPolicy.off.action),
+    };
+  },
+};
 
 export const kelpEvent: StructCodec<RawEvent> = {
   ...ev,
@@ -391,10 +430,14 @@ export const kelpEvent: StructCodec<RawEvent> = {
     ip4ToBuffer(v.daddr).copy(b, ev.off.daddr);
     b.writeUInt16BE(v.sport, ev.off.sport);
     b.writeUInt16BE(v.dport, ev.off.dport);
+    kelpEventPolicy.encode(v).copy(b, ev.off.policy);
     return b;
   },
+  /** Also reads the shorter records of a datapath from before the policy fields (zero there). */
   decode(b) {
-    checkLength(ev.cName, b, ev.size);
+    checkLength(ev.cName, b, KELP_EVENT_V1_SIZE);
+    const policy =
+      b.length >= ev.size ? kelpEventPolicy.decode(b.subarray(ev.off.policy, ev.off.policy + evPolicy.size)) : { policyId: 0, rule: 0, tier: 0, action: 0 };
     return {
       tsNs: b.readBigUInt64LE(ev.off.ts_ns),
       type: b.readUInt8(ev.off.type),
@@ -411,6 +454,7 @@ export const kelpEvent: StructCodec<RawEvent> = {
       daddr: ip4FromBuffer(b, ev.off.daddr),
       sport: b.readUInt16BE(ev.off.sport),
       dport: b.readUInt16BE(ev.off.dport),
+      ...policy,
     };
   },
 };
@@ -423,13 +467,14 @@ export const ALL_STRUCTS: ReadonlyArray<StructCodec<unknown>> = [
   metricsKey,
   metricsValue,
   kelpEvent,
+  kelpEventPolicy,
 ] as ReadonlyArray<StructCodec<unknown>>;
 
 /** The C enums mirrored above, by BTF enum name: enumerator name -> value. */
 export const MIRRORED_ENUMS: Record<string, Record<string, number>> = {
   kelp_dir: { KELP_DIR_FROM_POD: Direction.FROM_POD, KELP_DIR_TO_POD: Direction.TO_POD },
   kelp_endpoint_cache_params: { KELP_EP_CACHE_BITS: EP_CACHE_BITS, KELP_EP_CACHE_MUL: EP_CACHE_MUL },
-  kelp_event_type: { KELP_EVENT_DROP: EventType.DROP, KELP_EVENT_TRACE: EventType.TRACE },
+  kelp_event_type: { KELP_EVENT_DROP: EventType.DROP, KELP_EVENT_TRACE: EventType.TRACE, KELP_EVENT_AUDIT: EventType.AUDIT },
   kelp_metrics_limits: { KELP_METRICS_FWD_EPS: METRICS_FWD_EPS },
   kelp_trace_point: {
     KELP_TRACE_NONE: TracePoint.NONE,

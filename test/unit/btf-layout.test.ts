@@ -4,8 +4,9 @@
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { btfEnum, btfStructLayout } from '../../src/bpf';
-import { DropReason } from '../../src/datapath/drop';
+import { DropReason, MetricsReason } from '../../src/datapath/drop';
 import { NAT_ENUMS, NAT_STRUCTS } from '../../src/datapath/nat';
+import { POLICY_ENUMS, POLICY_STRUCTS } from '../../src/datapath/policy';
 import {
   ALL_STRUCTS,
   MIRRORED_ENUMS,
@@ -14,6 +15,7 @@ import {
   endpointKey,
   endpointSlot,
   kelpEvent,
+  kelpEventPolicy,
   metricsKey,
   metricsValue,
 } from '../../src/datapath/structs';
@@ -24,15 +26,21 @@ const DROP_ENUM = {
   kelp_drop_reason: Object.fromEntries(Object.entries(DropReason).map(([name, code]) => [`DROP_${name}`, code])),
 };
 
+const METRICS_REASON_ENUM = {
+  kelp_metrics_reason: { KELP_REASON_FORWARDED: MetricsReason.FORWARDED, KELP_REASON_POLICY_AUDIT: MetricsReason.POLICY_AUDIT },
+};
+
 const { kelp_dir, kelp_event_type, kelp_trace_point } = MIRRORED_ENUMS;
 
 /** Per object, what it shares with the agent: the maps it declares and the events it emits. */
 const OBJECTS: Array<{ name: string; structs: ReadonlyArray<StructCodec<unknown>>; enums: Record<string, Record<string, number>> }> = [
-  { name: 'lxc', structs: ALL_STRUCTS, enums: { ...DROP_ENUM, ...MIRRORED_ENUMS } },
+  { name: 'lxc', structs: [...ALL_STRUCTS, ...POLICY_STRUCTS], enums: { ...DROP_ENUM, ...MIRRORED_ENUMS, ...METRICS_REASON_ENUM, ...POLICY_ENUMS } },
   {
     name: 'host',
-    structs: [...NAT_STRUCTS, endpointKey, endpointInfo, endpointSlot, metricsKey, metricsValue, kelpEvent] as ReadonlyArray<StructCodec<unknown>>,
-    enums: { ...DROP_ENUM, kelp_dir, kelp_event_type, kelp_trace_point, ...NAT_ENUMS },
+    structs: [...NAT_STRUCTS, ...POLICY_STRUCTS, endpointKey, endpointInfo, endpointSlot, metricsKey, metricsValue, kelpEvent, kelpEventPolicy] as ReadonlyArray<
+      StructCodec<unknown>
+    >,
+    enums: { ...DROP_ENUM, kelp_dir, kelp_event_type, kelp_trace_point, ...NAT_ENUMS, ...METRICS_REASON_ENUM },
   },
 ];
 

@@ -11,6 +11,7 @@ import type { StructCodec } from '../structs';
 import { endpointInfo, endpointKey } from '../structs';
 import { ct4Entry, nat4Entry, nomasq4Key, tuple4 } from '../nat';
 import { ct4EntryV2, nat4EntryV2 } from './test-layouts';
+import { frag4Key, frag4Ports, ipcache4Info, ipcache4Key, pct4Entry, pct4Key, policy4Key, policy4Verdict, policyConfig } from '../policy';
 
 export type MapWriter =
   /** Only the datapath writes it (counters, conntrack, events). */
@@ -67,6 +68,7 @@ function coded(version: number, shape: Omit<Shape, 'keySize' | 'valueSize'>, key
 
 const u8 = 1;
 const u32 = 4;
+
 
 export const MAPS: readonly MapSpec[] = [
   {
@@ -157,6 +159,63 @@ export const MAPS: readonly MapSpec[] = [
     why: "configuration: synced to exactly the agent's CIDRs before the uplink's programs are swapped in",
     writer: 'reconciler',
     description: 'destinations never masqueraded (pod CIDR and configured CIDRs)',
+  },
+  {
+    name: 'kelp_ipcache4',
+    objects: ['lxc', 'host'],
+    version: 1,
+    layouts: [coded(1, { type: MapType.LPM_TRIE, maxEntries: 65536, flags: 1 }, ipcache4Key, ipcache4Info)],
+    migrate: 'rebuild',
+    why:
+      'derived from the store: the policy reconciler writes it whole (applyPolicyMaps) before it switches enforcement on in the new kelp_policy_config, ' +
+      'and a new config map starts with enforcement off, so nothing reads it half-written',
+    writer: 'reconciler',
+    description: 'IPv4 prefix -> peer identity (policy), longest prefix wins; a miss is WORLD',
+  },
+  {
+    name: 'kelp_policy4',
+    objects: ['lxc', 'host'],
+    version: 1,
+    layouts: [coded(1, { type: MapType.LPM_TRIE, maxEntries: 262144, flags: 1 }, policy4Key, policy4Verdict)],
+    migrate: 'rebuild',
+    why: 'derived from the store, as kelp_ipcache4: written whole before enforcement is switched on in the new config',
+    writer: 'reconciler',
+    description: 'policy verdicts by endpoint, peer identity, direction, protocol and port prefix (LPM)',
+  },
+  {
+    name: 'kelp_policy_config',
+    objects: ['lxc', 'host'],
+    version: 1,
+    layouts: [{ version: 1, type: MapType.ARRAY, keySize: u32, valueSize: policyConfig.size, maxEntries: 1, flags: 0 }],
+    migrate: 'rebuild',
+    why:
+      'starts with enforcement off (no policy, as before policy existed): the reconciler writes the policy maps, ' +
+      'then switches enforcement on; a revision starting over only makes tracked flows be decided again',
+    writer: 'reconciler',
+    description: 'policy revision and the enforcement switch (one slot)',
+  },
+  {
+    name: 'kelp_pct4',
+    objects: ['lxc', 'host'],
+    version: 1,
+    layouts: [coded(1, { type: MapType.LRU_HASH, maxEntries: 65536, flags: 0 }, pct4Key, pct4Entry)],
+    migrate: 'reset',
+    why:
+      'a layout change is rare, and a convert map the datapath writes must wait for its programs to be swapped, which only host.o reports today: ' +
+      "after one, each flow is decided again on its next packet in that packet's direction (a reply the reverse policy denies is dropped, " +
+      'so long-lived connections across such an upgrade may need a reconnect); convert it once lxc.o reports its swap',
+    writer: 'datapath',
+    description: 'policy conntrack: one entry per flow for both directions, with its verdict and revision',
+  },
+  {
+    name: 'kelp_frag4',
+    objects: ['lxc', 'host'],
+    version: 1,
+    layouts: [coded(1, { type: MapType.LRU_HASH, maxEntries: 8192, flags: 0 }, frag4Key, frag4Ports)],
+    migrate: 'reset',
+    why: 'ports of datagrams in flight: at most the later fragments of a datagram being sent at the upgrade are dropped (FRAG_NO_FLOW)',
+    writer: 'datapath',
+    description: 'ports of fragmented IPv4 datagrams by (source, destination, IP id, protocol), from their first fragment',
   },
 ];
 

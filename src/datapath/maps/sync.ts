@@ -60,29 +60,49 @@ export function diffEntries(current: Desired, desired: Desired): MapDiff {
   return { put, remove, unchanged, updated };
 }
 
-function isFull(e: unknown): boolean {
+export function isMapFull(e: unknown): boolean {
   return e instanceof KelpBpfError && (e.code === 'E2BIG' || e.code === 'ENOSPC' || e.code === 'ENOMEM');
 }
 
-/**
- * Makes `map` hold exactly `desired` (hash-like maps: HASH, LRU_HASH, LPM_TRIE). Per-CPU maps
- * and arrays are not synced this way: their slots always exist.
- */
-export function syncMap(map: BpfMap, desired: Desired): SyncStats {
+/** What a hash-like map holds now. */
+export function readEntries(map: BpfMap): Array<readonly [Buffer, Buffer]> {
   const current: Array<readonly [Buffer, Buffer]> = [];
   for (const k of map.keys()) {
     const v = map.lookup(k);
     if (v) current.push([k, v]);
   }
-  const diff = diffEntries(current, desired);
+  return current;
+}
+
+/** The make half of a diff: missing and changed entries. `wanted` is the desired entry count. */
+export function applyPuts(map: BpfMap, diff: MapDiff, wanted: number): void {
   for (const [k, v] of diff.put) {
     try {
       map.update(k, v);
     } catch (e) {
-      if (isFull(e)) throw new MapFullError(map.name, desired.length, map.maxEntries, e);
+      if (isMapFull(e)) throw new MapFullError(map.name, wanted, map.maxEntries, e);
       throw e;
     }
   }
+}
+
+/** The break half of a diff: entries no longer desired. */
+export function applyRemoves(map: BpfMap, diff: MapDiff): void {
   for (const k of diff.remove) map.delete(k);
+}
+
+export function diffStats(diff: MapDiff): SyncStats {
   return { added: diff.put.length - diff.updated, updated: diff.updated, removed: diff.remove.length, unchanged: diff.unchanged };
+}
+
+/**
+ * Makes `map` hold exactly `desired` (hash-like maps: HASH, LRU_HASH, LPM_TRIE). Per-CPU maps
+ * and arrays are not synced this way: their slots always exist. Writers that must order the
+ * halves of several maps (policy.ts) call the steps themselves.
+ */
+export function syncMap(map: BpfMap, desired: Desired): SyncStats {
+  const diff = diffEntries(readEntries(map), desired);
+  applyPuts(map, diff, desired.length);
+  applyRemoves(map, diff);
+  return diffStats(diff);
 }
