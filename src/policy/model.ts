@@ -1,166 +1,77 @@
-// kelp's compiled policy model, as the datapath will hold it, and the lookup that answers a
-// connection from it (the lookup is what the BPF programs will do, written plainly).
+// What the compiler (./compile.ts) knows after a compile, kept for the trace (./trace.ts) and
+// for the agent: the policies in evaluation order with their ids, the pods that take part, the
+// identities, this node's addresses. Plus the small helpers every part shares.
 //
-// Shape. For every pod the model knows (`PodPolicy`) and each direction (ingress: traffic into the
-// pod, egress: traffic out of it) there is a `DirectionRules`: whether the pod is isolated in that
-// direction, and the flat list of what is allowed. Each `AllowEntry` is a key a BPF map can hold
-// as it is:
-//
-//   (endpoint, direction, peer, protocol, first..last port) → allow, cookie = origin (policy, rule)
-//
-// where `peer` is one of
-//   - `any`:      every peer (a rule without `from`/`to`): one wildcard entry;
-//   - `identity`: a numeric label identity. Pods with the same namespace and the same labels get
-//                 the same identity (`identities`), so a peer selector compiles to the set of
-//                 identities it matches, and the datapath maps a source/destination IP to its
-//                 identity once (an ipcache) and looks up (endpoint, dir, identity, proto, port)
-//                 in a hash map;
-//   - `cidr`:     an LPM prefix. ipBlock `except`s are already subtracted (`cidrMinus`), so every
-//                 CIDR entry is a plain allow and no entry ever needs to shadow another one.
-//                 An LPM trie returns only the longest match, though: where prefixes nest (one
-//                 rule allows 10.0.0.0/8 port 80, another 10.0.1.0/24 port 443), the value
-//                 stored for the narrower prefix must carry the union of the allows of every
-//                 prefix covering it, or the narrower key would shadow the broader one. The
-//                 map builder does that push-down; the entries here stay as the rules said.
-//                 Named ports in egress (they resolve per destination pod) compile to host
-//                 prefixes (/32, /128) of each destination pod with the number that pod gives
-//                 the name, since pods with one identity may number a name differently.
-// Ports are inclusive ranges; `portRangePrefixes` turns one into (value, prefix length) pairs for
-// an LPM-style port match. Everything in one direction is a union of allows (NetworkPolicy has
-// no deny), so the order of entries does not matter and overlapping entries cannot shadow each
-// other. The tiers, priorities and Deny/Pass actions of ClusterNetworkPolicy and
-// KelpNetworkPolicy are not in this model yet.
-//
-// Reserved: traffic between a pod and its own node is always allowed (`hostIps`: the addresses of
-// the node the pod runs on); in the datapath that is a reserved "host" identity checked first.
-// Any address that is not a pod's is the reserved identity WORLD, matched only by `any` and
-// `cidr` entries.
-import { canonicalIp, Cidr, cidrContains, cidrToString, familyBits, networkAddress, parseCidr, tryParseIp } from '../ipam/ip';
-import type { Protocol } from '../sources/objects';
+// Which pods take part: a pod with addresses in status, not on the host network (a hostNetwork
+// pod has its node's address and is, to policy, the node), and not finished (Succeeded/Failed: its
+// address may already be someone else's) — and every local endpoint, whatever its Pod object
+// says (one without a Pod object is a pod without labels in its namespace).
+import { Cidr, cidrContains, cidrToString, familyBits, networkAddress, parseCidr } from '../ipam/ip';
+import type { ContainerPort, PodObject } from '../sources/objects/pod';
+import type { Protocol } from '../sources/objects/net';
+import type { PolicySpec } from './spec';
 
-export type Direction = 'ingress' | 'egress';
-
-/** Reserved identities, below the first pod identity. */
-export const IDENTITY_HOST = 1;
-export const IDENTITY_WORLD = 2;
-export const FIRST_POD_IDENTITY = 256;
-
-export type Peer = { kind: 'any' } | { kind: 'identity'; identity: number } | { kind: 'cidr'; cidr: string };
-
-export interface RuleOrigin {
-  /** `namespace/name` of the NetworkPolicy. */
-  policy: string;
-  direction: Direction;
-  /** Index of the rule in the policy's ingress or egress list. */
-  rule: number;
+export interface ModelPolicy {
+  spec: PolicySpec;
+  /** Stable while the policy exists; the datapath's cookie. */
+  id: number;
 }
 
-export interface AllowEntry {
-  peer: Peer;
-  protocol: Protocol;
-  /** Inclusive; 0..65535 when the rule names no port. */
-  first: number;
-  last: number;
-  origin: RuleOrigin;
-}
-
-export interface DirectionRules {
-  /** Selected by at least one policy for this direction: only `allow` gets through. */
-  isolated: boolean;
-  /** `namespace/name` of the policies isolating the pod in this direction. */
-  isolatedBy: string[];
-  allow: AllowEntry[];
-}
-
-export interface PodPolicy {
+/** A pod that takes part in policy. */
+export interface Member {
   /** `namespace/name`. */
-  pod: string;
-  identity: number;
-  /** The pod's own addresses, canonical. */
-  ips: string[];
-  /** The addresses of the pod's node: always allowed both ways. */
-  hostIps: string[];
-  ingress: DirectionRules;
-  egress: DirectionRules;
-}
-
-export interface IdentityInfo {
+  key: string;
   namespace: string;
   labels: Record<string, string>;
+  /** Every container's ports. */
+  ports: ContainerPort[];
+  /** Canonical; a local endpoint's are its endpoint's addresses. */
+  ips: string[];
+  /** The identity of its IPv4 address (none without one: the maps are IPv4 only). */
+  identity?: number;
+  /** Datapath endpoint id, for the pods on this node. */
+  epId?: number;
 }
 
-export interface CompiledPolicy {
+/** What an identity stands for. */
+export interface IdentityInfo {
+  /** The pods' namespace and labels, for a pod identity. */
+  pod?: { namespace: string; labels: Record<string, string> };
+  /** The policy CIDRs containing its addresses, shortest first. */
+  cidrs: string[];
+  /** For a pod identity: what each name used by an egress named port means on its pods. */
+  named?: NamedPorts;
+}
+
+/** Port name → every (protocol, number) a pod's containers give it. */
+export type NamedPorts = ReadonlyMap<string, ReadonlyArray<{ protocol: Protocol; port: number }>>;
+
+export interface PolicyModel {
+  /** Evaluation order: tier, priority, ref. */
+  policies: ModelPolicy[];
+  pods: Map<string, Member>;
+  podByIp: Map<string, Member>;
+  namespaceLabels: (namespace: string) => Record<string, string>;
+  /** This node's addresses (canonical): always allowed to and from its pods. */
+  nodeIps: Set<string>;
   identities: Map<number, IdentityInfo>;
-  /** By `namespace/name`. */
-  pods: Map<string, PodPolicy>;
-  /** Pod address → `namespace/name` (the datapath's ipcache, with `identity` from `pods`). */
-  podByIp: Map<string, string>;
 }
 
-export interface Connection {
-  src: string;
-  dst: string;
-  protocol: Protocol;
-  /** Destination port, 1..65535. */
-  port: number;
+/** Whether a Pod object takes part in policy (see the file's head). */
+export function policyPod(pod: PodObject): boolean {
+  const phase = pod.status?.phase;
+  return !pod.spec.hostNetwork && phase !== 'Succeeded' && phase !== 'Failed' && (pod.status?.podIPs.length ?? 0) > 0;
 }
 
-export type SideDecision =
-  | { decision: 'not-a-pod' }
-  | { decision: 'host' }
-  | { decision: 'unrestricted' }
-  | { decision: 'allowed'; by: RuleOrigin }
-  | { decision: 'denied'; isolatedBy: string[] };
-
-export interface Verdict {
-  allowed: boolean;
-  /** The source pod's egress. */
-  egress: SideDecision;
-  /** The destination pod's ingress. */
-  ingress: SideDecision;
-}
-
-function canonical(s: string): string {
-  const ip = canonicalIp(s);
-  if (ip === undefined) throw new Error(`not an IP address: ${JSON.stringify(s)}`);
-  return ip;
-}
-
-function peerMatches(peer: Peer, identity: number, ip: string): boolean {
-  switch (peer.kind) {
-    case 'any':
-      return true;
-    case 'identity':
-      return peer.identity === identity;
-    case 'cidr': {
-      const addr = tryParseIp(ip);
-      return addr !== undefined && cidrContains(parseCidr(peer.cidr), addr);
-    }
+export function namedPortsOf(ports: readonly ContainerPort[]): NamedPorts {
+  const out = new Map<string, Array<{ protocol: Protocol; port: number }>>();
+  for (const p of ports) {
+    if (p.name === undefined) continue;
+    const list = out.get(p.name) ?? [];
+    if (!list.some((e) => e.protocol === p.protocol && e.port === p.containerPort)) list.push({ protocol: p.protocol, port: p.containerPort });
+    out.set(p.name, list);
   }
-}
-
-function decideSide(pod: PodPolicy | undefined, dir: Direction, peerIp: string, peerIdentity: number, protocol: Protocol, port: number): SideDecision {
-  if (!pod) return { decision: 'not-a-pod' };
-  if (pod.hostIps.includes(peerIp)) return { decision: 'host' };
-  const rules = pod[dir];
-  if (!rules.isolated) return { decision: 'unrestricted' };
-  for (const e of rules.allow) {
-    if (e.protocol === protocol && e.first <= port && port <= e.last && peerMatches(e.peer, peerIdentity, peerIp)) return { decision: 'allowed', by: e.origin };
-  }
-  return { decision: 'denied', isolatedBy: rules.isolatedBy };
-}
-
-const passes = (d: SideDecision) => d.decision !== 'denied';
-
-/** The verdict for a new connection: the source pod's egress and the destination pod's ingress. */
-export function lookup(model: CompiledPolicy, conn: Connection): Verdict {
-  const src = canonical(conn.src);
-  const dst = canonical(conn.dst);
-  const srcPod = model.pods.get(model.podByIp.get(src) ?? '');
-  const dstPod = model.pods.get(model.podByIp.get(dst) ?? '');
-  const egress = decideSide(srcPod, 'egress', dst, dstPod?.identity ?? IDENTITY_WORLD, conn.protocol, conn.port);
-  const ingress = decideSide(dstPod, 'ingress', src, srcPod?.identity ?? IDENTITY_WORLD, conn.protocol, conn.port);
-  return { allowed: passes(egress) && passes(ingress), egress, ingress };
+  return out;
 }
 
 /**

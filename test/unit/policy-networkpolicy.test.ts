@@ -1,8 +1,13 @@
 import { describe, expect, it } from 'vitest';
 import { cidrContains, parseCidr, parseIp } from '../../src/ipam/ip';
-import { cidrMinus, compileNetworkPolicies, Connection, lookup, PolicyInputs, portRangePrefixes, SideDecision } from '../../src/policy';
+import { IPPROTO, PolicyDirection, PolicyVerdict, RULE_ISOLATED } from '../../src/datapath/policy-types';
+import { cidrMinus, compilePolicy, DesiredLookup, explain, IdentityAllocator, PolicyCompileResult, policyPod, portRangePrefixes } from '../../src/policy';
 import { NamespaceObject, NetworkPolicyObject, PodObject, Protocol, selectorMatches, validateObject } from '../../src/sources/objects';
 import { Rng } from '../support/rng';
+
+// Kubernetes NetworkPolicy alone, through the tiered compiler (src/policy/compile.ts): each node's
+// maps, read as the datapath reads them, against a literal reference evaluator of the
+// NetworkPolicy API text (the three-API property test is test/unit/policy-compile.test.ts).
 
 // ---------------------------------------------------------------------------------------------
 // The world, as raw manifests (what a user or the API server hands kelp). The implementation reads
@@ -18,17 +23,49 @@ interface World {
   nodeIps: Record<string, string[]>;
 }
 
-function inputsOf(w: World): PolicyInputs {
-  return {
-    namespaces: w.namespaces.map((o) => validateObject(o) as NamespaceObject),
-    pods: w.pods.map((o) => validateObject(o) as PodObject),
-    policies: w.policies.map((o) => validateObject(o) as NetworkPolicyObject),
-    nodeIps: w.nodeIps,
-  };
+interface Connection {
+  src: string;
+  dst: string;
+  protocol: Protocol;
+  port: number;
 }
 
-function compiledVerdict(w: World, c: Connection): boolean {
-  return lookup(compileNetworkPolicies(inputsOf(w)), c).allowed;
+interface NodeCompile extends PolicyCompileResult {
+  maps: DesiredLookup;
+}
+
+/** What each node's agent compiles: its own pods as endpoints, its own addresses as the host. */
+function compileNodes(w: World): NodeCompile[] {
+  const namespaces = w.namespaces.map((o) => validateObject(o) as NamespaceObject);
+  const pods = w.pods.map((o) => validateObject(o) as PodObject);
+  const networkPolicies = w.policies.map((o) => validateObject(o) as NetworkPolicyObject);
+  return Object.entries(w.nodeIps).map(([node, nodeIps]) => {
+    const local = pods.filter((p) => p.spec.nodeName === node && policyPod(p));
+    const localEndpoints = local.map((p, i) => ({ epId: 1 + i, pod: `${p.metadata.namespace}/${p.metadata.name}`, ips: p.status!.podIPs.map((e) => e.ip) }));
+    const result = compilePolicy({ namespaces, pods, localEndpoints, nodeIps, networkPolicies, clusterNetworkPolicies: [], kelpNetworkPolicies: [] }, new IdentityAllocator());
+    return { ...result, maps: new DesiredLookup(result.desired) };
+  });
+}
+
+/** One side's verdict from the node its pod runs on: the maps for IPv4, the trace for IPv6 (the maps are IPv4 only). */
+function sideVerdict(nodes: NodeCompile[], c: Connection, dir: PolicyDirection): PolicyVerdict | 'host' | undefined {
+  const own = dir === 'egress' ? c.src : c.dst;
+  const peer = dir === 'egress' ? c.dst : c.src;
+  const n = nodes.find((x) => x.model.podByIp.get(own)?.epId !== undefined);
+  if (!n) return undefined;
+  if (!own.includes(':') && !peer.includes(':')) {
+    const a = n.maps.decide(n.model.podByIp.get(own)!.epId!, dir, peer, IPPROTO[c.protocol], c.port);
+    if (!a || a.kind === 'unprogrammed') throw new Error(`no answer from the maps for ${JSON.stringify(c)} ${dir}`);
+    return a.kind === 'host' ? 'host' : a.entry.verdict;
+  }
+  const side = explain(n.model, { from: c.src, to: c.dst, protocol: c.protocol, port: c.port })[dir]!;
+  return side.host ? 'host' : side.verdict;
+}
+
+const passes = (v: PolicyVerdict | 'host' | undefined) => v === undefined || v === 'host' || v.action !== 'deny';
+
+function compiledAllowed(nodes: NodeCompile[], c: Connection): boolean {
+  return passes(sideVerdict(nodes, c, 'egress')) && passes(sideVerdict(nodes, c, 'ingress'));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -189,11 +226,11 @@ type Check = [from: string, to: string, port: `${number}/${Protocol}`, allowed: 
 function table(name: string, policies: Raw[], checks: Check[], world: Partial<World> = {}) {
   it(name, () => {
     const w: World = { ...BASE, ...world, policies };
-    const model = compileNetworkPolicies(inputsOf(w));
+    const nodes = compileNodes(w);
     const rows = checks.map(([from, to, pp, expected]) => {
       const [port, protocol] = pp.split('/') as [string, Protocol];
       const c: Connection = { src: at(from), dst: at(to), protocol, port: Number(port) };
-      return { conn: `${from} -> ${to} ${pp}`, expected, compiled: lookup(model, c).allowed, reference: referenceVerdict(w, c) };
+      return { conn: `${from} -> ${to} ${pp}`, expected, compiled: compiledAllowed(nodes, c), reference: referenceVerdict(w, c) };
     });
     expect(rows.filter((r) => r.compiled !== r.expected || r.reference !== r.expected)).toEqual([]);
   });
@@ -443,48 +480,27 @@ describe('model helpers', () => {
     }
   });
 
-  it('compiles to map-shaped entries: identities, except-free prefixes, per-pod numbers for names', () => {
+  it('egress named ports resolve per destination pod even between pods with the same labels', () => {
     const w: World = {
       ...BASE,
-      policies: [
-        ingressOnly('a', 'in', { matchLabels: { app: 'web' } }, [
-          { from: [{ podSelector: { matchLabels: { app: 'client' } } }, { ipBlock: { cidr: '10.0.0.0/16', except: ['10.0.2.0/24'] } }], ports: [{ port: 'http' }, { port: 8000, endPort: 8003, protocol: 'UDP' }] },
-        ]),
-        egressOnly('b', 'out', { matchLabels: { app: 'client' } }, [{ to: [{ namespaceSelector: {}, podSelector: { matchLabels: { app: 'web' } } }], ports: [{ port: 'http' }] }]),
-      ],
+      pods: [...BASE.pods, pod('a', 'web2', { app: 'web' }, ['10.0.1.9'], 'n2', [[{ name: 'http', containerPort: 9090 }]])],
+      policies: [egressOnly('b', 'out', { matchLabels: { app: 'client' } }, [{ to: [{ namespaceSelector: {}, podSelector: { matchLabels: { app: 'web' } } }], ports: [{ port: 'http' }] }])],
     };
-    const model = compileNetworkPolicies(inputsOf(w));
-    const web = model.pods.get('a/web')!;
-    const client = model.pods.get('a/client')!;
-    expect(web.egress).toEqual({ isolated: false, isolatedBy: [], allow: [] });
-    expect(web.ingress.isolatedBy).toEqual(['a/in']);
-    const origin = { policy: 'a/in', direction: 'ingress', rule: 0 };
-    const prefixes = ['10.0.0.0/23', '10.0.3.0/24', '10.0.4.0/22', '10.0.8.0/21', '10.0.16.0/20', '10.0.32.0/19', '10.0.64.0/18', '10.0.128.0/17'];
-    const peers = [...prefixes.map((cidr) => ({ kind: 'cidr', cidr })), { kind: 'identity', identity: client.identity }];
-    expect(web.ingress.allow).toEqual([
-      ...peers.map((peer) => ({ peer, protocol: 'TCP', first: 80, last: 80, origin })),
-      ...peers.map((peer) => ({ peer, protocol: 'UDP', first: 8000, last: 8003, origin })),
-    ]);
-    // Egress names resolve per destination pod, so they key on that pod's addresses.
-    const out = { policy: 'b/out', direction: 'egress', rule: 0 };
-    expect(model.pods.get('b/client')!.egress.allow).toEqual([
-      { peer: { kind: 'cidr', cidr: '10.0.1.1/32' }, protocol: 'TCP', first: 80, last: 80, origin: out },
-      { peer: { kind: 'cidr', cidr: '10.0.2.1/32' }, protocol: 'TCP', first: 81, last: 81, origin: out },
-    ]);
-    // b/web and a/web share labels but not a namespace: two identities.
-    expect(model.pods.get('b/web')!.identity).not.toBe(web.identity);
-    expect(model.identities.get(web.identity)).toEqual({ namespace: 'a', labels: { app: 'web' } });
+    const nodes = compileNodes(w);
+    const allowed = (dst: string, port: number) => compiledAllowed(nodes, { src: at('b/client'), dst, protocol: 'TCP', port });
+    expect([allowed('10.0.1.1', 80), allowed('10.0.1.1', 9090), allowed('10.0.1.9', 9090), allowed('10.0.1.9', 80)]).toEqual([true, false, true, false]);
+    const n2 = nodes[1];
+    expect(n2.model.pods.get('a/web2')!.identity).not.toBe(n2.model.pods.get('a/web')!.identity);
   });
 
-  it('lookup names the rule that allowed and the policies that isolated', () => {
+  it('the maps name the rule that allowed and the policy that isolated', () => {
     const w: World = { ...BASE, policies: [ingressOnly('a', 'p', {}, [{ ports: [{ port: 9 }] }, { ports: [{ port: 80 }] }])] };
-    const model = compileNetworkPolicies(inputsOf(w));
-    expect(lookup(model, { src: EXT, dst: at('a/web'), protocol: 'TCP', port: 80 })).toMatchObject({ allowed: true, ingress: { decision: 'allowed', by: { policy: 'a/p', direction: 'ingress', rule: 1 } }, egress: { decision: 'not-a-pod' } });
-    expect(lookup(model, { src: EXT, dst: at('a/web'), protocol: 'TCP', port: 81 })).toMatchObject({ allowed: false, ingress: { decision: 'denied', isolatedBy: ['a/p'] } });
-    expect(lookup(model, { src: N1, dst: at('a/web'), protocol: 'TCP', port: 81 }).ingress).toEqual({ decision: 'host' });
-    // Pods with the same namespace and labels share an identity.
-    const ids = new Set([...model.pods.values()].map((p) => p.identity));
-    expect(ids.size).toBe(model.identities.size);
+    const nodes = compileNodes(w);
+    const ref = (v: PolicyVerdict | 'host' | undefined) => (typeof v === 'object' ? { ...v, policy: nodes[0].desired.policies.get(v.policyId)?.ref } : v);
+    expect(ref(sideVerdict(nodes, { src: EXT, dst: at('a/web'), protocol: 'TCP', port: 80 }, 'ingress'))).toMatchObject({ action: 'allow', tier: 'networkpolicy', policy: 'NetworkPolicy/a/p', rule: 1 });
+    expect(ref(sideVerdict(nodes, { src: EXT, dst: at('a/web'), protocol: 'TCP', port: 81 }, 'ingress'))).toMatchObject({ action: 'deny', tier: 'networkpolicy', policy: 'NetworkPolicy/a/p', rule: RULE_ISOLATED });
+    expect(sideVerdict(nodes, { src: N1, dst: at('a/web'), protocol: 'TCP', port: 81 }, 'ingress')).toBe('host');
+    expect(sideVerdict(nodes, { src: at('a/web'), dst: EXT, protocol: 'TCP', port: 81 }, 'egress')).toMatchObject({ action: 'allow', tier: 'default' });
   });
 });
 
@@ -617,11 +633,12 @@ function generateConnections(w: World, seed: number, count: number): Connection[
   return out;
 }
 
-/** The rule a side's decision names, when it was allowed by one. */
-function decidingRule(w: World, d: SideDecision): Raw | undefined {
-  if (d.decision !== 'allowed') return undefined;
-  const p = w.policies.find((x) => `${x.metadata.namespace}/${x.metadata.name}` === d.by.policy)!;
-  return (d.by.direction === 'ingress' ? p.spec.ingress : p.spec.egress)[d.by.rule];
+/** The rule a side's verdict names, when a rule allowed it. */
+function decidingRule(w: World, nodes: NodeCompile[], v: PolicyVerdict | 'host' | undefined, dir: PolicyDirection): Raw | undefined {
+  if (typeof v !== 'object' || v.action !== 'allow' || v.tier !== 'networkpolicy') return undefined;
+  const ref = nodes[0].desired.policies.get(v.policyId)!.ref;
+  const p = w.policies.find((x) => `NetworkPolicy/${x.metadata.namespace}/${x.metadata.name}` === ref)!;
+  return (dir === 'ingress' ? p.spec.ingress : p.spec.egress)[v.rule];
 }
 
 function compareOnGeneratedWorlds(worlds: number) {
@@ -629,22 +646,23 @@ function compareOnGeneratedWorlds(worlds: number) {
   const mismatches: unknown[] = [];
   for (let seed = 1; seed <= worlds; seed++) {
     const w = generateWorld(seed);
-    const model = compileNetworkPolicies(inputsOf(w));
+    const nodes = compileNodes(w);
     for (const c of generateConnections(w, seed, 40)) {
-      const v = lookup(model, c);
+      const allowed = compiledAllowed(nodes, c);
       const ref = referenceVerdict(w, c);
       stats.checked++;
-      if (v.allowed) stats.allowed++;
-      for (const side of [v.ingress, v.egress]) {
-        if (side.decision === 'allowed' || side.decision === 'denied') stats.isolatedSides++;
-        const rule = decidingRule(w, side);
+      if (allowed) stats.allowed++;
+      for (const dir of ['ingress', 'egress'] as const) {
+        const side = sideVerdict(nodes, c, dir);
+        if (typeof side === 'object' && side.tier === 'networkpolicy') stats.isolatedSides++;
+        const rule = decidingRule(w, nodes, side, dir);
         if (!rule) continue;
         if ((rule.ports ?? []).length > 0 && rule.ports.every((p: Raw) => typeof p.port === 'string')) stats.byNamedPort++;
         if ((rule.ports ?? []).some((p: Raw) => p.endPort !== undefined)) stats.byEndPort++;
         const peers: Raw[] = rule.from ?? rule.to ?? [];
         if (peers.length > 0 && peers.every((p) => p.ipBlock)) stats.byIpBlock++;
       }
-      if (v.allowed !== ref && mismatches.length < 3) mismatches.push({ seed, connection: c, compiled: v, reference: ref, world: w });
+      if (allowed !== ref && mismatches.length < 3) mismatches.push({ seed, connection: c, compiled: allowed, reference: ref, world: w });
     }
   }
   return { stats, mismatches };
