@@ -159,11 +159,21 @@ struct pct4_entry {
  * datapath from an agent that stopped collecting. An evicted allowed flow is decided again on its
  * next packet, in that packet's direction.
  */
+#ifdef KELP_TEST_PCT4_FULL
+/* Only in a build test/datapath/policy.test.ts makes: a plain hash of 2 entries, which refuses an
+ * insert when full (an LRU evicts instead), to show that a refused entry drops the packet. */
+#define KELP_PCT4_TYPE BPF_MAP_TYPE_HASH
+#define KELP_PCT4_MAX 2
+#else
+#define KELP_PCT4_TYPE BPF_MAP_TYPE_LRU_HASH
+#define KELP_PCT4_MAX 65536
+#endif
+
 struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(type, KELP_PCT4_TYPE);
 	__type(key, struct pct4_key);
 	__type(value, struct pct4_entry);
-	__uint(max_entries, 65536);
+	__uint(max_entries, KELP_PCT4_MAX);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } kelp_pct4 SEC(".maps");
 
