@@ -1,10 +1,11 @@
 // The thin adapter between kelp and the Kubernetes API: `@kubernetes/client-node` (1.4.x; 2.x
 // does not load on Node 20) for what it is good at — kubeconfig and in-cluster config, TLS,
 // credentials, and its Watch — and one list call over the same credentials. Everything above
-// this file (src/sources/kubernetes.ts) sees paths, JSON and two calls.
+// this file (src/sources/kubernetes.ts) sees paths, JSON and three calls: list, watch, and a
+// merge patch of a custom resource's status (src/sources/kube/status.ts).
 import http from 'node:http';
 import https from 'node:https';
-import { KubeConfig, Watch } from '@kubernetes/client-node';
+import { ApiException, CustomObjectsApi, KubeConfig, PatchStrategy, setHeaderOptions, Watch } from '@kubernetes/client-node';
 
 export interface KubeList {
   items: unknown[];
@@ -32,7 +33,18 @@ export interface WatchHandle {
   abort(): void;
 }
 
+/** A custom resource's object, by API group, version, plural and name (namespace when namespaced). */
+export interface CustomObjectRef {
+  group: string;
+  version: string;
+  plural: string;
+  namespace?: string;
+  name: string;
+}
+
 export class KubeClient {
+  private custom?: CustomObjectsApi;
+
   private constructor(private readonly kc: KubeConfig) {}
 
   /** From a kubeconfig file, or (no path) the pod's service account: token, CA and the API address. */
@@ -90,5 +102,31 @@ export class KubeClient {
       (err: unknown) => finish(err ? (err instanceof Error ? err : new Error(String(err))) : null),
     );
     return { done, abort: () => controller.abort() };
+  }
+
+  /**
+   * A JSON merge patch of a custom resource's status subresource; the object as the server
+   * returns it. A `metadata.resourceVersion` in the patch is a precondition (409 when stale).
+   */
+  async patchStatus(ref: CustomObjectRef, patch: unknown): Promise<unknown> {
+    const api = (this.custom ??= this.kc.makeApiClient(CustomObjectsApi));
+    // client-node's patch calls send a JSON patch unless told otherwise.
+    const merge = setHeaderOptions('Content-Type', PatchStrategy.MergePatch);
+    const { group, version, plural, namespace, name } = ref;
+    try {
+      return namespace === undefined
+        ? await api.patchClusterCustomObjectStatus({ group, version, plural, name, body: patch }, merge)
+        : await api.patchNamespacedCustomObjectStatus({ group, version, plural, namespace, name, body: patch }, merge);
+    } catch (e) {
+      if (!(e instanceof ApiException)) throw e;
+      let msg = String(e.body ?? '').trim();
+      try {
+        msg = (JSON.parse(msg) as { message?: string }).message ?? msg;
+      } catch {
+        /* not a Status object */
+      }
+      const where = namespace === undefined ? `${plural}/${name}` : `${namespace}/${plural}/${name}`;
+      throw new KubeApiError(e.code, `PATCH ${group}/${version} ${where}/status: ${e.code} ${msg}`);
+    }
   }
 }

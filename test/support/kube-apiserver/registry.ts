@@ -64,6 +64,9 @@ function specOf(obj: Obj): Obj {
 export class Registry {
   private terminating = new Map<string, NodeJS.Timeout>();
 
+  /** Told the types a deleted CRD took away (their watches end, as the real server's do). */
+  onTypesGone?: (types: ResourceType[]) => void;
+
   constructor(
     readonly store: ObjectStore,
     readonly types: ResourceTypes,
@@ -359,5 +362,6 @@ export class Registry {
     for (const bucket of buckets) {
       for (const o of this.store.list(bucket)) this.store.write(bucket, o.metadata.namespace, o.metadata.name, undefined);
     }
+    this.onTypesGone?.(gone);
   }
 }

@@ -132,6 +132,11 @@ export class ApiHandler {
   constructor(private readonly opts: HandlerOptions) {
     this.store = new ObjectStore(opts.historySize);
     this.registry = new Registry(this.store, this.types, opts.namespaceTerminationMs);
+    // A deleted CRD's watches end once its objects' DELETED events are sent; a client that
+    // watches again gets 404.
+    this.registry.onTypesGone = (gone) => {
+      for (const w of [...this.watches]) if (gone.some((t) => t.bucket === w.req.type.bucket && t.version === w.req.type.version)) w.end(false);
+    };
   }
 
   /** The next `n` requests that `match` (all, by default) are answered `code` instead. */
