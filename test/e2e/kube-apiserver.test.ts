@@ -403,9 +403,18 @@ describe('kube-apiserver with kubectl', () => {
     expect(patched.at(-1)?.status).toBe(200);
     // The CRD's printer columns, with the status kelp will write.
     const cr = api.objects.get({ apiVersion: 'policy.kelp.dev/v1alpha1', kind: 'KelpNetworkPolicy', namespace: first.metadata.namespace, name: first.metadata.name })!;
-    api.objects.updateStatus({ ...cr, status: { programmedRevision: 7, conditions: [{ type: 'Programmed', status: 'True' }] } });
+    api.objects.updateStatus({
+      ...cr,
+      status: {
+        programmedRevision: 7,
+        conditions: [
+          { type: 'Valid', status: 'True' },
+          { type: 'Programmed', status: 'False' },
+        ],
+      },
+    });
     const printed = await kubectlOk(api, ['get', 'knp', '-n', first.metadata.namespace, first.metadata.name]);
-    expect(printed).toMatch(new RegExp(`^NAME\\s+PROGRAMMED\\s+REVISION\\s+AGE\\n${first.metadata.name}\\s+True\\s+7\\s+\\d+s\\n$`));
+    expect(printed).toMatch(new RegExp(`^NAME\\s+VALID\\s+PROGRAMMED\\s+REVISION\\s+AGE\\n${first.metadata.name}\\s+True\\s+False\\s+7\\s+\\d+s\\n$`));
 
     // A cluster-scoped CRD, as upstream's ClusterNetworkPolicy.
     await kubectlOk(api, ['apply', '-f', '-'], JSON.stringify(CNP_CRD));

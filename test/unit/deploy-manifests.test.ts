@@ -1,5 +1,5 @@
 // Every manifest under deploy/kubernetes/, checked offline: built-in kinds against the
-// Kubernetes schemas kubernetes-models ships, the CRD as an apiextensions.k8s.io/v1 object and
+// Kubernetes schemas kubernetes-models ships, the CRDs as apiextensions.k8s.io/v1 objects and
 // as a structural schema, custom resources against that schema (with the API server's
 // rejection of unknown fields and kelp's CEL rules mirrored here), then what the Kubernetes
 // schemas cannot say: least-privilege RBAC, the agent's privileges, mounts, probes and flags
@@ -19,6 +19,7 @@ import { ClusterRole, ClusterRoleBinding } from 'kubernetes-models/rbac.authoriz
 import { CustomResourceDefinition } from 'kubernetes-models/apiextensions.k8s.io/v1';
 import { parseAgentArgs, type AgentOptions } from '../../src/agent/options';
 import { CONFLIST_NAME, PLUGIN_NAME } from '../../src/agent/install';
+import { validateObject } from '../../src/sources/objects';
 import { cleanupAll, tempDir } from '../support/netns';
 
 afterAll(cleanupAll);
@@ -91,15 +92,22 @@ function validateAs(kind: string, obj: Obj): void {
 /** Kinds whose objects live in a namespace. */
 const NAMESPACED = new Set(['v1/ServiceAccount', 'v1/ConfigMap', 'apps/v1/DaemonSet']);
 
-const CRD = only(ALL, 'apiextensions.k8s.io/v1/CustomResourceDefinition');
-const CRD_VERSION = CRD.spec.versions.find((v: Obj) => v.storage);
-const CRD_KIND = `${CRD.spec.group}/${CRD_VERSION.name}/${CRD.spec.names.kind}`;
+const CRD_TYPE = 'apiextensions.k8s.io/v1/CustomResourceDefinition';
+/** kelp's own policy CRD, and the upstream admin policy's, written for kelp from the API text. */
+const KNP_CRD = only(ALL, CRD_TYPE, 'kelpnetworkpolicies.policy.kelp.dev');
+const CNP_CRD = only(ALL, CRD_TYPE, 'clusternetworkpolicies.policy.networking.k8s.io');
+const storageVersion = (crd: Obj): Obj => crd.spec.versions.find((v: Obj) => v.storage);
+/** `group/version/Kind` of a CRD's custom resources. */
+const crKind = (crd: Obj): string => `${crd.spec.group}/${storageVersion(crd).name}/${crd.spec.names.kind}`;
+/** Custom resource kinds → whether they are namespaced. */
+const CR_KINDS = new Map<string, boolean>(ALL.filter((d) => kindOf(d.obj) === CRD_TYPE).map((d) => [crKind(d.obj), d.obj.spec.scope === 'Namespaced']));
 
 describe('every manifest under deploy/kubernetes/', () => {
-  it('is a built-in kind validated here or a custom resource of the CRD', () => {
-    const unknown = ALL.filter((d) => !MODELS[kindOf(d.obj)] && kindOf(d.obj) !== CRD_KIND).map((d) => `${d.file}: ${kindOf(d.obj)}`);
+  it('is a built-in kind validated here or a custom resource of one of the CRDs', () => {
+    expect([...CR_KINDS.keys()].sort()).toEqual(['policy.kelp.dev/v1alpha1/KelpNetworkPolicy', 'policy.networking.k8s.io/v1alpha2/ClusterNetworkPolicy']);
+    const unknown = ALL.filter((d) => !MODELS[kindOf(d.obj)] && !CR_KINDS.has(kindOf(d.obj))).map((d) => `${d.file}: ${kindOf(d.obj)}`);
     expect(unknown).toEqual([]);
-    expect(ALL.filter((d) => kindOf(d.obj) === CRD_KIND).length).toBeGreaterThan(0);
+    for (const kind of CR_KINDS.keys()) expect(ALL.filter((d) => kindOf(d.obj) === kind).length).toBeGreaterThan(0);
   });
 
   it.each(ALL.filter((d) => MODELS[kindOf(d.obj)]).map((d) => [`${d.file} ${d.obj.kind} ${d.obj.metadata?.name}`, d.obj]))(
@@ -113,7 +121,7 @@ describe('every manifest under deploy/kubernetes/', () => {
     const ds = clone(only(INSTALL, 'apps/v1/DaemonSet', 'kelp-agent'));
     ds.spec.template.spec.containers[0].securityContext.capabilities.add = 'NET_ADMIN';
     expect(() => validateAs(kindOf(ds), ds)).toThrow(/capabilities\/add must be array/);
-    const crd = clone(CRD);
+    const crd = clone(KNP_CRD);
     crd.spec.versions[0].served = 'yes';
     expect(() => validateAs(kindOf(crd), crd)).toThrow(/served must be boolean/);
   });
@@ -125,7 +133,7 @@ describe('every manifest under deploy/kubernetes/', () => {
     for (const { file, obj } of docs) {
       if (kindOf(obj) === 'v1/Namespace') created.add(obj.metadata.name);
       const ns = obj.metadata?.namespace;
-      const namespaced = NAMESPACED.has(kindOf(obj)) || kindOf(obj) === CRD_KIND;
+      const namespaced = NAMESPACED.has(kindOf(obj)) || CR_KINDS.get(kindOf(obj)) === true;
       if (namespaced && !ns) problems.push(`${file}: ${obj.kind} ${obj.metadata?.name} names no namespace`);
       if (!namespaced && ns) problems.push(`${file}: cluster-scoped ${obj.kind} names namespace ${ns}`);
       if (ns && !created.has(ns)) problems.push(`${file}: ${obj.kind} ${obj.metadata.name} comes before its namespace ${ns}`);
@@ -141,12 +149,12 @@ describe('every manifest under deploy/kubernetes/', () => {
 
   it('installing applies neither the cleanup nor the examples', () => {
     expect(INSTALL.map((d) => d.obj.metadata?.name)).not.toContain('kelp-cleanup');
-    expect(INSTALL.some((d) => kindOf(d.obj) === CRD_KIND)).toBe(false);
+    expect(INSTALL.some((d) => CR_KINDS.has(kindOf(d.obj)))).toBe(false);
     expect(UNINSTALL.map((d) => `${d.obj.kind}/${d.obj.metadata.name}`)).toEqual(['Namespace/kelp-cleanup', 'DaemonSet/kelp-cleanup']);
   });
 });
 
-// --- The CRD ----------------------------------------------------------------------------------
+// --- The CRDs ---------------------------------------------------------------------------------
 
 /**
  * What the API server refuses in a v1 CRD schema that is not structural: a node without a
@@ -274,16 +282,27 @@ function crErrors(validate: ValidateFunction, obj: Obj): string[] {
   return validate(obj) ? [] : (validate.errors ?? []).map((e) => `${e.instancePath || '/'}: ${e.message}`);
 }
 
+/** What kelp's agent says of a custom resource: undefined when it accepts it, else the field at fault. */
+function kelpRefuses(obj: Obj): string | undefined {
+  try {
+    validateObject(clone(obj));
+    return undefined;
+  } catch (e) {
+    return (e as { field?: string }).field ?? String(e);
+  }
+}
+
 describe('the KelpNetworkPolicy CRD', () => {
-  const schema = CRD_VERSION.schema.openAPIV3Schema;
+  const CRD = KNP_CRD;
+  const schema = storageVersion(CRD).schema.openAPIV3Schema;
   const validate = compileCrd(CRD);
-  const examples = ALL.filter((d) => kindOf(d.obj) === CRD_KIND);
+  const examples = ALL.filter((d) => kindOf(d.obj) === crKind(CRD));
 
   it('names one namespaced kind with a status subresource and its examples use it', () => {
     expect(CRD.metadata.name).toBe(`${CRD.spec.names.plural}.${CRD.spec.group}`);
     expect(CRD.spec).toMatchObject({ group: 'policy.kelp.dev', scope: 'Namespaced', names: { kind: 'KelpNetworkPolicy', plural: 'kelpnetworkpolicies' } });
     expect(CRD.spec.versions.map((v: Obj) => [v.name, v.served, v.storage])).toEqual([['v1alpha1', true, true]]);
-    expect(CRD_VERSION.subresources).toEqual({ status: {} });
+    expect(storageVersion(CRD).subresources).toEqual({ status: {} });
     for (const { obj } of examples) expect(obj.metadata.namespace).toBeTruthy();
   });
 
@@ -310,15 +329,19 @@ describe('the KelpNetworkPolicy CRD', () => {
     expect(() => compileCrd(rule)).toThrow(/no JavaScript mirror of the CEL rule "has\(self.ingress\)"/);
   });
 
-  it.each(examples.map((d) => [d.obj.metadata.name, d.obj]))('example %s is valid', (_name, obj) => {
+  it.each(examples.map((d) => [d.obj.metadata.name, d.obj]))('example %s is valid, to the schema and to kelp', (_name, obj) => {
     expect(crErrors(validate, obj)).toEqual([]);
+    expect(kelpRefuses(obj)).toBeUndefined();
   });
 
   it('takes the status the agent writes', () => {
     const obj = clone(examples[0].obj);
     obj.status = {
       programmedRevision: 42,
-      conditions: [{ type: 'Programmed', status: 'True', observedGeneration: 1, lastTransitionTime: '2026-12-01T10:00:00Z', reason: 'Programmed', message: 'enforced at revision 42' }],
+      conditions: [
+        { type: 'Valid', status: 'False', observedGeneration: 3, lastTransitionTime: '2026-12-01T10:00:00Z', reason: 'Invalid', message: 'spec.ingress[0].action: must be one of Accept, Deny, got "Pass"' },
+        { type: 'Programmed', status: 'True', observedGeneration: 1, lastTransitionTime: '2026-12-01T10:00:00Z', reason: 'Programmed', message: 'enforced at revision 42' },
+      ],
     };
     expect(crErrors(validate, obj)).toEqual([]);
   });
@@ -334,6 +357,9 @@ describe('the KelpNetworkPolicy CRD', () => {
     ['pods without podSelector', dbIngress, (o) => delete o.spec.ingress[1].from[0].pods.podSelector, "/spec/ingress/1/from/0/pods: must have required property 'podSelector'"],
     ['an egress peer in ingress', dbIngress, (o) => (o.spec.ingress[0].from[0] = { networks: ['10.0.0.0/8'] }), '/spec/ingress/0/from/0: must NOT have additional properties'],
     ['a NetworkPolicy field', dbIngress, (o) => (o.spec.podSelector = {}), '/spec: must NOT have additional properties'],
+    ['a bad expression key', dbIngress, (o) => (o.spec.ingress[1].from[0].pods.podSelector.matchExpressions[0].key = 'not a key'), '/spec/ingress/1/from/0/pods/podSelector/matchExpressions/0/key: must match pattern "^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$"'],
+    ['a bad label value', dbIngress, (o) => (o.spec.ingress[0].from[0].namespaces.matchLabels.x = '-x'), '/spec/ingress/0/from/0/namespaces/matchLabels/x: must match pattern "^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$"'],
+    ['a label value of 64 characters', dbIngress, (o) => (o.spec.subject.podSelector.matchLabels.app = 'a'.repeat(64)), '/spec/subject/podSelector/matchLabels/app: must NOT have more than 63 characters'],
     ['In without values', dbIngress, (o) => delete o.spec.ingress[1].from[0].pods.podSelector.matchExpressions[0].values, '/spec/ingress/1/from/0/pods/podSelector/matchExpressions/0: must match a schema in anyOf'],
     ['Exists with values', dbIngress, (o) => (o.spec.ingress[1].from[0].pods.podSelector.matchExpressions[0].operator = 'Exists'), '/spec/ingress/1/from/0/pods/podSelector/matchExpressions/0: must match a schema in anyOf'],
     ['port 0', dbIngress, (o) => (o.spec.ingress[1].protocols[1].tcp.destinationPort = { number: 0 }), '/spec/ingress/1/protocols/1/tcp/destinationPort/number: must be >= 1'],
@@ -353,10 +379,103 @@ describe('the KelpNetworkPolicy CRD', () => {
     ['a condition status Yes', noMetadata, (o) => (o.status = { conditions: [{ type: 'Programmed', status: 'Yes', lastTransitionTime: '2026-12-01T10:00:00Z', reason: 'Programmed', message: '' }] }), '/status/conditions/0/status: must be equal to one of the allowed values'],
     ['a negative revision', noMetadata, (o) => (o.status = { programmedRevision: -1 }), '/status/programmedRevision: must be >= 0'],
   ];
-  it.each(invalid)('rejects %s', (_label, base, mutate, error) => {
+  /** Refused by the schema but not by kelp: fields kelp ignores (the API server prunes them; kubectl's strict validation refuses them) and the status. */
+  const schemaOnly = new Set(['a NetworkPolicy field', 'a condition status Yes', 'a negative revision']);
+  it.each(invalid)('rejects %s, and so does kelp', (label, base, mutate, error) => {
     const obj = clone(base);
     mutate(obj);
     expect(crErrors(validate, obj)).toContain(error);
+    if (schemaOnly.has(label)) expect(kelpRefuses(obj)).toBeUndefined();
+    else expect(kelpRefuses(obj)).toBeDefined();
+  });
+});
+
+describe('the ClusterNetworkPolicy CRD', () => {
+  const CRD = CNP_CRD;
+  const schema = storageVersion(CRD).schema.openAPIV3Schema;
+  const validate = compileCrd(CRD);
+  const examples = ALL.filter((d) => kindOf(d.obj) === crKind(CRD));
+
+  it('is upstream v1alpha2: one cluster-scoped kind, its names, the approval annotation a *.k8s.io group needs, a status subresource', () => {
+    expect(CRD.metadata.name).toBe(`${CRD.spec.names.plural}.${CRD.spec.group}`);
+    expect(CRD.metadata.annotations?.['api-approved.kubernetes.io']).toMatch(/^https:\/\/github\.com\/kubernetes-sigs\/network-policy-api\/pull\/\d+$/);
+    expect(CRD.spec).toMatchObject({
+      group: 'policy.networking.k8s.io',
+      scope: 'Cluster',
+      names: { kind: 'ClusterNetworkPolicy', listKind: 'ClusterNetworkPolicyList', plural: 'clusternetworkpolicies', singular: 'clusternetworkpolicy', shortNames: ['cnp'] },
+    });
+    expect(CRD.spec.versions.map((v: Obj) => [v.name, v.served, v.storage])).toEqual([['v1alpha2', true, true]]);
+    expect(storageVersion(CRD).subresources).toEqual({ status: {} });
+    expect(examples.length).toBeGreaterThan(1);
+    for (const { obj } of examples) expect(obj.metadata.namespace).toBeUndefined();
+  });
+
+  it('is structural', () => {
+    expect(structuralProblems(schema)).toEqual([]);
+  });
+
+  it('shares its peers and protocols with the KelpNetworkPolicy CRD', () => {
+    const rule = (crd: Obj, dir: string) => storageVersion(crd).schema.openAPIV3Schema.properties.spec.properties[dir].items.properties;
+    expect(rule(CNP_CRD, 'egress').to).toEqual(rule(KNP_CRD, 'egress').to);
+    expect(rule(CNP_CRD, 'ingress').from).toEqual(rule(KNP_CRD, 'ingress').from);
+    expect(rule(CNP_CRD, 'ingress').protocols).toEqual(rule(KNP_CRD, 'ingress').protocols);
+    expect(rule(CNP_CRD, 'egress').name).toEqual(rule(KNP_CRD, 'egress').name);
+  });
+
+  it.each(examples.map((d) => [d.obj.metadata.name, d.obj]))('example %s is valid, to the schema and to kelp', (_name, obj) => {
+    expect(crErrors(validate, obj)).toEqual([]);
+    expect(kelpRefuses(obj)).toBeUndefined();
+  });
+
+  const sensitive = examples.find((d) => d.obj.metadata.name === 'sensitive-namespaces')!.obj;
+  const egress = examples.find((d) => d.obj.metadata.name === 'default-egress')!.obj;
+  it('takes a Pass action and a named port to networks (the standard channel has no rule against it)', () => {
+    const obj = clone(egress);
+    obj.spec.egress[1].protocols = [{ destinationNamedPort: 'https' }];
+    obj.spec.egress[1].action = 'Pass';
+    expect(crErrors(validate, obj)).toEqual([]);
+    expect(kelpRefuses(obj)).toBeUndefined();
+  });
+
+  const invalid: Array<[string, Obj, (o: Obj) => void, string]> = [
+    ['no tier', sensitive, (o) => delete o.spec.tier, "/spec: must have required property 'tier'"],
+    ['a NetworkPolicy tier', sensitive, (o) => (o.spec.tier = 'NetworkPolicy'), '/spec/tier: must be equal to one of the allowed values'],
+    ['no priority', sensitive, (o) => delete o.spec.priority, "/spec: must have required property 'priority'"],
+    ['priority 1001', sensitive, (o) => (o.spec.priority = 1001), '/spec/priority: must be <= 1000'],
+    ['priority -1', sensitive, (o) => (o.spec.priority = -1), '/spec/priority: must be >= 0'],
+    ['no subject', sensitive, (o) => delete o.spec.subject, "/spec: must have required property 'subject'"],
+    ['an empty subject', sensitive, (o) => (o.spec.subject = {}), '/spec/subject: must NOT have fewer than 1 properties'],
+    ['a subject with both', sensitive, (o) => (o.spec.subject.pods = { podSelector: {} }), '/spec/subject: must NOT have more than 1 properties'],
+    ['an Allow action (v1alpha1)', sensitive, (o) => (o.spec.ingress[0].action = 'Allow'), '/spec/ingress/0/action: must be equal to one of the allowed values'],
+    ['a rule name of 101 characters', sensitive, (o) => (o.spec.ingress[0].name = 'x'.repeat(101)), '/spec/ingress/0/name: must NOT have more than 100 characters'],
+    ['a rule without peers', sensitive, (o) => (o.spec.ingress[1].from = []), '/spec/ingress/1/from: must NOT have fewer than 1 items'],
+    ['26 peers', sensitive, (o) => (o.spec.ingress[1].from = Array(26).fill({ namespaces: {} })), '/spec/ingress/1/from: must NOT have more than 25 items'],
+    ['an empty peer', sensitive, (o) => (o.spec.ingress[1].from[0] = {}), '/spec/ingress/1/from/0: must NOT have fewer than 1 properties'],
+    ['26 egress rules', egress, (o) => (o.spec.egress = Array(26).fill(o.spec.egress[1])), '/spec/egress: must NOT have more than 25 items'],
+    ['an empty networks list', egress, (o) => (o.spec.egress[1].to[0].networks = []), '/spec/egress/1/to/0/networks: must NOT have fewer than 1 items'],
+    ['a bad CIDR', egress, (o) => (o.spec.egress[1].to[0].networks = ['10.0.0.0/33']), '/spec/egress/1/to/0/networks/0: must match format "cidr"'],
+    ['a CIDR twice', egress, (o) => (o.spec.egress[1].to[0].networks = ['10.0.0.0/8', '10.0.0.0/8']), '/spec/egress/1/to/0/networks: must pass "x-kubernetes-list-type" keyword validation'],
+    ['an empty tcp match', egress, (o) => (o.spec.egress[0].protocols[1].tcp = {}), '/spec/egress/0/protocols/1/tcp: must NOT have fewer than 1 properties'],
+    ['a backwards range', egress, (o) => (o.spec.egress[0].protocols[1].tcp.destinationPort = { range: { start: 60, end: 53 } }), '/spec/egress/0/protocols/1/tcp/destinationPort/range: start must be less than end'],
+    ['In without values', egress, (o) => delete o.spec.subject.pods.namespaceSelector.matchExpressions[0].values, '/spec/subject/pods/namespaceSelector/matchExpressions/0: must match a schema in anyOf'],
+    ['a port name without a letter', sensitive, (o) => (o.spec.ingress[0].protocols[0].destinationNamedPort = '9090'), '/spec/ingress/0/protocols/0/destinationNamedPort: must match pattern "[a-z]"'],
+  ];
+  it.each(invalid)('rejects %s, and so does kelp', (_label, base, mutate, error) => {
+    const obj = clone(base);
+    mutate(obj);
+    expect(crErrors(validate, obj)).toContain(error);
+    expect(kelpRefuses(obj)).toBeDefined();
+  });
+
+  it.each([
+    ['nodes in an egress peer', egress, (o: Obj) => (o.spec.egress[2].to = [{ nodes: { matchLabels: { role: 'infra' } } }]), '/spec/egress/2/to/0', (o: Obj) => o.spec.egress[2]],
+    ['networks in an ingress peer', sensitive, (o: Obj) => (o.spec.ingress[1].from = [{ networks: ['10.0.0.0/8'] }]), '/spec/ingress/1/from/0', (o: Obj) => o.spec.ingress[1]],
+  ])('%s: a field of another revision is refused here (pruned to an empty peer); kelp, reading it unpruned, fails closed', (_label, base, mutate, at, rule) => {
+    const obj = clone(base);
+    mutate(obj);
+    expect(crErrors(validate, obj)).toContain(`${at}: must NOT have additional properties`);
+    expect(kelpRefuses(obj)).toBeUndefined();
+    expect(rule(validateObject(obj) as Obj).peers).toEqual([{ unknown: true }]);
   });
 });
 
@@ -435,8 +554,10 @@ describe('RBAC', () => {
     expect(grantsOf(missing)).not.toEqual(expected);
   });
 
-  it('names the CRD by its group and plural, and binds the agent its service account', () => {
-    expect(GRANTS[`${CRD.spec.group}/${CRD.spec.names.plural}/status`]).toEqual(['update', 'patch']);
+  it('names the CRDs by their group and plural, and binds the agent its service account', () => {
+    expect(GRANTS[`${KNP_CRD.spec.group}/${KNP_CRD.spec.names.plural}`]).toEqual(READ);
+    expect(GRANTS[`${KNP_CRD.spec.group}/${KNP_CRD.spec.names.plural}/status`]).toEqual(['update', 'patch']);
+    expect(GRANTS[`${CNP_CRD.spec.group}/${CNP_CRD.spec.names.plural}`]).toEqual(READ);
     const binding = only(INSTALL, 'rbac.authorization.k8s.io/v1/ClusterRoleBinding', 'kelp-agent');
     const sa = only(INSTALL, 'v1/ServiceAccount');
     const ds = only(INSTALL, 'apps/v1/DaemonSet', 'kelp-agent');

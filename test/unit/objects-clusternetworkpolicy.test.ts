@@ -1,5 +1,10 @@
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { ClusterNetworkPolicyObject, isAuditOnly, ManifestError, validateObject } from '../../src/sources/objects';
+import { ClusterNetworkPolicyObject, ManifestError, validateObject } from '../../src/sources/objects';
+import { parseManifests } from '../../src/sources/manifests';
+
+const EXAMPLES = path.join(__dirname, '../../deploy/kubernetes/examples/clusternetworkpolicies.yaml');
 
 // As `kubectl get cnp -o json` prints one written against the upstream v0.2.0 standard CRD.
 const API_POLICY = {
@@ -130,8 +135,16 @@ describe('ClusterNetworkPolicy', () => {
       ingress: [],
       egress: [],
     });
-    expect(isAuditOnly(o)).toBe(false);
-    expect(isAuditOnly(validateObject(API_POLICY) as ClusterNetworkPolicyObject)).toBe(true);
+    expect(o.metadata.annotations).toEqual({});
+  });
+
+  it("the project's examples are valid, and stay so normalised", () => {
+    const objects = parseManifests(readFileSync(EXAMPLES, 'utf8'), EXAMPLES) as ClusterNetworkPolicyObject[];
+    expect(objects.map((o) => [o.metadata.name, o.spec.tier, o.spec.priority])).toEqual([
+      ['sensitive-namespaces', 'Admin', 10],
+      ['default-egress', 'Baseline', 1000],
+    ]);
+    for (const o of objects) expect(validateObject(JSON.parse(JSON.stringify(o)))).toEqual(o);
   });
 
   describe('fails closed on a peer of a newer API revision', () => {
