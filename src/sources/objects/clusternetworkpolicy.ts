@@ -242,11 +242,6 @@ export function checkAuditAnnotation(meta: ObjectMeta): void {
   if (v !== undefined && v !== 'true' && v !== 'false') fail(`metadata.annotations[${JSON.stringify(ANNOTATION_POLICY_AUDIT)}]`, `must be "true" or "false", got ${JSON.stringify(v)}`);
 }
 
-/** Whether a policy is audit-only (ANNOTATION_POLICY_AUDIT is "true"). */
-export function isAuditOnly(o: { metadata: ObjectMeta }): boolean {
-  return o.metadata.annotations[ANNOTATION_POLICY_AUDIT] === 'true';
-}
-
 const CNP_DIALECT: RuleDialect = { actions: CNP_ACTIONS, ingressNetworks: 'unknown', networksWithNamedPort: 'allow' };
 
 export function validateClusterNetworkPolicy(o: Record<string, Json>): ClusterNetworkPolicyObject {

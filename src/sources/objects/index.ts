@@ -58,7 +58,6 @@ export {
   CNP_MAX_PRIORITY,
   CNP_MAX_RULE_NAME,
   CNP_TIERS,
-  isAuditOnly,
 } from './clusternetworkpolicy';
 export type { ClusterNetworkPolicyObject, CnpAction, CnpTier, NamespacedPodSelector, PolicyPeer, PolicyProtocol, PolicyRule, PolicySubject } from './clusternetworkpolicy';
 export { API_VERSION_KELP_POLICY, KNP_ACTIONS } from './kelpnetworkpolicy';
