@@ -1,7 +1,9 @@
 import { describe, expect, it } from 'vitest';
 import { IDENTITY_ANY, IDENTITY_HOST, IDENTITY_WORLD, IPPROTO, PolicyDirection, PolicyMapsDesired, PolicyVerdict, RULE_ISOLATED } from '../../src/datapath/policy-types';
 import { compilePolicy, DesiredLookup, IdentityAllocator } from '../../src/policy';
-import { PolicyReference, RefMutation, RefPacket, RefSide } from '../support/policy-reference';
+import type { ClusterNetworkPolicyObject, PolicyRule } from '../../src/sources/objects/clusternetworkpolicy';
+import type { PodObject } from '../../src/sources/objects/pod';
+import { EMPTY, PolicyReference, RefMutation, RefPacket, RefSide } from '../support/policy-reference';
 import { generatePackets, generateWorld, inputsFor, World } from '../support/policy-worlds';
 
 // The compiled maps, read as the datapath reads them, against the plain reference evaluator, on
@@ -170,5 +172,102 @@ describe('compiled shape', () => {
       }
       for (const e of desired.policy) expect(bases.has(`${e.epId}/${e.identity}/${e.direction}`)).toBe(true);
     }
+  });
+});
+
+describe('a narrower key never shadows a broader one of higher precedence', () => {
+  const pod = (name: string, labels: Record<string, string>, ip: string, node: string): PodObject => ({
+    apiVersion: 'v1',
+    kind: 'Pod',
+    metadata: { namespace: 'a', name, labels, annotations: {} },
+    spec: { nodeName: node, containers: [{ name: 'c', ports: [{ name: 'http', containerPort: 1500, protocol: 'TCP' }] }] },
+    status: { phase: 'Running', podIPs: [{ ip }] },
+  });
+  const cnp = (name: string, tier: 'Admin' | 'Baseline', priority: number, ingress: PolicyRule[]): ClusterNetworkPolicyObject => ({
+    apiVersion: 'policy.networking.k8s.io/v1alpha2',
+    kind: 'ClusterNetworkPolicy',
+    metadata: { name, labels: {}, annotations: {} },
+    spec: { tier, priority, subject: { namespaces: EMPTY }, ingress, egress: [] },
+  });
+  const rule = (action: 'Accept' | 'Deny' | 'Pass', networks: string[], protocols: PolicyRule['protocols'] = []): PolicyRule => ({ name: '', action, peers: [{ networks }], protocols });
+  const base: World = {
+    seed: 0,
+    namespaces: [],
+    pods: [pod('web', { app: 'web' }, '10.0.0.1', 'A'), pod('client', { app: 'client' }, '10.0.0.5', 'B')],
+    nodes: { A: ['10.0.9.1'], B: ['10.0.9.2'] },
+    networkPolicies: [],
+    clusterNetworkPolicies: [],
+    kelpNetworkPolicies: [],
+  };
+  type Row = [src: string, protocol: RefPacket['protocol'], port: number, expected: string];
+  const cases: Array<[string, Partial<World>, Row[]]> = [
+    [
+      'a broad admin Deny on one port beats a narrower, later admin Accept of everything',
+      { clusterNetworkPolicies: [cnp('deny-wide', 'Admin', 5, [rule('Deny', ['10.0.0.0/8'], [{ protocol: 'TCP', port: { number: 80 } }])]), cnp('accept-narrow', 'Admin', 10, [rule('Accept', ['10.0.0.0/24'])])] },
+      [
+        ['10.0.0.5', 'TCP', 80, 'deny admin ClusterNetworkPolicy/deny-wide 0'],
+        ['10.0.0.5', 'TCP', 81, 'allow admin ClusterNetworkPolicy/accept-narrow 0'],
+        ['10.0.0.5', 'ICMP', 0, 'allow admin ClusterNetworkPolicy/accept-narrow 0'],
+        ['10.2.0.1', 'TCP', 80, 'deny admin ClusterNetworkPolicy/deny-wide 0'],
+        ['10.2.0.1', 'TCP', 81, 'allow default  0'],
+      ],
+    ],
+    [
+      'an admin port range Deny beats a narrower pod and port Accept in the NetworkPolicy tier; a Pass over it hands on to that tier',
+      {
+        clusterNetworkPolicies: [cnp('range', 'Admin', 1, [rule('Pass', ['10.0.0.4/30'], [{ protocol: 'TCP', port: { number: 1200 } }]), rule('Deny', ['0.0.0.0/0'], [{ protocol: 'TCP', port: { range: { start: 1000, end: 2000 } } }])])],
+        kelpNetworkPolicies: [
+          {
+            apiVersion: 'policy.kelp.dev/v1alpha1',
+            kind: 'KelpNetworkPolicy',
+            metadata: { namespace: 'a', name: 'k', labels: {}, annotations: {} },
+            spec: { subject: { podSelector: EMPTY }, ingress: [{ name: 'client', action: 'Accept', peers: [{ pods: { namespaceSelector: EMPTY, podSelector: { matchLabels: { app: 'client' }, matchExpressions: [] } } }], protocols: [{ namedPort: 'http' }, { protocol: 'TCP', port: { number: 1200 } }] }], egress: [] },
+          },
+        ],
+      },
+      [
+        ['10.0.0.5', 'TCP', 1500, 'deny admin ClusterNetworkPolicy/range 1'],
+        ['10.0.0.5', 'TCP', 1200, 'allow networkpolicy KelpNetworkPolicy/a/k 0'],
+        ['10.0.0.5', 'TCP', 2001, 'deny networkpolicy KelpNetworkPolicy/a/k isolated'],
+        ['10.0.0.5', 'UDP', 1500, 'deny networkpolicy KelpNetworkPolicy/a/k isolated'],
+      ],
+    ],
+    [
+      'a narrow Accept does not hide a broad KelpNetworkPolicy Deny of a protocol; isolation in the middle tier keeps the baseline from deciding',
+      {
+        networkPolicies: [
+          {
+            apiVersion: 'networking.k8s.io/v1',
+            kind: 'NetworkPolicy',
+            metadata: { namespace: 'a', name: 'n', labels: {}, annotations: {} },
+            spec: { podSelector: { matchLabels: { app: 'web' }, matchExpressions: [] }, policyTypes: ['Egress'], ingress: [], egress: [] },
+          },
+        ],
+        kelpNetworkPolicies: [
+          {
+            apiVersion: 'policy.kelp.dev/v1alpha1',
+            kind: 'KelpNetworkPolicy',
+            metadata: { namespace: 'a', name: 'deny16', labels: {}, annotations: {} },
+            spec: { subject: { podSelector: EMPTY }, ingress: [{ name: '', action: 'Deny', peers: [{ networks: ['10.0.0.0/16'] }], protocols: [{ protocol: 'TCP' }] }, { name: '', action: 'Accept', peers: [{ networks: ['10.0.0.4/30'] }], protocols: [] }], egress: [] },
+          },
+        ],
+        clusterNetworkPolicies: [cnp('floor', 'Baseline', 0, [rule('Deny', ['0.0.0.0/0'], [{ protocol: 'UDP' }])])],
+      },
+      [
+        ['10.0.0.5', 'TCP', 80, 'deny networkpolicy KelpNetworkPolicy/a/deny16 0'],
+        ['10.0.0.5', 'UDP', 80, 'allow networkpolicy KelpNetworkPolicy/a/deny16 1'],
+        ['10.0.1.5', 'UDP', 80, 'deny networkpolicy KelpNetworkPolicy/a/deny16 isolated'],
+      ],
+    ],
+  ];
+  it.each(cases)('%s', (_, extra, rows) => {
+    const w: World = { ...base, ...extra };
+    const c = compileFor(w, 'A');
+    const ref = new PolicyReference(w);
+    const got = rows.map(([src, protocol, port]) => {
+      const pkt: RefPacket = { src, dst: '10.0.0.1', protocol, port };
+      return [src, protocol, port, mapsSide(c, pkt, 'ingress'), showRef(ref.side(pkt, 'ingress'))];
+    });
+    expect(got).toEqual(rows.map((r) => [...r.slice(0, 3), r[3], r[3]]));
   });
 });
