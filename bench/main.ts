@@ -6,6 +6,8 @@
 //   5. pod ↔ pod TCP_RR/CRR, iperf3 and ping (kelp vs minimal eBPF, bridge ± kube-proxy rules, ptp)
 //   6. Kubernetes mode: API change → programmed p50/p99, start → ready, a full relist's RSS and CPU
 //      (5,000 pods in the test API server; no reference, a one-pod API as the baseline)
+//   7. policy: apply → enforced p50/p99 with 1,000 pods and 1,000 NetworkPolicies, TCP_RR/CRR with
+//      100 policies selecting both pods (ref: no policy), ready → reachable, map memory
 // Round counts and sizes come from BENCH_* variables (bench/lib/config.ts). Everything runs in
 // network namespaces this process creates and removes, also on failure and Ctrl-C.
 import { existsSync } from 'node:fs';
@@ -16,6 +18,7 @@ import { AGENT, BARE_NODE, benchMemory } from './memory';
 import { benchRestart, RestartBenchResult } from './restart';
 import * as P2P from './pod2pod';
 import * as K8S from './kubernetes';
+import * as POLICY from './policy';
 import { cleanupAll, exitCleanlyOnSignals, isInterrupted } from './lib/cleanup';
 import { BenchConfig, FIGURES, loadConfig } from './lib/config';
 import { Figure, HeadlineRow, headlineRow } from './lib/figure';
@@ -95,6 +98,7 @@ function headlineRows(figs: Record<string, Figure | undefined>, cfg: BenchConfig
     rows.push(headlineRow(kube, `Kubernetes: full relist of ${n} pods, agent CPU`, K8S.RELIST_CPU, k));
     rows.push(headlineRow(kube, `Kubernetes: full relist of ${n} pods, peak RSS`, K8S.RELIST_PEAK, k));
   }
+  rows.push(...POLICY.policyHeadlineRows(figs.policy, cfg));
   return rows;
 }
 
@@ -140,6 +144,12 @@ async function main(): Promise<void> {
     BENCH_KUBE_ROUNDS: cfg.kubeRounds,
     BENCH_KUBE_PODS: cfg.kubePods,
     BENCH_KUBE_CHANGES: cfg.kubeChanges,
+    BENCH_POLICY_ROUNDS: cfg.policyRounds,
+    BENCH_POLICY_PODS: cfg.policyPods,
+    BENCH_POLICY_POLICIES: cfg.policyPolicies,
+    BENCH_POLICY_CHANGES: cfg.policyChanges,
+    BENCH_POLICY_CLI_CHANGES: cfg.policyCliChanges,
+    BENCH_POLICY_READY_PODS: cfg.policyReadyPods,
     BENCH_ONLY: [...cfg.only].join(','),
   };
   progress(`kelp benchmarks, run tag ${TAG}: ${Object.entries(shown).map(([k, v]) => `${k}=${v}`).join(' ')}`);
@@ -154,6 +164,7 @@ async function main(): Promise<void> {
   if (cfg.only.has('memory')) figs.memory = await benchMemory(cfg, TAG);
   if (cfg.only.has('pod2pod')) figs.pod2pod = await P2P.benchPod2pod(cfg, TAG);
   if (cfg.only.has('kubernetes')) figs.kubernetes = await K8S.benchKubernetes(cfg, TAG);
+  if (cfg.only.has('policy')) figs.policy = await POLICY.benchPolicy(cfg, TAG);
   const restart = cfg.only.has('restart') ? restartSection(await benchRestart({ rounds: cfg.restartRounds, log: progress })) : undefined;
 
   const head = markdownTable(headlineTable(headlineRows(figs, cfg)));
@@ -176,7 +187,8 @@ async function main(): Promise<void> {
     `## Headline\n\n${head}\n` +
     'References: datapath, bench/bpf/redirect.c; CNI, Debian’s bridge + host-local, both plugins exec’d inside their node netns ' +
     'by bench/tools/cnirun; memory, a bare `node` process; pod ↔ pod, the variant the row names ' +
-    '(figure 5 describes each); Kubernetes mode, none (figure 6 has a one-pod API as its baseline). Ratios are kelp ÷ reference per round: median (min–max).\n';
+    '(figure 5 describes each); Kubernetes mode, none (figure 6 has a one-pod API as its baseline); policy, the same pods with no policy ' +
+    '(figure 7), and for apply → enforced the figures Cilium and upstream publish, quoted, not measured. Ratios are kelp ÷ reference per round: median (min–max).\n';
   // The file leads with the headline; the terminal ends with it, below the figures.
   const file = writeReport(cfg.outDir ?? path.join(__dirname, 'results'), name, [intro, headline, ...sections, changesSection()].join('\n'), charts.flat());
   process.stdout.write(`\n${[intro, ...sections, headline].join('\n')}\n`);

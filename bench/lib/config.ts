@@ -33,13 +33,25 @@ export interface BenchConfig {
   kubePods: number;
   /** Label changes, one at a time, per agent per Kubernetes-mode round. */
   kubeChanges: number;
-  /** Figures to run (BENCH_ONLY=datapath,cni,throughput,memory,pod2pod,restart,kubernetes). */
+  /** Rounds of the policy figure (each: policy changes, TCP_RR/CRR turns, pods made ready). */
+  policyRounds: number;
+  /** Pod objects on the policy figure's node (a few of them real pods). */
+  policyPods: number;
+  /** NetworkPolicies on that node, 100 of them selecting the TCP_RR pods. */
+  policyPolicies: number;
+  /** Policy changes timed through the agent's API per policy round (half deny, half allow). */
+  policyChanges: number;
+  /** Of those, made by the `kelp apply -f F --wait` process instead, per round. */
+  policyCliChanges: number;
+  /** Pods made and timed until reachable, per policy round. */
+  policyReadyPods: number;
+  /** Figures to run (BENCH_ONLY=datapath,cni,throughput,memory,pod2pod,restart,kubernetes,policy). */
   only: Set<string>;
   /** Where the report goes (default bench/results). */
   outDir?: string;
 }
 
-export const FIGURES = ['datapath', 'cni', 'throughput', 'memory', 'pod2pod', 'restart', 'kubernetes'] as const;
+export const FIGURES = ['datapath', 'cni', 'throughput', 'memory', 'pod2pod', 'restart', 'kubernetes', 'policy'] as const;
 
 function int(name: string, def: number, min = 1, max = 1_000_000): number {
   const raw = process.env[name];
@@ -72,6 +84,14 @@ export function loadConfig(): BenchConfig {
     kubeRounds: int('BENCH_KUBE_ROUNDS', 5, 1, 100),
     kubePods: int('BENCH_KUBE_PODS', 5000, 1, 100_000),
     kubeChanges: int('BENCH_KUBE_CHANGES', 200, 1, 100_000),
+    policyRounds: int('BENCH_POLICY_ROUNDS', 3, 1, 100),
+    // At least the 100 policies of the TCP_RR pods and the real pods themselves; the pods fit
+    // the node's /20 next to its real ones, and ten other nodes' /24s.
+    policyPods: int('BENCH_POLICY_PODS', 1000, 20, 3000),
+    policyPolicies: int('BENCH_POLICY_POLICIES', 1000, 100, 20_000),
+    policyChanges: int('BENCH_POLICY_CHANGES', 40, 2, 10_000),
+    policyCliChanges: int('BENCH_POLICY_CLI_CHANGES', 6, 0, 1000),
+    policyReadyPods: int('BENCH_POLICY_READY_PODS', 17, 1, 1000),
     only,
     outDir: process.env.BENCH_OUT || undefined,
   };
