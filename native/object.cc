@@ -43,6 +43,7 @@ class ObjectHandle : public Napi::ObjectWrap<ObjectHandle> {
                        {InstanceMethod<&ObjectHandle::Rodata>("rodata"),
                         InstanceMethod<&ObjectHandle::SetRodata>("setRodata"),
                         InstanceMethod<&ObjectHandle::SetPinPath>("setPinPath"),
+                        InstanceMethod<&ObjectHandle::SetMaxEntries>("setMaxEntries"),
                         InstanceMethod<&ObjectHandle::Load>("load"),
                         InstanceMethod<&ObjectHandle::Programs>("programs"),
                         InstanceMethod<&ObjectHandle::Maps>("maps"),
@@ -140,6 +141,20 @@ class ObjectHandle : public Napi::ObjectWrap<ObjectHandle> {
     if (!map || bpf_map__is_internal(map)) ThrowErrno(env, ENOENT, "find map " + name + " in " + file_);
     int err = bpf_map__set_pin_path(map, path.c_str());
     if (err) ThrowErrno(env, err, "set pin path of " + name + " in " + file_);
+  }
+
+  // setMaxEntries(map, n): the map's size, in place of the one compiled in (per-node sizing). Only
+  // before load: libbpf creates the map (or checks a pinned one against it) while loading.
+  void SetMaxEntries(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    std::string name = info[0].As<Napi::String>();
+    uint32_t n = info[1].As<Napi::Number>().Uint32Value();
+    struct bpf_object* obj = Need(env, "set max_entries of");
+    if (loaded_) ThrowErrno(env, EBUSY, "set max_entries of " + name + " in " + file_ + " (already loaded)");
+    struct bpf_map* map = bpf_object__find_map_by_name(obj, name.c_str());
+    if (!map || bpf_map__is_internal(map)) ThrowErrno(env, ENOENT, "find map " + name + " in " + file_);
+    int err = bpf_map__set_max_entries(map, n);
+    if (err) ThrowErrno(env, err, "set max_entries of " + name + " in " + file_);
   }
 
   void Load(const Napi::CallbackInfo& info) {

@@ -38,6 +38,8 @@ export interface ObjectHandle {
   setRodata(data: Buffer): void;
   /** Before load(): where that map is pinned (or re-used if pinned there). */
   setPinPath(map: string, path: string): void;
+  /** Before load(): the map's max_entries in place of the compiled one. */
+  setMaxEntries(map: string, n: number): void;
   load(): void;
   programs(): ProgramDesc[];
   maps(): MapDesc[];

@@ -21,6 +21,11 @@ export interface OpenOptions {
    * instead of <pinRoot>/<name>; any map of the object, declared with pinning or not.
    */
   pinPaths?: Record<string, string>;
+  /**
+   * Map name -> max_entries in place of the size compiled in (maps sized per node). A pinned map
+   * is re-used only at the same size (libbpf checks), so a change of size needs a new pin.
+   */
+  maxEntries?: Record<string, number>;
   /** Where libbpf's log lines go (warnings at warn, the rest at debug). */
   logger?: LibbpfLogger;
 }
@@ -43,11 +48,13 @@ export function loadObject(file: string, opts: OpenOptions = {}): BpfObject {
     throw invalidArgument(op, 'constants must be an object');
   }
   if (opts.pinPaths !== undefined) checkPinPaths(op, opts.pinPaths);
+  if (opts.maxEntries !== undefined) checkMaxEntries(op, opts.maxEntries);
   return withLibbpfLog(opts.logger, () => {
     const handle = new addon.ObjectHandle(file, opts.pinRoot);
     try {
       if (opts.constants && Object.keys(opts.constants).length > 0) setConstants(handle, file, opts.constants);
       if (opts.pinPaths) setPinPaths(handle, file, opts.pinPaths);
+      if (opts.maxEntries) setMaxEntries(handle, file, opts.maxEntries);
       handle.load();
       return new BpfObject(handle, file);
     } catch (e) {
@@ -89,6 +96,25 @@ function setPinPaths(handle: ObjectHandle, file: string, pinPaths: Record<string
   for (const [name, p] of Object.entries(pinPaths)) {
     if (!maps.includes(name)) throw invalidArgument(op, `"${name}" is not a map of the object (maps: ${maps.join(', ') || 'none'})`);
     handle.setPinPath(name, p);
+  }
+}
+
+/** Sizes must be whole numbers from 1 to 2^31 - 1 (the kernel's limit for every map type kelp uses). */
+function checkMaxEntries(op: string, maxEntries: unknown): void {
+  if (typeof maxEntries !== 'object' || maxEntries === null || Array.isArray(maxEntries)) throw invalidArgument(op, 'maxEntries must be an object');
+  for (const [name, n] of Object.entries(maxEntries as Record<string, unknown>)) {
+    if (typeof n !== 'number' || !Number.isInteger(n) || n < 1 || n > 0x7fffffff) {
+      throw invalidArgument(op, `maxEntries.${name} must be an integer from 1 to 2147483647, got ${JSON.stringify(n)}`);
+    }
+  }
+}
+
+function setMaxEntries(handle: ObjectHandle, file: string, maxEntries: Record<string, number>): void {
+  const op = `set max_entries of ${file}`;
+  const maps = handle.maps().filter((m) => !m.internal).map((m) => m.name);
+  for (const [name, n] of Object.entries(maxEntries)) {
+    if (!maps.includes(name)) throw invalidArgument(op, `"${name}" is not a map of the object (maps: ${maps.join(', ') || 'none'})`);
+    handle.setMaxEntries(name, n);
   }
 }
 

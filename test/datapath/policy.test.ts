@@ -25,7 +25,7 @@ import {
   setPolicyEnforcement,
 } from '../../src/datapath/policy';
 import { IDENTITY_HOST, PolicyEntry, PolicyVerdict, RULE_ISOLATED } from '../../src/datapath/policy-types';
-import { monotonicNs } from '../../src/datapath/nat';
+import { masqConstants, monotonicNs } from '../../src/datapath/nat';
 import { Direction } from '../../src/datapath/structs';
 import { EventCollector, loadWithVerifierLog, LXC_OBJECT, metricsId, metricsMaps, putEndpoint, readMetrics, TestEndpoint } from '../support/datapath';
 import { cleanupAll, createNetns, mountBpffs, Netns, onCleanup, tempDir } from '../support/netns';
@@ -63,9 +63,10 @@ interface Loaded {
 
 let node: Netns;
 let L: Loaded;
+let pinRoot: string;
 
-function load(file: string): Loaded {
-  const obj = loadWithVerifierLog(file, { pinRoot: mountBpffs() });
+function load(file: string, pinRoot = mountBpffs()): Loaded {
+  const obj = loadWithVerifierLog(file, { pinRoot });
   const l: Loaded = {
     obj,
     maps: policyMapsOf(obj),
@@ -92,7 +93,8 @@ beforeAll(() => {
   }
   A.ifindex = IF.a;
   B.ifindex = IF.b;
-  L = load(LXC_OBJECT);
+  pinRoot = mountBpffs();
+  L = load(LXC_OBJECT, pinRoot);
 });
 
 afterAll(cleanupAll);
@@ -428,6 +430,40 @@ describe('audit', () => {
     expect(count(B.epId, TO, MetricsReason.POLICY_AUDIT)).toBe(2);
     const podDrops = Object.keys(readMetrics(L.metrics)).filter((k) => k.split('/')[0] !== '0' && Number(k.split('/')[2]) < 0);
     expect(podDrops).toEqual([]);
+  });
+});
+
+describe('host.c: replies delivered into a pod after reverse NAT', () => {
+  const MASQ = '192.168.79.2';
+  let host: BpfObject;
+  beforeAll(() => {
+    // Pinned under the same root as lxc.o: one set of policy maps for both objects.
+    host = loadWithVerifierLog(path.join(__dirname, '../../build/bpf/host.o'), {
+      pinRoot,
+      constants: masqConstants({ podCidr: '10.79.0.0/24', masqIp: MASQ }),
+    });
+    onCleanup(() => host.close());
+  });
+  beforeEach(() => {
+    host.map('kelp_ct4').clear();
+    host.map('kelp_snat4').clear();
+  });
+
+  it('pass on the flow the pod opened though its ingress denies; without that flow they are dropped there', async () => {
+    program([{ ep: A, dir: 'ingress', v: deny(110, RULE_ISOLATED) }]);
+    const out = udp(ethFrom(A), A.ip, WORLD_IP, 4000, 53);
+    expect(fromA(out)).toBe(P.TC_ACT_OK);
+    const masq = host.program('kelp_host_egress').testRun({ data: out });
+    expect(masq.retval).toBe(P.TC_ACT_OK);
+    const natPort = P.parseIpv4(P.parseEthernet(masq.data).payload).payload.readUInt16BE(0);
+    const reply = () => host.program('kelp_host_ingress').testRun({ data: udp({ src: '02:00:00:00:00:fe', dst: '02:00:00:00:00:01' }, WORLD_IP, MASQ, 53, natPort) }).retval;
+
+    expect(reply()).toBe(P.TC_ACT_REDIRECT);
+    expect(ctOf({ saddr: A.ip, daddr: WORLD_IP, sport: 4000, dport: 53, proto: P.IPPROTO_UDP })).toMatchObject({ txPackets: 1n, rxPackets: 1n });
+    await events();
+    L.pct.clear();
+    expect(reply()).toBe(P.TC_ACT_SHOT);
+    await expectDrop('POLICY_DENY', A.epId, TO, { policyId: 110, rule: RULE_ISOLATED });
   });
 });
 

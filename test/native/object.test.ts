@@ -86,6 +86,31 @@ describe('loadObject', () => {
     expect(e.message).toBe(`set constants of ${file}: fx_byte must be an integer, bigint, boolean or Buffer, got 1.5`);
   });
 
+  it('sizes maps with maxEntries before the load: the kernel map has that size and refuses one more', () => {
+    const obj = loadObject(fixture('maps'), { maxEntries: { fx_hash: 3 } });
+    try {
+      expect(obj.mapInfo('fx_hash').maxEntries).toBe(3);
+      const m = obj.map('fx_hash');
+      expect(m.maxEntries).toBe(3);
+      for (let i = 0; i < 3; i++) m.update(u32(i), u64(BigInt(i)));
+      expect(caught(() => m.update(u32(3), u64(3n))).code).toBe('E2BIG');
+      expect(obj.mapInfo('fx_percpu').maxEntries).toBe(4);
+    } finally {
+      obj.close();
+    }
+  });
+
+  it('refuses maxEntries it cannot honour, with exact messages', () => {
+    const file = fixture('maps');
+    let e = caught(() => loadObject(file, { maxEntries: { fx_nope: 3 } }));
+    expect(e.code).toBe('EINVAL');
+    expect(e.message).toBe(`set max_entries of ${file}: "fx_nope" is not a map of the object (maps: fx_percpu, fx_hash, fx_percpu_hash, fx_pinned, fx_array)`);
+    e = caught(() => loadObject(file, { maxEntries: { fx_hash: 0 } }));
+    expect(e.message).toBe(`load ${file}: maxEntries.fx_hash must be an integer from 1 to 2147483647, got 0`);
+    e = caught(() => loadObject(file, { maxEntries: { fx_hash: 2.5 } }));
+    expect(e.message).toBe(`load ${file}: maxEntries.fx_hash must be an integer from 1 to 2147483647, got 2.5`);
+  });
+
   it('pins maps by name under pinRoot and re-uses the pins on the next load', () => {
     const pinRoot = mountBpffs();
     const first = loadObject(fixture('maps'), { pinRoot });
