@@ -34,13 +34,13 @@ import { LABEL_METADATA_NAME, NamespaceObject } from '../sources/objects/namespa
 import type { NetworkPolicyObject } from '../sources/objects/networkpolicy';
 import type { PodObject } from '../sources/objects/pod';
 import { selectorMatches } from '../sources/objects/labels';
-import { blocksMatch, decide, PortBlock, portBlocks, sameVerdict, selects, Side, SideRule, sideOf } from './evaluate';
+import { blocksMatch, decide, PortBlock, portBlocks, sameVerdict, Side, SideRule, sideOf } from './evaluate';
 import { fromClusterNetworkPolicy } from './from-clusternetworkpolicy';
 import { fromKelpNetworkPolicy } from './from-kelpnetworkpolicy';
 import { fromNetworkPolicy } from './from-networkpolicy';
 import type { IdentityAllocator } from './identity';
 import { IdentityInfo, Member, ModelPolicy, NamedPorts, namedPortsOf, PolicyModel, policyPod, portRangePrefixes } from './model';
-import { PolicySpec, RuleSpec, sortPolicies } from './spec';
+import { PodSet, PolicySpec, RuleSpec, sortPolicies } from './spec';
 
 export interface LocalEndpoint {
   epId: number;
@@ -87,7 +87,7 @@ const maskOf = (prefix: number) => (prefix === 0 ? 0 : (0xffffffff << (32 - pref
 class PolicyCidrs {
   /** Prefix length → network → canonical text; lengths ascending. */
   private readonly byLength = new Map<number, Map<number, string>>();
-  private lengths: number[] = [];
+  private sortedLengths?: number[];
 
   add(cidr: string): void {
     const c = parseCidr(cidr);
@@ -96,7 +96,11 @@ class PolicyCidrs {
     let m = this.byLength.get(c.prefix);
     if (!m) this.byLength.set(c.prefix, (m = new Map()));
     m.set(net, `${[24, 16, 8, 0].map((s) => (net >>> s) & 0xff).join('.')}/${c.prefix}`);
-    this.lengths = [...this.byLength.keys()].sort((a, b) => a - b);
+    this.sortedLengths = undefined;
+  }
+
+  private get lengths(): number[] {
+    return (this.sortedLengths ??= [...this.byLength.keys()].sort((a, b) => a - b));
   }
 
   /** The policy CIDRs containing addr/prefix, shortest first. */
@@ -231,15 +235,43 @@ function identitiesOf(members: Member[], cidrs: PolicyCidrs, egressNames: readon
   return ids;
 }
 
+/**
+ * The members of a pod set among things grouped by namespace (pod identities for peers, local
+ * endpoints for subjects). Policies repeat selectors, so answers are kept per selector.
+ */
+class PodSetIndex<T> {
+  private readonly memo = new Map<string, T[]>();
+
+  constructor(
+    private readonly byNamespace: ReadonlyMap<string, readonly T[]>,
+    private readonly namespaceLabels: (ns: string) => Record<string, string>,
+    private readonly labelsOf: (t: T) => Record<string, string>,
+  ) {}
+
+  members(set: PodSet): T[] {
+    const key = JSON.stringify(set);
+    let hit = this.memo.get(key);
+    if (!hit) {
+      const ns = set.namespaces;
+      const names = 'name' in ns ? [ns.name] : [...this.byNamespace.keys()].filter((n) => selectorMatches(ns.selector, this.namespaceLabels(n)));
+      hit = names.flatMap((n) => (this.byNamespace.get(n) ?? []).filter((t) => selectorMatches(set.pods, this.labelsOf(t))));
+      this.memo.set(key, hit);
+    }
+    return hit;
+  }
+}
+
 /** Per rule, the identities one of its peers matches ('all': every peer, addresses without identity too). */
 class RuleMatches {
   private readonly cache = new Map<RuleSpec, Set<number> | 'all'>();
+  private readonly pods: PodSetIndex<number>;
 
   constructor(
     private readonly ids: Identities,
-    private readonly namespaces: readonly string[],
-    private readonly namespaceLabels: (ns: string) => Record<string, string>,
-  ) {}
+    namespaceLabels: (ns: string) => Record<string, string>,
+  ) {
+    this.pods = new PodSetIndex(ids.podsByNamespace, namespaceLabels, (id) => ids.info.get(id)!.pod!.labels);
+  }
 
   of(rule: RuleSpec): Set<number> | 'all' {
     let hit = this.cache.get(rule);
@@ -252,9 +284,7 @@ class RuleMatches {
     for (const peer of rule.peers) {
       if (peer.kind === 'all') return 'all';
       if (peer.kind === 'pods') {
-        const ns = peer.set.namespaces;
-        const names = 'name' in ns ? [ns.name] : this.namespaces.filter((n) => selectorMatches(ns.selector, this.namespaceLabels(n)));
-        for (const n of names) for (const id of this.ids.podsByNamespace.get(n) ?? []) if (selectorMatches(peer.set.pods, this.ids.info.get(id)!.pod!.labels)) out.add(id);
+        for (const id of this.pods.members(peer.set)) out.add(id);
       } else if (peer.kind === 'cidr') {
         for (const id of this.ids.byCidr.get(peer.cidr) ?? []) {
           const inside = this.ids.info.get(id)!.cidrs;
@@ -310,20 +340,20 @@ export function compilePolicy(inputs: PolicyCompileInputs, allocator: IdentityAl
   const policies = policiesOf(inputs, allocator);
   const members = membersOf(inputs);
   const ids = identitiesOf(members, policyCidrsOf(policies), egressNamesOf(policies), inputs.nodeIps, allocator);
-  const namespaces = [...new Set([...nsLabels.keys(), ...ids.podsByNamespace.keys()])].sort(byKey);
-  const matches = new RuleMatches(ids, namespaces, namespaceLabels);
+  const matches = new RuleMatches(ids, namespaceLabels);
   const podIdentities = [...ids.info].filter(([, info]) => info.pod).map(([id]) => id);
 
   // Which policies select each local endpoint, in evaluation order.
   const locals = members.filter((m) => m.epId !== undefined);
   const localsByNs = new Map<string, Member[]>();
-  for (const m of locals) localsByNs.set(m.namespace, [...(localsByNs.get(m.namespace) ?? []), m]);
-  const selecting = new Map<Member, ModelPolicy[]>(locals.map((m) => [m, []]));
-  for (const p of policies) {
-    const ns = p.spec.subject.namespaces;
-    const candidates = 'name' in ns ? (localsByNs.get(ns.name) ?? []) : [...localsByNs].filter(([n]) => selectorMatches(ns.selector, namespaceLabels(n))).flatMap(([, ms]) => ms);
-    for (const m of candidates) if (selects(p, m, namespaceLabels)) selecting.get(m)!.push(p);
+  for (const m of locals) {
+    const list = localsByNs.get(m.namespace);
+    if (list) list.push(m);
+    else localsByNs.set(m.namespace, [m]);
   }
+  const subjects = new PodSetIndex(localsByNs, namespaceLabels, (m) => m.labels);
+  const selecting = new Map<Member, ModelPolicy[]>(locals.map((m) => [m, []]));
+  for (const p of policies) for (const m of subjects.members(p.spec.subject)) selecting.get(m)!.push(p);
 
   const entries: PolicyEntry[] = [];
   for (const ep of locals) {
