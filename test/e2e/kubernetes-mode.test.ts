@@ -36,6 +36,8 @@ const podOf = (ns: string, name: string) => pods().find((p) => p.namespace === n
 
 beforeAll(async () => {
   api = await startKubeApiServer();
+  // kelp's policy CRD is installed, upstream's ClusterNetworkPolicy CRD is not.
+  await kubectl('apply', '-f', path.resolve(__dirname, '../../deploy/kubernetes/10-crd-kelpnetworkpolicies.yaml'));
   const kubeconfig = path.join(api.dir, 'node-kubeconfig');
   writeFileSync(kubeconfig, readFileSync(api.kubeconfigPath, 'utf8').split(`127.0.0.1:${api.port}`).join(`127.0.0.1:${NODE_API_PORT}`));
   sb = await SandboxClass.start({
@@ -110,6 +112,26 @@ describe('an agent fed by the Kubernetes API', () => {
     });
     expect(problem).toMatch(/metadata\.labels\["tier"\]/);
     expect(podOf('shop', 'web')?.labels.tier).toBe('back');
+  });
+
+  it('a KelpNetworkPolicy reaches the agent and gets its Valid condition; a cluster without the ClusterNetworkPolicy CRD syncs', async () => {
+    const st = JSON.parse(sb.kelp('status', '-o', 'json')) as { sources: Array<{ name: string; reflectors?: Array<{ kind: string; synced: boolean; absent?: boolean }> }> };
+    const refl = st.sources.find((x) => x.name === 'kubernetes')!.reflectors!;
+    expect(refl.find((r) => r.kind === 'ClusterNetworkPolicy')).toMatchObject({ synced: true, absent: true });
+    expect(refl.find((r) => r.kind === 'KelpNetworkPolicy')).toMatchObject({ synced: true, absent: false });
+    // Selecting no pod of this test: the later tests' traffic stays as it is.
+    const policy = (name: string, action: string) =>
+      `apiVersion: policy.kelp.dev/v1alpha1\nkind: KelpNetworkPolicy\nmetadata: {name: ${name}, namespace: shop}\n` +
+      `spec: {subject: {podSelector: {matchLabels: {app: none}}}, ingress: [{action: ${action}, from: [{namespaces: {}}]}]}\n`;
+    writeFileSync(path.join(api.dir, 'knp.yaml'), `${policy('deny-all', 'Deny')}---\n${policy('pass-all', 'Pass')}`);
+    await kubectl('apply', '-f', path.join(api.dir, 'knp.yaml'));
+    const valid = (name: string) =>
+      (api.objects.get({ apiVersion: 'policy.kelp.dev/v1alpha1', kind: 'KelpNetworkPolicy', namespace: 'shop', name })?.status?.conditions ?? []).find((c: { type: string }) => c.type === 'Valid');
+    expect(await eventually('deny-all Valid', () => valid('deny-all'))).toMatchObject({ status: 'True', observedGeneration: 1 });
+    const refused = await eventually('pass-all Valid', () => valid('pass-all'));
+    expect(refused).toMatchObject({ status: 'False', reason: 'Invalid', message: 'spec.ingress[0].action: must be one of Accept, Deny, got "Pass"' });
+    const problems = (JSON.parse(sb.kelp('status', '-o', 'json')) as { problems: string[] }).problems;
+    expect(problems.find((p) => p.includes('KelpNetworkPolicy/shop/pass-all'))).toMatch(/spec\.ingress\[0\]\.action/);
   });
 
   it('without --pod-cidr, the node takes its pod CIDR from its Node object', async () => {
