@@ -334,6 +334,46 @@ function blocksOf(rules: readonly SideRule[], ports: readonly PortBlock[][], sid
   return out;
 }
 
+/** The entries of one endpoint and direction (see the file's head), appended to `out`. */
+function sideEntries(ep: Member, dir: PolicyDirection, side: Side, matches: RuleMatches, ids: Identities, out: PolicyEntry[]): void {
+  const peerSets = side.rules.map((r) => matches.of(r.rule));
+  const namedByPeer = side.rules.map((r) => dir === 'egress' && r.rule.ports.some((p) => p.kind === 'named'));
+  // Ingress names resolve on this endpoint; egress names on each peer (none for a non-pod).
+  const ownNames = dir === 'ingress' ? namedPortsOf(ep.ports) : undefined;
+  const fixedPorts = side.rules.map((r) => portBlocks(r.rule, ownNames));
+  const forAll = peerSets.flatMap((s, i) => (s === 'all' ? [i] : []));
+  // Identity → the rules (indices into side.rules) whose peers select it by name, CIDR or selector.
+  const touched = new Map<number, number[]>();
+  for (let i = 0; i < peerSets.length; i++) {
+    const s = peerSets[i];
+    if (s === 'all') continue;
+    for (const id of s) {
+      const list = touched.get(id);
+      if (list) list.push(i);
+      else touched.set(id, [i]);
+    }
+  }
+  // A rule for every peer with egress names still means something different per pod.
+  if (forAll.some((i) => namedByPeer[i])) for (const [id, info] of ids.info) if (info.pod && !touched.has(id)) touched.set(id, []);
+
+  const cache = new Map<string, Block[]>();
+  const classBlocks = (indices: number[], named: NamedPorts | undefined) => {
+    const ports = indices.map((i) => (namedByPeer[i] ? portBlocks(side.rules[i].rule, named) : fixedPorts[i]));
+    const key = indices.map((i, j) => (namedByPeer[i] ? `${i}:${JSON.stringify(ports[j])}` : `${i}`)).join(',');
+    let blocks = cache.get(key);
+    if (!blocks) cache.set(key, (blocks = blocksOf(indices.map((i) => side.rules[i]), ports, side)));
+    return { key, blocks };
+  };
+  const wildcard = classBlocks(forAll, undefined);
+  for (const b of wildcard.blocks) out.push({ epId: ep.epId!, identity: IDENTITY_ANY, direction: dir, ...b });
+  for (const [id, own] of [...touched].sort((x, y) => x[0] - y[0])) {
+    const indices = own.length === 0 ? forAll : forAll.length === 0 ? own : [...new Set([...forAll, ...own])].sort((x, y) => x - y);
+    const cls = classBlocks(indices, ids.info.get(id)!.named);
+    if (cls.key === wildcard.key) continue;
+    for (const b of cls.blocks) out.push({ epId: ep.epId!, identity: id, direction: dir, ...b });
+  }
+}
+
 export function compilePolicy(inputs: PolicyCompileInputs, allocator: IdentityAllocator): PolicyCompileResult {
   const nsLabels = new Map(inputs.namespaces.map((n) => [n.metadata.name, n.metadata.labels]));
   const namespaceLabels = (name: string) => nsLabels.get(name) ?? { [LABEL_METADATA_NAME]: name };
@@ -341,7 +381,6 @@ export function compilePolicy(inputs: PolicyCompileInputs, allocator: IdentityAl
   const members = membersOf(inputs);
   const ids = identitiesOf(members, policyCidrsOf(policies), egressNamesOf(policies), inputs.nodeIps, allocator);
   const matches = new RuleMatches(ids, namespaceLabels);
-  const podIdentities = [...ids.info].filter(([, info]) => info.pod).map(([id]) => id);
 
   // Which policies select each local endpoint, in evaluation order.
   const locals = members.filter((m) => m.epId !== undefined);
@@ -356,45 +395,7 @@ export function compilePolicy(inputs: PolicyCompileInputs, allocator: IdentityAl
   for (const p of policies) for (const m of subjects.members(p.spec.subject)) selecting.get(m)!.push(p);
 
   const entries: PolicyEntry[] = [];
-  for (const ep of locals) {
-    const ownNames = namedPortsOf(ep.ports);
-    for (const dir of DIRECTIONS) {
-      const side = sideOf(selecting.get(ep)!, dir);
-      const peerSets = side.rules.map((r) => matches.of(r.rule));
-      const namedByPeer = side.rules.map((r) => dir === 'egress' && r.rule.ports.some((p) => p.kind === 'named'));
-      // Ingress names resolve on this endpoint; egress names on each peer (none for a non-pod).
-      const fixedPorts = side.rules.map((r) => portBlocks(r.rule, dir === 'ingress' ? ownNames : undefined));
-      const forAll = peerSets.flatMap((s, i) => (s === 'all' ? [i] : []));
-      const touched = new Map<number, number[]>();
-      for (let i = 0; i < peerSets.length; i++) {
-        const s = peerSets[i];
-        if (s === 'all') continue;
-        for (const id of s) {
-          const list = touched.get(id);
-          if (list) list.push(i);
-          else touched.set(id, [i]);
-        }
-      }
-      if (forAll.some((i) => namedByPeer[i])) for (const id of podIdentities) if (!touched.has(id)) touched.set(id, []);
-
-      const cache = new Map<string, Block[]>();
-      const classBlocks = (indices: number[], named: NamedPorts | undefined) => {
-        const ports = indices.map((i) => (namedByPeer[i] ? portBlocks(side.rules[i].rule, named) : fixedPorts[i]));
-        const key = indices.map((i, j) => (namedByPeer[i] ? `${i}:${JSON.stringify(ports[j])}` : `${i}`)).join(',');
-        let blocks = cache.get(key);
-        if (!blocks) cache.set(key, (blocks = blocksOf(indices.map((i) => side.rules[i]), ports, side)));
-        return { key, blocks };
-      };
-      const wildcard = classBlocks(forAll, undefined);
-      for (const b of wildcard.blocks) entries.push({ epId: ep.epId!, identity: IDENTITY_ANY, direction: dir, ...b });
-      for (const [id, own] of [...touched].sort((a, b) => a[0] - b[0])) {
-        const indices = own.length === 0 ? forAll : forAll.length === 0 ? own : [...new Set([...forAll, ...own])].sort((a, b) => a - b);
-        const cls = classBlocks(indices, ids.info.get(id)!.named);
-        if (cls.key === wildcard.key) continue;
-        for (const b of cls.blocks) entries.push({ epId: ep.epId!, identity: id, direction: dir, ...b });
-      }
-    }
-  }
+  for (const ep of locals) for (const dir of DIRECTIONS) sideEntries(ep, dir, sideOf(selecting.get(ep)!, dir), matches, ids, entries);
 
   const desired: PolicyMapsDesired = {
     ipcache: ids.ipcache,

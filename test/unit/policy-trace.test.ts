@@ -9,11 +9,11 @@ import { EMPTY } from '../support/policy-reference';
 import { generatePackets, generateWorld, inputsFor } from '../support/policy-worlds';
 
 describe('explain agrees with the compiled maps', () => {
-  it('every local side of 600 generated worlds × 2 nodes × 40 packets', () => {
+  it('every local side of 400 generated worlds × 2 nodes × 40 packets', () => {
     let sides = 0;
     let denied = 0;
     const mismatches: unknown[] = [];
-    for (let seed = 1; seed <= 600 && mismatches.length === 0; seed++) {
+    for (let seed = 1; seed <= 400 && mismatches.length === 0; seed++) {
       const w = generateWorld(seed);
       for (const node of Object.keys(w.nodes)) {
         const inputs = inputsFor(w, node);
@@ -37,7 +37,7 @@ describe('explain agrees with the compiled maps', () => {
       }
     }
     expect(mismatches).toEqual([]);
-    expect(sides).toBeGreaterThan(20_000);
+    expect(sides).toBeGreaterThan(12_000);
     expect(denied).toBeGreaterThan(sides * 0.1);
   });
 });
