@@ -33,6 +33,8 @@ import {
   PolicyMatrix,
   PortKey,
   probeKey,
+  REASON_AUDIT,
+  REASON_POLICY_DENY,
   sel,
   Step,
   tcpPort,
@@ -56,8 +58,14 @@ const B_PODS: PodId[] = ['x/b', 'y/b', 'z/b'];
 const OUT2_NET = '198.51.100.0/24';
 
 describe('policy matrix harness', () => {
-  it('no policy: every pod reaches every pod, its node and the outside; the node reaches every pod', async () => {
+  it('no policy: every pod reaches every pod, its node and the outside; the node reaches every pod; nothing counted as a policy drop', async () => {
     expect(await m.check({})).toBe('');
+    const counters = await m.counters();
+    for (const p of m.t.pods) {
+      expect(counters.get(`${p.id} forwarded`), p.id).toBeGreaterThan(0n);
+      expect(counters.get(`${p.id} ${REASON_POLICY_DENY}`), p.id).toBeUndefined();
+      expect(counters.get(`${p.id} ${REASON_AUDIT}`), p.id).toBeUndefined();
+    }
   });
 
   it('a drop shows as denied: TCP 81 and UDP dropped inside x/a are exactly the probes reported denied', async () => {
@@ -698,12 +706,19 @@ const KELP_NETWORK_POLICY: Case[] = [
   },
 ];
 
+// Audit-only: the matrix shows nothing dropped, and each subject pod's counters show the would-be
+// drops (and no policy drop); unmarked, the same policy drops and the counters say so.
 const AUDIT_MODE: Case[] = [
   {
     name: 'Audit: a NetworkPolicy marked audit-only drops nothing; unmarked, it drops',
     steps: () => [
-      { what: 'audit-only', apply: [np('x', 'audited', { podSelector: sel(), policyTypes: ['Ingress', 'Egress'] }, AUDIT)], expect: {} },
-      { what: 'enforced', apply: [np('x', 'audited', { podSelector: sel(), policyTypes: ['Ingress', 'Egress'] })], expect: { ingress: only(ids('x'), nothing), egress: only(ids('x'), nothing) } },
+      { what: 'audit-only', apply: [np('x', 'audited', { podSelector: sel(), policyTypes: ['Ingress', 'Egress'] }, AUDIT)], expect: {}, reported: { pods: ids('x'), as: 'audit' } },
+      {
+        what: 'enforced',
+        apply: [np('x', 'audited', { podSelector: sel(), policyTypes: ['Ingress', 'Egress'] })],
+        expect: { ingress: only(ids('x'), nothing), egress: only(ids('x'), nothing) },
+        reported: { pods: ids('x'), as: 'drop' },
+      },
     ],
   },
   {
@@ -711,8 +726,8 @@ const AUDIT_MODE: Case[] = [
     steps: () => {
       const spec = { subject: { podSelector: sel() }, ingress: [{ action: 'Deny', from: [{ namespaces: sel({ ns: 'x' }) }] }, { action: 'Accept', from: [{ namespaces: sel() }] }] };
       return [
-        { what: 'audit-only', apply: [knp('y', 'audited', spec, AUDIT)], expect: {} },
-        { what: 'enforced', apply: [knp('y', 'audited', spec)], expect: { ingress: only(ids('y'), (_, p) => !isPod(p, 'x')) } },
+        { what: 'audit-only', apply: [knp('y', 'audited', spec, AUDIT)], expect: {}, reported: { pods: ids('y'), as: 'audit' } },
+        { what: 'enforced', apply: [knp('y', 'audited', spec)], expect: { ingress: only(ids('y'), (_, p) => !isPod(p, 'x')) }, reported: { pods: ids('y'), as: 'drop' } },
       ];
     },
   },
@@ -721,8 +736,8 @@ const AUDIT_MODE: Case[] = [
     steps: () => {
       const spec = { tier: 'Admin', priority: 10, subject: { namespaces: sel({ ns: 'z' }) }, egress: [{ action: 'Deny', to: [{ networks: ['0.0.0.0/0'] }] }] };
       return [
-        { what: 'audit-only', apply: [cnp('pmx-audited', spec, AUDIT)], expect: {} },
-        { what: 'enforced', apply: [cnp('pmx-audited', spec)], expect: { egress: only(ids('z'), nothing) } },
+        { what: 'audit-only', apply: [cnp('pmx-audited', spec, AUDIT)], expect: {}, reported: { pods: ids('z'), as: 'audit' } },
+        { what: 'enforced', apply: [cnp('pmx-audited', spec)], expect: { egress: only(ids('z'), nothing) }, reported: { pods: ids('z'), as: 'drop' } },
       ];
     },
   },

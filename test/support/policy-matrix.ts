@@ -268,7 +268,16 @@ export interface Step {
   expect: Expectation;
   /** More assertions after the matrix, in the same state. */
   also?: (m: PolicyMatrix) => Promise<void>;
+  /**
+   * Pods whose counters (`kelp get counters`) must grow while this step is probed: with the
+   * would-be drops of an audit-only policy (and no policy drop), or with policy drops.
+   */
+  reported?: { pods: PodId[]; as: 'audit' | 'drop' };
 }
+
+/** `kelp get counters` reasons (src/datapath/drop.ts). */
+export const REASON_AUDIT = 'audit (would drop)';
+export const REASON_POLICY_DENY = 'POLICY_DENY';
 
 export interface Case {
   name: string;
@@ -528,8 +537,11 @@ export class PolicyMatrix {
         }
         if (s.namespaces) await this.relabelNamespaces(s.namespaces);
         if (s.pods) await this.relabelPods(s.pods);
+        const where = `${c.name}\nstep ${i + 1} of ${steps.length}${s.what ? ` (${s.what})` : ''}`;
+        const before = s.reported && (await this.counters());
         const diff = await this.check(s.expect);
-        if (diff) throw new Error(`${c.name}\nstep ${i + 1} of ${steps.length}${s.what ? ` (${s.what})` : ''}: ${diff}`);
+        if (diff) throw new Error(`${where}: ${diff}`);
+        if (s.reported) this.checkReported(where, s.reported, before!, await this.counters());
         await s.also?.(this);
       }
     } finally {
@@ -544,6 +556,26 @@ export class PolicyMatrix {
    */
   refused(from: Source, to: Destination, port = CLOSED_PORT): Promise<ProbeResult> {
     return this.peers.get(from)!.request({ op: 'refused', host: this.target(to), port, timeoutMs: RETRY_MS }).result;
+  }
+
+  /** Packets per `pod reason` (directions added up), from `kelp get counters -o json`. */
+  async counters(): Promise<Map<string, bigint>> {
+    const rows = JSON.parse(await kelp(this.sb, ['get', 'counters', '-o', 'json'])) as Array<{ pod: string | null; reason: string; packets: string }>;
+    const out = new Map<string, bigint>();
+    for (const r of rows) if (r.pod) out.set(`${r.pod} ${r.reason}`, (out.get(`${r.pod} ${r.reason}`) ?? 0n) + BigInt(r.packets));
+    return out;
+  }
+
+  private checkReported(where: string, r: NonNullable<Step['reported']>, before: Map<string, bigint>, after: Map<string, bigint>): void {
+    const delta = (pod: PodId, reason: string) => (after.get(`${pod} ${reason}`) ?? 0n) - (before.get(`${pod} ${reason}`) ?? 0n);
+    const problems: string[] = [];
+    for (const pod of r.pods) {
+      const audit = delta(pod, REASON_AUDIT);
+      const drop = delta(pod, REASON_POLICY_DENY);
+      if (r.as === 'audit' && (audit <= 0n || drop !== 0n)) problems.push(`${pod}: ${audit} packets counted "${REASON_AUDIT}" and ${drop} "${REASON_POLICY_DENY}", expected some and none`);
+      if (r.as === 'drop' && drop <= 0n) problems.push(`${pod}: no packet counted "${REASON_POLICY_DENY}"`);
+    }
+    if (problems.length > 0) throw new Error(`${where}: the counters do not report it:\n  ${problems.join('\n  ')}`);
   }
 
   /** Opens a connection that stays open (its first echo must come back). */
@@ -576,13 +608,18 @@ function writeManifests(sb: Sandbox, name: string, manifests: Manifest[]): strin
   return dir;
 }
 
-/** `kelp apply|delete -f DIR --wait` against the sandbox's agent; throws with its stderr when it fails. */
-function kelpApply(sb: Sandbox, dir: string, verb: 'apply' | 'delete'): Promise<string> {
+/** `kelp ARGS` against the sandbox's agent: its stdout; throws with its stderr when it fails. */
+function kelp(sb: Sandbox, args: string[]): Promise<string> {
   return new Promise((resolve, reject) => {
-    execFile(process.execPath, [KELP_BIN, verb, '-f', dir, '--wait', `--socket=${sb.socketPath}`], { encoding: 'utf8' }, (err, stdout, stderr) => {
-      if (err) return reject(new Error(`kelp ${verb} -f ${dir} --wait failed: ${stderr || err.message}`));
-      if (!/^programmed \(revision \d+\)$/m.test(stdout)) return reject(new Error(`kelp ${verb} --wait did not say it was programmed: ${stdout}${stderr}`));
-      resolve(stdout);
+    execFile(process.execPath, [KELP_BIN, ...args, `--socket=${sb.socketPath}`], { encoding: 'utf8', maxBuffer: 16 << 20 }, (err, stdout, stderr) => {
+      if (err) reject(new Error(`kelp ${args.join(' ')} failed: ${stderr || err.message}`));
+      else resolve(stdout);
     });
   });
+}
+
+/** `kelp apply|delete -f DIR --wait`: resolves once the agent says the change is programmed. */
+async function kelpApply(sb: Sandbox, dir: string, verb: 'apply' | 'delete'): Promise<void> {
+  const out = await kelp(sb, [verb, '-f', dir, '--wait']);
+  if (!/^programmed \(revision \d+\)$/m.test(out)) throw new Error(`kelp ${verb} -f ${dir} --wait did not say it was programmed: ${out}`);
 }
