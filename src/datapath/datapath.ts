@@ -34,6 +34,8 @@ export interface DatapathOptions {
   trace?: boolean;
   /** Where the BPF objects are; default build/bpf. */
   objectDir?: string;
+  /** Per-node sizes of the maps the registry marks sizable (policy maps), by name. */
+  mapSizes?: Record<string, number>;
 }
 
 export class Datapath {
@@ -50,7 +52,7 @@ export class Datapath {
   private ring?: RingBuffer;
 
   constructor(private readonly opts: DatapathOptions) {
-    this.objects = new DatapathObjects(opts.bpfRoot, opts.log, opts.objectDir);
+    this.objects = new DatapathObjects(opts.bpfRoot, opts.log, opts.objectDir, opts.mapSizes);
     this.bpffs = this.objects.bpffs;
     this.pins = new LinkPins(opts.bpfRoot);
     this.lxc = this.objects.load('lxc', { KELP_TRACE: opts.trace ? 1 : 0 });

@@ -16,7 +16,7 @@ import type { ConstantValue } from '../bpf';
 import type { Logger } from '../log';
 import { BpffsStatus, openBpfRoot } from './bpffs';
 import { copyConverted, findMapPins, mapPinPath, OldPin, pinnedShape, readOldPin, unpinMap } from './maps/pins';
-import { describeShape, layoutOf, MapLayout, mapSpec, MapSpec, sameShape } from './maps/registry';
+import { describeShape, layoutOf, MapLayout, MAPS, mapSpec, MapSpec, sameShape } from './maps/registry';
 
 /** The objects the agent loads: one per attach point. */
 export type ObjectName = 'lxc' | 'host';
@@ -54,7 +54,20 @@ export class DatapathObjects {
     private readonly log: Logger,
     /** Where the objects are (build/bpf); tests load other builds from elsewhere. */
     private readonly objectDir = DEFAULT_OBJECT_DIR,
+    /**
+     * Map name -> max_entries for this node, in place of the size compiled in; only maps the
+     * registry marks sizable. Every object declaring the map gets it, so they share one map.
+     */
+    private readonly mapSizes: Readonly<Record<string, number>> = {},
   ) {
+    for (const [name, n] of Object.entries(mapSizes)) {
+      const spec = mapSpec(name);
+      if (!spec?.sizable) {
+        const sizable = MAPS.filter((m) => m.sizable).map((m) => m.name);
+        throw new Error(`mapSizes.${name}: only ${sizable.join(', ')} can be sized per node`);
+      }
+      if (!Number.isInteger(n) || n < 1 || n > 0x7fffffff) throw new Error(`mapSizes.${name} must be an integer from 1 to 2147483647, got ${n}`);
+    }
     this.bpffs = openBpfRoot(bpfRoot);
   }
 
@@ -67,7 +80,8 @@ export class DatapathObjects {
     const file = objectPath(name, this.objectDir);
     const plans = this.plan(name, file);
     const pinPaths = Object.fromEntries([...plans.values()].map((p) => [p.spec.name, p.pin]));
-    const obj = loadObject(file, { pinRoot: this.bpfRoot, pinPaths, constants, logger: this.log });
+    const maxEntries = Object.fromEntries(Object.entries(this.mapSizes).filter(([m]) => plans.has(m)));
+    const obj = loadObject(file, { pinRoot: this.bpfRoot, pinPaths, constants, maxEntries, logger: this.log });
     try {
       this.migrate(name, obj, [...plans.values()].filter((p) => p.old.length > 0));
     } catch (e) {
@@ -149,9 +163,16 @@ export class DatapathObjects {
       const pin = mapPinPath(this.bpfRoot, spec.name, layout.version);
       const found = findMapPins(this.bpfRoot, spec.name);
       const current = found.find((p) => p.path === pin);
-      if (current && !sameShape(pinnedShape(pin), layout)) {
-        // libbpf would refuse to re-use it; its content is in no layout this agent can read.
-        this.log.warn({ map: spec.name, pin, shape: describeShape(pinnedShape(pin)) }, 'a pin of an unknown layout is in the way: removed');
+      const wanted = { ...layout, maxEntries: this.mapSizes[spec.name] ?? layout.maxEntries };
+      if (current && !sameShape(pinnedShape(pin), wanted)) {
+        // libbpf would refuse to re-use it. Another size of a sizable map: its writer fills the
+        // new one (only rebuild and reset maps are sizable); otherwise its content is in no
+        // layout this agent can read.
+        const resized = spec.sizable && sameShape(pinnedShape(pin), wanted, true);
+        this.log.warn(
+          { map: spec.name, pin, shape: describeShape(pinnedShape(pin)), maxEntries: wanted.maxEntries },
+          resized ? 'a pin of another size is in the way: removed, the map starts empty at its new size' : 'a pin of an unknown layout is in the way: removed',
+        );
         unpinMap(pin);
       }
       plans.set(spec.name, { spec, layout, pin, old: found.filter((p) => p.path !== pin).map((p) => readOldPin(spec, p)) });

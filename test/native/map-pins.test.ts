@@ -273,3 +273,54 @@ describe('DatapathObjects across a layout change', () => {
     }
   });
 });
+
+describe('DatapathObjects with per-node map sizes', () => {
+  const constants = masqConstants({ podCidr: '10.244.0.0/24', masqIp: '192.0.2.1' });
+
+  it('sizes a sizable map in every object declaring it, re-uses its pin at that size, and replaces it at another', () => {
+    const root = mountBpffs();
+    const { log, lines } = captureLog();
+    const sizes = { kelp_policy4: 1024, kelp_pct4: 4096 };
+    const first = new DatapathObjects(root, log, BUILD, sizes);
+    const lxc = first.load('lxc', {});
+    const host = first.load('host', constants);
+    expect(lxc.map('kelp_policy4').maxEntries).toBe(1024);
+    expect(host.map('kelp_policy4').id).toBe(lxc.map('kelp_policy4').id);
+    expect(host.map('kelp_pct4').maxEntries).toBe(4096);
+    expect(lxc.map('kelp_ipcache4').maxEntries).toBe(65536);
+    const id = lxc.map('kelp_pct4').id;
+    lxc.map('kelp_pct4').update(Buffer.alloc(16, 1), Buffer.alloc(72));
+    first.close();
+
+    const again = new DatapathObjects(root, log, BUILD, sizes);
+    try {
+      const l = again.load('lxc', {});
+      expect(l.map('kelp_pct4').id).toBe(id);
+      expect(l.map('kelp_pct4').lookup(Buffer.alloc(16, 1))).toBeDefined();
+    } finally {
+      again.close();
+    }
+    expect(lines.filter((l) => String(l.msg).includes('in the way'))).toEqual([]);
+
+    const bigger = new DatapathObjects(root, log, BUILD, { kelp_policy4: 2048, kelp_pct4: 4096 });
+    try {
+      const l = bigger.load('lxc', {});
+      expect(l.map('kelp_policy4').maxEntries).toBe(2048);
+      expect(l.map('kelp_pct4').id).toBe(id);
+    } finally {
+      bigger.close();
+    }
+    expect(lines.filter((l) => String(l.msg).includes('in the way')).map((l) => [l.map, l.msg, l.maxEntries])).toEqual([
+      ['kelp_policy4', 'a pin of another size is in the way: removed, the map starts empty at its new size', 2048],
+    ]);
+  });
+
+  it('refuses sizes for maps that are not sizable, and sizes that are not counts', () => {
+    const root = mountBpffs();
+    const { log } = captureLog();
+    expect(() => new DatapathObjects(root, log, BUILD, { kelp_endpoints: 10 })).toThrow(
+      'mapSizes.kelp_endpoints: only kelp_ipcache4, kelp_policy4, kelp_pct4 can be sized per node',
+    );
+    expect(() => new DatapathObjects(root, log, BUILD, { kelp_pct4: 0 })).toThrow('mapSizes.kelp_pct4 must be an integer from 1 to 2147483647, got 0');
+  });
+});

@@ -57,6 +57,11 @@ export interface MapSpec {
   writer: MapWriter;
   /** What it holds, for `kelp status` and `kelp map dump`. */
   description: string;
+  /**
+   * The agent may size it per node (DatapathObjects' mapSizes): its layouts' maxEntries is the
+   * size compiled in, and a map of another size has the same layout.
+   */
+  sizable?: boolean;
 }
 
 type Shape = Omit<MapLayout, 'version' | 'key' | 'value'>;
@@ -171,6 +176,7 @@ export const MAPS: readonly MapSpec[] = [
       'and a new config map starts with enforcement off, so nothing reads it half-written',
     writer: 'reconciler',
     description: 'IPv4 prefix -> peer identity (policy), longest prefix wins; a miss is WORLD',
+    sizable: true,
   },
   {
     name: 'kelp_policy4',
@@ -181,6 +187,7 @@ export const MAPS: readonly MapSpec[] = [
     why: 'derived from the store, as kelp_ipcache4: written whole before enforcement is switched on in the new config',
     writer: 'reconciler',
     description: 'policy verdicts by endpoint, peer identity, direction, protocol and port prefix (LPM)',
+    sizable: true,
   },
   {
     name: 'kelp_policy_config',
@@ -206,6 +213,7 @@ export const MAPS: readonly MapSpec[] = [
       'so long-lived connections across such an upgrade may need a reconnect); convert it once lxc.o reports its swap',
     writer: 'datapath',
     description: 'policy conntrack: one entry per flow for both directions, with its verdict and revision',
+    sizable: true,
   },
   {
     name: 'kelp_frag4',
@@ -229,13 +237,16 @@ export function mapSpec(name: string): MapSpec | undefined {
 /** What an object or a pinned map says of a map; compared with the layouts. */
 export type MapShape = Pick<MapLayout, 'type' | 'keySize' | 'valueSize' | 'maxEntries' | 'flags'>;
 
-export function sameShape(a: MapShape, b: MapShape): boolean {
-  return a.type === b.type && a.keySize === b.keySize && a.valueSize === b.valueSize && a.maxEntries === b.maxEntries && a.flags === b.flags;
+/** Same type, sizes and flags; `anySize`: whatever their max_entries. */
+export function sameShape(a: MapShape, b: MapShape, anySize = false): boolean {
+  return (
+    a.type === b.type && a.keySize === b.keySize && a.valueSize === b.valueSize && (anySize || a.maxEntries === b.maxEntries) && a.flags === b.flags
+  );
 }
 
 /** The layout of `spec` a map of this shape has; undefined when none. */
 export function layoutOf(spec: MapSpec, shape: MapShape): MapLayout | undefined {
-  return spec.layouts.find((l) => sameShape(l, shape));
+  return spec.layouts.find((l) => sameShape(l, shape, spec.sizable === true));
 }
 
 export function describeShape(s: MapShape): string {
