@@ -36,7 +36,9 @@
 //   besides is that known peer (the API server prunes fields its schema does not declare).
 // - protocols: absent or empty = every protocol and port. Each one is a transport with an
 //   optional destination port (a number or an inclusive range) or a named port resolved on each
-//   destination pod.
+//   destination pod. A named port beside a `networks` peer is accepted, as the standard-channel
+//   schema accepts it (only the experimental one refuses it): refusing would drop the whole
+//   policy, Deny rules included. It can match only where the address is a pod's.
 import { expectEnum, expectInteger, expectObject, expectString, fail, Json, ObjectMeta, optArray, optString, validateMeta } from './meta';
 import { LabelSelector, optLabelSelector, validateLabelSelector } from './labels';
 import { checkPortName, cidrField, PROTOCOLS, Protocol } from './net';
