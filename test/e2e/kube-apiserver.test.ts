@@ -538,6 +538,24 @@ describe('kube-apiserver with client-node 1.4.0', () => {
     expect(smp.status).toBe(415);
   });
 
+  it("a deleted CRD's watches get its objects' DELETED events and end; a new watch gets 404", async () => {
+    const plural = '/apis/policy.networking.k8s.io/v1alpha2/clusternetworkpolicies';
+    const list = await fetchJson(api, 'GET', plural);
+    expect(list.body.items.map((o: any) => o.metadata.name)).toEqual(['c1']);
+    const events: string[] = [];
+    let ended: unknown = 'open';
+    await new Watch(kc).watch(plural, { resourceVersion: list.body.metadata.resourceVersion }, (type, o) => events.push(`${type} ${o.metadata.name}`), (err) => (ended = err));
+    await waitFor('the watch open', () => api.openWatches(plural) === 1);
+    expect((await fetchJson(api, 'DELETE', `/apis/apiextensions.k8s.io/v1/customresourcedefinitions/${CNP_CRD.metadata.name}`)).status).toBe(200);
+    await waitFor('the watch ended', () => ended !== 'open');
+    expect(ended).toBe(null);
+    expect(events).toEqual(['DELETED c1']);
+    let again: unknown = 'open';
+    await new Watch(kc).watch(plural, {}, () => undefined, (err) => (again = err));
+    await waitFor('the second watch answered', () => again !== 'open');
+    expect((again as { statusCode?: number }).statusCode).toBe(404);
+  });
+
   it('makeInformer sees ADDED, MODIFIED and DELETED', async () => {
     const ns = 'cn-informer';
     const seen: string[] = [];
