@@ -210,6 +210,7 @@ export class KubernetesSource implements StateSource {
     }
     st.absent = true;
     for (const o of this.store.list(st.kind)) this.statusWriter?.forget(objectKey(o));
+    for (const key of [...this.problems.keys()]) if (key.startsWith(`${st.kind}/`)) this.problems.delete(key);
     this.store.replaceFrom(this.sourceOf(st.kind), []);
     if (!st.synced) this.noteSynced(st, { objects: 0, absent: true });
   }

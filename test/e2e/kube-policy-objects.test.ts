@@ -167,10 +167,15 @@ describe('the policy kinds in Kubernetes mode', () => {
     expect(api.objects.get({ ...CNP, name: 'default-egress' })!.status).toBeUndefined();
   });
 
-  it('a CRD deleted takes its objects out of the store; the kind is absent again and sync is not disturbed', async () => {
+  it('a CRD deleted takes its objects (and their problems) out of the store; the kind is absent again', async () => {
     await kubectl('delete', 'crd', 'clusternetworkpolicies.policy.networking.k8s.io');
     await eventually('no ClusterNetworkPolicy in the store', () => store.list('ClusterNetworkPolicy').length === 0, 15_000);
     await eventually('absent again', () => reflector('ClusterNetworkPolicy').absent === true, 15_000);
     expect(store.list('KelpNetworkPolicy').length).toBeGreaterThan(0);
+    expect(source.problems.has('KelpNetworkPolicy/default/db-ingress')).toBe(true);
+    await kubectl('delete', 'crd', 'kelpnetworkpolicies.policy.kelp.dev');
+    await eventually('KelpNetworkPolicy absent', () => reflector('KelpNetworkPolicy').absent === true, 15_000);
+    expect(store.list('KelpNetworkPolicy')).toEqual([]);
+    expect([...source.problems.keys()].filter((k) => k.startsWith('KelpNetworkPolicy/'))).toEqual([]);
   });
 });
