@@ -21,6 +21,7 @@ import { allSynced, StateSource } from '../sources/source';
 import { ReconcileLoop } from '../reconcile/loop';
 import { nodeAddress } from '../sources/objects/node';
 import { endpointsReconciler } from '../reconcile/endpoints';
+import { AgentPolicy, startPolicy } from './policy';
 import { ApiServer, checkRunDir } from './server';
 import type { RouteContext } from './routes/context';
 import { statusRoutes } from './routes/status';
@@ -154,7 +155,16 @@ export async function startAgent(opts: AgentOptions, log: Logger = createLogger(
     }
   }
 
-  const handleCni = makeCniHandler({ manager, store: objects, log, ready: () => ready });
+  // Created once restore is done (below); ADD is refused until then, so afterAdd always has it.
+  let policy: AgentPolicy | undefined;
+  const handleCni = makeCniHandler({
+    manager,
+    store: objects,
+    log,
+    ready: () => ready,
+    afterAdd: (rec) => (policy ? policy.afterAdd(rec) : Promise.reject(new Error('policy is not started yet'))),
+    afterDel: () => policy && reconcilers.markDirty('policy'),
+  });
   const queue = new DelQueue({
     dir: delQueueDirFor(socketPath),
     log,
@@ -172,10 +182,15 @@ export async function startAgent(opts: AgentOptions, log: Logger = createLogger(
   // kelp_endpoints equal to the records at every resync.
   reconcilers.add(endpointsReconciler({ manager, maps: datapath.endpoints, log }));
   reconcilers.markDirty('endpoints');
+  // Policy for every endpoint the records hold, before ADDs are served; enforcement is switched
+  // on by its first successful run (an agent upgraded from one without policy drops nothing
+  // before every running pod is programmed).
+  policy = startPolicy({ objects, manager, datapath, reconcilers, rtnl: manager.hostNs, nodeName: opts.nodeName, stateDir: opts.stateDir, log });
+  await reconcilers.runNow();
 
   const server = new ApiServer(log);
   server.route('POST', CNI_HTTP_PATH, handleCni);
-  const ctx: RouteContext = { opts: eff, manager, datapath, objects, manifests, kube, sources, reconcilers, ready: () => ready, masquerade: () => masq };
+  const ctx: RouteContext = { opts: eff, manager, datapath, objects, manifests, kube, sources, reconcilers, policy, ready: () => ready, masquerade: () => masq };
   statusRoutes(server, ctx);
   viewRoutes(server, ctx);
   objectRoutes(server, ctx);
@@ -203,6 +218,7 @@ export async function startAgent(opts: AgentOptions, log: Logger = createLogger(
       await queue.stop();
       await server.close();
       await reconcilers.stop();
+      policy?.stop();
       for (const src of sources) await src.stop();
       manager.close();
       datapath.close();

@@ -33,6 +33,8 @@ export interface CniHandlerDeps {
    * (the datapath drops its traffic until then). A failure rolls the ADD back.
    */
   afterAdd?: (rec: EndpointRecord) => Promise<void>;
+  /** After a DEL or GC removed endpoints (their policy entries go with the next run). */
+  afterDel?: () => void;
 }
 
 /** The ipam section for kelp's own IPAM; undefined when there is none or it is delegated. */
@@ -202,6 +204,7 @@ export function makeCniHandler(deps: CniHandlerDeps): (req: ApiRequest) => Promi
         case 'DEL':
           // Our own resources first, whatever the delegate then says (SPEC §4).
           await manager.del({ network, containerId: req.containerId, ifname: req.ifname }, rawIpamLenient(req));
+          deps.afterDel?.();
           if (delegateType(req)) await delegate(req, 'DEL', deps.log);
           return;
         case 'CHECK': {
@@ -229,6 +232,7 @@ export function makeCniHandler(deps: CniHandlerDeps): (req: ApiRequest) => Promi
             req.validAttachments.map((a) => ({ containerId: a.containerID, ifname: a.ifname })),
             rawIpamLenient(req),
           );
+          deps.afterDel?.();
           const derr = await delegateGc;
           if (derr) errors.push(`delegated IPAM: ${(derr as Error).message}`);
           if (errors.length) throw new CniError(CniCode.FirstPluginCode + 30, 'GC finished with errors', errors.join('; '));

@@ -7,6 +7,7 @@ import type { ManifestDir } from '../../sources/manifests';
 import type { KubernetesSource } from '../../sources/kubernetes';
 import type { StateSource } from '../../sources/source';
 import type { ReconcileLoop } from '../../reconcile/loop';
+import type { AgentPolicy } from '../policy';
 
 export interface RouteContext {
   /** The options in effect (pod CIDR resolved). */
@@ -18,6 +19,7 @@ export interface RouteContext {
   kube?: KubernetesSource;
   sources: StateSource[];
   reconcilers: ReconcileLoop;
+  policy?: AgentPolicy;
   /** Serving CNI: restore is done and the socket listens. */
   ready(): boolean;
   masquerade(): { uplink: string; address: string } | null;

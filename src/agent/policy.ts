@@ -1,0 +1,145 @@
+// Policy in the agent: the reconciler's inputs (store + this node's endpoints + this node's
+// addresses), the identity numbers persisted across restarts, the policy conntrack collector,
+// and what the API shows (the compiled model for `kelp policy trace`, the last run's figures).
+import { readFileSync, renameSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import type { Datapath } from '../datapath/loader';
+import { applyPolicyMaps, gcPolicyCt, PolicyMaps, policyMapsOf, setPolicyEnforcement } from '../datapath/policy';
+import { monotonicNs } from '../datapath/nat';
+import type { EndpointManager } from '../endpoint/manager';
+import type { EndpointRecord } from '../endpoint/state';
+import type { Logger } from '../log';
+import type { Rtnl } from '../netlink';
+import { compilePolicy, IdentityAllocator, LocalEndpoint, PolicyModel } from '../policy';
+import type { ObjectStore } from '../sources/store';
+import { policyReconciler, PolicyReconciler } from '../reconcile/policy';
+import type { ReconcileLoop } from '../reconcile/loop';
+
+/** How long a CNI ADD waits for its pod's policy before it fails (and is rolled back). */
+export const POLICY_ADD_TIMEOUT_MS = 10_000;
+/** Policy conntrack collection interval. */
+const CT_GC_MS = 10_000;
+const IDENTITIES_FILE = 'policy-identities.json';
+
+export interface PolicyRunStats {
+  at: string;
+  ms: number;
+  endpoints: number;
+  identities: number;
+  policyEntries: number;
+  ipcacheEntries: number;
+  changed: number;
+  revision: number;
+}
+
+export interface AgentPolicy {
+  reconciler: PolicyReconciler;
+  maps: PolicyMaps;
+  /** The model of the last successful compile (trace explains from it). */
+  model(): PolicyModel | undefined;
+  last(): PolicyRunStats | undefined;
+  /** CNI ADD's afterAdd: resolves once the new endpoint's entries are in kelp_policy4. */
+  afterAdd(rec: EndpointRecord): Promise<void>;
+  stop(): void;
+}
+
+export interface AgentPolicyDeps {
+  objects: ObjectStore;
+  manager: Pick<EndpointManager, 'list'>;
+  datapath: Datapath;
+  reconcilers: ReconcileLoop;
+  rtnl: Rtnl;
+  nodeName: string;
+  stateDir: string;
+  log: Logger;
+}
+
+/** The pod a local endpoint belongs to: its Pod's `namespace/name`, or a name of its own. */
+export function endpointPod(rec: Pick<EndpointRecord, 'pod' | 'containerId'>): string {
+  // Without K8S_POD_* the endpoint is a pod of no namespace: no policy selects it, and
+  // policies selecting peers by namespace never match it.
+  return rec.pod ? `${rec.pod.namespace}/${rec.pod.name}` : `/${rec.containerId}`;
+}
+
+export function startPolicy(deps: AgentPolicyDeps): AgentPolicy {
+  const { objects, log } = deps;
+  const maps = policyMapsOf(deps.datapath.lxc);
+  const allocator = new IdentityAllocator();
+  const file = path.join(deps.stateDir, IDENTITIES_FILE);
+  try {
+    allocator.restore(readFileSync(file, 'utf8'));
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') log.warn({ err, file }, 'policy identities not restored: numbering afresh');
+  }
+  let saved = allocator.snapshot();
+  let model: PolicyModel | undefined;
+  let last: PolicyRunStats | undefined;
+
+  const run = async () => {
+    const t0 = process.hrtime.bigint();
+    const nodeIps = new Set<string>();
+    for (const a of await deps.rtnl.listAddresses(undefined, 4)) nodeIps.add(a.address);
+    const node = objects.get('Node', undefined, deps.nodeName);
+    // The Node's InternalIP/ExternalIP, as the cluster knows this node, even if held elsewhere.
+    if (node) for (const a of node.status?.addresses ?? []) if (a.type === 'InternalIP' || a.type === 'ExternalIP') nodeIps.add(a.address);
+    const localEndpoints: LocalEndpoint[] = deps.manager.list().map((rec) => ({
+      epId: rec.id,
+      pod: endpointPod(rec),
+      ips: rec.ips.map((i) => i.address.split('/')[0]),
+    }));
+    const res = compilePolicy(
+      {
+        namespaces: objects.list('Namespace'),
+        pods: objects.list('Pod'),
+        localEndpoints,
+        nodeIps: [...nodeIps],
+        networkPolicies: objects.list('NetworkPolicy'),
+        clusterNetworkPolicies: objects.list('ClusterNetworkPolicy'),
+        kelpNetworkPolicies: objects.list('KelpNetworkPolicy'),
+      },
+      allocator,
+    );
+    const applied = applyPolicyMaps(maps, res.desired);
+    model = res.model;
+    const snap = allocator.snapshot();
+    if (snap !== saved) {
+      writeFileSync(file + '.tmp', snap, { mode: 0o600 });
+      renameSync(file + '.tmp', file);
+      saved = snap;
+    }
+    const changed = applied.policy.added + applied.policy.updated + applied.policy.removed + applied.ipcache.added + applied.ipcache.updated + applied.ipcache.removed;
+    last = {
+      at: new Date().toISOString(),
+      ms: Number(process.hrtime.bigint() - t0) / 1e6,
+      endpoints: localEndpoints.length,
+      identities: res.model.identities.size,
+      policyEntries: res.desired.policy.length,
+      ipcacheEntries: res.desired.ipcache.size,
+      changed,
+      revision: applied.revision,
+    };
+    return { changed };
+  };
+
+  const reconciler = policyReconciler({ run, enable: () => setPolicyEnforcement(maps, true), log });
+  deps.reconcilers.add(reconciler);
+
+  const gc = setInterval(() => {
+    try {
+      const r = gcPolicyCt(deps.datapath.lxc.map('kelp_pct4'), monotonicNs());
+      if (r.deleted) log.debug(r, 'policy conntrack collected');
+    } catch (err) {
+      log.warn({ err }, 'policy conntrack collection failed');
+    }
+  }, CT_GC_MS);
+  gc.unref();
+
+  return {
+    reconciler,
+    maps,
+    model: () => model,
+    last: () => last,
+    afterAdd: () => reconciler.programmed(() => deps.reconcilers.markDirty('policy'), POLICY_ADD_TIMEOUT_MS),
+    stop: () => clearInterval(gc),
+  };
+}
