@@ -12,5 +12,5 @@ export { compilePolicy } from './compile';
 export type { LocalEndpoint, PolicyCompileInputs, PolicyCompileResult } from './compile';
 export { answerVerdict, DesiredLookup } from './lookup';
 export type { MapsAnswer } from './lookup';
-export { explain } from './trace';
+export { explain, formatExplanation } from './trace';
 export type { Explanation, RuleTrace, SideTrace, TraceProtocol, TraceQuery } from './trace';

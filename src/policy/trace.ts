@@ -153,3 +153,29 @@ export function explain(model: PolicyModel, q: TraceQuery): Explanation {
   out.allowed = [out.egress, out.ingress].every((s) => s === undefined || s.verdict.action !== 'deny');
   return out;
 }
+
+function formatSide(s: SideTrace): string[] {
+  const peer = s.peer.pod ? `${s.peer.pod} (${s.peer.ip})` : s.peer.ip;
+  const out = [`${s.direction} of ${s.pod}${s.local ? '' : ' (not on this node)'}, peer ${peer}:`];
+  if (s.host) return [...out, `  ${s.reason}`];
+  if (s.policies.length === 0) out.push('  no policy selects the pod in this direction');
+  for (const p of s.policies) {
+    const notes = [...(p.tier !== 'networkpolicy' ? [`priority ${p.priority}`] : []), ...(p.isolates ? ['isolates'] : []), ...(p.audit ? ['audit only'] : [])];
+    out.push(`  ${p.tier} tier: ${p.ref}${notes.length > 0 ? ` (${notes.join(', ')})` : ''}`);
+    for (const r of s.rules.filter((x) => x.policy === p.ref)) {
+      const what = r.failClosed ? 'fail closed: unknown peer' : !r.peerMatched ? 'peer does not match' : !r.portMatched ? 'port does not match' : 'matches';
+      out.push(`    rule ${r.rule}${r.name ? ` (${r.name})` : ''} ${r.action}: ${what}`);
+    }
+  }
+  out.push(`  → ${s.verdict.action.toUpperCase()} (${s.verdict.tier}): ${s.reason}`);
+  return out;
+}
+
+/** The explanation as `kelp policy trace` prints it. */
+export function formatExplanation(ex: Explanation): string {
+  const end = (e: { ip: string; pod?: string }) => (e.pod ? `${e.pod} (${e.ip})` : e.ip);
+  const lines = [`${end(ex.from)} → ${end(ex.to)} ${ex.protocol === 'ICMP' ? 'ICMP' : `${ex.port}/${ex.protocol.toLowerCase()}`}: ${ex.allowed ? 'allowed' : 'DENIED'}`];
+  for (const s of [ex.egress, ex.ingress]) if (s) lines.push(...formatSide(s));
+  if (!ex.egress && !ex.ingress) lines.push('neither end is a pod: no policy applies');
+  return lines.join('\n');
+}

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { IPPROTO, PolicyDirection } from '../../src/datapath/policy-types';
-import { compilePolicy, DesiredLookup, explain, IdentityAllocator } from '../../src/policy';
+import { compilePolicy, DesiredLookup, explain, formatExplanation, IdentityAllocator } from '../../src/policy';
 import type { ClusterNetworkPolicyObject } from '../../src/sources/objects/clusternetworkpolicy';
 import type { KelpNetworkPolicyObject } from '../../src/sources/objects/kelpnetworkpolicy';
 import type { NetworkPolicyObject } from '../../src/sources/objects/networkpolicy';
@@ -125,5 +125,25 @@ describe('explain shows its steps', () => {
     const ex = explain(model, { from: '10.0.9.1', to: 'shop/db', protocol: 'TCP', port: 1 });
     expect(ex.ingress!.host).toBe(true);
     expect(ex.allowed).toBe(true);
+  });
+
+  it('prints as kelp policy trace shows it', () => {
+    expect(formatExplanation(explain(model, { from: 'other/x', to: 'shop/db', protocol: 'TCP', port: 8443 }))).toBe(
+      [
+        'other/x (10.0.1.1) → shop/db (10.0.0.2) 8443/tcp: DENIED',
+        'egress of other/x (not on this node), peer shop/db (10.0.0.2):',
+        '  no policy selects the pod in this direction',
+        '  → ALLOW (default): no policy selects the pod in this direction: allowed',
+        'ingress of shop/db, peer other/x (10.0.1.1):',
+        '  admin tier: ClusterNetworkPolicy/guard (priority 10)',
+        '    rule 0 (pass-shop) pass: peer does not match',
+        '    rule 1 (no-other) deny: matches',
+        '  networkpolicy tier: KelpNetworkPolicy/shop/audit-web (isolates, audit only)',
+        '    rule 0 (no-web) deny: peer does not match',
+        '  networkpolicy tier: NetworkPolicy/shop/db-from-web (isolates)',
+        '    rule 0 accept: peer does not match',
+        '  → DENY (admin): denied by ClusterNetworkPolicy/guard ingress rule 1 (no-other)',
+      ].join('\n'),
+    );
   });
 });
