@@ -5,6 +5,7 @@ import type { ClusterNetworkPolicyObject, PolicyRule } from '../../src/sources/o
 import type { PodObject } from '../../src/sources/objects/pod';
 import { EMPTY, PolicyReference, RefMutation, RefPacket, RefSide } from '../support/policy-reference';
 import { generatePackets, generateWorld, inputsFor, World } from '../support/policy-worlds';
+import { Rng } from '../support/rng';
 
 // The compiled maps, read as the datapath reads them, against the plain reference evaluator, on
 // generated worlds mixing the three APIs. Each (world, node) is compiled as that node's agent
@@ -146,6 +147,35 @@ describe('compiled policy maps agree with the reference evaluator', () => {
 });
 
 describe('compiled shape', () => {
+  it('the output does not depend on the order of the inputs, and a recompile of the same inputs changes nothing', () => {
+    const shuffle = <T>(r: Rng, xs: readonly T[]): T[] => {
+      const out = [...xs];
+      for (let i = out.length - 1; i > 0; i--) {
+        const j = r.int(i + 1);
+        [out[i], out[j]] = [out[j], out[i]];
+      }
+      return out;
+    };
+    const canonical = (d: PolicyMapsDesired) => JSON.stringify([[...d.ipcache].sort(), [...d.policy].map((e) => JSON.stringify(e)).sort(), [...d.policies].sort((a, b) => a[0] - b[0])]);
+    for (let seed = 1; seed <= 100; seed++) {
+      const w = generateWorld(seed);
+      const r = new Rng(seed);
+      const alloc = new IdentityAllocator();
+      const first = canonical(compilePolicy(inputsFor(w, 'A'), alloc).desired);
+      expect(canonical(compilePolicy(inputsFor(w, 'A'), alloc).desired)).toBe(first);
+      const inputs = inputsFor(w, 'A');
+      const shuffled = {
+        ...inputs,
+        pods: shuffle(r, inputs.pods),
+        localEndpoints: shuffle(r, inputs.localEndpoints),
+        networkPolicies: shuffle(r, inputs.networkPolicies),
+        clusterNetworkPolicies: shuffle(r, inputs.clusterNetworkPolicies),
+        kelpNetworkPolicies: shuffle(r, inputs.kelpNetworkPolicies),
+      };
+      expect(canonical(compilePolicy(shuffled, new IdentityAllocator()).desired)).toBe(first);
+    }
+  });
+
   it('an unrestricted endpoint gets exactly one allow-all entry per direction; the ipcache holds pods, CIDRs, /0 and the node', () => {
     const w = generateWorld(7);
     const plain: World = { ...w, networkPolicies: [], clusterNetworkPolicies: [], kelpNetworkPolicies: [] };
