@@ -17,6 +17,17 @@ export interface WatchEvent {
   object: { metadata?: { resourceVersion?: string }; code?: number; reason?: string; message?: string } & Record<string, unknown>;
 }
 
+/** The message of an error answer: a Status object's, else the body's text. */
+function statusMessage(body: string): string {
+  try {
+    const message = (JSON.parse(body) as { message?: unknown }).message;
+    if (typeof message === 'string') return message;
+  } catch {
+    /* not a Status object */
+  }
+  return body.trim();
+}
+
 export class KubeApiError extends Error {
   constructor(
     readonly status: number,
@@ -73,13 +84,7 @@ export class KubeClient {
         res.on('data', (d: string) => (data += d));
         res.on('end', () => {
           if (res.statusCode === 200) return resolve(data);
-          let msg = data.trim();
-          try {
-            msg = (JSON.parse(data) as { message?: string }).message ?? msg;
-          } catch {
-            /* not a Status object */
-          }
-          reject(new KubeApiError(res.statusCode ?? 0, `GET ${path}: ${res.statusCode} ${msg}`));
+          reject(new KubeApiError(res.statusCode ?? 0, `GET ${path}: ${res.statusCode} ${statusMessage(data)}`));
         });
         res.on('error', reject);
       });
@@ -119,14 +124,8 @@ export class KubeClient {
         : await api.patchNamespacedCustomObjectStatus({ group, version, plural, namespace, name, body: patch }, merge);
     } catch (e) {
       if (!(e instanceof ApiException)) throw e;
-      let msg = String(e.body ?? '').trim();
-      try {
-        msg = (JSON.parse(msg) as { message?: string }).message ?? msg;
-      } catch {
-        /* not a Status object */
-      }
       const where = namespace === undefined ? `${plural}/${name}` : `${namespace}/${plural}/${name}`;
-      throw new KubeApiError(e.code, `PATCH ${group}/${version} ${where}/status: ${e.code} ${msg}`);
+      throw new KubeApiError(e.code, `PATCH ${group}/${version} ${where}/status: ${e.code} ${statusMessage(String(e.body ?? ''))}`);
     }
   }
 }
