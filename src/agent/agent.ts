@@ -27,6 +27,7 @@ import type { RouteContext } from './routes/context';
 import { statusRoutes } from './routes/status';
 import { viewRoutes } from './routes/views';
 import { objectRoutes } from './routes/objects';
+import { policyRoutes } from './routes/policy';
 import { makeCniHandler } from './cni-handler';
 import { DEL_QUEUE_NAME, DelQueue, delQueueDirFor } from './delqueue';
 import { buildConflist, installCni } from './install';
@@ -194,6 +195,7 @@ export async function startAgent(opts: AgentOptions, log: Logger = createLogger(
   statusRoutes(server, ctx);
   viewRoutes(server, ctx);
   objectRoutes(server, ctx);
+  policyRoutes(server, ctx);
 
   await server.listen(socketPath);
   ready = true;

@@ -4,13 +4,15 @@
 import { readFileSync, renameSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import type { Datapath } from '../datapath/loader';
-import { applyPolicyMaps, gcPolicyCt, PolicyMaps, policyMapsOf, setPolicyEnforcement } from '../datapath/policy';
+import { applyPolicyMaps, gcPolicyCt, ipcache4Info, ipcache4Key, policy4Key, policy4Verdict, PolicyMaps, policyMapsOf, setPolicyEnforcement } from '../datapath/policy';
+import { IDENTITY_ANY, IDENTITY_HOST, IDENTITY_WORLD, IPPROTO, PolicyDirection, PolicyVerdict, RULE_ISOLATED } from '../datapath/policy-types';
 import { monotonicNs } from '../datapath/nat';
 import type { EndpointManager } from '../endpoint/manager';
 import type { EndpointRecord } from '../endpoint/state';
 import type { Logger } from '../log';
 import type { Rtnl } from '../netlink';
-import { compilePolicy, IdentityAllocator, LocalEndpoint, PolicyModel } from '../policy';
+import { compilePolicy, explain, Explanation, IdentityAllocator, LocalEndpoint, PolicyModel, TraceQuery } from '../policy';
+import { formatExplanation } from '../policy/trace';
 import type { ObjectStore } from '../sources/store';
 import { policyReconciler, PolicyReconciler } from '../reconcile/policy';
 import type { ReconcileLoop } from '../reconcile/loop';
@@ -142,4 +144,59 @@ export function startPolicy(deps: AgentPolicyDeps): AgentPolicy {
     afterAdd: () => reconciler.programmed(() => deps.reconcilers.markDirty('policy'), POLICY_ADD_TIMEOUT_MS),
     stop: () => clearInterval(gc),
   };
+}
+
+/** What the pinned maps answer for one side: the same walk the BPF programs make. */
+export interface DatapathSide {
+  identity: number | undefined;
+  answer: 'host' | 'unprogrammed' | PolicyVerdict;
+}
+
+export function datapathSide(maps: PolicyMaps, epId: number, dir: PolicyDirection, peerIp: string, protocol: number, port: number): DatapathSide {
+  // A lookup with a full-length key returns the trie's longest match.
+  const ic = maps.ipcache.lookup(ipcache4Key.encode({ cidr: `${peerIp}/32` }));
+  const identity = ic ? ipcache4Info.decode(ic).identity : IDENTITY_WORLD;
+  if (identity === IDENTITY_HOST) return { identity, answer: 'host' };
+  const probe = (id: number) => {
+    const ported = protocol === IPPROTO.TCP || protocol === IPPROTO.UDP || protocol === IPPROTO.SCTP;
+    const v = maps.policy.lookup(policy4Key.encode({ epId, identity: id, direction: dir, protocol, port: ported ? port : 0, portPrefix: 16 }));
+    return v ? policy4Verdict.decode(v) : undefined;
+  };
+  const verdict = probe(identity) ?? probe(IDENTITY_ANY);
+  return { identity, answer: verdict ?? 'unprogrammed' };
+}
+
+export interface TraceResult {
+  explanation: Explanation;
+  /** Per side on this node: what the maps answer, and whether it agrees with the explanation. */
+  datapath: Array<{ direction: PolicyDirection; pod: string; identity: number | undefined; answer: DatapathSide['answer']; agrees: boolean }>;
+  text: string;
+}
+
+/** `kelp policy trace`: the model's explanation, checked against the maps the datapath reads. */
+export function tracePolicy(p: AgentPolicy, q: TraceQuery): TraceResult {
+  const model = p.model();
+  if (!model) throw new Error('policy trace: policy has not been compiled yet');
+  const ex = explain(model, q);
+  const datapath: TraceResult['datapath'] = [];
+  const protocol = IPPROTO[q.protocol];
+  for (const side of [ex.egress, ex.ingress]) {
+    if (!side) continue;
+    const member = model.pods.get(side.pod);
+    if (member?.epId === undefined) continue;
+    const peerIp = side.peer.ip;
+    if (peerIp.includes(':')) continue;
+    const dp = datapathSide(p.maps, member.epId, side.direction, peerIp, protocol, q.protocol === 'ICMP' ? 0 : q.port);
+    const agrees =
+      dp.answer === 'host'
+        ? side.host
+        : dp.answer !== 'unprogrammed' && !side.host && dp.answer.action === side.verdict.action && dp.answer.policyId === side.verdict.policyId && dp.answer.rule === side.verdict.rule;
+    datapath.push({ direction: side.direction, pod: side.pod, identity: dp.identity, answer: dp.answer, agrees });
+  }
+  const lines = [formatExplanation(ex)];
+  for (const d of datapath) {
+    const said = typeof d.answer === 'string' ? d.answer : `${d.answer.action} (policy id ${d.answer.policyId}, rule ${d.answer.rule === RULE_ISOLATED ? 'none: isolated' : d.answer.rule})`;
+    lines.push(`datapath, ${d.direction} of ${d.pod}: peer identity ${d.identity ?? '?'}, ${said}${d.agrees ? '' : '  <-- DISAGREES with the model'}`);
+  }
+  return { explanation: ex, datapath, text: lines.join('\n') + '\n' };
 }

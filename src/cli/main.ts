@@ -7,6 +7,8 @@ import { KelpObject } from '../sources/objects';
 import { AgentUnreachable, request, requestJson } from './client';
 import { formatTable } from './table';
 import type { CounterView, EndpointView, PodView } from '../agent/views';
+import type { PolicyView } from '../agent/routes/policy';
+import type { TraceResult } from '../agent/policy';
 
 const USAGE = `Usage: kelp <command> [flags]
 
@@ -17,6 +19,10 @@ Commands:
   delete -f FILE|DIR [--wait] delete the objects in FILE|DIR
   get pods|endpoints          list pods (IP, interface, state) or datapath endpoints
   get counters                forwarded and dropped packets per pod, direction and reason
+  get policies                the policies in evaluation order (tier, priority, pods selected here)
+  policy trace --from A --to B [--port N/PROTO]
+                              why A → B is allowed or dropped: A and B are namespace/pod or an IP;
+                              PROTO tcp (default), udp, sctp; --port icmp for ICMP
   status                      agent health, map fill, attached programs
   health [--alive]            exit 0 when the agent is ready (--alive: when it answers at all),
                               3 when it answers but is not ready, 1 when it cannot be reached
@@ -163,7 +169,17 @@ async function run(argvIn: string[]): Promise<number> {
         );
         return 0;
       }
-      throw new UsageError(`kelp get: expected pods, endpoints or counters, got ${JSON.stringify(what ?? '')}`);
+      if (what === 'policies' || what === 'policy' || what === 'netpol') {
+        const rows = await requestJson<PolicyView[]>(f.socket, 'GET', '/v1/policies');
+        print(f.output, rows, () =>
+          formatTable(
+            ['ID', 'KIND', 'NAME', 'TIER', 'PRIORITY', 'INGRESS', 'EGRESS', 'PODS HERE', 'AUDIT'],
+            rows.map((p) => [p.id, p.kind, p.name, p.tier, p.priority, p.ingressRules ?? '-', p.egressRules ?? '-', p.localPods, p.audit ? 'yes' : undefined]),
+          ),
+        );
+        return 0;
+      }
+      throw new UsageError(`kelp get: expected pods, endpoints, counters or policies, got ${JSON.stringify(what ?? '')}`);
     }
     case 'health': {
       // A probe's command: one cheap request (status checks every endpoint's hooks).
@@ -212,6 +228,35 @@ async function run(argvIn: string[]): Promise<number> {
       if (f.rest[0] !== 'dump' || !f.rest[1]) throw new UsageError('usage: kelp map dump NAME');
       const dump = await requestJson<{ name: string; description?: string; entries: Array<{ key: unknown; value: unknown }> }>(f.socket, 'GET', `/v1/maps/${encodeURIComponent(f.rest[1])}`);
       print(f.output, dump, () => `# ${dump.name}: ${dump.description ?? 'raw keys and values (hex)'}; ${dump.entries.length} entries\n` + formatTable(['KEY', 'VALUE'], dump.entries.map((e) => [JSON.stringify(e.key), JSON.stringify(e.value)])));
+      return 0;
+    }
+    case 'policy': {
+      const [sub, ...rest] = args;
+      if (sub !== 'trace') throw new UsageError('usage: kelp policy trace --from NS/POD|IP --to NS/POD|IP [--port N/tcp|udp|sctp | --port icmp]');
+      let from: string | undefined;
+      let to: string | undefined;
+      let port = '80/tcp';
+      const common: string[] = [];
+      for (let i = 0; i < rest.length; i++) {
+        const a = rest[i];
+        const value = () => {
+          const v = rest[++i];
+          if (v === undefined) throw new UsageError(`${a} needs a value`);
+          return v;
+        };
+        if (a === '--from') from = value();
+        else if (a === '--to') to = value();
+        else if (a === '--port') port = value();
+        else common.push(a);
+      }
+      const f = parseCommon(common);
+      if (!from || !to) throw new UsageError('kelp policy trace: --from and --to are required');
+      const m = /^(?:(\d+)(?:\/(tcp|udp|sctp))?|(icmp))$/i.exec(port);
+      if (!m) throw new UsageError(`--port: expected N/tcp, N/udp, N/sctp or icmp, got ${JSON.stringify(port)}`);
+      const protocol = m[3] ? 'ICMP' : (m[2] ?? 'tcp').toUpperCase();
+      const q = new URLSearchParams({ from, to, protocol, port: m[1] ?? '0' });
+      const res = await requestJson<TraceResult>(f.socket, 'GET', `/v1/policy/trace?${q.toString()}`);
+      print(f.output, res, () => res.text);
       return 0;
     }
     case 'cni':
