@@ -134,7 +134,7 @@ struct pct4_key {
 };
 
 struct pct4_entry {
-	__u64 created;		/* bpf_ktime_get_ns() of the first packet (or of a TCP re-open) */
+	__u64 created;		/* pct4_now() at the first packet (or at a TCP re-open) */
 	__u64 last_seen;
 	__u64 tx_packets;	/* originator to responder */
 	__u64 tx_bytes;
@@ -384,9 +384,20 @@ static __always_inline void pct4_set_verdict(struct pct4_entry *ct, const struct
 	ct->revision = revision;
 }
 
+/*
+ * The conntrack's clock: CLOCK_MONOTONIC at tick resolution (bpf_ktime_get_coarse_ns), the clock
+ * the agent's collector compares with, at most a tick behind it. Measured here (BPF_PROG_TEST_RUN,
+ * an established flow to a remote peer) policy costs ~65 ns per packet with it and ~80 ns with
+ * bpf_ktime_get_ns(), whose precision no idle timeout needs.
+ */
+static __always_inline __u64 pct4_now(void)
+{
+	return bpf_ktime_get_coarse_ns();
+}
+
 static __always_inline void pct4_account(struct pct4_entry *ct, int reply, __u32 bytes, __u8 tcp_flags)
 {
-	ct->last_seen = bpf_ktime_get_ns();
+	ct->last_seen = pct4_now();
 	if (reply) {
 		__sync_fetch_and_add(&ct->rx_packets, 1);
 		__sync_fetch_and_add(&ct->rx_bytes, bytes);
@@ -577,7 +588,7 @@ static __attribute__((noinline)) int policy4_enforce(struct __sk_buff *skb, cons
 	if (ret < 0)
 		return policy4_drop(skb, pkt, ret, &d, 0);
 	{
-		__u64 now = bpf_ktime_get_ns();
+		__u64 now = pct4_now();
 		struct pct4_entry fresh = {
 			.created = now,
 			.last_seen = now,

@@ -327,6 +327,7 @@ export function pct4KeyOf(f: PolicyFlow): { key: Pct4Key; side: 0 | 1 } {
 }
 
 export interface Pct4Entry {
+  /** CLOCK_MONOTONIC ns at tick resolution (bpf_ktime_get_coarse_ns): compare with monotonicNs(). */
   created: bigint;
   lastSeen: bigint;
   /** Originator to responder. */
