@@ -23,7 +23,7 @@ import { cleanupAll, exitCleanlyOnSignals, isInterrupted } from './lib/cleanup';
 import { BenchConfig, FIGURES, loadConfig } from './lib/config';
 import { Figure, HeadlineRow, headlineRow } from './lib/figure';
 import { progress, sleep } from './lib/progress';
-import { README, syncReadme } from './lib/readme';
+import { README, syncReadme, syncReadmeFigure } from './lib/readme';
 import { changesSection, environment, figureCharts, figureSection, headlineTable, localDate, machine, markdownTable, reportName, writeReport } from './lib/report';
 import { num } from './lib/stats';
 import { REF_PLUGIN_DIR } from './lib/targets';
@@ -195,6 +195,11 @@ async function main(): Promise<void> {
   progress(`report written to ${path.relative(process.cwd(), file)}, ${charts.flat().length} charts in ${name}/`);
   const synced = syncReadme(README, { full: !partial, report: file, headline: head, machine: machine() });
   progress(synced ? 'README.md benchmark block updated' : 'README.md left alone (partial run, or the report is outside the repository)');
+  if (figs.policy) {
+    const headline = markdownTable(headlineTable(POLICY.policyHeadlineRows(figs.policy, cfg)));
+    const ok = syncReadmeFigure(README, 'policy', { title: figs.policy.title, only: 'policy', report: file, headline, machine: machine() });
+    progress(ok ? 'README.md policy block updated' : 'README.md policy block left alone (no markers, or the report is outside the repository)');
+  }
 }
 
 main().then(

@@ -101,6 +101,13 @@ type Verdict = 'deny' | 'allow';
 // ---- the node's objects ---------------------------------------------------------------------
 
 const team = (i: number) => `team-${(i % TEAMS).toString().padStart(2, '0')}`;
+/**
+ * The team namespaces, and one share for the ready pods' namespace: those policies select the
+ * node's real pods made there (the rest select objects only), so kelp_policy4 grows with them.
+ */
+const policyNamespace = (i: number) => (i % (TEAMS + 1) === TEAMS ? READY_NS : team(i));
+/** The labels of the i-th pod of a namespace, as background policies select them. */
+const appLabels = (i: number) => ({ app: APPS[i % APPS.length], tier: ['frontend', 'backend', 'data'][i % 3], version: `v${1 + (i % 3)}` });
 const matchLabels = (labels: Record<string, string>) => ({ matchLabels: labels });
 
 function namespace(name: string, labels: Record<string, string> = {}): Obj {
@@ -146,8 +153,8 @@ function nthAddress(cidr: string, i: number): string {
 function backgroundPods(count: number, node: string): Obj[] {
   const out: Obj[] = [];
   for (let i = 0; i < count; i++) {
-    const app = APPS[i % APPS.length];
-    const labels = { app, tier: ['frontend', 'backend', 'data'][i % 3], version: `v${1 + (i % 3)}` };
+    const labels = appLabels(i);
+    const app = labels.app;
     const j = i >> 1;
     const remote = i % 2 === 1;
     const ip = remote ? `10.254.${j % REMOTE_NODES}.${2 + Math.floor(j / REMOTE_NODES)}` : nthAddress(POD_CIDR, 2048 + j);
@@ -217,7 +224,7 @@ function backgroundPolicies(count: number): Obj[] {
           egress: [{ to: [{ ipBlock: { cidr: '0.0.0.0/0' } }], ports: [{ protocol: 'UDP', port: 53 }] }],
         };
     }
-    out.push(networkPolicy(name, team(i), spec));
+    out.push(networkPolicy(name, policyNamespace(i), spec));
   }
   return out;
 }
@@ -251,7 +258,40 @@ function rrPolicies(): Obj[] {
   return out;
 }
 
-/** The policy the changes apply: the probe server reachable on PROBE_PORT from the probe client, or on DENIED_PORT only. */
+/**
+ * The changes alternate, a deny and its allow each, between two policies of the probe server:
+ *   np   the NetworkPolicy that is its only ingress allow: UDP PROBE_PORT from the probe client,
+ *        or DENIED_PORT only;
+ *   knp  a KelpNetworkPolicy with one Deny rule: UDP PROBE_PORT from the probe client, or
+ *        DENIED_PORT (the NetworkPolicy's allow then holds again).
+ */
+type ChangeKind = 'np' | 'knp';
+const CHANGE_KINDS: readonly ChangeKind[] = ['np', 'knp'];
+const KIND_NAME: Record<ChangeKind, string> = { np: 'NetworkPolicy allow', knp: 'KelpNetworkPolicy Deny' };
+
+function changedPolicy(kind: ChangeKind, verdict: Verdict): Obj {
+  return kind === 'np' ? probePolicy(verdict) : probeDeny(verdict);
+}
+
+function probeDeny(verdict: Verdict): Obj {
+  return {
+    apiVersion: 'policy.kelp.dev/v1alpha1',
+    kind: 'KelpNetworkPolicy',
+    metadata: { name: 'probe-deny', namespace: PROBE_NS },
+    spec: {
+      subject: { podSelector: matchLabels({ role: 'probe-server' }) },
+      ingress: [
+        {
+          name: 'no-probes',
+          action: 'Deny',
+          from: [{ pods: { namespaceSelector: {}, podSelector: matchLabels({ role: 'probe-client' }) } }],
+          protocols: [{ udp: { destinationPort: { number: verdict === 'deny' ? PROBE_PORT : DENIED_PORT } } }],
+        },
+      ],
+    },
+  };
+}
+
 function probePolicy(verdict: Verdict): Obj {
   return networkPolicy('probe-allow', PROBE_NS, {
     podSelector: matchLabels({ role: 'probe-server' }),
@@ -269,6 +309,7 @@ function readyPolicy(): Obj {
 function ruleCount(policies: Obj[]): number {
   return policies.reduce((n, p) => {
     const spec = p.spec as { ingress?: unknown[]; egress?: unknown[] };
+    // KelpNetworkPolicy rules have the same two lists.
     return n + (spec.ingress?.length ?? 0) + (spec.egress?.length ?? 0);
   }, 0);
 }
@@ -406,6 +447,7 @@ function steady(prober: Prober, id: number, verdict: Verdict, n = 10): boolean {
 }
 
 interface Change {
+  kind: ChangeKind;
   verdict: Verdict;
   fresh: Detection;
   live: Detection;
@@ -423,7 +465,7 @@ interface ChangeRunner {
  * One change of the probe policy to `verdict`, timed from t0: through the API (POST, then GET
  * /v1/programmed, as `kelp apply --wait` does), or by the `kelp apply -f F --wait` process.
  */
-async function change(sb: Sandbox, prober: Prober, state: ChangeRunner, verdict: Verdict, cliFile?: string): Promise<Change> {
+async function change(sb: Sandbox, prober: Prober, state: ChangeRunner, kind: ChangeKind, verdict: Verdict, cliFile?: string): Promise<Change> {
   const before: Verdict = verdict === 'allow' ? 'deny' : 'allow';
   const freshSkip = state.freshFailures >= GIVE_UP ? 'given up' : steady(prober, FRESH, before) ? undefined : 'state';
   const liveSkip = freshSkip ?? (state.liveFailures >= GIVE_UP ? 'given up' : steady(prober, LIVE, before) ? undefined : 'state');
@@ -438,12 +480,12 @@ async function change(sb: Sandbox, prober: Prober, state: ChangeRunner, verdict:
   let waitMs: number | undefined;
   const applied = (async () => {
     if (cliFile) {
-      writeFileSync(cliFile, JSON.stringify(probePolicy(verdict)));
+      writeFileSync(cliFile, JSON.stringify(changedPolicy(kind, verdict)));
       await run(process.execPath, [KELP_BIN, 'apply', '-f', cliFile, '--wait', `--socket=${sb.socketPath}`], { timeoutMs: 60_000 });
       waitMs = (nowNs() - t0) / 1e6;
       return;
     }
-    const rev = await apply(sb, [probePolicy(verdict)]);
+    const rev = await apply(sb, [changedPolicy(kind, verdict)]);
     postMs = (nowNs() - t0) / 1e6;
     if (await programmed(sb, rev, ENFORCE_TIMEOUT_MS)) waitMs = (nowNs() - t0) / 1e6;
   })();
@@ -469,12 +511,24 @@ async function change(sb: Sandbox, prober: Prober, state: ChangeRunner, verdict:
   if (freshOk) state.freshFailures = freshMs === undefined ? state.freshFailures + 1 : 0;
   if (liveOk) state.liveFailures = liveMs === undefined ? state.liveFailures + 1 : 0;
   return {
+    kind,
     verdict,
     fresh: freshOk ? { ms: freshMs } : { skipped: freshSkip },
     live: liveOk ? { ms: liveMs } : { skipped: liveSkip },
     postMs,
     waitMs,
   };
+}
+
+/** The `--wait` answer came before the probes met the verdict (by more than a probe interval): "programmed" was not yet enforced. */
+function waitedEarly(c: Change): boolean {
+  return c.waitMs !== undefined && c.fresh.ms !== undefined && c.waitMs < c.fresh.ms - PROBE_INTERVAL_US / 1000;
+}
+
+function traceLine(c: Change): string {
+  const d = (x: Detection) => (x.skipped ? `not timed (${x.skipped})` : x.ms === undefined ? 'not seen' : `${num(x.ms)} ms`);
+  const ms = (x?: number) => (x === undefined || Number.isNaN(x) ? '—' : `${num(x)} ms`);
+  return `${KIND_NAME[c.kind]} → ${c.verdict}: new flows ${d(c.fresh)}, live flow ${d(c.live)}, POST ${ms(c.postMs)}, --wait ${ms(c.waitMs)}${waitedEarly(c) ? ' (before the verdict)' : ''}`;
 }
 
 // ---- ready → reachable ----------------------------------------------------------------------
@@ -485,12 +539,12 @@ interface ReadySample {
   addMs: number;
 }
 
-async function readyPod(sb: Sandbox, prober: Prober, netns: NetnsSet, client: SandboxPod, id: string): Promise<ReadySample> {
+async function readyPod(sb: Sandbox, prober: Prober, netns: NetnsSet, client: SandboxPod, id: string, n: number): Promise<ReadySample> {
   const [nsPath] = netns.create([id]);
   await prober.listen(READY_LISTENER, nsPath, PROBE_PORT);
   try {
     // As in a cluster: the Pod object exists, without addresses, before the runtime calls CNI.
-    const rev = await apply(sb, [podObject(id, READY_NS, { role: 'ready' }, sb.node)]);
+    const rev = await apply(sb, [podObject(id, READY_NS, { role: 'ready', ...appLabels(n) }, sb.node)]);
     await programmed(sb, rev, 10_000);
     const target = kelpTarget(sb, 'kelp');
     const t0 = nowNs();
@@ -567,7 +621,7 @@ export async function benchPolicy(cfg: BenchConfig, tag: string): Promise<Figure
     await applyAndWait(sb, [...namespaces, ...remoteNodes(), ...pods], `${namespaces.length} namespaces, ${REMOTE_NODES} nodes, ${pods.length} pods (${realPods.length} real)`);
     snapshots.push(await memory(sb, `${pods.length} pods`));
 
-    const fixed = [probePolicy('allow'), readyPolicy(), ...rrPolicies()];
+    const fixed = [probePolicy('allow'), probeDeny('allow'), readyPolicy(), ...rrPolicies()];
     const policies = [...fixed, ...backgroundPolicies(cfg.policyPolicies - fixed.length)];
     const rules = ruleCount(policies);
     await applyAndWait(sb, policies, `${policies.length} NetworkPolicies (${rules} rules)`);
@@ -593,7 +647,8 @@ export async function benchPolicy(cfg: BenchConfig, tag: string): Promise<Figure
     // Each pair answers before anything is timed (a policy that forbids the test's port fails here).
     await rrRates(pairs, 'rr', 1, cfg.podCpu);
 
-    const state: ChangeRunner = { liveFailures: 0, freshFailures: 0 };
+    // Per kind: one the agent does not enforce must not stop the other being watched.
+    const states = new Map(CHANGE_KINDS.map((k) => [k, { liveFailures: 0, freshFailures: 0 } as ChangeRunner]));
     const cliFile = path.join(tmp, 'probe-allow.json');
     const logs: RoundLog[] = [];
     for (let r = 0; r < cfg.policyRounds; r++) {
@@ -611,15 +666,20 @@ export async function benchPolicy(cfg: BenchConfig, tag: string): Promise<Figure
       for (let i = 0; i < total; i++) {
         throwIfInterrupted();
         verdict = verdict === 'allow' ? 'deny' : 'allow';
+        const kind = CHANGE_KINDS[(i >> 1) % CHANGE_KINDS.length];
+        const state = states.get(kind)!;
         const gaveUp = state.freshFailures >= GIVE_UP;
-        const c = await change(sb, prober, state, verdict, i >= cfg.policyChanges ? cliFile : undefined);
+        const c = await change(sb, prober, state, kind, verdict, i >= cfg.policyChanges ? cliFile : undefined);
         (i >= cfg.policyChanges ? log.cli : log.changes).push(c);
+        if (cfg.policyTrace) say(`change ${i + 1}: ${traceLine(c)}`);
         // The changes go on, unwatched, for the --wait and CLI figures.
-        if (!gaveUp && state.freshFailures >= GIVE_UP) say(`${GIVE_UP} changes in a row not seen by the probes within ${ENFORCE_TIMEOUT_MS} ms: not enforced; no longer waited for`);
+        if (!gaveUp && state.freshFailures >= GIVE_UP) {
+          say(`${GIVE_UP} ${KIND_NAME[kind]} changes in a row not seen by the probes within ${ENFORCE_TIMEOUT_MS} ms: not enforced; no longer waited for`);
+        }
         await sleep(20 + Math.random() * 20);
       }
       // Every round starts allowed, whatever the last change was.
-      if (verdict === 'deny') await applyAndWait(sb, [probePolicy('allow')], 'the probe policy back to allow');
+      if (verdict === 'deny') await applyAndWait(sb, [probePolicy('allow'), probeDeny('allow')], 'the probe policies back to allow');
       await prober.stop(FRESH);
       await prober.stop(LIVE);
       const fresh = quantiles(msOf(log.changes, (c) => c.fresh));
@@ -666,7 +726,7 @@ export async function benchPolicy(cfg: BenchConfig, tag: string): Promise<Figure
         throwIfInterrupted();
         const id = `${tag}r${r}x${i}`;
         readyIds.push(id);
-        log.ready.push(await readyPod(sb, prober, netns, probeClient, id));
+        log.ready.push(await readyPod(sb, prober, netns, probeClient, id, readyIds.length));
       }
       const reached = log.ready.filter((s) => s.ms !== undefined).map((s) => s.ms!);
       const ready = quantiles(reached);
@@ -696,18 +756,20 @@ export async function benchPolicy(cfg: BenchConfig, tag: string): Promise<Figure
   return fig;
 }
 
-/** Per rule and per pod from the snapshot with every policy in; per endpoint from the last (most endpoints). */
+/** From the last snapshot: every object in, and the most real endpoints (the ready pods). */
 function recordMemory(fig: Figure, label: string, snaps: MemorySnapshot[], pods: number, rules: number): void {
-  const withPolicies = snaps[2];
   const last = snaps[snaps.length - 1];
   // An empty map (policy not programmed) says nothing per rule.
   const filled = (m: MapMemory) => (m.entries ? m.memlock : undefined);
-  const p4 = filled(withPolicies.maps[POLICY4]);
-  const ep4 = filled(last.maps[POLICY4]);
+  const p4 = filled(last.maps[POLICY4]);
   const ipc = filled(last.maps[IPCACHE4]);
   if (p4 !== undefined) fig.record(POLICY4_PER_RULE, label, 'bytes', p4 / rules);
-  if (ep4 !== undefined && last.endpoints > 0) fig.record(POLICY4_PER_EP, label, 'bytes', ep4 / last.endpoints);
+  if (p4 !== undefined && last.endpoints > 0) fig.record(POLICY4_PER_EP, label, 'bytes', p4 / last.endpoints);
   if (ipc !== undefined) fig.record(IPCACHE_PER_POD, label, 'bytes', ipc / pods);
+  for (const name of [POLICY4, IPCACHE4]) {
+    const m = last.maps[name];
+    if (m.entries && m.memlock !== undefined) fig.record(`${name} memlock per entry`, label, 'bytes', m.memlock / m.entries);
+  }
 }
 
 function notes(fig: Figure, cfg: BenchConfig, logs: RoundLog[], snaps: MemorySnapshot[], n: { pods: number; policies: number; rules: number; ready: number }): void {
@@ -730,8 +792,10 @@ function notes(fig: Figure, cfg: BenchConfig, logs: RoundLog[], snaps: MemorySna
       `the rest objects only, with status.podIPs half in the upper half of this node's pod CIDR, half in ${REMOTE_NODES} other Nodes' /24s; ` +
       `${n.policies.toLocaleString('en')} NetworkPolicies with ${n.rules.toLocaleString('en')} rules in six shapes (pod selectors, namespace selectors, port ranges, ` +
       'ipBlocks with excepts, named ports, egress), 100 of them selecting the TCP_RR pods. Objects applied in two requests (pods, then policies), each waited for with --wait.',
-    `Apply → enforced: ${cfg.policyChanges} changes per round through the API, alternating: the policy \`${PROBE_NS}/probe-allow\` (the probe server's only ingress ` +
-      `allow) changed to allow UDP ${DENIED_PORT} only (deny), then back to UDP ${PROBE_PORT} (allow). Timed from just before the POST /v1/objects that \`kelp apply\` ` +
+    `Apply → enforced: ${cfg.policyChanges} changes per round through the API, a deny and then an allow, the pairs alternating between two policies of the ` +
+      `probe server: the NetworkPolicy \`${PROBE_NS}/probe-allow\` (its only ingress allow) changed to allow UDP ${DENIED_PORT} only (deny) and back to UDP ${PROBE_PORT} ` +
+      `(allow); the KelpNetworkPolicy \`${PROBE_NS}/probe-deny\` with one Deny rule changed from UDP ${DENIED_PORT} to UDP ${PROBE_PORT} from the probe client (deny) and ` +
+      `back (allow: the NetworkPolicy holds again). Timed from just before the POST /v1/objects that \`kelp apply\` ` +
       `makes to the first probe that met the new verdict; probes every ${PROBE_INTERVAL_US / 1000} ms from the probe client to the server (build/bench/probe, ` +
       'CLOCK_MONOTONIC stamps taken in the prober), so a figure is known to ±1 ms. "New flows": each probe from its own source port (a new conntrack flow); ' +
       '"live flow": one socket, an established flow, reached only by revocation. For a deny, the first probe lost with every later one lost too ' +
@@ -739,9 +803,12 @@ function notes(fig: Figure, cfg: BenchConfig, logs: RoundLog[], snaps: MemorySna
       `(the live flow: ${LIVE_EXTRA_MS} ms after the new flows) counts as not enforced; after ${GIVE_UP} such changes in a row it is no longer waited for. ` +
       `"--wait answer": the GET /v1/programmed?revision=N that \`kelp apply --wait\` makes, asked right after the POST. ${cfg.policyCliChanges} more changes per round ` +
       'by the `kelp apply -f F --wait` process, timed from its spawn (Node start-up included).',
-    `This run: new flows ${counted(changes, (c) => c.fresh)}: ${q(freshAll)} (deny ${q(all(changes, (c) => c.fresh, 'deny'))}; allow ${q(all(changes, (c) => c.fresh, 'allow'))}). ` +
+    `This run: new flows ${counted(changes, (c) => c.fresh)}: ${q(freshAll)} (deny ${q(all(changes, (c) => c.fresh, 'deny'))}; allow ${q(all(changes, (c) => c.fresh, 'allow'))}; ` +
+      `${CHANGE_KINDS.map((k) => `${KIND_NAME[k]} ${q(all(changes.filter((c) => c.kind === k), (c) => c.fresh))}`).join('; ')}). ` +
       `Live flow ${counted(changes, (c) => c.live)}: ${q(all(changes, (c) => c.live))}. --wait answered for ${changes.filter((c) => c.waitMs !== undefined).length} of ${changes.length}: ` +
-      `${q(changes.filter((c) => c.waitMs !== undefined).map((c) => c.waitMs!))}. By the CLI: ${cli.length} changes, ${counted(cli, (c) => c.fresh)}: ${q(all(cli, (c) => c.fresh))}. ` +
+      `${q(changes.filter((c) => c.waitMs !== undefined).map((c) => c.waitMs!))}; it answered before the new flows met the verdict (by more than the probe interval) ` +
+      `for ${changes.filter(waitedEarly).length} of ${changes.filter((c) => c.waitMs !== undefined && c.fresh.ms !== undefined).length} changes where both were seen` +
+      `${cli.length ? `, the CLI's exit for ${cli.filter(waitedEarly).length} of ${cli.length}` : ''}. By the CLI: ${cli.length} changes, ${counted(cli, (c) => c.fresh)}: ${q(all(cli, (c) => c.fresh))}. ` +
       `Reference, quoted and not measured: ${CILIUM_REFERENCE}. Target: under 100 ms.`,
     `TCP_RR / TCP_CRR (build/bench/rr, 1-byte request and response; CRR a new connection each): **${SELECTED}** (two real pods of this node that 100 ` +
       'NetworkPolicies select, an ingress and an egress rule each with various peers and ports, the first allowing TCP 7000 between them), ' +
@@ -753,8 +820,10 @@ function notes(fig: Figure, cfg: BenchConfig, logs: RoundLog[], snaps: MemorySna
       `netns by build/bench/cnirun) until the first probe (every ${PROBE_INTERVAL_US / 1000} ms from the probe client, started when ADD answered) reached a socket ` +
       `already listening in the pod’s netns. ${logs.flatMap((l) => l.ready).filter((s) => s.ms === undefined).length} of ${n.ready} were not reached within ${READY_TIMEOUT_MS} ms.`,
     `Map memory: entries from the agent’s status (the rows \`kelp map dump\` lists) and memlock as the kernel accounts it (bpftool map show pinned, bytes_memlock), per ` +
-      `snapshot: ${snaps.map(memoryLine).join('; ')}. Per rule: kelp_policy4 with every policy in ÷ ${n.rules.toLocaleString('en')} rules; per endpoint: kelp_policy4 at the end ÷ ` +
-      `the node’s endpoints then; per pod: kelp_ipcache4 at the end ÷ ${(n.pods + n.ready).toLocaleString('en')} pods.`,
+      `snapshot: ${snaps.map(memoryLine).join('; ')}. All per-x rows from the last snapshot (every object in, the ready pods made): per rule, kelp_policy4 ÷ ` +
+      `${n.rules.toLocaleString('en')} rules; per local endpoint, kelp_policy4 ÷ the node’s endpoints; per pod, kelp_ipcache4 ÷ ${(n.pods + n.ready).toLocaleString('en')} pods. ` +
+      `kelp_policy4 holds entries for this node's endpoints only: the rules of policies that select no local endpoint cost nothing there (1 in ${TEAMS + 1} background ` +
+      `policies lives in \`${READY_NS}\` and selects ready pods by their app, tier or version labels; the rest select Pod objects of other namespaces).`,
   );
 }
 

@@ -45,6 +45,8 @@ export interface BenchConfig {
   policyCliChanges: number;
   /** Pods made and timed until reachable, per policy round. */
   policyReadyPods: number;
+  /** A progress line for each policy change (BENCH_POLICY_TRACE=1). */
+  policyTrace: boolean;
   /** Figures to run (BENCH_ONLY=datapath,cni,throughput,memory,pod2pod,restart,kubernetes,policy). */
   only: Set<string>;
   /** Where the report goes (default bench/results). */
@@ -84,14 +86,15 @@ export function loadConfig(): BenchConfig {
     kubeRounds: int('BENCH_KUBE_ROUNDS', 5, 1, 100),
     kubePods: int('BENCH_KUBE_PODS', 5000, 1, 100_000),
     kubeChanges: int('BENCH_KUBE_CHANGES', 200, 1, 100_000),
-    policyRounds: int('BENCH_POLICY_ROUNDS', 3, 1, 100),
+    policyRounds: int('BENCH_POLICY_ROUNDS', 5, 1, 100),
     // At least the 100 policies of the TCP_RR pods and the real pods themselves; the pods fit
     // the node's /20 next to its real ones, and ten other nodes' /24s.
     policyPods: int('BENCH_POLICY_PODS', 1000, 20, 3000),
     policyPolicies: int('BENCH_POLICY_POLICIES', 1000, 100, 20_000),
-    policyChanges: int('BENCH_POLICY_CHANGES', 40, 2, 10_000),
-    policyCliChanges: int('BENCH_POLICY_CLI_CHANGES', 6, 0, 1000),
-    policyReadyPods: int('BENCH_POLICY_READY_PODS', 17, 1, 1000),
+    policyChanges: int('BENCH_POLICY_CHANGES', 32, 2, 10_000),
+    policyCliChanges: int('BENCH_POLICY_CLI_CHANGES', 4, 0, 1000),
+    policyReadyPods: int('BENCH_POLICY_READY_PODS', 10, 1, 1000),
+    policyTrace: process.env.BENCH_POLICY_TRACE === '1',
     only,
     outDir: process.env.BENCH_OUT || undefined,
   };

@@ -47,3 +47,42 @@ export function syncReadme(readme: string, run: ReadmeRun): boolean {
   writeFileSync(readme, `${text.slice(0, start + START.length)}\n${readmeBlock(run, link)}\n${text.slice(end)}`);
   return true;
 }
+
+/** The markers of a figure's own block, e.g. `<!-- bench:policy:start -->`. */
+export function figureMarkers(key: string): { start: string; end: string } {
+  return { start: `<!-- bench:${key}:start -->`, end: `<!-- bench:${key}:end -->` };
+}
+
+export interface ReadmeFigureRun {
+  /** The figure's title, as its report section has it. */
+  title: string;
+  /** BENCH_ONLY value that runs it alone. */
+  only: string;
+  report: string;
+  /** Its headline rows, Markdown. */
+  headline: string;
+  machine: string;
+}
+
+/**
+ * Replaces a figure's own marked block after any run that measured it, full or partial: a figure
+ * that costs minutes is run alone far more often than the whole set. Returns whether it wrote;
+ * a README without the markers, or a report outside the repository, is left alone.
+ */
+export function syncReadmeFigure(readme: string, key: string, run: ReadmeFigureRun): boolean {
+  const { start: s, end: e } = figureMarkers(key);
+  const link = path.relative(path.dirname(path.resolve(readme)), path.resolve(run.report)).split(path.sep).join('/');
+  if (link.startsWith('../') || path.isAbsolute(link)) return false;
+  const text = readFileSync(readme, 'utf8');
+  const start = text.indexOf(s);
+  const end = text.indexOf(e);
+  if (start < 0 || end < start || text.split(s).length !== 2 || text.split(e).length !== 2) return false;
+  const block = [
+    '<!-- Written by make bench (bench/lib/readme.ts) on every run of this figure: edit outside the markers. -->',
+    `${run.title}: latest run [\`${link}\`](${link}) (\`BENCH_ONLY=${run.only}\` runs it alone). Machine: ${run.machine}.`,
+    '',
+    run.headline.trimEnd(),
+  ].join('\n');
+  writeFileSync(readme, `${text.slice(0, start + s.length)}\n${block}\n${text.slice(end)}`);
+  return true;
+}
