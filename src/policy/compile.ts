@@ -90,13 +90,20 @@ class PolicyCidrs {
   private readonly byLength = new Map<number, Map<number, string>>();
   private sortedLengths?: number[];
 
-  add(cidr: string): void {
+  /** The text every map here keys an IPv4 CIDR by (host bits cleared); undefined for IPv6. */
+  static text(cidr: string): { text: string; net: number; prefix: number } | undefined {
     const c = parseCidr(cidr);
-    if (c.family !== 4) return;
+    if (c.family !== 4) return undefined;
     const net = (Number(c.address) & maskOf(c.prefix)) >>> 0;
+    return { text: `${[24, 16, 8, 0].map((s) => (net >>> s) & 0xff).join('.')}/${c.prefix}`, net, prefix: c.prefix };
+  }
+
+  add(cidr: string): void {
+    const c = PolicyCidrs.text(cidr);
+    if (!c) return;
     let m = this.byLength.get(c.prefix);
     if (!m) this.byLength.set(c.prefix, (m = new Map()));
-    m.set(net, `${[24, 16, 8, 0].map((s) => (net >>> s) & 0xff).join('.')}/${c.prefix}`);
+    m.set(c.net, c.text);
     this.sortedLengths = undefined;
   }
 
@@ -288,9 +295,12 @@ class RuleMatches {
       if (peer.kind === 'pods') {
         for (const id of this.pods.members(peer.set)) out.add(id);
       } else if (peer.kind === 'cidr') {
-        for (const id of this.ids.byCidr.get(peer.cidr) ?? []) {
+        const cidr = PolicyCidrs.text(peer.cidr);
+        if (!cidr) continue;
+        const except = peer.except.map((e) => PolicyCidrs.text(e)?.text);
+        for (const id of this.ids.byCidr.get(cidr.text) ?? []) {
           const inside = this.ids.info.get(id)!.cidrs;
-          if (!peer.except.some((e) => inside.includes(e))) out.add(id);
+          if (!except.some((e) => e !== undefined && inside.includes(e))) out.add(id);
         }
       }
     }
