@@ -202,10 +202,17 @@ async function run(argvIn: string[]): Promise<number> {
         maps: Array<{ name: string; type: string; entries: number; maxEntries: number; fixed: boolean; description?: string }>;
         attached: Array<{ ifname: string; ifindex: number; ingress: string[]; egress: string[] }>;
         problems: string[];
+        policy?: { enforced: boolean; revision: number; lastRun: { ms: number; endpoints: number; identities: number; policyEntries: number; ipcacheEntries: number } | null; lastError: string | null } | null;
       }>(f.socket, 'GET', '/v1/status');
       print(f.output, st, () => {
         let out = `agent:      ${st.ready ? 'ready' : 'not ready'}\nnode:       ${st.node}\npod CIDR:   ${st.podCidr}\nendpoints:  ${st.endpoints}\n`;
         out += `masquerade: ${st.masquerade ? `${st.masquerade.uplink} -> ${st.masquerade.address}` : 'off'}\n`;
+        if (st.policy) {
+          const r = st.policy.lastRun;
+          out += `policy:     ${st.policy.enforced ? 'enforced' : 'NOT ENFORCED'}, revision ${st.policy.revision}`;
+          out += r ? `, ${r.policyEntries} entries for ${r.endpoints} endpoints, ${r.identities} identities, ${r.ipcacheEntries} ipcache prefixes (compiled and applied in ${r.ms.toFixed(1)} ms)\n` : '\n';
+          if (st.policy.lastError) out += `WARNING:    policy not programmed: ${st.policy.lastError}\n`;
+        }
         if (st.bpffs) {
           const says = { yes: 'pins outlive the agent', no: 'PINS DO NOT OUTLIVE THE AGENT', unknown: 'pins outlive the agent only if this bpffs is the host\'s' };
           out += `bpf root:   ${st.bpffs.root} (${says[st.bpffs.persistent]})\n`;

@@ -3,6 +3,7 @@ import { HttpError } from '../server';
 import type { ApiServer } from '../server';
 import type { RouteContext } from './context';
 import { MAP_DESCRIPTIONS } from '../../datapath/dump';
+import { policyEnforced, readPolicyRevision } from '../../datapath/policy';
 
 export function statusRoutes(server: ApiServer, c: RouteContext): void {
   server.route('GET', '/v1/healthz', () => ({ status: c.ready() ? 200 : 503, body: { ready: c.ready() } }));
@@ -25,7 +26,14 @@ export function statusRoutes(server: ApiServer, c: RouteContext): void {
           egress: problems.some((p) => p.includes('kelp_to_pod')) ? [] : ['kelp_to_pod'],
         };
       }),
-      problems: [...(c.manifests?.problems.values() ?? []), ...(c.kube?.problems.values() ?? [])],
+      problems: [
+        ...(c.manifests?.problems.values() ?? []),
+        ...(c.kube?.problems.values() ?? []),
+        ...(c.policy?.reconciler.lastError ? [`policy not programmed: ${c.policy.reconciler.lastError}`] : []),
+      ],
+      policy: c.policy
+        ? { enforced: policyEnforced(c.policy.maps), revision: readPolicyRevision(c.policy.maps), lastRun: c.policy.last() ?? null, lastError: c.policy.reconciler.lastError ?? null }
+        : null,
       store: { revision: c.objects.revision, programmed: c.reconcilers.programmedRevision },
       sources: c.sources.map((src) => ({ name: src.name, ...(src === c.kube ? { reflectors: c.kube.status() } : {}) })),
       reconcilers: c.reconcilers.status(),
