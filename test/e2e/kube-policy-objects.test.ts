@@ -153,6 +153,23 @@ describe('the policy kinds in Kubernetes mode', () => {
     }
   });
 
+  it('a status write the server fails, or refuses as stale (409), is tried again', async () => {
+    const before = source.statusWrites();
+    api.faults.failNext(1, { code: 500, match: (r) => r.method === 'PATCH' && r.path.endsWith('/kelpnetworkpolicies/retried/status') });
+    await kubectlApply({ ...KNP, metadata: { name: 'retried', namespace: 'default' }, spec: { subject: { podSelector: {} } } });
+    await eventually('Valid=True after the retry', () => validOf(knp('default', 'retried'))?.status === 'True');
+    expect(source.statusWrites()).toEqual({ written: before.written + 1, failed: before.failed + 1 });
+    expect(api.requests.filter((r) => r.method === 'PATCH' && r.path.endsWith('/retried/status')).map((r) => r.status)).toEqual([500, 200]);
+
+    api.faults.failNext(1, { code: 409, match: (r) => r.method === 'PATCH' && r.path.endsWith('/kelpnetworkpolicies/retried/status') });
+    await kubectl('label', 'knp', '-n', 'default', 'retried', 'x=1');
+    await kubectl('patch', 'knp', '-n', 'default', 'retried', '--type=merge', '-p', '{"spec":{"subject":{"podSelector":{"matchLabels":{"app":"y"}}}}}');
+    await eventually('Valid for generation 2', () => validOf(knp('default', 'retried'))?.observedGeneration === 2);
+    // A conflict is no failure: it is how concurrent writers find out.
+    expect(source.statusWrites()).toEqual({ written: before.written + 2, failed: before.failed + 1 });
+    expect(api.requests.filter((r) => r.method === 'PATCH' && r.path.endsWith('/retried/status')).map((r) => r.status)).toEqual([500, 200, 409, 200]);
+  });
+
   it('a ClusterNetworkPolicy reaches the store once its CRD is installed; no status is written on it', async () => {
     await kubectl('apply', '-f', CNP_CRD);
     await kubectl('apply', '-f', path.join(DEPLOY, 'examples/clusternetworkpolicies.yaml'));

@@ -8,8 +8,8 @@
 // - every node's agent sees the same object and computes the same condition: a write waits a
 //   random moment (`jitterMs`), then looks at the newest version seen, which by then usually
 //   holds another agent's write; the patch names the resourceVersion it was computed from, so a
-//   write based on a stale view fails (409) instead of flapping, and the watch event that made
-//   it stale brings the next look;
+//   write based on a stale view fails (409) instead of flapping, and the next look, a moment
+//   later, sees the version that made it stale;
 // - the other conditions of the list (another writer's `Programmed`) are kept as they are.
 import type { Logger } from '../../log';
 import { CustomObjectRef, KubeApiError, KubeClient } from './client';
@@ -162,21 +162,27 @@ export class PolicyStatusWriter {
       p.failures = 0;
     } catch (err) {
       const status = err instanceof KubeApiError ? err.status : 0;
-      // 409: the object changed since `latest`; its watch event reports again. 404: it is gone.
-      if (status !== 409 && status !== 404) {
-        this.failed++;
+      // 404: the object is gone. Anything else is tried again after a while, from the newest
+      // version seen by then: after a 409 (the object changed since `latest`) that is usually
+      // the newer version's watch event, which may also have made the write needless.
+      if (status !== 404) {
         p.failures++;
         const min = this.opts.retryMinMs ?? 1000;
         retryIn = Math.min(min * 2 ** (p.failures - 1), this.opts.retryMaxMs ?? 60_000);
-        this.opts.log.warn({ object: key, err: (err as Error).message, retryInMs: retryIn }, 'status write failed');
+        if (status === 409) {
+          this.opts.log.debug({ object: key, retryInMs: retryIn }, 'status write based on an older version (409)');
+        } else {
+          this.failed++;
+          this.opts.log.warn({ object: key, err: (err as Error).message, retryInMs: retryIn }, 'status write failed');
+        }
       }
     } finally {
       p.writing = false;
     }
     if (this.stopped || this.pending.get(key) !== p) return;
+    if (retryIn !== undefined) return this.schedule(key, p, retryIn);
     // Reported again while writing: that newer view decides.
     if (p.condition !== condition || p.latest !== latest) return this.schedule(key, p, 0);
-    if (retryIn !== undefined) return this.schedule(key, p, retryIn);
     this.pending.delete(key);
   }
 }
