@@ -92,6 +92,11 @@ export function dropReasonName(code: number): string {
   return BY_CODE.get(code) ?? METRICS_REASON_NAMES[code] ?? `UNKNOWN(${code})`;
 }
 
+/** Drops decided by policy (bpf/lib/policy.h): their events carry the deciding policy and rule. */
+export function isPolicyDropReason(code: number): boolean {
+  return code <= DropReason.POLICY_DENY && code >= DropReason.FRAG_MAP_FULL;
+}
+
 /** Whether a counter of this reason counts dropped packets. */
 export function isDropReason(code: number): boolean {
   return code < 0;

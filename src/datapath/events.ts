@@ -3,7 +3,7 @@
 import { openRingBuffer } from '../bpf';
 import type { BpfMap, RingBuffer } from '../bpf';
 import type { Logger } from '../log';
-import { dropReasonName } from './drop';
+import { dropReasonName, isPolicyDropReason } from './drop';
 import { POLICY_ACTION_NAMES, POLICY_TIER_NAMES } from './policy';
 import type { PolicyAction, PolicyTier } from './policy-types';
 import { Direction, EventType, TracePoint, kelpEvent, RawEvent } from './structs';
@@ -101,7 +101,7 @@ export function decodeEvent(buf: Buffer): KelpEvent {
   };
   if (raw.type === EventType.DROP) {
     const drop: DropEvent = { kind: 'drop', ...common, reason: raw.reason, reasonName: dropReasonName(raw.reason) };
-    if (raw.reason <= -300 && raw.reason > -400) drop.policy = eventPolicy(raw);
+    if (isPolicyDropReason(raw.reason)) drop.policy = eventPolicy(raw);
     return drop;
   }
   if (raw.type === EventType.AUDIT) {

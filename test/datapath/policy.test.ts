@@ -11,7 +11,8 @@ import path from 'node:path';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { BpfMap, BpfObject, inNetns } from '../../src/bpf';
 import { DropReason, DropReasonName, MetricsReason } from '../../src/datapath/drop';
-import type { KelpEvent } from '../../src/datapath/events';
+import { decodeEvent, KelpEvent } from '../../src/datapath/events';
+import { mapRowCount, mapRows } from '../../src/datapath/dump';
 import {
   applyPolicyMaps,
   gcPolicyCt,
@@ -26,7 +27,7 @@ import {
 } from '../../src/datapath/policy';
 import { IDENTITY_HOST, PolicyEntry, PolicyVerdict, RULE_ISOLATED } from '../../src/datapath/policy-types';
 import { masqConstants, monotonicNs } from '../../src/datapath/nat';
-import { Direction } from '../../src/datapath/structs';
+import { Direction, kelpEvent, KELP_EVENT_V1_SIZE } from '../../src/datapath/structs';
 import { EventCollector, loadWithVerifierLog, LXC_OBJECT, metricsId, metricsMaps, putEndpoint, readMetrics, TestEndpoint } from '../support/datapath';
 import { cleanupAll, createNetns, mountBpffs, Netns, onCleanup, tempDir } from '../support/netns';
 import * as P from '../support/packet';
@@ -411,6 +412,42 @@ describe('conntrack', () => {
     // 61 s later the UDP flow and the unanswered SYN (60 s) are idle past their timeouts.
     expect(gcPolicyCt(L.pct, now + 61_000_000_000n)).toEqual({ scanned: 2, deleted: 2 });
     expect(L.pct.keys()).toEqual([]);
+  });
+});
+
+describe('what the agent shows', () => {
+  it('kelp map dump lists flows as their originator opened them, with the verdict; status counts the same rows', () => {
+    program([{ ep: B, dir: 'ingress', peer: ID.A, proto: P.IPPROTO_UDP, port: 53, v: allow(120, 1) }]);
+    // B (the higher address) opens this one: the key holds A first.
+    expect(fromB(udp(ethFrom(B), B.ip, A.ip, 5000, 7000))).toBe(P.TC_ACT_REDIRECT);
+    const rows = mapRows('kelp_pct4', L.pct);
+    expect(rows).toMatchObject([
+      { key: { saddr: B.ip, daddr: A.ip, sport: 5000, dport: 7000, proto: P.IPPROTO_UDP }, value: { action: 'allow', verdict: { policyId: 1, epId: A.epId, direction: 'ingress' } } },
+    ]);
+    expect(mapRowCount('kelp_pct4', L.pct)).toBe(1);
+    const policy = mapRows('kelp_policy4', L.maps.policy);
+    expect(policy).toContainEqual({
+      key: { epId: B.epId, identity: ID.A, direction: 'ingress', protocol: P.IPPROTO_UDP, port: 53, portPrefix: 16 },
+      value: { action: 'allow', tier: 'networkpolicy', policyId: 120, rule: 1 },
+    });
+    expect(mapRowCount('kelp_policy4', L.maps.policy)).toBe(policy.length);
+    expect(mapRows('kelp_ipcache4', L.maps.ipcache)).toContainEqual({ key: { cidr: '192.0.2.0/24' }, value: { identity: ID.DOC, tunnelIp: '0.0.0.0', flags: 0 } });
+    expect(mapRows('kelp_policy_config', L.maps.config)).toEqual([{ key: 0, value: { revision: readPolicyRevision(L.maps), flags: 1 } }]);
+  });
+
+  it("an older datapath's 48-byte event decodes with empty policy fields", () => {
+    const raw = kelpEvent.encode({
+      tsNs: 1n, type: 1, dir: 1, reason: DropReason.POLICY_DENY, ifindex: 3, targetIfindex: 0, epId: 4, len: 60, ethProto: 0x800, proto: 17,
+      tracePoint: 0, saddr: A.ip, daddr: B.ip, sport: 1, dport: 2, policyId: 9, rule: 9, tier: 2, action: 2,
+    });
+    expect(raw.length).toBe(56);
+    expect(decodeEvent(raw)).toMatchObject({ kind: 'drop', policy: { policyId: 9, rule: 9, tier: 'networkpolicy', action: 'deny' } });
+    expect(decodeEvent(raw.subarray(0, KELP_EVENT_V1_SIZE))).toMatchObject({
+      kind: 'drop',
+      reasonName: 'POLICY_DENY',
+      epId: 4,
+      policy: { policyId: 0, rule: 0, tier: 'none', action: 'none' },
+    });
   });
 });
 
