@@ -98,7 +98,7 @@ interface Pending {
 export class PolicyStatusWriter {
   private readonly pending = new Map<string, Pending>();
   private stopped = false;
-  /** Writes made, and failures, for `kelp status` and tests. */
+  /** Writes made, and failures other than conflicts (KubernetesSource.statusWrites). */
   written = 0;
   failed = 0;
 
