@@ -452,6 +452,8 @@ interface Change {
   fresh: Detection;
   live: Detection;
   postMs: number;
+  /** The store revision the POST answered (API changes only). */
+  revision?: number;
   /** Until the `--wait` answer, or the CLI's exit. */
   waitMs?: number;
 }
@@ -477,6 +479,7 @@ async function change(sb: Sandbox, prober: Prober, state: ChangeRunner, kind: Ch
   const fresh = detector(prober, FRESH, verdict, t0);
   const live = detector(prober, LIVE, verdict, t0);
   let postMs = NaN;
+  let revision: number | undefined;
   let waitMs: number | undefined;
   const applied = (async () => {
     if (cliFile) {
@@ -487,6 +490,7 @@ async function change(sb: Sandbox, prober: Prober, state: ChangeRunner, kind: Ch
     }
     const rev = await apply(sb, [changedPolicy(kind, verdict)]);
     postMs = (nowNs() - t0) / 1e6;
+    revision = rev;
     if (await programmed(sb, rev, ENFORCE_TIMEOUT_MS)) waitMs = (nowNs() - t0) / 1e6;
   })();
   // A failure of the apply is reported once the probes have been waited for.
@@ -516,6 +520,7 @@ async function change(sb: Sandbox, prober: Prober, state: ChangeRunner, kind: Ch
     fresh: freshOk ? { ms: freshMs } : { skipped: freshSkip },
     live: liveOk ? { ms: liveMs } : { skipped: liveSkip },
     postMs,
+    revision,
     waitMs,
   };
 }
@@ -528,7 +533,7 @@ function waitedEarly(c: Change): boolean {
 function traceLine(c: Change): string {
   const d = (x: Detection) => (x.skipped ? `not timed (${x.skipped})` : x.ms === undefined ? 'not seen' : `${num(x.ms)} ms`);
   const ms = (x?: number) => (x === undefined || Number.isNaN(x) ? '—' : `${num(x)} ms`);
-  return `${KIND_NAME[c.kind]} → ${c.verdict}: new flows ${d(c.fresh)}, live flow ${d(c.live)}, POST ${ms(c.postMs)}, --wait ${ms(c.waitMs)}${waitedEarly(c) ? ' (before the verdict)' : ''}`;
+  return `${KIND_NAME[c.kind]} → ${c.verdict}: new flows ${d(c.fresh)}, live flow ${d(c.live)}, POST ${ms(c.postMs)}${c.revision !== undefined ? ` (revision ${c.revision})` : ''}, --wait ${ms(c.waitMs)}${waitedEarly(c) ? ' (before the verdict)' : ''}`;
 }
 
 // ---- ready → reachable ----------------------------------------------------------------------
