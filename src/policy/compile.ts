@@ -18,8 +18,8 @@
 // Entries. For each local endpoint and direction the rules that may apply (`Side`) are decided
 // per identity class: identities matched by the same rules (with the same named-port meanings)
 // get the same verdicts, so verdict blocks are computed once per class and stamped out per
-// identity. The class of "matched only by rules for every peer" is the IDENTITY_ANY entry; an
-// identity in it gets no entries of its own. Each class gets one all-protocols entry — the
+// identity. The largest class is the IDENTITY_ANY entry — usually the identities no peer names,
+// but the pods when a rule names every pod — and an identity in it gets no entries of its own. Each class gets one all-protocols entry — the
 // verdict of a packet no port-specific rule matches — plus, for TCP, UDP and SCTP, the
 // elementary port intervals between every rule boundary, merged where adjacent verdicts agree,
 // as port prefixes wherever they differ from the all-protocols verdict. Every (endpoint,
@@ -376,12 +376,27 @@ function sideEntries(ep: Member, dir: PolicyDirection, side: Side, matches: Rule
     if (!blocks) cache.set(key, (blocks = blocksOf(indices.map((i) => side.rules[i]), ports, side)));
     return { key, blocks };
   };
-  const wildcard = classBlocks(forAll, undefined);
-  for (const b of wildcard.blocks) out.push({ epId: ep.epId!, identity: IDENTITY_ANY, direction: dir, ...b });
-  for (const [id, own] of [...touched].sort((x, y) => x[0] - y[0])) {
+  // The class of the identities no peer names (matched by rules for every peer alone), then
+  // each named identity's; IDENTITY_ANY stands for the largest class — the unnamed one on ties —
+  // so a rule selecting every pod costs entries only for the identities it leaves out.
+  const unnamed = classBlocks(forAll, undefined);
+  const classOf = new Map<number, { key: string; blocks: Block[] }>();
+  const size = new Map<string, number>([[unnamed.key, ids.info.size - touched.size]]);
+  for (const [id, own] of touched) {
     const indices = own.length === 0 ? forAll : forAll.length === 0 ? own : [...new Set([...forAll, ...own])].sort((x, y) => x - y);
     const cls = classBlocks(indices, ids.info.get(id)!.named);
-    if (cls.key === wildcard.key) continue;
+    classOf.set(id, cls);
+    size.set(cls.key, (size.get(cls.key) ?? 0) + 1);
+  }
+  let any = unnamed;
+  for (const cls of [...new Map([...classOf.values()].map((c) => [c.key, c])).values()].sort((x, y) => byKey(x.key, y.key))) {
+    if (size.get(cls.key)! > size.get(any.key)!) any = cls;
+  }
+  for (const b of any.blocks) out.push({ epId: ep.epId!, identity: IDENTITY_ANY, direction: dir, ...b });
+  const others = any === unnamed ? [...touched.keys()] : [...ids.info.keys()];
+  for (const id of others.sort((x, y) => x - y)) {
+    const cls = classOf.get(id) ?? unnamed;
+    if (cls.key === any.key) continue;
     for (const b of cls.blocks) out.push({ epId: ep.epId!, identity: id, direction: dir, ...b });
   }
 }
