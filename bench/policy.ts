@@ -582,7 +582,7 @@ const msOf = (cs: Change[], pick: (c: Change) => Detection) => cs.map(pick).filt
 
 export async function benchPolicy(cfg: BenchConfig, tag: string): Promise<Figure> {
   const label = policyVariant(cfg);
-  const fig = new Figure(`7. Policy, ${cfg.policyPods.toLocaleString('en')} pods and ${cfg.policyPolicies.toLocaleString('en')} NetworkPolicies on one node: apply → enforced, TCP_RR/CRR, ready → reachable, map memory`);
+  const fig = new Figure(`7. Policy, ${cfg.policyPods.toLocaleString('en')} pods and ${cfg.policyPolicies.toLocaleString('en')} policies on one node: apply → enforced, TCP_RR/CRR, ready → reachable, map memory`);
   benchTool('cnirun');
   const prefix = `${tag}y`;
   progress(`policy: starting node ${prefix}-node (pod CIDR ${POD_CIDR}) and, for the no-policy pods, ${tag}z-node`);
@@ -629,7 +629,7 @@ export async function benchPolicy(cfg: BenchConfig, tag: string): Promise<Figure
     const fixed = [probePolicy('allow'), probeDeny('allow'), readyPolicy(), ...rrPolicies()];
     const policies = [...fixed, ...backgroundPolicies(cfg.policyPolicies - fixed.length)];
     const rules = ruleCount(policies);
-    await applyAndWait(sb, policies, `${policies.length} NetworkPolicies (${rules} rules)`);
+    await applyAndWait(sb, policies, `${policies.length} policies (${rules} rules)`);
     snapshots.push(await memory(sb, `${pods.length} pods, ${policies.length} policies`));
     progress(`policy: ${snapshots.map(memoryLine).join('; ')}`);
 
@@ -795,8 +795,9 @@ function notes(fig: Figure, cfg: BenchConfig, logs: RoundLog[], snaps: MemorySna
     `The node: a kelp node netns with its agent (standalone, manifests through its API), pod CIDR ${POD_CIDR}; ${n.pods.toLocaleString('en')} Pod objects in ` +
       `${TEAMS} team namespaces and three of the benchmark's: 6 real pods made by kelp-cni (their Pod objects carry the addresses CNI gave), ` +
       `the rest objects only, with status.podIPs half in the upper half of this node's pod CIDR, half in ${REMOTE_NODES} other Nodes' /24s; ` +
-      `${n.policies.toLocaleString('en')} NetworkPolicies with ${n.rules.toLocaleString('en')} rules in six shapes (pod selectors, namespace selectors, port ranges, ` +
-      'ipBlocks with excepts, named ports, egress), 100 of them selecting the TCP_RR pods. Objects applied in two requests (pods, then policies), each waited for with --wait.',
+      `${n.policies.toLocaleString('en')} policies with ${n.rules.toLocaleString('en')} rules: one KelpNetworkPolicy (the probe server's Deny, below), the rest NetworkPolicies ` +
+      'in six shapes (pod selectors, namespace selectors, port ranges, ipBlocks with excepts, named ports, egress), 100 of them selecting the TCP_RR pods. ' +
+      `Objects applied in two requests (pods, then policies), each waited for with --wait. A second kelp node (pod CIDR ${SECOND_NODE_CIDR}) with two pods and no objects serves TCP_RR's baseline.`,
     `Apply → enforced: ${cfg.policyChanges} changes per round through the API, a deny and then an allow, the pairs alternating between two policies of the ` +
       `probe server: the NetworkPolicy \`${PROBE_NS}/probe-allow\` (its only ingress allow) changed to allow UDP ${DENIED_PORT} only (deny) and back to UDP ${PROBE_PORT} ` +
       `(allow); the KelpNetworkPolicy \`${PROBE_NS}/probe-deny\` with one Deny rule changed from UDP ${DENIED_PORT} to UDP ${PROBE_PORT} from the probe client (deny) and ` +
