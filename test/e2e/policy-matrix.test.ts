@@ -23,6 +23,7 @@ import {
   expr,
   ids,
   isPod,
+  KeptConnection,
   knp,
   namedPort,
   nothing,
@@ -257,6 +258,26 @@ const NETWORK_POLICY: Case[] = [
     ],
   },
   {
+    name: 'NP named ports on two pods with the same labels (one identity) that number the name differently: each resolved, none dropped',
+    steps: (): Step[] => [
+      {
+        pods: { 'x/b': { pod: 'a', app: 'web', tier: 'front' } },
+        apply: [
+          np('x', 'in-serve-81', { podSelector: sel({ pod: 'a' }), ingress: [{ ports: [{ port: 'serve-81' }] }] }),
+          np('y', 'out-serve-80', {
+            podSelector: sel({ pod: 'a' }),
+            policyTypes: ['Egress'],
+            egress: [{ to: [{ namespaceSelector: sel({ ns: 'x' }), podSelector: sel({ pod: 'a' }) }], ports: [{ port: 'serve-80' }] }],
+          }),
+        ],
+        expect: {
+          ingress: only(['x/a', 'x/b'], (self, __, port) => port === SERVE_81[self.pod]),
+          egress: only(['y/a'], (_, p, port) => isPod(p, 'x/a', 'x/b') && port === SERVE_80[p.pod]),
+        },
+      },
+    ],
+  },
+  {
     name: 'NP named port with the wrong protocol matches nothing (dns is UDP)',
     steps: () => [
       {
@@ -346,15 +367,15 @@ const NETWORK_POLICY: Case[] = [
   },
   {
     name: 'NP update and delete take effect on running pods',
-    steps: () => [
-      { what: 'created', apply: [np('x', 'upd', { podSelector: sel({ pod: 'a' }), ingress: [{ from: [{ podSelector: sel({ pod: 'b' }) }] }] })], expect: { ingress: only(['x/a'], (_, p) => isPod(p, 'x/b')) } },
-      {
-        what: 'updated',
-        apply: [np('x', 'upd', { podSelector: sel({ pod: 'a' }), ingress: [{ from: [{ namespaceSelector: sel(), podSelector: sel({ pod: 'c' }) }], ports: [{ port: 81 }] }] })],
-        expect: { ingress: only(['x/a'], (_, p, port) => isPod(p) && p.pod === 'c' && port === 'tcp/81') },
-      },
-      { what: 'deleted', delete: [np('x', 'upd', {})], expect: {} },
-    ],
+    steps: () => {
+      const created = np('x', 'upd', { podSelector: sel({ pod: 'a' }), ingress: [{ from: [{ podSelector: sel({ pod: 'b' }) }] }] });
+      const updated = np('x', 'upd', { podSelector: sel({ pod: 'a' }), ingress: [{ from: [{ namespaceSelector: sel(), podSelector: sel({ pod: 'c' }) }], ports: [{ port: 81 }] }] });
+      return [
+        { what: 'created', apply: [created], expect: { ingress: only(['x/a'], (_, p) => isPod(p, 'x/b')) } },
+        { what: 'updated', apply: [updated], expect: { ingress: only(['x/a'], (_, p, port) => isPod(p) && p.pod === 'c' && port === 'tcp/81') } },
+        { what: 'deleted', delete: [updated], expect: {} },
+      ];
+    },
   },
   {
     name: 'NP: a pod\'s label change moves it into and out of a policy\'s subject',
@@ -758,13 +779,11 @@ describe.skipIf(process.env.KELP_POLICY_MATRIX !== '1')('policy matrix cases', (
   });
 
   it('NP: an established connection no longer allowed is cut on its next packet; one still allowed keeps flowing', async () => {
-    const revokedTcp = await m.keep('x/a', 'y/b', 'tcp/80');
-    const revokedUdp = await m.keep('x/a', 'y/b', 'udp/80');
-    const keptTcp = await m.keep('x/c', 'y/b', 'tcp/80');
-    const keptUdp = await m.keep('x/c', 'y/b', 'udp/80');
-    const conns = [revokedTcp, revokedUdp, keptTcp, keptUdp];
+    const conns: KeptConnection[] = [];
     const policy = np('y', 'only-c', { podSelector: sel({ pod: 'b' }), ingress: [{ from: [{ namespaceSelector: sel(), podSelector: sel({ pod: 'c' }) }] }] });
     try {
+      for (const [from, port] of [['x/a', 'tcp/80'], ['x/a', 'udp/80'], ['x/c', 'tcp/80'], ['x/c', 'udp/80']] as const) conns.push(await m.keep(from, 'y/b', port));
+      const [revokedTcp, revokedUdp, keptTcp, keptUdp] = conns;
       for (const c of conns) expect(await m.send(c), `${c.from} -> ${c.to} ${c.port} before the policy`).toEqual({ ok: true });
       await m.apply([policy]);
       for (const c of [keptTcp, keptUdp]) {

@@ -524,6 +524,7 @@ export class PolicyMatrix {
    */
   async run(c: Case): Promise<void> {
     const applied = new Map<string, Manifest>();
+    let failure: Error | undefined;
     try {
       const steps = c.steps(this.t);
       for (const [i, s] of steps.entries()) {
@@ -544,10 +545,18 @@ export class PolicyMatrix {
         if (s.reported) this.checkReported(where, s.reported, before!, await this.counters());
         await s.also?.(this);
       }
-    } finally {
+    } catch (e) {
+      failure = e as Error;
+    }
+    // The next case starts from the bare topology, or says why it cannot.
+    try {
       await this.delete([...applied.values()]);
       await this.restoreLabels();
+    } catch (e) {
+      if (!failure) throw e;
+      failure.message += `\n(cleaning up after it failed too: ${(e as Error).message})`;
     }
+    if (failure) throw failure;
   }
 
   /**
