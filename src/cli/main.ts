@@ -15,7 +15,8 @@ const USAGE = `Usage: kelp <command> [flags]
 Commands:
   agent [flags]               run the agent (kelp agent --help lists its flags)
   apply -f FILE|DIR [--wait]  create or update objects (standalone mode; Namespace, Pod, Node, Service,
-                              EndpointSlice, NetworkPolicy); --wait returns once the datapath has it
+                              EndpointSlice, NetworkPolicy, ClusterNetworkPolicy, KelpNetworkPolicy);
+                              --wait returns once the datapath enforces it
   delete -f FILE|DIR [--wait] delete the objects in FILE|DIR
   get pods|endpoints          list pods (IP, interface, state) or datapath endpoints
   get counters                forwarded and dropped packets per pod, direction and reason
