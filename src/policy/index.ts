@@ -10,7 +10,7 @@ export { cidrMinus, namedPortsOf, policyPod, portRangePrefixes } from './model';
 export type { IdentityInfo, Member, ModelPolicy, NamedPorts, PolicyModel } from './model';
 export { compilePolicy } from './compile';
 export type { LocalEndpoint, PolicyCompileInputs, PolicyCompileResult } from './compile';
-export { answerVerdict, DesiredLookup } from './lookup';
+export { DesiredLookup } from './lookup';
 export type { MapsAnswer } from './lookup';
 export { explain, formatExplanation } from './trace';
 export type { Explanation, RuleTrace, SideTrace, TraceProtocol, TraceQuery } from './trace';

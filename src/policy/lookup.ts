@@ -2,7 +2,7 @@
 // (src/datapath/policy-types.ts, "A side of a connection is decided…"): what the BPF programs
 // will answer for a packet, for tests and for `kelp policy trace` to check the model against.
 import { tryParseIp } from '../ipam/ip';
-import { IDENTITY_ANY, IDENTITY_HOST, PolicyDirection, PolicyEntry, PolicyMapsDesired, PolicyVerdict } from '../datapath/policy-types';
+import { IDENTITY_ANY, IDENTITY_HOST, PolicyDirection, PolicyEntry, PolicyMapsDesired } from '../datapath/policy-types';
 
 export type MapsAnswer =
   | { kind: 'host' }
@@ -75,9 +75,4 @@ export class DesiredLookup {
     const entry = this.longest(epId, identity, dir, protocol, port) ?? this.longest(epId, IDENTITY_ANY, dir, protocol, port);
     return entry ? { kind: 'entry', identity, entry } : { kind: 'unprogrammed', identity };
   }
-}
-
-/** The verdict a datapath answer amounts to (HOST: allowed; unprogrammed: dropped). */
-export function answerVerdict(a: MapsAnswer): PolicyVerdict | 'host' | 'unprogrammed' {
-  return a.kind === 'entry' ? a.entry.verdict : a.kind;
 }

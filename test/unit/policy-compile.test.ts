@@ -73,23 +73,40 @@ function firstMismatch(w: World, packets: readonly RefPacket[], mutation?: RefMu
   return undefined;
 }
 
-/** Drops policies and rules while the same packet still disagrees: the smallest world to show. */
+/** Drops policies, rules and uninvolved pods while the same packet still disagrees: the smallest world to show. */
 function shrink(w: World, m: Mismatch): World {
   const still = (x: World) => {
     const found = firstMismatch({ ...x, nodes: { [m.node]: x.nodes[m.node] } }, [m.packet]);
     return found !== undefined && found.direction === m.direction;
   };
+  const lists = ['networkPolicies', 'clusterNetworkPolicies', 'kelpNetworkPolicies', 'pods'] as const;
   let cur = w;
-  const lists = ['networkPolicies', 'clusterNetworkPolicies', 'kelpNetworkPolicies'] as const;
+  const attempt = (next: World) => {
+    if (!still(next)) return false;
+    cur = next;
+    return true;
+  };
   for (let changed = true; changed; ) {
     changed = false;
     for (const list of lists) {
       for (let i = 0; i < cur[list].length; i++) {
-        const next = { ...cur, [list]: cur[list].filter((_, j) => j !== i) };
-        if (still(next)) {
-          cur = next;
+        const item = cur[list][i];
+        if (list === 'pods' && (item as World['pods'][number]).status!.podIPs.some((e) => e.ip === m.packet.src || e.ip === m.packet.dst)) continue;
+        if (attempt({ ...cur, [list]: cur[list].filter((_, j) => j !== i) })) {
           changed = true;
           i--;
+        }
+      }
+    }
+    // Rules one at a time (indices of later rules shift, which the mismatch text then shows).
+    for (const list of ['clusterNetworkPolicies', 'kelpNetworkPolicies'] as const) {
+      for (let i = 0; i < cur[list].length; i++) {
+        for (const dir of ['ingress', 'egress'] as const) {
+          for (let r = cur[list][i].spec[dir].length - 1; r >= 0; r--) {
+            const p = cur[list][i];
+            const trimmed = { ...p, spec: { ...p.spec, [dir]: p.spec[dir].filter((_, j) => j !== r) } };
+            if (attempt({ ...cur, [list]: cur[list].map((x, j) => (j === i ? trimmed : x)) } as World)) changed = true;
+          }
         }
       }
     }
