@@ -9,7 +9,8 @@
 //   counters.ts       kelp_metrics and kelp_metrics_fwd
 //   maps/view.ts      status and dump of the maps (maps/registry.ts declares them)
 //   events.ts         the kelp_events ring
-// Policy, load balancing and overlays add files beside these and a few lines here.
+//   policy.ts         the policy maps' writer, enforcement switch and conntrack collector
+// Load balancing and overlays add files beside these and a few lines here.
 // Invariants: lxc.o is loaded (and the endpoint cache made to agree with kelp_endpoints) before
 // any program of this agent is attached; close() releases handles only, so pods keep their
 // network on the pinned maps and links.
@@ -24,6 +25,8 @@ import type { MapRow } from './dump';
 import { EndpointMaps, endpointInfoOf, endpointProblems, ipv4Addresses } from './endpoints';
 import { DropEvent, watchEvents } from './events';
 import { dumpMap, MapStat, mapStats } from './maps/view';
+import { monotonicNs } from './nat';
+import { gcPolicyCt, PolicyCtGcOptions, PolicyCtGcResult, PolicyMaps, policyMapsOf } from './policy';
 import { DatapathObjects } from './objects';
 import type { MetricsEntry } from './structs';
 import type { DatapathEndpoint, PodHook } from './types';
@@ -138,6 +141,19 @@ export class Datapath {
   /** Every non-zero counter: forwarded and dropped packets per endpoint, direction and reason. */
   metrics(): MetricsEntry[] {
     return this.counters.all();
+  }
+
+  // --- policy ----------------------------------------------------------------------------------
+
+  /** kelp_ipcache4, kelp_policy4 and kelp_policy_config (one of each, shared by lxc.o and host.o),
+   * for applyPolicyMaps, setPolicyEnforcement and readPolicyRevision (policy.ts). */
+  policyMaps(): PolicyMaps {
+    return policyMapsOf(this.objects);
+  }
+
+  /** One collection pass over the policy conntrack; the caller runs it periodically (every 10 s). */
+  gcPolicyCt(opts?: PolicyCtGcOptions): PolicyCtGcResult {
+    return gcPolicyCt(this.objects.map('kelp_pct4'), monotonicNs(), opts);
   }
 
   // --- uplink ----------------------------------------------------------------------------------

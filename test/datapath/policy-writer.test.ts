@@ -19,6 +19,8 @@ import {
   setPolicyEnforcement,
 } from '../../src/datapath/policy';
 import { IPPROTO, PolicyEntry, PolicyMapsDesired, RULE_ISOLATED } from '../../src/datapath/policy-types';
+import pino from 'pino';
+import { Datapath } from '../../src/datapath/datapath';
 import { loadWithVerifierLog, LXC_OBJECT } from '../support/datapath';
 import { cleanupAll, mountBpffs, onCleanup } from '../support/netns';
 
@@ -167,5 +169,17 @@ describe('the enforcement switch', () => {
     expect(readPolicyConfig(maps)).toEqual({ revision: 10, flags: 1 });
     setPolicyEnforcement(maps, false);
     expect(readPolicyConfig(maps)).toEqual({ revision: 10, flags: 0 });
+  });
+});
+
+describe('through the Datapath facade', () => {
+  it('gives the policy maps at the node\'s sizes and collects the policy conntrack', () => {
+    const dp = new Datapath({ bpfRoot: mountBpffs(), log: pino({ level: 'silent' }), mapSizes: { kelp_policy4: 512 } });
+    onCleanup(() => dp.close());
+    const m = dp.policyMaps();
+    expect(m.policy.maxEntries).toBe(512);
+    expect(applyPolicyMaps(m, desired([catchAll(5)], [['0.0.0.0/0', 2]])).revision).toBe(1);
+    expect(dp.dump('kelp_policy4')).toHaveLength(1);
+    expect(dp.gcPolicyCt()).toEqual({ scanned: 0, deleted: 0 });
   });
 });
