@@ -263,14 +263,39 @@ function rrPolicies(): Obj[] {
  *   np   the NetworkPolicy that is its only ingress allow: UDP PROBE_PORT from the probe client,
  *        or DENIED_PORT only;
  *   knp  a KelpNetworkPolicy with one Deny rule: UDP PROBE_PORT from the probe client, or
- *        DENIED_PORT (the NetworkPolicy's allow then holds again).
+ *        DENIED_PORT (the NetworkPolicy's allow then holds again);
+ *   cnp  an Admin-tier ClusterNetworkPolicy with one Deny rule, the same way.
  */
-type ChangeKind = 'np' | 'knp';
-const CHANGE_KINDS: readonly ChangeKind[] = ['np', 'knp'];
-const KIND_NAME: Record<ChangeKind, string> = { np: 'NetworkPolicy allow', knp: 'KelpNetworkPolicy Deny' };
+type ChangeKind = 'np' | 'knp' | 'cnp';
+const CHANGE_KINDS: readonly ChangeKind[] = ['np', 'knp', 'cnp'];
+const KIND_NAME: Record<ChangeKind, string> = { np: 'NetworkPolicy allow', knp: 'KelpNetworkPolicy Deny', cnp: 'ClusterNetworkPolicy (Admin) Deny' };
 
 function changedPolicy(kind: ChangeKind, verdict: Verdict): Obj {
-  return kind === 'np' ? probePolicy(verdict) : probeDeny(verdict);
+  return kind === 'np' ? probePolicy(verdict) : kind === 'knp' ? probeDeny(verdict) : probeAdminDeny(verdict);
+}
+
+/** The Deny rule both deny kinds carry: UDP PROBE_PORT from the probe client to deny, DENIED_PORT to allow again. */
+function denyRule(verdict: Verdict): Obj {
+  return {
+    name: 'no-probes',
+    action: 'Deny',
+    from: [{ pods: { namespaceSelector: {}, podSelector: matchLabels({ role: 'probe-client' }) } }],
+    protocols: [{ udp: { destinationPort: { number: verdict === 'deny' ? PROBE_PORT : DENIED_PORT } } }],
+  };
+}
+
+function probeAdminDeny(verdict: Verdict): Obj {
+  return {
+    apiVersion: 'policy.networking.k8s.io/v1alpha2',
+    kind: 'ClusterNetworkPolicy',
+    metadata: { name: 'bench-probe-deny' },
+    spec: {
+      tier: 'Admin',
+      priority: 10,
+      subject: { pods: { namespaceSelector: matchLabels({ 'kubernetes.io/metadata.name': PROBE_NS }), podSelector: matchLabels({ role: 'probe-server' }) } },
+      ingress: [denyRule(verdict)],
+    },
+  };
 }
 
 function probeDeny(verdict: Verdict): Obj {
@@ -280,14 +305,7 @@ function probeDeny(verdict: Verdict): Obj {
     metadata: { name: 'probe-deny', namespace: PROBE_NS },
     spec: {
       subject: { podSelector: matchLabels({ role: 'probe-server' }) },
-      ingress: [
-        {
-          name: 'no-probes',
-          action: 'Deny',
-          from: [{ pods: { namespaceSelector: {}, podSelector: matchLabels({ role: 'probe-client' }) } }],
-          protocols: [{ udp: { destinationPort: { number: verdict === 'deny' ? PROBE_PORT : DENIED_PORT } } }],
-        },
-      ],
+      ingress: [denyRule(verdict)],
     },
   };
 }
@@ -454,6 +472,8 @@ interface Change {
   postMs: number;
   /** The store revision the POST answered (API changes only). */
   revision?: number;
+  /** The POST answered a revision no newer than the change before it: one that cannot hold this change. */
+  staleRevision?: boolean;
   /** Until the `--wait` answer, or the CLI's exit. */
   waitMs?: number;
 }
@@ -533,7 +553,7 @@ function waitedEarly(c: Change): boolean {
 function traceLine(c: Change): string {
   const d = (x: Detection) => (x.skipped ? `not timed (${x.skipped})` : x.ms === undefined ? 'not seen' : `${num(x.ms)} ms`);
   const ms = (x?: number) => (x === undefined || Number.isNaN(x) ? '—' : `${num(x)} ms`);
-  return `${KIND_NAME[c.kind]} → ${c.verdict}: new flows ${d(c.fresh)}, live flow ${d(c.live)}, POST ${ms(c.postMs)}${c.revision !== undefined ? ` (revision ${c.revision})` : ''}, --wait ${ms(c.waitMs)}${waitedEarly(c) ? ' (before the verdict)' : ''}`;
+  return `${KIND_NAME[c.kind]} → ${c.verdict}: new flows ${d(c.fresh)}, live flow ${d(c.live)}, POST ${ms(c.postMs)}${c.revision !== undefined ? ` (revision ${c.revision}${c.staleRevision ? ', not newer than the last' : ''})` : ''}, --wait ${ms(c.waitMs)}${waitedEarly(c) ? ' (before the verdict)' : ''}`;
 }
 
 // ---- ready → reachable ----------------------------------------------------------------------
@@ -626,7 +646,7 @@ export async function benchPolicy(cfg: BenchConfig, tag: string): Promise<Figure
     await applyAndWait(sb, [...namespaces, ...remoteNodes(), ...pods], `${namespaces.length} namespaces, ${REMOTE_NODES} nodes, ${pods.length} pods (${realPods.length} real)`);
     snapshots.push(await memory(sb, `${pods.length} pods`));
 
-    const fixed = [probePolicy('allow'), probeDeny('allow'), readyPolicy(), ...rrPolicies()];
+    const fixed = [probePolicy('allow'), probeDeny('allow'), probeAdminDeny('allow'), readyPolicy(), ...rrPolicies()];
     const policies = [...fixed, ...backgroundPolicies(cfg.policyPolicies - fixed.length)];
     const rules = ruleCount(policies);
     await applyAndWait(sb, policies, `${policies.length} policies (${rules} rules)`);
@@ -667,6 +687,7 @@ export async function benchPolicy(cfg: BenchConfig, tag: string): Promise<Figure
       await prober.send(LIVE, probeClient.netnsPath, probeServer.ip, PROBE_PORT, 'fixed');
       await sleep(50);
       let verdict: Verdict = 'allow';
+      let lastRevision: number | undefined;
       const total = cfg.policyChanges + cfg.policyCliChanges;
       for (let i = 0; i < total; i++) {
         throwIfInterrupted();
@@ -675,6 +696,10 @@ export async function benchPolicy(cfg: BenchConfig, tag: string): Promise<Figure
         const state = states.get(kind)!;
         const gaveUp = state.freshFailures >= GIVE_UP;
         const c = await change(sb, prober, state, kind, verdict, i >= cfg.policyChanges ? cliFile : undefined);
+        if (c.revision !== undefined) {
+          c.staleRevision = lastRevision !== undefined && c.revision <= lastRevision;
+          lastRevision = c.revision;
+        }
         (i >= cfg.policyChanges ? log.cli : log.changes).push(c);
         if (cfg.policyTrace) say(`change ${i + 1}: ${traceLine(c)}`);
         // The changes go on, unwatched, for the --wait and CLI figures.
@@ -684,7 +709,7 @@ export async function benchPolicy(cfg: BenchConfig, tag: string): Promise<Figure
         await sleep(20 + Math.random() * 20);
       }
       // Every round starts allowed, whatever the last change was.
-      if (verdict === 'deny') await applyAndWait(sb, [probePolicy('allow'), probeDeny('allow')], 'the probe policies back to allow');
+      if (verdict === 'deny') await applyAndWait(sb, CHANGE_KINDS.map((k) => changedPolicy(k, 'allow')), 'the probe policies back to allow');
       await prober.stop(FRESH);
       await prober.stop(LIVE);
       const fresh = quantiles(msOf(log.changes, (c) => c.fresh));
@@ -795,13 +820,13 @@ function notes(fig: Figure, cfg: BenchConfig, logs: RoundLog[], snaps: MemorySna
     `The node: a kelp node netns with its agent (standalone, manifests through its API), pod CIDR ${POD_CIDR}; ${n.pods.toLocaleString('en')} Pod objects in ` +
       `${TEAMS} team namespaces and three of the benchmark's: 6 real pods made by kelp-cni (their Pod objects carry the addresses CNI gave), ` +
       `the rest objects only, with status.podIPs half in the upper half of this node's pod CIDR, half in ${REMOTE_NODES} other Nodes' /24s; ` +
-      `${n.policies.toLocaleString('en')} policies with ${n.rules.toLocaleString('en')} rules: one KelpNetworkPolicy (the probe server's Deny, below), the rest NetworkPolicies ` +
+      `${n.policies.toLocaleString('en')} policies with ${n.rules.toLocaleString('en')} rules: a KelpNetworkPolicy and a ClusterNetworkPolicy (the probe server's Denies, below), the rest NetworkPolicies ` +
       'in six shapes (pod selectors, namespace selectors, port ranges, ipBlocks with excepts, named ports, egress), 100 of them selecting the TCP_RR pods. ' +
       `Objects applied in two requests (pods, then policies), each waited for with --wait. A second kelp node (pod CIDR ${SECOND_NODE_CIDR}) with two pods and no objects serves TCP_RR's baseline.`,
-    `Apply → enforced: ${cfg.policyChanges} changes per round through the API, a deny and then an allow, the pairs alternating between two policies of the ` +
+    `Apply → enforced: ${cfg.policyChanges} changes per round through the API, a deny and then an allow, the pairs taking turns among three policies of the ` +
       `probe server: the NetworkPolicy \`${PROBE_NS}/probe-allow\` (its only ingress allow) changed to allow UDP ${DENIED_PORT} only (deny) and back to UDP ${PROBE_PORT} ` +
       `(allow); the KelpNetworkPolicy \`${PROBE_NS}/probe-deny\` with one Deny rule changed from UDP ${DENIED_PORT} to UDP ${PROBE_PORT} from the probe client (deny) and ` +
-      `back (allow: the NetworkPolicy holds again). Timed from just before the POST /v1/objects that \`kelp apply\` ` +
+      `back (allow: the NetworkPolicy holds again); and the Admin-tier ClusterNetworkPolicy \`bench-probe-deny\` with the same Deny rule, the same way. Timed from just before the POST /v1/objects that \`kelp apply\` ` +
       `makes to the first probe that met the new verdict; probes every ${PROBE_INTERVAL_US / 1000} ms from the probe client to the server (build/bench/probe, ` +
       'CLOCK_MONOTONIC stamps taken in the prober), so a figure is known to ±1 ms. "New flows": each probe from its own source port (a new conntrack flow); ' +
       '"live flow": one socket, an established flow, reached only by revocation. For a deny, the first probe lost with every later one lost too ' +
@@ -814,6 +839,8 @@ function notes(fig: Figure, cfg: BenchConfig, logs: RoundLog[], snaps: MemorySna
       `Live flow ${counted(changes, (c) => c.live)}: ${q(all(changes, (c) => c.live))}. --wait answered for ${changes.filter((c) => c.waitMs !== undefined).length} of ${changes.length}: ` +
       `${q(changes.filter((c) => c.waitMs !== undefined).map((c) => c.waitMs!))}; it answered before the new flows met the verdict (by more than the probe interval) ` +
       `for ${changes.filter(waitedEarly).length} of ${changes.filter((c) => c.waitMs !== undefined && c.fresh.ms !== undefined).length} changes where both were seen` +
+      `; ${changes.filter((c) => c.staleRevision).length} POSTs answered a store revision no newer than the change before (one that cannot hold the change: the ` +
+      `\`--wait\` that follows answers at once), ${changes.filter((c) => c.staleRevision && waitedEarly(c)).length} of them among those early answers` +
       `${cli.length ? `, the CLI's exit for ${cli.filter(waitedEarly).length} of ${cli.length}` : ''}. By the CLI: ${cli.length} changes, ${counted(cli, (c) => c.fresh)}: ${q(all(cli, (c) => c.fresh))}. ` +
       `Reference, quoted and not measured: ${CILIUM_REFERENCE}. Target: under 100 ms.`,
     `TCP_RR / TCP_CRR (build/bench/rr, 1-byte request and response; CRR a new connection each): **${SELECTED}** (two real pods of this node that 100 ` +
