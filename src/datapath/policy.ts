@@ -11,6 +11,18 @@
 //    every tracked flow is decided again on its next packet, so a revocation reaches live flows.
 //  - Enforcement is switched on only by setPolicyEnforcement(true), after a complete apply: with
 //    it on, an endpoint without entries is dropped (fail closed).
+//
+// How the agent drives it (Datapath.policyMaps() / Datapath.gcPolicyCt()):
+//  1. after its sources synced: applyPolicyMaps(maps, desired) with every local endpoint's
+//     entries (at least its catch-alls) and every node address as IDENTITY_HOST in the ipcache,
+//     then setPolicyEnforcement(maps, true) once; the flag and the maps are pinned and survive a
+//     restart, so a restarted agent only applies again;
+//  2. on every change: applyPolicyMaps again with the whole desired content (it writes the
+//     difference); the returned revision is what the datapath enforces from then on;
+//  3. before a CNI ADD returns: the new endpoint's entries applied (until then it is not ready);
+//  4. every ~10 s: gcPolicyCt (kelp_frag4 needs none: tiny, LRU, overwritten per datagram).
+// A MapFullError leaves the maps a superset of the old and new content with the old revision:
+// log it, count it, report it in status, and retry on the next change.
 import type { BpfMap } from '../bpf';
 import { networkAddress, parseCidr, ipToBytes } from '../ipam/ip';
 import { applyPuts, applyRemoves, diffEntries, diffStats, readEntries, SyncStats } from './maps/sync';
