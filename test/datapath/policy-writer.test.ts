@@ -11,6 +11,7 @@ import {
   ipcache4Key,
   PolicyMaps,
   policyMapsOf,
+  PolicyWriter,
   policy4Key,
   policy4Verdict,
   policyEnforced,
@@ -156,6 +157,41 @@ describe('applyPolicyMaps', () => {
     expect(() => applyPolicyMaps(m, desired([catchAll(1)], [['10.0.0.1/32', 300], ['10.0.0.2/32', 301], ['10.0.0.3/32', 302]]))).toThrow(
       /^kelp_ipcache4 is full: 3 entries wanted, room for 2 /,
     );
+  });
+});
+
+describe('PolicyWriter', () => {
+  it('diffs against what it wrote last; a resync, or the apply after a failed one, reads the maps back', () => {
+    const w = new PolicyWriter(maps);
+    const d = desired([catchAll(5), port(5, 300, 80)], [['10.1.0.5/32', 300]]);
+    expect(w.apply(d)).toMatchObject({ revision: 1, policy: { added: 2 } });
+    expect(w.apply(desired([catchAll(5), port(5, 300, 81)], [['10.1.0.5/32', 300]]))).toMatchObject({
+      revision: 2,
+      policy: { added: 1, removed: 1, unchanged: 1 },
+      ipcache: { unchanged: 1 },
+    });
+    // Removed behind its back: its own record says the entry is there, until a resync.
+    maps.ipcache.delete(ipcache4Key.encode({ cidr: '10.1.0.5/32' }));
+    const same = desired([catchAll(5), port(5, 300, 81)], [['10.1.0.5/32', 300]]);
+    expect(w.apply(same)).toMatchObject({ bumped: false, ipcache: { unchanged: 1 } });
+    expect(content(maps.ipcache, 'ipcache')).toEqual([]);
+    expect(w.apply(same, { resync: true })).toMatchObject({ revision: 3, ipcache: { added: 1 } });
+    expect(content(maps.ipcache, 'ipcache')).toHaveLength(1);
+
+    // Refused before writing: its record still holds.
+    expect(() => w.apply(desired([port(5, 300, 81, 13)], []))).toThrow(/bits below its prefix/);
+    expect(w.apply(same)).toMatchObject({ bumped: false });
+  });
+
+  it('after a failed apply, the next one reads the maps back', () => {
+    const small = policyMapsOf(loadWithVerifierLog(LXC_OBJECT, { pinRoot: mountBpffs(), maxEntries: { kelp_policy4: 2 } }));
+    const w = new PolicyWriter(small);
+    w.apply(desired([catchAll(1)], []));
+    expect(() => w.apply(desired([catchAll(2), catchAll(3), catchAll(4)], []))).toThrow(MapFullError);
+    // Endpoint 2's entry went in before the map was full: read back, it is already there (its
+    // own record, still saying {1}, would have put it again).
+    expect(w.apply(desired([catchAll(2)], [])).policy).toEqual({ added: 0, updated: 0, removed: 1, unchanged: 1 });
+    expect(content(small.policy, 'policy')).toHaveLength(1);
   });
 });
 

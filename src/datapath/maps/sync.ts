@@ -37,15 +37,16 @@ export interface MapDiff {
 }
 
 export function diffEntries(current: Desired, desired: Desired): MapDiff {
+  // latin1 maps each byte to one character: a key's identity, cheaper to build than hex.
   const have = new Map<string, Buffer>();
-  for (const [k, v] of current) have.set(k.toString('hex'), v);
+  for (const [k, v] of current) have.set(k.toString('latin1'), v);
   const put: Array<readonly [Buffer, Buffer]> = [];
   const wanted = new Set<string>();
   let unchanged = 0;
   let updated = 0;
   for (const [k, v] of desired) {
-    const id = k.toString('hex');
-    if (wanted.has(id)) throw new Error(`desired content names key ${id} twice`);
+    const id = k.toString('latin1');
+    if (wanted.has(id)) throw new Error(`desired content names key ${k.toString('hex')} twice`);
     wanted.add(id);
     const cur = have.get(id);
     if (cur && cur.equals(v)) {
@@ -56,7 +57,7 @@ export function diffEntries(current: Desired, desired: Desired): MapDiff {
     put.push([k, v]);
   }
   const remove: Buffer[] = [];
-  for (const [k] of current) if (!wanted.has(k.toString('hex'))) remove.push(k);
+  for (const [k] of current) if (!wanted.has(k.toString('latin1'))) remove.push(k);
   return { put, remove, unchanged, updated };
 }
 
