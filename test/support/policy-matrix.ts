@@ -13,6 +13,7 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import readline from 'node:readline';
 import { KELP_BIN, Sandbox } from '../../src/sandbox';
+import { DropReason, dropReasonName, MetricsReason } from '../../src/datapath/drop';
 import { startSandbox } from './e2e';
 
 // ---------------------------------------------------------------------------------------------
@@ -275,9 +276,9 @@ export interface Step {
   reported?: { pods: PodId[]; as: 'audit' | 'drop' };
 }
 
-/** `kelp get counters` reasons (src/datapath/drop.ts). */
-export const REASON_AUDIT = 'audit (would drop)';
-export const REASON_POLICY_DENY = 'POLICY_DENY';
+/** How `kelp get counters` names an audit-only policy's would-be drop, and a policy drop. */
+export const REASON_AUDIT = dropReasonName(MetricsReason.POLICY_AUDIT);
+export const REASON_POLICY_DENY = dropReasonName(DropReason.POLICY_DENY);
 
 export interface Case {
   name: string;
