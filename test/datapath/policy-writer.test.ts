@@ -19,7 +19,7 @@ import {
   readPolicyRevision,
   setPolicyEnforcement,
 } from '../../src/datapath/policy';
-import { IPPROTO, PolicyEntry, PolicyMapsDesired, RULE_ISOLATED } from '../../src/datapath/policy-types';
+import { IPPROTO, PolicyEntry, PolicyMapsDesired, PolicyVerdict, RULE_ISOLATED } from '../../src/datapath/policy-types';
 import pino from 'pino';
 import { Datapath } from '../../src/datapath/datapath';
 import { loadWithVerifierLog, LXC_OBJECT } from '../support/datapath';
@@ -45,8 +45,8 @@ beforeEach(() => {
 const allow = { action: 'allow' as const, tier: 'networkpolicy' as const, policyId: 3, rule: 0 };
 const isolated = { action: 'deny' as const, tier: 'networkpolicy' as const, policyId: 3, rule: RULE_ISOLATED };
 
-const catchAll = (epId: number, verdict = isolated): PolicyEntry => ({ epId, identity: 0, direction: 'ingress', port: 0, portPrefix: 0, verdict });
-const port = (epId: number, identity: number, p: number, prefix = 16, verdict = allow): PolicyEntry => ({
+const catchAll = (epId: number, verdict: PolicyVerdict = isolated): PolicyEntry => ({ epId, identity: 0, direction: 'ingress', port: 0, portPrefix: 0, verdict });
+const port = (epId: number, identity: number, p: number, prefix = 16, verdict: PolicyVerdict = allow): PolicyEntry => ({
   epId,
   identity,
   direction: 'ingress',
