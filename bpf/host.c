@@ -65,9 +65,7 @@ static __always_inline int host_nat_port(__be16 port)
 static __always_inline int host_drop(struct __sk_buff *skb, const struct pkt4 *pkt, enum kelp_dir dir,
 				     __be32 pod, int reason)
 {
-	struct endpoint_info *ep = endpoint4_lookup(pod);
-
-	return drop_packet(skb, pkt, dir, ep ? ep->ep_id : 0, reason);
+	return drop_packet(skb, pkt, dir, endpoint4_id(pod), reason);
 }
 
 /* ---- egress: pod → outside ---- */
