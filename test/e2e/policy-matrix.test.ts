@@ -164,6 +164,15 @@ const NETWORK_POLICY: Case[] = [
     ],
   },
   {
+    name: 'NP peer: kubernetes.io/metadata.name, which every namespace carries, selects a namespace by name',
+    steps: () => [
+      {
+        apply: [np('y', 'from-z', { podSelector: sel({ pod: 'c' }), ingress: [{ from: [{ namespaceSelector: sel({ 'kubernetes.io/metadata.name': 'z' }) }] }] })],
+        expect: { ingress: only(['y/c'], (_, p) => isPod(p, 'z')) },
+      },
+    ],
+  },
+  {
     name: 'NP peer: namespaceSelector and podSelector in one peer are ANDed',
     steps: () => [
       {
@@ -596,6 +605,18 @@ const CLUSTER_NETWORK_POLICY: Case[] = [
           cnp('pmx-accept-out1', { tier: 'Admin', priority: 10, subject: { namespaces: sel({ ns: 'x' }) }, egress: [{ action: 'Accept', to: [{ networks: [`${t.outside[0].ip}/32`] }] }] }),
         ],
         expect: { egress: only(ids('x'), (_, p) => p.id === 'out1') },
+      },
+    ],
+  },
+  {
+    name: 'CNP: an Admin egress Accept does not override the destination\'s ingress',
+    steps: () => [
+      {
+        apply: [
+          cnp('pmx-accept-to-y', { tier: 'Admin', priority: 10, subject: { namespaces: sel({ ns: 'x' }) }, egress: [{ action: 'Accept', to: [{ namespaces: sel({ ns: 'y' }) }] }] }),
+          np('y', 'deny-in', { podSelector: sel({ pod: 'a' }), policyTypes: ['Ingress'] }),
+        ],
+        expect: { ingress: only(['y/a'], nothing) },
       },
     ],
   },
