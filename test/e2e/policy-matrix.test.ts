@@ -7,7 +7,7 @@
 //   pods a {pod: a, app: web, tier: front}, b {pod: b, app: db, tier: back}, c {pod: c} in each
 //   named ports: serve-80 = TCP 80 on a and c, TCP 81 on b; serve-81 = TCP 81 on a, TCP 80 on b,
 //                none on c; dns = UDP 80 everywhere
-//   outside: out1 = 192.168.250.2 (behind the node's uplink), out2 = 198.51.100.10 (same host)
+//   outside: out1 = 192.168.250.2 (behind the node's uplink), out2 = 198.51.100.10 (a second address there)
 // An expectation gives, per side, which new connections that side lets through: a connection
 // between pods needs the source's egress and the destination's ingress; one to the outside the
 // egress only; a pod and its own node always talk; a pod reaching itself never leaves it.
