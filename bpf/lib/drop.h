@@ -15,7 +15,7 @@ enum kelp_drop_reason {
 	DROP_IPV4_VERSION	= -2,	/* EtherType IPv4 but version field is not 4 */
 	DROP_IPV4_IHL		= -3,	/* IHL below 5 */
 	DROP_IPV4_TOT_LEN	= -4,	/* total length below the header length or beyond the frame */
-	DROP_L4_TRUNCATED	= -5,	/* TCP/UDP/ICMP header cut short (unfragmented or first fragment) */
+	DROP_L4_TRUNCATED	= -5,	/* TCP/UDP/SCTP/ICMP header cut short (unfragmented or first fragment) */
 	DROP_SRC_UNKNOWN	= -6,	/* source IP is not an endpoint */
 	DROP_SRC_MAC		= -7,	/* source MAC is not the endpoint's */
 	DROP_SRC_IFACE		= -8,	/* source IP belongs to an endpoint behind another interface */

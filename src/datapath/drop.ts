@@ -54,7 +54,7 @@ const DESCRIPTIONS: Record<DropReasonName, string> = {
   IPV4_VERSION: 'IPv4 EtherType with an IP version other than 4',
   IPV4_IHL: 'IPv4 header length below 20 bytes',
   IPV4_TOT_LEN: 'IPv4 total length below the header length or beyond the frame',
-  L4_TRUNCATED: 'TCP, UDP or ICMP header cut short',
+  L4_TRUNCATED: 'TCP, UDP, SCTP or ICMP header cut short',
   SRC_UNKNOWN: 'source IP is not a local endpoint',
   SRC_MAC: "source MAC is not the endpoint's",
   SRC_IFACE: 'source IP belongs to an endpoint behind another interface',
