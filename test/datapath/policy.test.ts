@@ -296,6 +296,23 @@ describe('decisions', () => {
     expect(fromA(echo(ethFrom(A), A.ip, B.ip, 8, 77))).toBe(P.TC_ACT_REDIRECT);
   });
 
+  it('SCTP is matched on its ports', () => {
+    program([
+      { ep: B, dir: 'ingress', peer: ID.A, proto: 132, port: 3868, v: allow(45, 0) },
+      { ep: B, dir: 'ingress', v: deny(45, RULE_ISOLATED) },
+    ]);
+    const sctp = (dport: number) => {
+      const common = Buffer.alloc(12);
+      common.writeUInt16BE(5000, 0);
+      common.writeUInt16BE(dport, 2);
+      common.writeUInt32BE(0xdeadbeef, 4);
+      return P.ethernet({ ...ethFrom(A), type: P.ETH_P_IP }, P.ipv4({ src: A.ip, dst: B.ip, proto: 132 }, Buffer.concat([common, PAYLOAD])));
+    };
+    expect(fromA(sctp(3868))).toBe(P.TC_ACT_REDIRECT);
+    expect(fromA(sctp(3869))).toBe(P.TC_ACT_SHOT);
+    expect(ctOf({ saddr: A.ip, daddr: B.ip, sport: 5000, dport: 3868, proto: 132 })).toMatchObject({ policyId: 45 });
+  });
+
   it('the node (HOST) is always allowed, both ways, and never tracked', () => {
     program([
       { ep: A, dir: 'ingress', v: deny() },
