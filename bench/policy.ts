@@ -426,6 +426,8 @@ function memoryLine(s: MemorySnapshot): string {
 interface Detection {
   /** ms from t0 to the first probe that met the new verdict. */
   ms?: number;
+  /** ms from t0 to the last probe that still met the old verdict (negative: none after t0). */
+  oldMs?: number;
   /** Not timed: the stream did not show the old verdict when the change was made, or was given up. */
   skipped?: 'state' | 'given up';
 }
@@ -433,25 +435,32 @@ interface Detection {
 /**
  * Watches stream `id` of the prober from t0 for the first probe meeting `verdict`: for allow,
  * the first probe sent at or after t0 that arrived; for deny, the first probe sent at or after
- * t0 from which on QUIET probes in a row were lost. Cheap per call: it runs on every prober line.
+ * t0 from which on QUIET probes in a row were lost. The probe sent just before it met the old
+ * verdict: the change reached the datapath between the two. Cheap per call: it runs on every
+ * prober line.
  */
-function detector(prober: Prober, id: number, verdict: Verdict, t0: number): () => number | undefined {
+function detector(prober: Prober, id: number, verdict: Verdict, t0: number): () => Detection | undefined {
   let from = 0; // sends before this index were sent before t0
   let seen = 0; // receipts looked at
+  const at = (seq: number): Detection | undefined => {
+    const sends = prober.sends(id);
+    const i = seq - sends[0].seq;
+    return { ms: (sends[i].ns - t0) / 1e6, oldMs: i > 0 ? (sends[i - 1].ns - t0) / 1e6 : -Infinity };
+  };
   return () => {
     const sends = prober.sends(id);
     const got = prober.receipts(id);
+    if (sends.length === 0) return undefined;
     if (verdict === 'allow') {
-      for (; seen < got.length; seen++) if (got[seen].sentNs >= t0) return (got[seen].sentNs - t0) / 1e6;
+      for (; seen < got.length; seen++) if (got[seen].sentNs >= t0) return at(got[seen].seq);
       return undefined;
     }
     while (from < sends.length && sends[from].ns < t0) from++;
     if (from >= sends.length) return undefined;
-    const first = sends[0].seq;
     const lastGot = got.length ? got[got.length - 1].seq : -1;
     const candidate = Math.max(sends[from].seq, lastGot + 1);
     if (sends[sends.length - 1].seq < candidate + QUIET) return undefined;
-    return (sends[candidate - first].ns - t0) / 1e6;
+    return at(candidate);
   };
 }
 
@@ -472,7 +481,7 @@ interface Change {
   postMs: number;
   /** The store revision the POST answered (API changes only). */
   revision?: number;
-  /** The POST answered a revision no newer than the change before it: one that cannot hold this change. */
+  /** The POST answered a revision older than this change can have: one that cannot hold it. */
   staleRevision?: boolean;
   /** Until the `--wait` answer, or the CLI's exit. */
   waitMs?: number;
@@ -517,43 +526,46 @@ async function change(sb: Sandbox, prober: Prober, state: ChangeRunner, kind: Ch
   applied.catch(() => undefined);
   // The live flow gets LIVE_EXTRA_MS more than the new flows once those have met the verdict.
   let freshAt: number | undefined;
-  let freshMs: number | undefined;
-  let liveMs: number | undefined;
+  let freshSeen: Detection | undefined;
+  let liveSeen: Detection | undefined;
   const decided = () => {
-    if (freshOk && freshMs === undefined) {
-      freshMs = fresh();
-      if (freshMs !== undefined) freshAt = Date.now();
+    if (freshOk && freshSeen === undefined) {
+      freshSeen = fresh();
+      if (freshSeen !== undefined) freshAt = Date.now();
     }
-    if (liveOk && liveMs === undefined) liveMs = live();
-    const freshDone = !freshOk || freshMs !== undefined;
-    const liveDone = !liveOk || liveMs !== undefined || (freshAt !== undefined && Date.now() - freshAt > LIVE_EXTRA_MS);
+    if (liveOk && liveSeen === undefined) liveSeen = live();
+    const freshDone = !freshOk || freshSeen !== undefined;
+    const liveDone = !liveOk || liveSeen !== undefined || (freshAt !== undefined && Date.now() - freshAt > LIVE_EXTRA_MS);
     return freshDone && liveDone;
   };
   await prober.until(decided, ENFORCE_TIMEOUT_MS + LIVE_EXTRA_MS);
   decided();
   await applied;
-  if (freshOk) state.freshFailures = freshMs === undefined ? state.freshFailures + 1 : 0;
-  if (liveOk) state.liveFailures = liveMs === undefined ? state.liveFailures + 1 : 0;
+  if (freshOk) state.freshFailures = freshSeen === undefined ? state.freshFailures + 1 : 0;
+  if (liveOk) state.liveFailures = liveSeen === undefined ? state.liveFailures + 1 : 0;
   return {
     kind,
     verdict,
-    fresh: freshOk ? { ms: freshMs } : { skipped: freshSkip },
-    live: liveOk ? { ms: liveMs } : { skipped: liveSkip },
+    fresh: freshOk ? (freshSeen ?? {}) : { skipped: freshSkip },
+    live: liveOk ? (liveSeen ?? {}) : { skipped: liveSkip },
     postMs,
     revision,
     waitMs,
   };
 }
 
-/** The `--wait` answer came before the probes met the verdict (by more than a probe interval): "programmed" was not yet enforced. */
+/**
+ * The `--wait` answer had arrived when a probe sent later still met the old verdict: "programmed"
+ * was not yet enforced (the probes' own timing, jitter included, cannot make this up).
+ */
 function waitedEarly(c: Change): boolean {
-  return c.waitMs !== undefined && c.fresh.ms !== undefined && c.waitMs < c.fresh.ms - PROBE_INTERVAL_US / 1000;
+  return c.waitMs !== undefined && c.fresh.oldMs !== undefined && c.waitMs < c.fresh.oldMs;
 }
 
 function traceLine(c: Change): string {
   const d = (x: Detection) => (x.skipped ? `not timed (${x.skipped})` : x.ms === undefined ? 'not seen' : `${num(x.ms)} ms`);
   const ms = (x?: number) => (x === undefined || Number.isNaN(x) ? '—' : `${num(x)} ms`);
-  return `${KIND_NAME[c.kind]} → ${c.verdict}: new flows ${d(c.fresh)}, live flow ${d(c.live)}, POST ${ms(c.postMs)}${c.revision !== undefined ? ` (revision ${c.revision}${c.staleRevision ? ', not newer than the last' : ''})` : ''}, --wait ${ms(c.waitMs)}${waitedEarly(c) ? ' (before the verdict)' : ''}`;
+  return `${KIND_NAME[c.kind]} → ${c.verdict}: new flows ${d(c.fresh)}, live flow ${d(c.live)}, POST ${ms(c.postMs)}${c.revision !== undefined ? ` (revision ${c.revision}${c.staleRevision ? ', older than this change' : ''})` : ''}, --wait ${ms(c.waitMs)}${waitedEarly(c) ? ` (before a probe at ${num(c.fresh.oldMs!)} ms met the old verdict)` : ''}`;
 }
 
 // ---- ready → reachable ----------------------------------------------------------------------
@@ -687,7 +699,7 @@ export async function benchPolicy(cfg: BenchConfig, tag: string): Promise<Figure
       await prober.send(LIVE, probeClient.netnsPath, probeServer.ip, PROBE_PORT, 'fixed');
       await sleep(50);
       let verdict: Verdict = 'allow';
-      let lastRevision: number | undefined;
+      let nextRevision: number | undefined;
       const total = cfg.policyChanges + cfg.policyCliChanges;
       for (let i = 0; i < total; i++) {
         throwIfInterrupted();
@@ -696,9 +708,10 @@ export async function benchPolicy(cfg: BenchConfig, tag: string): Promise<Figure
         const state = states.get(kind)!;
         const gaveUp = state.freshFailures >= GIVE_UP;
         const c = await change(sb, prober, state, kind, verdict, i >= cfg.policyChanges ? cliFile : undefined);
+        // Each change makes one store revision: the k-th after the first is at least its revision + k.
         if (c.revision !== undefined) {
-          c.staleRevision = lastRevision !== undefined && c.revision <= lastRevision;
-          lastRevision = c.revision;
+          c.staleRevision = nextRevision !== undefined && c.revision < nextRevision;
+          nextRevision = Math.max(c.revision, nextRevision ?? 0) + 1;
         }
         (i >= cfg.policyChanges ? log.cli : log.changes).push(c);
         if (cfg.policyTrace) say(`change ${i + 1}: ${traceLine(c)}`);
@@ -837,9 +850,9 @@ function notes(fig: Figure, cfg: BenchConfig, logs: RoundLog[], snaps: MemorySna
     `This run: new flows ${counted(changes, (c) => c.fresh)}: ${q(freshAll)} (deny ${q(all(changes, (c) => c.fresh, 'deny'))}; allow ${q(all(changes, (c) => c.fresh, 'allow'))}; ` +
       `${CHANGE_KINDS.map((k) => `${KIND_NAME[k]} ${q(all(changes.filter((c) => c.kind === k), (c) => c.fresh))}`).join('; ')}). ` +
       `Live flow ${counted(changes, (c) => c.live)}: ${q(all(changes, (c) => c.live))}. --wait answered for ${changes.filter((c) => c.waitMs !== undefined).length} of ${changes.length}: ` +
-      `${q(changes.filter((c) => c.waitMs !== undefined).map((c) => c.waitMs!))}; it answered before the new flows met the verdict (by more than the probe interval) ` +
+      `${q(changes.filter((c) => c.waitMs !== undefined).map((c) => c.waitMs!))}; it had answered when a probe sent later still met the old verdict ` +
       `for ${changes.filter(waitedEarly).length} of ${changes.filter((c) => c.waitMs !== undefined && c.fresh.ms !== undefined).length} changes where both were seen` +
-      `; ${changes.filter((c) => c.staleRevision).length} POSTs answered a store revision no newer than the change before (one that cannot hold the change: the ` +
+      `; ${changes.filter((c) => c.staleRevision).length} POSTs answered a store revision older than their change can have (each change makes one; the ` +
       `\`--wait\` that follows answers at once), ${changes.filter((c) => c.staleRevision && waitedEarly(c)).length} of them among those early answers` +
       `${cli.length ? `, the CLI's exit for ${cli.filter(waitedEarly).length} of ${cli.length}` : ''}. By the CLI: ${cli.length} changes, ${counted(cli, (c) => c.fresh)}: ${q(all(cli, (c) => c.fresh))}. ` +
       `Reference, quoted and not measured: ${CILIUM_REFERENCE}. Target: under 100 ms.`,
