@@ -11,7 +11,8 @@
  *                                        MODE fixed: one socket, one flow for the stream's life;
  *                                        MODE fresh: a socket per probe, bound to the next port of
  *                                        10000..59999, so each probe is a new flow for conntrack
- *                                        (a port comes round again after 50,000 probes)
+ *                                        (the fresh streams of the process share one counter: a
+ *                                        port comes round again after 50,000 of their probes)
  *   stop ID                              ends the stream or listener ID
  * Output, besides the answers:
  *   s ID SEQ SENT_NS                     a probe sent (SEQ counts from 0 per stream)
@@ -54,7 +55,6 @@ struct stream {
 	int fd; /* fixed mode; -1 in fresh mode */
 	struct sockaddr_in dst;
 	uint64_t seq;
-	unsigned next_port;
 };
 
 struct listener {
@@ -66,6 +66,7 @@ struct listener {
 static struct stream streams[MAX_STREAMS];
 static struct listener listeners[MAX_LISTENERS];
 static int current_netns = -1; /* the netns this thread is in, as an fd we opened; -1: the initial one */
+static unsigned next_fresh_port; /* offset from FRESH_FIRST */
 
 static uint64_t now_ns(void)
 {
@@ -245,9 +246,9 @@ static void send_probe(struct stream *s)
 			return;
 		/* A port some other socket holds is skipped. */
 		for (int tries = 0; tries < 16; tries++) {
-			unsigned port = FRESH_FIRST + s->next_port;
+			unsigned port = FRESH_FIRST + next_fresh_port;
 
-			s->next_port = (s->next_port + 1) % FRESH_COUNT;
+			next_fresh_port = (next_fresh_port + 1) % FRESH_COUNT;
 			if (bind_port(fd, port) == 0)
 				break;
 		}
