@@ -31,7 +31,7 @@ import { policyRoutes } from './routes/policy';
 import { makeCniHandler } from './cni-handler';
 import { DEL_QUEUE_NAME, DelQueue, delQueueDirFor } from './delqueue';
 import { buildConflist, installCni } from './install';
-import { AgentOptions, DEFAULT_POD_CIDR } from './options';
+import { AgentOptions, DEFAULT_POD_CIDR, policyMapSizes } from './options';
 import { CNI_HTTP_PATH } from '../cni';
 
 export interface Agent {
@@ -88,7 +88,7 @@ export async function startAgent(opts: AgentOptions, log: Logger = createLogger(
   // Pods reach beyond the node through its stack: this node (network namespace) forwards.
   setIpv4Forwarding(true);
 
-  const datapath = new Datapath({ bpfRoot: opts.bpfRoot, log });
+  const datapath = new Datapath({ bpfRoot: opts.bpfRoot, log, mapSizes: policyMapSizes(opts) });
   const { bpffs } = datapath;
   if (bpffs.mounted) log.info({ mountpoint: bpffs.mounted }, 'mounted a bpffs for the pin root');
   if (bpffs.persistent === 'yes') log.info({ bpfRoot: bpffs.root, why: bpffs.reason }, 'pins outlive the agent');
@@ -186,7 +186,7 @@ export async function startAgent(opts: AgentOptions, log: Logger = createLogger(
   // Policy for every endpoint the records hold, before ADDs are served; enforcement is switched
   // on by its first successful run (an agent upgraded from one without policy drops nothing
   // before every running pod is programmed).
-  policy = startPolicy({ objects, manager, datapath, reconcilers, rtnl: manager.hostNs, nodeName: opts.nodeName, stateDir: opts.stateDir, log });
+  policy = startPolicy({ objects, manager, datapath, reconcilers, rtnl: manager.hostNs, nodeName: opts.nodeName, stateDir: opts.stateDir, resyncMs: opts.resyncInterval * 1000, log });
   await reconcilers.runNow();
 
   const server = new ApiServer(log);

@@ -1,6 +1,6 @@
 // `kelp agent` flags. Every path can be set so several agents (one per "node" network
 // namespace) run side by side on one machine.
-import { hostname } from 'node:os';
+import { hostname, totalmem } from 'node:os';
 export interface AgentOptions {
   runDir: string;
   stateDir: string;
@@ -22,6 +22,27 @@ export interface AgentOptions {
   logFile?: string;
   /** Seconds between runs of every reconciler without a change (drift repair). */
   resyncInterval: number;
+  /** max_entries of kelp_policy4, kelp_ipcache4 and kelp_pct4; unset: from the node's memory (policyMapSizes). */
+  policyEntries?: number;
+  ipcacheEntries?: number;
+  policyCtEntries?: number;
+}
+
+const pow2Floor = (n: number) => 2 ** Math.floor(Math.log2(Math.max(1, n)));
+const clamp = (n: number, lo: number, hi: number) => Math.min(hi, Math.max(lo, n));
+
+/**
+ * Policy map sizes: the flags, else scaled to the node's memory. kelp_policy4 and kelp_ipcache4
+ * are LPM tries allocated per entry, so their size is a ceiling that costs nothing unused;
+ * kelp_pct4 (LRU hash, ~150 bytes an entry with the kernel's overhead) is allocated whole. On a
+ * 24 GiB node: 262,144 policy entries, 65,536 ipcache prefixes, 65,536 tracked flows.
+ */
+export function policyMapSizes(opts: Pick<AgentOptions, 'policyEntries' | 'ipcacheEntries' | 'policyCtEntries'>, memBytes = totalmem()): Record<string, number> {
+  return {
+    kelp_policy4: opts.policyEntries ?? clamp(pow2Floor(memBytes / (96 * 1024)), 65536, 4 * 1024 * 1024),
+    kelp_ipcache4: opts.ipcacheEntries ?? clamp(pow2Floor(memBytes / (384 * 1024)), 16384, 1024 * 1024),
+    kelp_pct4: opts.policyCtEntries ?? clamp(pow2Floor(memBytes / (384 * 1024)), 16384, 1024 * 1024),
+  };
 }
 
 interface FlagSpec {
@@ -48,6 +69,9 @@ const FLAGS: FlagSpec[] = [
   { key: 'inCluster', flag: '--in-cluster', kind: 'boolean', help: "Kubernetes mode with the pod's service account (as a DaemonSet)" },
   { key: 'nodeName', flag: '--node-name', kind: 'string', help: 'node name (pods with another spec.nodeName are ignored)' },
   { key: 'resyncInterval', flag: '--resync-interval', kind: 'number', help: 'seconds between full reconciles without a change: maps drifted from the desired state are repaired' },
+  { key: 'policyEntries', flag: '--policy-entries', kind: 'number', help: 'kelp_policy4 size (policy entries for all endpoints; default scaled to the node\'s memory: 262144 at 24 GiB)' },
+  { key: 'ipcacheEntries', flag: '--ipcache-entries', kind: 'number', help: 'kelp_ipcache4 size (pod addresses and policy CIDRs; default scaled to memory: 65536 at 24 GiB)' },
+  { key: 'policyCtEntries', flag: '--policy-ct-entries', kind: 'number', help: 'kelp_pct4 size (flows tracked for policy; default scaled to memory: 65536 at 24 GiB)' },
   { key: 'logLevel', flag: '--log-level', kind: 'string', help: 'trace|debug|info|warn|error' },
   { key: 'logFile', flag: '--log-file', kind: 'string', help: 'log to this file instead of stderr' },
 ];

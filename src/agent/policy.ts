@@ -4,9 +4,8 @@
 import { readFileSync, renameSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import type { Datapath } from '../datapath/loader';
-import { applyPolicyMaps, gcPolicyCt, ipcache4Info, ipcache4Key, policy4Key, policy4Verdict, PolicyMaps, policyMapsOf, setPolicyEnforcement } from '../datapath/policy';
+import { ipcache4Info, ipcache4Key, policy4Key, policy4Verdict, PolicyMaps, PolicyWriter, setPolicyEnforcement } from '../datapath/policy';
 import { IDENTITY_ANY, IDENTITY_HOST, IDENTITY_WORLD, IPPROTO, PolicyDirection, PolicyVerdict, RULE_ISOLATED } from '../datapath/policy-types';
-import { monotonicNs } from '../datapath/nat';
 import type { EndpointManager } from '../endpoint/manager';
 import type { EndpointRecord } from '../endpoint/state';
 import type { Logger } from '../log';
@@ -53,6 +52,8 @@ export interface AgentPolicyDeps {
   rtnl: Rtnl;
   nodeName: string;
   stateDir: string;
+  /** The loop's resync interval: at least this often the writer reads the maps back and repairs drift. */
+  resyncMs: number;
   log: Logger;
 }
 
@@ -65,7 +66,11 @@ export function endpointPod(rec: Pick<EndpointRecord, 'pod' | 'containerId'>): s
 
 export function startPolicy(deps: AgentPolicyDeps): AgentPolicy {
   const { objects, log } = deps;
-  const maps = policyMapsOf(deps.datapath.lxc);
+  const maps = deps.datapath.policyMaps();
+  // Diffs against what it wrote last (reading 50,000 entries back costs ~0.6 s); reads the maps
+  // back at every resync, so an entry changed behind its back is repaired then.
+  const writer = new PolicyWriter(maps);
+  let lastReadBack = 0;
   const allocator = new IdentityAllocator();
   const file = path.join(deps.stateDir, IDENTITIES_FILE);
   try {
@@ -101,7 +106,9 @@ export function startPolicy(deps: AgentPolicyDeps): AgentPolicy {
       },
       allocator,
     );
-    const applied = applyPolicyMaps(maps, res.desired);
+    const resync = Date.now() - lastReadBack >= deps.resyncMs;
+    const applied = writer.apply(res.desired, { resync });
+    if (resync) lastReadBack = Date.now();
     model = res.model;
     const snap = allocator.snapshot();
     if (snap !== saved) {
@@ -128,7 +135,7 @@ export function startPolicy(deps: AgentPolicyDeps): AgentPolicy {
 
   const gc = setInterval(() => {
     try {
-      const r = gcPolicyCt(deps.datapath.lxc.map('kelp_pct4'), monotonicNs());
+      const r = deps.datapath.gcPolicyCt();
       if (r.deleted) log.debug(r, 'policy conntrack collected');
     } catch (err) {
       log.warn({ err }, 'policy conntrack collection failed');

@@ -785,9 +785,7 @@ const AUDIT_MODE: Case[] = [
   },
 ];
 
-// Gated until the policy implementation is wired into the agent: the lead removes this gate
-// (KELP_POLICY_MATRIX) when it lands, so every case below runs on every run.
-describe.skipIf(process.env.KELP_POLICY_MATRIX !== '1')('policy matrix cases', () => {
+describe('policy matrix cases', () => {
   describe.each([
     ['NetworkPolicy', NETWORK_POLICY],
     ['ClusterNetworkPolicy', CLUSTER_NETWORK_POLICY],

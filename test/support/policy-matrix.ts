@@ -15,6 +15,7 @@ import readline from 'node:readline';
 import { KELP_BIN, Sandbox } from '../../src/sandbox';
 import { DropReason, dropReasonName, MetricsReason } from '../../src/datapath/drop';
 import { startSandbox } from './e2e';
+import { requestJson } from '../../src/cli/client';
 
 // ---------------------------------------------------------------------------------------------
 // The topology, fixed: cases are written against these labels and ports.
@@ -395,6 +396,7 @@ export class PolicyMatrix {
   private readonly peers = new Map<Source | 'outside', ProbePeer>();
   private readonly labels: { pods: Record<string, Labels>; namespaces: Record<string, Labels> };
   private steps = 0;
+  private lastProbes?: Map<string, ProbeResult>;
 
   private constructor(sb: Sandbox, t: Topology) {
     this.sb = sb;
@@ -515,7 +517,40 @@ export class PolicyMatrix {
   /** Probes the full matrix against `e`; returns the readable difference, '' when none. */
   async check(e: Expectation): Promise<string> {
     const expected = expectedMatrix(this.t, e);
-    return compare(this.t, expected, await this.probe(expected));
+    const actual = await this.probe(expected);
+    this.lastProbes = actual;
+    return compare(this.t, expected, actual);
+  }
+
+  /**
+   * `kelp policy trace` for every probe from a pod to a pod or the outside of the last check:
+   * its verdict must be what the packets met, and its datapath lookups (the pinned maps) must
+   * agree with its explanation on every side. Returns the disagreements, '' when none.
+   */
+  async checkTrace(): Promise<string> {
+    const keys = [...(this.lastProbes?.keys() ?? [])].filter((k) => {
+      const [from, to] = k.split(' ');
+      // A pod reaching itself never leaves its namespace: no datapath, no policy.
+      return from !== 'node' && to !== 'node' && from !== to;
+    });
+    const problems: string[] = [];
+    let i = 0;
+    const worker = async () => {
+      while (i < keys.length) {
+        const key = keys[i++];
+        const [from, to, port] = key.split(' ') as [Source, Destination, PortKey];
+        const { proto, port: n } = parsePort(port);
+        const q = new URLSearchParams({ from, to: to.includes('/') ? to : this.target(to), protocol: proto.toUpperCase(), port: String(n) });
+        const res = await requestJson<{ explanation: { allowed: boolean }; datapath: Array<{ direction: string; agrees: boolean }>; text: string }>(this.sb.socketPath, 'GET', `/v1/policy/trace?${q.toString()}`);
+        const met = this.lastProbes!.get(key)!.ok;
+        const disagree = res.datapath.filter((d) => !d.agrees).map((d) => d.direction);
+        if (res.explanation.allowed !== met || disagree.length > 0) {
+          problems.push(`${key}: packets ${met ? 'passed' : 'dropped'}, trace says ${res.explanation.allowed ? 'allowed' : 'denied'}${disagree.length ? `, maps disagree on ${disagree.join(' and ')}` : ''}\n${res.text}`);
+        }
+      }
+    };
+    await Promise.all(Array.from({ length: 8 }, worker));
+    return problems.length ? `kelp policy trace disagrees on ${problems.length} of ${keys.length} flows:\n${problems.slice(0, 5).join('\n')}` : '';
   }
 
   /**
@@ -543,6 +578,8 @@ export class PolicyMatrix {
         const before = s.reported && (await this.counters());
         const diff = await this.check(s.expect);
         if (diff) throw new Error(`${where}: ${diff}`);
+        const traced = await this.checkTrace();
+        if (traced) throw new Error(`${where}: ${traced}`);
         if (s.reported) this.checkReported(where, s.reported, before!, await this.counters());
         await s.also?.(this);
       }

@@ -51,7 +51,7 @@ export function generateWorld(seed: number): World {
   const meta = (name: string) => ({
     name,
     labels: {},
-    annotations: r.chance(0.12) ? { 'policy.kelp.dev/audit': 'true' } : {},
+    annotations: (r.chance(0.12) ? { 'policy.kelp.dev/audit': 'true' } : {}) as Record<string, string>,
   });
 
   const namespaces: NamespaceObject[] = NAMESPACES.map((name) => ({ apiVersion: 'v1', kind: 'Namespace', metadata: { name, labels: { ...labels(), 'kubernetes.io/metadata.name': name }, annotations: {} } }));

@@ -40,6 +40,10 @@ const rawEvent: RawEvent = {
   daddr: '10.77.0.3',
   sport: 40000,
   dport: 53,
+  policyId: 0,
+  rule: 0,
+  tier: 0,
+  action: 0,
 };
 
 describe('endpoint_key', () => {
