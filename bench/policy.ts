@@ -50,6 +50,7 @@ export const LIVE_P99 = 'apply → enforced p99, live flow';
 export const WAIT_P50 = 'apply → --wait answer (programmed) p50';
 export const WAIT_P99 = 'apply → --wait answer (programmed) p99';
 export const POST_P50 = 'apply → POST /v1/objects answered p50';
+export const RUN_P50 = "the agent's policy run (compile + map update, its own timing) p50";
 export const CLI_ENF_P50 = '`kelp apply --wait` spawn → enforced p50, new flows';
 export const CLI_WAIT_P50 = '`kelp apply --wait` process, spawn → exit p50';
 export const RR = 'TCP_RR';
@@ -343,6 +344,8 @@ interface MapRow {
 interface Status {
   endpoints: number;
   maps: MapRow[];
+  /** The policy reconciler's last run, as the agent timed it (compile and map update). */
+  policy?: { lastRun: { ms: number } | null } | null;
 }
 
 /** `kelp apply` as the CLI makes it: POST /v1/objects; returns the store revision holding the change. */
@@ -485,6 +488,8 @@ interface Change {
   staleRevision?: boolean;
   /** Until the `--wait` answer, or the CLI's exit. */
   waitMs?: number;
+  /** The agent's own time for its last policy run, read once the change was seen. */
+  runMs?: number;
 }
 
 interface ChangeRunner {
@@ -541,6 +546,8 @@ async function change(sb: Sandbox, prober: Prober, state: ChangeRunner, kind: Ch
   await prober.until(decided, ENFORCE_TIMEOUT_MS + LIVE_EXTRA_MS);
   decided();
   await applied;
+  // Outside the timed window: GET /v1/status reads every map.
+  const runMs = (await requestJson<Status>(sb.socketPath, 'GET', '/v1/status')).policy?.lastRun?.ms;
   if (freshOk) state.freshFailures = freshSeen === undefined ? state.freshFailures + 1 : 0;
   if (liveOk) state.liveFailures = liveSeen === undefined ? state.liveFailures + 1 : 0;
   return {
@@ -551,6 +558,7 @@ async function change(sb: Sandbox, prober: Prober, state: ChangeRunner, kind: Ch
     postMs,
     revision,
     waitMs,
+    runMs,
   };
 }
 
@@ -565,7 +573,7 @@ function waitedEarly(c: Change): boolean {
 function traceLine(c: Change): string {
   const d = (x: Detection) => (x.skipped ? `not timed (${x.skipped})` : x.ms === undefined ? 'not seen' : `${num(x.ms)} ms`);
   const ms = (x?: number) => (x === undefined || Number.isNaN(x) ? '—' : `${num(x)} ms`);
-  return `${KIND_NAME[c.kind]} → ${c.verdict}: new flows ${d(c.fresh)}, live flow ${d(c.live)}, POST ${ms(c.postMs)}${c.revision !== undefined ? ` (revision ${c.revision}${c.staleRevision ? ', older than this change' : ''})` : ''}, --wait ${ms(c.waitMs)}${waitedEarly(c) ? ` (before a probe at ${num(c.fresh.oldMs!)} ms met the old verdict)` : ''}`;
+  return `${KIND_NAME[c.kind]} → ${c.verdict}: new flows ${d(c.fresh)}, live flow ${d(c.live)}, POST ${ms(c.postMs)}${c.revision !== undefined ? ` (revision ${c.revision}${c.staleRevision ? ', older than this change' : ''})` : ''}, run ${ms(c.runMs)}, --wait ${ms(c.waitMs)}${waitedEarly(c) ? ` (before a probe at ${num(c.fresh.oldMs!)} ms met the old verdict)` : ''}`;
 }
 
 // ---- ready → reachable ----------------------------------------------------------------------
@@ -742,6 +750,8 @@ export async function benchPolicy(cfg: BenchConfig, tag: string): Promise<Figure
         fig.record(WAIT_P99, label, 'ms', wait.p99);
       }
       if (post.length) fig.record(POST_P50, label, 'ms', median(post));
+      const runs = log.changes.filter((c) => c.runMs !== undefined).map((c) => c.runMs!);
+      if (runs.length) fig.record(RUN_P50, label, 'ms', median(runs));
       const cliFresh = msOf(log.cli, (c) => c.fresh);
       if (cliFresh.length) fig.record(CLI_ENF_P50, label, 'ms', median(cliFresh));
       const cliWait = log.cli.filter((c) => c.waitMs !== undefined).map((c) => c.waitMs!);
@@ -749,7 +759,7 @@ export async function benchPolicy(cfg: BenchConfig, tag: string): Promise<Figure
       const show = (q?: { p50: number; p99: number }) => (q ? `p50 ${num(q.p50)} ms, p99 ${num(q.p99)} ms` : 'not enforced');
       say(
         `${log.changes.length} changes: new flows ${show(fresh)} (${msOf(log.changes, (c) => c.fresh).length} seen); live flow ${show(live)}; ` +
-          `--wait ${show(wait)}; POST ${post.length ? `${num(median(post))} ms` : '?'}; ` +
+          `--wait ${show(wait)}; POST ${post.length ? `${num(median(post))} ms` : '?'}; agent's policy run ${runs.length ? `${num(median(runs))} ms` : '?'}; ` +
           `${log.cli.length} by the CLI: enforced ${cliFresh.length ? `${num(median(cliFresh))} ms` : '—'}, process ${cliWait.length ? `${num(median(cliWait))} ms` : '—'}`,
       );
 
@@ -845,7 +855,9 @@ function notes(fig: Figure, cfg: BenchConfig, logs: RoundLog[], snaps: MemorySna
       '"live flow": one socket, an established flow, reached only by revocation. For a deny, the first probe lost with every later one lost too ' +
       `(${QUIET} in a row); for an allow, the first probe sent after t0 that arrived. A stream not showing the new verdict within ${ENFORCE_TIMEOUT_MS} ms ` +
       `(the live flow: ${LIVE_EXTRA_MS} ms after the new flows) counts as not enforced; after ${GIVE_UP} such changes in a row it is no longer waited for. ` +
-      `"--wait answer": the GET /v1/programmed?revision=N that \`kelp apply --wait\` makes, asked right after the POST. ${cfg.policyCliChanges} more changes per round ` +
+      `"--wait answer": the GET /v1/programmed?revision=N that \`kelp apply --wait\` makes, asked right after the POST. "The agent's policy run": ` +
+      'its own timing of its last policy reconciler run (compile and map update; `kelp status`, read after each change, outside the timed window). ' +
+      `${cfg.policyCliChanges} more changes per round ` +
       'by the `kelp apply -f F --wait` process, timed from its spawn (Node start-up included).',
     `This run: new flows ${counted(changes, (c) => c.fresh)}: ${q(freshAll)} (deny ${q(all(changes, (c) => c.fresh, 'deny'))}; allow ${q(all(changes, (c) => c.fresh, 'allow'))}; ` +
       `${CHANGE_KINDS.map((k) => `${KIND_NAME[k]} ${q(all(changes.filter((c) => c.kind === k), (c) => c.fresh))}`).join('; ')}). ` +
