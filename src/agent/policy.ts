@@ -133,6 +133,8 @@ export function startPolicy(deps: AgentPolicyDeps): AgentPolicy {
   const reconciler = policyReconciler({ run, enable: () => setPolicyEnforcement(maps, true), log });
   deps.reconcilers.add(reconciler);
 
+  // Opened now, not at the first collection: the agent's descriptors stay as they are from start.
+  deps.datapath.map('kelp_pct4');
   const gc = setInterval(() => {
     try {
       const r = deps.datapath.gcPolicyCt();

@@ -152,10 +152,20 @@ function membersOf(inputs: PolicyCompileInputs): Member[] {
   });
   const out: Member[] = [];
   const seen = new Set<string>();
+  const local = new Map<string, Member>();
   for (const ep of [...inputs.localEndpoints].sort((a, b) => a.epId - b.epId)) {
-    if (seen.has(ep.pod)) continue;
+    // A pod with several interfaces on kelp networks (podman network connect, Multus) is one
+    // member: its addresses are all its own, and every one of its endpoints gets its entries.
+    const same = local.get(ep.pod);
+    if (same) {
+      same.ips = [...new Set([...same.ips, ...canonical(ep.ips)])];
+      (same.moreEpIds ??= []).push(ep.epId);
+      continue;
+    }
     seen.add(ep.pod);
-    out.push({ ...member(ep.pod, podByKey.get(ep.pod), canonical(ep.ips)), epId: ep.epId });
+    const m: Member = { ...member(ep.pod, podByKey.get(ep.pod), canonical(ep.ips)), epId: ep.epId };
+    local.set(ep.pod, m);
+    out.push(m);
   }
   for (const [key, pod] of [...podByKey].sort(([a], [b]) => byKey(a, b))) {
     if (seen.has(key) || !policyPod(pod)) continue;
@@ -239,6 +249,15 @@ function identitiesOf(members: Member[], cidrs: PolicyCidrs, egressNames: readon
     if (own === undefined) continue;
     m.identity = numbers.get(own.key)!;
     cache.set(`${own.ip}/32`, m.identity);
+    // A pod's further IPv4 addresses (a second kelp interface) are the same peer. Known limit:
+    // its identity's CIDR set is its first address's, so an ipBlock telling the pod's two
+    // addresses apart sees both as the first.
+    for (const ip of m.ips) {
+      const addr = ip.includes(':') ? undefined : v4(ip);
+      if (addr === undefined || ip === own.ip || ipOwner.has(addr)) continue;
+      ipOwner.set(addr, m);
+      cache.set(`${ip}/32`, m.identity);
+    }
   }
   for (const ip of canonical(nodeIps)) if (!ip.includes(':')) cache.set(`${ip}/32`, IDENTITY_HOST);
   return ids;
@@ -422,7 +441,14 @@ export function compilePolicy(inputs: PolicyCompileInputs, allocator: IdentityAl
   for (const p of policies) for (const m of subjects.members(p.spec.subject)) selecting.get(m)!.push(p);
 
   const entries: PolicyEntry[] = [];
-  for (const ep of locals) for (const dir of DIRECTIONS) sideEntries(ep, dir, sideOf(selecting.get(ep)!, dir), matches, ids, entries);
+  for (const ep of locals) {
+    for (const dir of DIRECTIONS) {
+      const first = entries.length;
+      sideEntries(ep, dir, sideOf(selecting.get(ep)!, dir), matches, ids, entries);
+      const last = entries.length;
+      for (const epId of ep.moreEpIds ?? []) for (let i = first; i < last; i++) entries.push({ ...entries[i], epId });
+    }
+  }
 
   const desired: PolicyMapsDesired = {
     ipcache: ids.ipcache,

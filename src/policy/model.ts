@@ -31,6 +31,8 @@ export interface Member {
   identity?: number;
   /** Datapath endpoint id, for the pods on this node. */
   epId?: number;
+  /** The pod's other endpoints on this node (one per further kelp interface): the same entries. */
+  moreEpIds?: number[];
 }
 
 /** What an identity stands for. */

@@ -101,7 +101,19 @@ it('replaces an agent of layout 1 by one of layout 2 under traffic: no packet lo
   const c = await sb.addPod('c');
   const stateBefore = nodeState(sb);
   // Both builds have these in layout 1: the same pins throughout.
-  const unchanged = ['kelp_endpoint_cache', 'kelp_endpoints', 'kelp_events', 'kelp_metrics', 'kelp_metrics_fwd', 'kelp_nomasq4'];
+  const unchanged = [
+    'kelp_endpoint_cache',
+    'kelp_endpoints',
+    'kelp_events',
+    'kelp_frag4',
+    'kelp_ipcache4',
+    'kelp_metrics',
+    'kelp_metrics_fwd',
+    'kelp_nomasq4',
+    'kelp_pct4',
+    'kelp_policy4',
+    'kelp_policy_config',
+  ];
   expect(pinNames()).toEqual([...unchanged, 'kelp_ct4', 'kelp_snat4'].sort());
 
   const podStream = await startStream(b.netns, a.netns, b.ip, 5001);

@@ -204,6 +204,26 @@ describe('compiled shape', () => {
     expect(desired.ipcache.get('10.0.9.1/32')).toBe(IDENTITY_HOST);
   });
 
+  it('a pod with two endpoints here (two kelp interfaces) gets the same entries on both, and both addresses are its own', () => {
+    for (let seed = 1; seed <= 50; seed++) {
+      const w = generateWorld(seed);
+      const inputs = inputsFor(w, 'A');
+      const ep = inputs.localEndpoints[0];
+      if (!ep) continue;
+      const second = { epId: 9999, pod: ep.pod, ips: ['10.0.99.99'] };
+      const { desired } = compilePolicy({ ...inputs, localEndpoints: [...inputs.localEndpoints, second] }, new IdentityAllocator());
+      const strip = (epId: number) =>
+        desired.policy
+          .filter((e) => e.epId === epId)
+          .map((e) => JSON.stringify({ ...e, epId: 0 }))
+          .sort();
+      expect(strip(9999).length).toBeGreaterThan(0);
+      expect(strip(9999)).toEqual(strip(ep.epId));
+      const first = ep.ips.find((ip) => !ip.includes(':'));
+      if (first) expect(desired.ipcache.get('10.0.99.99/32')).toBe(desired.ipcache.get(`${first}/32`));
+    }
+  });
+
   it('entries are unique per key, and each identity with entries has its own all-protocols entry', () => {
     for (let seed = 1; seed <= 200; seed++) {
       const { desired } = compilePolicy(inputsFor(generateWorld(seed), 'A'), new IdentityAllocator());
