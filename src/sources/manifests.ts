@@ -5,7 +5,7 @@
 import { constants as fsc, promises as fsp, watch, FSWatcher, mkdirSync, closeSync, fstatSync, openSync, readSync, Stats } from 'node:fs';
 import path from 'node:path';
 import { parseAllDocuments } from 'yaml';
-import { KelpObject, ManifestError, validateObject } from './objects';
+import { KelpObject, ManifestError, objectKey, validateObject } from './objects';
 import { ObjectStore } from './store';
 import type { StateSource } from './source';
 import type { Logger } from '../log';
@@ -106,7 +106,7 @@ export class ManifestDir implements StateSource {
   private watcher?: FSWatcher;
   private timer?: NodeJS.Timeout;
   private scanning?: Promise<void>;
-  private rescanWanted = false;
+  private nextScan?: Promise<void>;
   private readonly good = new Map<string, { mtimeMs: number; size: number; objects: KelpObject[] }>();
   readonly problems = new Map<string, string>();
   private markSynced!: () => void;
@@ -147,20 +147,57 @@ export class ManifestDir implements StateSource {
     this.timer = setTimeout(() => void this.scan(), 50);
   }
 
-  /** Re-reads changed files and applies the union of all good files to the store. */
+  /**
+   * Re-reads changed files and applies the union of all good files to the store. Resolves once a
+   * scan that started after the call is done: a scan already running may have read the
+   * directory before the caller's change (callers share the one scan queued behind it).
+   */
   scan(): Promise<void> {
-    if (this.scanning) {
-      this.rescanWanted = true;
+    if (!this.scanning) {
+      this.scanning = this.doScan().finally(() => {
+        this.scanning = undefined;
+      });
       return this.scanning;
     }
-    this.scanning = this.doScan().finally(() => {
-      this.scanning = undefined;
-      if (this.rescanWanted) {
-        this.rescanWanted = false;
-        void this.scan();
+    this.nextScan ??= this.scanning
+      .catch(() => undefined)
+      .then(() => {
+        this.nextScan = undefined;
+        return this.scan();
+      });
+    return this.nextScan;
+  }
+
+  /**
+   * Files `kelp apply`/`kelp delete` has just written (`objects`) or removed (none), taken into
+   * the store at once as the next scan would take them, without re-reading the directory (a
+   * scan stats every file: ~60 ms at 2,000 of them). The watcher's scan that follows finds them
+   * unchanged.
+   */
+  async applyWritten(changes: ReadonlyArray<{ name: string; objects?: KelpObject[] }>): Promise<void> {
+    // A scan that began before the files were written may still put what it read then: let it
+    // finish first. One beginning later reads the new files, as this does.
+    while (this.scanning) await this.scanning.catch(() => undefined);
+    const touched = new Map<string, KelpObject>();
+    for (const ch of changes) {
+      for (const o of this.good.get(ch.name)?.objects ?? []) touched.set(objectKey(o), o);
+      this.problems.delete(ch.name);
+      if (ch.objects) {
+        const st = await fsp.stat(path.join(this.dir, ch.name));
+        this.good.set(ch.name, { mtimeMs: st.mtimeMs, size: st.size, objects: ch.objects });
+        for (const o of ch.objects) touched.set(objectKey(o), o);
+      } else {
+        this.good.delete(ch.name);
       }
-    });
-    return this.scanning;
+    }
+    // The union's answer for each touched object: the last good file defining it, as in doScan.
+    const winner = new Map<string, KelpObject>();
+    for (const { objects } of this.good.values()) for (const o of objects) if (touched.has(objectKey(o))) winner.set(objectKey(o), o);
+    for (const [key, o] of touched) {
+      const now = winner.get(key);
+      if (now) this.store.upsert(this.name, now);
+      else this.store.remove(this.name, o.kind, o.metadata.namespace, o.metadata.name);
+    }
   }
 
   private async doScan(): Promise<void> {

@@ -93,6 +93,49 @@ describe('ManifestDir', () => {
     }
   });
 
+  // Found by the policy benchmark: scan() handed a caller the scan already running, which could
+  // have read the directory before the caller's write, so `kelp apply --wait` answered a
+  // revision without the change (100 of 160 times under load).
+  it('scan() resolves only after a scan that began after the call: a write just before it is in the store', async () => {
+    const dir = tempDir();
+    const store = new ObjectStore();
+    const md = new ManifestDir(dir, store, silentLogger);
+    await md.start();
+    try {
+      for (let i = 0; i < 200; i++) writeFileSync(path.join(dir, `ns-${i}.yaml`), `apiVersion: v1\nkind: Namespace\nmetadata: {name: ns-${i}}\n`);
+      const running = md.scan(); // reads 200 files: past its readdir and still running at the write below
+      await new Promise((r) => setTimeout(r, 3));
+      writeFileSync(path.join(dir, 'late.yaml'), 'apiVersion: v1\nkind: Namespace\nmetadata: {name: late}\n');
+      await md.scan();
+      expect(store.get('Namespace', undefined, 'late')).toBeDefined();
+      await running;
+    } finally {
+      md.stop();
+    }
+  });
+
+  it('applyWritten takes files kelp apply wrote into the store at once, as a scan would, and a delete out', async () => {
+    const dir = tempDir();
+    const store = new ObjectStore();
+    const md = new ManifestDir(dir, store, silentLogger);
+    await md.start();
+    try {
+      const text = 'apiVersion: v1\nkind: Namespace\nmetadata: {name: direct, labels: {a: b}}\n';
+      writeFileSync(path.join(dir, 'direct.yaml'), text);
+      const rev = store.revision;
+      await md.applyWritten([{ name: 'direct.yaml', objects: parseManifests(text, 'direct.yaml') }]);
+      expect(store.get('Namespace', undefined, 'direct')?.metadata.labels).toMatchObject({ a: 'b' });
+      expect(store.revision).toBe(rev + 1);
+      await md.scan(); // finds the file as applyWritten recorded it: nothing changes
+      expect(store.revision).toBe(rev + 1);
+      unlinkSync(path.join(dir, 'direct.yaml'));
+      await md.applyWritten([{ name: 'direct.yaml' }]);
+      expect(store.get('Namespace', undefined, 'direct')).toBeUndefined();
+    } finally {
+      md.stop();
+    }
+  });
+
   // Found from outside: a FIFO named *.yaml blocked the scan for good, a symlink to /dev/zero
   // was read until V8's string limit, and a 50 MB file took the agent to 2 GB.
   it('reads only regular files under the size limit; a bad file is rejected by name and the rest applied', async () => {

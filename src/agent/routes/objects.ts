@@ -32,22 +32,26 @@ export function objectRoutes(server: ApiServer, c: RouteContext): void {
       }
     }
     const results: Array<{ key: string; action: string }> = [];
+    const written = new Map<string, KelpObject[] | undefined>();
     for (const o of parsed) {
       const key = objectKey(o);
       const ref = objectRef(o);
       const file = path.join(c.manifests.dir, `${key.replace(/\//g, '_').replace(/__/g, '_')}.json`);
       if (remove) {
         await fsp.rm(file, { force: true });
+        written.set(path.basename(file), undefined);
         results.push({ key: ref, action: 'deleted' });
       } else {
         const existed = c.objects.get(o.kind, o.metadata.namespace, o.metadata.name) !== undefined;
         const tmp = path.join(c.manifests.dir, `.${path.basename(file)}.tmp`);
         await fsp.writeFile(tmp, JSON.stringify(o, null, 2));
         await fsp.rename(tmp, file);
+        written.set(path.basename(file), [o]);
         results.push({ key: ref, action: existed ? 'configured' : 'created' });
       }
     }
-    await c.manifests.scan();
+    // Into the store now, so the revision answered holds this change (--wait waits for it).
+    await c.manifests.applyWritten([...written].map(([name, objects]) => ({ name, objects })));
     // The store revision that holds this change: `kelp apply --wait` waits until it is programmed.
     return { status: 200, body: { results, revision: c.objects.revision } };
   };
