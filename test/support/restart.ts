@@ -4,7 +4,6 @@
 import { ChildProcess, spawn } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync, readlinkSync } from 'node:fs';
 import path from 'node:path';
-import { expect } from 'vitest';
 import { openPinnedMap } from '../../src/bpf';
 import { endpointKey } from '../../src/datapath/structs';
 import type { EndpointRecord } from '../../src/endpoint/state';
@@ -329,6 +328,8 @@ export async function startPing(netns: string, ip: string): Promise<Pinger> {
  * unaltered with no error on either side, and no ping went unanswered (more than 100 answered).
  */
 export async function stopAndExpectNoLoss(streams: Stream[], pings: Pinger[]): Promise<StreamResult[]> {
+  // Loaded here, not at the top: bench/restart.ts uses this file's helpers outside vitest.
+  const { expect } = await import('vitest');
   const results = await Promise.all(streams.map((s) => s.stop()));
   const pinged = await Promise.all(pings.map((p) => p.stop()));
   const report = JSON.stringify({ streams: results, pings: pinged });
