@@ -2,7 +2,7 @@
 // A file that fails to parse or validate is rejected as a whole, with the file, document and
 // field named; the last good version of that file stays in effect, so a typo never deletes pods'
 // state. The agent keeps running.
-import { constants as fsc, promises as fsp, watch, FSWatcher, mkdirSync, closeSync, fstatSync, openSync, readSync, Stats } from 'node:fs';
+import { constants as fsc, watch, FSWatcher, mkdirSync, closeSync, fstatSync, openSync, readdirSync, readSync, statSync, Stats } from 'node:fs';
 import path from 'node:path';
 import { parseAllDocuments } from 'yaml';
 import { KelpObject, ManifestError, objectKey, validateObject } from './objects';
@@ -183,7 +183,7 @@ export class ManifestDir implements StateSource {
       for (const o of this.good.get(ch.name)?.objects ?? []) touched.set(objectKey(o), o);
       this.problems.delete(ch.name);
       if (ch.objects) {
-        const st = await fsp.stat(path.join(this.dir, ch.name));
+        const st = statSync(path.join(this.dir, ch.name));
         this.good.set(ch.name, { mtimeMs: st.mtimeMs, size: st.size, objects: ch.objects });
         for (const o of ch.objects) touched.set(objectKey(o), o);
       } else {
@@ -200,8 +200,13 @@ export class ManifestDir implements StateSource {
     }
   }
 
+  // Synchronous on purpose: a stat through libuv's thread pool costs ~30 µs of hops, one on the
+  // main thread ~2 µs, and a scan stats every file (2,000 files: ~60 ms async, ~4 ms sync). Reads
+  // are sync already (readManifestFileSync) and only for changed files.
   private async doScan(): Promise<void> {
-    const names = (await fsp.readdir(this.dir)).filter((n) => MANIFEST_EXT.test(n) && !n.startsWith('.')).sort();
+    const names = readdirSync(this.dir)
+      .filter((n) => MANIFEST_EXT.test(n) && !n.startsWith('.'))
+      .sort();
     const present = new Set(names);
     for (const name of [...this.good.keys()]) if (!present.has(name)) this.good.delete(name);
     for (const name of [...this.problems.keys()]) if (!present.has(name)) this.problems.delete(name);
@@ -209,7 +214,7 @@ export class ManifestDir implements StateSource {
       const file = path.join(this.dir, name);
       let st;
       try {
-        st = await fsp.stat(file);
+        st = statSync(file);
       } catch {
         continue;
       }
