@@ -19,6 +19,9 @@ interface Driver {
   namespace(name: string): Promise<void>;
   pod(ns: string, name: string, labels: Record<string, string>): Promise<void>;
   deletePod(ns: string, name: string): Promise<void>;
+  /** Creates any other object (a policy). */
+  object(o: { apiVersion: string; kind: string; metadata: { name: string; namespace: string } }): Promise<void>;
+  deleteObject(o: { apiVersion: string; kind: string; metadata: { name: string; namespace: string } }): Promise<void>;
   stop(): Promise<void>;
 }
 
@@ -37,6 +40,8 @@ async function manifestsDriver(): Promise<Driver> {
     namespace: async (name) => writeFileSync(file('', 'ns', name), JSON.stringify({ apiVersion: 'v1', kind: 'Namespace', metadata: { name } })),
     pod: async (ns, name, labels) => writeFileSync(file(ns, 'pod', name), JSON.stringify(podManifest(ns, name, labels, sb.node))),
     deletePod: async (ns, name) => rmSync(file(ns, 'pod', name)),
+    object: async (o) => writeFileSync(file(o.metadata.namespace, o.kind, o.metadata.name), JSON.stringify(o)),
+    deleteObject: async (o) => rmSync(file(o.metadata.namespace, o.kind, o.metadata.name)),
     stop: () => sb.stop(),
   };
 }
@@ -70,6 +75,8 @@ async function kubernetesDriver(): Promise<Driver> {
       else api.objects.create(podManifest(ns, name, labels, sb.node));
     },
     deletePod: async (ns, name) => void api.objects.delete({ apiVersion: 'v1', kind: 'Pod', namespace: ns, name }),
+    object: async (o) => void api.objects.create(o),
+    deleteObject: async (o) => void api.objects.delete({ apiVersion: o.apiVersion, kind: o.kind, namespace: o.metadata.namespace, name: o.metadata.name }),
     stop: async () => {
       await sb?.stop();
       await bridge?.close();
@@ -122,5 +129,37 @@ describe.each([
     await d.sb.startAgent();
     await eventually('the missed label', () => pod('shop', 'web')?.labels.tier === 'front');
     expect(pod('shop', 'cache')).toMatchObject({ state: 'Pending', labels: { app: 'cache' } });
+  });
+
+  it('a NetworkPolicy is enforced, follows a label change of its peer, and lets go when deleted', async () => {
+    const web = d.sb.pods.get('shop/web')!;
+    const db = d.sb.pods.get('shop/db')!;
+    const pings = () => {
+      try {
+        return /1 received/.test(d.sb.exec(web.netns, 'ping', ['-c', '1', '-W', '1', db.ip]));
+      } catch {
+        return false;
+      }
+    };
+    await d.pod('shop', 'db', { app: 'db' }); // its object went in the second test
+    await d.pod('shop', 'web', { app: 'web' });
+    const policy = {
+      apiVersion: 'networking.k8s.io/v1',
+      kind: 'NetworkPolicy',
+      metadata: { name: 'db-from-web', namespace: 'shop' },
+      spec: { podSelector: { matchLabels: { app: 'db' } }, ingress: [{ from: [{ podSelector: { matchLabels: { app: 'web' } } }] }] },
+    };
+    await d.object(policy);
+    await eventually('the policy in the store', () => d.sb.kelp('get', 'policies').includes('db-from-web'));
+    expect(pings()).toBe(true);
+    await d.pod('shop', 'web', { app: 'other' });
+    await eventually('web, no longer app=web, is dropped', () => !pings());
+    expect(d.sb.kelp('get', 'counters')).toMatch(/POLICY_DENY/);
+    await d.pod('shop', 'web', { app: 'web' });
+    await eventually('web, app=web again, gets through', () => pings());
+    await d.pod('shop', 'web', { app: 'other' });
+    await eventually('dropped again', () => !pings());
+    await d.deleteObject(policy);
+    await eventually('the policy deleted: everything gets through', () => pings());
   });
 });
