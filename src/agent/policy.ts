@@ -150,7 +150,7 @@ export function startPolicy(deps: AgentPolicyDeps): AgentPolicy {
     maps,
     model: () => model,
     last: () => last,
-    afterAdd: () => reconciler.programmed(() => deps.reconcilers.markDirty('policy'), POLICY_ADD_TIMEOUT_MS),
+    afterAdd: () => reconciler.programmed(() => deps.reconcilers.markDirty('policy', true), POLICY_ADD_TIMEOUT_MS),
     stop: () => clearInterval(gc),
   };
 }

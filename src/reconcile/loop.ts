@@ -86,12 +86,19 @@ export class ReconcileLoop {
     await this.runNow();
   }
 
-  /** Marks a reconciler dirty from outside the store (a CNI ADD, a timer). */
-  markDirty(name: string): void {
+  /**
+   * Marks a reconciler dirty from outside the store (a CNI ADD, a timer). `urgent`: someone waits
+   * on it (an ADD answers only once its pod's policy is in), so no debounce.
+   */
+  markDirty(name: string, urgent = false): void {
     const s = this.states.find((x) => x.r.name === name);
     if (!s) throw new Error(`no reconciler named ${name}`);
     s.dirty = true;
-    this.schedule(this.opts.debounceMs ?? 10);
+    if (urgent && this.timer) {
+      clearTimeout(this.timer);
+      this.timer = undefined;
+    }
+    this.schedule(urgent ? 0 : (this.opts.debounceMs ?? 10));
   }
 
   /** The store revision every reconciler has applied. */

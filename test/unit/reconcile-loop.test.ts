@@ -35,6 +35,23 @@ function recorder(store: ObjectStore, name: string, kinds: Kind[], fail?: () => 
 }
 
 describe('ReconcileLoop', () => {
+  it('markDirty(name, true) runs at once, without the debounce a change waits (a CNI ADD waits on it)', async () => {
+    const store = new ObjectStore();
+    const src = source();
+    src.sync();
+    const rec = recorder(store, 'policy', []);
+    const loop = new ReconcileLoop(store, { log: silentLogger, debounceMs: 2_000 }).add(rec.r);
+    await loop.start([src]);
+    expect(rec.runs.length).toBe(1);
+    loop.markDirty('policy');
+    await sleep(100);
+    expect(rec.runs.length).toBe(1); // still debounced
+    loop.markDirty('policy', true);
+    await sleep(100);
+    expect(rec.runs.length).toBe(2);
+    await loop.stop();
+  });
+
   it('runs nothing before every source has synced, then everything once', async () => {
     const store = new ObjectStore();
     const a = source();
