@@ -21,6 +21,7 @@ static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   kelp::InitRingBuf(env, exports);
   kelp::InitNetns(env, exports);
   kelp::InitRtnl(env, exports);
+  kelp::InitIter(env, exports);
   return exports;
 }
 

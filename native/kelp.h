@@ -57,5 +57,6 @@ void InitLink(Napi::Env env, Napi::Object exports);
 void InitRtnl(Napi::Env env, Napi::Object exports);
 void InitRingBuf(Napi::Env env, Napi::Object exports);
 void InitNetns(Napi::Env env, Napi::Object exports);
+void InitIter(Napi::Env env, Napi::Object exports);
 
 }  // namespace kelp

@@ -97,7 +97,10 @@ static Napi::Value LinkInfo(const Napi::CallbackInfo& info) {
     o.Set("ifindex", li.netns.netns_ino);
     o.Set("attachType", li.netns.attach_type);
   }
-  if (li.type == BPF_LINK_TYPE_CGROUP) o.Set("cgroupId", static_cast<double>(li.cgroup.cgroup_id));
+  if (li.type == BPF_LINK_TYPE_CGROUP) {
+    o.Set("cgroupId", static_cast<double>(li.cgroup.cgroup_id));
+    o.Set("attachType", li.cgroup.attach_type);
+  }
   return o;
 }
 

@@ -3,6 +3,7 @@
 // await inside: other JS would run in the wrong namespace.
 #include <fcntl.h>
 #include <sched.h>
+#include <sys/socket.h>
 #include <unistd.h>
 #include <cerrno>
 #include <cstdlib>
@@ -53,7 +54,34 @@ static Napi::Value CurrentNetns(const Napi::CallbackInfo& info) {
   return NewFdHandle(info.Env(), fd);
 }
 
+#ifndef SO_NETNS_COOKIE
+#define SO_NETNS_COOKIE 71
+#endif
+
+// netnsCookie(netnsFd | -1) → bigint: the kernel's cookie of that namespace (or the calling
+// thread's), as bpf_get_netns_cookie() gives it to programs: asked of a socket made there.
+static Napi::Value NetnsCookie(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int nsFd = info[0].As<Napi::Number>().Int32Value();
+  int s;
+  if (nsFd >= 0) {
+    NetnsGuard guard(env, nsFd, "into the namespace to read its cookie");
+    s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  } else {
+    s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  }
+  if (s < 0) ThrowErrno(env, errno, "open a socket to read the netns cookie");
+  uint64_t cookie = 0;
+  socklen_t len = sizeof(cookie);
+  int err = getsockopt(s, SOL_SOCKET, SO_NETNS_COOKIE, &cookie, &len);
+  int e = errno;
+  ::close(s);
+  if (err < 0) ThrowErrno(env, e, "getsockopt SO_NETNS_COOKIE");
+  return Napi::BigInt::New(env, cookie);
+}
+
 void InitNetns(Napi::Env env, Napi::Object exports) {
+  exports.Set("netnsCookie", Napi::Function::New(env, NetnsCookie, "netnsCookie"));
   exports.Set("inNetns", Napi::Function::New(env, InNetns, "inNetns"));
   exports.Set("currentNetns", Napi::Function::New(env, CurrentNetns, "currentNetns"));
 }

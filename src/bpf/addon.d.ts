@@ -40,6 +40,7 @@ export interface ObjectHandle {
   setPinPath(map: string, path: string): void;
   /** Before load(): the map's max_entries in place of the compiled one. */
   setMaxEntries(map: string, n: number): void;
+  setValueSize(map: string, n: number): void;
   load(): void;
   programs(): ProgramDesc[];
   maps(): MapDesc[];
@@ -88,6 +89,7 @@ export interface LinkInfo {
   type: number;
   progId: number;
   ifindex?: number;
+  /** tcx and cgroup links. */
   attachType?: number;
   cgroupId?: number;
 }
@@ -180,4 +182,8 @@ export interface KelpAddon {
     onEvent: (datagrams: Buffer[], errno: number) => void,
   ) => RtnlSocketHandle;
   currentNetns(): FdHandle;
+  /** SO_NETNS_COOKIE of a socket made in the netns of netnsFd (-1: the calling thread's). */
+  netnsCookie(netnsFd: number): bigint;
+  /** Opens an iterator on an iterator link (inside the netns of netnsFd unless -1) and reads it to the end. */
+  iterRun(linkFd: number, netnsFd: number): Buffer;
 }

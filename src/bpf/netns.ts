@@ -1,4 +1,5 @@
 // Running a short synchronous function inside another network namespace (see native/netns.cc).
+import { closeSync, openSync } from 'node:fs';
 import { invalidArgument } from './errors';
 import { addon } from './native';
 
@@ -74,4 +75,19 @@ export function openRtnlSocket(
       handle.close();
     },
   };
+}
+
+/**
+ * The kernel's cookie of a network namespace (the calling thread's without a path): the value
+ * bpf_get_netns_cookie() gives a program running for a socket of that namespace.
+ */
+export function netnsCookie(netnsPath?: string): bigint {
+  if (netnsPath === undefined) return addon.netnsCookie(-1);
+  if (typeof netnsPath !== 'string' || netnsPath === '') throw invalidArgument('read netns cookie', 'netnsPath must be a non-empty path');
+  const fd = openSync(netnsPath, 'r');
+  try {
+    return addon.netnsCookie(fd);
+  } finally {
+    closeSync(fd);
+  }
 }
