@@ -13,6 +13,7 @@
 #include "lib/eth.h"
 #include "lib/ipv4.h"
 #include "lib/endpoint.h"
+#include "lib/lb.h"
 #include "lib/conntrack.h"
 #include "lib/nat.h"
 
@@ -295,6 +296,12 @@ struct host_btf_types {
 	enum ct_tcp_flag ct_tcp_flag;
 	enum nat_dir nat_dir;
 	enum kelp_metrics_reason metrics_reason;
+	enum lb_frontend_flag lb_frontend_flag;
+	enum lb_backend_flag lb_backend_flag;
+	enum lb_limits lb_limits;
+	enum lb_select_result lb_select_result;
+	enum lb_ct_dir lb_ct_dir;
+	enum lb_ct_flag lb_ct_flag;
 };
 KELP_BTF_TYPES(host_btf_types)
 

@@ -13,6 +13,7 @@
 #include "lib/arp.h"
 #include "lib/ipv4.h"
 #include "lib/endpoint.h"
+#include "lib/lb.h"
 
 /* Hands the packet to the host stack. */
 static __always_inline int lxc_pass(struct __sk_buff *skb, enum kelp_dir dir, __u32 ep_id)
@@ -233,6 +234,12 @@ struct lxc_btf_types {
 	enum policy_config_flag policy_config_flag;
 	enum policy_limits policy_limits;
 	enum ct_tcp_flag ct_tcp_flag;
+	enum lb_frontend_flag lb_frontend_flag;
+	enum lb_backend_flag lb_backend_flag;
+	enum lb_limits lb_limits;
+	enum lb_select_result lb_select_result;
+	enum lb_ct_dir lb_ct_dir;
+	enum lb_ct_flag lb_ct_flag;
 };
 KELP_BTF_TYPES(lxc_btf_types)
 

@@ -44,6 +44,7 @@ class ObjectHandle : public Napi::ObjectWrap<ObjectHandle> {
                         InstanceMethod<&ObjectHandle::SetRodata>("setRodata"),
                         InstanceMethod<&ObjectHandle::SetPinPath>("setPinPath"),
                         InstanceMethod<&ObjectHandle::SetMaxEntries>("setMaxEntries"),
+                        InstanceMethod<&ObjectHandle::SetValueSize>("setValueSize"),
                         InstanceMethod<&ObjectHandle::Load>("load"),
                         InstanceMethod<&ObjectHandle::Programs>("programs"),
                         InstanceMethod<&ObjectHandle::Maps>("maps"),
@@ -155,6 +156,20 @@ class ObjectHandle : public Napi::ObjectWrap<ObjectHandle> {
     if (!map || bpf_map__is_internal(map)) ThrowErrno(env, ENOENT, "find map " + name + " in " + file_);
     int err = bpf_map__set_max_entries(map, n);
     if (err) ThrowErrno(env, err, "set max_entries of " + name + " in " + file_);
+  }
+
+  // setValueSize(map, n): the map's value size, in place of the one compiled in (a Maglev table's
+  // length is a load-time choice). Only before load, for maps declared without a BTF value type.
+  void SetValueSize(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    std::string name = info[0].As<Napi::String>();
+    uint32_t n = info[1].As<Napi::Number>().Uint32Value();
+    struct bpf_object* obj = Need(env, "set value size of");
+    if (loaded_) ThrowErrno(env, EBUSY, "set value size of " + name + " in " + file_ + " (already loaded)");
+    struct bpf_map* map = bpf_object__find_map_by_name(obj, name.c_str());
+    if (!map || bpf_map__is_internal(map)) ThrowErrno(env, ENOENT, "find map " + name + " in " + file_);
+    int err = bpf_map__set_value_size(map, n);
+    if (err) ThrowErrno(env, err, "set value size of " + name + " in " + file_);
   }
 
   void Load(const Napi::CallbackInfo& info) {

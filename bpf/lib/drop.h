@@ -42,6 +42,15 @@ enum kelp_drop_reason {
 	DROP_POLICY_CT_FULL	= -302,	/* kelp_pct4 refused the entry of an allowed new flow */
 	DROP_FRAG_NO_FLOW	= -303,	/* a non-first IPv4 fragment whose first fragment was not seen */
 	DROP_FRAG_MAP_FULL	= -304,	/* kelp_frag4 refused the ports of a first fragment */
+
+	/* Services (bpf/lib/lb.h). */
+	DROP_LB_NO_BACKEND	= -400,	/* a service without a usable backend: the client got a TCP RST or ICMP port unreachable */
+	DROP_LB_NO_LOCAL	= -401,	/* externalTrafficPolicy Local, no backend on this node: dropped silently */
+	DROP_LB_SOURCE_RANGE	= -402,	/* the client is outside the service's loadBalancerSourceRanges */
+	DROP_LB_CT_FULL		= -403,	/* kelp_lb4_ct refused the entry of a new flow */
+	DROP_LB_REWRITE		= -404,	/* a store or checksum helper failed mid-translation */
+	DROP_LB_FRAG		= -405,	/* an IPv4 fragment to a service address: no ports to balance by */
+	DROP_LB_SCTP_PORT	= -406,	/* SCTP to a backend on another port: its CRC32c is not rewritten */
 };
 
 /*

@@ -26,6 +26,11 @@ export interface OpenOptions {
    * is re-used only at the same size (libbpf checks), so a change of size needs a new pin.
    */
   maxEntries?: Record<string, number>;
+  /**
+   * Map name -> value size in bytes in place of the one compiled in, for maps declared without a
+   * BTF value type (kelp_lb4_maglev: the Maglev table's length is chosen at load).
+   */
+  valueSizes?: Record<string, number>;
   /** Where libbpf's log lines go (warnings at warn, the rest at debug). */
   logger?: LibbpfLogger;
 }
@@ -49,12 +54,14 @@ export function loadObject(file: string, opts: OpenOptions = {}): BpfObject {
   }
   if (opts.pinPaths !== undefined) checkPinPaths(op, opts.pinPaths);
   if (opts.maxEntries !== undefined) checkMaxEntries(op, opts.maxEntries);
+  if (opts.valueSizes !== undefined) checkSizes(op, 'valueSizes', opts.valueSizes);
   return withLibbpfLog(opts.logger, () => {
     const handle = new addon.ObjectHandle(file, opts.pinRoot);
     try {
       if (opts.constants && Object.keys(opts.constants).length > 0) setConstants(handle, file, opts.constants);
       if (opts.pinPaths) setPinPaths(handle, file, opts.pinPaths);
       if (opts.maxEntries) setMaxEntries(handle, file, opts.maxEntries);
+      if (opts.valueSizes) setValueSizes(handle, file, opts.valueSizes);
       handle.load();
       return new BpfObject(handle, file);
     } catch (e) {
@@ -101,11 +108,26 @@ function setPinPaths(handle: ObjectHandle, file: string, pinPaths: Record<string
 
 /** Sizes must be whole numbers from 1 to 2^31 - 1 (the kernel's limit for every map type kelp uses). */
 function checkMaxEntries(op: string, maxEntries: unknown): void {
-  if (typeof maxEntries !== 'object' || maxEntries === null || Array.isArray(maxEntries)) throw invalidArgument(op, 'maxEntries must be an object');
-  for (const [name, n] of Object.entries(maxEntries as Record<string, unknown>)) {
+  checkSizes(op, 'maxEntries', maxEntries);
+}
+
+function checkSizes(op: string, option: string, sizes: unknown): void {
+  if (typeof sizes !== 'object' || sizes === null || Array.isArray(sizes)) throw invalidArgument(op, `${option} must be an object`);
+  for (const [name, n] of Object.entries(sizes as Record<string, unknown>)) {
     if (typeof n !== 'number' || !Number.isInteger(n) || n < 1 || n > 0x7fffffff) {
-      throw invalidArgument(op, `maxEntries.${name} must be an integer from 1 to 2147483647, got ${JSON.stringify(n)}`);
+      throw invalidArgument(op, `${option}.${name} must be an integer from 1 to 2147483647, got ${JSON.stringify(n)}`);
     }
+  }
+}
+
+function setValueSizes(handle: ObjectHandle, file: string, valueSizes: Record<string, number>): void {
+  const op = `set value size of ${file}`;
+  const maps = handle.maps().filter((m) => !m.internal);
+  for (const [name, n] of Object.entries(valueSizes)) {
+    const m = maps.find((d) => d.name === name);
+    if (!m) throw invalidArgument(op, `"${name}" is not a map of the object (maps: ${maps.map((d) => d.name).join(', ') || 'none'})`);
+    if (m.btfValueType) throw invalidArgument(op, `${name} has a BTF value type (${m.btfValueType}): its value size is the type's`);
+    handle.setValueSize(name, n);
   }
 }
 

@@ -32,6 +32,14 @@ export const DropReason = {
   POLICY_CT_FULL: -302,
   FRAG_NO_FLOW: -303,
   FRAG_MAP_FULL: -304,
+  // Services (bpf/lib/lb.h).
+  LB_NO_BACKEND: -400,
+  LB_NO_LOCAL: -401,
+  LB_SOURCE_RANGE: -402,
+  LB_CT_FULL: -403,
+  LB_REWRITE: -404,
+  LB_FRAG: -405,
+  LB_SCTP_PORT: -406,
 } as const;
 
 /**
@@ -77,6 +85,13 @@ const DESCRIPTIONS: Record<DropReasonName, string> = {
   POLICY_CT_FULL: 'the policy conntrack map refused the entry of an allowed new flow',
   FRAG_NO_FLOW: 'a non-first IPv4 fragment whose first fragment (with the ports policy decides on) was not seen',
   FRAG_MAP_FULL: 'the fragment map refused the ports of a first fragment',
+  LB_NO_BACKEND: 'a service with no usable backend: the client was answered with a TCP RST or ICMP port unreachable',
+  LB_NO_LOCAL: 'externalTrafficPolicy Local and no backend on this node: dropped, as kube-proxy does',
+  LB_SOURCE_RANGE: "the client is outside the service's loadBalancerSourceRanges",
+  LB_CT_FULL: 'the service conntrack map refused the entry of a new flow',
+  LB_REWRITE: 'rewriting the packet for a service (DNAT, reverse NAT, hairpin, reject) failed',
+  LB_FRAG: 'an IPv4 fragment to a service address: kelp keeps no fragment state to balance it by its ports',
+  LB_SCTP_PORT: 'SCTP to a backend on another port: kelp does not rewrite the CRC32c a port change needs',
 };
 
 const BY_CODE = new Map<number, DropReasonName>(

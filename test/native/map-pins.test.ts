@@ -319,7 +319,7 @@ describe('DatapathObjects with per-node map sizes', () => {
     const root = mountBpffs();
     const { log } = captureLog();
     expect(() => new DatapathObjects(root, log, BUILD, { kelp_endpoints: 10 })).toThrow(
-      'mapSizes.kelp_endpoints: only kelp_ipcache4, kelp_policy4, kelp_pct4 can be sized per node',
+      'mapSizes.kelp_endpoints: only kelp_ipcache4, kelp_policy4, kelp_pct4, kelp_lb4_frontends, kelp_lb4_backends, kelp_lb4_members, kelp_lb4_maglev, kelp_lb4_affinity, kelp_lb4_source_ranges, kelp_lb4_ct can be sized per node',
     );
     expect(() => new DatapathObjects(root, log, BUILD, { kelp_pct4: 0 })).toThrow('mapSizes.kelp_pct4 must be an integer from 1 to 2147483647, got 0');
   });

@@ -7,6 +7,7 @@ import { btfEnum, btfStructLayout } from '../../src/bpf';
 import { DropReason, MetricsReason } from '../../src/datapath/drop';
 import { NAT_ENUMS, NAT_STRUCTS } from '../../src/datapath/nat';
 import { POLICY_ENUMS, POLICY_STRUCTS } from '../../src/datapath/policy';
+import { LB_ENUMS, LB_STRUCTS } from '../../src/datapath/service';
 import {
   ALL_STRUCTS,
   MIRRORED_ENUMS,
@@ -34,13 +35,17 @@ const { kelp_dir, kelp_event_type, kelp_trace_point } = MIRRORED_ENUMS;
 
 /** Per object, what it shares with the agent: the maps it declares and the events it emits. */
 const OBJECTS: Array<{ name: string; structs: ReadonlyArray<StructCodec<unknown>>; enums: Record<string, Record<string, number>> }> = [
-  { name: 'lxc', structs: [...ALL_STRUCTS, ...POLICY_STRUCTS], enums: { ...DROP_ENUM, ...MIRRORED_ENUMS, ...METRICS_REASON_ENUM, ...POLICY_ENUMS } },
+  {
+    name: 'lxc',
+    structs: [...ALL_STRUCTS, ...POLICY_STRUCTS, ...LB_STRUCTS],
+    enums: { ...DROP_ENUM, ...MIRRORED_ENUMS, ...METRICS_REASON_ENUM, ...POLICY_ENUMS, ...LB_ENUMS },
+  },
   {
     name: 'host',
-    structs: [...NAT_STRUCTS, ...POLICY_STRUCTS, endpointKey, endpointInfo, endpointSlot, metricsKey, metricsValue, kelpEvent, kelpEventPolicy] as ReadonlyArray<
+    structs: [...NAT_STRUCTS, ...POLICY_STRUCTS, ...LB_STRUCTS, endpointKey, endpointInfo, endpointSlot, metricsKey, metricsValue, kelpEvent, kelpEventPolicy] as ReadonlyArray<
       StructCodec<unknown>
     >,
-    enums: { ...DROP_ENUM, kelp_dir, kelp_event_type, kelp_trace_point, ...NAT_ENUMS, ...METRICS_REASON_ENUM },
+    enums: { ...DROP_ENUM, kelp_dir, kelp_event_type, kelp_trace_point, ...NAT_ENUMS, ...METRICS_REASON_ENUM, ...LB_ENUMS },
   },
 ];
 

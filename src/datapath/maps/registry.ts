@@ -11,6 +11,7 @@ import type { StructCodec } from '../structs';
 import { endpointInfo, endpointKey } from '../structs';
 import { ct4Entry, nat4Entry, nomasq4Key, tuple4 } from '../nat';
 import { ct4EntryV2, nat4EntryV2 } from './test-layouts';
+import { LbLimits, lb4Affinity, lb4AffinityKey, lb4Backend, lb4BackendKey, lb4CtEntry, lb4Frontend, lb4FrontendKey, lb4MemberKey, lb4SourceRangeKey } from '../service';
 import { frag4Key, frag4Ports, ipcache4Info, ipcache4Key, pct4Entry, pct4Key, policy4Key, policy4Verdict, policyConfig } from '../policy';
 
 export type MapWriter =
@@ -62,6 +63,12 @@ export interface MapSpec {
    * size compiled in, and a map of another size has the same layout.
    */
   sizable?: boolean;
+  /**
+   * The agent chooses its value size at load (DatapathObjects' valueSizes), a whole number of
+   * `element`-byte elements, and writes that count into the .rodata constant `constant` of every
+   * object declaring it: the layouts' valueSize is the size compiled in.
+   */
+  valueSized?: { constant: string; element: number };
 }
 
 type Shape = Omit<MapLayout, 'version' | 'key' | 'value'>;
@@ -73,6 +80,26 @@ function coded(version: number, shape: Omit<Shape, 'keySize' | 'valueSize'>, key
 
 const u8 = 1;
 const u32 = 4;
+
+/** Plain integer values (kelp_lb4_members' slot, kelp_lb4_source_ranges' byte). */
+const u32Codec: StructCodec<unknown> = {
+  cName: '__u32',
+  size: 4,
+  fields: [],
+  encode: (v) => {
+    const b = Buffer.alloc(4);
+    b.writeUInt32LE(v as number, 0);
+    return b;
+  },
+  decode: (b) => b.readUInt32LE(0),
+};
+const u8Codec: StructCodec<unknown> = {
+  cName: '__u8',
+  size: 1,
+  fields: [],
+  encode: (v) => Buffer.from([v as number]),
+  decode: (b) => b.readUInt8(0),
+};
 
 
 export const MAPS: readonly MapSpec[] = [
@@ -225,6 +252,86 @@ export const MAPS: readonly MapSpec[] = [
     writer: 'datapath',
     description: 'ports of fragmented IPv4 datagrams by (source, destination, IP id, protocol), from their first fragment',
   },
+  {
+    name: 'kelp_lb4_frontends',
+    objects: ['lxc', 'host'],
+    version: 1,
+    layouts: [coded(1, { type: MapType.HASH, maxEntries: LbLimits.LB_FRONTENDS_MAX, flags: 1 }, lb4FrontendKey, lb4Frontend)],
+    migrate: 'rebuild',
+    why: 'derived from the store: the service reconciler writes it whole (ServiceWriter) before the new programs are attached',
+    writer: 'reconciler',
+    description: 'service frontends: (address, port, protocol) -> service port, backend set, count, flags',
+    sizable: true,
+  },
+  {
+    name: 'kelp_lb4_backends',
+    objects: ['lxc', 'host'],
+    version: 1,
+    layouts: [coded(1, { type: MapType.HASH, maxEntries: LbLimits.LB_BACKENDS_MAX, flags: 1 }, lb4BackendKey, lb4Backend)],
+    migrate: 'rebuild',
+    why: 'derived from the store, as kelp_lb4_frontends',
+    writer: 'reconciler',
+    description: 'service backends: (backend set, slot) -> address, port, flags, backend id',
+    sizable: true,
+  },
+  {
+    name: 'kelp_lb4_members',
+    objects: ['lxc', 'host'],
+    version: 1,
+    layouts: [coded(1, { type: MapType.HASH, maxEntries: LbLimits.LB_BACKENDS_MAX, flags: 1 }, lb4MemberKey, { ...u32Codec })],
+    migrate: 'rebuild',
+    why: 'derived from the store, as kelp_lb4_frontends',
+    writer: 'reconciler',
+    description: '(backend set, backend id) -> slot: whether a tracked flow\'s backend is still in its set',
+    sizable: true,
+  },
+  {
+    name: 'kelp_lb4_maglev',
+    objects: ['lxc', 'host'],
+    version: 1,
+    layouts: [{ version: 1, type: MapType.HASH, keySize: u32, valueSize: 2 * LbLimits.LB_MAGLEV_M_DEFAULT, maxEntries: LbLimits.LB_MAGLEV_MAX, flags: 1 }],
+    migrate: 'rebuild',
+    why: 'derived from the store (the tables are computed from the sets), as kelp_lb4_frontends',
+    writer: 'reconciler',
+    description: 'Maglev tables: backend set -> slot of each of the M table entries (M: --maglev-table-size)',
+    sizable: true,
+    valueSized: { constant: 'KELP_LB_MAGLEV_M', element: 2 },
+  },
+  {
+    name: 'kelp_lb4_affinity',
+    objects: ['lxc', 'host'],
+    version: 1,
+    layouts: [coded(1, { type: MapType.LRU_HASH, maxEntries: LbLimits.LB_AFFINITY_MAX, flags: 0 }, lb4AffinityKey, lb4Affinity)],
+    migrate: 'reset',
+    why: 'sessionAffinity memory: after a layout change a client may land on another backend once, as after its timeout',
+    writer: 'datapath',
+    description: 'sessionAffinity ClientIP: (service port, client) -> backend and when it was last chosen',
+    sizable: true,
+  },
+  {
+    name: 'kelp_lb4_source_ranges',
+    objects: ['lxc', 'host'],
+    version: 1,
+    layouts: [coded(1, { type: MapType.LPM_TRIE, maxEntries: LbLimits.LB_SOURCE_RANGES_MAX, flags: 1 }, lb4SourceRangeKey, u8Codec)],
+    migrate: 'rebuild',
+    why: 'derived from the store, as kelp_lb4_frontends',
+    writer: 'reconciler',
+    description: 'loadBalancerSourceRanges: (service port, client prefix), longest prefix',
+    sizable: true,
+  },
+  {
+    name: 'kelp_lb4_ct',
+    objects: ['lxc', 'host'],
+    version: 1,
+    layouts: [coded(1, { type: MapType.LRU_HASH, maxEntries: LbLimits.LB_CT_MAX, flags: 0 }, tuple4, lb4CtEntry)],
+    migrate: 'reset',
+    why:
+      'a layout change is rare; after one, a tracked flow is balanced again at its next packet (Maglev gives most the same backend) ' +
+      'and replies of flows already open are not reverse-translated until then',
+    writer: 'datapath',
+    description: 'service conntrack: forward (client -> frontend: backend) and reverse (backend -> client: frontend) entries',
+    sizable: true,
+  },
 ];
 
 /** Descriptions by map name. */
@@ -246,7 +353,8 @@ export function sameShape(a: MapShape, b: MapShape, anySize = false): boolean {
 
 /** The layout of `spec` a map of this shape has; undefined when none. */
 export function layoutOf(spec: MapSpec, shape: MapShape): MapLayout | undefined {
-  return spec.layouts.find((l) => sameShape(l, shape, spec.sizable === true));
+  const anyValue = spec.valueSized !== undefined && shape.valueSize > 0 && shape.valueSize % spec.valueSized.element === 0;
+  return spec.layouts.find((l) => sameShape(l, anyValue ? { ...shape, valueSize: l.valueSize } : shape, spec.sizable === true));
 }
 
 export function describeShape(s: MapShape): string {

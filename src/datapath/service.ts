@@ -1,0 +1,434 @@
+// The service datapath's maps, from the agent's side: codecs for the structs of bpf/lib/lb.h
+// (checked against the objects' BTF by test/unit/btf-layout.test.ts), the flow hash Maglev
+// indexes with, and the one writer of the load-balancing maps (ServiceWriter).
+//
+// Invariants, stated on both sides (bpf/lib/lb.h has the datapath's):
+//  - once apply() returns, kelp_lb4_frontends, kelp_lb4_backends, kelp_lb4_members,
+//    kelp_lb4_maglev and kelp_lb4_source_ranges hold exactly the last ServiceMapsDesired applied;
+//  - while it runs, a frontend never names a set whose slots or table are not written (make before
+//    break: backends, members, tables and source ranges first, then frontends, then the stale
+//    entries of every map);
+//  - a backend leaves kelp_lb4_members when it leaves its set: the datapath moves its flows (and
+//    affinities) at their next packet.
+// How the agent drives it (Datapath.serviceMaps()):
+//  1. after its sources synced: new ServiceWriter(maps, { maglevTableSize }).apply(desired);
+//  2. on every change: apply(desired) again with the whole desired content (it writes the
+//     difference from what it wrote last; `resync: true` at the periodic resync re-reads the maps);
+//  3. periodically (every ~10 s): gcServiceCt (kelp_lb4_ct and kelp_lb4_affinity are LRU: the
+//     collector only keeps them small).
+// A MapFullError leaves the maps a superset of the old and new content: log, count, retry.
+import { networkAddress, parseCidr, ipToBytes } from '../ipam/ip';
+import type { L4Protocol } from './service-types';
+import { StructCodec, checkLength, checkUint, ip4FromBuffer, ip4ToBuffer, layout } from './structs';
+
+// --- enums (bpf/lib/lb.h) ---------------------------------------------------------------------
+
+export const LbLimits = {
+  LB_FRONTENDS_MAX: 65536,
+  LB_BACKENDS_MAX: 262144,
+  LB_MAGLEV_MAX: 32768,
+  LB_AFFINITY_MAX: 65536,
+  LB_SOURCE_RANGES_MAX: 16384,
+  LB_CT_MAX: 262144,
+  LB_MAGLEV_M_DEFAULT: 4057,
+} as const;
+
+/** The Maglev table size compiled in (--maglev-table-size default); see bpf/lib/lb.h for why. */
+export const DEFAULT_LB_MAGLEV_TABLE_SIZE = LbLimits.LB_MAGLEV_M_DEFAULT;
+
+export const LbCtDir = { FORWARD: 0, REVERSE: 1 } as const;
+export const LbCtFlag = { HAIRPIN: 1, EXTERNAL: 2 } as const;
+
+export const PROTOCOL_NUMBERS: Record<L4Protocol, number> = { TCP: 6, UDP: 17, SCTP: 132 };
+const PROTOCOL_NAMES: Record<number, L4Protocol> = { 6: 'TCP', 17: 'UDP', 132: 'SCTP' };
+
+/** The C enums mirrored here and in service-types.ts, by BTF enum name. */
+export const LB_ENUMS: Record<string, Record<string, number>> = {
+  lb_frontend_flag: { LB_FE_AFFINITY: 1, LB_FE_SOURCE_RANGES: 2, LB_FE_DROP_NO_LOCAL: 4, LB_FE_EXTERNAL: 8, LB_FE_NODEPORT: 16 },
+  lb_backend_flag: { LB_BE_LOCAL: 1, LB_BE_TERMINATING: 2 },
+  lb_limits: { ...LbLimits },
+  lb_select_result: { LB_SELECTED: 0, LB_NO_BACKEND: 1, LB_NO_LOCAL: 2, LB_SOURCE_DENIED: 3 },
+  lb_ct_dir: { LB_CT_FORWARD: LbCtDir.FORWARD, LB_CT_REVERSE: LbCtDir.REVERSE },
+  lb_ct_flag: { LB_CT_F_HAIRPIN: LbCtFlag.HAIRPIN, LB_CT_F_EXTERNAL: LbCtFlag.EXTERNAL },
+};
+
+const u8 = (name: string, v: number) => checkUint(name, v, 1);
+const u16 = (name: string, v: number) => checkUint(name, v, 2);
+const u32 = (name: string, v: number) => checkUint(name, v, 4);
+
+function protoNumber(p: L4Protocol): number {
+  const n = PROTOCOL_NUMBERS[p];
+  if (n === undefined) throw new RangeError(`protocol must be TCP, UDP or SCTP, got ${JSON.stringify(p)}`);
+  return n;
+}
+
+// --- kelp_lb4_frontends -------------------------------------------------------------------------
+
+export interface Lb4FrontendKey {
+  address: string;
+  port: number;
+  protocol: L4Protocol;
+}
+
+const feKey = layout('lb4_frontend_key', 8, [
+  ['addr', 4, 0],
+  ['port', 2, 4],
+  ['proto', 1, 6],
+  ['pad', 1, 7],
+]);
+
+export const lb4FrontendKey: StructCodec<Lb4FrontendKey> = {
+  ...feKey,
+  encode(v) {
+    const b = Buffer.alloc(feKey.size);
+    ip4ToBuffer(v.address).copy(b, feKey.off.addr);
+    b.writeUInt16BE(u16('port', v.port), feKey.off.port);
+    b.writeUInt8(protoNumber(v.protocol), feKey.off.proto);
+    return b;
+  },
+  decode(b) {
+    checkLength(feKey.cName, b, feKey.size);
+    const proto = b.readUInt8(feKey.off.proto);
+    return { address: ip4FromBuffer(b, feKey.off.addr), port: b.readUInt16BE(feKey.off.port), protocol: PROTOCOL_NAMES[proto] ?? (String(proto) as L4Protocol) };
+  },
+};
+
+export interface Lb4Frontend {
+  svcId: number;
+  setId: number;
+  count: number;
+  flags: number;
+  affinityTimeout: number;
+}
+
+const feVal = layout('lb4_frontend', 16, [
+  ['svc_id', 4, 0],
+  ['set_id', 4, 4],
+  ['count', 2, 8],
+  ['flags', 2, 10],
+  ['affinity_timeout', 4, 12],
+]);
+
+export const lb4Frontend: StructCodec<Lb4Frontend> = {
+  ...feVal,
+  encode(v) {
+    const b = Buffer.alloc(feVal.size);
+    b.writeUInt32LE(u32('svcId', v.svcId), feVal.off.svc_id);
+    b.writeUInt32LE(u32('setId', v.setId), feVal.off.set_id);
+    b.writeUInt16LE(u16('count', v.count), feVal.off.count);
+    b.writeUInt16LE(u16('flags', v.flags), feVal.off.flags);
+    b.writeUInt32LE(u32('affinityTimeout', v.affinityTimeout), feVal.off.affinity_timeout);
+    return b;
+  },
+  decode(b) {
+    checkLength(feVal.cName, b, feVal.size);
+    return {
+      svcId: b.readUInt32LE(feVal.off.svc_id),
+      setId: b.readUInt32LE(feVal.off.set_id),
+      count: b.readUInt16LE(feVal.off.count),
+      flags: b.readUInt16LE(feVal.off.flags),
+      affinityTimeout: b.readUInt32LE(feVal.off.affinity_timeout),
+    };
+  },
+};
+
+// --- kelp_lb4_backends, kelp_lb4_members ---------------------------------------------------------
+
+export interface Lb4BackendKey {
+  setId: number;
+  slot: number;
+}
+
+const beKey = layout('lb4_backend_key', 8, [
+  ['set_id', 4, 0],
+  ['slot', 4, 4],
+]);
+
+export const lb4BackendKey: StructCodec<Lb4BackendKey> = {
+  ...beKey,
+  encode(v) {
+    const b = Buffer.alloc(beKey.size);
+    b.writeUInt32LE(u32('setId', v.setId), beKey.off.set_id);
+    b.writeUInt32LE(u32('slot', v.slot), beKey.off.slot);
+    return b;
+  },
+  decode(b) {
+    checkLength(beKey.cName, b, beKey.size);
+    return { setId: b.readUInt32LE(beKey.off.set_id), slot: b.readUInt32LE(beKey.off.slot) };
+  },
+};
+
+export interface Lb4Backend {
+  address: string;
+  port: number;
+  flags: number;
+  backendId: number;
+}
+
+const beVal = layout('lb4_backend', 12, [
+  ['addr', 4, 0],
+  ['port', 2, 4],
+  ['flags', 1, 6],
+  ['pad', 1, 7],
+  ['backend_id', 4, 8],
+]);
+
+export const lb4Backend: StructCodec<Lb4Backend> = {
+  ...beVal,
+  encode(v) {
+    const b = Buffer.alloc(beVal.size);
+    ip4ToBuffer(v.address).copy(b, beVal.off.addr);
+    b.writeUInt16BE(u16('port', v.port), beVal.off.port);
+    b.writeUInt8(u8('flags', v.flags), beVal.off.flags);
+    b.writeUInt32LE(u32('backendId', v.backendId), beVal.off.backend_id);
+    return b;
+  },
+  decode(b) {
+    checkLength(beVal.cName, b, beVal.size);
+    return {
+      address: ip4FromBuffer(b, beVal.off.addr),
+      port: b.readUInt16BE(beVal.off.port),
+      flags: b.readUInt8(beVal.off.flags),
+      backendId: b.readUInt32LE(beVal.off.backend_id),
+    };
+  },
+};
+
+export interface Lb4MemberKey {
+  setId: number;
+  backendId: number;
+}
+
+const memKey = layout('lb4_member_key', 8, [
+  ['set_id', 4, 0],
+  ['backend_id', 4, 4],
+]);
+
+export const lb4MemberKey: StructCodec<Lb4MemberKey> = {
+  ...memKey,
+  encode(v) {
+    const b = Buffer.alloc(memKey.size);
+    b.writeUInt32LE(u32('setId', v.setId), memKey.off.set_id);
+    b.writeUInt32LE(u32('backendId', v.backendId), memKey.off.backend_id);
+    return b;
+  },
+  decode(b) {
+    checkLength(memKey.cName, b, memKey.size);
+    return { setId: b.readUInt32LE(memKey.off.set_id), backendId: b.readUInt32LE(memKey.off.backend_id) };
+  },
+};
+
+// --- kelp_lb4_maglev ------------------------------------------------------------------------------
+
+/** A Maglev table as the map holds it: `m` little-endian u16 slots. */
+export function encodeMaglevTable(table: Uint16Array | Uint32Array, m: number, count: number): Buffer {
+  if (table.length !== m) throw new RangeError(`maglev table has ${table.length} slots, the datapath's size is ${m} (--maglev-table-size)`);
+  const b = Buffer.alloc(2 * m);
+  for (let i = 0; i < m; i++) {
+    const s = table[i];
+    if (s >= count) throw new RangeError(`maglev table slot ${i} names backend ${s} of a set of ${count}`);
+    b.writeUInt16LE(s, 2 * i);
+  }
+  return b;
+}
+
+export function decodeMaglevTable(b: Buffer): Uint16Array {
+  const t = new Uint16Array(b.length >> 1);
+  for (let i = 0; i < t.length; i++) t[i] = b.readUInt16LE(2 * i);
+  return t;
+}
+
+// --- kelp_lb4_affinity ---------------------------------------------------------------------------
+
+export interface Lb4AffinityKey {
+  svcId: number;
+  client: string;
+}
+
+const affKey = layout('lb4_affinity_key', 8, [
+  ['svc_id', 4, 0],
+  ['client', 4, 4],
+]);
+
+export const lb4AffinityKey: StructCodec<Lb4AffinityKey> = {
+  ...affKey,
+  encode(v) {
+    const b = Buffer.alloc(affKey.size);
+    b.writeUInt32LE(u32('svcId', v.svcId), affKey.off.svc_id);
+    ip4ToBuffer(v.client).copy(b, affKey.off.client);
+    return b;
+  },
+  decode(b) {
+    checkLength(affKey.cName, b, affKey.size);
+    return { svcId: b.readUInt32LE(affKey.off.svc_id), client: ip4FromBuffer(b, affKey.off.client) };
+  },
+};
+
+export interface Lb4Affinity {
+  /** bpf_ktime_get_ns() (CLOCK_MONOTONIC) of the last new flow. */
+  lastUsed: bigint;
+  backendId: number;
+  address: string;
+  port: number;
+}
+
+const affVal = layout('lb4_affinity', 24, [
+  ['last_used', 8, 0],
+  ['backend_id', 4, 8],
+  ['addr', 4, 12],
+  ['port', 2, 16],
+  ['pad', 2, 18],
+  ['pad2', 4, 20],
+]);
+
+export const lb4Affinity: StructCodec<Lb4Affinity> = {
+  ...affVal,
+  encode(v) {
+    const b = Buffer.alloc(affVal.size);
+    b.writeBigUInt64LE(v.lastUsed, affVal.off.last_used);
+    b.writeUInt32LE(u32('backendId', v.backendId), affVal.off.backend_id);
+    ip4ToBuffer(v.address).copy(b, affVal.off.addr);
+    b.writeUInt16BE(u16('port', v.port), affVal.off.port);
+    return b;
+  },
+  decode(b) {
+    checkLength(affVal.cName, b, affVal.size);
+    return {
+      lastUsed: b.readBigUInt64LE(affVal.off.last_used),
+      backendId: b.readUInt32LE(affVal.off.backend_id),
+      address: ip4FromBuffer(b, affVal.off.addr),
+      port: b.readUInt16BE(affVal.off.port),
+    };
+  },
+};
+
+// --- kelp_lb4_source_ranges ----------------------------------------------------------------------
+
+export interface Lb4SourceRangeKey {
+  svcId: number;
+  /** Canonical IPv4 CIDR (no host bits). */
+  cidr: string;
+}
+
+const srKey = layout('lb4_source_range_key', 12, [
+  ['prefixlen', 4, 0],
+  ['svc_id', 4, 4],
+  ['addr', 4, 8],
+]);
+
+export const lb4SourceRangeKey: StructCodec<Lb4SourceRangeKey> = {
+  ...srKey,
+  encode(v) {
+    const c = parseCidr(v.cidr);
+    if (c.family !== 4) throw new TypeError(`invalid IPv4 CIDR ${JSON.stringify(v.cidr)}`);
+    if (networkAddress(c).value !== c.address) throw new TypeError(`CIDR ${v.cidr} has host bits set`);
+    const b = Buffer.alloc(srKey.size);
+    b.writeUInt32LE(32 + c.prefix, srKey.off.prefixlen);
+    b.writeUInt32BE(u32('svcId', v.svcId), srKey.off.svc_id);
+    ipToBytes({ family: 4, value: c.address }).copy(b, srKey.off.addr);
+    return b;
+  },
+  decode(b) {
+    checkLength(srKey.cName, b, srKey.size);
+    return { svcId: b.readUInt32BE(srKey.off.svc_id), cidr: `${ip4FromBuffer(b, srKey.off.addr)}/${b.readUInt32LE(srKey.off.prefixlen) - 32}` };
+  },
+};
+
+// --- kelp_lb4_ct ------------------------------------------------------------------------------------
+
+export interface Lb4CtEntry {
+  created: bigint;
+  lastSeen: bigint;
+  /** Forward: the backend; reverse: the frontend. */
+  address: string;
+  port: number;
+  flags: number;
+  tcpFlags: number;
+  /** Forward: the hairpin source written; reverse: the client's address. */
+  natAddress: string;
+  backendId: number;
+  setId: number;
+  svcId: number;
+}
+
+const ctVal = layout('lb4_ct_entry', 40, [
+  ['created', 8, 0],
+  ['last_seen', 8, 8],
+  ['addr', 4, 16],
+  ['port', 2, 20],
+  ['flags', 1, 22],
+  ['tcp_flags', 1, 23],
+  ['nat_addr', 4, 24],
+  ['backend_id', 4, 28],
+  ['set_id', 4, 32],
+  ['svc_id', 4, 36],
+]);
+
+export const lb4CtEntry: StructCodec<Lb4CtEntry> = {
+  ...ctVal,
+  encode(v) {
+    const b = Buffer.alloc(ctVal.size);
+    const o = ctVal.off;
+    b.writeBigUInt64LE(v.created, o.created);
+    b.writeBigUInt64LE(v.lastSeen, o.last_seen);
+    ip4ToBuffer(v.address).copy(b, o.addr);
+    b.writeUInt16BE(u16('port', v.port), o.port);
+    b.writeUInt8(u8('flags', v.flags), o.flags);
+    b.writeUInt8(u8('tcpFlags', v.tcpFlags), o.tcp_flags);
+    ip4ToBuffer(v.natAddress).copy(b, o.nat_addr);
+    b.writeUInt32LE(u32('backendId', v.backendId), o.backend_id);
+    b.writeUInt32LE(u32('setId', v.setId), o.set_id);
+    b.writeUInt32LE(u32('svcId', v.svcId), o.svc_id);
+    return b;
+  },
+  decode(b) {
+    checkLength(ctVal.cName, b, ctVal.size);
+    const o = ctVal.off;
+    return {
+      created: b.readBigUInt64LE(o.created),
+      lastSeen: b.readBigUInt64LE(o.last_seen),
+      address: ip4FromBuffer(b, o.addr),
+      port: b.readUInt16BE(o.port),
+      flags: b.readUInt8(o.flags),
+      tcpFlags: b.readUInt8(o.tcp_flags),
+      natAddress: ip4FromBuffer(b, o.nat_addr),
+      backendId: b.readUInt32LE(o.backend_id),
+      setId: b.readUInt32LE(o.set_id),
+      svcId: b.readUInt32LE(o.svc_id),
+    };
+  },
+};
+
+export const LB_STRUCTS: ReadonlyArray<StructCodec<unknown>> = [
+  lb4FrontendKey,
+  lb4Frontend,
+  lb4BackendKey,
+  lb4Backend,
+  lb4MemberKey,
+  lb4AffinityKey,
+  lb4Affinity,
+  lb4SourceRangeKey,
+  lb4CtEntry,
+] as ReadonlyArray<StructCodec<unknown>>;
+
+// --- the flow hash (lb4_hash) --------------------------------------------------------------------------
+
+function mix32(h: number): number {
+  h ^= h >>> 16;
+  h = Math.imul(h, 0x85ebca6b);
+  h ^= h >>> 13;
+  h = Math.imul(h, 0xc2b2ae35);
+  h ^= h >>> 16;
+  return h >>> 0;
+}
+
+const ip4Number = (ip: string) => ip4ToBuffer(ip).readUInt32BE(0);
+
+/** lb4_hash() of bpf/lib/lb.h: the hash the per-packet path indexes Maglev tables with. */
+export function lb4FlowHash(f: { saddr: string; daddr: string; sport: number; dport: number; proto: number }): number {
+  let h = 0x6b656c70;
+  h = mix32(h ^ ip4Number(f.saddr));
+  h = mix32(h ^ ip4Number(f.daddr));
+  h = mix32(h ^ (((f.sport & 0xffff) << 16) | (f.dport & 0xffff)));
+  return mix32(h ^ f.proto);
+}
