@@ -35,6 +35,8 @@ export function backendKey(b: Pick<Backend, 'address' | 'port'>): string {
   return b.address.includes(':') ? `[${b.address}]:${b.port}` : `${b.address}:${b.port}`;
 }
 
+const NO_HINTS: ReadonlySet<string> = new Set();
+
 /**
  * The backends of `port` for one address family, from the Service's slices in the order given.
  * A slice without a port of the same name ("" for an unnamed one) and protocol, or whose
@@ -55,8 +57,8 @@ export function backendsForPort(port: Pick<ServicePort, 'name' | 'protocol'>, sl
         port: match.port,
         local: nodeName !== '' && ep.nodeName === nodeName,
         ...ep.conditions,
-        zoneHints: new Set(ep.hints?.forZones.map((z) => z.name)),
-        nodeHints: new Set(ep.hints?.forNodes.map((n) => n.name)),
+        zoneHints: ep.hints?.forZones.length ? new Set(ep.hints.forZones.map((z) => z.name)) : NO_HINTS,
+        nodeHints: ep.hints?.forNodes.length ? new Set(ep.hints.forNodes.map((n) => n.name)) : NO_HINTS,
       };
       const key = backendKey(b);
       if (!byKey.has(key) || !b.terminating) byKey.set(key, b);
