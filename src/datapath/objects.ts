@@ -18,8 +18,8 @@ import { BpffsStatus, openBpfRoot } from './bpffs';
 import { copyConverted, findMapPins, mapPinPath, OldPin, pinnedShape, readOldPin, unpinMap } from './maps/pins';
 import { describeShape, layoutOf, MapLayout, MAPS, mapSpec, MapSpec, sameShape } from './maps/registry';
 
-/** The objects the agent loads: one per attach point. */
-export type ObjectName = 'lxc' | 'host';
+/** The objects the agent loads: one per attach point (iter_udp: the UDP socket iterator). */
+export type ObjectName = 'lxc' | 'host' | 'sock' | 'iter_udp';
 
 const DEFAULT_OBJECT_DIR = path.join(__dirname, '../../build/bpf');
 

@@ -47,7 +47,7 @@ export interface MapLayout {
 export interface MapSpec {
   name: string;
   /** The BPF objects (build/bpf/<object>.o) that declare it; pinned once, they share one map. */
-  objects: ReadonlyArray<'lxc' | 'host'>;
+  objects: ReadonlyArray<'lxc' | 'host' | 'sock' | 'iter_udp'>;
   /** The layout the sources build (bpf/ without test defines). */
   version: number;
   /** Every layout it has had, oldest first. */
@@ -254,7 +254,7 @@ export const MAPS: readonly MapSpec[] = [
   },
   {
     name: 'kelp_lb4_frontends',
-    objects: ['lxc', 'host'],
+    objects: ['lxc', 'host', 'sock'],
     version: 1,
     layouts: [coded(1, { type: MapType.HASH, maxEntries: LbLimits.LB_FRONTENDS_MAX, flags: 1 }, lb4FrontendKey, lb4Frontend)],
     migrate: 'rebuild',
@@ -265,7 +265,7 @@ export const MAPS: readonly MapSpec[] = [
   },
   {
     name: 'kelp_lb4_backends',
-    objects: ['lxc', 'host'],
+    objects: ['lxc', 'host', 'sock'],
     version: 1,
     layouts: [coded(1, { type: MapType.HASH, maxEntries: LbLimits.LB_BACKENDS_MAX, flags: 1 }, lb4BackendKey, lb4Backend)],
     migrate: 'rebuild',
@@ -276,7 +276,7 @@ export const MAPS: readonly MapSpec[] = [
   },
   {
     name: 'kelp_lb4_members',
-    objects: ['lxc', 'host'],
+    objects: ['lxc', 'host', 'sock'],
     version: 1,
     layouts: [coded(1, { type: MapType.HASH, maxEntries: LbLimits.LB_BACKENDS_MAX, flags: 1 }, lb4MemberKey, { ...u32Codec })],
     migrate: 'rebuild',
@@ -287,7 +287,7 @@ export const MAPS: readonly MapSpec[] = [
   },
   {
     name: 'kelp_lb4_maglev',
-    objects: ['lxc', 'host'],
+    objects: ['lxc', 'host', 'sock'],
     version: 1,
     layouts: [{ version: 1, type: MapType.HASH, keySize: u32, valueSize: 2 * LbLimits.LB_MAGLEV_M_DEFAULT, maxEntries: LbLimits.LB_MAGLEV_MAX, flags: 1 }],
     migrate: 'rebuild',
@@ -299,7 +299,7 @@ export const MAPS: readonly MapSpec[] = [
   },
   {
     name: 'kelp_lb4_affinity',
-    objects: ['lxc', 'host'],
+    objects: ['lxc', 'host', 'sock'],
     version: 1,
     layouts: [coded(1, { type: MapType.LRU_HASH, maxEntries: LbLimits.LB_AFFINITY_MAX, flags: 0 }, lb4AffinityKey, lb4Affinity)],
     migrate: 'reset',
@@ -310,7 +310,7 @@ export const MAPS: readonly MapSpec[] = [
   },
   {
     name: 'kelp_lb4_source_ranges',
-    objects: ['lxc', 'host'],
+    objects: ['lxc', 'host', 'sock'],
     version: 1,
     layouts: [coded(1, { type: MapType.LPM_TRIE, maxEntries: LbLimits.LB_SOURCE_RANGES_MAX, flags: 1 }, lb4SourceRangeKey, u8Codec)],
     migrate: 'rebuild',
@@ -321,7 +321,7 @@ export const MAPS: readonly MapSpec[] = [
   },
   {
     name: 'kelp_lb4_ct',
-    objects: ['lxc', 'host'],
+    objects: ['lxc', 'host', 'sock'],
     version: 1,
     layouts: [coded(1, { type: MapType.LRU_HASH, maxEntries: LbLimits.LB_CT_MAX, flags: 0 }, tuple4, lb4CtEntry)],
     migrate: 'reset',
@@ -331,6 +331,38 @@ export const MAPS: readonly MapSpec[] = [
     writer: 'datapath',
     description: 'service conntrack: forward (client -> frontend: backend) and reverse (backend -> client: frontend) entries',
     sizable: true,
+  },
+  {
+    name: 'kelp_lb4_sock_revnat',
+    objects: ['sock'],
+    version: 1,
+    layouts: [{ version: 1, type: MapType.LRU_HASH, keySize: 16, valueSize: 12, maxEntries: 131072, flags: 0 }],
+    migrate: 'convert',
+    why:
+      'the service address each socket-balanced socket was pointed away from: without it getpeername() and recvfrom() of live sockets ' +
+      'would show the backend, and a UDP client checking its replies\' source would drop them',
+    writer: 'datapath',
+    description: 'socket LB reverse translation: (socket cookie, backend address, port) -> the frontend the application asked for',
+  },
+  {
+    name: 'kelp_lb4_sock_affinity',
+    objects: ['sock'],
+    version: 1,
+    layouts: [{ version: 1, type: MapType.LRU_HASH, keySize: 16, valueSize: 24, maxEntries: 16384, flags: 0 }],
+    migrate: 'reset',
+    why: 'ClientIP affinity of unbound sockets: after a layout change each namespace picks its backend afresh once',
+    writer: 'datapath',
+    description: 'socket LB affinity of sockets without an address yet: (netns cookie, service port) -> backend and last use',
+  },
+  {
+    name: 'kelp_sock_destroy4',
+    objects: ['iter_udp'],
+    version: 1,
+    layouts: [{ version: 1, type: MapType.HASH, keySize: 8, valueSize: u8, maxEntries: 4096, flags: 0 }],
+    migrate: 'reset',
+    why: 'filled only for the length of one destroyUdpSocketsTo call, and emptied after it',
+    writer: 'reconciler',
+    description: 'backends (address, UDP port) whose connected sockets the UDP socket iterator destroys, during one pass',
   },
 ];
 
