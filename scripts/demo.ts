@@ -86,6 +86,17 @@ async function main(): Promise<number> {
       const masq = seen === sb.nodeIp;
       if (!masq) failures += 1;
       step(`pod web -> outside: the outside host sees the connection from ${seen || '(nothing)'} (node ${sb.nodeIp}) - masquerade in BPF ${ok(masq)}`);
+
+      step('kelp apply -f deploy/demo/policy.yaml --wait: a NetworkPolicy lets only app=api reach db, on port 8080');
+      process.stdout.write(indent(sb.kelp('apply', '-f', path.join(__dirname, '../deploy/demo/policy.yaml'), '--wait')));
+      const [web, api, db] = pods;
+      const webDb = tcp(web.netns, db.ip);
+      const apiDb = tcp(api.netns, db.ip);
+      const nodeDb = tcp(sb.node, db.ip);
+      if (webDb || !apiDb || !nodeDb) failures += 1;
+      step(`web -> db ${webDb ? 'connected (it should not)' : 'dropped'}, api -> db ${apiDb ? 'connected' : 'dropped (it should not be)'}, node -> db ${nodeDb ? 'connected (a pod and its node always talk)' : 'dropped (it should not be)'} - policy in BPF ${ok(!webDb && apiDb && nodeDb)}`);
+      step(`kelp policy trace --from shop/web --to shop/db --port ${PORT}/tcp`);
+      process.stdout.write(indent(sb.kelp('policy', 'trace', '--from', 'shop/web', '--to', 'shop/db', '--port', `${PORT}/tcp`)));
     } finally {
       for (const s of [...servers, echo]) if (s.pid && s.exitCode === null) s.kill('SIGKILL');
     }
