@@ -8,6 +8,8 @@
 //      (5,000 pods in the test API server; no reference, a one-pod API as the baseline)
 //   7. policy: apply → enforced p50/p99 with 1,000 pods and 1,000 NetworkPolicies, TCP_RR/CRR with
 //      100 policies selecting both pods (ref: no policy), ready → reachable, map memory
+//   8. services: TCP_RR/CRR to the last of 1, 1,000 and 10,000 services (ref: direct pod → pod, and
+//      kube-proxy iptables and nftables), time to program 10,000 services and to change one
 // Round counts and sizes come from BENCH_* variables (bench/lib/config.ts). Everything runs in
 // network namespaces this process creates and removes, also on failure and Ctrl-C.
 import { existsSync } from 'node:fs';
@@ -19,6 +21,7 @@ import { benchRestart, RestartBenchResult } from './restart';
 import * as P2P from './pod2pod';
 import * as K8S from './kubernetes';
 import * as POLICY from './policy';
+import * as SVC from './services';
 import { cleanupAll, exitCleanlyOnSignals, isInterrupted } from './lib/cleanup';
 import { BenchConfig, FIGURES, loadConfig } from './lib/config';
 import { Figure, HeadlineRow, headlineRow } from './lib/figure';
@@ -99,6 +102,7 @@ function headlineRows(figs: Record<string, Figure | undefined>, cfg: BenchConfig
     rows.push(headlineRow(kube, `Kubernetes: full relist of ${n} pods, peak RSS`, K8S.RELIST_PEAK, k));
   }
   rows.push(...POLICY.policyHeadlineRows(figs.policy, cfg));
+  rows.push(...SVC.servicesHeadlineRows(figs.services, cfg));
   return rows;
 }
 
@@ -150,6 +154,10 @@ async function main(): Promise<void> {
     BENCH_POLICY_CHANGES: cfg.policyChanges,
     BENCH_POLICY_CLI_CHANGES: cfg.policyCliChanges,
     BENCH_POLICY_READY_PODS: cfg.policyReadyPods,
+    BENCH_SERVICES_ROUNDS: cfg.servicesRounds,
+    BENCH_SERVICES_N: cfg.servicesN.join(','),
+    BENCH_SERVICES_PROGRAM_ROUNDS: cfg.servicesProgramRounds,
+    BENCH_SERVICES_PROGRAM_N: cfg.servicesProgramN,
     BENCH_ONLY: [...cfg.only].join(','),
   };
   progress(`kelp benchmarks, run tag ${TAG}: ${Object.entries(shown).map(([k, v]) => `${k}=${v}`).join(' ')}`);
@@ -165,6 +173,7 @@ async function main(): Promise<void> {
   if (cfg.only.has('pod2pod')) figs.pod2pod = await P2P.benchPod2pod(cfg, TAG);
   if (cfg.only.has('kubernetes')) figs.kubernetes = await K8S.benchKubernetes(cfg, TAG);
   if (cfg.only.has('policy')) figs.policy = await POLICY.benchPolicy(cfg, TAG);
+  if (cfg.only.has('services')) figs.services = await SVC.benchServices(cfg, TAG);
   const restart = cfg.only.has('restart') ? restartSection(await benchRestart({ rounds: cfg.restartRounds, log: progress })) : undefined;
 
   const head = markdownTable(headlineTable(headlineRows(figs, cfg)));
@@ -188,7 +197,8 @@ async function main(): Promise<void> {
     'References: datapath, bench/bpf/redirect.c; CNI, Debian’s bridge + host-local, both plugins exec’d inside their node netns ' +
     'by bench/tools/cnirun; memory, a bare `node` process; pod ↔ pod, the variant the row names ' +
     '(figure 5 describes each); Kubernetes mode, none (figure 6 has a one-pod API as its baseline); policy, the same pods with no policy ' +
-    '(figure 7), and for apply → enforced the figures Cilium and upstream publish, quoted, not measured. Ratios are kelp ÷ reference per round: median (min–max).\n';
+    '(figure 7), and for apply → enforced the figures Cilium and upstream publish, quoted, not measured; services, a direct pod → pod connection ' +
+    'and kube-proxy\'s iptables and nftables modes measured in the same run (figure 8). Ratios are kelp ÷ reference per round: median (min–max).\n';
   // The file leads with the headline; the terminal ends with it, below the figures.
   const file = writeReport(cfg.outDir ?? path.join(__dirname, 'results'), name, [intro, headline, ...sections, changesSection()].join('\n'), charts.flat());
   process.stdout.write(`\n${[intro, ...sections, headline].join('\n')}\n`);
@@ -199,6 +209,11 @@ async function main(): Promise<void> {
     const headline = markdownTable(headlineTable(POLICY.policyHeadlineRows(figs.policy, cfg)));
     const ok = syncReadmeFigure(README, 'policy', { title: figs.policy.title, only: 'policy', report: file, headline, machine: machine() });
     progress(ok ? 'README.md policy block updated' : 'README.md policy block left alone (no markers, or the report is outside the repository)');
+  }
+  if (figs.services) {
+    const headline = markdownTable(headlineTable(SVC.servicesHeadlineRows(figs.services, cfg)));
+    const ok = syncReadmeFigure(README, 'services', { title: figs.services.title, only: 'services', report: file, headline, machine: machine() });
+    progress(ok ? 'README.md services block updated' : 'README.md services block left alone (no markers, or the report is outside the repository)');
   }
 }
 

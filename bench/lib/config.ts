@@ -47,13 +47,21 @@ export interface BenchConfig {
   policyReadyPods: number;
   /** A progress line for each policy change (BENCH_POLICY_TRACE=1). */
   policyTrace: boolean;
-  /** Figures to run (BENCH_ONLY=datapath,cni,throughput,memory,pod2pod,restart,kubernetes,policy). */
+  /** Rounds of the services figure's TCP_RR/CRR (every variant at every N once per round). */
+  servicesRounds: number;
+  /** Service counts of the TCP_RR/CRR figure: the client reaches the last of N (BENCH_SERVICES_N=1,1000,10000). */
+  servicesN: number[];
+  /** Rounds of "program N services" and "change one of them", each in a fresh namespace or agent. */
+  servicesProgramRounds: number;
+  /** The N of those rounds. */
+  servicesProgramN: number;
+  /** Figures to run (BENCH_ONLY=datapath,cni,throughput,memory,pod2pod,restart,kubernetes,policy,services). */
   only: Set<string>;
   /** Where the report goes (default bench/results). */
   outDir?: string;
 }
 
-export const FIGURES = ['datapath', 'cni', 'throughput', 'memory', 'pod2pod', 'restart', 'kubernetes', 'policy'] as const;
+export const FIGURES = ['datapath', 'cni', 'throughput', 'memory', 'pod2pod', 'restart', 'kubernetes', 'policy', 'services'] as const;
 
 function int(name: string, def: number, min = 1, max = 1_000_000): number {
   const raw = process.env[name];
@@ -61,6 +69,17 @@ function int(name: string, def: number, min = 1, max = 1_000_000): number {
   const n = Number(raw);
   if (!Number.isInteger(n) || n < min || n > max) throw new Error(`${name} must be an integer in ${min}..${max}, got ${JSON.stringify(raw)}`);
   return n;
+}
+
+/** A comma-separated list of distinct integers, e.g. BENCH_SERVICES_N=1,1000,10000. */
+function ints(name: string, def: number[], min: number, max: number): number[] {
+  const raw = process.env[name];
+  if (raw === undefined || raw === '') return def;
+  const xs = raw.split(',').map((s) => Number(s.trim()));
+  if (xs.some((n) => !Number.isInteger(n) || n < min || n > max) || new Set(xs).size !== xs.length) {
+    throw new Error(`${name} must be distinct integers in ${min}..${max}, comma-separated, got ${JSON.stringify(raw)}`);
+  }
+  return xs;
 }
 
 export function loadConfig(): BenchConfig {
@@ -95,6 +114,10 @@ export function loadConfig(): BenchConfig {
     policyCliChanges: int('BENCH_POLICY_CLI_CHANGES', 4, 0, 1000),
     policyReadyPods: int('BENCH_POLICY_READY_PODS', 10, 1, 1000),
     policyTrace: process.env.BENCH_POLICY_TRACE === '1',
+    servicesRounds: int('BENCH_SERVICES_ROUNDS', 5, 1, 100),
+    servicesN: ints('BENCH_SERVICES_N', [1, 1000, 10_000], 1, 30_000),
+    servicesProgramRounds: int('BENCH_SERVICES_PROGRAM_ROUNDS', 3, 1, 100),
+    servicesProgramN: int('BENCH_SERVICES_PROGRAM_N', 10_000, 1, 30_000),
     only,
     outDir: process.env.BENCH_OUT || undefined,
   };
