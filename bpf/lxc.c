@@ -14,6 +14,7 @@
 #include "lib/ipv4.h"
 #include "lib/endpoint.h"
 #include "lib/lb.h"
+#include "lib/lb_nat.h"
 
 /* Hands the packet to the host stack. */
 static __always_inline int lxc_pass(struct __sk_buff *skb, enum kelp_dir dir, __u32 ep_id)
@@ -50,10 +51,54 @@ static __always_inline int lxc4_local_deliver(struct __sk_buff *skb, const struc
 	return bpf_redirect_peer(dst->ifindex, 0);
 }
 
+/*
+ * A frontend without backends: the client gets its answer at once (TCP RST, ICMP port
+ * unreachable) straight back into its namespace, and the attempt is counted as a drop.
+ */
+static __always_inline int lxc4_reject(struct __sk_buff *skb, struct pkt4 *pkt, __u32 src_id)
+{
+	int ret = lb4_reject(skb, pkt);
+
+	drop_packet(skb, pkt, KELP_DIR_FROM_POD, src_id, DROP_LB_NO_BACKEND);
+	if (ret)
+		return TC_ACT_SHOT;
+	return bpf_redirect_peer(skb->ifindex, 0);
+}
+
+/* Out through the node's route to the destination, with the neighbour's MAC. */
+static __always_inline int lxc4_fib_redirect(struct __sk_buff *skb, const struct pkt4 *pkt, __u32 src_id)
+{
+	struct bpf_fib_lookup fib = {
+		.family = 2,	/* AF_INET */
+		.l4_protocol = pkt->proto,
+		.ipv4_src = pkt->saddr,
+		.ipv4_dst = pkt->daddr,
+		.ifindex = skb->ifindex,
+	};
+	struct iphdr *ip;
+	long rc;
+
+	/* The source is rewritten already: look up from the packet as it is now. */
+	ip = ipv4_load(skb);
+	if (!ip)
+		return drop_packet(skb, pkt, KELP_DIR_FROM_POD, src_id, DROP_RUNT);
+	fib.ipv4_src = ip->saddr;
+	fib.tot_len = bpf_ntohs(ip->tot_len);
+	if (ip->ttl <= 1)
+		return drop_packet(skb, pkt, KELP_DIR_FROM_POD, src_id, DROP_TTL_EXCEEDED);
+	rc = bpf_fib_lookup(skb, &fib, sizeof(fib), BPF_FIB_LOOKUP_SKIP_NEIGH);
+	if (rc != BPF_FIB_LKUP_RET_SUCCESS)
+		return lxc_pass(skb, KELP_DIR_FROM_POD, src_id);
+	ipv4_dec_ttl(ip);
+	metrics_update(src_id, KELP_DIR_FROM_POD, 0, skb->len);
+	return bpf_redirect_neigh(fib.ifindex, NULL, 0, 0);
+}
+
 static __always_inline int from_pod_ipv4(struct __sk_buff *skb, struct pkt4 *pkt)
 {
 	struct endpoint_info *src, *dst;
 	struct ethhdr *eth;
+	__u8 ct_flags = 0;
 	__u32 src_id;
 	int ret;
 
@@ -68,11 +113,24 @@ static __always_inline int from_pod_ipv4(struct __sk_buff *skb, struct pkt4 *pkt
 	if (!src)
 		return drop_packet(skb, pkt, KELP_DIR_FROM_POD, src_id, ret);
 
+	/* Services first, policy after: policy and delivery see the backend's side of the flow. */
+	ret = lb4_reverse(skb, pkt, &ct_flags);
+	if (ret == LB_XLATE_NONE)
+		ret = lb4_forward(skb, pkt, 0);
+	if (ret == LB_XLATE_REJECT)
+		return lxc4_reject(skb, pkt, src_id);
+	if (ret < 0)
+		return drop_packet(skb, pkt, KELP_DIR_FROM_POD, src_id, ret);
+
 	dst = endpoint4_lookup(pkt->daddr);
 	if (dst)
 		return lxc4_local_deliver(skb, pkt, src_id, dst);
 	if (policy4_check(skb, pkt, src_id, 0))
 		return TC_ACT_SHOT;
+	/* A reply to a client outside the node now comes from a node address (NodePort): the stack
+	 * would drop it as a martian source, so it is routed here. */
+	if (ct_flags & LB_CT_F_EXTERNAL)
+		return lxc4_fib_redirect(skb, pkt, src_id);
 	return lxc_pass(skb, KELP_DIR_FROM_POD, src_id);
 }
 
@@ -193,6 +251,7 @@ int kelp_to_pod(struct __sk_buff *skb)
 	struct pkt4 pkt = {};
 	struct endpoint_info *ep;
 	struct ethhdr *eth = eth_load(skb);
+	__u8 ct_flags = 0;
 	int ret;
 
 	if (!eth)
@@ -202,6 +261,10 @@ int kelp_to_pod(struct __sk_buff *skb)
 		return lxc_pass(skb, KELP_DIR_TO_POD, 0);
 
 	ret = ipv4_parse(skb, &pkt);
+	if (ret < 0)
+		return drop_packet(skb, &pkt, KELP_DIR_TO_POD, 0, ret);
+	/* A reply from a backend the client reached through the stack (the node, or beyond it). */
+	ret = lb4_reverse(skb, &pkt, &ct_flags);
 	if (ret < 0)
 		return drop_packet(skb, &pkt, KELP_DIR_TO_POD, 0, ret);
 	ep = endpoint4_lookup(pkt.daddr);
@@ -240,6 +303,7 @@ struct lxc_btf_types {
 	enum lb_select_result lb_select_result;
 	enum lb_ct_dir lb_ct_dir;
 	enum lb_ct_flag lb_ct_flag;
+	enum lb_xlate lb_xlate;
 };
 KELP_BTF_TYPES(lxc_btf_types)
 

@@ -244,7 +244,9 @@ static __always_inline __u32 lb4_maglev_slot(const struct lb4_frontend *fe, __u3
 		return hash % fe->count;	/* table not written yet: a spread, if not Maglev's */
 	m = KELP_LB_MAGLEV_M;
 	index = hash % m;
-	/* The verifier does not bound a remainder: the compare with the load-time size does. */
+	/* The verifier does not bound a remainder: the compare with the load-time size does, kept
+	 * by the empty asm (clang knows the remainder is below m and would drop it). */
+	asm volatile("" : "+r"(index));
 	if (index >= m)
 		return 0;
 	return table[index];
