@@ -11,7 +11,8 @@
 // ask from real clients, and compare the answers with what they expect, written by hand; every
 // object a case applied is deleted after it, whether it passed or not.
 import { ChildProcess, execFile, execFileSync, spawn } from 'node:child_process';
-import { existsSync, mkdirSync, readFileSync, rmdirSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmdirSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import path from 'node:path';
 import readline from 'node:readline';
 import { KELP_BIN, Sandbox } from '../../src/sandbox';
@@ -356,7 +357,40 @@ export interface Kept {
 // ---------------------------------------------------------------------------------------------
 // The cgroup socket LB is confined to.
 
-const CGROUP2 = '/sys/fs/cgroup/unified';
+/**
+ * A fresh cgroup v2 directory for the agent's socket hooks. The agent runs under `ip netns exec`,
+ * which mounts a new sysfs on /sys and so hides /sys/fs/cgroup/unified from it: the suite mounts
+ * the cgroup2 hierarchy once more on a directory of its own (the same hierarchy, so the same
+ * cgroup as /sys/fs/cgroup/unified/<name>) and creates its cgroup there.
+ */
+function makeCgroup(prefix: string): string {
+  const mount = mkdtempSync(path.join(tmpdir(), `kelp-${prefix}-cgroup2-`));
+  try {
+    execFileSync('mount', ['-t', 'cgroup2', 'cgroup2', mount]);
+  } catch (e) {
+    rmdirSync(mount);
+    throw e;
+  }
+  const cgroup = path.join(mount, `kelp-e2e-${prefix}`);
+  mkdirSync(cgroup);
+  return cgroup;
+}
+
+/** Removes the suite's cgroup once its processes have left, then its mount; never a hierarchy's root. */
+function removeCgroup(cgroup: string): void {
+  const mount = path.dirname(cgroup);
+  if (!path.basename(cgroup).startsWith('kelp-e2e-') || !path.basename(mount).startsWith('kelp-')) return;
+  for (let i = 0; i < 50 && existsSync(cgroup); i++) {
+    try {
+      rmdirSync(cgroup);
+    } catch {
+      // EBUSY while an exiting process is still a member
+      execFileSync('sleep', ['0.05']);
+    }
+  }
+  execFileSync('umount', ['-l', mount], { stdio: 'ignore' });
+  rmdirSync(mount);
+}
 
 /** Does this agent take `flag`? (Its --help lists every flag.) */
 export function agentHasFlag(flag: string): boolean {
@@ -385,8 +419,7 @@ export class ServicesWorld {
    */
   static async start(tag: string): Promise<ServicesWorld> {
     const prefix = e2ePrefix(tag);
-    const cgroup = path.join(CGROUP2, `kelp-e2e-${prefix}`);
-    mkdirSync(cgroup, { recursive: true });
+    const cgroup = makeCgroup(prefix);
     const agentArgs = agentHasFlag('--cgroup-root') ? [`--cgroup-root=${cgroup}`] : [];
     let sb: Sandbox | undefined;
     let w: ServicesWorld | undefined;
@@ -531,20 +564,6 @@ export class ServicesWorld {
 
   agentLogTail(lines = 40): string {
     return existsSync(this.sb.logFile) ? readFileSync(this.sb.logFile, 'utf8').trimEnd().split('\n').slice(-lines).join('\n') : '';
-  }
-}
-
-/** Removes the suite's cgroup once its processes have left; never the hierarchy's root. */
-function removeCgroup(cgroup: string): void {
-  if (path.dirname(cgroup) !== CGROUP2 || !existsSync(cgroup)) return;
-  for (let i = 0; i < 50; i++) {
-    try {
-      rmdirSync(cgroup);
-      return;
-    } catch {
-      // EBUSY while an exiting process is still a member
-      execFileSync('sleep', ['0.05']);
-    }
   }
 }
 
