@@ -143,11 +143,11 @@ export function networkPolicy(name: string, spec: Record<string, unknown>): Mani
   return { apiVersion: 'networking.k8s.io/v1', kind: 'NetworkPolicy', metadata: { name, namespace: NS }, spec };
 }
 
-function podManifest(pod: PodName, node: string, ip?: string): Manifest {
+function podManifest(pod: PodName, node: string, ip?: string, labels = POD_LABELS[pod]): Manifest {
   const m: Manifest = {
     apiVersion: 'v1',
     kind: 'Pod',
-    metadata: { name: pod, namespace: NS, labels: POD_LABELS[pod] },
+    metadata: { name: pod, namespace: NS, labels },
     spec: { nodeName: node, containers: [{ name: 'server', image: 'svc-peer', ports: NAMED_PORTS[pod] }] },
   };
   if (ip) m.status = { phase: 'Running', podIP: ip, podIPs: [{ ip }], conditions: [{ type: 'Ready', status: 'True' }] };
@@ -253,6 +253,11 @@ export function failProblem(p: Probed, error: string, withinMs?: number): string
   if (bad.length === 0) return '';
   const slowest = Math.max(...p.replies.map((r) => r.ms));
   return `${header(p)}: expected every flow to fail with ${error}${withinMs !== undefined ? ` within ${withinMs} ms` : ''}; got ${tally(p.replies)} (slowest ${slowest} ms)`;
+}
+
+/** No flow answered, whatever the reason (a VIP nobody programs, a client a range keeps out). */
+export function unansweredProblem(p: Probed): string {
+  return p.replies.some((r) => r.ok) ? `${header(p)}: expected no answer; got ${tally(p.replies)}` : '';
 }
 
 /** Every flow answered, and the backend saw the client as `source`. */
@@ -404,6 +409,8 @@ export function agentHasFlag(flag: string): boolean {
 export class ServicesWorld {
   private readonly peers = new Map<Client, Peer>();
   private readonly ips = new Map<PodName, string>();
+  /** Pods a case relabelled: `run` puts their labels back. */
+  private readonly relabelled = new Set<PodName>();
   private applies = 0;
 
   private constructor(
@@ -489,6 +496,12 @@ export class ServicesWorld {
     return dir;
   }
 
+  /** Replaces a pod's labels (its Pod object re-applied, address kept) until the case ends. */
+  async relabel(pod: PodName, labels: Labels): Promise<void> {
+    this.relabelled.add(pod);
+    await this.apply([podManifest(pod, this.sb.node, this.podIp(pod), labels)]);
+  }
+
   /** `n` new flows (each its own socket, so its own source port) from `from` to `to`, at most IN_FLIGHT at once. */
   async ask(from: Client, to: Target, what: string, n = 1, opts: { timeoutMs?: number; localAddress?: string } = {}): Promise<Probed> {
     const peer = this.peers.get(from)!;
@@ -534,7 +547,8 @@ export class ServicesWorld {
 
   /**
    * Runs one case: `body` applies through `apply` (every object recorded) and asserts; whatever
-   * it applied is deleted afterwards, whether it passed or not.
+   * it applied is deleted afterwards and relabelled pods get their labels back, whether it passed
+   * or not.
    */
   async run(body: (apply: (m: Manifest[]) => Promise<void>, remove: (m: Manifest[]) => Promise<void>) => Promise<void>): Promise<void> {
     const applied = new Map<string, Manifest>();
@@ -555,6 +569,9 @@ export class ServicesWorld {
     }
     try {
       await this.delete([...applied.values()]);
+      const pods = [...this.relabelled];
+      this.relabelled.clear();
+      await this.apply(pods.map((p) => podManifest(p, this.sb.node, this.podIp(p))));
     } catch (e) {
       if (!failure) throw e;
       failure.message += `\n(cleaning up after it failed too: ${(e as Error).message})`;
