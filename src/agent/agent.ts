@@ -22,12 +22,14 @@ import { ReconcileLoop } from '../reconcile/loop';
 import { nodeAddress } from '../sources/objects/node';
 import { endpointsReconciler } from '../reconcile/endpoints';
 import { AgentPolicy, startPolicy } from './policy';
+import { AgentServices, serviceHooks, startServices } from './services';
 import { ApiServer, checkRunDir } from './server';
 import type { RouteContext } from './routes/context';
 import { statusRoutes } from './routes/status';
 import { viewRoutes } from './routes/views';
 import { objectRoutes } from './routes/objects';
 import { policyRoutes } from './routes/policy';
+import { serviceRoutes } from './routes/services';
 import { makeCniHandler } from './cni-handler';
 import { DEL_QUEUE_NAME, DelQueue, delQueueDirFor } from './delqueue';
 import { buildConflist, installCni } from './install';
@@ -158,13 +160,20 @@ export async function startAgent(opts: AgentOptions, log: Logger = createLogger(
 
   // Created once restore is done (below); ADD is refused until then, so afterAdd always has it.
   let policy: AgentPolicy | undefined;
+  let services: AgentServices | undefined;
   const handleCni = makeCniHandler({
     manager,
     store: objects,
     log,
     ready: () => ready,
-    afterAdd: (rec) => (policy ? policy.afterAdd(rec) : Promise.reject(new Error('policy is not started yet'))),
-    afterDel: () => policy && reconcilers.markDirty('policy'),
+    afterAdd: (rec) => {
+      services?.endpointsChanged();
+      return policy ? policy.afterAdd(rec) : Promise.reject(new Error('policy is not started yet'));
+    },
+    afterDel: () => {
+      services?.endpointsChanged();
+      if (policy) reconcilers.markDirty('policy');
+    },
   });
   const queue = new DelQueue({
     dir: delQueueDirFor(socketPath),
@@ -187,15 +196,29 @@ export async function startAgent(opts: AgentOptions, log: Logger = createLogger(
   // on by its first successful run (an agent upgraded from one without policy drops nothing
   // before every running pod is programmed).
   policy = startPolicy({ objects, manager, datapath, reconcilers, rtnl: manager.hostNs, nodeName: opts.nodeName, stateDir: opts.stateDir, resyncMs: opts.resyncInterval * 1000, log });
+  services = startServices({
+    objects,
+    manager,
+    reconcilers,
+    rtnl: manager.hostNs,
+    nodeName: opts.nodeName,
+    stateDir: opts.stateDir,
+    standalone: kube === undefined,
+    maglevTableSize: opts.maglevTableSize,
+    resyncMs: opts.resyncInterval * 1000,
+    log,
+    ...serviceHooks(datapath, opts.maglevTableSize),
+  });
   await reconcilers.runNow();
 
   const server = new ApiServer(log);
   server.route('POST', CNI_HTTP_PATH, handleCni);
-  const ctx: RouteContext = { opts: eff, manager, datapath, objects, manifests, kube, sources, reconcilers, policy, ready: () => ready, masquerade: () => masq };
+  const ctx: RouteContext = { opts: eff, manager, datapath, objects, manifests, kube, sources, reconcilers, policy, services, ready: () => ready, masquerade: () => masq };
   statusRoutes(server, ctx);
   viewRoutes(server, ctx);
   objectRoutes(server, ctx);
   policyRoutes(server, ctx);
+  serviceRoutes(server, ctx);
 
   await server.listen(socketPath);
   ready = true;
@@ -221,6 +244,7 @@ export async function startAgent(opts: AgentOptions, log: Logger = createLogger(
       await server.close();
       await reconcilers.stop();
       policy?.stop();
+      services?.stop();
       for (const src of sources) await src.stop();
       manager.close();
       datapath.close();

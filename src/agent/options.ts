@@ -1,6 +1,13 @@
 // `kelp agent` flags. Every path can be set so several agents (one per "node" network
 // namespace) run side by side on one machine.
 import { hostname, totalmem } from 'node:os';
+import { DEFAULT_LB_MAGLEV_TABLE_SIZE } from '../datapath/service';
+import { checkMaglevTableSize } from '../service/maglev';
+
+/** --socket-lb: on (every socket of the cgroup), off (per-packet only), hostns (the node's own namespace only). */
+export const SOCKET_LB_CHOICES = ['on', 'off', 'hostns'] as const;
+export type SocketLbChoice = (typeof SOCKET_LB_CHOICES)[number];
+
 export interface AgentOptions {
   runDir: string;
   stateDir: string;
@@ -26,6 +33,12 @@ export interface AgentOptions {
   policyEntries?: number;
   ipcacheEntries?: number;
   policyCtEntries?: number;
+  /** Maglev table size M (prime): every backend set's table has M slots. */
+  maglevTableSize: number;
+  /** Socket-level load balancing at connect()/sendmsg() (cgroup hooks). */
+  socketLb: SocketLbChoice;
+  /** cgroup v2 directory the socket hooks attach to; unset: the socket LB's default. */
+  cgroupRoot?: string;
 }
 
 const pow2Floor = (n: number) => 2 ** Math.floor(Math.log2(Math.max(1, n)));
@@ -72,6 +85,9 @@ const FLAGS: FlagSpec[] = [
   { key: 'policyEntries', flag: '--policy-entries', kind: 'number', help: 'kelp_policy4 size (policy entries for all endpoints; default scaled to the node\'s memory: 262144 at 24 GiB)' },
   { key: 'ipcacheEntries', flag: '--ipcache-entries', kind: 'number', help: 'kelp_ipcache4 size (pod addresses and policy CIDRs; default scaled to memory: 65536 at 24 GiB)' },
   { key: 'policyCtEntries', flag: '--policy-ct-entries', kind: 'number', help: 'kelp_pct4 size (flows tracked for policy; default scaled to memory: 65536 at 24 GiB)' },
+  { key: 'maglevTableSize', flag: '--maglev-table-size', kind: 'number', help: 'Maglev table size M, a prime: slots per backend set (M ≥ 100 × the largest set keeps shares within ~1 %; kernel memory is 2 × M bytes per set with several backends)' },
+  { key: 'socketLb', flag: '--socket-lb', kind: 'string', help: 'socket-level load balancing: on (every socket of --cgroup-root), hostns (the node\'s own namespace only: meshes intercepting inside pods keep working), off (per-packet DNAT only)' },
+  { key: 'cgroupRoot', flag: '--cgroup-root', kind: 'string', help: 'cgroup v2 directory the socket load balancer attaches to (default: the cgroup v2 root)' },
   { key: 'logLevel', flag: '--log-level', kind: 'string', help: 'trace|debug|info|warn|error' },
   { key: 'logFile', flag: '--log-file', kind: 'string', help: 'log to this file instead of stderr' },
 ];
@@ -98,6 +114,8 @@ export function defaultAgentOptions(): AgentOptions {
     nodeName: hostname(),
     logLevel: 'info',
     resyncInterval: 60,
+    maglevTableSize: DEFAULT_LB_MAGLEV_TABLE_SIZE,
+    socketLb: 'on',
   };
 }
 
@@ -148,5 +166,11 @@ export function parseAgentArgs(argv: string[]): AgentOptions {
     }
   }
   if (opts.mtu < 576 || opts.mtu > 65535) throw new UsageError(`--mtu must be in 576..65535, got ${opts.mtu}`);
+  if (!(SOCKET_LB_CHOICES as readonly string[]).includes(opts.socketLb)) throw new UsageError(`--socket-lb must be one of ${SOCKET_LB_CHOICES.join(', ')}, got ${JSON.stringify(opts.socketLb)}`);
+  try {
+    checkMaglevTableSize(opts.maglevTableSize);
+  } catch (e) {
+    throw new UsageError(`--maglev-table-size: ${(e as Error).message}`);
+  }
   return opts;
 }

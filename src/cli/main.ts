@@ -8,6 +8,7 @@ import { AgentUnreachable, request, requestJson } from './client';
 import { formatTable } from './table';
 import type { CounterView, EndpointView, PodView } from '../agent/views';
 import type { PolicyView } from '../agent/routes/policy';
+import type { ServiceFrontendView } from '../agent/routes/services';
 import type { TraceResult } from '../agent/policy';
 
 const USAGE = `Usage: kelp <command> [flags]
@@ -21,6 +22,8 @@ Commands:
   get pods|endpoints          list pods (IP, interface, state) or datapath endpoints
   get counters                forwarded and dropped packets per pod, direction and reason
   get policies                the policies in evaluation order (tier, priority, pods selected here)
+  get services                every frontend programmed here (VIP, NodePort, external and LB IPs)
+                              with its backends and their state
   policy trace --from A --to B [--port N/PROTO]
                               why A → B is allowed or dropped: A and B are namespace/pod or an IP;
                               PROTO tcp (default), udp, sctp; --port icmp for ICMP
@@ -180,7 +183,26 @@ async function run(argvIn: string[]): Promise<number> {
         );
         return 0;
       }
-      throw new UsageError(`kelp get: expected pods, endpoints, counters or policies, got ${JSON.stringify(what ?? '')}`);
+      if (what === 'services' || what === 'service' || what === 'svc') {
+        const rows = await requestJson<ServiceFrontendView[]>(f.socket, 'GET', '/v1/services');
+        print(f.output, rows, () =>
+          formatTable(
+            ['NAMESPACE', 'NAME', 'PORT', 'TYPE', 'FRONTEND', 'SET', 'FLAGS', 'BACKENDS'],
+            rows.map((r) => {
+              const [ns, name] = r.service.split('/');
+              const backends = r.empty
+                ? r.empty === 'drop'
+                  ? '<none on this node: dropped>'
+                  : '<none: rejected>'
+                : r.backends.map((b) => `${b.address}:${b.port}${b.state.length ? `(${b.state.join(',')})` : ''}`).join(' ');
+              const flags = r.flags.filter((x) => x !== 'drop-no-local').map((x) => (x === 'affinity' ? `affinity=${r.affinityTimeout}s` : x));
+              return [ns, name, r.port, r.kind, `${r.address}:${r.frontendPort}/${r.protocol}`, r.setId ? `${r.setId} (${r.view})` : '-', flags.join(',') || undefined, backends];
+            }),
+          ),
+        );
+        return 0;
+      }
+      throw new UsageError(`kelp get: expected pods, endpoints, counters, policies or services, got ${JSON.stringify(what ?? '')}`);
     }
     case 'health': {
       // A probe's command: one cheap request (status checks every endpoint's hooks).

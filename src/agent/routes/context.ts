@@ -8,6 +8,7 @@ import type { KubernetesSource } from '../../sources/kubernetes';
 import type { StateSource } from '../../sources/source';
 import type { ReconcileLoop } from '../../reconcile/loop';
 import type { AgentPolicy } from '../policy';
+import type { AgentServices } from '../services';
 
 export interface RouteContext {
   /** The options in effect (pod CIDR resolved). */
@@ -20,6 +21,7 @@ export interface RouteContext {
   sources: StateSource[];
   reconcilers: ReconcileLoop;
   policy?: AgentPolicy;
+  services?: AgentServices;
   /** Serving CNI: restore is done and the socket listens. */
   ready(): boolean;
   masquerade(): { uplink: string; address: string } | null;

@@ -1,0 +1,209 @@
+// Services in the agent: the reconciler's inputs (Services, EndpointSlices, Nodes; in standalone
+// mode Pods and this node's endpoints for the derived slices; this node's addresses for
+// NodePorts), the service ids persisted across restarts, the Maglev tables kept from one run to
+// the next, UDP sockets to backends that left destroyed, and what the API shows.
+//
+// One run: compile everything (src/service/compile.ts) → the writer applies the difference
+// (src/datapath/service.ts, make before break) → backends that left every set: their connected
+// UDP sockets are destroyed, so clients (DNS above all) reconnect to a live backend.
+import { readFileSync, renameSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import * as serviceDatapath from '../datapath/service';
+import type { ServiceMapsDesired } from '../datapath/service-types';
+import type { EndpointManager } from '../endpoint/manager';
+import type { Logger } from '../log';
+import type { Rtnl } from '../netlink';
+import type { Reconciler, ReconcileLoop } from '../reconcile/loop';
+import { compileServices, MaglevCache, removedBackends, ServiceModel } from '../service/compile';
+import { ServiceIds } from '../service/ids';
+import { deriveEndpointSlices } from '../service/slices';
+import type { Kind } from '../sources/objects';
+import type { ObjectStore } from '../sources/store';
+
+const IDS_FILE = 'service-ids.json';
+/** Service conntrack collection interval (the maps are LRU: this only keeps them small). */
+const CT_GC_MS = 10_000;
+
+/** The one writer of the load-balancing maps: src/datapath/service.ts's ServiceWriter. */
+export interface ServiceMapsWriter {
+  apply(desired: ServiceMapsDesired, opts?: { resync?: boolean }): unknown;
+}
+
+/** Socket LB's reaper: destroys connected UDP sockets whose peer is one of `backends`. */
+export type DestroyUdpSockets = (backends: Array<{ address: string; port: number }>, opts: { netns: string[] }) => unknown;
+
+export interface ServiceRunStats {
+  at: string;
+  ms: number;
+  compileMs: number;
+  frontends: number;
+  sets: number;
+  backends: number;
+  /** Maglev tables computed this run (the rest came from the last run). */
+  maglevComputed: number;
+  /** Backends that left every set this run. */
+  removed: number;
+  /** The maps were written (false: no writer yet, compiled only). */
+  programmed: boolean;
+}
+
+export interface AgentServices {
+  reconciler: Reconciler;
+  model(): ServiceModel | undefined;
+  desired(): ServiceMapsDesired | undefined;
+  last(): ServiceRunStats | undefined;
+  /** A CNI ADD or DEL changed this node's endpoints (standalone: the derived slices follow). */
+  endpointsChanged(): void;
+  stop(): void;
+}
+
+export interface AgentServicesDeps {
+  objects: ObjectStore;
+  manager: Pick<EndpointManager, 'list'>;
+  reconcilers: ReconcileLoop;
+  rtnl: Rtnl;
+  nodeName: string;
+  stateDir: string;
+  /** Standalone (a manifest directory): slices are derived for Services the manifests give none. */
+  standalone: boolean;
+  maglevTableSize: number;
+  /** The loop's resync interval: at least this often the writer reads the maps back. */
+  resyncMs: number;
+  /** Absent: the datapath has no service maps yet; runs compile only (the API still shows them). */
+  writer?: ServiceMapsWriter;
+  destroyUdpSocketsTo?: DestroyUdpSockets;
+  /** Collects the service conntrack (Datapath.gcServiceCt), when there is one. */
+  gcServiceCt?: () => unknown;
+  log: Logger;
+}
+
+type WriterClass = new (maps: unknown, opts: { maglevTableSize: number }) => ServiceMapsWriter;
+
+/**
+ * What the datapath offers Services, found by feature checks, so this file builds and runs
+ * whichever of the service datapath's parts have landed: the ServiceWriter over
+ * Datapath.serviceMaps(), Datapath.destroyUdpSocketsTo (socket LB's reaper) and
+ * Datapath.gcServiceCt. Each absent one is simply not used.
+ */
+export function serviceHooks(datapath: object, maglevTableSize: number): Pick<AgentServicesDeps, 'writer' | 'destroyUdpSocketsTo' | 'gcServiceCt'> {
+  const dp = datapath as Partial<{ serviceMaps: () => unknown; destroyUdpSocketsTo: DestroyUdpSockets; gcServiceCt: () => unknown }>;
+  const Writer = (serviceDatapath as unknown as { ServiceWriter?: WriterClass }).ServiceWriter;
+  const out: Pick<AgentServicesDeps, 'writer' | 'destroyUdpSocketsTo' | 'gcServiceCt'> = {};
+  if (Writer && typeof dp.serviceMaps === 'function') out.writer = new Writer(dp.serviceMaps(), { maglevTableSize });
+  if (typeof dp.destroyUdpSocketsTo === 'function') out.destroyUdpSocketsTo = dp.destroyUdpSocketsTo.bind(datapath);
+  if (typeof dp.gcServiceCt === 'function') out.gcServiceCt = dp.gcServiceCt.bind(datapath);
+  return out;
+}
+
+export const SERVICE_KINDS: readonly Kind[] = ['Service', 'EndpointSlice', 'Node'];
+
+const isLoopback = (ip: string) => ip.startsWith('127.');
+
+export function startServices(deps: AgentServicesDeps): AgentServices {
+  const { objects, log } = deps;
+  const ids = new ServiceIds();
+  const file = path.join(deps.stateDir, IDS_FILE);
+  try {
+    ids.restore(readFileSync(file, 'utf8'));
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') log.warn({ err, file }, 'service ids not restored: numbering afresh');
+  }
+  let saved = ids.snapshot();
+  const cache = new MaglevCache();
+  let model: ServiceModel | undefined;
+  let desired: ServiceMapsDesired | undefined;
+  let last: ServiceRunStats | undefined;
+  let lastReadBack = 0;
+
+  const run = async () => {
+    const t0 = process.hrtime.bigint();
+    const nodeAddresses = (await deps.rtnl.listAddresses(undefined, 4)).map((a) => a.address).filter((ip) => !isLoopback(ip));
+    const services = objects.list('Service');
+    const nodes = objects.list('Node');
+    let endpointSlices = objects.list('EndpointSlice');
+    const endpoints = deps.manager.list();
+    if (deps.standalone) {
+      const localPodIps = new Map<string, string[]>();
+      for (const rec of endpoints) {
+        if (!rec.pod) continue;
+        const key = `${rec.pod.namespace}/${rec.pod.name}`;
+        localPodIps.set(key, [...(localPodIps.get(key) ?? []), ...rec.ips.map((i) => i.address.split('/')[0])]);
+      }
+      const derived = deriveEndpointSlices({ services, pods: objects.list('Pod'), nodes, slices: endpointSlices, localPodIps, nodeName: deps.nodeName });
+      endpointSlices = [...endpointSlices, ...derived];
+    }
+    const misses = cache.misses;
+    const res = compileServices({ services, endpointSlices, nodes, nodeName: deps.nodeName, nodeAddresses }, ids, { maglevTableSize: deps.maglevTableSize, maglevCache: cache });
+    const compileMs = Number(process.hrtime.bigint() - t0) / 1e6;
+    if (deps.writer) {
+      const resync = Date.now() - lastReadBack >= deps.resyncMs;
+      deps.writer.apply(res.desired, { resync });
+      if (resync) lastReadBack = Date.now();
+    }
+    const gone = removedBackends(model, res.model);
+    model = res.model;
+    desired = res.desired;
+    const snap = ids.snapshot();
+    if (snap !== saved) {
+      writeFileSync(file + '.tmp', snap, { mode: 0o600 });
+      renameSync(file + '.tmp', file);
+      saved = snap;
+    }
+    const udp = gone.filter((b) => b.protocol === 'UDP').map(({ address, port }) => ({ address, port }));
+    if (udp.length > 0 && deps.destroyUdpSocketsTo) {
+      // After the maps no longer hold them: a client reconnecting at once meets the new sets.
+      try {
+        deps.destroyUdpSocketsTo(udp, { netns: endpoints.map((e) => e.netns) });
+      } catch (err) {
+        log.warn({ err, backends: udp }, 'could not destroy UDP sockets to backends that left');
+      }
+    }
+    for (const c of res.model.conflicts) log.warn(c, 'two Service ports claim one frontend: the first keeps it');
+    last = {
+      at: new Date().toISOString(),
+      ms: Number(process.hrtime.bigint() - t0) / 1e6,
+      compileMs,
+      frontends: res.desired.frontends.length,
+      sets: res.desired.sets.length,
+      backends: res.model.backends.size,
+      maglevComputed: cache.misses - misses,
+      removed: gone.length,
+      programmed: deps.writer !== undefined,
+    };
+    log.debug(last, 'services reconciled');
+  };
+
+  const reconciler: Reconciler = {
+    name: 'services',
+    kinds: deps.standalone ? [...SERVICE_KINDS, 'Pod'] : SERVICE_KINDS,
+    reconcile: run,
+  };
+  deps.reconcilers.add(reconciler);
+  if (!deps.writer) log.warn('the datapath has no service maps: Services are compiled, not programmed');
+
+  let gc: NodeJS.Timeout | undefined;
+  if (deps.gcServiceCt) {
+    const collect = deps.gcServiceCt;
+    gc = setInterval(() => {
+      try {
+        collect();
+      } catch (err) {
+        log.warn({ err }, 'service conntrack collection failed');
+      }
+    }, CT_GC_MS);
+    gc.unref();
+  }
+
+  return {
+    reconciler,
+    model: () => model,
+    desired: () => desired,
+    last: () => last,
+    endpointsChanged: () => {
+      if (deps.standalone) deps.reconcilers.markDirty('services');
+    },
+    stop: () => {
+      if (gc) clearInterval(gc);
+    },
+  };
+}
