@@ -1,0 +1,362 @@
+// Socket-level load balancing on a cgroup this test makes: processes moved into it connect to a
+// ClusterIP and reach a backend pod with no per-packet translation anywhere (nothing on the node
+// routes or translates the VIP: the pods' namespaces even route it to `unreachable`), see the VIP
+// as their peer, are refused at once when the service has no backend, and a connected UDP
+// socket to a backend that leaves is destroyed so a DNS-like client moves to a remaining one.
+// host-only mode translates the node's sockets and leaves a pod's alone.
+import { ChildProcess, spawn } from 'node:child_process';
+import { mkdirSync, rmdirSync } from 'node:fs';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { BpfMap, BpfObject, inNetns } from '../../src/bpf';
+import { attachSocketLb, CGROUP_PROGRAMS, detachSocketLb } from '../../src/datapath/attach/cgroup';
+import { LinkPins } from '../../src/datapath/attach/pins';
+import { DatapathObjects } from '../../src/datapath/objects';
+import { lb4Backend, lb4BackendKey, lb4Frontend, lb4FrontendKey, lb4MemberKey } from '../../src/datapath/service';
+import type { L4Protocol } from '../../src/datapath/service-types';
+import { sockConstants, SocketLbMode, UdpSocketReaper } from '../../src/datapath/sock';
+import { silentLogger } from '../../src/log';
+import { cleanupAll, createNetns, createVeth, mountBpffs, Netns, onCleanup, sh, uniqueName } from '../support/netns';
+
+const VIP = '10.96.0.10';
+const VIP_EMPTY = '10.96.0.11';
+const ECONNREFUSED = 111;
+const ECONNABORTED = 103;
+const EHOSTUNREACH = 113;
+const EDESTADDRREQ = 89;
+
+interface Pod {
+  ns: Netns;
+  ip: string;
+  name: string;
+}
+
+let node: Netns;
+let b1: Pod;
+let b2: Pod;
+let client: Pod;
+let cgroup: string;
+let bpfRoot: string;
+let pins: LinkPins;
+
+function makePod(n: number, name: string): Pod {
+  const ns = createNetns('ksp');
+  const hostVeth = uniqueName('ksh');
+  createVeth(node, hostVeth, ns, 'eth0');
+  node.ip('addr', 'add', `10.79.${n}.1/24`, 'dev', hostVeth);
+  ns.ip('addr', 'add', `10.79.${n}.2/24`, 'dev', 'eth0');
+  ns.ip('route', 'add', 'default', 'via', `10.79.${n}.1`);
+  // Whatever is not translated at the socket fails at once instead of timing out.
+  ns.ip('route', 'add', 'unreachable', '10.96.0.0/16');
+  return { ns, ip: `10.79.${n}.2`, name };
+}
+
+/** TCP 8080 and UDP 5353 answering with the pod's name. */
+const SERVER = `
+import socket, sys, threading
+name = sys.argv[1].encode()
+t = socket.socket(); t.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); t.bind(("0.0.0.0", 8080)); t.listen(64)
+u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.bind(("0.0.0.0", 5353))
+def udp():
+    while True:
+        d, a = u.recvfrom(100); u.sendto(name, a)
+threading.Thread(target=udp, daemon=True).start()
+print("ready", flush=True)
+while True:
+    c, _ = t.accept(); c.sendall(name); c.close()
+`;
+
+/**
+ * One run of a client in the test's cgroup, in `ns`: each op is [kind, addr, port]; prints one
+ * JSON result per op. nsenter, not `ip netns exec`: that remounts /sys, hiding the cgroup2 mount.
+ */
+const CLIENT = `
+import json, socket, sys, time
+def run(kind, addr, port):
+    t0 = time.monotonic()
+    r = {}
+    try:
+        if kind == "tcp":
+            s = socket.socket(); s.settimeout(2); s.connect((addr, port))
+            r["peer"] = "%s:%d" % s.getpeername(); r["data"] = s.recv(100).decode()
+        elif kind == "udpc":
+            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(2); s.connect((addr, port))
+            s.send(b"q"); r["data"] = s.recv(100).decode(); r["peer"] = "%s:%d" % s.getpeername()
+        else:
+            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(2)
+            s.sendto(b"q", (addr, port)); d, a = s.recvfrom(100); r["data"] = d.decode(); r["peer"] = "%s:%d" % a
+    except OSError as e:
+        r["errno"] = e.errno if e.errno is not None else -1
+    r["ms"] = (time.monotonic() - t0) * 1000
+    return r
+print(json.dumps([run(k, a, p) for k, a, p in json.loads(sys.argv[1])]))
+`;
+
+type Op = ['tcp' | 'udpc' | 'udpu', string, number];
+interface Result {
+  peer?: string;
+  data?: string;
+  errno?: number;
+  ms: number;
+}
+
+function inCgroup(ns: Netns, code: string, args: string[]): string[] {
+  return [`--net=${ns.path}`, 'sh', '-c', `echo $$ > ${cgroup}/cgroup.procs && exec python3 -c "$0" "$@"`, code, ...args];
+}
+
+function runClient(ns: Netns, ops: Op[]): Result[] {
+  return JSON.parse(sh('nsenter', inCgroup(ns, CLIENT, [JSON.stringify(ops)]))) as Result[];
+}
+
+function spawnTracked(cmd: string, args: string[]): ChildProcess {
+  const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+  onCleanup(() => {
+    if (child.exitCode === null && child.pid) child.kill('SIGKILL');
+  });
+  return child;
+}
+
+/** A child's stdout as whole lines, read in order: next() waits for the next line matching re. */
+class Lines {
+  private readonly lines: string[] = [];
+  private partial = '';
+  private cursor = 0;
+  private wake?: () => void;
+
+  constructor(child: ChildProcess) {
+    child.stdout!.on('data', (d: Buffer) => {
+      const parts = (this.partial + d.toString()).split('\n');
+      this.partial = parts.pop()!;
+      this.lines.push(...parts);
+      this.wake?.();
+    });
+  }
+
+  async next(re: RegExp, timeoutMs = 5000): Promise<string> {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      while (this.cursor < this.lines.length) {
+        const l = this.lines[this.cursor++];
+        if (re.test(l)) return l;
+      }
+      if (Date.now() > deadline) throw new Error(`no line matching ${re} after: ${this.lines.join(' | ')}`);
+      await new Promise<void>((resolve) => {
+        this.wake = resolve;
+        setTimeout(resolve, 100);
+      });
+    }
+  }
+}
+
+// --- the maps, written with the codecs (as the service writer does) ----------------------------
+
+interface Maps {
+  frontends: BpfMap;
+  backends: BpfMap;
+  members: BpfMap;
+}
+
+function putFrontend(m: Maps, address: string, port: number, protocol: L4Protocol, svcId: number, setId: number, count: number): void {
+  m.frontends.update(lb4FrontendKey.encode({ address, port, protocol }), lb4Frontend.encode({ svcId, setId, count, flags: 0, affinityTimeout: 0 }), 0);
+}
+
+function putSet(m: Maps, setId: number, backends: Array<{ pod: Pod; port: number; backendId: number }>): void {
+  backends.forEach((b, slot) => {
+    m.backends.update(lb4BackendKey.encode({ setId, slot }), lb4Backend.encode({ address: b.pod.ip, port: b.port, flags: 0, backendId: b.backendId }), 0);
+    const v = Buffer.alloc(4);
+    v.writeUInt32LE(slot);
+    m.members.update(lb4MemberKey.encode({ setId, backendId: b.backendId }), v, 0);
+  });
+}
+
+/** The agent's side of a backend leaving the UDP service's set of two: the other one moves to slot 0. */
+function removeFromSet(m: Maps, setId: number, gone: { backendId: number }, stay: { pod: Pod; port: number; backendId: number }): void {
+  putSet(m, setId, [stay]);
+  putFrontend(m, VIP, 53, 'UDP', 2, setId, 1);
+  m.members.delete(lb4MemberKey.encode({ setId, backendId: gone.backendId }));
+  m.backends.delete(lb4BackendKey.encode({ setId, slot: 1 }));
+}
+
+/** Loads sock.o for `mode` (a new agent: its own DatapathObjects on the same pins) and attaches it. */
+function enable(mode: Exclude<SocketLbMode, 'off'>): { objects: DatapathObjects; sock: BpfObject; hooks: Record<string, string> } {
+  const objects = new DatapathObjects(bpfRoot, silentLogger);
+  const sock = objects.load('sock', sockConstants(mode, node.path));
+  const hooks = attachSocketLb(sock, pins, cgroup);
+  objects.swapped('sock');
+  return { objects, sock, hooks };
+}
+
+let maps: Maps;
+let first: DatapathObjects;
+
+beforeAll(async () => {
+  node = createNetns('ksn');
+  node.exec('sysctl', ['-qw', 'net.ipv4.ip_forward=1']);
+  b1 = makePod(1, 'b1');
+  b2 = makePod(2, 'b2');
+  client = makePod(3, 'client');
+  for (const b of [b1, b2]) {
+    await new Lines(spawnTracked('ip', ['netns', 'exec', b.ns.name, 'python3', '-c', SERVER, b.name])).next(/^ready/);
+  }
+  cgroup = path.join('/sys/fs/cgroup/unified', uniqueName('kelpsl'));
+  mkdirSync(cgroup);
+  // Registered first, so it runs last: after the links are gone and the clients have exited.
+  onCleanup(() => rmdirSync(cgroup));
+  bpfRoot = mountBpffs();
+  pins = new LinkPins(bpfRoot);
+  onCleanup(() => detachSocketLb(pins));
+  const e = enable('all');
+  first = e.objects;
+  onCleanup(() => first.close());
+  maps = { frontends: e.sock.map('kelp_lb4_frontends'), backends: e.sock.map('kelp_lb4_backends'), members: e.sock.map('kelp_lb4_members') };
+  putSet(maps, 1, [
+    { pod: b1, port: 8080, backendId: 11 },
+    { pod: b2, port: 8080, backendId: 12 },
+  ]);
+  putSet(maps, 2, [
+    { pod: b1, port: 5353, backendId: 21 },
+    { pod: b2, port: 5353, backendId: 22 },
+  ]);
+  putFrontend(maps, VIP, 80, 'TCP', 1, 1, 2);
+  putFrontend(maps, VIP, 53, 'UDP', 2, 2, 2);
+  putFrontend(maps, VIP_EMPTY, 80, 'TCP', 3, 0, 0);
+  putFrontend(maps, VIP_EMPTY, 53, 'UDP', 4, 0, 0);
+});
+
+afterAll(cleanupAll);
+
+describe('socket LB', () => {
+  it('attaches one pinned cgroup link per hook', () => {
+    const shown = sh('bpftool', ['cgroup', 'show', cgroup]);
+    for (const h of CGROUP_PROGRAMS) expect(shown).toContain(h.prog.slice(0, 15));
+  });
+
+  it('a node client reaches a backend over TCP, connected and unconnected UDP, and sees the VIP as its peer', () => {
+    const names = new Set<string>();
+    for (let i = 0; i < 8; i++) {
+      const [tcp, udpc, udpu] = runClient(node, [
+        ['tcp', VIP, 80],
+        ['udpc', VIP, 53],
+        ['udpu', VIP, 53],
+      ]);
+      expect(tcp).toMatchObject({ peer: `${VIP}:80` });
+      expect(udpc).toMatchObject({ peer: `${VIP}:53` });
+      expect(udpu).toMatchObject({ peer: `${VIP}:53` });
+      for (const r of [tcp, udpc, udpu]) {
+        expect(['b1', 'b2']).toContain(r.data);
+        names.add(r.data!);
+      }
+    }
+    // A socket's backend comes from its cookie's hash: 24 sockets all on one of two is 2^-23.
+    expect(names).toEqual(new Set(['b1', 'b2']));
+  });
+
+  it('a service without backends is refused at once: connect() and sendmsg() fail with ECONNREFUSED', () => {
+    const [tcp, udpc, udpu] = runClient(node, [
+      ['tcp', VIP_EMPTY, 80],
+      ['udpc', VIP_EMPTY, 53],
+      ['udpu', VIP_EMPTY, 53],
+    ]);
+    for (const r of [tcp, udpc, udpu]) {
+      expect(r.errno).toBe(ECONNREFUSED);
+      expect(r.ms).toBeLessThan(50);
+    }
+  });
+
+  it("'all' translates a pod's sockets too; 'host-only' only the node's, and the link is updated in place", () => {
+    expect(runClient(client.ns, [['tcp', VIP, 80]])[0]).toMatchObject({ peer: `${VIP}:80` });
+    const ids = CGROUP_PROGRAMS.map((h) => sh('bpftool', ['link', 'show', 'pinned', path.join(pins.dir, h.pin)]).split(':')[0]);
+    const hostOnly = enable('host-only');
+    try {
+      expect(Object.values(hostOnly.hooks)).toEqual(['updated', 'updated', 'updated', 'updated']);
+      expect(CGROUP_PROGRAMS.map((h) => sh('bpftool', ['link', 'show', 'pinned', path.join(pins.dir, h.pin)]).split(':')[0])).toEqual(ids);
+      const [fromPod] = runClient(client.ns, [['tcp', VIP, 80]]);
+      // Not translated: the pod's own route for the VIP answers.
+      expect(fromPod.errno).toBe(EHOSTUNREACH);
+      const [fromNode] = runClient(node, [['tcp', VIP, 80]]);
+      expect(fromNode).toMatchObject({ peer: `${VIP}:80` });
+    } finally {
+      const back = enable('all');
+      back.objects.close();
+      hostOnly.objects.close();
+    }
+    expect(runClient(client.ns, [['tcp', VIP, 80]])[0]).toMatchObject({ peer: `${VIP}:80` });
+  });
+
+  it('a connected UDP socket to a backend that left is destroyed, and the client moves to the one left', async () => {
+    // A DNS-like client: one connected socket, a query a second; on an error, a new socket.
+    const code = `
+import socket, time
+def conn():
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(1); s.connect(("${VIP}", 53)); return s
+s = conn()
+for i in range(100):
+    try:
+        s.send(b"q"); print("reply", s.recv(100).decode(), "%s:%d" % s.getpeername(), flush=True)
+    except OSError as e:
+        print("error", e.errno, flush=True); s.close(); s = conn(); continue
+    time.sleep(0.1)
+`;
+    const objects = new DatapathObjects(bpfRoot, silentLogger);
+    const reaper = UdpSocketReaper.of(objects.load('iter_udp', {}), silentLogger);
+    try {
+      const dns = spawnTracked('nsenter', inCgroup(node, code, []));
+      const out = new Lines(dns);
+      const firstReply = await out.next(/^reply/);
+      const [, name, peer] = firstReply.split(' ');
+      expect(peer).toBe(`${VIP}:53`);
+      const gone = name === 'b1' ? b1 : b2;
+      const stay = name === 'b1' ? b2 : b1;
+      removeFromSet(maps, 2, { backendId: gone === b1 ? 21 : 22 }, { pod: stay, port: 5353, backendId: stay === b1 ? 21 : 22 });
+      // The same backend keeps answering this socket: it was pointed there at connect().
+      expect((await out.next(/^reply/)).split(' ')[1]).toBe(name);
+
+      const t0 = performance.now();
+      // The agent runs in the node's namespace: its own sockets are the node's.
+      const destroyed = inNetns(node.path, () => reaper.destroyUdpSocketsTo([{ address: gone.ip, port: 5353 }], { netns: [client.ns.path] }));
+      const ms = performance.now() - t0;
+      expect(destroyed).toEqual([expect.objectContaining({ peer: gone.ip, peerPort: 5353, err: 0, netns: undefined })]);
+      expect(ms).toBeLessThan(100);
+      // The socket is aborted and disconnected: a recv() pending then fails with ECONNABORTED, the
+      // next send() of a client between queries with EDESTADDRREQ (it has no peer any more).
+      expect([`error ${ECONNABORTED}`, `error ${EDESTADDRREQ}`]).toContain(await out.next(/^error/));
+      expect(await out.next(/^reply/)).toBe(`reply ${stay.name} ${VIP}:53`);
+      dns.kill('SIGKILL');
+    } finally {
+      reaper.close();
+      objects.close();
+      putSet(maps, 2, [
+        { pod: b1, port: 5353, backendId: 21 },
+        { pod: b2, port: 5353, backendId: 22 },
+      ]);
+      putFrontend(maps, VIP, 53, 'UDP', 2, 2, 2);
+    }
+  });
+
+  it("reaches a pod's sockets connected to the backend directly, in the namespaces it is given only", async () => {
+    const code = `
+import socket
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.connect(("${b1.ip}", 5353)); print("ready", flush=True)
+try:
+    s.recv(100)
+except OSError as e:
+    print("error", e.errno, flush=True)
+`;
+    const objects = new DatapathObjects(bpfRoot, silentLogger);
+    const reaper = UdpSocketReaper.of(objects.load('iter_udp', {}), silentLogger);
+    try {
+      // Outside the cgroup: no socket LB involved at all.
+      const inPod = new Lines(spawnTracked('ip', ['netns', 'exec', client.ns.name, 'python3', '-c', code]));
+      await inPod.next(/^ready/);
+      expect(inNetns(node.path, () => reaper.destroyUdpSocketsTo([{ address: b1.ip, port: 5353 }]))).toEqual([]);
+      const destroyed = inNetns(node.path, () =>
+        reaper.destroyUdpSocketsTo([{ address: b1.ip, port: 5353 }], { netns: [client.ns.path, '/var/run/netns/kelp-no-such-netns'] }),
+      );
+      expect(destroyed).toEqual([expect.objectContaining({ netns: client.ns.path, peer: b1.ip, local: client.ip, err: 0 })]);
+      expect(await inPod.next(/^error/)).toBe(`error ${ECONNABORTED}`);
+    } finally {
+      reaper.close();
+      objects.close();
+    }
+  });
+});
