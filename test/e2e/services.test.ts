@@ -67,7 +67,7 @@ const OUTSIDE_IP = '192.168.250.2';
 const at = (pods: PodName[], port: number) => pods.map((p) => `${p}:${port}`);
 
 describe('services harness (runs without the implementation)', () => {
-  it('peers answer with who, where and from whom; a stopped server, a closed port and an unrouted address fail with their own reason', async () => {
+  it('peers answer with who, where and from whom; a stopped server, a closed port and an unrouted address fail with their own reason; a DNS-like client reconnects after a socket error', async () => {
     const [direct, udpDirect, fromOutside, fromExtra] = await Promise.all([
       w.ask('client-a', tcp(w.podIp('web-1'), 8080), 'web-1 directly', 3),
       w.ask('node', udp(w.podIp('web-2'), 5353), 'web-2 directly', 3),
@@ -94,6 +94,21 @@ describe('services harness (runs without the implementation)', () => {
       await w.server('web-3', 'listen', 'tcp', 8080);
     }
     expect(spreadProblem(await w.ask('client-a', tcp(w.podIp('web-3'), 8080), 'web-3 listening again', 2), ['web-3:8080'])).toBe('');
+
+    // The DNS-like client: its connected socket's error (here an ICMP port unreachable while the
+    // server is down) makes it reconnect and ask again, until the answer comes.
+    const dns = await w.keep('client-a', udp(w.podIp('web-1'), 5353), 'web-1 directly, kept');
+    try {
+      await w.server('web-1', 'unlisten', 'udp', 5353);
+      const asked = w.send(dns, { reconnect: true, timeoutMs: 3000 });
+      await new Promise((r) => setTimeout(r, 400));
+      await w.server('web-1', 'listen', 'udp', 5353);
+      const r = await asked;
+      expect(r, JSON.stringify(r)).toMatchObject({ ok: true, answer: { who: 'web-1' } });
+      expect(r.events).toEqual(expect.arrayContaining(['ECONNREFUSED', 'reconnected']));
+    } finally {
+      await w.close(dns);
+    }
 
     const [closedUdp, unrouted] = await Promise.all([
       w.ask('client-a', udp(w.podIp('web-1'), CLOSED_PORT), 'a closed UDP port', 2),

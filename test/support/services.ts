@@ -441,6 +441,9 @@ export class ServicesWorld {
       // As in a cluster: the Pod object first, then the runtime's CNI ADD, then its address in status.
       for (const p of POD_NAMES) w.ips.set(p, (await sb.addPod(p, NS)).ip);
       await w.apply(POD_NAMES.map((p) => podManifest(p, sb!.node, w!.podIp(p))));
+      // Every real server's ICMP error must come back, however many a case provokes (the kernel
+      // limits them per destination: 1 s, burst 6). Only the pods' and the outside's own setting.
+      for (const ns of [...POD_NAMES.map((p) => sb!.pods.get(`${NS}/${p}`)!.netns), out]) sb.exec(ns, 'sysctl', ['-qw', 'net.ipv4.icmp_ratelimit=0']);
       for (const p of POD_NAMES) w.startPeer(p, ['ip', 'netns', 'exec', sb.pods.get(`${NS}/${p}`)!.netns]);
       w.startPeer('outside', ['ip', 'netns', 'exec', out]);
       // The node's client joins the cgroup before it execs: every socket it opens is under the hooks.
