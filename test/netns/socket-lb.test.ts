@@ -8,12 +8,23 @@ import { ChildProcess, spawn } from 'node:child_process';
 import { mkdirSync, rmdirSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { BpfMap, BpfObject, inNetns } from '../../src/bpf';
+import { BpfMap, BpfObject, inNetns, netnsCookie } from '../../src/bpf';
 import { attachSocketLb, CGROUP_PROGRAMS, detachSocketLb } from '../../src/datapath/attach/cgroup';
 import { LinkPins } from '../../src/datapath/attach/pins';
 import { DatapathObjects } from '../../src/datapath/objects';
-import { lb4Backend, lb4BackendKey, lb4Frontend, lb4FrontendKey, lb4MemberKey } from '../../src/datapath/service';
-import type { L4Protocol } from '../../src/datapath/service-types';
+import {
+  DEFAULT_LB_MAGLEV_TABLE_SIZE,
+  encodeMaglevTable,
+  lb4Affinity,
+  lb4AffinityKey,
+  lb4Backend,
+  lb4BackendKey,
+  lb4Frontend,
+  lb4FrontendKey,
+  lb4MemberKey,
+  lb4SourceRangeKey,
+} from '../../src/datapath/service';
+import { FRONTEND_AFFINITY, FRONTEND_SOURCE_RANGES, L4Protocol } from '../../src/datapath/service-types';
 import { sockConstants, SocketLbMode, UdpSocketReaper } from '../../src/datapath/sock';
 import { silentLogger } from '../../src/log';
 import { cleanupAll, createNetns, createVeth, mountBpffs, Netns, onCleanup, sh, uniqueName } from '../support/netns';
@@ -72,12 +83,14 @@ while True:
  */
 const CLIENT = `
 import json, socket, sys, time
-def run(kind, addr, port):
+def run(kind, addr, port, src=None):
     t0 = time.monotonic()
     r = {}
     try:
         if kind == "tcp":
-            s = socket.socket(); s.settimeout(2); s.connect((addr, port))
+            s = socket.socket(); s.settimeout(2)
+            if src: s.bind((src, 0))
+            s.connect((addr, port))
             r["peer"] = "%s:%d" % s.getpeername(); r["data"] = s.recv(100).decode()
         elif kind == "udpc":
             s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(2); s.connect((addr, port))
@@ -89,10 +102,11 @@ def run(kind, addr, port):
         r["errno"] = e.errno if e.errno is not None else -1
     r["ms"] = (time.monotonic() - t0) * 1000
     return r
-print(json.dumps([run(k, a, p) for k, a, p in json.loads(sys.argv[1])]))
+print(json.dumps([run(*op) for op in json.loads(sys.argv[1])]))
 `;
 
-type Op = ['tcp' | 'udpc' | 'udpu', string, number];
+/** [kind, address, port, TCP source address to bind first]. */
+type Op = ['tcp' | 'udpc' | 'udpu', string, number] | ['tcp', string, number, string];
 interface Result {
   peer?: string;
   data?: string;
@@ -154,10 +168,12 @@ interface Maps {
   frontends: BpfMap;
   backends: BpfMap;
   members: BpfMap;
+  maglev: BpfMap;
+  sourceRanges: BpfMap;
 }
 
-function putFrontend(m: Maps, address: string, port: number, protocol: L4Protocol, svcId: number, setId: number, count: number): void {
-  m.frontends.update(lb4FrontendKey.encode({ address, port, protocol }), lb4Frontend.encode({ svcId, setId, count, flags: 0, affinityTimeout: 0 }), 0);
+function putFrontend(m: Maps, address: string, port: number, protocol: L4Protocol, svcId: number, setId: number, count: number, flags = 0): void {
+  m.frontends.update(lb4FrontendKey.encode({ address, port, protocol }), lb4Frontend.encode({ svcId, setId, count, flags, affinityTimeout: 60 }), 0);
 }
 
 function putSet(m: Maps, setId: number, backends: Array<{ pod: Pod; port: number; backendId: number }>): void {
@@ -192,6 +208,7 @@ let first: DatapathObjects;
 beforeAll(async () => {
   node = createNetns('ksn');
   node.exec('sysctl', ['-qw', 'net.ipv4.ip_forward=1']);
+  node.ip('route', 'add', 'unreachable', '10.96.0.0/16');
   b1 = makePod(1, 'b1');
   b2 = makePod(2, 'b2');
   client = makePod(3, 'client');
@@ -208,7 +225,13 @@ beforeAll(async () => {
   const e = enable('all');
   first = e.objects;
   onCleanup(() => first.close());
-  maps = { frontends: e.sock.map('kelp_lb4_frontends'), backends: e.sock.map('kelp_lb4_backends'), members: e.sock.map('kelp_lb4_members') };
+  maps = {
+    frontends: e.sock.map('kelp_lb4_frontends'),
+    backends: e.sock.map('kelp_lb4_backends'),
+    members: e.sock.map('kelp_lb4_members'),
+    maglev: e.sock.map('kelp_lb4_maglev'),
+    sourceRanges: e.sock.map('kelp_lb4_source_ranges'),
+  };
   putSet(maps, 1, [
     { pod: b1, port: 8080, backendId: 11 },
     { pod: b2, port: 8080, backendId: 12 },
@@ -261,6 +284,48 @@ describe('socket LB', () => {
       expect(r.errno).toBe(ECONNREFUSED);
       expect(r.ms).toBeLessThan(50);
     }
+  });
+
+  it("follows the set's Maglev table", () => {
+    const key = Buffer.alloc(4);
+    key.writeUInt32LE(1);
+    maps.maglev.update(key, encodeMaglevTable(new Uint16Array(DEFAULT_LB_MAGLEV_TABLE_SIZE).fill(1), DEFAULT_LB_MAGLEV_TABLE_SIZE, 2), 0);
+    try {
+      const rs = runClient(node, Array.from({ length: 8 }, (): Op => ['tcp', VIP, 80]));
+      expect(rs.map((r) => r.data)).toEqual(Array(8).fill('b2'));
+    } finally {
+      maps.maglev.delete(key);
+    }
+  });
+
+  it('ClientIP affinity: an unbound socket by its namespace, a bound one by its address', () => {
+    putFrontend(maps, VIP, 81, 'TCP', 5, 1, 2, FRONTEND_AFFINITY);
+    const unbound = runClient(node, Array.from({ length: 8 }, (): Op => ['tcp', VIP, 81]));
+    expect(new Set(unbound.map((r) => r.data)).size).toBe(1);
+    expect(unbound[0]).toMatchObject({ peer: `${VIP}:81` });
+    const bound = runClient(node, Array.from({ length: 8 }, (): Op => ['tcp', VIP, 81, '10.79.1.1']));
+    expect(new Set(bound.map((r) => r.data)).size).toBe(1);
+    // The bound client's affinity is kelp_lb4_affinity's, the per-packet path's own; the
+    // unbound one's is kelp_lb4_sock_affinity's, by the node's netns cookie.
+    const affinity = first.map('kelp_lb4_affinity').lookup(lb4AffinityKey.encode({ svcId: 5, client: '10.79.1.1' }));
+    expect(affinity && lb4Affinity.decode(affinity).address).toBe(bound[0].data === 'b1' ? b1.ip : b2.ip);
+    const sockAffinity = first.map('kelp_lb4_sock_affinity').keys();
+    expect(sockAffinity).toHaveLength(1);
+    expect(sockAffinity[0].readBigUInt64LE(0)).toBe(netnsCookie(node.path));
+  });
+
+  it('loadBalancerSourceRanges: a bound client in range is translated; out of range, or unbound, is left to the per-packet path', () => {
+    putFrontend(maps, VIP, 82, 'TCP', 6, 1, 2, FRONTEND_SOURCE_RANGES);
+    maps.sourceRanges.update(lb4SourceRangeKey.encode({ svcId: 6, cidr: '10.79.1.1/32' }), Buffer.from([1]), 0);
+    const [inRange, outOfRange, unbound] = runClient(node, [
+      ['tcp', VIP, 82, '10.79.1.1'],
+      ['tcp', VIP, 82, '10.79.2.1'],
+      ['tcp', VIP, 82],
+    ]);
+    expect(inRange).toMatchObject({ peer: `${VIP}:82` });
+    // Untranslated, they meet the node's own route for the VIP (no per-packet path in this test).
+    expect(outOfRange.errno).toBe(EHOSTUNREACH);
+    expect(unbound.errno).toBe(EHOSTUNREACH);
   });
 
   it("'all' translates a pod's sockets too; 'host-only' only the node's, and the link is updated in place", () => {
@@ -331,6 +396,19 @@ for i in range(100):
       ]);
       putFrontend(maps, VIP, 53, 'UDP', 2, 2, 2);
     }
+  });
+
+  it('off: the links are detached and their pins removed; connect() goes to the VIP itself', () => {
+    const removed = detachSocketLb(pins);
+    try {
+      expect(removed.map((p) => path.basename(p)).sort()).toEqual(CGROUP_PROGRAMS.map((h) => h.pin).sort());
+      expect(sh('bpftool', ['cgroup', 'show', cgroup])).not.toContain('kelp_sock');
+      expect(runClient(node, [['tcp', VIP, 80]])[0].errno).toBe(EHOSTUNREACH);
+      expect(detachSocketLb(pins)).toEqual([]);
+    } finally {
+      enable('all').objects.close();
+    }
+    expect(runClient(node, [['tcp', VIP, 80]])[0]).toMatchObject({ peer: `${VIP}:80` });
   });
 
   it("reaches a pod's sockets connected to the backend directly, in the namespaces it is given only", async () => {
