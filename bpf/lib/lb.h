@@ -43,7 +43,7 @@ enum lb_backend_flag {
 
 enum lb_limits {
 	LB_FRONTENDS_MAX	= 65536,	/* 10,000 services x a few ports x (ClusterIP, NodePort, LB IPs) */
-	LB_BACKENDS_MAX		= 262144,	/* (set, slot): every set's backends */
+	LB_BACKENDS_MAX		= 131072,	/* (set, slot): every set's backends */
 	LB_MAGLEV_MAX		= 32768,	/* sets with more than one backend */
 	LB_AFFINITY_MAX		= 65536,
 	LB_SOURCE_RANGES_MAX	= 16384,
@@ -51,6 +51,12 @@ enum lb_limits {
 	LB_MAGLEV_M_DEFAULT	= 4057,		/* see KELP_LB_MAGLEV_M */
 };
 
+/*
+ * kelp_lb4_frontends, kelp_lb4_backends and kelp_lb4_members are preallocated (~4 + 9 + 8 MiB at
+ * these sizes): an insert then costs no allocation, which halves the agent's write of 10,000
+ * services (measured: 30,000 frontends 52 ms instead of 120 ms). The Maglev tables are not: a
+ * table is 8 KiB and only sets with several backends have one.
+ */
 struct lb4_frontend_key {
 	__be32 addr;
 	__be16 port;
@@ -110,7 +116,6 @@ struct {
 	__type(key, struct lb4_frontend_key);
 	__type(value, struct lb4_frontend);
 	__uint(max_entries, LB_FRONTENDS_MAX);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } kelp_lb4_frontends SEC(".maps");
 
@@ -119,7 +124,6 @@ struct {
 	__type(key, struct lb4_backend_key);
 	__type(value, struct lb4_backend);
 	__uint(max_entries, LB_BACKENDS_MAX);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } kelp_lb4_backends SEC(".maps");
 
@@ -129,7 +133,6 @@ struct {
 	__type(key, struct lb4_member_key);
 	__type(value, __u32);
 	__uint(max_entries, LB_BACKENDS_MAX);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } kelp_lb4_members SEC(".maps");
 

@@ -10,6 +10,7 @@
 //   maps/view.ts      status and dump of the maps (maps/registry.ts declares them)
 //   events.ts         the kelp_events ring
 //   policy.ts         the policy maps' writer, enforcement switch and conntrack collector
+//   service.ts        the load-balancing maps' writer (ServiceWriter) and service conntrack collector
 // Load balancing and overlays add files beside these and a few lines here.
 // Invariants: lxc.o is loaded (and the endpoint cache made to agree with kelp_endpoints) before
 // any program of this agent is attached; close() releases handles only, so pods keep their
@@ -28,6 +29,7 @@ import { dumpMap, MapStat, mapStats } from './maps/view';
 import { monotonicNs } from './nat';
 import { gcPolicyCt, PolicyCtGcOptions, PolicyCtGcResult, PolicyMaps, policyMapsOf } from './policy';
 import { DatapathObjects } from './objects';
+import { DEFAULT_LB_MAGLEV_TABLE_SIZE, gcServiceCt, ServiceCtGcOptions, ServiceMaps, serviceMapsOf } from './service';
 import type { MetricsEntry } from './structs';
 import type { DatapathEndpoint, PodHook } from './types';
 
@@ -39,6 +41,8 @@ export interface DatapathOptions {
   objectDir?: string;
   /** Per-node sizes of the maps the registry marks sizable (policy maps), by name. */
   mapSizes?: Record<string, number>;
+  /** The Maglev table size (--maglev-table-size, a prime); default DEFAULT_LB_MAGLEV_TABLE_SIZE. */
+  maglevTableSize?: number;
 }
 
 export class Datapath {
@@ -55,7 +59,9 @@ export class Datapath {
   private ring?: RingBuffer;
 
   constructor(private readonly opts: DatapathOptions) {
-    this.objects = new DatapathObjects(opts.bpfRoot, opts.log, opts.objectDir, opts.mapSizes);
+    this.objects = new DatapathObjects(opts.bpfRoot, opts.log, opts.objectDir, opts.mapSizes, {
+      kelp_lb4_maglev: 2 * (opts.maglevTableSize ?? DEFAULT_LB_MAGLEV_TABLE_SIZE),
+    });
     this.bpffs = this.objects.bpffs;
     this.pins = new LinkPins(opts.bpfRoot);
     this.lxc = this.objects.load('lxc', { KELP_TRACE: opts.trace ? 1 : 0 });
@@ -154,6 +160,19 @@ export class Datapath {
   /** One collection pass over the policy conntrack; the caller runs it periodically (every 10 s). */
   gcPolicyCt(opts?: PolicyCtGcOptions): PolicyCtGcResult {
     return gcPolicyCt(this.objects.map('kelp_pct4'), monotonicNs(), opts);
+  }
+
+  // --- services --------------------------------------------------------------------------------
+
+  /** The load-balancing maps, for one ServiceWriter (service.ts) kept for the agent's lifetime:
+   * new ServiceWriter(dp.serviceMaps(), { maglevTableSize }).apply(desired). */
+  serviceMaps(): ServiceMaps {
+    return serviceMapsOf(this.objects);
+  }
+
+  /** One collection pass over the service conntrack; the caller runs it periodically (every 10 s). */
+  gcServiceCt(opts?: ServiceCtGcOptions): { scanned: number; deleted: number } {
+    return gcServiceCt(this.objects.map('kelp_lb4_ct'), monotonicNs(), opts);
   }
 
   // --- uplink ----------------------------------------------------------------------------------

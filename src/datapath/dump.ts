@@ -7,6 +7,18 @@ import { dropReasonName } from './drop';
 import { Direction, endpointInfo, endpointKey, endpointSlot, metricsFwdSlot, metricsKey, sumPerCpuMetrics } from './structs';
 import { ct4Entry, Ct4Entry, nat4Entry, Nat4Entry, nomasq4Key, tuple4 } from './nat';
 import type { StructCodec } from './structs';
+import {
+  decodeMaglevTable,
+  lb4Affinity,
+  lb4AffinityKey,
+  lb4Backend,
+  lb4BackendKey,
+  lb4CtEntry,
+  lb4Frontend,
+  lb4FrontendKey,
+  lb4MemberKey,
+  lb4SourceRangeKey,
+} from './service';
 import { describePolicyCt, frag4Key, frag4Ports, ipcache4Info, ipcache4Key, pct4Entry, pct4Key, policy4Key, policy4Verdict, policyConfig } from './policy';
 
 export interface MapRow {
@@ -70,6 +82,26 @@ export function mapRows(name: string, m: BpfMap, layout?: { value?: StructCodec<
         const flow = describePolicyCt(pct4Key.decode(k), pct4Entry.decode(v));
         return { key: flow.orig, value: { ...flow.entry, action: flow.action, verdict: flow.verdict } };
       });
+    case 'kelp_lb4_frontends':
+      return m.lookupBatch().map(([k, v]) => ({ key: lb4FrontendKey.decode(k), value: lb4Frontend.decode(v) }));
+    case 'kelp_lb4_backends':
+      return m.lookupBatch().map(([k, v]) => ({ key: lb4BackendKey.decode(k), value: lb4Backend.decode(v) }));
+    case 'kelp_lb4_members':
+      return m.lookupBatch().map(([k, v]) => ({ key: lb4MemberKey.decode(k), value: { slot: v.readUInt32LE(0) } }));
+    case 'kelp_lb4_maglev':
+      // A table is thousands of slots: its size and each backend slot's share.
+      return m.lookupBatch().map(([k, v]) => {
+        const table = decodeMaglevTable(v);
+        const share: Record<number, number> = {};
+        for (const s of table) share[s] = (share[s] ?? 0) + 1;
+        return { key: { setId: k.readUInt32LE(0) }, value: { size: table.length, slotsPerBackend: share } };
+      });
+    case 'kelp_lb4_affinity':
+      return m.lookupBatch().map(([k, v]) => ({ key: lb4AffinityKey.decode(k), value: lb4Affinity.decode(v) }));
+    case 'kelp_lb4_source_ranges':
+      return decodedRows(m, lb4SourceRangeKey, { cName: '__u8', size: 1, fields: [], encode: () => Buffer.alloc(1), decode: (b: Buffer) => b.readUInt8(0) });
+    case 'kelp_lb4_ct':
+      return m.lookupBatch().map(([k, v]) => ({ key: tuple4.decode(k), value: lb4CtEntry.decode(v) }));
     case 'kelp_frag4':
       return m.lookupBatch().map(([k, v]) => ({ key: frag4Key.decode(k), value: frag4Ports.decode(v) }));
   }

@@ -17,15 +17,18 @@
 //  3. periodically (every ~10 s): gcServiceCt (kelp_lb4_ct and kelp_lb4_affinity are LRU: the
 //     collector only keeps them small).
 // A MapFullError leaves the maps a superset of the old and new content: log, count, retry.
+import type { BpfMap } from '../bpf';
 import { networkAddress, parseCidr, ipToBytes } from '../ipam/ip';
-import type { L4Protocol } from './service-types';
+import { applyPuts, applyRemoves, diffEntries, diffStats, isMapFull, MapDiff, MapFullError, readEntries, SyncStats } from './maps/sync';
+import { ct4Deadline, Ct4Entry, CtTimeouts, DEFAULT_CT_TIMEOUTS, tuple4 } from './nat';
+import type { L4Protocol, ServiceMapsDesired } from './service-types';
 import { StructCodec, checkLength, checkUint, ip4FromBuffer, ip4ToBuffer, layout } from './structs';
 
 // --- enums (bpf/lib/lb.h) ---------------------------------------------------------------------
 
 export const LbLimits = {
   LB_FRONTENDS_MAX: 65536,
-  LB_BACKENDS_MAX: 262144,
+  LB_BACKENDS_MAX: 131072,
   LB_MAGLEV_MAX: 32768,
   LB_AFFINITY_MAX: 65536,
   LB_SOURCE_RANGES_MAX: 16384,
@@ -431,4 +434,207 @@ export function lb4FlowHash(f: { saddr: string; daddr: string; sport: number; dp
   h = mix32(h ^ ip4Number(f.daddr));
   h = mix32(h ^ (((f.sport & 0xffff) << 16) | (f.dport & 0xffff)));
   return mix32(h ^ f.proto);
+}
+
+// --- the writer ------------------------------------------------------------------------------------
+
+/** The maps ServiceWriter writes (one of each, shared by every object declaring them). */
+export interface ServiceMaps {
+  frontends: BpfMap;
+  backends: BpfMap;
+  members: BpfMap;
+  maglev: BpfMap;
+  sourceRanges: BpfMap;
+}
+
+export function serviceMapsOf(obj: { map(name: string): BpfMap }): ServiceMaps {
+  return {
+    frontends: obj.map('kelp_lb4_frontends'),
+    backends: obj.map('kelp_lb4_backends'),
+    members: obj.map('kelp_lb4_members'),
+    maglev: obj.map('kelp_lb4_maglev'),
+    sourceRanges: obj.map('kelp_lb4_source_ranges'),
+  };
+}
+
+type Entries = Array<readonly [Buffer, Buffer]>;
+
+interface EncodedService {
+  frontends: Entries;
+  backends: Entries;
+  members: Entries;
+  maglev: Entries;
+  sourceRanges: Entries;
+}
+
+const MAP_ORDER = ['backends', 'members', 'maglev', 'sourceRanges'] as const;
+
+export interface ServiceWriterOptions {
+  /** The datapath's Maglev table size (--maglev-table-size); default the size compiled in. */
+  maglevTableSize?: number;
+}
+
+export interface ApplyServiceResult {
+  frontends: SyncStats;
+  backends: SyncStats;
+  members: SyncStats;
+  maglev: SyncStats;
+  sourceRanges: SyncStats;
+  /** Time spent writing the maps (after encoding and diffing), ms. */
+  writeMs: number;
+  /** Of which writing new and changed Maglev tables (8 KiB each at the default size). */
+  tablesMs: number;
+}
+
+const ONE = Buffer.from([1]);
+
+/** The desired content as map entries; a frontend, set or backend slot named twice is an error. */
+export function encodeServiceDesired(desired: ServiceMapsDesired, maglevTableSize: number): EncodedService {
+  const out: EncodedService = { frontends: [], backends: [], members: [], maglev: [], sourceRanges: [] };
+  const sets = new Set<number>();
+  for (const set of desired.sets) {
+    if (sets.has(set.setId)) throw new Error(`backend set ${set.setId} is listed twice`);
+    sets.add(set.setId);
+    const count = set.backends.length;
+    set.backends.forEach((be, slot) => {
+      out.backends.push([lb4BackendKey.encode({ setId: set.setId, slot }), lb4Backend.encode(be)]);
+      out.members.push([lb4MemberKey.encode({ setId: set.setId, backendId: be.backendId }), u32Value(slot)]);
+    });
+    if (count > 1 && set.maglev) out.maglev.push([u32Value(set.setId), encodeMaglevTable(set.maglev, maglevTableSize, count)]);
+  }
+  const counts = new Map(desired.sets.map((s) => [s.setId, s.backends.length]));
+  for (const fe of desired.frontends) {
+    if (fe.count > 0 && counts.get(fe.setId) !== fe.count) {
+      throw new Error(`frontend ${fe.address}:${fe.port}/${fe.protocol} names set ${fe.setId} with ${fe.count} backends; the set has ${counts.get(fe.setId) ?? 'no entry'}`);
+    }
+    out.frontends.push([lb4FrontendKey.encode(fe), lb4Frontend.encode(fe)]);
+  }
+  for (const [svcId, cidrs] of desired.sourceRanges) {
+    for (const cidr of cidrs) out.sourceRanges.push([lb4SourceRangeKey.encode({ svcId, cidr }), ONE]);
+  }
+  return out;
+}
+
+function u32Value(v: number): Buffer {
+  const b = Buffer.alloc(4);
+  b.writeUInt32LE(v >>> 0, 0);
+  return b;
+}
+
+/** Puts a diff's entries: one batch call (a syscall per ~thousand entries rather than per entry). */
+function putBatch(map: BpfMap, diff: MapDiff, wanted: number): void {
+  if (diff.put.length === 0) return;
+  try {
+    map.updateBatch(diff.put);
+  } catch (e) {
+    if (isMapFull(e)) throw new MapFullError(map.name, wanted, map.maxEntries, e);
+    // LPM tries have no batch operations (EINVAL/ENOTSUPP): entry by entry.
+    applyPuts(map, diff, wanted);
+  }
+}
+
+function removeBatch(map: BpfMap, diff: MapDiff): void {
+  if (diff.remove.length === 0) return;
+  try {
+    map.deleteBatch(diff.remove);
+  } catch {
+    applyRemoves(map, diff);
+  }
+}
+
+/**
+ * The one writer of the load-balancing maps. apply() makes them hold exactly `desired`, make before
+ * break:
+ *   1. new and changed backends, members, Maglev tables and source ranges;
+ *   2. new and changed frontends (a frontend now names only complete sets);
+ *   3. stale frontends, then stale source ranges, tables, members and backends.
+ * It diffs against what it wrote last; the first apply, one with `resync`, and the one after a
+ * failed apply read the maps back. A MapFullError leaves a superset of the old and new content.
+ */
+export class ServiceWriter {
+  readonly maglevTableSize: number;
+  private written?: EncodedService;
+
+  constructor(
+    readonly maps: ServiceMaps,
+    opts: ServiceWriterOptions = {},
+  ) {
+    this.maglevTableSize = opts.maglevTableSize ?? DEFAULT_LB_MAGLEV_TABLE_SIZE;
+    const tableBytes = 2 * this.maglevTableSize;
+    if (maps.maglev.valueLen !== tableBytes) {
+      throw new Error(
+        `kelp_lb4_maglev holds tables of ${maps.maglev.valueLen / 2} slots, not ${this.maglevTableSize}: load the objects with the same --maglev-table-size`,
+      );
+    }
+  }
+
+  apply(desired: ServiceMapsDesired, opts: { resync?: boolean } = {}): ApplyServiceResult {
+    const want = encodeServiceDesired(desired, this.maglevTableSize);
+    const current = opts.resync ? undefined : this.written;
+    this.written = undefined;
+    const read = (m: BpfMap) => readEntries(m);
+    const diffs = {
+      frontends: diffEntries(current?.frontends ?? read(this.maps.frontends), want.frontends),
+      backends: diffEntries(current?.backends ?? read(this.maps.backends), want.backends),
+      members: diffEntries(current?.members ?? read(this.maps.members), want.members),
+      maglev: diffEntries(current?.maglev ?? read(this.maps.maglev), want.maglev),
+      sourceRanges: diffEntries(current?.sourceRanges ?? read(this.maps.sourceRanges), want.sourceRanges),
+    };
+    const t0 = process.hrtime.bigint();
+    let tablesNs = 0n;
+    for (const name of MAP_ORDER) {
+      const t = process.hrtime.bigint();
+      putBatch(this.maps[name], diffs[name], want[name].length);
+      if (name === 'maglev') tablesNs += process.hrtime.bigint() - t;
+    }
+    putBatch(this.maps.frontends, diffs.frontends, want.frontends.length);
+    removeBatch(this.maps.frontends, diffs.frontends);
+    for (const name of [...MAP_ORDER].reverse()) removeBatch(this.maps[name], diffs[name]);
+    const writeMs = Number(process.hrtime.bigint() - t0) / 1e6;
+    this.written = want;
+    return {
+      frontends: diffStats(diffs.frontends),
+      backends: diffStats(diffs.backends),
+      members: diffStats(diffs.members),
+      maglev: diffStats(diffs.maglev),
+      sourceRanges: diffStats(diffs.sourceRanges),
+      writeMs,
+      tablesMs: Number(tablesNs) / 1e6,
+    };
+  }
+}
+
+// --- service conntrack: collection -----------------------------------------------------------------
+
+export interface ServiceCtGcOptions {
+  timeouts?: Partial<CtTimeouts>;
+}
+
+/**
+ * One collection pass over kelp_lb4_ct at monotonic time `nowNs`: a forward entry idle past its
+ * state's timeout goes with its reverse entry; a reverse entry whose forward entry is gone goes
+ * too. (Both are LRU: this keeps them small, eviction is the safety net.)
+ */
+export function gcServiceCt(map: BpfMap, nowNs: bigint, opts: ServiceCtGcOptions = {}): { scanned: number; deleted: number } {
+  const t: CtTimeouts = { ...DEFAULT_CT_TIMEOUTS, ...opts.timeouts };
+  const res = { scanned: 0, deleted: 0 };
+  const rows = map.lookupBatch().map(([k, v]) => ({ raw: k, key: tuple4.decode(k), e: lb4CtEntry.decode(v) }));
+  res.scanned = rows.length;
+  // A flow's reverse entry by the reply tuple it is keyed by, for its last packet that way.
+  const id = (saddr: string, sport: number, daddr: string, dport: number, proto: number) => `${saddr}:${sport}>${daddr}:${dport}/${proto}`;
+  const reverse = new Map(rows.filter((r) => r.key.dir === LbCtDir.REVERSE).map((r) => [id(r.key.saddr, r.key.sport, r.key.daddr, r.key.dport, r.key.proto), r]));
+  const live = new Set<string>();
+  const stale: Buffer[] = [];
+  for (const { raw, key, e } of rows) {
+    if (key.dir !== LbCtDir.FORWARD) continue;
+    const rid = id(e.address, e.port, e.flags & LbCtFlag.HAIRPIN ? key.daddr : key.saddr, key.sport, key.proto);
+    const rev = reverse.get(rid);
+    const lastSeen = rev && rev.e.lastSeen > e.lastSeen ? rev.e.lastSeen : e.lastSeen;
+    const asCt = { lastSeen, txFlags: e.tcpFlags, rxFlags: 0, rxPackets: 1n } as Ct4Entry;
+    if (nowNs >= ct4Deadline(key.proto, asCt, t)) stale.push(raw);
+    else live.add(rid);
+  }
+  for (const [rid, r] of reverse) if (!live.has(rid)) stale.push(r.raw);
+  for (const k of stale) if (map.delete(k)) res.deleted++;
+  return res;
 }

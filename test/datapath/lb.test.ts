@@ -1,0 +1,417 @@
+// The per-packet service path of lxc.o (bpf/lib/lb_nat.h, bpf/lib/lb.h) through
+// BPF_PROG_TEST_RUN: real frames in, the maps written by the agent's ServiceWriter, and per row the
+// verdict, the bytes out (checksums verified by recomputing them), the service conntrack and the
+// counters. Runs inside a test netns holding real veths (skb->ifindex must name a device there).
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { BpfMap, BpfObject, inNetns } from '../../src/bpf';
+import { DropReason } from '../../src/datapath/drop';
+import { applyPolicyMaps, policyMapsOf, setPolicyEnforcement } from '../../src/datapath/policy';
+import type { PolicyEntry } from '../../src/datapath/policy-types';
+import { DEFAULT_LB_MAGLEV_TABLE_SIZE, lb4CtEntry, lb4FlowHash, LbCtDir, serviceMapsOf, ServiceWriter } from '../../src/datapath/service';
+import {
+  BackendEntry,
+  FRONTEND_AFFINITY,
+  FRONTEND_DROP_NO_LOCAL,
+  FRONTEND_SOURCE_RANGES,
+  FrontendEntry,
+  ServiceMapsDesired,
+} from '../../src/datapath/service-types';
+import { tuple4 } from '../../src/datapath/nat';
+import { Direction, endpointInfo, endpointKey } from '../../src/datapath/structs';
+import { maglevTable } from '../../src/service/maglev';
+import { loadWithVerifierLog, LXC_OBJECT, metricsId, metricsMaps, readMetrics, TestEndpoint } from '../support/datapath';
+import { cleanupAll, createNetns, mountBpffs, Netns, onCleanup } from '../support/netns';
+import * as P from '../support/packet';
+
+const M = DEFAULT_LB_MAGLEV_TABLE_SIZE;
+const A: TestEndpoint = { ip: '10.78.0.2', ifindex: 0, epId: 201, flags: 0, mac: '02:aa:00:00:01:02', nodeMac: '02:ee:00:00:01:02' };
+const B: TestEndpoint = { ip: '10.78.0.3', ifindex: 0, epId: 202, flags: 0, mac: '02:aa:00:00:01:03', nodeMac: '02:ee:00:00:01:03' };
+const C: TestEndpoint = { ip: '10.78.0.4', ifindex: 0, epId: 203, flags: 0, mac: '02:aa:00:00:01:04', nodeMac: '02:ee:00:00:01:04' };
+const VIP = '10.96.0.10';
+const IPPROTO_SCTP = 132;
+
+let node: Netns;
+let obj: BpfObject;
+let writer: ServiceWriter;
+let ct: BpfMap;
+let metrics: { hash: BpfMap; fwd: BpfMap };
+
+beforeAll(() => {
+  node = createNetns('klb');
+  for (const [k, ep] of [['a', A], ['b', B], ['c', C]] as const) {
+    node.ip('link', 'add', `h${k}`, 'type', 'veth', 'peer', 'name', `p${k}`);
+    ep.ifindex = node.ifindex(`h${k}`);
+  }
+  obj = loadWithVerifierLog(LXC_OBJECT, { pinRoot: mountBpffs() });
+  const eps = obj.map('kelp_endpoints');
+  for (const ep of [A, B, C]) eps.update(endpointKey.encode({ ip4: ep.ip }), endpointInfo.encode(ep));
+  writer = new ServiceWriter(serviceMapsOf(obj));
+  ct = obj.map('kelp_lb4_ct');
+  metrics = metricsMaps(obj);
+  onCleanup(() => obj.close());
+});
+
+afterAll(cleanupAll);
+
+beforeEach(() => {
+  for (const m of [ct, obj.map('kelp_lb4_affinity'), metrics.hash, metrics.fwd]) m.clear();
+  setPolicyEnforcement(policyMapsOf(obj), false);
+});
+
+// --- services --------------------------------------------------------------------------------
+
+const be = (ep: TestEndpoint, port: number, backendId: number): BackendEntry => ({ backendId, address: ep.ip, port, flags: 1 });
+
+function service(backends: BackendEntry[], fe: Partial<FrontendEntry> = {}, more: Partial<ServiceMapsDesired> = {}): ServiceMapsDesired {
+  const names = backends.map((b) => `${b.address}:${b.port}`);
+  const table = backends.length > 1 ? Uint16Array.from(maglevTable(names, { tableSize: M })) : undefined;
+  const frontend: FrontendEntry = {
+    address: VIP,
+    port: 80,
+    protocol: 'TCP',
+    svcId: 1,
+    setId: backends.length ? 10 : 0,
+    count: backends.length,
+    flags: 0,
+    affinityTimeout: 0,
+    ...fe,
+  };
+  return {
+    frontends: [frontend, { ...frontend, protocol: 'UDP' }, { ...frontend, protocol: 'SCTP' }],
+    sets: backends.length ? [{ setId: 10, backends, maglev: table }] : [],
+    sourceRanges: new Map(),
+    names: new Map([[1, 'default/web:http']]),
+    ...more,
+  };
+}
+
+// --- packets ---------------------------------------------------------------------------------
+
+interface Flow {
+  from: TestEndpoint;
+  src?: string;
+  dst: string;
+  sport: number;
+  dport: number;
+}
+
+const l2 = (from: TestEndpoint) => ({ src: from.mac, dst: from.nodeMac, type: P.ETH_P_IP });
+
+function tcpFrame(f: Flow, o: { flags?: number; seq?: number; ack?: number } = {}, payload = Buffer.alloc(0)): Buffer {
+  const src = f.src ?? f.from.ip;
+  return P.ethernet(l2(f.from), P.ipv4({ src, dst: f.dst, proto: P.IPPROTO_TCP }, P.tcp({ src, dst: f.dst, sport: f.sport, dport: f.dport, ...o }, payload)));
+}
+
+function udpFrame(f: Flow, payload = Buffer.from('hello'), zeroCsum = false): Buffer {
+  const src = f.src ?? f.from.ip;
+  const seg = P.udp({ src, dst: f.dst, sport: f.sport, dport: f.dport }, payload);
+  if (zeroCsum) seg.writeUInt16BE(0, 6);
+  return P.ethernet(l2(f.from), P.ipv4({ src, dst: f.dst, proto: P.IPPROTO_UDP }, seg));
+}
+
+function sctpFrame(f: Flow): Buffer {
+  const h = Buffer.alloc(12);
+  h.writeUInt16BE(f.sport, 0);
+  h.writeUInt16BE(f.dport, 2);
+  h.writeUInt32BE(0xdeadbeef, 4);
+  h.writeUInt32BE(0x12345678, 8);
+  return P.ethernet(l2(f.from), P.ipv4({ src: f.from.ip, dst: f.dst, proto: IPPROTO_SCTP }, h));
+}
+
+function pseudoSum(src: string, dst: string, proto: number, len: number): Buffer {
+  return Buffer.concat([P.ipBytes(src), P.ipBytes(dst), Buffer.from([0, proto, len >> 8, len & 0xff])]);
+}
+
+interface Out {
+  retval: number;
+  src: string;
+  dst: string;
+  sport: number;
+  dport: number;
+  ttl: number;
+  proto: number;
+  ip: P.ParsedIpv4;
+  eth: P.ParsedEth;
+}
+
+/** Parses the output and checks every checksum by recomputing it. */
+function parseOut(retval: number, data: Buffer): Out {
+  const eth = P.parseEthernet(data);
+  const ip = P.parseIpv4(eth.payload);
+  expect(ip.checksumOk, 'IPv4 header checksum').toBe(true);
+  const l4 = ip.payload;
+  if (ip.proto === P.IPPROTO_TCP) {
+    expect(P.inetChecksum(Buffer.concat([pseudoSum(ip.src, ip.dst, ip.proto, l4.length), l4])), 'TCP checksum').toBe(0);
+  } else if (ip.proto === P.IPPROTO_UDP && l4.readUInt16BE(6) !== 0) {
+    expect(P.inetChecksum(Buffer.concat([pseudoSum(ip.src, ip.dst, ip.proto, l4.length), l4])), 'UDP checksum').toBe(0);
+  } else if (ip.proto === P.IPPROTO_ICMP) {
+    expect(P.inetChecksum(l4), 'ICMP checksum').toBe(0);
+  }
+  const ports = ip.proto === P.IPPROTO_ICMP ? { sport: 0, dport: 0 } : P.parsePorts(l4);
+  return { retval, src: ip.src, dst: ip.dst, ...ports, ttl: ip.ttl, proto: ip.proto, ip, eth };
+}
+
+function fromPod(frame: Buffer, ifindex: number): Out & { raw: Buffer } {
+  const r = inNetns(node.path, () => obj.program('kelp_from_pod').testRun({ data: frame, ctx: P.skbCtx({ ifindex }) }));
+  return { ...parseOut(r.retval, r.data), raw: r.data };
+}
+
+function verdictOnly(frame: Buffer, ifindex: number): number {
+  return inNetns(node.path, () => obj.program('kelp_from_pod').testRun({ data: frame, ctx: P.skbCtx({ ifindex }) })).retval;
+}
+
+const toVip = (sport: number, from = A, dport = 80): Flow => ({ from, dst: VIP, sport, dport });
+
+function ctEntries() {
+  return ct.lookupBatch().map(([k, v]) => ({ key: tuple4.decode(k), value: lb4CtEntry.decode(v) }));
+}
+
+const drops = (reason: number, epId = A.epId) => readMetrics(metrics)[metricsId(epId, Direction.FROM_POD, reason)]?.packets ?? 0;
+
+// --- rows --------------------------------------------------------------------------------------
+
+describe('DNAT and reverse NAT', () => {
+  it('TCP to the frontend goes to the backend (address, port, checksums), straight into its pod; the reply comes back from the frontend', () => {
+    writer.apply(service([be(B, 8080, 1)]));
+    const out = fromPod(tcpFrame(toVip(40000), { flags: 0x02, seq: 1000 }), A.ifindex);
+    expect(out).toMatchObject({ retval: P.TC_ACT_REDIRECT, src: A.ip, dst: B.ip, sport: 40000, dport: 8080, ttl: 63 });
+    expect(out.eth.dst).toBe(B.mac);
+
+    const fwd = ctEntries().find((e) => e.key.dir === LbCtDir.FORWARD)!;
+    expect(fwd.key).toMatchObject({ saddr: A.ip, daddr: VIP, sport: 40000, dport: 80, proto: P.IPPROTO_TCP });
+    expect(fwd.value).toMatchObject({ address: B.ip, port: 8080, backendId: 1, setId: 10, svcId: 1 });
+
+    const reply = fromPod(tcpFrame({ from: B, dst: A.ip, sport: 8080, dport: 40000 }, { flags: 0x12, seq: 5000, ack: 1001 }), B.ifindex);
+    expect(reply).toMatchObject({ retval: P.TC_ACT_REDIRECT, src: VIP, dst: A.ip, sport: 80, dport: 40000 });
+    expect(reply.eth.dst).toBe(A.mac);
+  });
+
+  it('UDP: checksum rewritten and verified; a zero checksum stays zero', () => {
+    writer.apply(service([be(B, 5353, 1)]));
+    const out = fromPod(udpFrame(toVip(41000)), A.ifindex);
+    expect(out).toMatchObject({ retval: P.TC_ACT_REDIRECT, dst: B.ip, dport: 5353, proto: P.IPPROTO_UDP });
+    expect(out.ip.payload.readUInt16BE(6)).not.toBe(0);
+    const zero = fromPod(udpFrame(toVip(41001), Buffer.from('x'), true), A.ifindex);
+    expect(zero).toMatchObject({ dst: B.ip, dport: 5353 });
+    expect(zero.ip.payload.readUInt16BE(6)).toBe(0);
+  });
+
+  it('SCTP: the address is translated (its CRC32c does not cover it); another backend port is refused with LB_SCTP_PORT', () => {
+    writer.apply(service([be(B, 80, 1)]));
+    const out = fromPod(sctpFrame(toVip(42000)), A.ifindex);
+    expect(out).toMatchObject({ retval: P.TC_ACT_REDIRECT, dst: B.ip, dport: 80, proto: IPPROTO_SCTP });
+    expect(out.ip.payload.readUInt32BE(8)).toBe(0x12345678);
+    writer.apply(service([be(B, 9000, 1)]));
+    expect(verdictOnly(sctpFrame(toVip(42001)), A.ifindex)).toBe(P.TC_ACT_SHOT);
+    expect(drops(DropReason.LB_SCTP_PORT)).toBe(1);
+  });
+
+  it('a packet that is not to a frontend is untouched', () => {
+    writer.apply(service([be(B, 8080, 1)]));
+    const out = fromPod(tcpFrame({ from: A, dst: VIP, sport: 40000, dport: 81 }), A.ifindex);
+    expect(out).toMatchObject({ retval: P.TC_ACT_OK, dst: VIP, dport: 81 });
+    expect(ctEntries()).toHaveLength(0);
+  });
+});
+
+describe('backend choice', () => {
+  const three = () => [be(B, 8080, 1), be(C, 8080, 2), be(B, 8081, 3)];
+
+  it("a new flow gets Maglev's slot for its hash", () => {
+    const backends = three();
+    const desired = service(backends);
+    writer.apply(desired);
+    const table = desired.sets[0].maglev!;
+    for (let sport = 43000; sport < 43040; sport++) {
+      const h = lb4FlowHash({ saddr: A.ip, daddr: VIP, sport, dport: 80, proto: P.IPPROTO_TCP });
+      const want = backends[table[h % M]];
+      const out = fromPod(tcpFrame(toVip(sport)), A.ifindex);
+      expect({ dst: out.dst, dport: out.dport }).toEqual({ dst: want.address, dport: want.port });
+    }
+  });
+
+  it('a tracked flow keeps its backend when the table changes; when its backend leaves the set, its next packet moves (UDP)', () => {
+    const backends = three();
+    writer.apply(service(backends));
+    const first = fromPod(udpFrame(toVip(44000)), A.ifindex);
+    const chosen = backends.find((b) => b.address === first.dst && b.port === first.dport)!;
+    // Every slot of a new table points at another backend: a new flow would move, this one stays.
+    const others = backends.filter((b) => b !== chosen);
+    const desired = service(backends);
+    desired.sets[0].maglev = desired.sets[0].maglev!.map(() => backends.indexOf(others[0]));
+    writer.apply(desired);
+    for (let i = 0; i < 3; i++) expect(fromPod(udpFrame(toVip(44000)), A.ifindex)).toMatchObject({ dst: chosen.address, dport: chosen.port });
+    // The backend goes: the same flow's next packet lands on a live one, and its replies come back.
+    writer.apply(service(others));
+    const moved = fromPod(udpFrame(toVip(44000)), A.ifindex);
+    expect(others.map((b) => `${b.address}:${b.port}`)).toContain(`${moved.dst}:${moved.dport}`);
+    const reply = fromPod(udpFrame({ from: moved.dst === B.ip ? B : C, dst: A.ip, sport: moved.dport, dport: 44000 }), moved.dst === B.ip ? B.ifindex : C.ifindex);
+    expect(reply).toMatchObject({ src: VIP, sport: 80, dst: A.ip });
+    // Only the live flow's reverse entry is left.
+    expect(ctEntries().filter((e) => e.key.dir === LbCtDir.REVERSE).map((e) => e.key.saddr + ':' + e.key.sport)).toEqual([`${moved.dst}:${moved.dport}`]);
+  });
+
+  it('sessionAffinity ClientIP: every flow of a client goes to its backend while it stays in the set', () => {
+    const backends = three();
+    writer.apply(service(backends, { flags: FRONTEND_AFFINITY, affinityTimeout: 60 }));
+    const seen = new Set<string>();
+    for (let sport = 45000; sport < 45020; sport++) {
+      const out = fromPod(tcpFrame(toVip(sport)), A.ifindex);
+      seen.add(`${out.dst}:${out.dport}`);
+    }
+    expect(seen.size).toBe(1);
+    // Its backend goes: the next new flow chooses again, and sticks there.
+    const [gone] = [...seen];
+    writer.apply(service(backends.filter((b) => `${b.address}:${b.port}` !== gone), { flags: FRONTEND_AFFINITY, affinityTimeout: 60 }));
+    const again = new Set<string>();
+    for (let sport = 45100; sport < 45110; sport++) {
+      const out = fromPod(tcpFrame(toVip(sport)), A.ifindex);
+      again.add(`${out.dst}:${out.dport}`);
+    }
+    expect(again.size).toBe(1);
+    expect(again.has(gone)).toBe(false);
+  });
+
+  it('loadBalancerSourceRanges: a client outside them is dropped (LB_SOURCE_RANGE), one inside is balanced', () => {
+    writer.apply(service([be(B, 8080, 1)], { flags: FRONTEND_SOURCE_RANGES }, { sourceRanges: new Map([[1, ['10.78.0.4/32', '192.0.2.0/24']]]) }));
+    expect(verdictOnly(tcpFrame(toVip(46000)), A.ifindex)).toBe(P.TC_ACT_SHOT);
+    expect(drops(DropReason.LB_SOURCE_RANGE)).toBe(1);
+    expect(fromPod(tcpFrame(toVip(46000, C)), C.ifindex)).toMatchObject({ retval: P.TC_ACT_REDIRECT, dst: B.ip });
+  });
+});
+
+describe('no usable backend', () => {
+  it('TCP SYN: a RST from the frontend goes straight back into the client (seq 0, ack = seq + 1), counted as LB_NO_BACKEND', () => {
+    writer.apply(service([]));
+    const out = fromPod(tcpFrame(toVip(47000), { flags: 0x02, seq: 777 }), A.ifindex);
+    expect(out).toMatchObject({ retval: P.TC_ACT_REDIRECT, src: VIP, dst: A.ip, sport: 80, dport: 47000, proto: P.IPPROTO_TCP });
+    expect(out.eth).toMatchObject({ dst: A.mac, src: A.nodeMac });
+    const tcp = out.ip.payload;
+    expect(tcp.length).toBe(20);
+    expect(tcp[13]).toBe(0x14); // RST|ACK
+    expect(tcp.readUInt32BE(4)).toBe(0);
+    expect(tcp.readUInt32BE(8)).toBe(778);
+    expect(out.ip.totalLength).toBe(40);
+    expect(drops(DropReason.LB_NO_BACKEND)).toBe(1);
+    expect(ctEntries()).toHaveLength(0);
+  });
+
+  it('TCP with ACK and data: the RST takes its ack as seq', () => {
+    writer.apply(service([]));
+    const out = fromPod(tcpFrame(toVip(47001), { flags: 0x18, seq: 10, ack: 99999 }, Buffer.from('GET /')), A.ifindex);
+    expect(out.ip.payload[13]).toBe(0x04);
+    expect(out.ip.payload.readUInt32BE(4)).toBe(99999);
+  });
+
+  it('a RST is never answered', () => {
+    writer.apply(service([]));
+    expect(verdictOnly(tcpFrame(toVip(47002), { flags: 0x04 }), A.ifindex)).toBe(P.TC_ACT_SHOT);
+  });
+
+  it('UDP: ICMP port unreachable from the frontend, quoting the datagram as sent', () => {
+    writer.apply(service([]));
+    const sent = udpFrame(toVip(47003), Buffer.from('a DNS query'));
+    const out = fromPod(sent, A.ifindex);
+    expect(out).toMatchObject({ retval: P.TC_ACT_REDIRECT, src: VIP, dst: A.ip, proto: P.IPPROTO_ICMP });
+    const icmp = out.ip.payload;
+    expect([icmp[0], icmp[1]]).toEqual([3, 3]);
+    expect(icmp.subarray(8)).toEqual(sent.subarray(P.ETH_HLEN, P.ETH_HLEN + 28));
+    expect(out.ip.totalLength).toBe(56);
+  });
+
+  it('externalTrafficPolicy Local without a local backend: dropped silently (LB_NO_LOCAL)', () => {
+    writer.apply(service([], { flags: FRONTEND_DROP_NO_LOCAL }));
+    expect(verdictOnly(tcpFrame(toVip(47004)), A.ifindex)).toBe(P.TC_ACT_SHOT);
+    expect(drops(DropReason.LB_NO_LOCAL)).toBe(1);
+  });
+});
+
+describe('hairpin', () => {
+  it("a pod reaching itself through its Service gets the packet from the frontend's address, and its reply goes back as the frontend", () => {
+    writer.apply(service([be(A, 8080, 1)]));
+    const out = fromPod(tcpFrame(toVip(48000)), A.ifindex);
+    expect(out).toMatchObject({ retval: P.TC_ACT_REDIRECT, src: VIP, sport: 48000, dst: A.ip, dport: 8080 });
+    expect(out.eth.dst).toBe(A.mac);
+    const reply = fromPod(tcpFrame({ from: A, dst: VIP, sport: 8080, dport: 48000 }, { flags: 0x12 }), A.ifindex);
+    expect(reply).toMatchObject({ retval: P.TC_ACT_REDIRECT, src: VIP, sport: 80, dst: A.ip, dport: 48000 });
+  });
+});
+
+describe('policy after translation', () => {
+  const entry = (ep: TestEndpoint, direction: 'ingress' | 'egress', port: number | undefined, action: 'allow' | 'deny'): PolicyEntry => ({
+    epId: ep.epId,
+    identity: 0,
+    direction,
+    protocol: port === undefined ? undefined : P.IPPROTO_TCP,
+    port: port ?? 0,
+    portPrefix: port === undefined ? 0 : 16,
+    verdict: { action, tier: 'networkpolicy', policyId: 9, rule: port === undefined ? 0xffff : 0 },
+  });
+
+  function enforce(entries: PolicyEntry[]): void {
+    const maps = policyMapsOf(obj);
+    applyPolicyMaps(maps, { ipcache: new Map([['0.0.0.0/0', 2], [`${A.ip}/32`, 300], [`${B.ip}/32`, 301], [`${C.ip}/32`, 302]]), policy: entries, policies: new Map() });
+    setPolicyEnforcement(maps, true);
+    obj.map('kelp_pct4').clear();
+  }
+
+  it("is decided on the backend's port: B allows 8080 only, so a Service on port 80 in front of it passes, and its replies", () => {
+    writer.apply(service([be(B, 8080, 1)]));
+    enforce([entry(A, 'egress', undefined, 'allow'), entry(B, 'ingress', undefined, 'deny'), entry(B, 'ingress', 8080, 'allow'), entry(B, 'egress', undefined, 'deny'), entry(A, 'ingress', undefined, 'deny')]);
+    expect(fromPod(tcpFrame(toVip(49000)), A.ifindex)).toMatchObject({ retval: P.TC_ACT_REDIRECT, dst: B.ip, dport: 8080 });
+    expect(fromPod(tcpFrame({ from: B, dst: A.ip, sport: 8080, dport: 49000 }, { flags: 0x12 }), B.ifindex)).toMatchObject({ retval: P.TC_ACT_REDIRECT, src: VIP });
+    // Direct to port 80 of B is what its policy denies.
+    expect(verdictOnly(tcpFrame({ from: A, dst: B.ip, sport: 49001, dport: 80 }), A.ifindex)).toBe(P.TC_ACT_SHOT);
+  });
+
+  it('a backend port the policy denies is dropped after translation', () => {
+    writer.apply(service([be(B, 9090, 1)]));
+    enforce([entry(A, 'egress', undefined, 'allow'), entry(B, 'ingress', undefined, 'deny'), entry(B, 'ingress', 80, 'allow')]);
+    expect(verdictOnly(tcpFrame(toVip(49002)), A.ifindex)).toBe(P.TC_ACT_SHOT);
+    expect(readMetrics(metrics)[metricsId(B.epId, Direction.TO_POD, DropReason.POLICY_DENY)]?.packets).toBe(1);
+  });
+
+  it('hairpin under policy: the pod is its own peer, allowed by its own ingress rule for the backend port', () => {
+    writer.apply(service([be(A, 8080, 1)]));
+    enforce([entry(A, 'egress', undefined, 'allow'), entry(A, 'ingress', undefined, 'deny'), entry(A, 'ingress', 8080, 'allow')]);
+    expect(fromPod(tcpFrame(toVip(49003)), A.ifindex)).toMatchObject({ retval: P.TC_ACT_REDIRECT, src: VIP, dst: A.ip, dport: 8080 });
+    expect(fromPod(tcpFrame({ from: A, dst: VIP, sport: 8080, dport: 49003 }, { flags: 0x12 }), A.ifindex)).toMatchObject({ retval: P.TC_ACT_REDIRECT, src: VIP, sport: 80 });
+  });
+});
+
+describe('ServiceWriter', () => {
+  it('programs 10,000 services (3 frontends, 3 backends and a table each), and an unchanged apply writes nothing', () => {
+    const desired: ServiceMapsDesired = { frontends: [], sets: [], sourceRanges: new Map(), names: new Map() };
+    const table = Uint16Array.from(maglevTable(['a', 'b', 'c'], { tableSize: M }));
+    for (let i = 0; i < 10_000; i++) {
+      const setId = i + 1;
+      const ip = `10.${96 + (i >> 16)}.${(i >> 8) & 255}.${i & 255}`;
+      desired.sets.push({ setId, backends: [0, 1, 2].map((k) => ({ backendId: 3 * i + k + 1, address: `10.200.${k}.${(i % 250) + 1}`, port: 8000 + (i % 1000), flags: 0 })), maglev: table });
+      for (const [port, protocol] of [[80, 'TCP'], [443, 'TCP'], [53, 'UDP']] as const) {
+        desired.frontends.push({ address: ip, port, protocol, svcId: setId, setId, count: 3, flags: 0, affinityTimeout: 0 });
+      }
+    }
+    const maps = serviceMapsOf(obj);
+    for (const m of Object.values(maps)) m.clear();
+    const w = new ServiceWriter(maps);
+    const first = w.apply(desired);
+    expect(first.frontends.added).toBe(30_000);
+    expect(first.backends.added).toBe(30_000);
+    expect(first.maglev.added).toBe(10_000);
+    const rest = first.writeMs - first.tablesMs;
+    console.log(
+      `10,000 services: ${first.writeMs.toFixed(1)} ms of map writes: ${rest.toFixed(1)} ms for 30,000 frontends, 30,000 backends and members, ` +
+        `${first.tablesMs.toFixed(1)} ms for 10,000 Maglev tables of ${M} slots`,
+    );
+    // Measured here: ~250 ms for the 90,000 small entries (~2.8 µs each through batch updates)
+    // and ~400 ms for the 80 MiB of tables; far from the 100 ms target (see the report), but a
+    // regression of an order of magnitude shows.
+    expect(rest).toBeLessThan(1500);
+    expect(first.tablesMs).toBeLessThan(3000);
+    const again = w.apply(desired);
+    expect(again.frontends).toMatchObject({ added: 0, updated: 0, removed: 0, unchanged: 30_000 });
+    w.apply({ frontends: [], sets: [], sourceRanges: new Map(), names: new Map() });
+    expect(obj.map('kelp_lb4_maglev').keys()).toHaveLength(0);
+    expect(obj.map('kelp_lb4_frontends').keys()).toHaveLength(0);
+  });
+});
