@@ -4,7 +4,8 @@
  * stuck on a gone resolver is the case that matters). A socket is matched by its connected peer
  * (daddr, dport) alone, however it got there: through the socket LB's connect() rewrite or by
  * the application connecting to the backend directly. Unconnected sockets have no peer and are
- * never touched (their next sendmsg() is balanced afresh).
+ * never touched (their next sendmsg() is balanced afresh). An IPv6 socket connected to an IPv4
+ * peer (::ffff:a.b.c.d, a dual-stack application's) is matched by that IPv4 peer.
  *
  * The agent fills kelp_sock_destroy4 with the gone backends, opens an iterator fd in each
  * namespace to clean (the kernel walks the namespace of the thread that opens it), reads it to
@@ -37,6 +38,25 @@ struct {
 } kelp_sock_destroy4 SEC(".maps");
 
 KELP_BTF_TYPES(sock_destroy_record)
+KELP_BTF_TYPES(sock_destroy_key)
+
+/* The IPv4 peer and local address of an AF_INET socket, or of an AF_INET6 one's v4-mapped peer. */
+static __always_inline bool sock4_peer(const struct sock_common *skc, __be32 *daddr, __be32 *saddr)
+{
+	if (skc->skc_family == AF_INET_) {
+		*daddr = skc->skc_daddr;
+		*saddr = skc->skc_rcv_saddr;
+		return true;
+	}
+	if (skc->skc_family != AF_INET6_)
+		return false;
+	if (skc->skc_v6_daddr.in6_u.u6_addr32[0] || skc->skc_v6_daddr.in6_u.u6_addr32[1] ||
+	    skc->skc_v6_daddr.in6_u.u6_addr32[2] != bpf_htonl(0xffff))
+		return false;
+	*daddr = skc->skc_v6_daddr.in6_u.u6_addr32[3];
+	*saddr = skc->skc_v6_rcv_saddr.in6_u.u6_addr32[3];
+	return true;
+}
 
 /* Walked by reading an iterator fd: for every UDP socket of the namespace, then once with none. */
 SEC("iter/udp")
@@ -45,17 +65,17 @@ int kelp_udp_destroy(struct bpf_iter__udp *ctx)
 	struct sock_common *skc = (struct sock_common *)ctx->udp_sk;
 	struct sock_destroy_key key = {};
 	struct sock_destroy_record rec;
+	__be32 saddr = 0;
 
-	if (!skc || skc->skc_family != AF_INET_)
+	if (!skc || !sock4_peer(skc, &key.addr, &saddr))
 		return 0;
-	key.addr = skc->skc_daddr;
 	key.port = skc->skc_dport;
 	/* An unconnected socket has no peer: daddr 0 never names a backend. */
 	if (!key.addr || !bpf_map_lookup_elem(&kelp_sock_destroy4, &key))
 		return 0;
 	rec.daddr = key.addr;
 	rec.dport = key.port;
-	rec.saddr = skc->skc_rcv_saddr;
+	rec.saddr = saddr;
 	rec.sport = skc->skc_num;
 	rec.err = bpf_sock_destroy(skc);
 	bpf_seq_write(ctx->meta->seq, &rec, sizeof(rec));

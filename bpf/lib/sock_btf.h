@@ -9,10 +9,19 @@
 
 #include <linux/types.h>
 
-/* <linux/socket.h> is not usable in BPF objects; AF_INET is 2 in every ABI. */
+/* <linux/socket.h> is not usable in BPF objects; AF_INET and AF_INET6 are these in every ABI. */
 #define AF_INET_ 2
+#define AF_INET6_ 10
 
 struct seq_file;
+
+/* struct in6_addr, flavoured (___kelp) so it never clashes with a UAPI header's definition. */
+struct in6_addr___kelp {
+	union {
+		__u8 u6_addr8[16];
+		__be32 u6_addr32[4];
+	} in6_u;
+} __attribute__((preserve_access_index));
 
 struct sock_common {
 	__be32 skc_daddr;
@@ -20,6 +29,8 @@ struct sock_common {
 	__be16 skc_dport;
 	__u16 skc_num;
 	unsigned short skc_family;
+	struct in6_addr___kelp skc_v6_daddr;
+	struct in6_addr___kelp skc_v6_rcv_saddr;
 } __attribute__((preserve_access_index));
 
 struct udp_sock;

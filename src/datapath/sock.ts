@@ -51,8 +51,9 @@ export interface DestroyOptions {
   netns?: readonly string[];
 }
 
-const RECORD_SIZE = 16;
-const KEY_SIZE = 8;
+/** struct sock_destroy_key and struct sock_destroy_record of bpf/iter_udp.c (checked against its BTF). */
+export const SOCK_DESTROY_KEY = { size: 8, off: { addr: 0, port: 4 } } as const;
+export const SOCK_DESTROY_RECORD = { size: 16, off: { daddr: 0, saddr: 4, dport: 8, sport: 10, err: 12 } } as const;
 
 function ipv4Bytes(address: string): Buffer {
   const parts = address.split('.').map(Number);
@@ -62,9 +63,9 @@ function ipv4Bytes(address: string): Buffer {
 
 function destroyKey(b: GoneBackend): Buffer {
   if (!Number.isInteger(b.port) || b.port < 1 || b.port > 65535) throw new Error(`backend port must be 1..65535, got ${b.port}`);
-  const k = Buffer.alloc(KEY_SIZE);
-  ipv4Bytes(b.address).copy(k, 0);
-  k.writeUInt16BE(b.port, 4);
+  const k = Buffer.alloc(SOCK_DESTROY_KEY.size);
+  ipv4Bytes(b.address).copy(k, SOCK_DESTROY_KEY.off.addr);
+  k.writeUInt16BE(b.port, SOCK_DESTROY_KEY.off.port);
   return k;
 }
 
@@ -72,14 +73,15 @@ const ipv4 = (b: Buffer, at: number) => `${b[at]}.${b[at + 1]}.${b[at + 2]}.${b[
 
 function decodeRecords(out: Buffer, netns: string | undefined): DestroyedSocket[] {
   const recs: DestroyedSocket[] = [];
-  for (let at = 0; at + RECORD_SIZE <= out.length; at += RECORD_SIZE) {
+  const { size, off } = SOCK_DESTROY_RECORD;
+  for (let at = 0; at + size <= out.length; at += size) {
     recs.push({
       netns,
-      peer: ipv4(out, at),
-      local: ipv4(out, at + 4),
-      peerPort: out.readUInt16BE(at + 8),
-      localPort: out.readUInt16LE(at + 10),
-      err: out.readInt32LE(at + 12),
+      peer: ipv4(out, at + off.daddr),
+      local: ipv4(out, at + off.saddr),
+      peerPort: out.readUInt16BE(at + off.dport),
+      localPort: out.readUInt16LE(at + off.sport),
+      err: out.readInt32LE(at + off.err),
     });
   }
   return recs;

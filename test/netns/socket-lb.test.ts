@@ -9,7 +9,7 @@ import { mkdirSync, rmdirSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { BpfMap, BpfObject, inNetns, netnsCookie } from '../../src/bpf';
-import { attachSocketLb, CGROUP_PROGRAMS, detachSocketLb } from '../../src/datapath/attach/cgroup';
+import { attachSocketLb, CGROUP_PROGRAMS, detachSocketLb, enableSocketLb } from '../../src/datapath/attach/cgroup';
 import { LinkPins } from '../../src/datapath/attach/pins';
 import { DatapathObjects } from '../../src/datapath/objects';
 import {
@@ -200,6 +200,13 @@ function enable(mode: Exclude<SocketLbMode, 'off'>): { objects: DatapathObjects;
   const hooks = attachSocketLb(sock, pins, cgroup);
   objects.swapped('sock');
   return { objects, sock, hooks };
+}
+
+/** The agent's own call, run in the node's namespace as the agent is. */
+function agentEnable(mode: SocketLbMode): DatapathObjects {
+  const objects = new DatapathObjects(bpfRoot, silentLogger);
+  inNetns(node.path, () => enableSocketLb(objects, pins, { mode, cgroupRoot: cgroup }, silentLogger));
+  return objects;
 }
 
 let maps: Maps;
@@ -409,6 +416,20 @@ for i in range(100):
       enable('all').objects.close();
     }
     expect(runClient(node, [['tcp', VIP, 80]])[0]).toMatchObject({ peer: `${VIP}:80` });
+  });
+
+  it("the agent's enableSocketLb: host-only by the agent's own namespace, then off", () => {
+    const hostOnly = agentEnable('host-only');
+    try {
+      expect(runClient(client.ns, [['tcp', VIP, 80]])[0].errno).toBe(EHOSTUNREACH);
+      expect(runClient(node, [['tcp', VIP, 80]])[0]).toMatchObject({ peer: `${VIP}:80` });
+      agentEnable('off').close();
+      expect(sh('bpftool', ['cgroup', 'show', cgroup])).not.toContain('kelp_sock');
+    } finally {
+      hostOnly.close();
+      agentEnable('all').close();
+    }
+    expect(runClient(client.ns, [['tcp', VIP, 80]])[0]).toMatchObject({ peer: `${VIP}:80` });
   });
 
   it("reaches a pod's sockets connected to the backend directly, in the namespaces it is given only", async () => {

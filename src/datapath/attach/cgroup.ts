@@ -10,6 +10,9 @@
 import { statSync } from 'node:fs';
 import path from 'node:path';
 import { attachCgroup, AttachType, BpfObject, BpfProgram, openPinnedLink } from '../../bpf';
+import type { Logger } from '../../log';
+import type { DatapathObjects } from '../objects';
+import { sockConstants, SocketLbMode } from '../sock';
 import { LinkPins, RelinkOutcome, removePin } from './pins';
 
 /** sock.o's programs, the hook each goes on, and the name of its pin under <bpfRoot>/links. */
@@ -19,6 +22,33 @@ export const CGROUP_PROGRAMS = [
   { prog: 'kelp_sock_recvmsg4', attachType: AttachType.CGROUP_UDP4_RECVMSG, pin: 'cgroup-recvmsg4' },
   { prog: 'kelp_sock_getpeername4', attachType: AttachType.CGROUP_INET4_GETPEERNAME, pin: 'cgroup-getpeername4' },
 ] as const;
+
+export interface SocketLbOptions {
+  mode: SocketLbMode;
+  /** A cgroup v2 directory (--cgroup-root): the hooks apply to its processes and its descendants'. */
+  cgroupRoot?: string;
+  /** The node's network namespace for host-only mode; default: the agent's (the calling thread's). */
+  hostNetns?: string;
+}
+
+/**
+ * The agent's one call: sock.o loaded for the mode and on the cgroup, its pins moved onto it at a
+ * restart; or, with mode 'off', an earlier agent's links detached. Returns sock.o when loaded.
+ */
+export function enableSocketLb(objects: DatapathObjects, pins: LinkPins, o: SocketLbOptions, log: Logger): BpfObject | undefined {
+  if (o.mode === 'off') {
+    const removed = detachSocketLb(pins);
+    if (removed.length) log.info({ removed }, 'socket LB off: links detached');
+    return undefined;
+  }
+  if (!o.cgroupRoot) throw new Error(`socket LB mode ${o.mode} needs a cgroup root (--cgroup-root)`);
+  checkCgroupRoot(o.cgroupRoot);
+  const sock = objects.load('sock', sockConstants(o.mode, o.hostNetns));
+  const hooks = attachSocketLb(sock, pins, o.cgroupRoot);
+  objects.swapped('sock');
+  log.info({ mode: o.mode, cgroupRoot: o.cgroupRoot, hooks }, 'socket LB attached');
+  return sock;
+}
 
 /** A cgroup v2 directory's cgroup id (its inode on cgroup2fs), as a cgroup link reports it. */
 export function cgroupId(dir: string): number {
