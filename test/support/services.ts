@@ -11,7 +11,7 @@
 // ask from real clients, and compare the answers with what they expect, written by hand; every
 // object a case applied is deleted after it, whether it passed or not.
 import { ChildProcess, execFile, execFileSync, spawn } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmdirSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, rmdirSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import readline from 'node:readline';
@@ -569,6 +569,9 @@ export class ServicesWorld {
       );
     } catch (e) {
       failure = e as Error;
+      // What the agent thinks it programmed, for whoever reads the failure.
+      const listed = await this.kelp('get', 'services').catch((err: Error) => err.message);
+      failure.message += `\n\nkelp get services at the failure:\n${listed.trimEnd().split('\n').slice(0, 40).join('\n')}`;
     }
     try {
       await this.delete([...applied.values()]);
@@ -582,9 +585,6 @@ export class ServicesWorld {
     if (failure) throw failure;
   }
 
-  agentLogTail(lines = 40): string {
-    return existsSync(this.sb.logFile) ? readFileSync(this.sb.logFile, 'utf8').trimEnd().split('\n').slice(-lines).join('\n') : '';
-  }
 }
 
 function kelp(sb: Sandbox, args: string[]): Promise<string> {
