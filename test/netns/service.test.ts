@@ -1,0 +1,212 @@
+// A ClusterIP Service through kelp's per-packet path with real pods: namespaces joined to a node
+// namespace by veths only (IP forwarding off, no address or route for the pods there, no
+// iptables), lxc.o attached with tcx, and the load-balancing maps written by ServiceWriter. Every
+// answer crossing from a client to a backend was translated by kelp_from_pod.
+import { ChildProcess, execSync } from 'node:child_process';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { attachTc, BpfLink, BpfObject, inNetns } from '../../src/bpf';
+import { serviceMapsOf, ServiceWriter } from '../../src/datapath/service';
+import type { BackendEntry, ServiceMapsDesired } from '../../src/datapath/service-types';
+import { maglevTable } from '../../src/service/maglev';
+import { DEFAULT_LB_MAGLEV_TABLE_SIZE } from '../../src/datapath/service';
+import { loadWithVerifierLog, LXC_OBJECT, putEndpoint, TestEndpoint } from '../support/datapath';
+import { cleanupAll, createNetns, createVeth, mountBpffs, Netns, onCleanup, uniqueName } from '../support/netns';
+
+const GATEWAY = '10.79.0.1';
+const VIP = '10.96.7.7';
+
+interface Pod {
+  ns: Netns;
+  ep: TestEndpoint;
+}
+
+let node: Netns;
+let a: Pod;
+let b: Pod;
+let c: Pod;
+let obj: BpfObject;
+let writer: ServiceWriter;
+
+function makePod(ip: string, epId: number): Pod {
+  const ns = createNetns('ksv');
+  const hostVeth = uniqueName('ks');
+  createVeth(node, hostVeth, ns, 'eth0');
+  ns.ip('addr', 'add', `${ip}/24`, 'dev', 'eth0');
+  ns.ip('route', 'add', 'default', 'via', GATEWAY);
+  return { ns, ep: { ip, epId, flags: 0, ifindex: node.ifindex(hostVeth), mac: ns.mac('eth0'), nodeMac: node.mac(hostVeth) } };
+}
+
+/** Servers that answer with their own address: TCP 8080 and UDP 5353. */
+async function serve(pod: Pod): Promise<ChildProcess> {
+  const script = `
+    const net = require('net'), dgram = require('dgram');
+    let n = 0; const up = () => { if (++n === 2) console.log('listening'); };
+    net.createServer((s) => { s.on('error', () => {}); s.end('${pod.ep.ip}'); }).listen(8080, '0.0.0.0', up);
+    const u = dgram.createSocket('udp4'); u.on('message', (m, r) => u.send('${pod.ep.ip}', r.port, r.address)); u.bind(5353, '0.0.0.0', up);
+  `;
+  const child = pod.ns.spawn(process.execPath, ['-e', script]);
+  await new Promise<void>((resolve, reject) => {
+    let out = '';
+    child.stdout!.on('data', (d: Buffer) => {
+      out += d.toString();
+      if (out.includes('listening')) resolve();
+    });
+    child.on('exit', (code) => reject(new Error(`servers in ${pod.ns.name} exited with ${code}`)));
+  });
+  return child;
+}
+
+/** `n` TCP connections to VIP:80: each answer (the backend's address) or error, and the time each took. */
+function tcpAsk(from: Pod, n: number): Array<{ answer: string; ms: number }> {
+  const script = `
+    const net = require('net'); const out = []; let left = ${n};
+    const one = () => {
+      const t0 = process.hrtime.bigint(); let data = '';
+      const s = net.connect(80, '${VIP}');
+      const timer = setTimeout(() => { s.destroy(); done('timeout'); }, 2000);
+      const done = (answer) => { clearTimeout(timer); out.push({ answer, ms: Number(process.hrtime.bigint() - t0) / 1e6 }); if (--left) one(); else console.log(JSON.stringify(out)); };
+      s.on('data', (d) => data += d); s.on('end', () => done(data)); s.on('error', (e) => done('error ' + e.code));
+    };
+    one();
+  `;
+  return JSON.parse(from.ns.exec(process.execPath, ['-e', script]).trim());
+}
+
+/**
+ * One connected UDP socket (one flow) asking VIP:53 once per step: answers in order. Between
+ * steps it waits for `/tmp/<gate>-<i>` to exist, so the test can change the service mid-flow.
+ */
+function udpFlow(from: Pod, steps: number, gate: string): Promise<string[]> {
+  const script = `
+    const fs = require('fs'); const u = require('dgram').createSocket('udp4'); const out = [];
+    let i = 0;
+    const ask = () => {
+      const timer = setTimeout(() => { out.push('timeout'); next(); }, 1000);
+      u.once('message', (m) => { clearTimeout(timer); out.push(m.toString()); next(); });
+      u.send('q');
+    };
+    const next = () => {
+      if (++i === ${steps}) { console.log(JSON.stringify(out)); u.close(); return; }
+      const wait = () => fs.existsSync('/tmp/${gate}-' + i) ? ask() : setTimeout(wait, 5);
+      wait();
+    };
+    u.on('error', (e) => { out.push('error ' + e.code); next(); });
+    u.connect(53, '${VIP}', ask);
+  `;
+  const child = from.ns.spawn(process.execPath, ['-e', script]);
+  return new Promise((resolve, reject) => {
+    let out = '';
+    child.stdout!.on('data', (d: Buffer) => (out += d.toString()));
+    child.on('exit', (code) => (code === 0 ? resolve(JSON.parse(out.trim())) : reject(new Error(`udp client exited with ${code}: ${out}`))));
+  });
+}
+
+/** A connected UDP socket sends once to VIP:53 and reports what came back (an error event for an ICMP error) and when. */
+function udpRefused(from: Pod): { answer: string; ms: number } {
+  const script = `
+    const u = require('dgram').createSocket('udp4'); let t0;
+    const done = (answer) => { console.log(JSON.stringify({ answer, ms: Number(process.hrtime.bigint() - t0) / 1e6 })); process.exit(0); };
+    setTimeout(() => done('timeout'), 1000);
+    u.on('message', (m) => done(m.toString()));
+    u.on('error', (e) => done('error ' + e.code));
+    u.connect(53, '${VIP}', () => { t0 = process.hrtime.bigint(); u.send('q'); });
+  `;
+  return JSON.parse(from.ns.exec(process.execPath, ['-e', script]).trim());
+}
+
+const backend = (pod: Pod, port: number, backendId: number): BackendEntry => ({ backendId, address: pod.ep.ip, port, flags: 1 });
+
+function desired(tcp: BackendEntry[], udp: BackendEntry[]): ServiceMapsDesired {
+  const table = (bs: BackendEntry[]) =>
+    bs.length > 1 ? Uint16Array.from(maglevTable(bs.map((x) => `${x.address}:${x.port}`), { tableSize: DEFAULT_LB_MAGLEV_TABLE_SIZE })) : undefined;
+  return {
+    frontends: [
+      { address: VIP, port: 80, protocol: 'TCP', svcId: 1, setId: tcp.length ? 1 : 0, count: tcp.length, flags: 0, affinityTimeout: 0 },
+      { address: VIP, port: 53, protocol: 'UDP', svcId: 2, setId: udp.length ? 2 : 0, count: udp.length, flags: 0, affinityTimeout: 0 },
+    ],
+    sets: [
+      ...(tcp.length ? [{ setId: 1, backends: tcp, maglev: table(tcp) }] : []),
+      ...(udp.length ? [{ setId: 2, backends: udp, maglev: table(udp) }] : []),
+    ],
+    sourceRanges: new Map(),
+    names: new Map([
+      [1, 'default/web:http'],
+      [2, 'default/dns:dns'],
+    ]),
+  };
+}
+
+beforeAll(async () => {
+  node = createNetns('ksn');
+  node.exec('sysctl', ['-qw', 'net.ipv4.ip_forward=0']);
+  a = makePod('10.79.0.2', 301);
+  b = makePod('10.79.0.3', 302);
+  c = makePod('10.79.0.4', 303);
+  obj = loadWithVerifierLog(LXC_OBJECT, { pinRoot: mountBpffs() });
+  const links: BpfLink[] = [];
+  onCleanup(() => {
+    for (const l of links) l.close();
+    obj.close();
+  });
+  inNetns(node.path, () => {
+    for (const pod of [a, b, c]) {
+      links.push(attachTc(obj.program('kelp_from_pod'), pod.ep.ifindex, 'ingress', { mode: 'tcx' }));
+      links.push(attachTc(obj.program('kelp_to_pod'), pod.ep.ifindex, 'egress', { mode: 'tcx' }));
+    }
+  });
+  for (const pod of [a, b, c]) putEndpoint(obj.map('kelp_endpoints'), pod.ep);
+  writer = new ServiceWriter(serviceMapsOf(obj));
+  const servers = [await serve(b), await serve(c), await serve(a)];
+  onCleanup(() => servers.forEach((s) => s.kill('SIGKILL')));
+});
+
+afterAll(cleanupAll);
+
+describe('a ClusterIP through the per-packet path', () => {
+  it('TCP connections to the VIP are answered by both backends, spread by Maglev', () => {
+    writer.apply(desired([backend(b, 8080, 1), backend(c, 8080, 2)], [backend(b, 5353, 3)]));
+    const answers = tcpAsk(a, 24).map((r) => r.answer);
+    expect(answers.filter((x) => x !== b.ep.ip && x !== c.ep.ip)).toEqual([]);
+    expect(new Set(answers)).toEqual(new Set([b.ep.ip, c.ep.ip]));
+  });
+
+  it('a UDP flow stays on its backend, and moves to a live one at its next packet when the agent removes it', async () => {
+    writer.apply(desired([backend(b, 8080, 1)], [backend(b, 5353, 3), backend(c, 5353, 4)]));
+    const gate = uniqueName('ksvgate');
+    const flow = udpFlow(a, 6, gate);
+    const open = (i: number) => sh(`touch /tmp/${gate}-${i}`);
+    onCleanup(() => sh(`rm -f /tmp/${gate}-*`));
+    for (const i of [1, 2]) open(i);
+    await new Promise((r) => setTimeout(r, 300));
+    // B leaves the set while its server still runs: a flow on B must move to C at its next
+    // packet (only kelp can move it), a flow on C stays there.
+    writer.apply(desired([backend(b, 8080, 1)], [backend(c, 5353, 4)]));
+    for (const i of [3, 4, 5]) open(i);
+    const answers = await flow;
+    expect(answers.slice(0, 3).every((x) => x === answers[0])).toBe(true);
+    expect([b.ep.ip, c.ep.ip]).toContain(answers[0]);
+    expect(answers.slice(3)).toEqual([c.ep.ip, c.ep.ip, c.ep.ip]);
+  });
+
+  it('no backend: a TCP connect is refused in milliseconds (RST from kelp), a connected UDP socket gets ECONNREFUSED', async () => {
+    writer.apply(desired([], []));
+    const r = tcpAsk(a, 5);
+    expect(r.map((x) => x.answer)).toEqual(Array(5).fill('error ECONNREFUSED'));
+    const worst = Math.max(...r.map((x) => x.ms));
+    console.log(`no-backend TCP connect refused in ${r.map((x) => x.ms.toFixed(2)).join(', ')} ms`);
+    expect(worst).toBeLessThan(100);
+    const udp = udpRefused(a);
+    console.log(`no-backend connected UDP: ${udp.answer} after ${udp.ms.toFixed(2)} ms`);
+    expect(udp.answer).toBe('error ECONNREFUSED');
+    expect(udp.ms).toBeLessThan(100);
+  });
+
+  it('hairpin: a pod reaches itself through its own Service', () => {
+    writer.apply(desired([backend(a, 8080, 5)], []));
+    expect(tcpAsk(a, 3).map((r) => r.answer)).toEqual([a.ep.ip, a.ep.ip, a.ep.ip]);
+  });
+});
+
+function sh(cmd: string): void {
+  execSync(cmd);
+}
