@@ -14,7 +14,7 @@ import type { EndpointManager } from '../endpoint/manager';
 import type { Logger } from '../log';
 import type { Rtnl } from '../netlink';
 import type { Reconciler, ReconcileLoop } from '../reconcile/loop';
-import { compileServices, MaglevCache, removedBackends, ServiceModel } from '../service/compile';
+import { removedBackends, ServiceCompiler, ServiceModel } from '../service/compile';
 import { ServiceIds } from '../service/ids';
 import { deriveEndpointSlices } from '../service/slices';
 import type { Kind } from '../sources/objects';
@@ -109,7 +109,7 @@ export function startServices(deps: AgentServicesDeps): AgentServices {
     if ((err as NodeJS.ErrnoException).code !== 'ENOENT') log.warn({ err, file }, 'service ids not restored: numbering afresh');
   }
   let saved = ids.snapshot();
-  const cache = new MaglevCache();
+  const compiler = new ServiceCompiler(ids, { maglevTableSize: deps.maglevTableSize });
   let model: ServiceModel | undefined;
   let desired: ServiceMapsDesired | undefined;
   let last: ServiceRunStats | undefined;
@@ -132,8 +132,8 @@ export function startServices(deps: AgentServicesDeps): AgentServices {
       const derived = deriveEndpointSlices({ services, pods: objects.list('Pod'), nodes, slices: endpointSlices, localPodIps, nodeName: deps.nodeName });
       endpointSlices = [...endpointSlices, ...derived];
     }
-    const misses = cache.misses;
-    const res = compileServices({ services, endpointSlices, nodes, nodeName: deps.nodeName, nodeAddresses }, ids, { maglevTableSize: deps.maglevTableSize, maglevCache: cache });
+    const misses = compiler.maglev.misses;
+    const res = compiler.compile({ services, endpointSlices, nodes, nodeName: deps.nodeName, nodeAddresses });
     const compileMs = Number(process.hrtime.bigint() - t0) / 1e6;
     if (deps.writer) {
       const resync = Date.now() - lastReadBack >= deps.resyncMs;
@@ -166,7 +166,7 @@ export function startServices(deps: AgentServicesDeps): AgentServices {
       frontends: res.desired.frontends.length,
       sets: res.desired.sets.length,
       backends: res.model.backends.size,
-      maglevComputed: cache.misses - misses,
+      maglevComputed: compiler.maglev.misses - misses,
       removed: gone.length,
       programmed: deps.writer !== undefined,
     };

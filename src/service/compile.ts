@@ -118,7 +118,7 @@ export interface ServiceModel {
   /** Frontends two Service ports claim: the first (in `ports` order) keeps it. */
   conflicts: Array<{ frontend: string; kept: string; dropped: string }>;
   /** Every backend in some set: `address:port/PROTOCOL` → backendId. */
-  backends: Map<string, number>;
+  backends: ReadonlyMap<string, number>;
 }
 
 export interface ServiceCompileResult {
@@ -133,16 +133,23 @@ export class MaglevCache {
   hits = 0;
   misses = 0;
 
-  table(names: readonly string[], m: number | undefined): Uint16Array {
+  /** The table over `names` (slot order) and its cache key. */
+  table(names: readonly string[], m: number | undefined): [string, Uint16Array] {
     const key = `${m ?? ''}|${names.join(',')}`;
     let t = this.next.get(key) ?? this.current.get(key);
     if (t) this.hits++;
     else {
       this.misses++;
-      t = Uint16Array.from(maglevTable(names, { tableSize: m }));
+      // The constructor converts natively; Uint16Array.from walks an iterator slot by slot.
+      t = new Uint16Array(maglevTable(names, { tableSize: m }));
     }
     this.next.set(key, t);
-    return t;
+    return [key, t];
+  }
+
+  /** Keeps a table this compile uses without asking for it by name. */
+  retain(key: string, table: Uint16Array): void {
+    this.next.set(key, table);
   }
 
   /** Ends a compile: tables it did not use are dropped. */
@@ -206,8 +213,27 @@ interface PendingFrontend {
   address: string;
   port: number;
   external: boolean;
+  /** `address:port/PROTOCOL`: what two Service ports may both claim. */
+  fkey: string;
 }
 
+/** What one compile made of a Service port, kept for the next while the port's ids hold. */
+interface BuiltPort {
+  svcId: number;
+  clusterSetId: number;
+  localSetId: number;
+  /** The backend ids of the cluster then the local view, in view order. */
+  backendIds: number[];
+  /** Every frontend, before conflicts with other ports are settled. */
+  frontends: ModelFrontend[];
+  entries: FrontendEntry[];
+  sets: BackendSet[];
+  /** The Maglev cache keys of its tables. */
+  tables: Array<[string, Uint16Array]>;
+  model: ServicePortModel;
+}
+
+/** One Service port's frontends and views, keyed by strings: everything but the ids. */
 interface PendingPort {
   svc: ServiceObject;
   ref: string;
@@ -215,124 +241,212 @@ interface PendingPort {
   key: string;
   name: string;
   frontends: PendingFrontend[];
-  clusterView: Backend[] | undefined;
-  localView: Backend[] | undefined;
+  /** The views its frontends use, when not empty. */
+  cluster?: Backend[];
+  local?: Backend[];
+  /** Backend id keys (`address:port/PROTOCOL`), index for index with the views. */
+  clusterKeys: string[];
+  localKeys: string[];
+  setKeyCluster: string;
+  setKeyLocal: string;
   internalLocal: boolean;
   externalLocal: boolean;
   hasAnyEndpoints: boolean;
   topologyMode: TopologyMode;
   sourceRanges: string[];
+  built?: BuiltPort;
+}
+
+/** A Service's ports as compiled from exactly these objects in this node's context. */
+interface ServiceMemo {
+  svc: ServiceObject;
+  slices: readonly EndpointSliceObject[];
+  context: string;
+  ports: PendingPort[];
+  skipped?: string;
 }
 
 const protoOf = (p: string): L4Protocol => p as L4Protocol;
 const bkKey = (b: Pick<Backend, 'address' | 'port'>, protocol: string) => `${backendKey(b)}/${protocol}`;
+const sameList = <T>(a: readonly T[], b: readonly T[]) => a.length === b.length && a.every((x, i) => x === b[i]);
 
-export function compileServices(inputs: ServiceCompileInputs, ids: ServiceIds, options: ServiceCompileOptions = {}): ServiceCompileResult {
-  const thisNode = inputs.nodes.find((n) => n.metadata.name === inputs.nodeName);
-  const topo: NodeTopology = { name: inputs.nodeName, zone: inputs.zone ?? thisNode?.metadata.labels[LABEL_ZONE] ?? '' };
-  const nodeIps = nodePortAddresses(thisNode, inputs.nodeAddresses);
-  const slices = slicesByService(inputs.endpointSlices);
-  const skipped: ServiceModel['skipped'] = [];
+function pendingPorts(svc: ServiceObject, ref: string, own: readonly EndpointSliceObject[], nodeIps: readonly string[], topo: NodeTopology): PendingPort[] | string {
+  const why = skipReason(svc);
+  if (why) return why;
+  const clusterIPs = svc.spec.clusterIPs.filter(isV4);
+  if (clusterIPs.length === 0) return 'no IPv4 cluster IP';
+  const externalIPs = svc.spec.externalIPs.filter(isV4);
+  const lbIPs = svc.status.loadBalancer.ingress.filter((i) => i.ip !== undefined && (i.ipMode ?? 'VIP') === 'VIP' && isV4(i.ip)).map((i) => i.ip!);
+  const ranges = svc.spec.loadBalancerSourceRanges.filter((c) => parseCidr(c).family === 4);
+  const sourceRanges = [...ranges];
+  if (ranges.some((c) => nodeIps.some((ip) => cidrHolds(c, ip)))) for (const ip of lbIPs) sourceRanges.push(`${ip}/32`);
+  const internalLocal = svc.spec.internalTrafficPolicy === 'Local';
+  const externalLocal = svc.spec.externalTrafficPolicy === 'Local';
+  return svc.spec.ports.map((sp): PendingPort => {
+    const portName = sp.name ?? '';
+    const fe = (kind: FrontendKind, address: string, port: number, external: boolean): PendingFrontend => ({ kind, address, port, external, fkey: `${address}:${port}/${sp.protocol}` });
+    const frontends = clusterIPs.map((address) => fe('ClusterIP', address, sp.port, false));
+    if (sp.nodePort) for (const address of nodeIps) frontends.push(fe('NodePort', address, sp.nodePort, true));
+    for (const address of externalIPs) frontends.push(fe('ExternalIP', address, sp.port, true));
+    for (const address of lbIPs) frontends.push(fe('LoadBalancer', address, sp.port, true));
+    const cat = categorizeEndpoints(backendsForPort(sp, own, 4, topo.name), portTrafficPolicy(svc, sp, 4), topo);
+    const usesExternal = frontends.some((f) => f.external);
+    const cluster = (!internalLocal || (usesExternal && !externalLocal)) && cat.cluster.length > 0 ? cat.cluster : undefined;
+    const local = (internalLocal || (usesExternal && externalLocal)) && cat.local.length > 0 ? cat.local : undefined;
+    const key = `${ref}/${portName}/${sp.protocol}`;
+    const p: PendingPort = {
+      svc,
+      ref,
+      sp,
+      key,
+      name: `${ref}:${portName || sp.port}`,
+      frontends,
+      clusterKeys: (cluster ?? []).map((b) => bkKey(b, sp.protocol)),
+      localKeys: (local ?? []).map((b) => bkKey(b, sp.protocol)),
+      setKeyCluster: `${key}|cluster`,
+      setKeyLocal: `${key}|local`,
+      internalLocal,
+      externalLocal,
+      hasAnyEndpoints: cat.hasAnyEndpoints,
+      topologyMode: cat.topologyMode,
+      sourceRanges: lbIPs.length > 0 ? sourceRanges : [],
+    };
+    if (cluster) p.cluster = cluster;
+    if (local) p.local = local;
+    return p;
+  });
+}
 
-  // Pass 1: every Service port's frontends and views, keyed by strings.
-  const pending: PendingPort[] = [];
-  const services = inputs.services.map((svc) => ({ svc, ref: svcRef(svc) })).sort((a, b) => (a.ref < b.ref ? -1 : a.ref > b.ref ? 1 : 0));
-  for (const { svc, ref } of services) {
-    const why = skipReason(svc);
-    if (why) {
-      skipped.push({ service: ref, reason: why });
-      continue;
+/**
+ * The compiler with its memory: the ids, the Maglev tables and each Service's compiled ports,
+ * so a compile after a change redoes only the Services whose objects (or slices) changed. The
+ * store replaces an object on every change, so identity is the test.
+ */
+export class ServiceCompiler {
+  private memo = new Map<string, ServiceMemo>();
+  readonly maglev: MaglevCache;
+
+  constructor(
+    readonly ids: ServiceIds,
+    private readonly options: ServiceCompileOptions = {},
+  ) {
+    this.maglev = options.maglevCache ?? new MaglevCache();
+  }
+
+  compile(inputs: ServiceCompileInputs): ServiceCompileResult {
+    const thisNode = inputs.nodes.find((n) => n.metadata.name === inputs.nodeName);
+    const topo: NodeTopology = { name: inputs.nodeName, zone: inputs.zone ?? thisNode?.metadata.labels[LABEL_ZONE] ?? '' };
+    const nodeIps = nodePortAddresses(thisNode, inputs.nodeAddresses);
+    const context = `${topo.name}|${topo.zone}|${nodeIps.join(',')}`;
+    const slices = slicesByService(inputs.endpointSlices);
+    const skipped: ServiceModel['skipped'] = [];
+    const NO_SLICES: EndpointSliceObject[] = [];
+
+    // Pass 1: every Service port's frontends and views, from the memo where nothing changed.
+    const pending: PendingPort[] = [];
+    const memo = new Map<string, ServiceMemo>();
+    const services = inputs.services.map((svc) => ({ svc, ref: svcRef(svc) })).sort((a, b) => (a.ref < b.ref ? -1 : a.ref > b.ref ? 1 : 0));
+    for (const { svc, ref } of services) {
+      const own = slices.get(ref) ?? NO_SLICES;
+      let m = this.memo.get(ref);
+      if (!m || m.svc !== svc || m.context !== context || !sameList(m.slices, own)) {
+        const ports = pendingPorts(svc, ref, own, nodeIps, topo);
+        m = typeof ports === 'string' ? { svc, slices: own, context, ports: [], skipped: ports } : { svc, slices: own, context, ports };
+      }
+      memo.set(ref, m);
+      if (m.skipped) skipped.push({ service: ref, reason: m.skipped });
+      for (const p of m.ports) pending.push(p);
     }
-    const clusterIPs = svc.spec.clusterIPs.filter(isV4);
-    if (clusterIPs.length === 0) {
-      skipped.push({ service: ref, reason: 'no IPv4 cluster IP' });
-      continue;
+    this.memo = memo;
+
+    // Pass 2: ids for everything in use, new ones in key order.
+    const svcIds = this.ids.svc.assign(new Set(pending.map((p) => p.key)));
+    const setKeys = new Set<string>();
+    const backendKeys = new Set<string>();
+    for (const p of pending) {
+      if (p.cluster) setKeys.add(p.setKeyCluster);
+      if (p.local) setKeys.add(p.setKeyLocal);
+      for (const k of p.clusterKeys) backendKeys.add(k);
+      for (const k of p.localKeys) backendKeys.add(k);
     }
-    const own = slices.get(ref) ?? [];
-    const externalIPs = svc.spec.externalIPs.filter(isV4);
-    const lbIPs = svc.status.loadBalancer.ingress.filter((i) => i.ip !== undefined && (i.ipMode ?? 'VIP') === 'VIP' && isV4(i.ip)).map((i) => i.ip!);
-    const ranges = svc.spec.loadBalancerSourceRanges.filter((c) => parseCidr(c).family === 4);
-    const sourceRanges = [...ranges];
-    if (ranges.some((c) => nodeIps.some((ip) => cidrHolds(c, ip)))) for (const ip of lbIPs) sourceRanges.push(`${ip}/32`);
-    for (const sp of svc.spec.ports) {
-      const portName = sp.name ?? '';
-      const frontends: PendingFrontend[] = clusterIPs.map((address) => ({ kind: 'ClusterIP', address, port: sp.port, external: false }));
-      if (sp.nodePort) for (const address of nodeIps) frontends.push({ kind: 'NodePort', address, port: sp.nodePort, external: true });
-      for (const address of externalIPs) frontends.push({ kind: 'ExternalIP', address, port: sp.port, external: true });
-      for (const address of lbIPs) frontends.push({ kind: 'LoadBalancer', address, port: sp.port, external: true });
-      const policy = portTrafficPolicy(svc, sp, 4);
-      const cat = categorizeEndpoints(backendsForPort(sp, own, 4, inputs.nodeName), policy, topo);
-      const internalLocal = svc.spec.internalTrafficPolicy === 'Local';
-      const externalLocal = svc.spec.externalTrafficPolicy === 'Local';
-      const usesExternal = frontends.some((f) => f.external);
-      pending.push({
-        svc,
-        ref,
-        sp,
-        key: `${ref}/${portName}/${sp.protocol}`,
-        name: `${ref}:${portName || sp.port}`,
-        frontends,
-        clusterView: !internalLocal || (usesExternal && !externalLocal) ? cat.cluster : undefined,
-        localView: internalLocal || (usesExternal && externalLocal) ? cat.local : undefined,
-        internalLocal,
-        externalLocal,
-        hasAnyEndpoints: cat.hasAnyEndpoints,
-        topologyMode: cat.topologyMode,
-        sourceRanges: lbIPs.length > 0 ? sourceRanges : [],
+    const setIds = this.ids.sets.assign(setKeys);
+    const backendIds = this.ids.backends.assign(backendKeys);
+
+    // Pass 3: entries; a port whose ids are all as last time is taken as built.
+    const frontends: FrontendEntry[] = [];
+    const sets: BackendSet[] = [];
+    const sourceRanges = new Map<number, string[]>();
+    const names = new Map<number, string>();
+    const ports: ServicePortModel[] = [];
+    const conflicts: ServiceModel['conflicts'] = [];
+    const claimed = new Map<string, string>();
+    for (const p of pending) {
+      const svcId = svcIds.get(p.key)!;
+      const clusterSetId = p.cluster ? setIds.get(p.setKeyCluster)! : 0;
+      const localSetId = p.local ? setIds.get(p.setKeyLocal)! : 0;
+      let b = p.built;
+      if (!b || b.svcId !== svcId || b.clusterSetId !== clusterSetId || b.localSetId !== localSetId || !this.sameBackendIds(b, p, backendIds)) {
+        b = this.build(p, svcId, clusterSetId, localSetId, backendIds);
+        p.built = b;
+      } else {
+        for (const [key, table] of b.tables) this.maglev.retain(key, table);
+      }
+      names.set(svcId, p.name);
+      if (p.sourceRanges.length > 0) sourceRanges.set(svcId, p.sourceRanges);
+      for (const s of b.sets) sets.push(s);
+      let lost = 0;
+      const kept = p.frontends.map((f, i) => {
+        const holder = claimed.get(f.fkey);
+        if (holder === undefined) {
+          claimed.set(f.fkey, p.name);
+          frontends.push(b.entries[i]);
+          return true;
+        }
+        conflicts.push({ frontend: f.fkey, kept: holder, dropped: p.name });
+        lost++;
+        return false;
       });
+      const model = lost === 0 ? b.model : { ...b.model, frontends: b.frontends.filter((_, i) => kept[i]) };
+      ports.push(model);
     }
+    this.maglev.swap();
+
+    return { desired: { frontends, sets, sourceRanges, names }, model: { ports, skipped, conflicts, backends: backendIds } };
   }
 
-  // Pass 2: ids for everything in use, new ones in key order.
-  const svcIds = ids.svc.assign(pending.map((p) => p.key));
-  const setKeys: string[] = [];
-  const backendKeys = new Set<string>();
-  for (const p of pending) {
-    for (const [view, list] of [
-      ['cluster', p.clusterView],
-      ['local', p.localView],
-    ] as const) {
-      if (!list || list.length === 0) continue;
-      setKeys.push(`${p.key}|${view}`);
-      for (const b of list) backendKeys.add(bkKey(b, p.sp.protocol));
-    }
+  private sameBackendIds(b: BuiltPort, p: PendingPort, backendIds: ReadonlyMap<string, number>): boolean {
+    const n = p.clusterKeys.length;
+    if (b.backendIds.length !== n + p.localKeys.length) return false;
+    for (let i = 0; i < n; i++) if (backendIds.get(p.clusterKeys[i]) !== b.backendIds[i]) return false;
+    for (let i = 0; i < p.localKeys.length; i++) if (backendIds.get(p.localKeys[i]) !== b.backendIds[n + i]) return false;
+    return true;
   }
-  const setIds = ids.sets.assign(setKeys);
-  const backendIds = ids.backends.assign(backendKeys);
 
-  // Pass 3: entries.
-  const m = options.maglevTableSize;
-  const cache = options.maglevCache ?? new MaglevCache();
-  const frontends: FrontendEntry[] = [];
-  const sets: BackendSet[] = [];
-  const sourceRanges = new Map<number, string[]>();
-  const names = new Map<number, string>();
-  const ports: ServicePortModel[] = [];
-  const conflicts: ServiceModel['conflicts'] = [];
-  const claimed = new Map<string, string>();
-
-  const buildSet = (p: PendingPort, view: 'Cluster' | 'Local', list: Backend[] | undefined): ModelSet | undefined => {
-    if (!list || list.length === 0) return undefined;
-    const setId = setIds.get(`${p.key}|${view === 'Cluster' ? 'cluster' : 'local'}`)!;
-    // Slots in backend id order: a newcomer (a higher id, mostly) joins at the end.
-    const backends = list
-      .map((b): ModelBackend => ({ backendId: backendIds.get(bkKey(b, p.sp.protocol))!, address: b.address, port: b.port, local: b.local, ready: b.ready, serving: b.serving, terminating: b.terminating }))
-      .sort((a, b) => a.backendId - b.backendId);
-    const entries = backends.map((b): BackendEntry => ({ backendId: b.backendId, address: b.address, port: b.port, flags: (b.local ? BACKEND_LOCAL : 0) | (b.terminating ? BACKEND_TERMINATING : 0) }));
-    const set: BackendSet = { setId, backends: entries };
-    if (entries.length > 1) set.maglev = cache.table(entries.map(backendKey), m);
-    sets.push(set);
-    return { setId, view, backends };
-  };
-
-  for (const p of pending) {
-    const svcId = svcIds.get(p.key)!;
-    names.set(svcId, p.name);
-    const cluster = buildSet(p, 'Cluster', p.clusterView);
-    const local = buildSet(p, 'Local', p.localView);
+  private build(p: PendingPort, svcId: number, clusterSetId: number, localSetId: number, backendIds: ReadonlyMap<string, number>): BuiltPort {
+    const m = this.options.maglevTableSize;
+    const built: BuiltPort = { svcId, clusterSetId, localSetId, backendIds: [], frontends: [], entries: [], sets: [], tables: [], model: undefined as unknown as ServicePortModel };
+    const buildSet = (view: 'Cluster' | 'Local', setId: number, list: Backend[] | undefined, keys: string[]): ModelSet | undefined => {
+      if (!list) return undefined;
+      const ids = keys.map((k) => backendIds.get(k)!);
+      built.backendIds.push(...ids);
+      // Slots in backend id order: a newcomer (a higher id, mostly) joins at the end.
+      const backends = list
+        .map((b, i): ModelBackend => ({ backendId: ids[i], address: b.address, port: b.port, local: b.local, ready: b.ready, serving: b.serving, terminating: b.terminating }))
+        .sort((x, y) => x.backendId - y.backendId);
+      const entries = backends.map((b): BackendEntry => ({ backendId: b.backendId, address: b.address, port: b.port, flags: (b.local ? BACKEND_LOCAL : 0) | (b.terminating ? BACKEND_TERMINATING : 0) }));
+      const set: BackendSet = { setId, backends: entries };
+      if (entries.length > 1) {
+        const [key, table] = this.maglev.table(entries.map(backendKey), m);
+        set.maglev = table;
+        built.tables.push([key, table]);
+      }
+      built.sets.push(set);
+      return { setId, view, backends };
+    };
+    const cluster = buildSet('Cluster', clusterSetId, p.cluster, p.clusterKeys);
+    const local = buildSet('Local', localSetId, p.local, p.localKeys);
     const affinity = p.svc.spec.sessionAffinity === 'ClientIP';
     const timeout = p.svc.spec.sessionAffinityConfig?.clientIP.timeoutSeconds ?? 0;
-    if (p.sourceRanges.length > 0) sourceRanges.set(svcId, p.sourceRanges);
     const model: ServicePortModel = {
       svcId,
       service: p.ref,
@@ -340,7 +454,7 @@ export function compileServices(inputs: ServiceCompileInputs, ids: ServiceIds, o
       port: p.sp.port,
       protocol: protoOf(p.sp.protocol),
       type: p.svc.spec.type,
-      frontends: [],
+      frontends: built.frontends,
       hasAnyEndpoints: p.hasAnyEndpoints,
       topologyMode: p.topologyMode,
     };
@@ -366,23 +480,17 @@ export function compileServices(inputs: ServiceCompileInputs, ids: ServiceIds, o
         flags,
         affinityTimeout: affinity ? timeout : 0,
       };
-      const fkey = `${f.address}:${f.port}/${p.sp.protocol}`;
-      const holder = claimed.get(fkey);
-      if (holder !== undefined) {
-        conflicts.push({ frontend: fkey, kept: holder, dropped: p.name });
-        continue;
-      }
-      claimed.set(fkey, p.name);
-      model.frontends.push({ ...entry, kind: f.kind });
-      frontends.push(entry);
+      built.entries.push(entry);
+      built.frontends.push({ ...entry, kind: f.kind });
     }
-    ports.push(model);
+    built.model = model;
+    return built;
   }
-  cache.swap();
+}
 
-  const backends = new Map<string, number>();
-  for (const [k, id] of backendIds) backends.set(k, id);
-  return { desired: { frontends, sets, sourceRanges, names }, model: { ports, skipped, conflicts, backends } };
+/** One compile with no memory but `ids` (and `options.maglevCache`): tests, tools. */
+export function compileServices(inputs: ServiceCompileInputs, ids: ServiceIds, options: ServiceCompileOptions = {}): ServiceCompileResult {
+  return new ServiceCompiler(ids, options).compile(inputs);
 }
 
 /** Backends (`address:port/PROTOCOL`) in `before` that `after` no longer has. */

@@ -26,11 +26,23 @@ export class RotatingNumbers {
    * Numbers for exactly `keys`: kept where a key had one; new keys, in sorted order (so the
    * answer does not depend on the order keys are listed in), take the next free numbers.
    */
-  assign(keys: Iterable<string>): Map<string, number> {
+  assign(keys: Iterable<string>): ReadonlyMap<string, number> {
+    const wanted = keys instanceof Set ? (keys as Set<string>) : new Set(keys);
+    // Nothing new and nothing gone (a compile after a small change, mostly): the same map. It is
+    // never changed in place, so a caller may keep it as a snapshot.
+    if (wanted.size === this.byKey.size) {
+      let same = true;
+      for (const k of wanted) {
+        if (!this.byKey.has(k)) {
+          same = false;
+          break;
+        }
+      }
+      if (same) return this.byKey;
+    }
     const next = new Map<string, number>();
     const fresh: string[] = [];
-    for (const k of keys) {
-      if (next.has(k)) continue;
+    for (const k of wanted) {
       const n = this.byKey.get(k);
       if (n === undefined) {
         next.set(k, 0);
