@@ -128,50 +128,6 @@ static __always_inline void sock4_affinity_put(const struct sock_affinity_key *k
 }
 
 /*
- * lb4_maglev_slot() of lb.h with a bound the verifier keeps: clang proves `hash % m < m` and
- * drops lb.h's check, leaving the table index unbounded for the verifier ("math between
- * map_value pointer and register with unbounded min value"). The empty asm hides the remainder
- * from clang so the compare stays. To go once lb.h's own helper bounds the index.
- */
-static __always_inline __u32 sock4_maglev_slot(const struct lb4_frontend *fe, __u32 hash)
-{
-	__u32 set = fe->set_id, index, m = KELP_LB_MAGLEV_M;
-	__u16 *table;
-
-	if (fe->count <= 1 || m == 0)
-		return 0;
-	table = bpf_map_lookup_elem(&kelp_lb4_maglev, &set);
-	if (!table)
-		return hash % fe->count;
-	index = hash % m;
-	asm volatile("" : "+r"(index));
-	if (index >= m)
-		return 0;
-	return table[index];
-}
-
-/* lb4_select() of lb.h, over sock4_maglev_slot(). */
-static __always_inline int sock4_lb_select(const struct lb4_frontend *fe, __be32 client, __u32 hash, struct lb4_backend *out)
-{
-	struct lb4_backend *be;
-
-	if (!lb4_source_allowed(fe, client))
-		return LB_SOURCE_DENIED;
-	if (fe->count == 0)
-		return fe->flags & LB_FE_DROP_NO_LOCAL ? LB_NO_LOCAL : LB_NO_BACKEND;
-	if (lb4_affinity_get(fe, client, out)) {
-		lb4_affinity_put(fe, client, out);
-		return LB_SELECTED;
-	}
-	be = lb4_backend_lookup(fe->set_id, sock4_maglev_slot(fe, hash));
-	if (!be)
-		return LB_NO_BACKEND;
-	*out = *be;
-	lb4_affinity_put(fe, client, out);
-	return LB_SELECTED;
-}
-
-/*
  * A backend for this socket's flow to `fe`: enum lb_select_result, or -1 when the decision must
  * be left to the per-packet path (it needs a client address the socket does not have yet).
  */
@@ -186,13 +142,13 @@ static __always_inline int sock4_select(struct bpf_sock_addr *ctx, const struct 
 	int ret;
 
 	if (client)
-		return sock4_lb_select(fe, client, hash, out);
+		return lb4_select(fe, client, hash, out);
 	if (fe->flags & LB_FE_SOURCE_RANGES)
 		return -1;
 	if (!(fe->flags & LB_FE_AFFINITY))
-		return sock4_lb_select(fe, 0, hash, out);
+		return lb4_select(fe, 0, hash, out);
 	if (fe->count == 0)
-		return sock4_lb_select(fe, 0, hash, out);
+		return lb4_select(fe, 0, hash, out);
 	akey.netns = bpf_get_netns_cookie(ctx);
 	akey.svc_id = fe->svc_id;
 	if (sock4_affinity_get(fe, &akey, out)) {
@@ -201,7 +157,7 @@ static __always_inline int sock4_select(struct bpf_sock_addr *ctx, const struct 
 	}
 	plain = *fe;
 	plain.flags &= ~LB_FE_AFFINITY;
-	ret = sock4_lb_select(&plain, 0, hash, out);
+	ret = lb4_select(&plain, 0, hash, out);
 	if (ret == LB_SELECTED)
 		sock4_affinity_put(&akey, out);
 	return ret;

@@ -8,23 +8,13 @@ import { ChildProcess, spawn } from 'node:child_process';
 import { mkdirSync, rmdirSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { BpfMap, BpfObject, inNetns, netnsCookie } from '../../src/bpf';
+import { BpfObject, inNetns, netnsCookie } from '../../src/bpf';
 import { attachSocketLb, CGROUP_PROGRAMS, detachSocketLb, enableSocketLb } from '../../src/datapath/attach/cgroup';
 import { LinkPins } from '../../src/datapath/attach/pins';
 import { DatapathObjects } from '../../src/datapath/objects';
-import {
-  DEFAULT_LB_MAGLEV_TABLE_SIZE,
-  encodeMaglevTable,
-  lb4Affinity,
-  lb4AffinityKey,
-  lb4Backend,
-  lb4BackendKey,
-  lb4Frontend,
-  lb4FrontendKey,
-  lb4MemberKey,
-  lb4SourceRangeKey,
-} from '../../src/datapath/service';
-import { FRONTEND_AFFINITY, FRONTEND_SOURCE_RANGES, L4Protocol } from '../../src/datapath/service-types';
+import { DEFAULT_LB_MAGLEV_TABLE_SIZE, lb4Affinity, lb4AffinityKey, serviceMapsOf, ServiceWriter } from '../../src/datapath/service';
+import { FRONTEND_AFFINITY, FRONTEND_SOURCE_RANGES } from '../../src/datapath/service-types';
+import type { BackendEntry, FrontendEntry, L4Protocol, ServiceMapsDesired } from '../../src/datapath/service-types';
 import { sockConstants, SocketLbMode, UdpSocketReaper } from '../../src/datapath/sock';
 import { silentLogger } from '../../src/log';
 import { cleanupAll, createNetns, createVeth, mountBpffs, Netns, onCleanup, sh, uniqueName } from '../support/netns';
@@ -162,35 +152,43 @@ class Lines {
   }
 }
 
-// --- the maps, written with the codecs (as the service writer does) ----------------------------
+// --- the maps, through the service writer ----------------------------------------------------
 
-interface Maps {
-  frontends: BpfMap;
-  backends: BpfMap;
-  members: BpfMap;
-  maglev: BpfMap;
-  sourceRanges: BpfMap;
-}
+const be = (pod: Pod, port: number, backendId: number): BackendEntry => ({ backendId, address: pod.ip, port, flags: 0 });
+const fe = (address: string, port: number, protocol: L4Protocol, svcId: number, setId: number, count: number, flags = 0): FrontendEntry => ({
+  address,
+  port,
+  protocol,
+  svcId,
+  setId,
+  count,
+  flags,
+  affinityTimeout: flags & FRONTEND_AFFINITY ? 60 : 0,
+});
 
-function putFrontend(m: Maps, address: string, port: number, protocol: L4Protocol, svcId: number, setId: number, count: number, flags = 0): void {
-  m.frontends.update(lb4FrontendKey.encode({ address, port, protocol }), lb4Frontend.encode({ svcId, setId, count, flags, affinityTimeout: 60 }), 0);
-}
-
-function putSet(m: Maps, setId: number, backends: Array<{ pod: Pod; port: number; backendId: number }>): void {
-  backends.forEach((b, slot) => {
-    m.backends.update(lb4BackendKey.encode({ setId, slot }), lb4Backend.encode({ address: b.pod.ip, port: b.port, flags: 0, backendId: b.backendId }), 0);
-    const v = Buffer.alloc(4);
-    v.writeUInt32LE(slot);
-    m.members.update(lb4MemberKey.encode({ setId, backendId: b.backendId }), v, 0);
-  });
-}
-
-/** The agent's side of a backend leaving the UDP service's set of two: the other one moves to slot 0. */
-function removeFromSet(m: Maps, setId: number, gone: { backendId: number }, stay: { pod: Pod; port: number; backendId: number }): void {
-  putSet(m, setId, [stay]);
-  putFrontend(m, VIP, 53, 'UDP', 2, setId, 1);
-  m.members.delete(lb4MemberKey.encode({ setId, backendId: gone.backendId }));
-  m.backends.delete(lb4BackendKey.encode({ setId, slot: 1 }));
+/**
+ * The services of this test: TCP VIP:80 (set 1) and UDP VIP:53 (set 2) over b1 and b2, VIP:81
+ * with ClientIP affinity, VIP:82 with source ranges (10.79.1.1 only), and VIP_EMPTY without
+ * backends. `udp`: set 2's backends; `maglev1`: set 1's table.
+ */
+function services(o: { udp?: BackendEntry[]; maglev1?: Uint16Array } = {}): ServiceMapsDesired {
+  const udp = o.udp ?? [be(b1, 5353, 21), be(b2, 5353, 22)];
+  return {
+    frontends: [
+      fe(VIP, 80, 'TCP', 1, 1, 2),
+      fe(VIP, 53, 'UDP', 2, 2, udp.length),
+      fe(VIP_EMPTY, 80, 'TCP', 3, 0, 0),
+      fe(VIP_EMPTY, 53, 'UDP', 4, 0, 0),
+      fe(VIP, 81, 'TCP', 5, 1, 2, FRONTEND_AFFINITY),
+      fe(VIP, 82, 'TCP', 6, 1, 2, FRONTEND_SOURCE_RANGES),
+    ],
+    sets: [
+      { setId: 1, backends: [be(b1, 8080, 11), be(b2, 8080, 12)], maglev: o.maglev1 },
+      { setId: 2, backends: udp },
+    ],
+    sourceRanges: new Map([[6, ['10.79.1.1/32']]]),
+    names: new Map(),
+  };
 }
 
 /** Loads sock.o for `mode` (a new agent: its own DatapathObjects on the same pins) and attaches it. */
@@ -209,7 +207,7 @@ function agentEnable(mode: SocketLbMode): DatapathObjects {
   return objects;
 }
 
-let maps: Maps;
+let writer: ServiceWriter;
 let first: DatapathObjects;
 
 beforeAll(async () => {
@@ -232,25 +230,8 @@ beforeAll(async () => {
   const e = enable('all');
   first = e.objects;
   onCleanup(() => first.close());
-  maps = {
-    frontends: e.sock.map('kelp_lb4_frontends'),
-    backends: e.sock.map('kelp_lb4_backends'),
-    members: e.sock.map('kelp_lb4_members'),
-    maglev: e.sock.map('kelp_lb4_maglev'),
-    sourceRanges: e.sock.map('kelp_lb4_source_ranges'),
-  };
-  putSet(maps, 1, [
-    { pod: b1, port: 8080, backendId: 11 },
-    { pod: b2, port: 8080, backendId: 12 },
-  ]);
-  putSet(maps, 2, [
-    { pod: b1, port: 5353, backendId: 21 },
-    { pod: b2, port: 5353, backendId: 22 },
-  ]);
-  putFrontend(maps, VIP, 80, 'TCP', 1, 1, 2);
-  putFrontend(maps, VIP, 53, 'UDP', 2, 2, 2);
-  putFrontend(maps, VIP_EMPTY, 80, 'TCP', 3, 0, 0);
-  putFrontend(maps, VIP_EMPTY, 53, 'UDP', 4, 0, 0);
+  writer = new ServiceWriter(serviceMapsOf(first));
+  writer.apply(services());
 });
 
 afterAll(cleanupAll);
@@ -294,19 +275,16 @@ describe('socket LB', () => {
   });
 
   it("follows the set's Maglev table", () => {
-    const key = Buffer.alloc(4);
-    key.writeUInt32LE(1);
-    maps.maglev.update(key, encodeMaglevTable(new Uint16Array(DEFAULT_LB_MAGLEV_TABLE_SIZE).fill(1), DEFAULT_LB_MAGLEV_TABLE_SIZE, 2), 0);
+    writer.apply(services({ maglev1: new Uint16Array(DEFAULT_LB_MAGLEV_TABLE_SIZE).fill(1) }));
     try {
       const rs = runClient(node, Array.from({ length: 8 }, (): Op => ['tcp', VIP, 80]));
       expect(rs.map((r) => r.data)).toEqual(Array(8).fill('b2'));
     } finally {
-      maps.maglev.delete(key);
+      writer.apply(services());
     }
   });
 
   it('ClientIP affinity: an unbound socket by its namespace, a bound one by its address', () => {
-    putFrontend(maps, VIP, 81, 'TCP', 5, 1, 2, FRONTEND_AFFINITY);
     const unbound = runClient(node, Array.from({ length: 8 }, (): Op => ['tcp', VIP, 81]));
     expect(new Set(unbound.map((r) => r.data)).size).toBe(1);
     expect(unbound[0]).toMatchObject({ peer: `${VIP}:81` });
@@ -322,8 +300,6 @@ describe('socket LB', () => {
   });
 
   it('loadBalancerSourceRanges: a bound client in range is translated; out of range, or unbound, is left to the per-packet path', () => {
-    putFrontend(maps, VIP, 82, 'TCP', 6, 1, 2, FRONTEND_SOURCE_RANGES);
-    maps.sourceRanges.update(lb4SourceRangeKey.encode({ svcId: 6, cidr: '10.79.1.1/32' }), Buffer.from([1]), 0);
     const [inRange, outOfRange, unbound] = runClient(node, [
       ['tcp', VIP, 82, '10.79.1.1'],
       ['tcp', VIP, 82, '10.79.2.1'],
@@ -379,7 +355,8 @@ for i in range(100):
       expect(peer).toBe(`${VIP}:53`);
       const gone = name === 'b1' ? b1 : b2;
       const stay = name === 'b1' ? b2 : b1;
-      removeFromSet(maps, 2, { backendId: gone === b1 ? 21 : 22 }, { pod: stay, port: 5353, backendId: stay === b1 ? 21 : 22 });
+      // The agent's side of the backend leaving: the set without it, then the sockets destroyed.
+      writer.apply(services({ udp: [be(stay, 5353, stay === b1 ? 21 : 22)] }));
       // The same backend keeps answering this socket: it was pointed there at connect().
       expect((await out.next(/^reply/)).split(' ')[1]).toBe(name);
 
@@ -397,11 +374,7 @@ for i in range(100):
     } finally {
       reaper.close();
       objects.close();
-      putSet(maps, 2, [
-        { pod: b1, port: 5353, backendId: 21 },
-        { pod: b2, port: 5353, backendId: 22 },
-      ]);
-      putFrontend(maps, VIP, 53, 'UDP', 2, 2, 2);
+      writer.apply(services());
     }
   });
 
