@@ -16,7 +16,7 @@ import type { Rtnl } from '../netlink';
 import type { Reconciler, ReconcileLoop } from '../reconcile/loop';
 import { removedBackends, ServiceCompiler, ServiceModel } from '../service/compile';
 import { ServiceIds } from '../service/ids';
-import { deriveEndpointSlices } from '../service/slices';
+import { SliceDeriver } from '../service/slices';
 import type { Kind } from '../sources/objects';
 import type { ObjectStore } from '../sources/store';
 
@@ -110,6 +110,7 @@ export function startServices(deps: AgentServicesDeps): AgentServices {
   }
   let saved = ids.snapshot();
   const compiler = new ServiceCompiler(ids, { maglevTableSize: deps.maglevTableSize });
+  const deriver = new SliceDeriver();
   let model: ServiceModel | undefined;
   let desired: ServiceMapsDesired | undefined;
   let last: ServiceRunStats | undefined;
@@ -129,7 +130,7 @@ export function startServices(deps: AgentServicesDeps): AgentServices {
         const key = `${rec.pod.namespace}/${rec.pod.name}`;
         localPodIps.set(key, [...(localPodIps.get(key) ?? []), ...rec.ips.map((i) => i.address.split('/')[0])]);
       }
-      const derived = deriveEndpointSlices({ services, pods: objects.list('Pod'), nodes, slices: endpointSlices, localPodIps, nodeName: deps.nodeName });
+      const derived = deriver.derive({ services, pods: objects.list('Pod'), nodes, slices: endpointSlices, localPodIps, nodeName: deps.nodeName });
       endpointSlices = [...endpointSlices, ...derived];
     }
     const misses = compiler.maglev.misses;

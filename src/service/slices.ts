@@ -146,3 +146,26 @@ export function deriveEndpointSlices(inputs: DeriveInputs): EndpointSliceObject[
   }
   return out;
 }
+
+/**
+ * deriveEndpointSlices with memory: a slice whose content is as last time comes back as the same
+ * object, so the compiler (which keys its memory on object identity, as the store's objects
+ * are) redoes only the Services whose derived slices changed.
+ */
+export class SliceDeriver {
+  private last = new Map<string, { json: string; slice: EndpointSliceObject }>();
+
+  derive(inputs: DeriveInputs): EndpointSliceObject[] {
+    const next = new Map<string, { json: string; slice: EndpointSliceObject }>();
+    const out = deriveEndpointSlices(inputs).map((slice) => {
+      const key = `${slice.metadata.namespace}/${slice.metadata.name}`;
+      const json = JSON.stringify(slice);
+      const prev = this.last.get(key);
+      const kept = prev && prev.json === json ? prev : { json, slice };
+      next.set(key, kept);
+      return kept.slice;
+    });
+    this.last = next;
+    return out;
+  }
+}

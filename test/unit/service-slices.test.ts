@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { deriveEndpointSlices, DeriveInputs, KELP_SLICE_MANAGER, MAX_ENDPOINTS_PER_SLICE } from '../../src/service/slices';
+import { deriveEndpointSlices, DeriveInputs, KELP_SLICE_MANAGER, MAX_ENDPOINTS_PER_SLICE, SliceDeriver } from '../../src/service/slices';
 import { compileServices } from '../../src/service/compile';
 import { ServiceIds } from '../../src/service/ids';
 import { EndpointSliceObject, NodeObject, PodObject, ServiceObject, validateObject } from '../../src/sources/objects';
@@ -112,5 +112,21 @@ describe('deriveEndpointSlices', () => {
     const res = compileServices({ services: [s], endpointSlices: slices, nodes: [], nodeName: 'node-a', nodeAddresses: [] }, new ServiceIds(), { maglevTableSize: 251 });
     expect(res.desired.frontends).toHaveLength(1);
     expect(res.desired.sets[0].backends.map((b) => `${b.address}:${b.port}`).sort()).toEqual(['10.244.1.1:8080', '10.244.2.1:8081']);
+  });
+
+  it('SliceDeriver hands back the same object for a slice whose content is unchanged', () => {
+    const d = new SliceDeriver();
+    const input = (pods: PodObject[]): DeriveInputs => ({ services: [svc('web', {}), svc('db', { selector: { app: 'db' } })], pods, nodes: [], slices: [], localPodIps: new Map(), nodeName: 'node-a' });
+    const first = d.derive(input([pod('a', { ip: '10.244.1.1' }), pod('z', { ip: '10.244.9.9', labels: { app: 'db' } })]));
+    const again = d.derive(input([pod('a', { ip: '10.244.1.1' }), pod('z', { ip: '10.244.9.9', labels: { app: 'db' } })]));
+    expect(again).toHaveLength(2);
+    expect(again[0]).toBe(first[0]);
+    expect(again[1]).toBe(first[1]);
+    const changed = d.derive(input([pod('a', { ip: '10.244.1.2' }), pod('z', { ip: '10.244.9.9', labels: { app: 'db' } })]));
+    const web = (l: EndpointSliceObject[]) => l.find((s) => s.metadata.labels['kubernetes.io/service-name'] === 'web')!;
+    const db = (l: EndpointSliceObject[]) => l.find((s) => s.metadata.labels['kubernetes.io/service-name'] === 'db')!;
+    expect(web(changed)).not.toBe(web(first));
+    expect(web(changed).endpoints[0].addresses).toEqual(['10.244.1.2']);
+    expect(db(changed)).toBe(db(first));
   });
 });
