@@ -14,6 +14,7 @@
 #include "lib/ipv4.h"
 #include "lib/endpoint.h"
 #include "lib/lb.h"
+#include "lib/lb_nat.h"
 #include "lib/conntrack.h"
 #include "lib/nat.h"
 
@@ -223,6 +224,34 @@ static __always_inline int rnat4_icmp_error(struct __sk_buff *skb, struct pkt4 *
 	return host4_deliver(skb, pkt);
 }
 
+/*
+ * A client outside the node reaching a NodePort on the node's addresses, an externalIP or a
+ * LoadBalancer ingress IP (frontends flagged LB_FE_EXTERNAL): translated to the backend and
+ * delivered straight into a local backend's pod, the client's address kept (no SNAT: its replies
+ * leave through kelp_from_pod, which puts the frontend back as their source and routes them out,
+ * see lxc4_fib_redirect). Returns a verdict, or -1 when the packet is not to such a frontend.
+ *
+ * TODO (multi-node issue): a backend on another node. The DNATed packet is handed to the stack
+ * today, which only works when the node routes to it and its replies come back through here;
+ * externalTrafficPolicy Cluster needs SNAT to this node (or DSR) and the reply's reverse NAT on
+ * this ingress. Frontends are only programmed with local backends until then.
+ */
+static __always_inline int host4_service(struct __sk_buff *skb, struct pkt4 *pkt)
+{
+	int ret = lb4_forward(skb, pkt, 1);
+
+	if (ret == LB_XLATE_NONE)
+		return -1;
+	if (ret == LB_XLATE_REJECT) {
+		ret = lb4_reject(skb, pkt);
+		drop_packet(skb, pkt, KELP_DIR_TO_POD, 0, DROP_LB_NO_BACKEND);
+		return ret ? TC_ACT_SHOT : bpf_redirect(skb->ifindex, 0);
+	}
+	if (ret < 0)
+		return drop_packet(skb, pkt, KELP_DIR_TO_POD, 0, ret);
+	return host4_deliver(skb, pkt);
+}
+
 /* tc ingress of the node's uplink: everything arriving for the node. */
 SEC("tc")
 int kelp_host_ingress(struct __sk_buff *skb)
@@ -230,11 +259,23 @@ int kelp_host_ingress(struct __sk_buff *skb)
 	struct tuple4 reply = { .dir = NAT_DIR_INGRESS }, orig = { .dir = CT_EGRESS };
 	struct nat4_entry *rev;
 	struct pkt4 pkt = {};
+	struct ethhdr *eth;
 	struct iphdr *ip;
 	__u8 flags = 0;
 	int ret;
 
-	if (host_parse(skb, &pkt) != 0 || pkt.daddr != KELP_MASQ_IP)
+	/* Services first: they answer on any of the node's addresses, with or without masquerade. */
+	eth = eth_load(skb);
+	if (!eth || eth->h_proto != bpf_htons(ETH_P_IP))
+		return TC_ACT_OK;
+	pkt.eth_proto = eth->h_proto;
+	if (ipv4_parse(skb, &pkt) != 0)
+		return TC_ACT_OK;
+	ret = host4_service(skb, &pkt);
+	if (ret >= 0)
+		return ret;
+
+	if (!host_masq_enabled() || pkt.daddr != KELP_MASQ_IP)
 		return TC_ACT_OK;
 	/* Fragments of a reply go to the node's stack, which reassembles them for nobody: see the
 	 * egress side for why kelp keeps no fragment state. */
@@ -284,6 +325,11 @@ int kelp_host_ingress(struct __sk_buff *skb)
 		return host_drop(skb, &pkt, KELP_DIR_TO_POD, orig.saddr, ret);
 	pkt.daddr = orig.saddr;
 	pkt.dport = orig.sport;
+	/* The reply of a pod's flow to a Service whose backend is outside: the frontend goes back as
+	 * its source (redirect_peer skips kelp_to_pod, which would do it otherwise). */
+	ret = lb4_reverse(skb, &pkt, &flags);
+	if (ret < 0)
+		return host_drop(skb, &pkt, KELP_DIR_TO_POD, pkt.daddr, ret);
 	return host4_deliver(skb, &pkt);
 }
 
@@ -302,6 +348,7 @@ struct host_btf_types {
 	enum lb_select_result lb_select_result;
 	enum lb_ct_dir lb_ct_dir;
 	enum lb_ct_flag lb_ct_flag;
+	enum lb_xlate lb_xlate;
 };
 KELP_BTF_TYPES(host_btf_types)
 

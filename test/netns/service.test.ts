@@ -6,17 +6,20 @@ import { ChildProcess, execSync } from 'node:child_process';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { attachTc, BpfLink, BpfObject, inNetns } from '../../src/bpf';
 import { serviceMapsOf, ServiceWriter } from '../../src/datapath/service';
-import type { BackendEntry, ServiceMapsDesired } from '../../src/datapath/service-types';
+import { BackendEntry, FRONTEND_DROP_NO_LOCAL, FRONTEND_EXTERNAL, FRONTEND_NODEPORT, ServiceMapsDesired } from '../../src/datapath/service-types';
 import { maglevTable } from '../../src/service/maglev';
 import { DEFAULT_LB_MAGLEV_TABLE_SIZE } from '../../src/datapath/service';
+import path from 'node:path';
 import { loadWithVerifierLog, LXC_OBJECT, putEndpoint, TestEndpoint } from '../support/datapath';
 import { cleanupAll, createNetns, createVeth, mountBpffs, Netns, onCleanup, uniqueName } from '../support/netns';
 
+const HOST_OBJECT = path.join(__dirname, '../../build/bpf/host.o');
 const GATEWAY = '10.79.0.1';
 const VIP = '10.96.7.7';
 
 interface Pod {
   ns: Netns;
+  hostVeth: string;
   ep: TestEndpoint;
 }
 
@@ -26,6 +29,7 @@ let b: Pod;
 let c: Pod;
 let obj: BpfObject;
 let writer: ServiceWriter;
+let pinRoot: string;
 
 function makePod(ip: string, epId: number): Pod {
   const ns = createNetns('ksv');
@@ -33,14 +37,15 @@ function makePod(ip: string, epId: number): Pod {
   createVeth(node, hostVeth, ns, 'eth0');
   ns.ip('addr', 'add', `${ip}/24`, 'dev', 'eth0');
   ns.ip('route', 'add', 'default', 'via', GATEWAY);
-  return { ns, ep: { ip, epId, flags: 0, ifindex: node.ifindex(hostVeth), mac: ns.mac('eth0'), nodeMac: node.mac(hostVeth) } };
+  return { ns, hostVeth, ep: { ip, epId, flags: 0, ifindex: node.ifindex(hostVeth), mac: ns.mac('eth0'), nodeMac: node.mac(hostVeth) } };
 }
 
-/** Servers that answer with their own address: TCP 8080 and UDP 5353. */
+/** Servers that answer with their own address (TCP 8080, UDP 5353), and with the client's (TCP 8081). */
 async function serve(pod: Pod): Promise<ChildProcess> {
   const script = `
     const net = require('net'), dgram = require('dgram');
-    let n = 0; const up = () => { if (++n === 2) console.log('listening'); };
+    let n = 0; const up = () => { if (++n === 3) console.log('listening'); };
+    net.createServer((s) => { s.on('error', () => {}); s.end(s.remoteAddress); }).listen(8081, '0.0.0.0', up);
     net.createServer((s) => { s.on('error', () => {}); s.end('${pod.ep.ip}'); }).listen(8080, '0.0.0.0', up);
     const u = dgram.createSocket('udp4'); u.on('message', (m, r) => u.send('${pod.ep.ip}', r.port, r.address)); u.bind(5353, '0.0.0.0', up);
   `;
@@ -56,14 +61,14 @@ async function serve(pod: Pod): Promise<ChildProcess> {
   return child;
 }
 
-/** `n` TCP connections to VIP:80: each answer (the backend's address) or error, and the time each took. */
-function tcpAsk(from: Pod, n: number): Array<{ answer: string; ms: number }> {
+/** `n` TCP connections to VIP:80 (or `to`): each answer or error, and the time each took. */
+function tcpAsk(from: Pod | { ns: Netns }, n: number, to = { ip: VIP, port: 80 }, timeoutMs = 2000): Array<{ answer: string; ms: number }> {
   const script = `
     const net = require('net'); const out = []; let left = ${n};
     const one = () => {
       const t0 = process.hrtime.bigint(); let data = '';
-      const s = net.connect(80, '${VIP}');
-      const timer = setTimeout(() => { s.destroy(); done('timeout'); }, 2000);
+      const s = net.connect(${to.port}, '${to.ip}');
+      const timer = setTimeout(() => { s.destroy(); done('timeout'); }, ${timeoutMs});
       const done = (answer) => { clearTimeout(timer); out.push({ answer, ms: Number(process.hrtime.bigint() - t0) / 1e6 }); if (--left) one(); else console.log(JSON.stringify(out)); };
       s.on('data', (d) => data += d); s.on('end', () => done(data)); s.on('error', (e) => done('error ' + e.code));
     };
@@ -142,7 +147,8 @@ beforeAll(async () => {
   a = makePod('10.79.0.2', 301);
   b = makePod('10.79.0.3', 302);
   c = makePod('10.79.0.4', 303);
-  obj = loadWithVerifierLog(LXC_OBJECT, { pinRoot: mountBpffs() });
+  pinRoot = mountBpffs();
+  obj = loadWithVerifierLog(LXC_OBJECT, { pinRoot });
   const links: BpfLink[] = [];
   onCleanup(() => {
     for (const l of links) l.close();
@@ -161,6 +167,56 @@ beforeAll(async () => {
 });
 
 afterAll(cleanupAll);
+
+// The node's uplink and a client outside it: NodePort on the node's address, answered by a pod.
+const NODE_IP = '198.18.7.1';
+const OUTSIDE_IP = '198.18.7.2';
+
+describe('NodePort from outside the node (host.o on the uplink)', () => {
+  let outside: Netns;
+
+  beforeAll(() => {
+    outside = createNetns('kso');
+    createVeth(node, 'up0', outside, 'eth0');
+    node.ip('addr', 'add', `${NODE_IP}/24`, 'dev', 'up0');
+    outside.ip('addr', 'add', `${OUTSIDE_IP}/24`, 'dev', 'eth0');
+    // bpf_fib_lookup routes the replies only from an interface that forwards: B's host veth alone.
+    node.exec('sysctl', ['-qw', `net.ipv4.conf.${b.hostVeth}.forwarding=1`]);
+    const host = loadWithVerifierLog(HOST_OBJECT, { pinRoot });
+    onCleanup(() => host.close());
+    const link = inNetns(node.path, () => attachTc(host.program('kelp_host_ingress'), node.ifindex('up0'), 'ingress', { mode: 'tcx' }));
+    onCleanup(() => link.close());
+  });
+
+  function nodePorts(): ServiceMapsDesired {
+    const d = desired([backend(b, 8081, 7)], []);
+    const ext = FRONTEND_EXTERNAL | FRONTEND_NODEPORT;
+    d.frontends = [
+      { address: NODE_IP, port: 30080, protocol: 'TCP', svcId: 3, setId: 1, count: 1, flags: ext, affinityTimeout: 0 },
+      { address: NODE_IP, port: 30081, protocol: 'TCP', svcId: 4, setId: 0, count: 0, flags: ext | FRONTEND_DROP_NO_LOCAL, affinityTimeout: 0 },
+      { address: NODE_IP, port: 30082, protocol: 'TCP', svcId: 5, setId: 0, count: 0, flags: ext, affinityTimeout: 0 },
+      // A ClusterIP is not reachable from outside.
+      { address: NODE_IP, port: 30083, protocol: 'TCP', svcId: 6, setId: 1, count: 1, flags: 0, affinityTimeout: 0 },
+    ];
+    return d;
+  }
+
+  it('reaches a local backend with the client address preserved; the replies come from the node address and port it used', () => {
+    writer.apply(nodePorts());
+    expect(tcpAsk({ ns: outside }, 3, { ip: NODE_IP, port: 30080 }).map((r) => r.answer)).toEqual([OUTSIDE_IP, OUTSIDE_IP, OUTSIDE_IP]);
+  });
+
+  it('no backend: refused at once; externalTrafficPolicy Local without a local one: dropped (the client times out); a ClusterIP-only frontend does not answer from outside', () => {
+    writer.apply(nodePorts());
+    const refused = tcpAsk({ ns: outside }, 1, { ip: NODE_IP, port: 30082 });
+    expect(refused[0].answer).toBe('error ECONNREFUSED');
+    expect(refused[0].ms).toBeLessThan(100);
+    expect(tcpAsk({ ns: outside }, 1, { ip: NODE_IP, port: 30081 }, 300)[0].answer).toBe('timeout');
+    // Not translated: the node's own stack answers (nothing listens there).
+    expect(tcpAsk({ ns: outside }, 1, { ip: NODE_IP, port: 30083 })[0].answer).toBe('error ECONNREFUSED');
+    expect(node.exec('ss', ['-Htn', 'state', 'all']).includes('30083')).toBe(false);
+  });
+});
 
 describe('a ClusterIP through the per-packet path', () => {
   it('TCP connections to the VIP are answered by both backends, spread by Maglev', () => {
