@@ -22,7 +22,7 @@ import { ReconcileLoop } from '../reconcile/loop';
 import { nodeAddress } from '../sources/objects/node';
 import { endpointsReconciler } from '../reconcile/endpoints';
 import { AgentPolicy, startPolicy } from './policy';
-import { AgentServices, serviceHooks, startServices } from './services';
+import { AgentServices, serviceHooks, startServices, startSocketLb } from './services';
 import { ApiServer, checkRunDir } from './server';
 import type { RouteContext } from './routes/context';
 import { statusRoutes } from './routes/status';
@@ -90,7 +90,7 @@ export async function startAgent(opts: AgentOptions, log: Logger = createLogger(
   // Pods reach beyond the node through its stack: this node (network namespace) forwards.
   setIpv4Forwarding(true);
 
-  const datapath = new Datapath({ bpfRoot: opts.bpfRoot, log, mapSizes: policyMapSizes(opts) });
+  const datapath = new Datapath({ bpfRoot: opts.bpfRoot, log, mapSizes: policyMapSizes(opts), maglevTableSize: opts.maglevTableSize });
   const { bpffs } = datapath;
   if (bpffs.mounted) log.info({ mountpoint: bpffs.mounted }, 'mounted a bpffs for the pin root');
   if (bpffs.persistent === 'yes') log.info({ bpfRoot: bpffs.root, why: bpffs.reason }, 'pins outlive the agent');
@@ -210,6 +210,8 @@ export async function startAgent(opts: AgentOptions, log: Logger = createLogger(
     ...serviceHooks(datapath, opts.maglevTableSize),
   });
   await reconcilers.runNow();
+  // The socket hooks find the service maps written.
+  startSocketLb(datapath, opts, log);
 
   const server = new ApiServer(log);
   server.route('POST', CNI_HTTP_PATH, handleCni);

@@ -8,10 +8,12 @@
 // UDP sockets are destroyed, so clients (DNS above all) reconnect to a live backend.
 import { readFileSync, renameSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
-import * as serviceDatapath from '../datapath/service';
+import type { Datapath } from '../datapath/loader';
+import { ServiceWriter } from '../datapath/service';
 import type { ServiceMapsDesired } from '../datapath/service-types';
 import type { EndpointManager } from '../endpoint/manager';
 import type { Logger } from '../log';
+import type { AgentOptions, SocketLbChoice } from './options';
 import type { Rtnl } from '../netlink';
 import type { Reconciler, ReconcileLoop } from '../reconcile/loop';
 import { removedBackends, ServiceCompiler, ServiceModel } from '../service/compile';
@@ -77,22 +79,46 @@ export interface AgentServicesDeps {
   log: Logger;
 }
 
-type WriterClass = new (maps: unknown, opts: { maglevTableSize: number }) => ServiceMapsWriter;
+/** What socket LB's part of the datapath offers, when it has landed (feature-checked below). */
+type SocketLbDatapath = Partial<{ destroyUdpSocketsTo: DestroyUdpSockets; enableSocketLb: (o: { mode: 'all' | 'host-only' | 'off'; cgroupRoot?: string }) => unknown }>;
 
 /**
- * What the datapath offers Services, found by feature checks, so this file builds and runs
- * whichever of the service datapath's parts have landed: the ServiceWriter over
- * Datapath.serviceMaps(), Datapath.destroyUdpSocketsTo (socket LB's reaper) and
- * Datapath.gcServiceCt. Each absent one is simply not used.
+ * What the datapath offers Services: the ServiceWriter over its service maps, its conntrack
+ * collector, and (feature-checked, while socket LB's Datapath methods land) the reaper of UDP
+ * sockets to backends that left.
  */
-export function serviceHooks(datapath: object, maglevTableSize: number): Pick<AgentServicesDeps, 'writer' | 'destroyUdpSocketsTo' | 'gcServiceCt'> {
-  const dp = datapath as Partial<{ serviceMaps: () => unknown; destroyUdpSocketsTo: DestroyUdpSockets; gcServiceCt: () => unknown }>;
-  const Writer = (serviceDatapath as unknown as { ServiceWriter?: WriterClass }).ServiceWriter;
-  const out: Pick<AgentServicesDeps, 'writer' | 'destroyUdpSocketsTo' | 'gcServiceCt'> = {};
-  if (Writer && typeof dp.serviceMaps === 'function') out.writer = new Writer(dp.serviceMaps(), { maglevTableSize });
-  if (typeof dp.destroyUdpSocketsTo === 'function') out.destroyUdpSocketsTo = dp.destroyUdpSocketsTo.bind(datapath);
-  if (typeof dp.gcServiceCt === 'function') out.gcServiceCt = dp.gcServiceCt.bind(datapath);
+export function serviceHooks(datapath: Pick<Datapath, 'serviceMaps' | 'gcServiceCt'>, maglevTableSize: number): Pick<AgentServicesDeps, 'writer' | 'destroyUdpSocketsTo' | 'gcServiceCt'> {
+  const out: Pick<AgentServicesDeps, 'writer' | 'destroyUdpSocketsTo' | 'gcServiceCt'> = {
+    writer: new ServiceWriter(datapath.serviceMaps(), { maglevTableSize }),
+    gcServiceCt: () => datapath.gcServiceCt(),
+  };
+  const sock = datapath as SocketLbDatapath;
+  if (typeof sock.destroyUdpSocketsTo === 'function') out.destroyUdpSocketsTo = sock.destroyUdpSocketsTo.bind(datapath);
   return out;
+}
+
+/** --socket-lb in socket LB's terms. */
+export function socketLbMode(choice: SocketLbChoice): 'all' | 'host-only' | 'off' {
+  return choice === 'on' ? 'all' : choice === 'hostns' ? 'host-only' : 'off';
+}
+
+/**
+ * Socket LB on or off as the flags say, through Datapath.enableSocketLb once it exists. Without
+ * --cgroup-root it is left alone: attaching to the machine's root cgroup would put this agent's
+ * hooks on every process of the machine, other nodes' agents' (tests, benchmarks) included.
+ */
+export function startSocketLb(datapath: object, opts: Pick<AgentOptions, 'socketLb' | 'cgroupRoot'>, log: Logger): void {
+  const sock = datapath as SocketLbDatapath;
+  const mode = socketLbMode(opts.socketLb);
+  if (typeof sock.enableSocketLb !== 'function') {
+    if (mode !== 'off') log.info('socket LB is not in this datapath yet: Services are balanced per packet');
+    return;
+  }
+  if (mode !== 'off' && !opts.cgroupRoot) {
+    log.info({ socketLb: opts.socketLb }, 'socket LB needs --cgroup-root: Services are balanced per packet');
+    return;
+  }
+  sock.enableSocketLb.call(datapath, { mode, cgroupRoot: opts.cgroupRoot });
 }
 
 export const SERVICE_KINDS: readonly Kind[] = ['Service', 'EndpointSlice', 'Node'];

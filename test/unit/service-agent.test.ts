@@ -7,7 +7,7 @@ import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { parseAgentArgs, UsageError } from '../../src/agent/options';
 import { serviceViews } from '../../src/agent/routes/services';
-import { AgentServices, serviceHooks, startServices } from '../../src/agent/services';
+import { AgentServices, serviceHooks, socketLbMode, startServices, startSocketLb } from '../../src/agent/services';
 import type { ServiceMapsDesired } from '../../src/datapath/service-types';
 import type { EndpointRecord } from '../../src/endpoint/state';
 import { silentLogger } from '../../src/log';
@@ -133,12 +133,28 @@ describe('services in the agent', () => {
     expect(applied.at(-1)!.frontends.find((f) => f.address === '10.96.0.10')!.svcId).toBe(before);
   });
 
-  it('serviceHooks takes only what the datapath has', () => {
-    expect(serviceHooks({}, 251)).toEqual({});
-    const dp = { destroyUdpSocketsTo: () => 'd', gcServiceCt: () => 'g' };
-    const h = serviceHooks(dp, 251);
-    expect(h.destroyUdpSocketsTo?.([], { netns: [] })).toBe('d');
-    expect(h.gcServiceCt?.()).toBe('g');
+  it('serviceHooks: a writer over the service maps, the collector, and the UDP reaper only when the datapath has one', () => {
+    const maps = { maglev: { valueLen: 2 * 251 } };
+    const dp = { serviceMaps: () => maps, gcServiceCt: () => ({ scanned: 3, deleted: 1 }) };
+    const h = serviceHooks(dp as unknown as Parameters<typeof serviceHooks>[0], 251);
+    expect(h.writer).toBeDefined();
+    expect(h.gcServiceCt?.()).toEqual({ scanned: 3, deleted: 1 });
+    expect(h.destroyUdpSocketsTo).toBeUndefined();
+    const withReaper = { ...dp, destroyUdpSocketsTo: () => 'destroyed' };
+    expect(serviceHooks(withReaper as unknown as Parameters<typeof serviceHooks>[0], 251).destroyUdpSocketsTo?.([], { netns: [] })).toBe('destroyed');
+    // A table size other than the maps': refused, not written wrong.
+    expect(() => serviceHooks(dp as unknown as Parameters<typeof serviceHooks>[0], 1021)).toThrow(/tables of 251 slots, not 1021/);
+  });
+
+  it('startSocketLb passes the mode, and leaves socket LB alone without a cgroup root', () => {
+    const calls: unknown[] = [];
+    const dp = { enableSocketLb: (o: unknown) => calls.push(o) };
+    startSocketLb(dp, { socketLb: 'hostns', cgroupRoot: '/sys/fs/cgroup/x' }, silentLogger);
+    startSocketLb(dp, { socketLb: 'off' }, silentLogger);
+    startSocketLb(dp, { socketLb: 'on' }, silentLogger);
+    startSocketLb({}, { socketLb: 'on', cgroupRoot: '/y' }, silentLogger);
+    expect(calls).toEqual([{ mode: 'host-only', cgroupRoot: '/sys/fs/cgroup/x' }, { mode: 'off', cgroupRoot: undefined }]);
+    expect(socketLbMode('on')).toBe('all');
   });
 });
 
