@@ -87,15 +87,48 @@ static __always_inline bool sock4_in_scope(struct bpf_sock_addr *ctx)
 }
 
 /* The socket's own IPv4 address when it has one already (bound, or given to this sendmsg). */
-static __always_inline __be32 sock4_client(struct bpf_sock_addr *ctx, bool sendmsg)
+/*
+ * IPv4 in an IPv6 socket: a dual-stack socket (Java's default) reaches an IPv4 service at
+ * ::ffff:a.b.c.d, and its connect()/sendmsg() run the *6 hooks. Those programs are balanced as
+ * IPv4 when the address is v4-mapped and leave real IPv6 alone. `v6` is a constant at every
+ * inlined call, so each program only touches the context fields of its own family (the verifier
+ * refuses user_ip4 in a *6 program and user_ip6 in a *4 one).
+ */
+static __always_inline bool sock_user_ip(struct bpf_sock_addr *ctx, bool v6, __be32 *addr)
+{
+	if (!v6) {
+		*addr = ctx->user_ip4;
+		return true;
+	}
+	if (ctx->user_ip6[0] || ctx->user_ip6[1] || ctx->user_ip6[2] != bpf_htonl(0xffff))
+		return false;
+	*addr = ctx->user_ip6[3];
+	return true;
+}
+
+static __always_inline void sock_set_user_ip(struct bpf_sock_addr *ctx, bool v6, __be32 addr)
+{
+	if (v6)
+		ctx->user_ip6[3] = addr;
+	else
+		ctx->user_ip4 = addr;
+}
+
+static __always_inline __be32 sock4_client(struct bpf_sock_addr *ctx, bool sendmsg, bool v6)
 {
 	struct bpf_sock *sk = ctx->sk;
 	__be32 src = 0;
 
-	if (sendmsg)
+	if (sendmsg && !v6)
 		src = ctx->msg_src_ip4;
-	if (!src && sk)
-		src = sk->src_ip4;
+	if (sendmsg && v6 && ctx->msg_src_ip6[0] == 0 && ctx->msg_src_ip6[1] == 0 && ctx->msg_src_ip6[2] == bpf_htonl(0xffff))
+		src = ctx->msg_src_ip6[3];
+	if (!src && sk) {
+		if (!v6)
+			src = sk->src_ip4;
+		else if (sk->src_ip6[0] == 0 && sk->src_ip6[1] == 0 && sk->src_ip6[2] == bpf_htonl(0xffff))
+			src = sk->src_ip6[3];
+	}
 	return src;
 }
 
@@ -131,12 +164,12 @@ static __always_inline void sock4_affinity_put(const struct sock_affinity_key *k
  * A backend for this socket's flow to `fe`: enum lb_select_result, or -1 when the decision must
  * be left to the per-packet path (it needs a client address the socket does not have yet).
  */
-static __always_inline int sock4_select(struct bpf_sock_addr *ctx, const struct lb4_frontend *fe, bool sendmsg,
+static __always_inline int sock4_select(struct bpf_sock_addr *ctx, const struct lb4_frontend *fe, bool sendmsg, bool v6,
 					struct lb4_backend *out)
 {
 	__u64 cookie = bpf_get_socket_cookie(ctx);
 	__u32 hash = lb4_hash((__be32)cookie, (__be32)(cookie >> 32), 0, (__be16)ctx->user_port, (__u8)ctx->protocol);
-	__be32 client = sock4_client(ctx, sendmsg);
+	__be32 client = sock4_client(ctx, sendmsg, v6);
 	struct sock_affinity_key akey = {};
 	struct lb4_frontend plain;
 	int ret;
@@ -164,25 +197,28 @@ static __always_inline int sock4_select(struct bpf_sock_addr *ctx, const struct 
 }
 
 /* Forward translation, shared by connect() and sendmsg(). */
-static __always_inline int sock4_xlate_fwd(struct bpf_sock_addr *ctx, bool sendmsg)
+static __always_inline int sock4_xlate_fwd(struct bpf_sock_addr *ctx, bool sendmsg, bool v6)
 {
 	struct lb4_frontend *fe;
 	struct lb4_backend be = {};
 	struct sock_revnat_key rkey = {};
 	struct sock_revnat rval = {};
-	__be32 vip = ctx->user_ip4;
+	struct sock_revnat *rev;
+	__be32 vip;
 	__be16 vport = (__be16)ctx->user_port;
 	__u8 proto = (__u8)ctx->protocol;
 	int ret;
 
 	if (proto != IPPROTO_TCP && proto != IPPROTO_UDP)
 		return SOCK_PASS;
+	if (!sock_user_ip(ctx, v6, &vip))
+		return SOCK_PASS;
 	if (!sock4_in_scope(ctx))
 		return SOCK_PASS;
 	fe = lb4_frontend_lookup(vip, vport, proto);
 	if (!fe)
 		return SOCK_PASS;
-	ret = sock4_select(ctx, fe, sendmsg, &be);
+	ret = sock4_select(ctx, fe, sendmsg, v6, &be);
 	if (ret == LB_NO_BACKEND) {
 		/* Kernel 5.18+: a cgroup program chooses the errno of the call it fails. */
 		bpf_set_retval(-ECONNREFUSED);
@@ -199,26 +235,32 @@ static __always_inline int sock4_xlate_fwd(struct bpf_sock_addr *ctx, bool sendm
 	/*
 	 * Without its reverse entry the application would see the backend's address in replies:
 	 * for unconnected UDP, worse, it might drop them. Not translated rather than half-translated.
+	 * An unconnected socket sends to the same backend again and again: its entry is written once.
 	 */
-	if (bpf_map_update_elem(&kelp_lb4_sock_revnat, &rkey, &rval, BPF_ANY))
-		return SOCK_PASS;
-	ctx->user_ip4 = be.addr;
+	rev = bpf_map_lookup_elem(&kelp_lb4_sock_revnat, &rkey);
+	if (!rev || rev->addr != vip || rev->port != vport || rev->svc_id != rval.svc_id) {
+		if (bpf_map_update_elem(&kelp_lb4_sock_revnat, &rkey, &rval, BPF_ANY))
+			return SOCK_PASS;
+	}
+	sock_set_user_ip(ctx, v6, be.addr);
 	ctx->user_port = (__u32)be.port;
 	return SOCK_PASS;
 }
 
 /* The frontend back in place of the backend, for a socket this program translated. */
-static __always_inline int sock4_xlate_rev(struct bpf_sock_addr *ctx)
+static __always_inline int sock4_xlate_rev(struct bpf_sock_addr *ctx, bool v6)
 {
 	struct sock_revnat_key rkey = {
 		.cookie = bpf_get_socket_cookie(ctx),
-		.addr = ctx->user_ip4,
 		.port = (__be16)ctx->user_port,
 	};
-	struct sock_revnat *rev = bpf_map_lookup_elem(&kelp_lb4_sock_revnat, &rkey);
+	struct sock_revnat *rev;
 
+	if (!sock_user_ip(ctx, v6, &rkey.addr))
+		return SOCK_PASS;
+	rev = bpf_map_lookup_elem(&kelp_lb4_sock_revnat, &rkey);
 	if (rev) {
-		ctx->user_ip4 = rev->addr;
+		sock_set_user_ip(ctx, v6, rev->addr);
 		ctx->user_port = (__u32)rev->port;
 	}
 	return SOCK_PASS;
@@ -228,28 +270,56 @@ static __always_inline int sock4_xlate_rev(struct bpf_sock_addr *ctx)
 SEC("cgroup/connect4")
 int kelp_sock_connect4(struct bpf_sock_addr *ctx)
 {
-	return sock4_xlate_fwd(ctx, false);
+	return sock4_xlate_fwd(ctx, false, false);
 }
 
 /* cgroup/sendmsg4: a UDP datagram sent with a destination (unconnected socket). */
 SEC("cgroup/sendmsg4")
 int kelp_sock_sendmsg4(struct bpf_sock_addr *ctx)
 {
-	return sock4_xlate_fwd(ctx, true);
+	return sock4_xlate_fwd(ctx, true, false);
 }
 
 /* cgroup/recvmsg4: the source of a UDP datagram, as recvfrom() reports it. */
 SEC("cgroup/recvmsg4")
 int kelp_sock_recvmsg4(struct bpf_sock_addr *ctx)
 {
-	return sock4_xlate_rev(ctx);
+	return sock4_xlate_rev(ctx, false);
 }
 
 /* cgroup/getpeername4: the peer of a connected socket. */
 SEC("cgroup/getpeername4")
 int kelp_sock_getpeername4(struct bpf_sock_addr *ctx)
 {
-	return sock4_xlate_rev(ctx);
+	return sock4_xlate_rev(ctx, false);
+}
+
+/* cgroup/connect6: connect() of a dual-stack socket, balanced when to a v4-mapped address. */
+SEC("cgroup/connect6")
+int kelp_sock_connect6(struct bpf_sock_addr *ctx)
+{
+	return sock4_xlate_fwd(ctx, false, true);
+}
+
+/* cgroup/sendmsg6: sendmsg4's dual-stack twin. */
+SEC("cgroup/sendmsg6")
+int kelp_sock_sendmsg6(struct bpf_sock_addr *ctx)
+{
+	return sock4_xlate_fwd(ctx, true, true);
+}
+
+/* cgroup/recvmsg6: recvmsg4's dual-stack twin. */
+SEC("cgroup/recvmsg6")
+int kelp_sock_recvmsg6(struct bpf_sock_addr *ctx)
+{
+	return sock4_xlate_rev(ctx, true);
+}
+
+/* cgroup/getpeername6: getpeername4's dual-stack twin. */
+SEC("cgroup/getpeername6")
+int kelp_sock_getpeername6(struct bpf_sock_addr *ctx)
+{
+	return sock4_xlate_rev(ctx, true);
 }
 
 char __license[] SEC("license") = "Dual BSD/GPL";

@@ -82,6 +82,12 @@ def run(kind, addr, port, src=None):
             if src: s.bind((src, 0))
             s.connect((addr, port))
             r["peer"] = "%s:%d" % s.getpeername(); r["data"] = s.recv(100).decode()
+        elif kind == "tcp6":
+            s = socket.socket(socket.AF_INET6); s.settimeout(2); s.connect(("::ffff:" + addr, port))
+            r["peer"] = "[%s]:%d" % s.getpeername()[:2]; r["data"] = s.recv(100).decode()
+        elif kind == "udpu6":
+            s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM); s.settimeout(2)
+            s.sendto(b"q", ("::ffff:" + addr, port)); d, a = s.recvfrom(100); r["data"] = d.decode(); r["peer"] = "[%s]:%d" % a[:2]
         elif kind == "udpc":
             s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(2); s.connect((addr, port))
             s.send(b"q"); r["data"] = s.recv(100).decode(); r["peer"] = "%s:%d" % s.getpeername()
@@ -95,8 +101,8 @@ def run(kind, addr, port, src=None):
 print(json.dumps([run(*op) for op in json.loads(sys.argv[1])]))
 `;
 
-/** [kind, address, port, TCP source address to bind first]. */
-type Op = ['tcp' | 'udpc' | 'udpu', string, number] | ['tcp', string, number, string];
+/** [kind, address, port, TCP source address to bind first]; *6: a dual-stack socket to ::ffff:address. */
+type Op = ['tcp' | 'udpc' | 'udpu' | 'tcp6' | 'udpu6', string, number] | ['tcp', string, number, string];
 interface Result {
   peer?: string;
   data?: string;
@@ -262,6 +268,22 @@ describe('socket LB', () => {
     expect(names).toEqual(new Set(['b1', 'b2']));
   });
 
+  it('a dual-stack (AF_INET6) client reaches the IPv4 service at its v4-mapped address and sees it as its peer', () => {
+    const names = new Set<string>();
+    for (let i = 0; i < 4; i++) {
+      const [tcp, udp] = runClient(node, [
+        ['tcp6', VIP, 80],
+        ['udpu6', VIP, 53],
+      ]);
+      expect(tcp).toMatchObject({ peer: `[::ffff:${VIP}]:80` });
+      expect(udp).toMatchObject({ peer: `[::ffff:${VIP}]:53` });
+      for (const r of [tcp, udp]) names.add(r.data!);
+    }
+    expect([...names].every((n) => n === 'b1' || n === 'b2')).toBe(true);
+    const [refused] = runClient(node, [['tcp6', VIP_EMPTY, 80]]);
+    expect(refused.errno).toBe(ECONNREFUSED);
+  });
+
   it('a service without backends is refused at once: connect() and sendmsg() fail with ECONNREFUSED', () => {
     const [tcp, udpc, udpu] = runClient(node, [
       ['tcp', VIP_EMPTY, 80],
@@ -316,7 +338,7 @@ describe('socket LB', () => {
     const ids = CGROUP_PROGRAMS.map((h) => sh('bpftool', ['link', 'show', 'pinned', path.join(pins.dir, h.pin)]).split(':')[0]);
     const hostOnly = enable('host-only');
     try {
-      expect(Object.values(hostOnly.hooks)).toEqual(['updated', 'updated', 'updated', 'updated']);
+      expect(Object.values(hostOnly.hooks)).toEqual(CGROUP_PROGRAMS.map(() => 'updated'));
       expect(CGROUP_PROGRAMS.map((h) => sh('bpftool', ['link', 'show', 'pinned', path.join(pins.dir, h.pin)]).split(':')[0])).toEqual(ids);
       const [fromPod] = runClient(client.ns, [['tcp', VIP, 80]]);
       // Not translated: the pod's own route for the VIP answers.

@@ -1,4 +1,4 @@
-// Socket LB attach: sock.o's four programs on the cgroup v2 directory the agent is given
+// Socket LB attach: sock.o's eight programs (connect, sendmsg, recvmsg, getpeername; IPv4 and dual-stack) on the cgroup v2 directory the agent is given
 // (--cgroup-root), as pinned cgroup links under <bpfRoot>/links/cgroup-<hook>. Pinned, they
 // outlive the agent (clients keep being balanced while it restarts), and a restarted agent moves
 // them onto its new programs with link update: a connect() meets the old program or the new one,
@@ -21,6 +21,11 @@ export const CGROUP_PROGRAMS = [
   { prog: 'kelp_sock_sendmsg4', attachType: AttachType.CGROUP_UDP4_SENDMSG, pin: 'cgroup-sendmsg4' },
   { prog: 'kelp_sock_recvmsg4', attachType: AttachType.CGROUP_UDP4_RECVMSG, pin: 'cgroup-recvmsg4' },
   { prog: 'kelp_sock_getpeername4', attachType: AttachType.CGROUP_INET4_GETPEERNAME, pin: 'cgroup-getpeername4' },
+  // Dual-stack sockets reaching IPv4 services at v4-mapped addresses.
+  { prog: 'kelp_sock_connect6', attachType: AttachType.CGROUP_INET6_CONNECT, pin: 'cgroup-connect6' },
+  { prog: 'kelp_sock_sendmsg6', attachType: AttachType.CGROUP_UDP6_SENDMSG, pin: 'cgroup-sendmsg6' },
+  { prog: 'kelp_sock_recvmsg6', attachType: AttachType.CGROUP_UDP6_RECVMSG, pin: 'cgroup-recvmsg6' },
+  { prog: 'kelp_sock_getpeername6', attachType: AttachType.CGROUP_INET6_GETPEERNAME, pin: 'cgroup-getpeername6' },
 ] as const;
 
 export interface SocketLbOptions {
