@@ -4,6 +4,8 @@
  * pointed at the chosen backend before the socket ever sends, so the flow's packets carry the
  * backend's address from the start and no per-packet translation follows; recvmsg() and
  * getpeername() put the frontend back, so the application only ever sees the service address.
+ * The *4 hooks serve IPv4 sockets, the *6 ones dual-stack sockets reaching an IPv4 service at its
+ * v4-mapped address (::ffff:a.b.c.d); real IPv6 is left alone.
  *
  * What is translated here, and what is left to the per-packet path (lxc.c/host.c) untouched:
  *   - translated: TCP and UDP to a frontend with a usable backend; the backend comes from

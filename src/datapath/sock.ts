@@ -28,7 +28,11 @@ export function sockConstants(mode: Exclude<SocketLbMode, 'off'>, hostNetns?: st
   return { KELP_SOCK_HOST_ONLY: mode === 'host-only' ? 1 : 0, KELP_SOCK_HOST_NETNS: mode === 'host-only' ? netnsCookie(hostNetns) : 0n };
 }
 
-/** A backend that left: its address and port (UDP). */
+/**
+ * A backend that left: its address and port (UDP). Pass only an (address, port) no set holds any
+ * more: a socket is matched by its peer alone, so one of another service still using that
+ * backend would be destroyed too.
+ */
 export interface GoneBackend {
   address: string;
   port: number;
