@@ -7,7 +7,9 @@ import { BpfMap, BpfObject, inNetns } from '../../src/bpf';
 import { DropReason } from '../../src/datapath/drop';
 import { applyPolicyMaps, policyMapsOf, setPolicyEnforcement } from '../../src/datapath/policy';
 import type { PolicyEntry } from '../../src/datapath/policy-types';
-import { DEFAULT_LB_MAGLEV_TABLE_SIZE, lb4CtEntry, lb4FlowHash, LbCtDir, serviceMapsOf, ServiceWriter } from '../../src/datapath/service';
+import { mapRows } from '../../src/datapath/dump';
+import { monotonicNs } from '../../src/datapath/nat';
+import { DEFAULT_LB_MAGLEV_TABLE_SIZE, gcServiceCt, lb4CtEntry, lb4FlowHash, LbCtDir, serviceMapsOf, ServiceWriter } from '../../src/datapath/service';
 import {
   BackendEntry,
   FRONTEND_AFFINITY,
@@ -376,6 +378,33 @@ describe('policy after translation', () => {
     enforce([entry(A, 'egress', undefined, 'allow'), entry(A, 'ingress', undefined, 'deny'), entry(A, 'ingress', 8080, 'allow')]);
     expect(fromPod(tcpFrame(toVip(49003)), A.ifindex)).toMatchObject({ retval: P.TC_ACT_REDIRECT, src: VIP, dst: A.ip, dport: 8080 });
     expect(fromPod(tcpFrame({ from: A, dst: VIP, sport: 8080, dport: 49003 }, { flags: 0x12 }), A.ifindex)).toMatchObject({ retval: P.TC_ACT_REDIRECT, src: VIP, sport: 80 });
+  });
+});
+
+describe('service conntrack collection and map views', () => {
+  it('gcServiceCt keeps a live flow and removes an idle one with its reverse entry', () => {
+    writer.apply(service([be(B, 8080, 1)]));
+    fromPod(udpFrame(toVip(50000)), A.ifindex);
+    expect(ctEntries()).toHaveLength(2);
+    expect(gcServiceCt(ct, monotonicNs())).toEqual({ scanned: 2, deleted: 0 });
+    expect(gcServiceCt(ct, monotonicNs() + 3_600_000_000_000n)).toEqual({ scanned: 2, deleted: 2 });
+    expect(ctEntries()).toHaveLength(0);
+  });
+
+  it('kelp map dump shows frontends, backends, members and tables decoded', () => {
+    writer.apply(service([be(B, 8080, 1), be(C, 8080, 2)]));
+    expect(mapRows('kelp_lb4_frontends', obj.map('kelp_lb4_frontends'))).toContainEqual({
+      key: { address: VIP, port: 80, protocol: 'TCP' },
+      value: { svcId: 1, setId: 10, count: 2, flags: 0, affinityTimeout: 0 },
+    });
+    expect(mapRows('kelp_lb4_backends', obj.map('kelp_lb4_backends'))).toContainEqual({
+      key: { setId: 10, slot: 1 },
+      value: { address: C.ip, port: 8080, flags: 1, backendId: 2 },
+    });
+    expect(mapRows('kelp_lb4_members', obj.map('kelp_lb4_members'))).toContainEqual({ key: { setId: 10, backendId: 2 }, value: { slot: 1 } });
+    const [table] = mapRows('kelp_lb4_maglev', obj.map('kelp_lb4_maglev')) as Array<{ value: { size: number; slotsPerBackend: Record<number, number> } }>;
+    expect(table.value.size).toBe(M);
+    expect(Math.abs(table.value.slotsPerBackend[0] - table.value.slotsPerBackend[1])).toBeLessThanOrEqual(1);
   });
 });
 
