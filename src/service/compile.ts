@@ -25,7 +25,7 @@
 // kube-proxy sends pods' and the node's own traffic to an externalTrafficPolicy Local address
 // through the Cluster view; the contract gives a frontend one set, so here every client of an
 // external frontend sees the Local view.
-import { maglevTable } from './maglev';
+import { maglevTable16 } from './maglev';
 import { Backend, backendKey, backendsForPort, categorizeEndpoints, NodeTopology, portTrafficPolicy, TopologyMode } from './endpoints';
 import type { ServiceIds } from './ids';
 import {
@@ -140,8 +140,7 @@ export class MaglevCache {
     if (t) this.hits++;
     else {
       this.misses++;
-      // The constructor converts natively; Uint16Array.from walks an iterator slot by slot.
-      t = new Uint16Array(maglevTable(names, { tableSize: m }));
+      t = maglevTable16(names, { tableSize: m });
     }
     this.next.set(key, t);
     return [key, t];
@@ -436,7 +435,11 @@ export class ServiceCompiler {
       const entries = backends.map((b): BackendEntry => ({ backendId: b.backendId, address: b.address, port: b.port, flags: (b.local ? BACKEND_LOCAL : 0) | (b.terminating ? BACKEND_TERMINATING : 0) }));
       const set: BackendSet = { setId, backends: entries };
       if (entries.length > 1) {
-        const [key, table] = this.maglev.table(entries.map(backendKey), m);
+        // Backends named by address when that tells them apart (hostNetwork pods share one):
+        // the ports of a Service over the same pods then share one table, computed once.
+        let names = entries.map((e) => e.address);
+        if (new Set(names).size !== names.length) names = entries.map(backendKey);
+        const [key, table] = this.maglev.table(names, m);
         set.maglev = table;
         built.tables.push([key, table]);
       }

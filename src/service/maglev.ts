@@ -64,22 +64,42 @@ export function maglevPermutation(name: string, m: number): { offset: number; sk
  * order they are listed in.
  */
 export function maglevTable(names: readonly string[], options: MaglevOptions = {}): Uint32Array {
+  const { owner, order } = maglevOwners(names, options);
+  // Back from turn order to input indices.
+  for (let c = 0; c < owner.length; c++) owner[c] = order[owner[c]];
+  return owner;
+}
+
+/**
+ * maglevTable as the datapath stores it (u16 slots), written in one pass: no set has more than
+ * 65,535 backends.
+ */
+export function maglevTable16(names: readonly string[], options: MaglevOptions = {}): Uint16Array {
+  if (names.length > 0xffff) throw new RangeError(`maglev table of u16 slots holds at most 65535 backends, not ${names.length}`);
+  const { owner, order } = maglevOwners(names, options);
+  const out = new Uint16Array(owner.length);
+  for (let c = 0; c < owner.length; c++) out[c] = order[owner[c]];
+  return out;
+}
+
+/** Slot → turn, and turn → input index. */
+function maglevOwners(names: readonly string[], options: MaglevOptions): { owner: Uint32Array; order: Uint32Array } {
   const m = checkMaglevTableSize(options.tableSize ?? DEFAULT_MAGLEV_TABLE_SIZE);
   const n = names.length;
   if (n === 0) throw new RangeError('maglev table needs at least one backend');
   if (n > m) throw new RangeError(`maglev table size ${m} is smaller than the ${n} backends: some would own no slot`);
   // Turns go in name order, not input order: who claims a contested slot must not depend on listing.
-  const order = names.map((_, i) => i).sort((a, b) => (names[a] < names[b] ? -1 : names[a] > names[b] ? 1 : 0));
+  const order = Uint32Array.from(
+    names.map((_, i) => i).sort((a, b) => (names[a] < names[b] ? -1 : names[a] > names[b] ? 1 : 0)),
+  );
   for (let k = 1; k < n; k++) {
     if (names[order[k]] === names[order[k - 1]]) throw new RangeError(`maglev backend name ${JSON.stringify(names[order[k]])} is listed twice`);
   }
   const owner = maglevPopulate(
-    order.map((input) => maglevPermutation(names[input], m)),
+    Array.from(order, (input) => maglevPermutation(names[input], m)),
     m,
   );
-  // Back from turn order to input indices.
-  for (let c = 0; c < m; c++) owner[c] = order[owner[c]];
-  return owner;
+  return { owner, order };
 }
 
 /**

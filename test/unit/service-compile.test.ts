@@ -364,9 +364,20 @@ describe('backend sets and Maglev', () => {
     const res = compile(inputs([svc('web', {}), svc('one', { clusterIP: '10.96.0.11' })], [three, slice('one-1', 'one', EP, [{ ip: '10.244.9.9' }])]));
     const [big] = res.desired.sets.filter((s) => s.backends.length === 3);
     expect(big.maglev).toBeInstanceOf(Uint16Array);
-    expect(Array.from(big.maglev!)).toEqual(Array.from(maglevTable(big.backends.map((b) => `${b.address}:${b.port}`), { tableSize: M })));
+    expect(Array.from(big.maglev!)).toEqual(Array.from(maglevTable(big.backends.map((b) => b.address), { tableSize: M })));
     const [single] = res.desired.sets.filter((s) => s.backends.length === 1);
     expect(single.maglev).toBeUndefined();
+  });
+
+  it('the ports of a Service over the same pods share one table; one address on two ports is told apart by port', () => {
+    const two = svc('web', { ports: [{ name: 'http', port: 80 }, { name: 'dns', port: 53, protocol: 'UDP' }] });
+    const res = compile(inputs([two], [slice('web-1', 'web', [{ name: 'http', port: 8080 }, { name: 'dns', port: 5353, protocol: 'UDP' }], [{ ip: '10.244.1.1' }, { ip: '10.244.2.1' }])]));
+    expect(res.desired.sets).toHaveLength(2);
+    expect(res.desired.sets[0].maglev).toBe(res.desired.sets[1].maglev);
+    const hostNet = compile(inputs([svc('web', { ports: [{ name: 'http', port: 80 }] })], [slice('a', 'web', [{ name: 'http', port: 8080 }], [{ ip: '10.0.0.1' }]), slice('b', 'web', [{ name: 'http', port: 8081 }], [{ ip: '10.0.0.1' }, { ip: '10.0.0.2' }])]));
+    const [set] = hostNet.desired.sets;
+    expect(set.backends.map((b) => `${b.address}:${b.port}`).sort()).toEqual(['10.0.0.1:8080', '10.0.0.1:8081', '10.0.0.2:8081']);
+    expect(Array.from(set.maglev!)).toEqual(Array.from(maglevTable(set.backends.map((b) => `${b.address}:${b.port}`), { tableSize: M })));
   });
 
   it('the table size comes from the options', () => {

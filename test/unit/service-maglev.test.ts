@@ -5,6 +5,7 @@ import {
   maglevPermutation,
   maglevPopulate,
   maglevTable,
+  maglevTable16,
   maglevTableSizeAdvice,
   MAX_MAGLEV_TABLE_SIZE,
 } from '../../src/service/maglev';
@@ -180,6 +181,21 @@ describe('maglevTable', () => {
     const t0 = performance.now();
     for (let i = 0; i < 5; i++) maglevTable(backends(100, `10.${i + 1}`));
     expect((performance.now() - t0) / 5).toBeLessThan(50);
+  });
+});
+
+describe('maglevTable16', () => {
+  it('is maglevTable in u16 slots, whatever the names and their order', () => {
+    const r = rng(16);
+    for (let round = 0; round < 30; round++) {
+      const n = 1 + Math.floor(r() * 40);
+      const names = Array.from({ length: n }, (_, i) => `10.${Math.floor(r() * 256)}.${i}.1:${1 + Math.floor(r() * 65535)}`);
+      const wide = maglevTable(names, { tableSize: 1021 });
+      const narrow = maglevTable16(names, { tableSize: 1021 });
+      expect(narrow).toBeInstanceOf(Uint16Array);
+      expect(Array.from(narrow)).toEqual(Array.from(wide));
+    }
+    expect(() => maglevTable16(['a', 'a'], { tableSize: 251 })).toThrow(/listed twice/);
   });
 });
 
