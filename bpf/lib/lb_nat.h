@@ -28,6 +28,7 @@
 #include "csum.h"
 #include "drop.h"
 #include "icmp.h"
+#include "icmp_rewrite.h"
 #include "ipv4.h"
 #include "l4.h"
 #include "lb.h"
@@ -225,8 +226,55 @@ static __attribute__((noinline)) int lb4_forward(struct __sk_buff *skb, struct p
 }
 
 /*
+ * An ICMP error about a translated flow, from its backend or a router on the way: it quotes the
+ * packet as the backend got it (client → backend), where the client's socket knows the flow as
+ * client → frontend. The quote's destination goes back to the frontend (hairpin: its source back
+ * to the client), and the error's source too when the backend itself sent it, so the client's
+ * socket hears of it (ECONNREFUSED for a backend whose port closed). Policy then decides the
+ * error as a new ICMP packet: the flow it quotes is no longer the one kelp_pct4 tracks.
+ */
+static __always_inline int lb4_icmp_error(struct __sk_buff *skb, struct pkt4 *pkt, __u8 *ct_flags)
+{
+	__u32 l4_off = ETH_HLEN + pkt->hlen;
+	struct lb4_ct_entry *ct;
+	struct icmp4_quote q;
+	struct tuple4 rkey;
+	__be32 backend, frontend, client;
+	__be16 fport;
+	__u8 flags;
+	int ret;
+
+	if (!icmp4_is_error(icmp4_type(pkt)) || icmp4_quote_load(skb, l4_off, &q) < 0 || !lb4_proto(q.tuple.proto))
+		return LB_XLATE_NONE;
+	tuple4_reverse(&q.tuple, &rkey, LB_CT_REVERSE);
+	ct = bpf_map_lookup_elem(&kelp_lb4_ct, &rkey);
+	if (!ct)
+		return LB_XLATE_NONE;
+	backend = q.tuple.daddr;
+	frontend = ct->addr;
+	fport = ct->port;
+	client = ct->nat_addr;
+	flags = ct->flags;
+	*ct_flags = flags;
+
+	ret = icmp4_quote_rewrite(skb, l4_off, &q, 0, frontend, fport);
+	if (!ret && (flags & LB_CT_F_HAIRPIN))
+		ret = icmp4_quote_rewrite(skb, l4_off, &q, 1, client, q.tuple.sport);
+	if (ret)
+		return DROP_LB_REWRITE;
+	if (pkt->saddr == backend)
+		ret = lb4_rewrite(skb, l4_off, IPPROTO_ICMP, 1, backend, frontend, 0, 0);
+	if (!ret && (flags & LB_CT_F_HAIRPIN))
+		ret = lb4_rewrite(skb, l4_off, IPPROTO_ICMP, 0, pkt->daddr, client, 0, 0);
+	if (ret)
+		return ret;
+	pkt->daddr = client;
+	return LB_XLATE_DONE;
+}
+
+/*
  * A backend's reply: its source goes back to the frontend the client used (and, for the hairpin,
- * its destination back to the client). Returns enum lb_xlate or a drop reason; on LB_XLATE_DONE
+ * its destination back to the client). ICMP errors about the flow: lb4_icmp_error. Returns enum lb_xlate or a drop reason; on LB_XLATE_DONE
  * `pkt` holds the backend-side view (backend → client) and `*ct_flags` the flow's flags.
  */
 static __attribute__((noinline)) int lb4_reverse(struct __sk_buff *skb, struct pkt4 *pkt, __u8 *ct_flags)
@@ -240,6 +288,8 @@ static __attribute__((noinline)) int lb4_reverse(struct __sk_buff *skb, struct p
 	struct iphdr *ip;
 	int ret;
 
+	if (pkt->proto == IPPROTO_ICMP)
+		return lb4_icmp_error(skb, pkt, ct_flags);
 	if (!lb4_proto(pkt->proto))
 		return LB_XLATE_NONE;
 	ct = bpf_map_lookup_elem(&kelp_lb4_ct, &rkey);

@@ -198,6 +198,20 @@ describe('DNAT and reverse NAT', () => {
     expect(zero.ip.payload.readUInt16BE(6)).toBe(0);
   });
 
+  it("an ICMP error from the backend about the flow reaches the client as the frontend's: source, quote and every checksum", () => {
+    writer.apply(service([be(B, 5353, 1)]));
+    fromPod(udpFrame(toVip(41500), Buffer.from('q')), A.ifindex);
+    // B's kernel answers the translated datagram (A:41500 -> B:5353) with port unreachable, quoting all of it.
+    const quoted = P.ipv4({ src: A.ip, dst: B.ip, proto: P.IPPROTO_UDP }, P.udp({ src: A.ip, dst: B.ip, sport: 41500, dport: 5353 }, Buffer.from('q')));
+    const err = P.ethernet(l2(B), P.ipv4({ src: B.ip, dst: A.ip, proto: P.IPPROTO_ICMP }, P.icmp({ type: 3, code: 3, id: 0, seq: 0 }, quoted)));
+    const out = fromPod(err, B.ifindex);
+    expect(out).toMatchObject({ retval: P.TC_ACT_REDIRECT, src: VIP, dst: A.ip, proto: P.IPPROTO_ICMP });
+    const q = P.parseIpv4(out.ip.payload.subarray(8));
+    expect(q).toMatchObject({ src: A.ip, dst: VIP, checksumOk: true });
+    expect(P.parsePorts(q.payload)).toEqual({ sport: 41500, dport: 80 });
+    expect(P.inetChecksum(Buffer.concat([pseudoSum(q.src, q.dst, P.IPPROTO_UDP, q.payload.length), q.payload])), 'quoted UDP checksum').toBe(0);
+  });
+
   it('SCTP: the address is translated (its CRC32c does not cover it); another backend port is refused with LB_SCTP_PORT', () => {
     writer.apply(service([be(B, 80, 1)]));
     const out = fromPod(sctpFrame(toVip(42000)), A.ifindex);
