@@ -20,6 +20,7 @@ import type { Logger } from '../log';
 import { PodAttach } from './attach/pod';
 import { LinkPins, PinnedLink, RelinkOutcome } from './attach/pins';
 import { MasqueradeOptions, Uplink } from './attach/uplink';
+import { enableSocketLb, SocketLbOptions } from './attach/cgroup';
 import type { BpffsStatus } from './bpffs';
 import { Counters } from './counters';
 import type { MapRow } from './dump';
@@ -30,6 +31,7 @@ import { monotonicNs } from './nat';
 import { gcPolicyCt, PolicyCtGcOptions, PolicyCtGcResult, PolicyMaps, policyMapsOf } from './policy';
 import { DatapathObjects } from './objects';
 import { DEFAULT_LB_MAGLEV_TABLE_SIZE, gcServiceCt, ServiceCtGcOptions, ServiceMaps, serviceMapsOf } from './service';
+import { DestroyedSocket, DestroyOptions, GoneBackend, UdpSocketReaper } from './sock';
 import type { MetricsEntry } from './structs';
 import type { DatapathEndpoint, PodHook } from './types';
 
@@ -57,6 +59,8 @@ export class Datapath {
   private readonly counters: Counters;
   private uplink?: Uplink;
   private ring?: RingBuffer;
+  private socketLb?: SocketLbOptions['mode'];
+  private reaper?: UdpSocketReaper;
 
   constructor(private readonly opts: DatapathOptions) {
     this.objects = new DatapathObjects(opts.bpfRoot, opts.log, opts.objectDir, opts.mapSizes, {
@@ -223,7 +227,31 @@ export class Datapath {
   }
 
   /** Closes handles; pinned maps and links stay, so pods keep their network. */
+  // --- socket LB (attach/cgroup.ts, sock.ts) ---------------------------------------------------
+
+  /**
+   * Socket LB on the cgroup (--cgroup-root) in mode 'all' or 'host-only' (the node's namespace:
+   * this agent's), or 'off' (an earlier agent's links detached). Once per agent, after the
+   * service maps are written: the hooks act on them at once.
+   */
+  enableSocketLb(o: SocketLbOptions): void {
+    if (this.socketLb) throw new Error(`socket LB is set already (${this.socketLb})`);
+    enableSocketLb(this.objects, this.pins, o, this.opts.log);
+    this.socketLb = o.mode;
+  }
+
+  /**
+   * Destroys the connected UDP sockets whose peer is a backend that left, in this agent's
+   * namespace and in each of opts.netns (the endpoints' namespaces); see sock.ts for which
+   * sockets that reaches. Pass only backends no set holds any more.
+   */
+  destroyUdpSocketsTo(backends: readonly GoneBackend[], opts: DestroyOptions = {}): DestroyedSocket[] {
+    this.reaper ??= UdpSocketReaper.of(this.objects.load('iter_udp', {}), this.opts.log);
+    return this.reaper.destroyUdpSocketsTo(backends, opts);
+  }
+
   close(): void {
+    this.reaper?.close();
     this.uplink?.close();
     this.ring?.close();
     this.objects.close();

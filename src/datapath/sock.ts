@@ -110,7 +110,8 @@ export class UdpSocketReaper {
   /**
    * Destroys the connected UDP sockets whose peer is one of `backends`, in the agent's namespace
    * and in each of `opts.netns` (see the file comment for exactly which). Their owners' next
-   * (or pending) call fails with ECONNABORTED. A namespace that is gone is skipped.
+   * (or pending) call fails with ECONNABORTED (a recv()) or EDESTADDRREQ (a send(): the socket has
+   * no peer any more). A namespace that is gone, or cannot be entered (logged), is skipped.
    */
   destroyUdpSocketsTo(backends: readonly GoneBackend[], opts: DestroyOptions = {}): DestroyedSocket[] {
     if (backends.length === 0) return [];
@@ -125,8 +126,9 @@ export class UdpSocketReaper {
         try {
           out.push(...decodeRecords(this.iter.run({ netns: ns }), ns));
         } catch (e) {
-          // The pod (and its sockets) went between the caller's listing and now.
-          if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
+          // ENOENT: the pod (and its sockets) went between the caller's listing and now. Any
+          // other namespace that cannot be entered must not keep the rest from being cleaned.
+          if ((e as NodeJS.ErrnoException).code !== 'ENOENT') this.log.warn({ err: e, netns: ns }, 'UDP sockets of a namespace not reached');
         }
       }
     } finally {

@@ -3,7 +3,9 @@
 // packet), sock.o on a cgroup of this test's, both over the same pinned load-balancing maps.
 // A pod's client gets the same service either way: translated at connect() ('all': its packets
 // carry the backend's address from the first, so the service conntrack stays empty) or, when
-// socket LB leaves pods alone ('host-only'), by lxc.o's DNAT on each packet.
+// socket LB leaves pods alone ('host-only'), by lxc.o's DNAT on each packet. The agent's two
+// Datapath calls (enableSocketLb, destroyUdpSocketsTo) are exercised as the agent makes them.
+import { spawn } from 'node:child_process';
 import { mkdirSync, rmdirSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -23,6 +25,7 @@ const VIP = '10.96.0.20';
 const VIP_EMPTY = '10.96.0.21';
 const GATEWAY = '10.77.0.1';
 const ECONNREFUSED = 111;
+const ECONNABORTED = 103;
 
 interface Pod {
   ns: Netns;
@@ -36,6 +39,7 @@ let b1: Pod;
 let b2: Pod;
 let cgroup: string;
 let bpfRoot: string;
+let desired: ServiceMapsDesired;
 
 function makePod(ip: string, id: number): Pod {
   const ns = createNetns('kfp');
@@ -103,7 +107,7 @@ beforeAll(async () => {
     const srv = b.ns.spawn('python3', ['-c', SERVER, name]);
     await new Promise<void>((resolve) => srv.stdout!.on('data', (d: Buffer) => d.toString().includes('ready') && resolve()));
   }
-  const desired: ServiceMapsDesired = {
+  desired = {
     frontends: [
       { address: VIP, port: 80, protocol: 'TCP', svcId: 1, setId: 1, count: 2, flags: 0, affinityTimeout: 0 },
       { address: VIP_EMPTY, port: 80, protocol: 'TCP', svcId: 2, setId: 0, count: 0, flags: 0, affinityTimeout: 0 },
@@ -141,8 +145,9 @@ describe('socket LB with the per-packet path as fall-back', () => {
     expect(refused.errno).toBe(ECONNREFUSED);
   });
 
-  it("all: the pod's connect() is translated at the socket, and no packet needs translating", () => {
-    enable('all');
+  it("all (the agent's Datapath.enableSocketLb): the pod's connect() is translated at the socket, and no packet needs translating", () => {
+    inNetns(node.path, () => dp.enableSocketLb({ mode: 'all', cgroupRoot: cgroup }));
+    expect(() => dp.enableSocketLb({ mode: 'off' })).toThrow(/set already/);
     for (const k of dp.map('kelp_lb4_ct').keys()) dp.map('kelp_lb4_ct').delete(k);
     const rs = connectFrom(client, VIP, VIP, VIP, VIP, VIP_EMPTY);
     for (const r of rs.slice(0, 4)) {
@@ -151,5 +156,33 @@ describe('socket LB with the per-packet path as fall-back', () => {
     }
     expect(rs[4].errno).toBe(ECONNREFUSED);
     expect(ctEntries()).toBe(0);
+  });
+
+  it("Datapath.destroyUdpSocketsTo: a pod's UDP socket to a backend that left, through the pod's netns", async () => {
+    const code = `
+import socket
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.connect(("${VIP}", 53)); print("ready", "%s:%d" % s.getsockname(), flush=True)
+try:
+    s.recv(100)
+except OSError as e:
+    print("error", e.errno, flush=True)
+`;
+    // A service over b2's UDP 53, reached from the pod's cgroup: its socket is pointed at b2.
+    new ServiceWriter(dp.serviceMaps()).apply({
+      ...desired,
+      frontends: [...desired.frontends, { address: VIP, port: 53, protocol: 'UDP', svcId: 3, setId: 2, count: 1, flags: 0, affinityTimeout: 0 }],
+      sets: [...desired.sets, { setId: 2, backends: [{ backendId: 3, address: b2.ip, port: 53, flags: 0 }] }],
+    });
+    const script = `echo $$ > ${cgroup}/cgroup.procs && exec python3 -c "$0"`;
+    const child = spawn('nsenter', [`--net=${client.ns.path}`, 'sh', '-c', script, code], { stdio: ['ignore', 'pipe', 'inherit'] });
+    onCleanup(() => child.exitCode === null && child.kill('SIGKILL'));
+    let out = '';
+    await new Promise<void>((resolve) => child.stdout!.on('data', (d: Buffer) => (out += d.toString()).includes('ready') && resolve()));
+    const exited = new Promise<void>((resolve) => child.on('exit', () => resolve()));
+    new ServiceWriter(dp.serviceMaps()).apply(desired);
+    const destroyed = inNetns(node.path, () => dp.destroyUdpSocketsTo([{ address: b2.ip, port: 53 }], { netns: [client.ns.path] }));
+    expect(destroyed).toEqual([expect.objectContaining({ netns: client.ns.path, peer: b2.ip, peerPort: 53, local: client.ip, err: 0 })]);
+    await exited;
+    expect(out).toContain(`error ${ECONNABORTED}`);
   });
 });
