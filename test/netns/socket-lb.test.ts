@@ -413,6 +413,28 @@ for i in range(100):
     expect(runClient(node, [['tcp', VIP, 80]])[0]).toMatchObject({ peer: `${VIP}:80` });
   });
 
+  it('another cgroup root: the links move there (detached from the old one, attached anew)', () => {
+    const other = path.join('/sys/fs/cgroup/unified', uniqueName('kelpso'));
+    mkdirSync(other);
+    try {
+      const objects = new DatapathObjects(bpfRoot, silentLogger);
+      try {
+        const hooks = attachSocketLb(objects.load('sock', sockConstants('all')), pins, other);
+        expect(Object.values(hooks)).toEqual(CGROUP_PROGRAMS.map(() => 'attached'));
+        expect(sh('bpftool', ['cgroup', 'show', cgroup])).not.toContain('kelp_sock');
+        expect(sh('bpftool', ['cgroup', 'show', other])).toContain('kelp_sock_conne');
+        // The test's cgroup has no hook now: its client meets the node's own route for the VIP.
+        expect(runClient(node, [['tcp', VIP, 80]])[0].errno).toBe(EHOSTUNREACH);
+      } finally {
+        objects.close();
+        enable('all').objects.close();
+      }
+    } finally {
+      rmdirSync(other);
+    }
+    expect(runClient(node, [['tcp', VIP, 80]])[0]).toMatchObject({ peer: `${VIP}:80` });
+  });
+
   it("the agent's enableSocketLb: host-only by the agent's own namespace, then off", () => {
     const hostOnly = agentEnable('host-only');
     try {
