@@ -49,6 +49,17 @@ static __always_inline int host_parse(struct __sk_buff *skb, struct pkt4 *pkt)
 	return ipv4_parse(skb, pkt);
 }
 
+/* host_parse() without masquerade: 0 with `pkt` filled for an IPv4 frame, else non-zero. */
+static __always_inline int host4_parse_any(struct __sk_buff *skb, struct pkt4 *pkt)
+{
+	struct ethhdr *eth = eth_load(skb);
+
+	if (!eth || eth->h_proto != bpf_htons(ETH_P_IP))
+		return 1;
+	pkt->eth_proto = eth->h_proto;
+	return ipv4_parse(skb, pkt) ? 1 : 0;
+}
+
 static __always_inline int host_pod_source(__be32 saddr)
 {
 	__be32 mask = bpf_htonl(0xffffffffu << (32 - KELP_POD_PREFIX));
@@ -151,6 +162,19 @@ int kelp_host_egress(struct __sk_buff *skb)
 	/* A parse error leaves saddr unset unless the IPv4 header itself was sound; the node's own
 	 * oddities are its business, a pod's are dropped before they leak its address. */
 	ret = host_parse(skb, &pkt);
+	if (ret == 1 && host4_parse_any(skb, &pkt) == 0)
+		ret = 2;
+	/* The node's own reply to a client outside that reached it through a Service (a backend on
+	 * the host network): the frontend goes back as its source. */
+	if (ret == 0 || ret == 2) {
+		__u8 ct_flags = 0;
+		int lb = lb4_reverse(skb, &pkt, &ct_flags);
+
+		if (lb == LB_XLATE_DONE)
+			return TC_ACT_OK;
+		if (lb < 0)
+			return drop_packet(skb, &pkt, KELP_DIR_FROM_POD, 0, lb);
+	}
 	if (ret > 0 || !host_pod_source(pkt.saddr) || nat4_nomasq(pkt.daddr))
 		return TC_ACT_OK;
 	if (ret == 0)
@@ -259,17 +283,12 @@ int kelp_host_ingress(struct __sk_buff *skb)
 	struct tuple4 reply = { .dir = NAT_DIR_INGRESS }, orig = { .dir = CT_EGRESS };
 	struct nat4_entry *rev;
 	struct pkt4 pkt = {};
-	struct ethhdr *eth;
 	struct iphdr *ip;
 	__u8 flags = 0;
 	int ret;
 
 	/* Services first: they answer on any of the node's addresses, with or without masquerade. */
-	eth = eth_load(skb);
-	if (!eth || eth->h_proto != bpf_htons(ETH_P_IP))
-		return TC_ACT_OK;
-	pkt.eth_proto = eth->h_proto;
-	if (ipv4_parse(skb, &pkt) != 0)
+	if (host4_parse_any(skb, &pkt))
 		return TC_ACT_OK;
 	ret = host4_service(skb, &pkt);
 	if (ret >= 0)

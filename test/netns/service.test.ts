@@ -184,8 +184,11 @@ describe('NodePort from outside the node (host.o on the uplink)', () => {
     node.exec('sysctl', ['-qw', `net.ipv4.conf.${b.hostVeth}.forwarding=1`]);
     const host = loadWithVerifierLog(HOST_OBJECT, { pinRoot });
     onCleanup(() => host.close());
-    const link = inNetns(node.path, () => attachTc(host.program('kelp_host_ingress'), node.ifindex('up0'), 'ingress', { mode: 'tcx' }));
-    onCleanup(() => link.close());
+    const links = inNetns(node.path, () => [
+      attachTc(host.program('kelp_host_ingress'), node.ifindex('up0'), 'ingress', { mode: 'tcx' }),
+      attachTc(host.program('kelp_host_egress'), node.ifindex('up0'), 'egress', { mode: 'tcx' }),
+    ]);
+    onCleanup(() => links.forEach((l) => l.close()));
   });
 
   function nodePorts(): ServiceMapsDesired {
@@ -204,6 +207,18 @@ describe('NodePort from outside the node (host.o on the uplink)', () => {
   it('reaches a local backend with the client address preserved; the replies come from the node address and port it used', () => {
     writer.apply(nodePorts());
     expect(tcpAsk({ ns: outside }, 3, { ip: NODE_IP, port: 30080 }).map((r) => r.answer)).toEqual([OUTSIDE_IP, OUTSIDE_IP, OUTSIDE_IP]);
+  });
+
+  it("a backend on the node's own network (host network): the node's replies leave from the NodePort", async () => {
+    const script = `require('net').createServer((s) => s.end('node ' + s.remoteAddress)).listen(9000, '${NODE_IP}', () => console.log('listening'))`;
+    const server = node.spawn(process.execPath, ['-e', script]);
+    onCleanup(() => server.kill('SIGKILL'));
+    await new Promise<void>((resolve) => server.stdout!.on('data', (d: Buffer) => d.toString().includes('listening') && resolve()));
+    const d = nodePorts();
+    d.sets.push({ setId: 9, backends: [{ backendId: 9, address: NODE_IP, port: 9000, flags: 0 }] });
+    d.frontends.push({ address: NODE_IP, port: 30090, protocol: 'TCP', svcId: 9, setId: 9, count: 1, flags: FRONTEND_EXTERNAL | FRONTEND_NODEPORT, affinityTimeout: 0 });
+    writer.apply(d);
+    expect(tcpAsk({ ns: outside }, 2, { ip: NODE_IP, port: 30090 }).map((r) => r.answer)).toEqual([`node ${OUTSIDE_IP}`, `node ${OUTSIDE_IP}`]);
   });
 
   it('no backend: refused at once; externalTrafficPolicy Local without a local one: dropped (the client times out); a ClusterIP-only frontend does not answer from outside', () => {
