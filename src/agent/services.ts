@@ -10,6 +10,7 @@ import { readFileSync, renameSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import type { Datapath } from '../datapath/loader';
 import { ServiceWriter } from '../datapath/service';
+import type { SocketLbMode } from '../datapath/sock';
 import type { ServiceMapsDesired } from '../datapath/service-types';
 import type { EndpointManager } from '../endpoint/manager';
 import type { Logger } from '../log';
@@ -79,46 +80,35 @@ export interface AgentServicesDeps {
   log: Logger;
 }
 
-/** What socket LB's part of the datapath offers, when it has landed (feature-checked below). */
-type SocketLbDatapath = Partial<{ destroyUdpSocketsTo: DestroyUdpSockets; enableSocketLb: (o: { mode: 'all' | 'host-only' | 'off'; cgroupRoot?: string }) => unknown }>;
+type ServiceDatapath = Pick<Datapath, 'serviceMaps' | 'gcServiceCt' | 'destroyUdpSocketsTo'>;
 
-/**
- * What the datapath offers Services: the ServiceWriter over its service maps, its conntrack
- * collector, and (feature-checked, while socket LB's Datapath methods land) the reaper of UDP
- * sockets to backends that left.
- */
-export function serviceHooks(datapath: Pick<Datapath, 'serviceMaps' | 'gcServiceCt'>, maglevTableSize: number): Pick<AgentServicesDeps, 'writer' | 'destroyUdpSocketsTo' | 'gcServiceCt'> {
-  const out: Pick<AgentServicesDeps, 'writer' | 'destroyUdpSocketsTo' | 'gcServiceCt'> = {
+/** What the datapath offers Services: the writer of its service maps, its conntrack collector and its reaper of UDP sockets. */
+export function serviceHooks(datapath: ServiceDatapath, maglevTableSize: number): Pick<AgentServicesDeps, 'writer' | 'destroyUdpSocketsTo' | 'gcServiceCt'> {
+  return {
     writer: new ServiceWriter(datapath.serviceMaps(), { maglevTableSize }),
     gcServiceCt: () => datapath.gcServiceCt(),
+    destroyUdpSocketsTo: (backends, opts) => datapath.destroyUdpSocketsTo(backends, opts),
   };
-  const sock = datapath as SocketLbDatapath;
-  if (typeof sock.destroyUdpSocketsTo === 'function') out.destroyUdpSocketsTo = sock.destroyUdpSocketsTo.bind(datapath);
-  return out;
 }
 
 /** --socket-lb in socket LB's terms. */
-export function socketLbMode(choice: SocketLbChoice): 'all' | 'host-only' | 'off' {
+export function socketLbMode(choice: SocketLbChoice): SocketLbMode {
   return choice === 'on' ? 'all' : choice === 'hostns' ? 'host-only' : 'off';
 }
 
 /**
- * Socket LB on or off as the flags say, through Datapath.enableSocketLb once it exists. Without
- * --cgroup-root it is left alone: attaching to the machine's root cgroup would put this agent's
- * hooks on every process of the machine, other nodes' agents' (tests, benchmarks) included.
+ * Socket LB as the flags say, once the service maps are written. Without --cgroup-root it is off
+ * (an earlier agent's hooks detached): attaching to the machine's root cgroup would put this
+ * agent's hooks on every process of the machine, other nodes' agents' (tests, benchmarks) too.
  */
-export function startSocketLb(datapath: object, opts: Pick<AgentOptions, 'socketLb' | 'cgroupRoot'>, log: Logger): void {
-  const sock = datapath as SocketLbDatapath;
-  const mode = socketLbMode(opts.socketLb);
-  if (typeof sock.enableSocketLb !== 'function') {
-    if (mode !== 'off') log.info('socket LB is not in this datapath yet: Services are balanced per packet');
-    return;
-  }
+export function startSocketLb(datapath: Pick<Datapath, 'enableSocketLb'>, opts: Pick<AgentOptions, 'socketLb' | 'cgroupRoot'>, log: Logger): SocketLbMode {
+  let mode = socketLbMode(opts.socketLb);
   if (mode !== 'off' && !opts.cgroupRoot) {
-    log.info({ socketLb: opts.socketLb }, 'socket LB needs --cgroup-root: Services are balanced per packet');
-    return;
+    log.warn({ socketLb: opts.socketLb }, 'socket LB needs --cgroup-root: Services are balanced per packet only');
+    mode = 'off';
   }
-  sock.enableSocketLb.call(datapath, { mode, cgroupRoot: opts.cgroupRoot });
+  datapath.enableSocketLb(mode === 'off' ? { mode } : { mode, cgroupRoot: opts.cgroupRoot });
+  return mode;
 }
 
 export const SERVICE_KINDS: readonly Kind[] = ['Service', 'EndpointSlice', 'Node'];

@@ -133,27 +133,27 @@ describe('services in the agent', () => {
     expect(applied.at(-1)!.frontends.find((f) => f.address === '10.96.0.10')!.svcId).toBe(before);
   });
 
-  it('serviceHooks: a writer over the service maps, the collector, and the UDP reaper only when the datapath has one', () => {
+  it('serviceHooks: a writer over the service maps at the table size, the collector, the UDP reaper', () => {
     const maps = { maglev: { valueLen: 2 * 251 } };
-    const dp = { serviceMaps: () => maps, gcServiceCt: () => ({ scanned: 3, deleted: 1 }) };
+    const reaped: unknown[] = [];
+    const dp = { serviceMaps: () => maps, gcServiceCt: () => ({ scanned: 3, deleted: 1 }), destroyUdpSocketsTo: (b: unknown, o: unknown) => (reaped.push([b, o]), []) };
     const h = serviceHooks(dp as unknown as Parameters<typeof serviceHooks>[0], 251);
     expect(h.writer).toBeDefined();
     expect(h.gcServiceCt?.()).toEqual({ scanned: 3, deleted: 1 });
-    expect(h.destroyUdpSocketsTo).toBeUndefined();
-    const withReaper = { ...dp, destroyUdpSocketsTo: () => 'destroyed' };
-    expect(serviceHooks(withReaper as unknown as Parameters<typeof serviceHooks>[0], 251).destroyUdpSocketsTo?.([], { netns: [] })).toBe('destroyed');
+    h.destroyUdpSocketsTo?.([{ address: '10.0.0.1', port: 53 }], { netns: ['/n'] });
+    expect(reaped).toEqual([[[{ address: '10.0.0.1', port: 53 }], { netns: ['/n'] }]]);
     // A table size other than the maps': refused, not written wrong.
     expect(() => serviceHooks(dp as unknown as Parameters<typeof serviceHooks>[0], 1021)).toThrow(/tables of 251 slots, not 1021/);
   });
 
-  it('startSocketLb passes the mode, and leaves socket LB alone without a cgroup root', () => {
+  it('startSocketLb passes the mode; without a cgroup root socket LB is off', () => {
     const calls: unknown[] = [];
-    const dp = { enableSocketLb: (o: unknown) => calls.push(o) };
-    startSocketLb(dp, { socketLb: 'hostns', cgroupRoot: '/sys/fs/cgroup/x' }, silentLogger);
-    startSocketLb(dp, { socketLb: 'off' }, silentLogger);
-    startSocketLb(dp, { socketLb: 'on' }, silentLogger);
-    startSocketLb({}, { socketLb: 'on', cgroupRoot: '/y' }, silentLogger);
-    expect(calls).toEqual([{ mode: 'host-only', cgroupRoot: '/sys/fs/cgroup/x' }, { mode: 'off', cgroupRoot: undefined }]);
+    const dp = { enableSocketLb: (o: unknown) => void calls.push(o) };
+    expect(startSocketLb(dp, { socketLb: 'hostns', cgroupRoot: '/sys/fs/cgroup/x' }, silentLogger)).toBe('host-only');
+    expect(startSocketLb(dp, { socketLb: 'on', cgroupRoot: '/sys/fs/cgroup/x' }, silentLogger)).toBe('all');
+    expect(startSocketLb(dp, { socketLb: 'off', cgroupRoot: '/sys/fs/cgroup/x' }, silentLogger)).toBe('off');
+    expect(startSocketLb(dp, { socketLb: 'on' }, silentLogger)).toBe('off');
+    expect(calls).toEqual([{ mode: 'host-only', cgroupRoot: '/sys/fs/cgroup/x' }, { mode: 'all', cgroupRoot: '/sys/fs/cgroup/x' }, { mode: 'off' }, { mode: 'off' }]);
     expect(socketLbMode('on')).toBe('all');
   });
 });
