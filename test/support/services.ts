@@ -522,10 +522,29 @@ export class ServicesWorld {
 
   /** Opens a connection that stays open; throws when its first request is not answered. */
   async keep(from: Client, to: Target, what: string): Promise<Kept> {
-    const { id, result } = this.peers.get(from)!.request({ op: 'open', ...to, timeoutMs: ANSWER_MS });
-    const r = await result;
-    if (!r.ok) throw new Error(`${from} -> ${targetText(to)} (${what}): the kept connection did not open: ${r.error}`);
-    return { from, to, id, first: r.answer! };
+    const { kept, problem } = await this.keepUntil(from, to, what, () => true, 'at all', 1);
+    if (!kept) throw new Error(problem);
+    return kept;
+  }
+
+  /**
+   * Opens kept connections until one's first answer is what `want` accepts (`wanted` says it in
+   * words), at most `tries`, stopping at the first that fails to open. Every connection opened
+   * is in `opened`, for the caller to close; `problem` says why none was kept.
+   */
+  async keepUntil(from: Client, to: Target, what: string, want: (a: Answer) => boolean, wanted: string, tries = 30): Promise<{ kept?: Kept; opened: Kept[]; problem: string }> {
+    const opened: Kept[] = [];
+    const replies: Reply[] = [];
+    for (let i = 0; i < tries; i++) {
+      const { id, result } = this.peers.get(from)!.request({ op: 'open', ...to, timeoutMs: ANSWER_MS });
+      const r = await result;
+      replies.push(r);
+      const k: Kept = { from, to, id, first: r.answer! };
+      opened.push(k);
+      if (r.ok && want(r.answer!)) return { kept: k, opened, problem: '' };
+      if (!r.ok) break;
+    }
+    return { opened, problem: `${from} -> ${targetText(to)} (${what}): no kept connection ${wanted} in ${replies.length} tr${replies.length === 1 ? 'y' : 'ies'}; got ${tally(replies)}` };
   }
 
   /** One more request on a kept connection (`reconnect`: as a DNS-like client, see svc-peer.cjs). */
