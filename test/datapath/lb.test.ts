@@ -9,7 +9,7 @@ import { applyPolicyMaps, policyMapsOf, setPolicyEnforcement } from '../../src/d
 import type { PolicyEntry } from '../../src/datapath/policy-types';
 import { mapRows } from '../../src/datapath/dump';
 import { monotonicNs } from '../../src/datapath/nat';
-import { DEFAULT_LB_MAGLEV_TABLE_SIZE, gcServiceCt, lb4CtEntry, lb4FlowHash, LbCtDir, serviceMapsOf, ServiceWriter } from '../../src/datapath/service';
+import { DEFAULT_LB_MAGLEV_TABLE_SIZE, gcServiceCt, lb4Affinity, lb4CtEntry, lb4FlowHash, LbCtDir, serviceMapsOf, ServiceWriter } from '../../src/datapath/service';
 import {
   BackendEntry,
   FRONTEND_AFFINITY,
@@ -286,6 +286,28 @@ describe('backend choice', () => {
     }
     expect(again.size).toBe(1);
     expect(again.has(gone)).toBe(false);
+  });
+
+  it('sessionAffinity timeout: a client not seen for longer than timeoutSeconds is balanced afresh', () => {
+    const backends = three();
+    const desired = service(backends, { flags: FRONTEND_AFFINITY, affinityTimeout: 5 });
+    writer.apply(desired);
+    const table = desired.sets[0].maglev!;
+    const maglevChoice = (sport: number) => backends[table[lb4FlowHash({ saddr: A.ip, daddr: VIP, sport, dport: 80, proto: P.IPPROTO_TCP }) % M]];
+    // Two source ports Maglev sends to different backends.
+    const first = 45200;
+    let second = 45201;
+    while (maglevChoice(second) === maglevChoice(first)) second++;
+    expect(fromPod(tcpFrame(toVip(first)), A.ifindex)).toMatchObject({ dst: maglevChoice(first).address, dport: maglevChoice(first).port });
+    // Within the timeout the second flow follows the first's backend.
+    expect(fromPod(tcpFrame(toVip(second)), A.ifindex)).toMatchObject({ dst: maglevChoice(first).address, dport: maglevChoice(first).port });
+    // Its record aged past 5 s: the next new flow gets its own Maglev slot.
+    const aff = obj.map('kelp_lb4_affinity');
+    const [[k, v]] = aff.lookupBatch();
+    const rec = lb4Affinity.decode(v);
+    aff.update(k, lb4Affinity.encode({ ...rec, lastUsed: rec.lastUsed - 6_000_000_000n }));
+    const third = fromPod(tcpFrame(toVip(second + 1000)), A.ifindex);
+    expect({ dst: third.dst, dport: third.dport }).toEqual({ dst: maglevChoice(second + 1000).address, dport: maglevChoice(second + 1000).port });
   });
 
   it('loadBalancerSourceRanges: a client outside them is dropped (LB_SOURCE_RANGE), one inside is balanced', () => {
