@@ -59,6 +59,31 @@ const u8 = (name: string, v: number) => checkUint(name, v, 1);
 const u16 = (name: string, v: number) => checkUint(name, v, 2);
 const u32 = (name: string, v: number) => checkUint(name, v, 4);
 
+/**
+ * Writes a dotted-quad IPv4 address at `off`, as ip4ToBuffer would: the writer encodes tens of
+ * thousands of addresses per apply, and the general parser costs several µs each.
+ */
+function writeIp4(b: Buffer, off: number, ip: string): void {
+  let part = 0;
+  let value = 0;
+  let digits = 0;
+  for (let i = 0; i <= ip.length; i++) {
+    const c = i < ip.length ? ip.charCodeAt(i) : 46;
+    if (c === 46) {
+      if (digits === 0 || value > 255 || part > 3 || (digits > 1 && ip.charCodeAt(i - digits) === 48)) return void ip4ToBuffer(ip).copy(b, off);
+      b[off + part++] = value;
+      value = 0;
+      digits = 0;
+    } else if (c >= 48 && c <= 57 && digits < 3) {
+      value = value * 10 + (c - 48);
+      digits++;
+    } else {
+      return void ip4ToBuffer(ip).copy(b, off);
+    }
+  }
+  if (part !== 4) ip4ToBuffer(ip).copy(b, off);
+}
+
 function protoNumber(p: L4Protocol): number {
   const n = PROTOCOL_NUMBERS[p];
   if (n === undefined) throw new RangeError(`protocol must be TCP, UDP or SCTP, got ${JSON.stringify(p)}`);
@@ -84,7 +109,7 @@ export const lb4FrontendKey: StructCodec<Lb4FrontendKey> = {
   ...feKey,
   encode(v) {
     const b = Buffer.alloc(feKey.size);
-    ip4ToBuffer(v.address).copy(b, feKey.off.addr);
+    writeIp4(b, feKey.off.addr, v.address);
     b.writeUInt16BE(u16('port', v.port), feKey.off.port);
     b.writeUInt8(protoNumber(v.protocol), feKey.off.proto);
     return b;
@@ -180,7 +205,7 @@ export const lb4Backend: StructCodec<Lb4Backend> = {
   ...beVal,
   encode(v) {
     const b = Buffer.alloc(beVal.size);
-    ip4ToBuffer(v.address).copy(b, beVal.off.addr);
+    writeIp4(b, beVal.off.addr, v.address);
     b.writeUInt16BE(u16('port', v.port), beVal.off.port);
     b.writeUInt8(u8('flags', v.flags), beVal.off.flags);
     b.writeUInt32LE(u32('backendId', v.backendId), beVal.off.backend_id);
@@ -223,16 +248,29 @@ export const lb4MemberKey: StructCodec<Lb4MemberKey> = {
 
 // --- kelp_lb4_maglev ------------------------------------------------------------------------------
 
+const LITTLE_ENDIAN = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
+
+/** Encoded tables by the compiler's table object (it keeps them across runs): a table is encoded once. */
+const encodedTables = new WeakMap<Uint16Array | Uint32Array, { m: number; count: number; buf: Buffer }>();
+
 /** A Maglev table as the map holds it: `m` little-endian u16 slots. */
 export function encodeMaglevTable(table: Uint16Array | Uint32Array, m: number, count: number): Buffer {
+  const cached = encodedTables.get(table);
+  if (cached && cached.m === m && cached.count === count) return cached.buf;
   if (table.length !== m) throw new RangeError(`maglev table has ${table.length} slots, the datapath's size is ${m} (--maglev-table-size)`);
-  const b = Buffer.alloc(2 * m);
+  const t16 = table instanceof Uint16Array ? table : Uint16Array.from(table);
   for (let i = 0; i < m; i++) {
-    const s = table[i];
-    if (s >= count) throw new RangeError(`maglev table slot ${i} names backend ${s} of a set of ${count}`);
-    b.writeUInt16LE(s, 2 * i);
+    if (table[i] >= count) throw new RangeError(`maglev table slot ${i} names backend ${table[i]} of a set of ${count}`);
   }
-  return b;
+  let buf: Buffer;
+  if (LITTLE_ENDIAN) {
+    buf = Buffer.from(new Uint8Array(t16.buffer, t16.byteOffset, t16.byteLength));
+  } else {
+    buf = Buffer.alloc(2 * m);
+    for (let i = 0; i < m; i++) buf.writeUInt16LE(t16[i], 2 * i);
+  }
+  encodedTables.set(table, { m, count, buf });
+  return buf;
 }
 
 export function decodeMaglevTable(b: Buffer): Uint16Array {

@@ -468,11 +468,11 @@ describe('ServiceWriter', () => {
       `10,000 services: ${first.writeMs.toFixed(1)} ms of map writes: ${rest.toFixed(1)} ms for 30,000 frontends, 30,000 backends and members, ` +
         `${first.tablesMs.toFixed(1)} ms for 10,000 Maglev tables of ${M} slots`,
     );
-    // Measured here: ~250 ms for the 90,000 small entries (~2.8 µs each through batch updates)
-    // and ~400 ms for the 80 MiB of tables; far from the 100 ms target (see the report), but a
-    // regression of an order of magnitude shows.
-    expect(rest).toBeLessThan(1500);
-    expect(first.tablesMs).toBeLessThan(3000);
+    // Measured here on an idle machine: ~235 ms for the 90,000 small entries (~2.6 µs each
+    // through batch updates) and ~400 ms for the 80 MiB of tables (twice that with the other
+    // cores busy); far from a 100 ms target, but a regression of an order of magnitude shows.
+    expect(rest).toBeLessThan(2500);
+    expect(first.tablesMs).toBeLessThan(5000);
     const again = w.apply(desired);
     expect(again.frontends).toMatchObject({ added: 0, updated: 0, removed: 0, unchanged: 30_000 });
     w.apply({ frontends: [], sets: [], sourceRanges: new Map(), names: new Map() });
