@@ -92,6 +92,22 @@ describe('a Service in standalone mode', () => {
     expect([...counts.keys()].sort(), `answers: ${answers.join(' ')}`).toEqual(['web-1', 'web-2']);
   });
 
+  it('an agent restart is a non-event: served while the agent is down, the same ids after', async () => {
+    const before = listed();
+    await sb.stopAgent();
+    try {
+      const answers = ask(16);
+      expect(new Set(answers), `answers while the agent was down: ${answers.join(' ')}`).toEqual(new Set(['web-1', 'web-2']));
+    } finally {
+      await sb.startAgent();
+    }
+    const after = listed();
+    expect(after.map((r) => ({ svcId: r.svcId, setId: r.setId, backends: r.backends.map((b) => b.backendId).sort() }))).toEqual(
+      before.map((r) => ({ svcId: r.svcId, setId: r.setId, backends: r.backends.map((b) => b.backendId).sort() })),
+    );
+    expect(new Set(ask(16))).toEqual(new Set(['web-1', 'web-2']));
+  });
+
   it('a backend Pod deleted: every new connection goes to the other', () => {
     sb.kelp('delete', '-f', manifest('gone', [podManifest('web-1')]), '--wait');
     expect(listed()[0].backends.map((b) => b.address)).toEqual([pods['web-2'].ip]);
