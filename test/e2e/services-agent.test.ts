@@ -1,15 +1,20 @@
-// Services through the whole agent in standalone mode: a Service manifest with a selector and
-// two backend Pods (their EndpointSlice derived by the agent from the pods kelp-cni attached),
-// a client pod reaching the ClusterIP over TCP, `kelp get services` listing both backends, and
-// a backend Pod deleted → new connections all go to the other.
-import { spawn, ChildProcess } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+// Services through the whole agent. Standalone mode: a Service manifest with a selector and two
+// backend Pods (their EndpointSlice derived by the agent from the pods kelp-cni attached), a
+// client pod reaching the ClusterIP over TCP, `kelp get services` listing both backends, a
+// restart, a backend Pod deleted → new connections all go to the other. Kubernetes mode: the
+// API's EndpointSlices are the truth (a selector Service without slices gets no backend).
+import { execFile, spawn, ChildProcess } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { promisify } from 'node:util';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Sandbox, SandboxPod } from '../../src/sandbox';
 import type { ServiceFrontendView } from '../../src/agent/routes/services';
-import { startSandbox } from '../support/e2e';
+import { e2ePrefix, eventually, startSandbox } from '../support/e2e';
+import { Sandbox as SandboxClass } from '../../src/sandbox';
+import { startKubeApiServer, TestKubeApiServer } from '../support/kube-apiserver';
+import { Bridge, bridgeInto } from '../support/kube-apiserver/bridge';
 
 const VIP = '10.96.77.10';
 const PORT = 8080;
@@ -122,4 +127,75 @@ describe('a Service in standalone mode', () => {
     expect(ask(1)).toEqual(['error ECONNREFUSED']);
     expect(Date.now() - t0).toBeLessThan(1500);
   });
+});
+
+describe('a Service in Kubernetes mode', () => {
+  const NODE_API_PORT = 6443;
+  let api: TestKubeApiServer;
+  let kb: Sandbox;
+  let bridge: Bridge | undefined;
+  const kservers: ChildProcess[] = [];
+  const kubectl = async (...args: string[]) =>
+    (await promisify(execFile)('kubectl', ['--kubeconfig', api.kubeconfigPath, '--request-timeout=10s', ...args], { encoding: 'utf8', timeout: 30_000 })).stdout;
+  const kubeApply = async (name: string, docs: unknown[]) => {
+    // A file per object: kubectl reads a file starting with '{' as one JSON document.
+    const files = docs.map((d, i) => {
+      const file = path.join(api.dir, `${name}-${i}.json`);
+      writeFileSync(file, JSON.stringify(d));
+      return file;
+    });
+    await kubectl('apply', ...files.flatMap((f) => ['-f', f]));
+  };
+  const rows = (): ServiceFrontendView[] => JSON.parse(kb.kelp('get', 'services', '-o', 'json')) as ServiceFrontendView[];
+
+  beforeAll(async () => {
+    api = await startKubeApiServer();
+    const kubeconfig = path.join(api.dir, 'node-kubeconfig');
+    writeFileSync(kubeconfig, readFileSync(api.kubeconfigPath, 'utf8').split(`127.0.0.1:${api.port}`).join(`127.0.0.1:${NODE_API_PORT}`));
+    kb = await SandboxClass.start({
+      prefix: e2ePrefix('svk'),
+      logLevel: 'debug',
+      agentArgs: [`--kubeconfig=${kubeconfig}`],
+      beforeAgent: (s) => {
+        bridge = bridgeInto(`/var/run/netns/${s.node}`, NODE_API_PORT, api.port);
+      },
+    });
+  }, 60_000);
+
+  afterAll(async () => {
+    for (const s of kservers) s.kill();
+    await kb?.stop();
+    await bridge?.close();
+    await api?.stop();
+  });
+
+  it('the ClusterIP balances over the API\'s slice; a selector Service with no slice gets no backend', async () => {
+    await kubeApply(
+      'pods',
+      ['kweb', 'kclient'].map((name) => ({ apiVersion: 'v1', kind: 'Pod', metadata: { name, namespace: 'default', labels: { app: name } }, spec: { nodeName: kb.node, containers: [{ name: 'c', image: 'x' }] } })),
+    );
+    const web = await kb.addPod('kweb');
+    const client = await kb.addPod('kclient');
+    const child = spawn('ip', ['netns', 'exec', web.netns, process.execPath, '-e', SERVER, 'kweb', String(PORT)], { stdio: ['ignore', 'pipe', 'pipe'] });
+    kservers.push(child);
+    await new Promise((resolve) => child.stdout!.once('data', resolve));
+    await kubeApply('services', [
+      { apiVersion: 'v1', kind: 'Service', metadata: { name: 'sliced', namespace: 'default' }, spec: { clusterIP: '10.96.5.1', ports: [{ name: 'http', port: 80, targetPort: 'http' }] } },
+      { apiVersion: 'v1', kind: 'Service', metadata: { name: 'selector-only', namespace: 'default' }, spec: { clusterIP: '10.96.5.2', selector: { app: 'kweb' }, ports: [{ port: 80, targetPort: PORT }] } },
+      {
+        apiVersion: 'discovery.k8s.io/v1',
+        kind: 'EndpointSlice',
+        metadata: { name: 'sliced-1', namespace: 'default', labels: { 'kubernetes.io/service-name': 'sliced' } },
+        addressType: 'IPv4',
+        ports: [{ name: 'http', port: PORT, protocol: 'TCP' }],
+        endpoints: [{ addresses: [web.ip], nodeName: kb.node, conditions: { ready: true } }],
+      },
+    ]);
+    const sliced = await eventually('svc/sliced programmed', () => rows().find((r) => r.service === 'default/sliced' && r.backends.length === 1));
+    expect(sliced.backends).toEqual([expect.objectContaining({ address: web.ip, port: PORT, state: ['local'] })]);
+    expect(rows().find((r) => r.service === 'default/selector-only')).toMatchObject({ empty: 'reject', backends: [] });
+    const ask2 = (vip: string) => kb.exec(client.netns, process.execPath, ['-e', CLIENT, vip, '80', '3']).trim().split('\n');
+    expect(ask2('10.96.5.1')).toEqual(['kweb', 'kweb', 'kweb']);
+    expect(ask2('10.96.5.2')).toEqual(['error ECONNREFUSED', 'error ECONNREFUSED', 'error ECONNREFUSED']);
+  }, 60_000);
 });
