@@ -102,12 +102,11 @@ export class RotatingNumbers {
 }
 
 /**
- * Id ranges. 0 is never an id (setId 0 is "no set" in a frontend with count 0). Service and set
- * ids fit 16 bits, as Cilium's reverse-NAT index does: 65,535 Service ports, and as many backend
- * sets; backend ids are 32-bit.
+ * Id ranges: the 32-bit fields of bpf/lib/lb.h (svc_id, set_id, backend_id). 0 is never an id
+ * (setId 0 is "no set" in a frontend with count 0).
  */
-export const MAX_SVC_ID = 0xffff;
-export const MAX_SET_ID = 0xffff;
+export const MAX_SVC_ID = 0xffffffff;
+export const MAX_SET_ID = 0xffffffff;
 export const MAX_BACKEND_ID = 0xffffffff;
 
 export class ServiceIds {
