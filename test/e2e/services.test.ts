@@ -14,8 +14,9 @@
 // Endpoints on "elsewhere" are real pods of this node that a slice says live on another node:
 // locality is what a slice's nodeName says, as for kube-proxy.
 //
-// SCTP: not covered here. The suite's clients and servers are Node.js processes, which cannot
-// open SCTP sockets (no SCTP in node:net); the datapath tests cover its frontends.
+// SCTP: skipped here. This machine cannot open SCTP sockets at all (socket(AF_INET, SOCK_STREAM,
+// IPPROTO_SCTP) fails with EPROTONOSUPPORT), so there is no SCTP client or server to run;
+// test/datapath/lb.test.ts balances crafted SCTP packets.
 import { readFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
