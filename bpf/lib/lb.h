@@ -10,7 +10,7 @@
  *   2. LB_FE_SOURCE_RANGES: the client must be in kelp_lb4_source_ranges for svc_id;
  *   3. LB_FE_AFFINITY: kelp_lb4_affinity's backend for (svc_id, client), seen within the
  *      timeout and still a member of the set;
- *   4. the slot: kelp_lb4_maglev[set_id][hash % M] when count > 1, else 0; the backend is
+ *   4. the slot: kelp_lb4_maglev[table_id][hash % M] when count > 1, else 0; the backend is
  *      kelp_lb4_backends[(set_id, slot)].
  * kelp_lb4_members says whether a backend is still in a set: a tracked flow (kelp_lb4_ct) or an
  * affinity whose backend left is chosen again.
@@ -70,6 +70,8 @@ struct lb4_frontend {
 	__u16 count;		/* backends in the set; 0: reject (or drop, LB_FE_DROP_NO_LOCAL) */
 	__u16 flags;		/* enum lb_frontend_flag */
 	__u32 affinity_timeout;	/* seconds, with LB_FE_AFFINITY */
+	__u32 table_id;		/* kelp_lb4_maglev key of its set's table: sets over the same backends
+				 * (a Service's ports) share one, written once */
 };
 
 struct lb4_backend_key {
@@ -137,7 +139,8 @@ struct {
 } kelp_lb4_members SEC(".maps");
 
 /*
- * Maglev tables: set_id → __u16 slot[KELP_LB_MAGLEV_M]. The value has no BTF type: its size is
+ * Maglev tables: table_id → __u16 slot[KELP_LB_MAGLEV_M] (a frontend's table_id: sets with the
+ * same table share one entry). The value has no BTF type: its size is
  * the table size, set by the agent at load time (loadObject valueSizes) together with
  * KELP_LB_MAGLEV_M. Not preallocated: only sets with several backends have a table.
  */
@@ -239,12 +242,12 @@ static __always_inline bool lb4_backend_live(__u32 set_id, __u32 backend_id)
 /* The slot of a flow with hash `hash`: Maglev's when the set has a table, 0 otherwise. */
 static __always_inline __u32 lb4_maglev_slot(const struct lb4_frontend *fe, __u32 hash)
 {
-	__u32 set = fe->set_id, index, m;
+	__u32 id = fe->table_id, index, m;
 	__u16 *table;
 
 	if (fe->count <= 1 || KELP_LB_MAGLEV_M == 0)
 		return 0;
-	table = bpf_map_lookup_elem(&kelp_lb4_maglev, &set);
+	table = bpf_map_lookup_elem(&kelp_lb4_maglev, &id);
 	if (!table)
 		return hash % fe->count;	/* table not written yet: a spread, if not Maglev's */
 	m = KELP_LB_MAGLEV_M;

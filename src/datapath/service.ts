@@ -127,14 +127,17 @@ export interface Lb4Frontend {
   count: number;
   flags: number;
   affinityTimeout: number;
+  /** kelp_lb4_maglev key of the set's table (the writer's choice: sets sharing a table share it); 0: none. */
+  tableId?: number;
 }
 
-const feVal = layout('lb4_frontend', 16, [
+const feVal = layout('lb4_frontend', 20, [
   ['svc_id', 4, 0],
   ['set_id', 4, 4],
   ['count', 2, 8],
   ['flags', 2, 10],
   ['affinity_timeout', 4, 12],
+  ['table_id', 4, 16],
 ]);
 
 export const lb4Frontend: StructCodec<Lb4Frontend> = {
@@ -146,6 +149,7 @@ export const lb4Frontend: StructCodec<Lb4Frontend> = {
     b.writeUInt16LE(u16('count', v.count), feVal.off.count);
     b.writeUInt16LE(u16('flags', v.flags), feVal.off.flags);
     b.writeUInt32LE(u32('affinityTimeout', v.affinityTimeout), feVal.off.affinity_timeout);
+    b.writeUInt32LE(u32('tableId', v.tableId ?? 0), feVal.off.table_id);
     return b;
   },
   decode(b) {
@@ -156,6 +160,7 @@ export const lb4Frontend: StructCodec<Lb4Frontend> = {
       count: b.readUInt16LE(feVal.off.count),
       flags: b.readUInt16LE(feVal.off.flags),
       affinityTimeout: b.readUInt32LE(feVal.off.affinity_timeout),
+      tableId: b.readUInt32LE(feVal.off.table_id),
     };
   },
 };
@@ -526,26 +531,42 @@ export interface ApplyServiceResult {
 
 const ONE = Buffer.from([1]);
 
-/** The desired content as map entries; a frontend, set or backend slot named twice is an error. */
+/**
+ * The desired content as map entries; a set named twice, or a frontend whose count is not its
+ * set's, is an error. Sets handed the same table object (the compiler shares one among the ports
+ * of a Service over the same pods) share one kelp_lb4_maglev entry, keyed by the first such set's
+ * id: a 10,000-service write is mostly its tables.
+ */
 export function encodeServiceDesired(desired: ServiceMapsDesired, maglevTableSize: number): EncodedService {
   const out: EncodedService = { frontends: [], backends: [], members: [], maglev: [], sourceRanges: [] };
-  const sets = new Set<number>();
+  const sets = new Map<number, { count: number; tableId: number }>();
+  const tableIds = new Map<Uint16Array, { id: number; count: number }>();
   for (const set of desired.sets) {
     if (sets.has(set.setId)) throw new Error(`backend set ${set.setId} is listed twice`);
-    sets.add(set.setId);
     const count = set.backends.length;
     set.backends.forEach((be, slot) => {
       out.backends.push([lb4BackendKey.encode({ setId: set.setId, slot }), lb4Backend.encode(be)]);
       out.members.push([lb4MemberKey.encode({ setId: set.setId, backendId: be.backendId }), u32Value(slot)]);
     });
-    if (count > 1 && set.maglev) out.maglev.push([u32Value(set.setId), encodeMaglevTable(set.maglev, maglevTableSize, count)]);
-  }
-  const counts = new Map(desired.sets.map((s) => [s.setId, s.backends.length]));
-  for (const fe of desired.frontends) {
-    if (fe.count > 0 && counts.get(fe.setId) !== fe.count) {
-      throw new Error(`frontend ${fe.address}:${fe.port}/${fe.protocol} names set ${fe.setId} with ${fe.count} backends; the set has ${counts.get(fe.setId) ?? 'no entry'}`);
+    let tableId = 0;
+    if (count > 1 && set.maglev) {
+      const shared = tableIds.get(set.maglev);
+      if (shared?.count === count) {
+        tableId = shared.id;
+      } else {
+        tableId = set.setId;
+        tableIds.set(set.maglev, { id: tableId, count });
+        out.maglev.push([u32Value(tableId), encodeMaglevTable(set.maglev, maglevTableSize, count)]);
+      }
     }
-    out.frontends.push([lb4FrontendKey.encode(fe), lb4Frontend.encode(fe)]);
+    sets.set(set.setId, { count, tableId });
+  }
+  for (const fe of desired.frontends) {
+    const set = sets.get(fe.setId);
+    if (fe.count > 0 && set?.count !== fe.count) {
+      throw new Error(`frontend ${fe.address}:${fe.port}/${fe.protocol} names set ${fe.setId} with ${fe.count} backends; the set has ${set?.count ?? 'no entry'}`);
+    }
+    out.frontends.push([lb4FrontendKey.encode(fe), lb4Frontend.encode({ ...fe, tableId: fe.count > 1 ? (set?.tableId ?? 0) : 0 })]);
   }
   for (const [svcId, cidrs] of desired.sourceRanges) {
     for (const cidr of cidrs) out.sourceRanges.push([lb4SourceRangeKey.encode({ svcId, cidr }), ONE]);

@@ -431,7 +431,7 @@ describe('service conntrack collection and map views', () => {
     writer.apply(service([be(B, 8080, 1), be(C, 8080, 2)]));
     expect(mapRows('kelp_lb4_frontends', obj.map('kelp_lb4_frontends'))).toContainEqual({
       key: { address: VIP, port: 80, protocol: 'TCP' },
-      value: { svcId: 1, setId: 10, count: 2, flags: 0, affinityTimeout: 0 },
+      value: { svcId: 1, setId: 10, count: 2, flags: 0, affinityTimeout: 0, tableId: 10 },
     });
     expect(mapRows('kelp_lb4_backends', obj.map('kelp_lb4_backends'))).toContainEqual({
       key: { setId: 10, slot: 1 },
@@ -445,13 +445,37 @@ describe('service conntrack collection and map views', () => {
 });
 
 describe('ServiceWriter', () => {
+  it("sets handed one table object share one kelp_lb4_maglev entry, and both frontends follow it", () => {
+    const backends = [be(B, 8080, 1), be(C, 8080, 2)];
+    const table = Uint16Array.from(maglevTable(['x', 'y'], { tableSize: M }));
+    const d = service(backends);
+    d.sets = [
+      { setId: 10, backends, maglev: table },
+      { setId: 11, backends: [be(B, 9090, 3), be(C, 9090, 4)], maglev: table },
+    ];
+    d.frontends.push({ address: VIP, port: 90, protocol: 'TCP', svcId: 2, setId: 11, count: 2, flags: 0, affinityTimeout: 0 });
+    writer.apply(d);
+    expect(obj.map('kelp_lb4_maglev').keys()).toHaveLength(1);
+    for (let sport = 51000; sport < 51010; sport++) {
+      const slot = table[lb4FlowHash({ saddr: A.ip, daddr: VIP, sport, dport: 90, proto: P.IPPROTO_TCP }) % M];
+      expect(fromPod(tcpFrame(toVip(sport, A, 90)), A.ifindex)).toMatchObject({ dst: [B, C][slot].ip, dport: 9090 });
+    }
+    // The set owning the entry goes: the other one's table is written under its own id first.
+    d.sets = [d.sets[1]];
+    d.frontends = d.frontends.filter((f) => f.setId === 11);
+    writer.apply(d);
+    expect(obj.map('kelp_lb4_maglev').keys().map((k) => k.readUInt32LE(0))).toEqual([11]);
+    expect(fromPod(tcpFrame(toVip(51000, A, 90)), A.ifindex).dport).toBe(9090);
+  });
+
   it('programs 10,000 services (3 frontends, 3 backends and a table each), and an unchanged apply writes nothing', () => {
     const desired: ServiceMapsDesired = { frontends: [], sets: [], sourceRanges: new Map(), names: new Map() };
     const table = Uint16Array.from(maglevTable(['a', 'b', 'c'], { tableSize: M }));
     for (let i = 0; i < 10_000; i++) {
       const setId = i + 1;
       const ip = `10.${96 + (i >> 16)}.${(i >> 8) & 255}.${i & 255}`;
-      desired.sets.push({ setId, backends: [0, 1, 2].map((k) => ({ backendId: 3 * i + k + 1, address: `10.200.${k}.${(i % 250) + 1}`, port: 8000 + (i % 1000), flags: 0 })), maglev: table });
+      // A table of its own per set, as sets over different pods have.
+      desired.sets.push({ setId, backends: [0, 1, 2].map((k) => ({ backendId: 3 * i + k + 1, address: `10.200.${k}.${(i % 250) + 1}`, port: 8000 + (i % 1000), flags: 0 })), maglev: table.slice() });
       for (const [port, protocol] of [[80, 'TCP'], [443, 'TCP'], [53, 'UDP']] as const) {
         desired.frontends.push({ address: ip, port, protocol, svcId: setId, setId, count: 3, flags: 0, affinityTimeout: 0 });
       }
