@@ -293,7 +293,7 @@ export const MAPS: readonly MapSpec[] = [
     migrate: 'rebuild',
     why: 'derived from the store (the tables are computed from the sets), as kelp_lb4_frontends',
     writer: 'reconciler',
-    description: 'Maglev tables: backend set -> slot of each of the M table entries (M: --maglev-table-size)',
+    description: "Maglev tables: table id (the id of the first set using it; a frontend's table_id) -> slot of each of the M entries (M: --maglev-table-size)",
     sizable: true,
     valueSized: { constant: 'KELP_LB_MAGLEV_M', element: 2 },
   },
