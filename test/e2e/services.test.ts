@@ -294,21 +294,32 @@ describe.skipIf(GATED)('services (KELP_SERVICES_E2E=1)', () => {
     });
   });
 
-  it('externalTrafficPolicy Local: the backend sees the outside client\'s address; a node without a local endpoint drops (its ClusterIP still serves)', async () => {
+  it('externalTrafficPolicy Local: the backend sees the outside client\'s address; a node without a local endpoint drops (its ClusterIP still serves, and under Cluster the NodePort does)', async () => {
     await w.run(async (apply) => {
       await apply([
         service('etp-local', { type: 'NodePort', clusterIP: '10.96.0.20', externalTrafficPolicy: 'Local', ports: [{ name: 'http', port: 80, targetPort: 'http', nodePort: 30081 }] }),
         slice(w, 'etp-local-1', 'etp-local', [{ name: 'http', port: 8080 }], [ep('web-1'), ep('web-2', { nodeName: OTHER_NODE })]),
         service('etp-none', { type: 'NodePort', clusterIP: '10.96.0.21', externalTrafficPolicy: 'Local', ports: [{ name: 'http', port: 80, targetPort: 'http', nodePort: 30082 }] }),
         slice(w, 'etp-none-1', 'etp-none', [{ name: 'http', port: 8080 }], [ep('web-2', { nodeName: OTHER_NODE })]),
+        // The same endpoints under externalTrafficPolicy Cluster: any node forwards to them.
+        service('etp-cluster', { type: 'NodePort', clusterIP: '10.96.0.31', ports: [{ name: 'http', port: 80, targetPort: 'http', nodePort: 30083 }] }),
+        slice(w, 'etp-cluster-1', 'etp-cluster', [{ name: 'http', port: 8080 }], [ep('web-2', { nodeName: OTHER_NODE })]),
       ]);
       const r = await Promise.all([
         w.ask('outside', tcp(NODE_IP, 30081), 'svc/etp-local: web-1 here, web-2 elsewhere', FLOWS),
         w.ask('outside', udp(NODE_IP, 30081), 'svc/etp-local on UDP, which it does not serve', 1, { timeoutMs: FAIL_MS }),
         w.ask('outside', tcp(NODE_IP, 30082), 'svc/etp-none: its one endpoint elsewhere', 3, { timeoutMs: FAIL_MS }),
         w.ask('client-a', tcp('10.96.0.21', 80), 'svc/etp-none ClusterIP (internal traffic: Cluster)', FLOWS),
+        w.ask('outside', tcp(NODE_IP, 30083), 'svc/etp-cluster: its one endpoint elsewhere', FLOWS),
       ]);
-      expectNoProblems(spreadProblem(r[0], ['web-1:8080']), sourceProblem(r[0], OUTSIDE_IP), unansweredProblem(r[1]), failProblem(r[2], 'timeout'), spreadProblem(r[3], ['web-2:8080']));
+      expectNoProblems(
+        spreadProblem(r[0], ['web-1:8080']),
+        sourceProblem(r[0], OUTSIDE_IP),
+        unansweredProblem(r[1]),
+        failProblem(r[2], 'timeout'),
+        spreadProblem(r[3], ['web-2:8080']),
+        spreadProblem(r[4], ['web-2:8080']),
+      );
     });
   });
 
