@@ -20,7 +20,6 @@
 import { readFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
-  agentHasFlag,
   ANSWER_MS,
   Client,
   CLOSED_PORT,
@@ -121,10 +120,10 @@ describe('services harness (runs without the implementation)', () => {
     expect(failProblem(unrouted, 'ECONNREFUSED')).toMatch(/expected every flow to fail with ECONNREFUSED; got timeout ×2 \(slowest \d+ ms\)$/);
   });
 
-  it('the node\'s client runs in the suite\'s own cgroup, which the agent is given when it takes --cgroup-root', () => {
+  it('the node\'s client runs in the suite\'s own cgroup, the one the agent is given as --cgroup-root', () => {
     const membership = readFileSync(`/proc/${w.peerPid('node')}/cgroup`, 'utf8');
     expect(membership).toMatch(new RegExp(`^0::/${w.cgroup.split('/').pop()}$`, 'm'));
-    if (agentHasFlag('--cgroup-root')) expect(w.sb.agentArgs()).toContain(`--cgroup-root=${w.cgroup}`);
+    expect(w.sb.agentArgs()).toContain(`--cgroup-root=${w.cgroup}`);
   });
 });
 

@@ -397,12 +397,6 @@ function removeCgroup(cgroup: string): void {
   rmdirSync(mount);
 }
 
-/** Does this agent take `flag`? (Its --help lists every flag.) */
-export function agentHasFlag(flag: string): boolean {
-  const help = execFileSync(process.execPath, [KELP_BIN, 'agent', '--help'], { encoding: 'utf8' });
-  return help.includes(flag);
-}
-
 // ---------------------------------------------------------------------------------------------
 // The running world.
 
@@ -420,18 +414,17 @@ export class ServicesWorld {
   ) {}
 
   /**
-   * The node with its agent (socket LB confined to a fresh cgroup when the agent knows
-   * --cgroup-root), the pods and their Pod objects, the Node object, and a peer everywhere.
+   * The node with its agent (socket LB, on by default, confined to a fresh cgroup), the pods and
+   * their Pod objects, the Node object, and a peer everywhere.
    * Stops whatever it made on failure.
    */
   static async start(tag: string): Promise<ServicesWorld> {
     const prefix = e2ePrefix(tag);
     const cgroup = makeCgroup(prefix);
-    const agentArgs = agentHasFlag('--cgroup-root') ? [`--cgroup-root=${cgroup}`] : [];
     let sb: Sandbox | undefined;
     let w: ServicesWorld | undefined;
     try {
-      sb = await Sandbox.start({ prefix, logLevel: 'debug', agentArgs });
+      sb = await Sandbox.start({ prefix, logLevel: 'debug', agentArgs: [`--cgroup-root=${cgroup}`] });
       w = new ServicesWorld(sb, cgroup);
       const out = sb.outside!;
       sb.exec(out, 'ip', ['addr', 'add', `${OUTSIDE_EXTRA_IP}/32`, 'dev', 'eth0']);
