@@ -17,7 +17,8 @@
 // transaction; kelp, POST /v1/objects and its --wait answer, then one EndpointSlice changed.
 // A kelp variant that cannot be set up (flags the agent lacks, objects it refuses, services it does
 // not program within a bound, a VIP that does not answer) is reported as not available, with why.
-import { existsSync, mkdirSync, rmdirSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, rmdirSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { requestJson } from '../src/cli/client';
 import { ipOffset, ipToString, parseIp } from '../src/ipam/ip';
@@ -30,7 +31,7 @@ import { Figure, HeadlineRow, spreadText } from './lib/figure';
 import { KelpNode, startKelpNode } from './lib/kelp-node';
 import { kubeProxyChangeRules, kubeProxyNftables, kubeProxyNftablesChange, kubeProxyRules, KubeProxyShape, ServicePort } from './lib/kube-proxy';
 import { NETNS_DIR, NetnsSet } from './lib/netns';
-import { progress } from './lib/progress';
+import { progress, sleep } from './lib/progress';
 import { inCgroup, RR_PORT, RrPair, rrRates } from './lib/rr';
 import { num, ratio, spread } from './lib/stats';
 import { PluginNode } from './lib/targets';
@@ -224,21 +225,54 @@ function why(e: unknown): string {
   return ((e as Error).message ?? String(e)).split('\n')[0].slice(0, 300);
 }
 
-/** A cgroup v2 directory of this run, removed at cleanup (empty by then: the clients have exited). */
-function benchCgroup(tag: string, n: number, closers: Array<() => Promise<void>>): string {
-  const dir = path.join(CGROUP_V2, `kelp-bench-${tag}-n${n}`);
-  mkdirSync(dir);
-  closers.push(defer(() => (existsSync(dir) ? rmdirSync(dir) : undefined)));
+/**
+ * The cgroup v2 hierarchy mounted once more, on a directory of this run's: the agent runs under
+ * `ip netns exec`, whose fresh sysfs on /sys hides ${CGROUP_V2}. The same hierarchy, so a
+ * cgroup made here is ${CGROUP_V2}/<name> too.
+ */
+function cgroupMount(tag: string, closers: Array<() => Promise<void>>): string {
+  const dir = mkdtempSync(path.join(tmpdir(), `kelp-bench-${tag}-cgroup2-`));
+  try {
+    sh('mount', ['-t', 'cgroup2', 'cgroup2', dir]);
+  } catch (e) {
+    rmdirSync(dir);
+    throw e;
+  }
+  closers.push(
+    defer(() => {
+      sh('umount', ['-l', dir], { allowFail: true });
+      rmdirSync(dir);
+    }),
+  );
   return dir;
 }
 
-async function kelpNode(tag: string, socketLb: boolean, n: number, k: number, cpu: number, closers: Array<() => Promise<void>>): Promise<KelpSetup> {
+/** A cgroup v2 directory of this run, removed at cleanup (once the clients that joined it have exited). */
+async function benchCgroup(mount: string, tag: string, n: number, closers: Array<() => Promise<void>>): Promise<string> {
+  const dir = path.join(mount, `kelp-bench-${tag}-n${n}`);
+  mkdirSync(dir);
+  closers.push(
+    defer(async () => {
+      for (let i = 0; i < 50 && existsSync(dir); i++) {
+        try {
+          rmdirSync(dir);
+        } catch {
+          // EBUSY while an exiting process is still a member
+          await sleep(50);
+        }
+      }
+    }),
+  );
+  return dir;
+}
+
+async function kelpNode(tag: string, socketLb: boolean, n: number, k: number, cpu: number, cgroups: () => string, closers: Array<() => Promise<void>>): Promise<KelpSetup> {
   const name = socketLb ? KELP : KELP_TC;
   const prefix = `${tag}${(socketLb ? SOCK_LETTERS : TC_LETTERS)[k]}`;
   let node: KelpNode;
   let cgroup: string | undefined;
   try {
-    if (socketLb) cgroup = benchCgroup(tag, n, closers);
+    if (socketLb) cgroup = await benchCgroup(cgroups(), tag, n, closers);
     const agentArgs = socketLb ? [`--cgroup-root=${cgroup}`] : ['--socket-lb=off'];
     node = await startKelpNode({ prefix, podCidr: kelpCidr(k * 2 + (socketLb ? 0 : 1)), logLevel: 'info', outside: false, agentArgs });
   } catch (e) {
@@ -437,12 +471,14 @@ export async function benchServices(cfg: BenchConfig, tag: string): Promise<Figu
     const d = await plainNode(`${tag}-sd`, plainCidr(0), 1, closers);
     const direct: Variant = { name: DIRECT, client: d.client, backends: d.backends, target: { ip: d.backends[0].ip, port: RR_PORT } };
     const groups: Array<{ n: number; variants: Variant[] }> = [];
+    let mount: string | undefined;
+    const cgroups = () => (mount ??= cgroupMount(tag, closers));
     for (const [k, n] of ns.entries()) {
       const variants = [direct];
       for (const mode of KUBE_PROXY_MODES) if (!('restore' in mode) || existsSync(mode.restore)) variants.push(await kubeProxyNode(tag, mode, n, k, closers));
       const plain = variants.length;
       for (const socketLb of [true, false]) {
-        const s = await kelpNode(tag, socketLb, n, k, cfg.podCpu, closers);
+        const s = await kelpNode(tag, socketLb, n, k, cfg.podCpu, cgroups, closers);
         const name = socketLb ? KELP : KELP_TC;
         if (s.variant) variants.push(s.variant);
         else {
@@ -516,7 +552,8 @@ function notes(fig: Figure, cfg: BenchConfig, run: { iptables: string; nft: stri
       `**${NFT}**: the same with kube-proxy's nftables mode's \`table ip kube-proxy\` (${run.nft}): base chains at its hooks and priorities, the service-ips ` +
       'verdict map (ip daddr . l4proto . dport), a chain per service port with the masquerade rule and `numgen random mod 2 vmap`, a chain per endpoint with its dnat; ' +
       `loaded with \`nft -f\`. **${KELP}**: a kelp node (Sandbox: its own agent, bpffs and pods by kelp-cni) with N Services without selector and their EndpointSlices ` +
-      `applied as manifests (POST /v1/objects, then --wait), the agent started with --cgroup-root on a cgroup v2 directory the benchmark makes under ${CGROUP_V2}; ` +
+      `applied as manifests (POST /v1/objects, then --wait), the agent started with --cgroup-root on a cgroup v2 directory the benchmark makes (${CGROUP_V2}/kelp-bench-<run>-n<N>, ` +
+      'given to the agent through a second mount of the hierarchy: `ip netns exec` hides /sys/fs/cgroup); ' +
       `**${KELP_TC}**: another such node with --socket-lb=off, the per-packet DNAT in tc. Each kelp node has its own VIP range, so no agent's hooks see another's.`,
     `${RR}: 1-byte request and response on one connection; ${CRR}: the same on a new connection each time (build/bench/rr). At each N (${ns}) one client run ` +
       `gives the variants turns of 100 ms until each has had ${cfg.rrSeconds} s, in rotated order each round, client and servers pinned to CPU ${cfg.podCpu}; ` +
