@@ -225,11 +225,16 @@ async function run(argvIn: string[]): Promise<number> {
         maps: Array<{ name: string; type: string; entries: number; maxEntries: number; fixed: boolean; description?: string }>;
         attached: Array<{ ifname: string; ifindex: number; ingress: string[]; egress: string[] }>;
         problems: string[];
+        services?: { lastRun: { ms: number; compileMs: number; frontends: number; sets: number; backends: number; programmed: boolean } | null } | null;
         policy?: { enforced: boolean; revision: number; lastRun: { ms: number; endpoints: number; identities: number; policyEntries: number; ipcacheEntries: number } | null; lastError: string | null } | null;
       }>(f.socket, 'GET', '/v1/status');
       print(f.output, st, () => {
         let out = `agent:      ${st.ready ? 'ready' : 'not ready'}\nnode:       ${st.node}\npod CIDR:   ${st.podCidr}\nendpoints:  ${st.endpoints}\n`;
         out += `masquerade: ${st.masquerade ? `${st.masquerade.uplink} -> ${st.masquerade.address}` : 'off'}\n`;
+        if (st.services?.lastRun) {
+          const r = st.services.lastRun;
+          out += `services:   ${r.frontends} frontends, ${r.sets} backend sets, ${r.backends} backends${r.programmed ? '' : ' (NOT PROGRAMMED)'} (compiled in ${r.compileMs.toFixed(1)} ms, ${r.ms.toFixed(1)} ms in all)\n`;
+        }
         if (st.policy) {
           const r = st.policy.lastRun;
           out += `policy:     ${st.policy.enforced ? 'enforced' : 'NOT ENFORCED'}, revision ${st.policy.revision}`;

@@ -31,6 +31,7 @@ export function statusRoutes(server: ApiServer, c: RouteContext): void {
         ...(c.kube?.problems.values() ?? []),
         ...(c.policy?.reconciler.lastError ? [`policy not programmed: ${c.policy.reconciler.lastError}`] : []),
       ],
+      services: c.services ? { lastRun: c.services.last() ?? null, lastError: c.reconcilers.status().find((r) => r.name === c.services!.reconciler.name)?.lastError ?? null } : null,
       policy: c.policy
         ? { enforced: policyEnforced(c.policy.maps), revision: readPolicyRevision(c.policy.maps), lastRun: c.policy.last() ?? null, lastError: c.policy.reconciler.lastError ?? null }
         : null,
