@@ -38,6 +38,8 @@ import { PluginNode } from './lib/targets';
 import { benchTool } from './lib/tools';
 
 export const DIRECT = 'direct pod → pod';
+/** kelp's own pod → pod path, no service: what kelp's service variants cost on top of it. */
+export const KELP_DIRECT = 'kelp pod → pod (no service)';
 export const IPT = 'kube-proxy iptables';
 export const IPT_LEGACY = 'kube-proxy iptables-legacy';
 export const NFT = 'kube-proxy nftables';
@@ -305,6 +307,24 @@ async function kelpNode(tag: string, socketLb: boolean, n: number, k: number, cp
   return { missing };
 }
 
+/** A kelp node with two pods and no Service: the client connects to the server's address. Undefined when the agent cannot run. */
+async function kelpPodToPod(tag: string, cpu: number, closers: Array<() => Promise<void>>): Promise<Variant | undefined> {
+  try {
+    const node = await startKelpNode({ prefix: `${tag}r`, podCidr: kelpCidr(100), logLevel: 'info', outside: false, agentArgs: ['--socket-lb=off'] });
+    closers.push(node.stop);
+    const client = await node.sb.addPod('client', NS);
+    const server = await node.sb.addPod('server', NS);
+    const v: Variant = { name: KELP_DIRECT, client: { netns: client.netns, ip: client.ip }, backends: [{ netns: server.netns, ip: server.ip }], target: { ip: server.ip, port: RR_PORT } };
+    const problem = await answers(v, cpu);
+    if (!problem) return v;
+    progress(`services: ${KELP_DIRECT} not available: ${problem}`);
+    return undefined;
+  } catch (e) {
+    progress(`services: ${KELP_DIRECT} not available: ${why(e)}`);
+    return undefined;
+  }
+}
+
 /**
  * Why socket LB is not on the cgroup, if it is not: without a connect4 program there, the VIP is
  * still served, per packet, and the variant would measure the other path under this one's name.
@@ -470,11 +490,12 @@ export async function benchServices(cfg: BenchConfig, tag: string): Promise<Figu
     progress(`services: starting the direct node ${tag}-sd, kube-proxy nodes (iptables, nftables) and kelp nodes (socket LB, per-packet) for N = ${ns.join(', ')}`);
     const d = await plainNode(`${tag}-sd`, plainCidr(0), 1, closers);
     const direct: Variant = { name: DIRECT, client: d.client, backends: d.backends, target: { ip: d.backends[0].ip, port: RR_PORT } };
+    const kelpDirect = await kelpPodToPod(tag, cfg.podCpu, closers);
     const groups: Array<{ n: number; variants: Variant[] }> = [];
     let mount: string | undefined;
     const cgroups = () => (mount ??= cgroupMount(tag, closers));
     for (const [k, n] of ns.entries()) {
-      const variants = [direct];
+      const variants = [direct, ...(kelpDirect ? [kelpDirect] : [])];
       for (const mode of KUBE_PROXY_MODES) if (!('restore' in mode) || existsSync(mode.restore)) variants.push(await kubeProxyNode(tag, mode, n, k, closers));
       const plain = variants.length;
       for (const socketLb of [true, false]) {
@@ -486,7 +507,7 @@ export async function benchServices(cfg: BenchConfig, tag: string): Promise<Figu
           progress(`services: ${name} at ${n.toLocaleString('en')} services not available: ${s.missing}`);
         }
       }
-      for (const v of variants.slice(0, plain)) {
+      for (const v of variants.slice(0, plain).filter((x) => x !== kelpDirect)) {
         const problem = await answers(v, cfg.podCpu);
         if (problem) throw new Error(`${v.name}${v.n ? ` at ${v.n} services` : ''}: ${problem}`);
       }
@@ -519,6 +540,7 @@ export async function benchServices(cfg: BenchConfig, tag: string): Promise<Figu
     for (const test of [RR, CRR]) {
       const m = rrMeasure(test, g);
       for (const v of [KELP, KELP_TC, IPT, IPT_LEGACY, NFT]) if (has(fig, m, v)) fig.compare(m, v, DIRECT, 'higher');
+      for (const v of [KELP, KELP_TC]) if (has(fig, m, v) && has(fig, m, KELP_DIRECT)) fig.compare(m, v, KELP_DIRECT, 'higher');
       for (const ref of [IPT, NFT]) if (has(fig, m, KELP) && has(fig, m, ref)) fig.compare(m, KELP, ref, 'higher');
     }
   }
@@ -554,7 +576,9 @@ function notes(fig: Figure, cfg: BenchConfig, run: { iptables: string; nft: stri
       `loaded with \`nft -f\`. **${KELP}**: a kelp node (Sandbox: its own agent, bpffs and pods by kelp-cni) with N Services without selector and their EndpointSlices ` +
       `applied as manifests (POST /v1/objects, then --wait), the agent started with --cgroup-root on a cgroup v2 directory the benchmark makes (${CGROUP_V2}/kelp-bench-<run>-n<N>, ` +
       'given to the agent through a second mount of the hierarchy: `ip netns exec` hides /sys/fs/cgroup); ' +
-      `**${KELP_TC}**: another such node with --socket-lb=off, the per-packet DNAT in tc. Each kelp node has its own VIP range, so no agent's hooks see another's.`,
+      `**${KELP_TC}**: another such node with --socket-lb=off, the per-packet DNAT in tc. Each kelp node has its own VIP range, so no agent's hooks see another's. ` +
+      `**${KELP_DIRECT}**: a kelp node with two pods and no Service, the client connecting to the server's address: kelp's own pod → pod path ` +
+      "(bpf_redirect_peer, no routing in the node), faster than the ptp reference's, so kelp ÷ it is what the service costs kelp.",
     `${RR}: 1-byte request and response on one connection; ${CRR}: the same on a new connection each time (build/bench/rr). At each N (${ns}) one client run ` +
       `gives the variants turns of 100 ms until each has had ${cfg.rrSeconds} s, in rotated order each round, client and servers pinned to CPU ${cfg.podCpu}; ` +
       `the direct pair takes part in every N's run, so each ratio compares variants of the same run. The client process joins the socket-LB kelp node's cgroup ` +
@@ -623,6 +647,7 @@ export function servicesHeadlineRows(fig: Figure | undefined, cfg: BenchConfig):
     const m = rrMeasure(test, n);
     rows.push({ figure: `Services: ${m} (ref: direct pod → pod)`, kelp: value(m, KELP), reference: value(m, DIRECT), ratio: versus(m, KELP, DIRECT, 'higher') });
     rows.push({ figure: `Services: ${m}, kelp per-packet (ref: direct)`, kelp: value(m, KELP_TC), reference: value(m, DIRECT), ratio: versus(m, KELP_TC, DIRECT, 'higher') });
+    rows.push({ figure: `Services: ${m} (ref: ${KELP_DIRECT})`, kelp: value(m, KELP), reference: value(m, KELP_DIRECT), ratio: versus(m, KELP, KELP_DIRECT, 'higher') });
     // kube-proxy against direct: no kelp figure in these rows, the ratio is the reference's own.
     for (const v of [IPT, IPT_LEGACY, NFT]) rows.push({ figure: `Services: ${m}, ${v} ÷ direct (not kelp)`, kelp: '—', reference: value(m, v), ratio: versus(m, v, DIRECT, 'higher') });
   }
