@@ -97,6 +97,23 @@ async function main(): Promise<number> {
       step(`web -> db ${webDb ? 'connected (it should not)' : 'dropped'}, api -> db ${apiDb ? 'connected' : 'dropped (it should not be)'}, node -> db ${nodeDb ? 'connected (a pod and its node always talk)' : 'dropped (it should not be)'} - policy in BPF ${ok(!webDb && apiDb && nodeDb)}`);
       step(`kelp policy trace --from shop/web --to shop/db --port ${PORT}/tcp`);
       process.stdout.write(indent(sb.kelp('policy', 'trace', '--from', 'shop/web', '--to', 'shop/db', '--port', `${PORT}/tcp`)));
+
+      step('kelp apply -f deploy/demo/service.yaml --wait: Service shop/api, ClusterIP 10.96.0.10:80 -> the api pod\'s port 8080');
+      process.stdout.write(indent(sb.kelp('apply', '-f', path.join(__dirname, '../deploy/demo/service.yaml'), '--wait')));
+      const vip = (ns: string) => {
+        try {
+          sb.exec(ns, 'nc', ['-z', '-w1', '10.96.0.10', '80']);
+          return true;
+        } catch {
+          return false;
+        }
+      };
+      const webSvc = vip(web.netns);
+      const dbSvc = vip(db.netns);
+      if (!webSvc || !dbSvc) failures += 1;
+      step(`web -> 10.96.0.10:80 ${webSvc ? 'connected' : 'failed'}, db -> 10.96.0.10:80 ${dbSvc ? 'connected' : 'failed'} - Service in BPF ${ok(webSvc && dbSvc)}`);
+      step('kelp get services');
+      process.stdout.write(indent(sb.kelp('get', 'services')));
     } finally {
       for (const s of [...servers, echo]) if (s.pid && s.exitCode === null) s.kill('SIGKILL');
     }
