@@ -51,8 +51,6 @@ import {
   ZONE,
 } from '../support/services';
 
-const GATED = process.env.KELP_SERVICES_E2E !== '1';
-
 let w: ServicesWorld;
 beforeAll(async () => {
   w = await ServicesWorld.start('svc');
@@ -127,7 +125,7 @@ describe('services harness (runs without the implementation)', () => {
   });
 });
 
-describe.skipIf(GATED)('services (KELP_SERVICES_E2E=1)', () => {
+describe('services', () => {
   it('ClusterIP, slices derived from the selector: three ports (TCP by number, TCP by a name that differs per pod, UDP by name), every backend hit, from a pod and from the node; a pod relabelled out of the selector leaves', async () => {
     await w.run(async (apply) => {
       const vip = '10.96.0.10';
