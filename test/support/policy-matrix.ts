@@ -8,13 +8,13 @@
 // two outside addresses, each a new connection that counts as reached only when its echo comes
 // back. Cases state what they expect as per-side rules (`Expectation`), written by hand from the
 // API text; `compare` turns a difference into a grid and a list a person can read.
-import { ChildProcess, execFile, spawn } from 'node:child_process';
+import { ChildProcess, spawn } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import readline from 'node:readline';
-import { KELP_BIN, Sandbox } from '../../src/sandbox';
+import { Sandbox } from '../../src/sandbox';
 import { DropReason, dropReasonName, MetricsReason } from '../../src/datapath/drop';
-import { startSandbox } from './e2e';
+import { kelpApplyWait, kelpAsync, startSandbox } from './e2e';
 import { requestJson } from '../../src/cli/client';
 
 // ---------------------------------------------------------------------------------------------
@@ -413,7 +413,7 @@ export class PolicyMatrix {
       const namespaces = NAMESPACES.map((ns) => namespaceManifest(ns, NAMESPACE_LABELS[ns]));
       const pods = NAMESPACES.flatMap((ns) => POD_NAMES.map((p) => podManifest(ns, p, POD_LABELS[p], sb.node)));
       // As in a cluster: the Pod object first, then the runtime's CNI ADD, then its address in status.
-      await kelpApply(sb, writeManifests(sb, 'setup-objects', [...namespaces, ...pods]), 'apply');
+      await kelpApplyWait(sb, writeManifests(sb, 'setup-objects', [...namespaces, ...pods]), 'apply');
       const added = await Promise.all(NAMESPACES.flatMap((ns) => POD_NAMES.map((p) => sb.addPod(p, ns))));
       const refs: PodRef[] = added.map((a) => ({ kind: 'pod', id: `${a.namespace}/${a.name}` as PodId, ns: a.namespace as Ns, pod: a.name as PodName, ip: a.ip }));
       const t: Topology = {
@@ -454,12 +454,12 @@ export class PolicyMatrix {
 
   /** `kelp apply -f DIR --wait`: returns once the agent has programmed the change. */
   async apply(manifests: Manifest[]): Promise<void> {
-    if (manifests.length > 0) await kelpApply(this.sb, writeManifests(this.sb, `step-${++this.steps}`, manifests), 'apply');
+    if (manifests.length > 0) await kelpApplyWait(this.sb, writeManifests(this.sb, `step-${++this.steps}`, manifests), 'apply');
   }
 
   /** `kelp delete -f DIR --wait`. */
   async delete(manifests: Manifest[]): Promise<void> {
-    if (manifests.length > 0) await kelpApply(this.sb, writeManifests(this.sb, `step-${++this.steps}`, manifests), 'delete');
+    if (manifests.length > 0) await kelpApplyWait(this.sb, writeManifests(this.sb, `step-${++this.steps}`, manifests), 'delete');
   }
 
   /** Replaces pods' labels (their Pod objects re-applied, address kept). */
@@ -607,7 +607,7 @@ export class PolicyMatrix {
 
   /** Packets per `pod reason` (directions added up), from `kelp get counters -o json`. */
   async counters(): Promise<Map<string, bigint>> {
-    const rows = JSON.parse(await kelp(this.sb, ['get', 'counters', '-o', 'json'])) as Array<{ pod: string | null; reason: string; packets: string }>;
+    const rows = JSON.parse(await kelpAsync(this.sb, ['get', 'counters', '-o', 'json'])) as Array<{ pod: string | null; reason: string; packets: string }>;
     const out = new Map<string, bigint>();
     for (const r of rows) if (r.pod) out.set(`${r.pod} ${r.reason}`, (out.get(`${r.pod} ${r.reason}`) ?? 0n) + BigInt(r.packets));
     return out;
@@ -656,17 +656,4 @@ function writeManifests(sb: Sandbox, name: string, manifests: Manifest[]): strin
 }
 
 /** `kelp ARGS` against the sandbox's agent: its stdout; throws with its stderr when it fails. */
-function kelp(sb: Sandbox, args: string[]): Promise<string> {
-  return new Promise((resolve, reject) => {
-    execFile(process.execPath, [KELP_BIN, ...args, `--socket=${sb.socketPath}`], { encoding: 'utf8', maxBuffer: 16 << 20 }, (err, stdout, stderr) => {
-      if (err) reject(new Error(`kelp ${args.join(' ')} failed: ${stderr || err.message}`));
-      else resolve(stdout);
-    });
-  });
-}
 
-/** `kelp apply|delete -f DIR --wait`: resolves once the agent says the change is programmed. */
-async function kelpApply(sb: Sandbox, dir: string, verb: 'apply' | 'delete'): Promise<void> {
-  const out = await kelp(sb, [verb, '-f', dir, '--wait']);
-  if (!/^programmed \(revision \d+\)$/m.test(out)) throw new Error(`kelp ${verb} -f ${dir} --wait did not say it was programmed: ${out}`);
-}

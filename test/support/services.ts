@@ -10,13 +10,13 @@
 // Cases apply Service, EndpointSlice, Node and NetworkPolicy manifests with `kelp apply --wait`,
 // ask from real clients, and compare the answers with what they expect, written by hand; every
 // object a case applied is deleted after it, whether it passed or not.
-import { ChildProcess, execFile, execFileSync, spawn } from 'node:child_process';
+import { ChildProcess, execFileSync, spawn } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, rmdirSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import readline from 'node:readline';
-import { KELP_BIN, Sandbox } from '../../src/sandbox';
-import { e2ePrefix } from './e2e';
+import { Sandbox } from '../../src/sandbox';
+import { e2ePrefix, kelpApplyWait, kelpAsync } from './e2e';
 
 // ---------------------------------------------------------------------------------------------
 // The topology, fixed: cases are written against these names, labels and ports.
@@ -478,11 +478,11 @@ export class ServicesWorld {
 
   /** `kelp apply -f DIR --wait`: resolves once the agent has programmed the change. */
   async apply(manifests: Manifest[]): Promise<void> {
-    if (manifests.length > 0) await kelpApply(this.sb, this.writeManifests(manifests), 'apply');
+    if (manifests.length > 0) await kelpApplyWait(this.sb, this.writeManifests(manifests), 'apply');
   }
 
   async delete(manifests: Manifest[]): Promise<void> {
-    if (manifests.length > 0) await kelpApply(this.sb, this.writeManifests(manifests), 'delete');
+    if (manifests.length > 0) await kelpApplyWait(this.sb, this.writeManifests(manifests), 'delete');
   }
 
   private writeManifests(manifests: Manifest[]): string {
@@ -557,7 +557,7 @@ export class ServicesWorld {
 
   /** `kelp ARGS` against this node's agent: its stdout. */
   kelp(...args: string[]): Promise<string> {
-    return kelp(this.sb, args);
+    return kelpAsync(this.sb, args);
   }
 
   /**
@@ -599,16 +599,4 @@ export class ServicesWorld {
 
 }
 
-function kelp(sb: Sandbox, args: string[]): Promise<string> {
-  return new Promise((resolve, reject) => {
-    execFile(process.execPath, [KELP_BIN, ...args, `--socket=${sb.socketPath}`], { encoding: 'utf8', maxBuffer: 16 << 20 }, (err, stdout, stderr) => {
-      if (err) reject(new Error(`kelp ${args.join(' ')} failed: ${stderr || err.message}`));
-      else resolve(stdout);
-    });
-  });
-}
 
-async function kelpApply(sb: Sandbox, dir: string, verb: 'apply' | 'delete'): Promise<void> {
-  const out = await kelp(sb, [verb, '-f', dir, '--wait']);
-  if (!/^programmed \(revision \d+\)$/m.test(out)) throw new Error(`kelp ${verb} -f ${dir} --wait did not say it was programmed: ${out}`);
-}
