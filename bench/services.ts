@@ -6,10 +6,12 @@
 //   kube-proxy iptables       ptp + the KUBE-SERVICES / KUBE-SVC-* / KUBE-SEP-* ruleset kube-proxy
 //                             writes for N services, loaded with iptables-restore (the machine's
 //                             default, nft backend) into the node netns
+//   kube-proxy iptables-legacy the same ruleset through iptables-legacy-restore (x_tables)
 //   kube-proxy nftables       ptp + kube-proxy's `table ip kube-proxy` for N services, `nft -f`
 //   kelp (socket LB)          a kelp node whose agent has N Services + EndpointSlices applied as
 //                             manifests, its cgroup hooks on a cgroup the client process joins
 //   kelp, per-packet          the same with --socket-lb=off: the tc path's DNAT
+//   kelp pod → pod            a kelp node without Services: kelp's own path, the second reference
 // Measured: TCP_RR and TCP_CRR (build/bench/rr), every variant at one N in the same client run
 // (turns of 100 ms, rotated order), ratios to direct round by round; and the time to program N
 // services and to change one of them: iptables-legacy-restore and iptables-nft-restore of the full
