@@ -84,6 +84,8 @@ type ServiceDatapath = Pick<Datapath, 'serviceMaps' | 'gcServiceCt' | 'destroyUd
 
 /** What the datapath offers Services: the writer of its service maps, its conntrack collector and its reaper of UDP sockets. */
 export function serviceHooks(datapath: ServiceDatapath, maglevTableSize: number): Pick<AgentServicesDeps, 'writer' | 'destroyUdpSocketsTo' | 'gcServiceCt'> {
+  // A first collection now opens kelp_lb4_ct: the agent's descriptors are all open from the start.
+  datapath.gcServiceCt();
   return {
     writer: new ServiceWriter(datapath.serviceMaps(), { maglevTableSize }),
     gcServiceCt: () => datapath.gcServiceCt(),

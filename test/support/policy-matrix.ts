@@ -11,10 +11,10 @@
 import { ChildProcess, spawn } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
-import readline from 'node:readline';
 import { Sandbox } from '../../src/sandbox';
 import { DropReason, dropReasonName, MetricsReason } from '../../src/datapath/drop';
 import { kelpApplyWait, kelpAsync, startSandbox } from './e2e';
+import { LinePeer } from './line-peer';
 import { requestJson } from '../../src/cli/client';
 
 // ---------------------------------------------------------------------------------------------
@@ -312,67 +312,24 @@ interface PeerRequest {
 }
 
 /** One probe-peer process in one network namespace. */
-class ProbePeer {
-  private next = 1;
-  private readonly waiting = new Map<number, (r: ProbeResult) => void>();
-  private stderr = '';
-  readonly ready: Promise<void>;
-
+class ProbePeer extends LinePeer<PeerRequest, ProbeResult> {
   constructor(
-    readonly name: string,
+    name: string,
     readonly netns: string,
-    private readonly child: ChildProcess,
+    child: ChildProcess,
   ) {
-    child.stderr!.on('data', (d: Buffer) => (this.stderr += d.toString()));
-    const lines = readline.createInterface({ input: child.stdout! });
-    this.ready = new Promise((resolve, reject) => {
-      child.once('exit', (code) => {
-        reject(new Error(`probe peer in ${netns} exited with ${code}: ${this.stderr}`));
-        for (const done of this.waiting.values()) done({ ok: false, error: `probe peer exited with ${code}` });
-        this.waiting.clear();
-      });
-      lines.on('line', (line) => {
-        const msg = JSON.parse(line) as { ready?: boolean; id?: number } & ProbeResult;
-        if (msg.ready) return resolve();
-        const done = this.waiting.get(msg.id!);
-        this.waiting.delete(msg.id!);
-        done?.({ ok: msg.ok, ...(msg.error ? { error: msg.error } : {}) });
-      });
-    });
+    super(
+      name,
+      child,
+      (error) => ({ ok: false, error }),
+      (msg) => ({ ok: msg.ok as boolean, ...(msg.error ? { error: msg.error as string } : {}) }),
+    );
   }
 
   static start(name: string, netns: string, udpAddresses: string[] = ['0.0.0.0']): ProbePeer {
     const args = [PEER_SCRIPT, '80,81', '80', udpAddresses.join(',')];
     const child = spawn('ip', ['netns', 'exec', netns, process.execPath, ...args], { stdio: ['pipe', 'pipe', 'pipe'] });
     return new ProbePeer(name, netns, child);
-  }
-
-  /** Sends one request; resolves with its answer, or a failure when the peer never answers. */
-  request(req: PeerRequest): { id: number; result: Promise<ProbeResult> } {
-    const id = this.next++;
-    const result = new Promise<ProbeResult>((resolve) => {
-      const guard = setTimeout(() => {
-        this.waiting.delete(id);
-        resolve({ ok: false, error: 'probe peer did not answer' });
-      }, (req.timeoutMs ?? 0) + 5000);
-      this.waiting.set(id, (r) => {
-        clearTimeout(guard);
-        resolve(r);
-      });
-      this.child.stdin!.write(JSON.stringify({ id, ...req }) + '\n');
-    });
-    return { id, result };
-  }
-
-  /** Ends the process by its PID (closing stdin asks it to leave first). */
-  async stop(): Promise<void> {
-    const c = this.child;
-    if (c.exitCode !== null || c.signalCode !== null) return;
-    const exited = new Promise<void>((r) => c.once('exit', () => r()));
-    c.stdin!.end();
-    const t = setTimeout(() => c.kill('SIGKILL'), 1000);
-    await exited;
-    clearTimeout(t);
   }
 }
 

@@ -14,9 +14,9 @@ import { ChildProcess, execFileSync, spawn } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, rmdirSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import readline from 'node:readline';
 import { Sandbox } from '../../src/sandbox';
 import { e2ePrefix, kelpApplyWait, kelpAsync } from './e2e';
+import { LinePeer } from './line-peer';
 
 // ---------------------------------------------------------------------------------------------
 // The topology, fixed: cases are written against these names, labels and ports.
@@ -294,59 +294,17 @@ interface PeerRequest {
   reconnect?: boolean;
 }
 
-class Peer {
-  private next = 1;
-  private readonly waiting = new Map<number, (r: Reply) => void>();
-  private stderr = '';
-  readonly ready: Promise<void>;
-
-  constructor(
-    readonly name: string,
-    readonly child: ChildProcess,
-  ) {
-    child.stderr!.on('data', (d: Buffer) => (this.stderr += d.toString()));
-    const lines = readline.createInterface({ input: child.stdout! });
-    this.ready = new Promise((resolve, reject) => {
-      child.once('exit', (code) => {
-        reject(new Error(`svc-peer ${name} exited with ${code}: ${this.stderr}`));
-        for (const done of this.waiting.values()) done({ ok: false, ms: 0, error: `peer exited with ${code}` });
-        this.waiting.clear();
-      });
-      lines.on('line', (line) => {
-        const msg = JSON.parse(line) as { ready?: boolean; id?: number } & Reply;
-        if (msg.ready) return resolve();
-        const done = this.waiting.get(msg.id!);
-        this.waiting.delete(msg.id!);
+class Peer extends LinePeer<PeerRequest, Reply> {
+  constructor(name: string, child: ChildProcess) {
+    super(
+      name,
+      child,
+      (error) => ({ ok: false, ms: 0, error }),
+      (msg) => {
         const { id: _id, ...reply } = msg;
-        done?.(reply);
-      });
-    });
-  }
-
-  request(req: PeerRequest): { id: number; result: Promise<Reply> } {
-    const id = this.next++;
-    const result = new Promise<Reply>((resolve) => {
-      const guard = setTimeout(() => {
-        this.waiting.delete(id);
-        resolve({ ok: false, ms: 0, error: 'peer did not answer' });
-      }, (req.timeoutMs ?? 0) + 5000);
-      this.waiting.set(id, (r) => {
-        clearTimeout(guard);
-        resolve(r);
-      });
-      this.child.stdin!.write(JSON.stringify({ id, ...req }) + '\n');
-    });
-    return { id, result };
-  }
-
-  async stop(): Promise<void> {
-    const c = this.child;
-    if (c.exitCode !== null || c.signalCode !== null) return;
-    const exited = new Promise<void>((r) => c.once('exit', () => r()));
-    c.stdin!.end();
-    const t = setTimeout(() => c.kill('SIGKILL'), 1000);
-    await exited;
-    clearTimeout(t);
+        return reply as unknown as Reply;
+      },
+    );
   }
 }
 
