@@ -7,6 +7,7 @@
 
 #include <linux/in.h>
 #include "common.h"
+#include "ct_count.h"
 #include "l4.h"
 #include "tuple.h"
 
@@ -96,17 +97,10 @@ static __always_inline int ct4_account(const struct tuple4 *orig, int reply, __u
 	}
 
 	ct->last_seen = now;
-	if (reply) {
-		__sync_fetch_and_add(&ct->rx_packets, 1);
-		__sync_fetch_and_add(&ct->rx_bytes, bytes);
-		if ((ct->rx_flags | tcp_flags) != ct->rx_flags)
-			ct->rx_flags |= tcp_flags;
-	} else {
-		__sync_fetch_and_add(&ct->tx_packets, 1);
-		__sync_fetch_and_add(&ct->tx_bytes, bytes);
-		if ((ct->tx_flags | tcp_flags) != ct->tx_flags)
-			ct->tx_flags |= tcp_flags;
-	}
+	if (reply)
+		ct_count(&ct->rx_packets, &ct->rx_bytes, &ct->rx_flags, bytes, tcp_flags);
+	else
+		ct_count(&ct->tx_packets, &ct->tx_bytes, &ct->tx_flags, bytes, tcp_flags);
 	return 0;
 }
 

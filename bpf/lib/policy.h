@@ -42,6 +42,7 @@
 #include <linux/in.h>
 #include <linux/ip.h>
 #include "common.h"
+#include "ct_count.h"
 #include "drop.h"
 #include "events.h"
 #include "icmp.h"
@@ -398,17 +399,10 @@ static __always_inline __u64 pct4_now(void)
 static __always_inline void pct4_account(struct pct4_entry *ct, int reply, __u32 bytes, __u8 tcp_flags)
 {
 	ct->last_seen = pct4_now();
-	if (reply) {
-		__sync_fetch_and_add(&ct->rx_packets, 1);
-		__sync_fetch_and_add(&ct->rx_bytes, bytes);
-		if ((ct->rx_flags | tcp_flags) != ct->rx_flags)
-			ct->rx_flags |= tcp_flags;
-	} else {
-		__sync_fetch_and_add(&ct->tx_packets, 1);
-		__sync_fetch_and_add(&ct->tx_bytes, bytes);
-		if ((ct->tx_flags | tcp_flags) != ct->tx_flags)
-			ct->tx_flags |= tcp_flags;
-	}
+	if (reply)
+		ct_count(&ct->rx_packets, &ct->rx_bytes, &ct->rx_flags, bytes, tcp_flags);
+	else
+		ct_count(&ct->tx_packets, &ct->tx_bytes, &ct->tx_flags, bytes, tcp_flags);
 }
 
 /*
