@@ -158,6 +158,8 @@ describe('the policy kinds in Kubernetes mode', () => {
     api.faults.failNext(1, { code: 500, match: (r) => r.method === 'PATCH' && r.path.endsWith('/kelpnetworkpolicies/retried/status') });
     await kubectlApply({ ...KNP, metadata: { name: 'retried', namespace: 'default' }, spec: { subject: { podSelector: {} } } });
     await eventually('Valid=True after the retry', () => validOf(knp('default', 'retried'))?.status === 'True');
+    // The server shows the condition before the writer has read its answer: wait for that too.
+    await eventually('the retried write counted', () => source.statusWrites().written === before.written + 1);
     expect(source.statusWrites()).toEqual({ written: before.written + 1, failed: before.failed + 1 });
     expect(api.requests.filter((r) => r.method === 'PATCH' && r.path.endsWith('/retried/status')).map((r) => r.status)).toEqual([500, 200]);
 
@@ -166,6 +168,7 @@ describe('the policy kinds in Kubernetes mode', () => {
     await kubectl('patch', 'knp', '-n', 'default', 'retried', '--type=merge', '-p', '{"spec":{"subject":{"podSelector":{"matchLabels":{"app":"y"}}}}}');
     await eventually('Valid for generation 2', () => validOf(knp('default', 'retried'))?.observedGeneration === 2);
     // A conflict is no failure: it is how concurrent writers find out.
+    await eventually('the write after the conflict counted', () => source.statusWrites().written === before.written + 2);
     expect(source.statusWrites()).toEqual({ written: before.written + 2, failed: before.failed + 1 });
     expect(api.requests.filter((r) => r.method === 'PATCH' && r.path.endsWith('/retried/status')).map((r) => r.status)).toEqual([500, 200, 409, 200]);
   });
