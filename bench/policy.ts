@@ -23,6 +23,7 @@ import path from 'node:path';
 import { requestJson } from '../src/cli/client';
 import { findMapPins } from '../src/datapath/maps/pins';
 import { KELP_BIN, Sandbox, SandboxPod, sh } from '../src/sandbox';
+import { applyObjects, Obj, programmed } from './lib/agent-api';
 import { defer, throwIfInterrupted } from './lib/cleanup';
 import { BenchConfig, rotate } from './lib/config';
 import { run } from './lib/exec';
@@ -96,7 +97,6 @@ const SERVER = 100;
 const READY_LISTENER = 200;
 const READY_STREAM = 201;
 
-type Obj = Record<string, unknown>;
 type Verdict = 'deny' | 'allow';
 
 // ---- the node's objects ---------------------------------------------------------------------
@@ -348,27 +348,11 @@ interface Status {
   policy?: { lastRun: { ms: number } | null } | null;
 }
 
-/** `kelp apply` as the CLI makes it: POST /v1/objects; returns the store revision holding the change. */
-async function apply(sb: Sandbox, objects: Obj[]): Promise<number> {
-  return (await requestJson<{ revision: number }>(sb.socketPath, 'POST', '/v1/objects', { objects })).revision;
-}
-
-/** `--wait`: resolves once revision `rev` is programmed; false when the agent answers that it is not within timeoutMs. */
-async function programmed(sb: Sandbox, rev: number, timeoutMs: number): Promise<boolean> {
-  try {
-    await requestJson(sb.socketPath, 'GET', `/v1/programmed?revision=${rev}&timeoutMs=${timeoutMs}`);
-    return true;
-  } catch (e) {
-    if (/not programmed within/.test((e as Error).message)) return false;
-    throw e;
-  }
-}
-
 async function applyAndWait(sb: Sandbox, objects: Obj[], what: string): Promise<void> {
   const t0 = Date.now();
-  const rev = await apply(sb, objects);
+  const rev = await applyObjects(sb.socketPath, objects);
   const posted = Date.now();
-  if (!(await programmed(sb, rev, 120_000))) throw new Error(`${what}: revision ${rev} not programmed within 120 s`);
+  if (!(await programmed(sb.socketPath, rev, 120_000))) throw new Error(`${what}: revision ${rev} not programmed within 120 s`);
   progress(`policy: ${what} applied in ${posted - t0} ms, programmed ${Date.now() - posted} ms later (revision ${rev})`);
 }
 
@@ -522,10 +506,10 @@ async function change(sb: Sandbox, prober: Prober, state: ChangeRunner, kind: Ch
       waitMs = (nowNs() - t0) / 1e6;
       return;
     }
-    const rev = await apply(sb, [changedPolicy(kind, verdict)]);
+    const rev = await applyObjects(sb.socketPath, [changedPolicy(kind, verdict)]);
     postMs = (nowNs() - t0) / 1e6;
     revision = rev;
-    if (await programmed(sb, rev, ENFORCE_TIMEOUT_MS)) waitMs = (nowNs() - t0) / 1e6;
+    if (await programmed(sb.socketPath, rev, ENFORCE_TIMEOUT_MS)) waitMs = (nowNs() - t0) / 1e6;
   })();
   // A failure of the apply is reported once the probes have been waited for.
   applied.catch(() => undefined);
@@ -589,8 +573,8 @@ async function readyPod(sb: Sandbox, prober: Prober, netns: NetnsSet, client: Sa
   await prober.listen(READY_LISTENER, nsPath, PROBE_PORT);
   try {
     // As in a cluster: the Pod object exists, without addresses, before the runtime calls CNI.
-    const rev = await apply(sb, [podObject(id, READY_NS, { role: 'ready', ...appLabels(n) }, sb.node)]);
-    await programmed(sb, rev, 10_000);
+    const rev = await applyObjects(sb.socketPath, [podObject(id, READY_NS, { role: 'ready', ...appLabels(n) }, sb.node)]);
+    await programmed(sb.socketPath, rev, 10_000);
     const target = kelpTarget(sb, 'kelp');
     const t0 = nowNs();
     const add = await target.call('ADD', id, nsPath);
