@@ -82,3 +82,22 @@ export interface TunnelMaps {
   remove(cidr: string): void;
   setOverlayConfig(c: OverlayConfig): void;
 }
+
+// Agent surface (flags; src/agent/options.ts), shared by the node reconciler, the tests and the
+// benchmark:
+//   --routing-mode vxlan|native   (default vxlan; the seeds' `directRouting: true` means native)
+//   --vxlan-id N                  (VNI, default 1; the seeds' `vxlanId`)
+//   --vxlan-port N                (UDP port, default 8472; the seeds' `port`)
+//   --uplink IFNAME               (the underlay device, as for masquerade: default the default
+//                                  route's device)
+//   --node-name NAME              (this node's Node object: its podCIDRs give --pod-cidr and its
+//                                  InternalIP the node address, in both source modes)
+//   --mtu N                       (pod MTU; default: the uplink's MTU, minus VXLAN_OVERHEAD in
+//                                  VXLAN mode)
+// Datapath surface (src/datapath/datapath.ts):
+//   datapath.tunnelMaps(): TunnelMaps
+//   datapath.attachOverlay({ ifindex, ifname }): attaches kelp_from_overlay / kelp_to_overlay
+//     (tcx ingress / egress, pinned links: an agent restart moves them in place, no gap)
+// Netlink surface (src/netlink/rtnl.ts):
+//   rtnl.createVxlan({ name, vni, port, mtu, local? }): an "external" (collect_md) VXLAN device,
+//     NOARP, learning off; existing with the same settings = no change, different = error.
