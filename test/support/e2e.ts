@@ -2,28 +2,21 @@
 // real agent, CNI calls through the installed kelp-cni, and readers for every place an
 // attachment leaves a trace (node links, IPAM leases, endpoint records, pinned links, the
 // kelp_endpoints map), so a test can assert "created" and "nothing left behind" alike.
-import { ChildProcess, execFile, spawn } from 'node:child_process';
+import { ChildProcess, spawn } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import path from 'node:path';
 import { expect } from 'vitest';
-import { CniCall, KELP_BIN, Sandbox, sh } from '../../src/sandbox';
+import { CniCall, Sandbox, sh } from '../../src/sandbox';
+import { e2ePrefix } from './kelp-cli';
 import type { EndpointRecord } from '../../src/endpoint/state';
 import { inNetns, queryTcFilter } from '../../src/bpf';
 import { POD_FILTER } from '../../src/datapath/loader';
 
 export { hostIfnameFor } from '../../src/endpoint/state';
+export { e2ePrefix, kelpApplyWait, kelpAsync } from './kelp-cli';
 
 /** The network name of the conflist the agent installs (`--network-name` default). */
 export const NETWORK = 'kelp';
-
-/**
- * A sandbox prefix unique to this process: `tag` (≤ 3 chars) + the PID in base 36, so
- * concurrent runs on one machine never share namespace names.
- */
-export function e2ePrefix(tag: string): string {
-  if (tag.length > 3) throw new Error(`prefix tag too long: ${tag}`);
-  return tag + (process.pid % 1296).toString(36).padStart(2, '0');
-}
 
 /** Starts a sandbox; the caller stops it in afterAll (Sandbox.stop tolerates a failed start). */
 export function startSandbox(tag: string, opts: { podCidr?: string } = {}): Promise<Sandbox> {
@@ -269,20 +262,4 @@ export async function eventually<T>(what: string, fn: () => T | undefined | fals
     if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
     await new Promise((r) => setTimeout(r, 50));
   }
-}
-
-/** `kelp ARGS --socket=<the sandbox's>`, without blocking the event loop (servers in this process keep answering). */
-export function kelpAsync(sb: Sandbox, args: string[]): Promise<string> {
-  return new Promise((resolve, reject) => {
-    execFile(process.execPath, [KELP_BIN, ...args, `--socket=${sb.socketPath}`], { encoding: 'utf8', maxBuffer: 16 << 20 }, (err, stdout, stderr) => {
-      if (err) reject(new Error(`kelp ${args.join(' ')} failed: ${stderr || err.message}`));
-      else resolve(stdout);
-    });
-  });
-}
-
-/** `kelp apply|delete -f DIR --wait`: resolves once the agent says the change is programmed. */
-export async function kelpApplyWait(sb: Sandbox, dir: string, verb: 'apply' | 'delete'): Promise<void> {
-  const out = await kelpAsync(sb, [verb, '-f', dir, '--wait']);
-  if (!/^programmed \(revision \d+\)$/m.test(out)) throw new Error(`kelp ${verb} -f ${dir} --wait did not say it was programmed: ${out}`);
 }

@@ -15,7 +15,7 @@ import { existsSync, mkdirSync, mkdtempSync, rmdirSync, writeFileSync } from 'no
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { Sandbox } from '../../src/sandbox';
-import { e2ePrefix, kelpApplyWait, kelpAsync } from './e2e';
+import { e2ePrefix, kelpApplyWait, kelpAsync } from './kelp-cli';
 import { LinePeer } from './line-peer';
 
 // ---------------------------------------------------------------------------------------------
@@ -164,6 +164,14 @@ function nodeManifest(sb: Sandbox): Manifest {
   };
 }
 
+/**
+ * The node OTHER_NODE's endpoints claim to be on. The agent knows it (an endpoint on a node the
+ * store does not know is no backend) but routes nothing to it: it has no address or pod CIDR.
+ */
+function otherNodeManifest(): Manifest {
+  return { apiVersion: 'v1', kind: 'Node', metadata: { name: OTHER_NODE, labels: { 'kubernetes.io/hostname': OTHER_NODE, 'topology.kubernetes.io/zone': OTHER_ZONE } } };
+}
+
 const manifestKey = (o: Manifest) => `${o.kind}/${o.metadata.namespace ?? ''}/${o.metadata.name}`;
 
 // ---------------------------------------------------------------------------------------------
@@ -294,7 +302,7 @@ interface PeerRequest {
   reconnect?: boolean;
 }
 
-class Peer extends LinePeer<PeerRequest, Reply> {
+export class Peer extends LinePeer<PeerRequest, Reply> {
   constructor(name: string, child: ChildProcess) {
     super(
       name,
@@ -306,6 +314,15 @@ class Peer extends LinePeer<PeerRequest, Reply> {
       },
     );
   }
+}
+
+/**
+ * A svc-peer named `name` serving TCP_PORTS and UDP_PORTS, started under `wrapper` (`ip netns
+ * exec NS`, or a shell that first joins a cgroup); the multi-node harness runs the same peers.
+ */
+export function spawnPeer(name: string, wrapper: string[]): Peer {
+  const args = [...wrapper, process.execPath, PEER_SCRIPT, name, TCP_PORTS.join(','), UDP_PORTS.join(',')];
+  return new Peer(name, spawn(args[0], args.slice(1), { stdio: ['pipe', 'pipe', 'pipe'] }));
 }
 
 /** A connection kept open across steps (a long-lived TCP flow, a DNS-like UDP client). */
@@ -326,7 +343,7 @@ export interface Kept {
  * the cgroup2 hierarchy once more on a directory of its own (the same hierarchy, so the same
  * cgroup as /sys/fs/cgroup/unified/<name>) and creates its cgroup there.
  */
-function makeCgroup(prefix: string): string {
+export function makeCgroup(prefix: string): string {
   const mount = mkdtempSync(path.join(tmpdir(), `kelp-${prefix}-cgroup2-`));
   try {
     execFileSync('mount', ['-t', 'cgroup2', 'cgroup2', mount]);
@@ -340,7 +357,7 @@ function makeCgroup(prefix: string): string {
 }
 
 /** Removes the suite's cgroup once its processes have left, then its mount; never a hierarchy's root. */
-function removeCgroup(cgroup: string): void {
+export function removeCgroup(cgroup: string): void {
   const mount = path.dirname(cgroup);
   if (!path.basename(cgroup).startsWith('kelp-e2e-') || !path.basename(mount).startsWith('kelp-')) return;
   for (let i = 0; i < 50 && existsSync(cgroup); i++) {
@@ -387,7 +404,7 @@ export class ServicesWorld {
       const out = sb.outside!;
       sb.exec(out, 'ip', ['addr', 'add', `${OUTSIDE_EXTRA_IP}/32`, 'dev', 'eth0']);
       sb.exec(out, 'ip', ['route', 'add', EXTERNAL_NET, 'via', sb.nodeIp]);
-      const setup = [{ apiVersion: 'v1', kind: 'Namespace', metadata: { name: NS } } as Manifest, nodeManifest(sb), ...POD_NAMES.map((p) => podManifest(p, sb!.node))];
+      const setup = [{ apiVersion: 'v1', kind: 'Namespace', metadata: { name: NS } } as Manifest, nodeManifest(sb), otherNodeManifest(), ...POD_NAMES.map((p) => podManifest(p, sb!.node))];
       await w.apply(setup);
       // As in a cluster: the Pod object first, then the runtime's CNI ADD, then its address in status.
       for (const p of POD_NAMES) w.ips.set(p, (await sb.addPod(p, NS)).ip);
@@ -412,9 +429,7 @@ export class ServicesWorld {
   }
 
   private startPeer(name: Client, wrapper: string[]): void {
-    const args = [...wrapper, process.execPath, PEER_SCRIPT, name, TCP_PORTS.join(','), UDP_PORTS.join(',')];
-    const child = spawn(args[0], args.slice(1), { stdio: ['pipe', 'pipe', 'pipe'] });
-    this.peers.set(name, new Peer(name, child));
+    this.peers.set(name, spawnPeer(name, wrapper));
   }
 
   async stop(): Promise<void> {
