@@ -10,6 +10,8 @@
 //      100 policies selecting both pods (ref: no policy), ready → reachable, map memory
 //   8. services: TCP_RR/CRR to the last of 1, 1,000 and 10,000 services (ref: direct pod → pod, and
 //      kube-proxy iptables and nftables), time to program 10,000 services and to change one
+//   9. several nodes: pod on node 1 ↔ pod on node 2, TCP_RR/CRR and iperf3, kelp VXLAN and native
+//      routing (ref: a flannel-like kernel VXLAN node, and routed veths across the underlay)
 // Round counts and sizes come from BENCH_* variables (bench/lib/config.ts). Everything runs in
 // network namespaces this process creates and removes, also on failure and Ctrl-C.
 import { existsSync } from 'node:fs';
@@ -22,6 +24,7 @@ import * as P2P from './pod2pod';
 import * as K8S from './kubernetes';
 import * as POLICY from './policy';
 import * as SVC from './services';
+import * as MULTI from './multinode';
 import { cleanupAll, exitCleanlyOnSignals, isInterrupted } from './lib/cleanup';
 import { BenchConfig, FIGURES, loadConfig } from './lib/config';
 import { Figure, HeadlineRow, headlineRow } from './lib/figure';
@@ -103,6 +106,7 @@ function headlineRows(figs: Record<string, Figure | undefined>, cfg: BenchConfig
   }
   rows.push(...POLICY.policyHeadlineRows(figs.policy, cfg));
   rows.push(...SVC.servicesHeadlineRows(figs.services, cfg));
+  rows.push(...MULTI.multinodeHeadlineRows(figs.multinode));
   return rows;
 }
 
@@ -158,6 +162,7 @@ async function main(): Promise<void> {
     BENCH_SERVICES_N: cfg.servicesN.join(','),
     BENCH_SERVICES_PROGRAM_ROUNDS: cfg.servicesProgramRounds,
     BENCH_SERVICES_PROGRAM_N: cfg.servicesProgramN,
+    BENCH_MULTINODE_ROUNDS: cfg.multinodeRounds,
     BENCH_ONLY: [...cfg.only].join(','),
   };
   progress(`kelp benchmarks, run tag ${TAG}: ${Object.entries(shown).map(([k, v]) => `${k}=${v}`).join(' ')}`);
@@ -174,6 +179,7 @@ async function main(): Promise<void> {
   if (cfg.only.has('kubernetes')) figs.kubernetes = await K8S.benchKubernetes(cfg, TAG);
   if (cfg.only.has('policy')) figs.policy = await POLICY.benchPolicy(cfg, TAG);
   if (cfg.only.has('services')) figs.services = await SVC.benchServices(cfg, TAG);
+  if (cfg.only.has('multinode')) figs.multinode = await MULTI.benchMultinode(cfg, TAG);
   const restart = cfg.only.has('restart') ? restartSection(await benchRestart({ rounds: cfg.restartRounds, log: progress })) : undefined;
 
   const head = markdownTable(headlineTable(headlineRows(figs, cfg)));
@@ -198,7 +204,8 @@ async function main(): Promise<void> {
     'by bench/tools/cnirun; memory, a bare `node` process; pod ↔ pod, the variant the row names ' +
     '(figure 5 describes each); Kubernetes mode, none (figure 6 has a one-pod API as its baseline); policy, the same pods with no policy ' +
     '(figure 7), and for apply → enforced the figures Cilium and upstream publish, quoted, not measured; services, a direct pod → pod connection ' +
-    'and kube-proxy\'s iptables and nftables modes measured in the same run (figure 8). Ratios are kelp ÷ reference per round: median (min–max).\n';
+    'and kube-proxy\'s iptables and nftables modes measured in the same run (figure 8); several nodes, a flannel-like kernel VXLAN node pair ' +
+    'and routed veths across the same underlay (figure 9). Ratios are kelp ÷ reference per round: median (min–max).\n';
   // The file leads with the headline; the terminal ends with it, below the figures.
   const file = writeReport(cfg.outDir ?? path.join(__dirname, 'results'), name, [intro, headline, ...sections, changesSection()].join('\n'), charts.flat());
   process.stdout.write(`\n${[intro, ...sections, headline].join('\n')}\n`);
@@ -214,6 +221,11 @@ async function main(): Promise<void> {
     const headline = markdownTable(headlineTable(SVC.servicesHeadlineRows(figs.services, cfg)));
     const ok = syncReadmeFigure(README, 'services', { title: figs.services.title, only: 'services', report: file, headline, machine: machine() });
     progress(ok ? 'README.md services block updated' : 'README.md services block left alone (no markers, or the report is outside the repository)');
+  }
+  if (figs.multinode) {
+    const headline = markdownTable(headlineTable(MULTI.multinodeHeadlineRows(figs.multinode)));
+    const ok = syncReadmeFigure(README, 'multinode', { title: figs.multinode.title, only: 'multinode', report: file, headline, machine: machine() });
+    progress(ok ? 'README.md multinode block updated' : 'README.md multinode block left alone (no markers, or the report is outside the repository)');
   }
 }
 

@@ -55,13 +55,15 @@ export interface BenchConfig {
   servicesProgramRounds: number;
   /** The N of those rounds. */
   servicesProgramN: number;
-  /** Figures to run (BENCH_ONLY=datapath,cni,throughput,memory,pod2pod,restart,kubernetes,policy,services). */
+  /** Rounds of the several-nodes figure (every test on every variant once per round). */
+  multinodeRounds: number;
+  /** Figures to run (BENCH_ONLY=datapath,cni,throughput,memory,pod2pod,restart,kubernetes,policy,services,multinode). */
   only: Set<string>;
   /** Where the report goes (default bench/results). */
   outDir?: string;
 }
 
-export const FIGURES = ['datapath', 'cni', 'throughput', 'memory', 'pod2pod', 'restart', 'kubernetes', 'policy', 'services'] as const;
+export const FIGURES = ['datapath', 'cni', 'throughput', 'memory', 'pod2pod', 'restart', 'kubernetes', 'policy', 'services', 'multinode'] as const;
 
 function int(name: string, def: number, min = 1, max = 1_000_000): number {
   const raw = process.env[name];
@@ -118,6 +120,7 @@ export function loadConfig(): BenchConfig {
     servicesN: ints('BENCH_SERVICES_N', [1, 1000, 10_000], 1, 30_000),
     servicesProgramRounds: int('BENCH_SERVICES_PROGRAM_ROUNDS', 3, 1, 100),
     servicesProgramN: int('BENCH_SERVICES_PROGRAM_N', 10_000, 1, 30_000),
+    multinodeRounds: int('BENCH_MULTINODE_ROUNDS', 5, 1, 100),
     only,
     outDir: process.env.BENCH_OUT || undefined,
   };
