@@ -8,7 +8,8 @@
  * v4-mapped address (::ffff:a.b.c.d); real IPv6 is left alone.
  *
  * What is translated here, and what is left to the per-packet path (lxc.c/host.c) untouched:
- *   - translated: TCP and UDP to a frontend with a usable backend; the backend comes from
+ *   - translated: TCP and UDP to a frontend with a usable backend in its in-cluster view (a
+ *     socket of this node is inside the cluster, as for kube-proxy); the backend comes from
  *     lb4_select() (affinity, then Maglev over a hash of the socket cookie: one socket, one
  *     backend while the set stays the same);
  *   - refused at once: a frontend with no backend at all (count 0, no LB_FE_DROP_NO_LOCAL):
@@ -201,7 +202,7 @@ static __always_inline int sock4_select(struct bpf_sock_addr *ctx, const struct 
 /* Forward translation, shared by connect() and sendmsg(). */
 static __always_inline int sock4_xlate_fwd(struct bpf_sock_addr *ctx, bool sendmsg, bool v6)
 {
-	struct lb4_frontend *fe;
+	struct lb4_frontend *found, view, *fe = &view;
 	struct lb4_backend be = {};
 	struct sock_revnat_key rkey = {};
 	struct sock_revnat rval = {};
@@ -217,9 +218,11 @@ static __always_inline int sock4_xlate_fwd(struct bpf_sock_addr *ctx, bool sendm
 		return SOCK_PASS;
 	if (!sock4_in_scope(ctx))
 		return SOCK_PASS;
-	fe = lb4_frontend_lookup(vip, vport, proto);
-	if (!fe)
+	found = lb4_frontend_lookup(vip, vport, proto);
+	if (!found)
 		return SOCK_PASS;
+	/* A socket of this node is inside the cluster, whichever address it asked for. */
+	lb4_frontend_view(found, true, &view);
 	ret = sock4_select(ctx, fe, sendmsg, v6, &be);
 	if (ret == LB_NO_BACKEND) {
 		/* Kernel 5.18+: a cgroup program chooses the errno of the call it fails. */

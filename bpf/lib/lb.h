@@ -5,8 +5,13 @@
  * addresses, ports and a flow hash.
  *
  * Selection for a new flow to (addr, port, proto):
- *   1. kelp_lb4_frontends: none → not a service. count 0 → no usable backend: rejected
- *      (DROP_LB_NO_BACKEND), or dropped silently with LB_FE_DROP_NO_LOCAL (DROP_LB_NO_LOCAL);
+ *   1. kelp_lb4_frontends: none → not a service. The client's view of it (lb4_frontend_view):
+ *      a client from outside the cluster (the uplink's ingress) chooses among (set_id, count,
+ *      table_id), one inside it (a pod of this node, the node itself) among (in_set_id,
+ *      in_count, in_table_id): kube-proxy gives in-cluster clients of an externalTrafficPolicy
+ *      Local address the Cluster view. count 0 → no usable backend: rejected
+ *      (DROP_LB_NO_BACKEND), or dropped silently with LB_FE_DROP_NO_LOCAL (LB_FE_IN_DROP_NO_LOCAL
+ *      for the in-cluster view) (DROP_LB_NO_LOCAL);
  *   2. LB_FE_SOURCE_RANGES: the client must be in kelp_lb4_source_ranges for svc_id;
  *   3. LB_FE_AFFINITY: kelp_lb4_affinity's backend for (svc_id, client), seen within the
  *      timeout and still a member of the set;
@@ -33,6 +38,7 @@ enum lb_frontend_flag {
 	LB_FE_DROP_NO_LOCAL	= 1 << 2,
 	LB_FE_EXTERNAL		= 1 << 3,
 	LB_FE_NODEPORT		= 1 << 4,
+	LB_FE_IN_DROP_NO_LOCAL	= 1 << 5,	/* LB_FE_DROP_NO_LOCAL of the in-cluster view */
 };
 
 /* Backend flags (BACKEND_*). */
@@ -66,12 +72,16 @@ struct lb4_frontend_key {
 
 struct lb4_frontend {
 	__u32 svc_id;		/* the Service port: reverse NAT, affinity, source ranges */
-	__u32 set_id;		/* its backend set; 0 with count 0 */
+	__u32 set_id;		/* the backend set of clients from outside; 0 with count 0 */
 	__u16 count;		/* backends in the set; 0: reject (or drop, LB_FE_DROP_NO_LOCAL) */
 	__u16 flags;		/* enum lb_frontend_flag */
 	__u32 affinity_timeout;	/* seconds, with LB_FE_AFFINITY */
 	__u32 table_id;		/* kelp_lb4_maglev key of its set's table: sets over the same backends
 				 * (a Service's ports) share one, written once */
+	__u32 in_set_id;	/* the backend set of clients inside the cluster (pods, the node) */
+	__u16 in_count;		/* 0: reject (or drop, LB_FE_IN_DROP_NO_LOCAL) */
+	__u16 pad;
+	__u32 in_table_id;
 };
 
 struct lb4_backend_key {
@@ -214,6 +224,25 @@ static __always_inline struct lb4_frontend *lb4_frontend_lookup(__be32 addr, __b
 	return bpf_map_lookup_elem(&kelp_lb4_frontends, &key);
 }
 
+/*
+ * The frontend as one client sees it, into *v: the outside view as it is, or (in_cluster) the
+ * in-cluster set and its drop flag in the places selection reads (set_id, count, table_id,
+ * LB_FE_DROP_NO_LOCAL). Everything downstream (lb4_select, the service conntrack's set check,
+ * affinity) then needs no notion of views.
+ */
+static __always_inline void lb4_frontend_view(const struct lb4_frontend *fe, bool in_cluster, struct lb4_frontend *v)
+{
+	*v = *fe;
+	if (!in_cluster)
+		return;
+	v->set_id = fe->in_set_id;
+	v->count = fe->in_count;
+	v->table_id = fe->in_table_id;
+	v->flags &= ~(LB_FE_DROP_NO_LOCAL | LB_FE_IN_DROP_NO_LOCAL);
+	if (fe->flags & LB_FE_IN_DROP_NO_LOCAL)
+		v->flags |= LB_FE_DROP_NO_LOCAL;
+}
+
 /* loadBalancerSourceRanges: whether `client` may use the frontend. */
 static __always_inline bool lb4_source_allowed(const struct lb4_frontend *fe, __be32 client)
 {
@@ -353,6 +382,8 @@ enum lb_ct_dir {
 enum lb_ct_flag {
 	LB_CT_F_HAIRPIN	= 1 << 0,	/* the client is its own backend: source rewritten to the frontend */
 	LB_CT_F_EXTERNAL = 1 << 1,	/* opened from outside the node (host.c) */
+	LB_CT_F_HOST	= 1 << 2,	/* opened by the node itself, per packet (host.c): replies go back
+					 * into the node's stack through lo */
 };
 
 struct lb4_ct_entry {

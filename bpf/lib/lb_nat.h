@@ -154,31 +154,40 @@ static __always_inline void lb4_ct_retire_reverse(const struct tuple4 *fkey, con
 	bpf_map_delete_elem(&kelp_lb4_ct, &rkey);
 }
 
+/* Who sent a packet lb4_forward() sees: which frontends answer it, and with which view. */
+enum lb_client {
+	LB_CLIENT_POD		= 0,	/* a pod of this node (kelp_from_pod): every frontend, in-cluster view */
+	LB_CLIENT_OUTSIDE	= 1,	/* from outside the node (the uplink): LB_FE_EXTERNAL ones, outside view */
+	LB_CLIENT_HOST		= 2,	/* the node itself (its uplink's egress, lo): every frontend, in-cluster view */
+};
+
 /*
  * A client's packet: when its destination is a frontend, the flow's backend (tracked, or chosen
- * now) becomes its destination. `external`: from outside the node, where only frontends flagged
- * LB_FE_EXTERNAL answer. Returns enum lb_xlate or a drop reason; on LB_XLATE_DONE `pkt` holds
- * the destination the packet now has (its source stays the client, even for the hairpin).
+ * now) becomes its destination. `client`: enum lb_client. Returns enum lb_xlate or a drop
+ * reason; on LB_XLATE_DONE `pkt` holds the destination the packet now has (its source stays the
+ * client, even for the hairpin).
  */
-static __attribute__((noinline)) int lb4_forward(struct __sk_buff *skb, struct pkt4 *pkt, int external)
+static __attribute__((noinline)) int lb4_forward(struct __sk_buff *skb, struct pkt4 *pkt, int client)
 {
 	struct tuple4 fkey = {
 		.saddr = pkt->saddr, .daddr = pkt->daddr, .sport = pkt->sport, .dport = pkt->dport,
 		.proto = pkt->proto, .dir = LB_CT_FORWARD,
 	};
 	__u32 l4_off = ETH_HLEN + pkt->hlen;
-	struct lb4_frontend *fe;
+	struct lb4_frontend *found, view, *fe = &view;
 	struct lb4_ct_entry *ct;
 	struct lb4_backend be;
 	struct iphdr *ip;
-	__u8 tcp_flags = 0;
+	__u8 tcp_flags = 0, ct_flags;
 	int ret;
 
 	if (!lb4_proto(pkt->proto))
 		return LB_XLATE_NONE;
-	fe = lb4_frontend_lookup(pkt->daddr, pkt->dport, pkt->proto);
-	if (!fe || (external && !(fe->flags & LB_FE_EXTERNAL)))
+	found = lb4_frontend_lookup(pkt->daddr, pkt->dport, pkt->proto);
+	if (!found || (client == LB_CLIENT_OUTSIDE && !(found->flags & LB_FE_EXTERNAL)))
 		return LB_XLATE_NONE;
+	lb4_frontend_view(found, client != LB_CLIENT_OUTSIDE, &view);
+	ct_flags = client == LB_CLIENT_OUTSIDE ? LB_CT_F_EXTERNAL : client == LB_CLIENT_HOST ? LB_CT_F_HOST : 0;
 	ip = ipv4_load(skb);
 	if (!ip)
 		return DROP_RUNT;
@@ -210,7 +219,7 @@ static __attribute__((noinline)) int lb4_forward(struct __sk_buff *skb, struct p
 			return DROP_LB_SOURCE_RANGE;
 		if (pkt->proto == IPPROTO_SCTP && be.port != pkt->dport)
 			return DROP_LB_SCTP_PORT;
-		ret = lb4_ct_open(&fkey, fe, &be, external ? LB_CT_F_EXTERNAL : 0, tcp_flags);
+		ret = lb4_ct_open(&fkey, fe, &be, ct_flags, tcp_flags);
 		if (ret)
 			return ret;
 	}

@@ -190,13 +190,26 @@ async function run(argvIn: string[]): Promise<number> {
             ['NAMESPACE', 'NAME', 'PORT', 'TYPE', 'FRONTEND', 'SET', 'FLAGS', 'BACKENDS'],
             rows.map((r) => {
               const [ns, name] = r.service.split('/');
-              const backends = r.empty
-                ? r.empty === 'drop'
-                  ? '<none on this node: dropped>'
-                  : '<none: rejected>'
-                : r.backends.map((b) => `${b.address}:${b.port}${b.state.length ? `(${b.state.join(',')})` : ''}`).join(' ');
+              const listed = (v: Pick<ServiceFrontendView, 'empty' | 'backends'>) =>
+                v.empty
+                  ? v.empty === 'drop'
+                    ? '<none on this node: dropped>'
+                    : '<none: rejected>'
+                  : v.backends.map((b) => `${b.address}:${b.port}${b.state.length ? `(${b.state.join(',')})` : ''}`).join(' ');
               const flags = r.flags.filter((x) => x !== 'drop-no-local').map((x) => (x === 'affinity' ? `affinity=${r.affinityTimeout}s` : x));
-              return [ns, name, r.port, r.kind, `${r.address}:${r.frontendPort}/${r.protocol}`, r.setId ? `${r.setId} (${r.view})` : '-', flags.join(',') || undefined, backends];
+              const setOf = (v: { setId: number; view: string | null }) => (v.setId ? `${v.setId} (${v.view})` : '-');
+              // An externalTrafficPolicy Local address: what clients inside the cluster get, after what outside ones get.
+              const inside = r.inCluster;
+              return [
+                ns,
+                name,
+                r.port,
+                r.kind,
+                `${r.address}:${r.frontendPort}/${r.protocol}`,
+                inside ? `${setOf(r)}; in-cluster ${setOf(inside)}` : setOf(r),
+                flags.join(',') || undefined,
+                inside ? `${listed(r)}; in-cluster: ${listed(inside)}` : listed(r),
+              ];
             }),
           ),
         );

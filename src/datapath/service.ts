@@ -21,7 +21,7 @@ import type { BpfMap } from '../bpf';
 import { networkAddress, parseCidr, ipToBytes } from '../ipam/ip';
 import { applyPuts, applyRemoves, diffEntries, diffStats, isMapFull, MapDiff, MapFullError, readEntries, SyncStats } from './maps/sync';
 import { ct4Deadline, Ct4Entry, CtTimeouts, DEFAULT_CT_TIMEOUTS, tuple4 } from './nat';
-import type { L4Protocol, ServiceMapsDesired } from './service-types';
+import { FRONTEND_DROP_NO_LOCAL, FRONTEND_IN_DROP_NO_LOCAL, type FrontendEntry, type L4Protocol, type ServiceMapsDesired } from './service-types';
 import { StructCodec, checkLength, checkUint, ip4FromBuffer, ip4ToBuffer, layout } from './structs';
 
 // --- enums (bpf/lib/lb.h) ---------------------------------------------------------------------
@@ -40,19 +40,19 @@ export const LbLimits = {
 export const DEFAULT_LB_MAGLEV_TABLE_SIZE = LbLimits.LB_MAGLEV_M_DEFAULT;
 
 export const LbCtDir = { FORWARD: 0, REVERSE: 1 } as const;
-export const LbCtFlag = { HAIRPIN: 1, EXTERNAL: 2 } as const;
+export const LbCtFlag = { HAIRPIN: 1, EXTERNAL: 2, HOST: 4 } as const;
 
 export const PROTOCOL_NUMBERS: Record<L4Protocol, number> = { TCP: 6, UDP: 17, SCTP: 132 };
 const PROTOCOL_NAMES: Record<number, L4Protocol> = { 6: 'TCP', 17: 'UDP', 132: 'SCTP' };
 
 /** The C enums mirrored here and in service-types.ts, by BTF enum name. */
 export const LB_ENUMS: Record<string, Record<string, number>> = {
-  lb_frontend_flag: { LB_FE_AFFINITY: 1, LB_FE_SOURCE_RANGES: 2, LB_FE_DROP_NO_LOCAL: 4, LB_FE_EXTERNAL: 8, LB_FE_NODEPORT: 16 },
+  lb_frontend_flag: { LB_FE_AFFINITY: 1, LB_FE_SOURCE_RANGES: 2, LB_FE_DROP_NO_LOCAL: 4, LB_FE_EXTERNAL: 8, LB_FE_NODEPORT: 16, LB_FE_IN_DROP_NO_LOCAL: 32 },
   lb_backend_flag: { LB_BE_LOCAL: 1, LB_BE_TERMINATING: 2 },
   lb_limits: { ...LbLimits },
   lb_select_result: { LB_SELECTED: 0, LB_NO_BACKEND: 1, LB_NO_LOCAL: 2, LB_SOURCE_DENIED: 3 },
   lb_ct_dir: { LB_CT_FORWARD: LbCtDir.FORWARD, LB_CT_REVERSE: LbCtDir.REVERSE },
-  lb_ct_flag: { LB_CT_F_HAIRPIN: LbCtFlag.HAIRPIN, LB_CT_F_EXTERNAL: LbCtFlag.EXTERNAL },
+  lb_ct_flag: { LB_CT_F_HAIRPIN: LbCtFlag.HAIRPIN, LB_CT_F_EXTERNAL: LbCtFlag.EXTERNAL, LB_CT_F_HOST: LbCtFlag.HOST },
 };
 
 const u8 = (name: string, v: number) => checkUint(name, v, 1);
@@ -123,33 +123,49 @@ export const lb4FrontendKey: StructCodec<Lb4FrontendKey> = {
 
 export interface Lb4Frontend {
   svcId: number;
+  /** The outside view: clients arriving on the uplink. */
   setId: number;
   count: number;
   flags: number;
   affinityTimeout: number;
   /** kelp_lb4_maglev key of the set's table (the writer's choice: sets sharing a table share it); 0: none. */
   tableId?: number;
+  /** The in-cluster view (pods, the node); absent when encoding: the outside view's. */
+  inSetId?: number;
+  inCount?: number;
+  inTableId?: number;
 }
 
-const feVal = layout('lb4_frontend', 20, [
+const feVal = layout('lb4_frontend', 32, [
   ['svc_id', 4, 0],
   ['set_id', 4, 4],
   ['count', 2, 8],
   ['flags', 2, 10],
   ['affinity_timeout', 4, 12],
   ['table_id', 4, 16],
+  ['in_set_id', 4, 20],
+  ['in_count', 2, 24],
+  ['pad', 2, 26],
+  ['in_table_id', 4, 28],
 ]);
 
 export const lb4Frontend: StructCodec<Lb4Frontend> = {
   ...feVal,
   encode(v) {
     const b = Buffer.alloc(feVal.size);
+    const same = v.inSetId === undefined;
+    let flags = u16('flags', v.flags);
+    // One view for every client: the in-cluster one drops where the outside one does.
+    if (same && flags & FRONTEND_DROP_NO_LOCAL) flags |= FRONTEND_IN_DROP_NO_LOCAL;
     b.writeUInt32LE(u32('svcId', v.svcId), feVal.off.svc_id);
     b.writeUInt32LE(u32('setId', v.setId), feVal.off.set_id);
     b.writeUInt16LE(u16('count', v.count), feVal.off.count);
-    b.writeUInt16LE(u16('flags', v.flags), feVal.off.flags);
+    b.writeUInt16LE(flags, feVal.off.flags);
     b.writeUInt32LE(u32('affinityTimeout', v.affinityTimeout), feVal.off.affinity_timeout);
     b.writeUInt32LE(u32('tableId', v.tableId ?? 0), feVal.off.table_id);
+    b.writeUInt32LE(u32('inSetId', same ? v.setId : v.inSetId!), feVal.off.in_set_id);
+    b.writeUInt16LE(u16('inCount', same ? v.count : (v.inCount ?? 0)), feVal.off.in_count);
+    b.writeUInt32LE(u32('inTableId', same ? (v.tableId ?? 0) : (v.inTableId ?? 0)), feVal.off.in_table_id);
     return b;
   },
   decode(b) {
@@ -161,6 +177,9 @@ export const lb4Frontend: StructCodec<Lb4Frontend> = {
       flags: b.readUInt16LE(feVal.off.flags),
       affinityTimeout: b.readUInt32LE(feVal.off.affinity_timeout),
       tableId: b.readUInt32LE(feVal.off.table_id),
+      inSetId: b.readUInt32LE(feVal.off.in_set_id),
+      inCount: b.readUInt16LE(feVal.off.in_count),
+      inTableId: b.readUInt32LE(feVal.off.in_table_id),
     };
   },
 };
@@ -561,12 +580,18 @@ export function encodeServiceDesired(desired: ServiceMapsDesired, maglevTableSiz
     }
     sets.set(set.setId, { count, tableId });
   }
-  for (const fe of desired.frontends) {
-    const set = sets.get(fe.setId);
-    if (fe.count > 0 && set?.count !== fe.count) {
-      throw new Error(`frontend ${fe.address}:${fe.port}/${fe.protocol} names set ${fe.setId} with ${fe.count} backends; the set has ${set?.count ?? 'no entry'}`);
+  // The table of one of a frontend's views (outside, in-cluster), its count checked against the set's.
+  const viewTable = (fe: FrontendEntry, setId: number, count: number, view: string) => {
+    const set = sets.get(setId);
+    if (count > 0 && set?.count !== count) {
+      throw new Error(`frontend ${fe.address}:${fe.port}/${fe.protocol} names set ${setId} with ${count} backends in its ${view} view; the set has ${set?.count ?? 'no entry'}`);
     }
-    out.frontends.push([lb4FrontendKey.encode(fe), lb4Frontend.encode({ ...fe, tableId: fe.count > 1 ? (set?.tableId ?? 0) : 0 })]);
+    return count > 1 ? (set?.tableId ?? 0) : 0;
+  };
+  for (const fe of desired.frontends) {
+    const tableId = viewTable(fe, fe.setId, fe.count, 'outside');
+    const inner = fe.inSetId === undefined ? {} : { inTableId: viewTable(fe, fe.inSetId, fe.inCount ?? 0, 'in-cluster') };
+    out.frontends.push([lb4FrontendKey.encode(fe), lb4Frontend.encode({ ...fe, tableId, ...inner })]);
   }
   for (const [svcId, cidrs] of desired.sourceRanges) {
     for (const cidr of cidrs) out.sourceRanges.push([lb4SourceRangeKey.encode({ svcId, cidr }), ONE]);

@@ -14,7 +14,12 @@
 //     terminating, per view; topology hints);
 //   - the cluster IP chooses among the Cluster view, or the Local view with internalTrafficPolicy
 //     Local; external frontends among the Cluster view, or the Local view with
-//     externalTrafficPolicy Local;
+//     externalTrafficPolicy Local — for clients from outside the cluster. Clients inside it (this
+//     node's pods and the node itself) reaching an external frontend get the Cluster view
+//     whatever externalTrafficPolicy says (the in-cluster view, inSetId/inCount): kube-proxy's
+//     KUBE-EXT chain of a Local Service sends traffic its local-traffic detector matches, and
+//     traffic of src-type LOCAL, to the Service's cluster chain ("pod traffic for … external
+//     destinations should go to cluster endpoints");
 //   - an empty view: no usable endpoint anywhere → count 0, rejected ("has no endpoints": REJECT);
 //     usable endpoints elsewhere but none here under a Local policy → count 0 with
 //     FRONTEND_DROP_NO_LOCAL ("has no local endpoints": DROP), internal and external alike;
@@ -22,9 +27,6 @@
 //   - loadBalancerSourceRanges (the IPv4 ones; none of this family: unrestricted) on the
 //     LoadBalancer ingress IPs only; when a range holds one of this node's addresses the ingress
 //     IPs themselves are allowed too (a VIP held locally loops back with itself as the source).
-// kube-proxy sends pods' and the node's own traffic to an externalTrafficPolicy Local address
-// through the Cluster view; the contract gives a frontend one set, so here every client of an
-// external frontend sees the Local view.
 import { maglevTable16 } from './maglev';
 import { Backend, backendKey, backendsForPort, categorizeEndpoints, NodeTopology, portTrafficPolicy, TopologyMode } from './endpoints';
 import type { ServiceIds } from './ids';
@@ -36,6 +38,7 @@ import {
   FRONTEND_AFFINITY,
   FRONTEND_DROP_NO_LOCAL,
   FRONTEND_EXTERNAL,
+  FRONTEND_IN_DROP_NO_LOCAL,
   FRONTEND_NODEPORT,
   FRONTEND_SOURCE_RANGES,
   FrontendEntry,
@@ -290,7 +293,8 @@ function pendingPorts(svc: ServiceObject, ref: string, own: readonly EndpointSli
     for (const address of lbIPs) frontends.push(fe('LoadBalancer', address, sp.port, true));
     const cat = categorizeEndpoints(backendsForPort(sp, own, 4, topo.name), portTrafficPolicy(svc, sp, 4), topo);
     const usesExternal = frontends.some((f) => f.external);
-    const cluster = (!internalLocal || (usesExternal && !externalLocal)) && cat.cluster.length > 0 ? cat.cluster : undefined;
+    // External frontends use the Cluster view under either policy: in-cluster clients get it.
+    const cluster = (!internalLocal || usesExternal) && cat.cluster.length > 0 ? cat.cluster : undefined;
     const local = (internalLocal || (usesExternal && externalLocal)) && cat.local.length > 0 ? cat.local : undefined;
     const key = `${ref}/${portName}/${sp.protocol}`;
     const p: PendingPort = {
@@ -473,6 +477,9 @@ export class ServiceCompiler {
       if (f.kind === 'LoadBalancer' && p.sourceRanges.length > 0) flags |= FRONTEND_SOURCE_RANGES;
       // Endpoints elsewhere but none here under a Local policy: dropped, as kube-proxy does.
       if (!set && isLocal && p.hasAnyEndpoints) flags |= FRONTEND_DROP_NO_LOCAL;
+      // In-cluster clients: the cluster IP's view; an external address's Cluster view.
+      const inSet = f.external ? cluster : set;
+      if (!inSet && !f.external && isLocal && p.hasAnyEndpoints) flags |= FRONTEND_IN_DROP_NO_LOCAL;
       const entry: FrontendEntry = {
         address: f.address,
         port: f.port,
@@ -480,6 +487,8 @@ export class ServiceCompiler {
         svcId,
         setId: set?.setId ?? 0,
         count: set?.backends.length ?? 0,
+        inSetId: inSet?.setId ?? 0,
+        inCount: inSet?.backends.length ?? 0,
         flags,
         affinityTimeout: affinity ? timeout : 0,
       };

@@ -14,6 +14,7 @@ import {
   BackendEntry,
   FRONTEND_AFFINITY,
   FRONTEND_DROP_NO_LOCAL,
+  FRONTEND_IN_DROP_NO_LOCAL,
   FRONTEND_SOURCE_RANGES,
   FrontendEntry,
   ServiceMapsDesired,
@@ -220,6 +221,21 @@ describe('DNAT and reverse NAT', () => {
     writer.apply(service([be(B, 9000, 1)]));
     expect(verdictOnly(sctpFrame(toVip(42001)), A.ifindex)).toBe(P.TC_ACT_SHOT);
     expect(drops(DropReason.LB_SCTP_PORT)).toBe(1);
+  });
+
+  it("a pod meets the frontend's in-cluster view, not the outside one (externalTrafficPolicy Local seen from inside); an empty in-cluster view drops only with its own flag", () => {
+    // Outside: set 10 (B), empty and dropping; inside: set 11 (C).
+    const desired = service([be(B, 8080, 1)], { setId: 0, count: 0, flags: FRONTEND_DROP_NO_LOCAL, inSetId: 11, inCount: 1 });
+    desired.sets.push({ setId: 11, backends: [be(C, 8080, 2)] });
+    writer.apply(desired);
+    expect(fromPod(tcpFrame(toVip(40100), { flags: 0x02 }), A.ifindex)).toMatchObject({ retval: P.TC_ACT_REDIRECT, dst: C.ip, dport: 8080 });
+    expect(ctEntries().find((e) => e.key.dir === LbCtDir.FORWARD)!.value).toMatchObject({ setId: 11, backendId: 2 });
+    // The in-cluster view empty: rejected at once (a RST back into the pod), unless it drops itself.
+    writer.apply(service([], { flags: FRONTEND_DROP_NO_LOCAL, inSetId: 0, inCount: 0 }));
+    expect(fromPod(tcpFrame(toVip(40101), { flags: 0x02, seq: 7 }), A.ifindex)).toMatchObject({ retval: P.TC_ACT_REDIRECT, src: VIP, dst: A.ip });
+    writer.apply(service([], { flags: FRONTEND_DROP_NO_LOCAL | FRONTEND_IN_DROP_NO_LOCAL, inSetId: 0, inCount: 0 }));
+    expect(verdictOnly(tcpFrame(toVip(40102), { flags: 0x02 }), A.ifindex)).toBe(P.TC_ACT_SHOT);
+    expect(drops(DropReason.LB_NO_LOCAL)).toBe(1);
   });
 
   it('a packet that is not to a frontend is untouched', () => {
@@ -431,7 +447,7 @@ describe('service conntrack collection and map views', () => {
     writer.apply(service([be(B, 8080, 1), be(C, 8080, 2)]));
     expect(mapRows('kelp_lb4_frontends', obj.map('kelp_lb4_frontends'))).toContainEqual({
       key: { address: VIP, port: 80, protocol: 'TCP' },
-      value: { svcId: 1, setId: 10, count: 2, flags: 0, affinityTimeout: 0, tableId: 10 },
+      value: { svcId: 1, setId: 10, count: 2, flags: 0, affinityTimeout: 0, tableId: 10, inSetId: 10, inCount: 2, inTableId: 10 },
     });
     expect(mapRows('kelp_lb4_backends', obj.map('kelp_lb4_backends'))).toContainEqual({
       key: { setId: 10, slot: 1 },

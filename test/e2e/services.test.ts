@@ -320,6 +320,41 @@ describe('services', () => {
     });
   });
 
+  it('externalTrafficPolicy Local seen from inside the cluster: a pod and the node reaching its LoadBalancer IP, externalIP and NodePort on a node without a local endpoint get every endpoint (the Cluster view); the outside client is dropped', async () => {
+    await w.run(async (apply) => {
+      const lbIp = '203.0.113.40';
+      const extIp = '203.0.113.41';
+      await apply([
+        service(
+          'etp-inside',
+          { type: 'LoadBalancer', clusterIP: '10.96.0.32', externalTrafficPolicy: 'Local', externalIPs: [extIp], ports: [{ name: 'http', port: 80, targetPort: 'http', nodePort: 30084 }] },
+          { status: { loadBalancer: { ingress: [{ ip: lbIp }] } } },
+        ),
+        // Every endpoint on another node: this node has no local one.
+        slice(w, 'etp-inside-1', 'etp-inside', [{ name: 'http', port: 8080 }], [ep('web-2', { nodeName: OTHER_NODE }), ep('web-3', { nodeName: OTHER_NODE })]),
+      ]);
+      const elsewhere = ['web-2:8080', 'web-3:8080'];
+      const r = await Promise.all([
+        w.ask('client-a', tcp(lbIp, 80), 'svc/etp-inside LoadBalancer IP', FLOWS),
+        w.ask('client-a', tcp(extIp, 80), 'svc/etp-inside externalIP', FLOWS),
+        w.ask('client-a', tcp(NODE_IP, 30084), 'svc/etp-inside NodePort', FLOWS),
+        w.ask('node', tcp(lbIp, 80), 'svc/etp-inside LoadBalancer IP', FLOWS),
+        w.ask('outside', tcp(lbIp, 80), 'svc/etp-inside LoadBalancer IP: no local endpoint', 3, { timeoutMs: FAIL_MS }),
+        w.ask('outside', tcp(NODE_IP, 30084), 'svc/etp-inside NodePort: no local endpoint', 3, { timeoutMs: FAIL_MS }),
+      ]);
+      expectNoProblems(
+        spreadProblem(r[0], elsewhere),
+        spreadProblem(r[1], elsewhere),
+        spreadProblem(r[2], elsewhere),
+        spreadProblem(r[3], elsewhere),
+        failProblem(r[4], 'timeout'),
+        failProblem(r[5], 'timeout'),
+      );
+      const listed = await w.kelp('get', 'services');
+      expect(listed, `kelp get services must show the NodePort dropped outside and its in-cluster set:\n${listed}`).toMatch(/30084\/TCP .*<none on this node: dropped>; in-cluster: 10\.244/);
+    });
+  });
+
   it('externalIPs: answered from outside and from a pod', async () => {
     await w.run(async (apply) => {
       await apply([service('ext', { clusterIP: '10.96.0.22', externalIPs: ['203.0.113.10'], selector: { app: 'web' }, ports: [{ name: 'http', port: 80, targetPort: 'http' }] })]);

@@ -249,7 +249,8 @@ describe('DatapathObjects across a layout change', () => {
     expect(read(host3, 'kelp_ct4', ct4Entry, k3)).toEqual(ct(3));
     expect(read(host3, 'kelp_snat4', nat4Entry, natKey)).toEqual(nat(1));
     back.swapped('host');
-    expect(pins(root).filter((n) => /_v\d+$/.test(n))).toEqual([]);
+    // No layout-2 pin of the two maps left (kelp_lb4_frontends is at layout 2 in both builds).
+    expect(pins(root).filter((n) => /^kelp_(ct4|snat4)_v\d+$/.test(n))).toEqual([]);
     back.close();
   });
 

@@ -8,6 +8,7 @@ import {
   BACKEND_TERMINATING,
   FRONTEND_AFFINITY,
   FRONTEND_DROP_NO_LOCAL,
+  FRONTEND_IN_DROP_NO_LOCAL,
   FRONTEND_EXTERNAL,
   FRONTEND_NODEPORT,
   FRONTEND_SOURCE_RANGES,
@@ -75,26 +76,33 @@ const FLAG_NAMES: Array<[number, string]> = [
   [FRONTEND_NODEPORT, 'np'],
 ];
 
-/** Each frontend as `addr:port/PROTO` → what a packet to it meets, in words a row can state. */
+/**
+ * Each frontend as `addr:port/PROTO` → what a packet to it meets, in words a row can state: what
+ * clients from outside meet, then `| inside: …` when clients inside the cluster (pods, the node)
+ * meet something else.
+ */
 function view(d: ServiceMapsDesired): Record<string, string> {
   const sets = new Map(d.sets.map((s) => [s.setId, s]));
   const out: Record<string, string> = {};
+  const meets = (setId: number, count: number, drop: boolean) => {
+    if (count === 0) {
+      expect(setId).toBe(0);
+      return drop ? 'DROP' : 'REJECT';
+    }
+    const set = sets.get(setId)!;
+    expect(set.backends).toHaveLength(count);
+    return set.backends
+      .map((b) => `${b.address}:${b.port}${b.flags & BACKEND_LOCAL ? 'L' : ''}${b.flags & BACKEND_TERMINATING ? 'T' : ''}`)
+      .sort()
+      .join(',');
+  };
   for (const f of d.frontends) {
     const flags = FLAG_NAMES.filter(([bit]) => f.flags & bit).map(([, n]) => n);
-    let what: string;
-    if (f.count === 0) {
-      expect(f.setId).toBe(0);
-      what = f.flags & FRONTEND_DROP_NO_LOCAL ? 'DROP' : 'REJECT';
-    } else {
-      const set = sets.get(f.setId)!;
-      expect(set.backends).toHaveLength(f.count);
-      what = set.backends
-        .map((b) => `${b.address}:${b.port}${b.flags & BACKEND_LOCAL ? 'L' : ''}${b.flags & BACKEND_TERMINATING ? 'T' : ''}`)
-        .sort()
-        .join(',');
-    }
+    const what = meets(f.setId, f.count, (f.flags & FRONTEND_DROP_NO_LOCAL) !== 0);
+    const inside = meets(f.inSetId ?? f.setId, f.inCount ?? f.count, (f.flags & (f.inSetId === undefined ? FRONTEND_DROP_NO_LOCAL : FRONTEND_IN_DROP_NO_LOCAL)) !== 0);
     const rest = flags.filter((n) => n !== 'drop');
-    out[`${f.address}:${f.port}/${f.protocol}`] = what + (rest.length ? ` [${rest.join(',')}]` : '') + (f.affinityTimeout ? ` ${f.affinityTimeout}s` : '');
+    out[`${f.address}:${f.port}/${f.protocol}`] =
+      what + (rest.length ? ` [${rest.join(',')}]` : '') + (f.affinityTimeout ? ` ${f.affinityTimeout}s` : '') + (inside !== what ? ` | inside: ${inside}` : '');
   }
   return out;
 }
@@ -191,14 +199,15 @@ const rows: Row[] = [
     services: [svc('web', { type: 'NodePort', externalTrafficPolicy: 'Local', ports: [{ port: 80, targetPort: 8080, nodePort: 30080 }] })],
     slices: [slice('web-1', 'web', EP, [{ ip: '10.244.1.1', node: 'node-a' }, { ip: '10.244.2.1', node: 'node-b' }])],
     extra: { nodeAddresses: [] },
-    want: { '10.96.0.10:80/TCP': '10.244.1.1:8080L,10.244.2.1:8080', '192.168.1.10:30080/TCP': '10.244.1.1:8080L [ext,np]' },
+    // Pods and the node reaching the NodePort get the Cluster view (kube-proxy's KUBE-EXT short-circuit).
+    want: { '10.96.0.10:80/TCP': '10.244.1.1:8080L,10.244.2.1:8080', '192.168.1.10:30080/TCP': '10.244.1.1:8080L [ext,np] | inside: 10.244.1.1:8080L,10.244.2.1:8080' },
   },
   {
     name: 'externalTrafficPolicy Local without a local endpoint: dropped, the cluster IP still served',
     services: [svc('web', { type: 'NodePort', externalTrafficPolicy: 'Local', ports: [{ port: 80, targetPort: 8080, nodePort: 30080 }] })],
     slices: [slice('web-1', 'web', EP, [{ ip: '10.244.2.1', node: 'node-b' }])],
     extra: { nodeAddresses: [] },
-    want: { '10.96.0.10:80/TCP': '10.244.2.1:8080', '192.168.1.10:30080/TCP': 'DROP [ext,np]' },
+    want: { '10.96.0.10:80/TCP': '10.244.2.1:8080', '192.168.1.10:30080/TCP': 'DROP [ext,np] | inside: 10.244.2.1:8080' },
   },
   {
     name: 'externalTrafficPolicy Local and no endpoint anywhere: rejected, not dropped',
@@ -206,6 +215,25 @@ const rows: Row[] = [
     slices: [],
     extra: { nodeAddresses: [] },
     want: { '10.96.0.10:80/TCP': 'REJECT', '192.168.1.10:30080/TCP': 'REJECT [ext,np]' },
+  },
+  {
+    name: 'externalTrafficPolicy Local seen from inside: externalIPs and LoadBalancer ingress IPs give pods and the node the Cluster view, whatever internalTrafficPolicy says',
+    services: [
+      svc(
+        'web',
+        { type: 'LoadBalancer', externalTrafficPolicy: 'Local', internalTrafficPolicy: 'Local', externalIPs: ['203.0.113.9'], ports: [{ port: 80, targetPort: 8080, nodePort: 30080 }] },
+        { status: { loadBalancer: { ingress: [{ ip: '198.51.100.7' }] } } },
+      ),
+    ],
+    slices: [slice('web-1', 'web', EP, [{ ip: '10.244.2.1', node: 'node-b' }, { ip: '10.244.3.1', node: 'node-c' }])],
+    extra: { nodeAddresses: [] },
+    want: {
+      // internalTrafficPolicy Local governs the cluster IP only: dropped here for everyone.
+      '10.96.0.10:80/TCP': 'DROP',
+      '192.168.1.10:30080/TCP': 'DROP [ext,np] | inside: 10.244.2.1:8080,10.244.3.1:8080',
+      '203.0.113.9:80/TCP': 'DROP [ext] | inside: 10.244.2.1:8080,10.244.3.1:8080',
+      '198.51.100.7:80/TCP': 'DROP [ext] | inside: 10.244.2.1:8080,10.244.3.1:8080',
+    },
   },
   {
     name: 'internalTrafficPolicy Local: the cluster IP uses local endpoints',
@@ -231,7 +259,7 @@ const rows: Row[] = [
     services: [svc('web', { type: 'NodePort', externalTrafficPolicy: 'Local', ports: [{ port: 80, targetPort: 8080, nodePort: 30080 }] })],
     slices: [slice('web-1', 'web', EP, [{ ip: '10.244.1.1', node: 'node-a', ready: false, serving: true, terminating: true }, { ip: '10.244.2.1', node: 'node-b' }])],
     extra: { nodeAddresses: [] },
-    want: { '10.96.0.10:80/TCP': '10.244.2.1:8080', '192.168.1.10:30080/TCP': '10.244.1.1:8080LT [ext,np]' },
+    want: { '10.96.0.10:80/TCP': '10.244.2.1:8080', '192.168.1.10:30080/TCP': '10.244.1.1:8080LT [ext,np] | inside: 10.244.2.1:8080' },
   },
   {
     name: 'sessionAffinity ClientIP on every frontend, with its timeout',
@@ -340,7 +368,7 @@ describe('compileServices: kube-proxy semantics', () => {
         expect(res.desired.sourceRanges.size).toBe(0);
       }
       // Every set is used by some frontend, and named.
-      const used = new Set(res.desired.frontends.map((f) => f.setId));
+      const used = new Set(res.desired.frontends.flatMap((f) => [f.setId, f.inSetId ?? f.setId]));
       for (const s of res.desired.sets) expect(used.has(s.setId)).toBe(true);
       for (const f of res.desired.frontends) expect(res.desired.names.get(f.svcId)).toMatch(/^default\/[a-z]+:/);
     });
@@ -478,6 +506,12 @@ describe('properties', () => {
         const got = f.count === 0 ? [] : sets.get(f.setId)!.backends.map((b) => `${b.address}:${b.port}`).sort();
         expect({ seed, fe: `${f.address}:${f.port}`, got }).toEqual({ seed, fe: `${f.address}:${f.port}`, got: want });
         if (f.count === 0) expect({ seed, drop: (f.flags & FRONTEND_DROP_NO_LOCAL) !== 0 }).toEqual({ seed, drop: cat.hasAnyEndpoints });
+        // Inside the cluster: an external frontend's Cluster view; the cluster IP's own view.
+        const inLocal = !external && local;
+        const inWant = (inLocal ? cat.local : cat.cluster).map((b) => `${b.address}:${b.port}`).sort();
+        const inGot = f.inCount === 0 ? [] : sets.get(f.inSetId!)!.backends.map((b) => `${b.address}:${b.port}`).sort();
+        expect({ seed, fe: `${f.address}:${f.port}`, inGot }).toEqual({ seed, fe: `${f.address}:${f.port}`, inGot: inWant });
+        if (f.inCount === 0) expect({ seed, inDrop: (f.flags & FRONTEND_IN_DROP_NO_LOCAL) !== 0 }).toEqual({ seed, inDrop: inLocal && cat.hasAnyEndpoints });
       }
     }
   });

@@ -4,7 +4,7 @@
 import type { ApiServer } from '../server';
 import type { RouteContext } from './context';
 import type { ServiceModel } from '../../service/compile';
-import { FRONTEND_AFFINITY, FRONTEND_DROP_NO_LOCAL, FRONTEND_EXTERNAL, FRONTEND_NODEPORT, FRONTEND_SOURCE_RANGES } from '../../datapath/service-types';
+import { FRONTEND_AFFINITY, FRONTEND_DROP_NO_LOCAL, FRONTEND_EXTERNAL, FRONTEND_IN_DROP_NO_LOCAL, FRONTEND_NODEPORT, FRONTEND_SOURCE_RANGES } from '../../datapath/service-types';
 
 export interface ServiceBackendView {
   backendId: number;
@@ -35,6 +35,11 @@ export interface ServiceFrontendView {
   /** With no backend: what a client meets (reject: no endpoint anywhere; drop: none on this node under a Local policy). */
   empty: 'reject' | 'drop' | null;
   backends: ServiceBackendView[];
+  /**
+   * What clients inside the cluster (this node's pods, the node) choose among when it is not the
+   * set above: an externalTrafficPolicy Local address's Cluster view. null: the same set.
+   */
+  inCluster: { setId: number; view: 'Cluster' | 'Local' | null; empty: 'reject' | 'drop' | null; backends: ServiceBackendView[] } | null;
 }
 
 const FLAGS: Array<[number, string]> = [
@@ -49,8 +54,19 @@ export function serviceViews(model: ServiceModel | undefined): ServiceFrontendVi
   const rows: ServiceFrontendView[] = [];
   for (const p of model?.ports ?? []) {
     const sets = [p.cluster, p.local].filter((s) => s !== undefined);
+    const backendViews = (set: (typeof sets)[number] | undefined): ServiceBackendView[] =>
+      (set?.backends ?? []).map((b) => ({
+        backendId: b.backendId,
+        address: b.address,
+        port: b.port,
+        state: [...(b.local ? ['local'] : []), ...(b.terminating ? ['terminating'] : [])],
+      }));
     for (const f of p.frontends) {
       const set = f.count > 0 ? sets.find((s) => s.setId === f.setId) : undefined;
+      const inSetId = f.inSetId ?? f.setId;
+      const inCount = f.inCount ?? f.count;
+      const inSet = inCount > 0 ? sets.find((s) => s.setId === inSetId) : undefined;
+      const differs = inSetId !== f.setId || inCount !== f.count;
       rows.push({
         service: p.service,
         port: p.portName || String(p.port),
@@ -65,12 +81,10 @@ export function serviceViews(model: ServiceModel | undefined): ServiceFrontendVi
         flags: FLAGS.filter(([bit]) => f.flags & bit).map(([, n]) => n),
         affinityTimeout: f.flags & FRONTEND_AFFINITY ? f.affinityTimeout : null,
         empty: f.count > 0 ? null : f.flags & FRONTEND_DROP_NO_LOCAL ? 'drop' : 'reject',
-        backends: (set?.backends ?? []).map((b) => ({
-          backendId: b.backendId,
-          address: b.address,
-          port: b.port,
-          state: [...(b.local ? ['local'] : []), ...(b.terminating ? ['terminating'] : [])],
-        })),
+        backends: backendViews(set),
+        inCluster: differs
+          ? { setId: inSetId, view: inSet?.view ?? null, empty: inCount > 0 ? null : f.flags & FRONTEND_IN_DROP_NO_LOCAL ? 'drop' : 'reject', backends: backendViews(inSet) }
+          : null,
       });
     }
   }

@@ -255,8 +255,13 @@ export const MAPS: readonly MapSpec[] = [
   {
     name: 'kelp_lb4_frontends',
     objects: ['lxc', 'host', 'sock'],
-    version: 1,
-    layouts: [coded(1, { type: MapType.HASH, maxEntries: LbLimits.LB_FRONTENDS_MAX, flags: 0 }, lb4FrontendKey, lb4Frontend)],
+    version: 2,
+    layouts: [
+      // 1: one view for every client (lb4_frontend of 20 bytes).
+      { version: 1, type: MapType.HASH, keySize: lb4FrontendKey.size, valueSize: 20, maxEntries: LbLimits.LB_FRONTENDS_MAX, flags: 0 },
+      // 2: an outside and an in-cluster view (externalTrafficPolicy Local seen from inside).
+      coded(2, { type: MapType.HASH, maxEntries: LbLimits.LB_FRONTENDS_MAX, flags: 0 }, lb4FrontendKey, lb4Frontend),
+    ],
     migrate: 'rebuild',
     why: 'derived from the store: the service reconciler writes it whole (ServiceWriter) before the new programs are attached',
     writer: 'reconciler',
