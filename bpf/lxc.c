@@ -15,6 +15,7 @@
 #include "lib/endpoint.h"
 #include "lib/lb.h"
 #include "lib/lb_nat.h"
+#include "lib/tunnel.h"
 
 /* Hands the packet to the host stack. */
 static __always_inline int lxc_pass(struct __sk_buff *skb, enum kelp_dir dir, __u32 ep_id)
@@ -94,8 +95,50 @@ static __always_inline int lxc4_fib_redirect(struct __sk_buff *skb, const struct
 	return bpf_redirect_neigh(fib.ifindex, NULL, 0, 0);
 }
 
+/*
+ * To a pod on another node (its address in kelp_tunnel4): the sender's egress policy is decided
+ * here, the receiver's ingress on its own node. VXLAN: one routing hop (TTL, inner MACs), the
+ * tunnel key, and straight to the VXLAN device. Native: the node's routes carry it, its source
+ * kept (every node's pod CIDR is in kelp_nomasq4, so host.c does not masquerade it).
+ */
+static __always_inline int lxc4_remote(struct __sk_buff *skb, const struct pkt4 *pkt, __u32 src_id,
+				       const struct tunnel4_info *tun)
+{
+	__be32 node_ip = tun->node_ip;
+	__u32 flags = tun->flags;
+	struct overlay_config *cfg;
+	struct ethhdr *eth;
+	struct iphdr *ip;
+
+	if (policy4_check(skb, pkt, src_id, 0))
+		return TC_ACT_SHOT;
+	/* Native: the stack routes it (and answers an expiring TTL itself). */
+	if (!(flags & TUNNEL_F_ENCAP))
+		return lxc_pass(skb, KELP_DIR_FROM_POD, src_id);
+
+	cfg = overlay_config_get();
+	if (!cfg || !cfg->ifindex)
+		return drop_packet(skb, pkt, KELP_DIR_FROM_POD, src_id, DROP_NO_TUNNEL);
+	/* Reloaded: the verifier forgets packet pointers across the policy call. */
+	eth = eth_load(skb);
+	ip = ipv4_load(skb);
+	if (!eth || !ip)
+		return drop_packet(skb, pkt, KELP_DIR_FROM_POD, src_id, DROP_RUNT);
+	/* No ICMP time exceeded is generated yet: the sender just sees a loss. */
+	if (ip->ttl <= 1)
+		return drop_packet(skb, pkt, KELP_DIR_FROM_POD, src_id, DROP_TTL_EXCEEDED);
+	ipv4_dec_ttl(ip);
+	tunnel4_inner_macs(eth, cfg);
+	if (tunnel4_set_key(skb, node_ip, cfg->vni))
+		return drop_packet(skb, pkt, KELP_DIR_FROM_POD, src_id, DROP_NO_TUNNEL);
+	metrics_update(src_id, KELP_DIR_FROM_POD, 0, skb->len);
+	event_trace(skb, pkt, KELP_DIR_FROM_POD, src_id, cfg->ifindex, KELP_TRACE_TO_OVERLAY);
+	return bpf_redirect(cfg->ifindex, 0);
+}
+
 static __always_inline int from_pod_ipv4(struct __sk_buff *skb, struct pkt4 *pkt)
 {
+	struct tunnel4_info *tun;
 	struct endpoint_info *src, *dst;
 	struct ethhdr *eth;
 	__u8 ct_flags = 0;
@@ -125,6 +168,9 @@ static __always_inline int from_pod_ipv4(struct __sk_buff *skb, struct pkt4 *pkt
 	dst = endpoint4_lookup(pkt->daddr);
 	if (dst)
 		return lxc4_local_deliver(skb, pkt, src_id, dst);
+	tun = tunnel4_lookup(pkt->daddr);
+	if (tun)
+		return lxc4_remote(skb, pkt, src_id, tun);
 	if (policy4_check(skb, pkt, src_id, 0))
 		return TC_ACT_SHOT;
 	/* A reply to a client outside the node now comes from a node address (NodePort): the stack
@@ -304,6 +350,8 @@ struct lxc_btf_types {
 	enum lb_ct_dir lb_ct_dir;
 	enum lb_ct_flag lb_ct_flag;
 	enum lb_xlate lb_xlate;
+	enum tunnel_flag tunnel_flag;
+	enum overlay_mode overlay_mode;
 };
 KELP_BTF_TYPES(lxc_btf_types)
 

@@ -51,6 +51,9 @@ enum kelp_drop_reason {
 	DROP_LB_REWRITE		= -404,	/* a store or checksum helper failed mid-translation */
 	DROP_LB_FRAG		= -405,	/* an IPv4 fragment to a service address: no ports to balance by */
 	DROP_LB_SCTP_PORT	= -406,	/* SCTP to a backend on another port: its CRC32c is not rewritten */
+
+	/* Cross-node routing (bpf/lib/tunnel.h, bpf/overlay.c). */
+	DROP_NO_TUNNEL		= -500,	/* onto the VXLAN device without a kelp_tunnel4 entry, or no device configured */
 };
 
 /*

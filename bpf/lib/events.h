@@ -16,6 +16,7 @@ enum kelp_trace_point {
 	KELP_TRACE_NONE		= 0,
 	KELP_TRACE_TO_ENDPOINT	= 1,	/* redirected into a local pod (bpf_redirect_peer) */
 	KELP_TRACE_ARP_REPLY	= 2,	/* ARP reply sent back out of the interface it came in on */
+	KELP_TRACE_TO_OVERLAY	= 3,	/* redirected to the VXLAN device with a tunnel key (to another node) */
 };
 
 /* The policy decision behind a drop or an audit event; zero in every other event. */

@@ -11,6 +11,8 @@
 //   events.ts         the kelp_events ring
 //   policy.ts         the policy maps' writer, enforcement switch and conntrack collector
 //   service.ts        the load-balancing maps' writer (ServiceWriter) and service conntrack collector
+//   tunnel.ts         kelp_tunnel4 and kelp_overlay_config (TunnelMaps, for the node reconciler)
+//   attach/overlay.ts overlay.o on the kelp VXLAN device: pinned tcx links
 // Load balancing and overlays add files beside these and a few lines here.
 // Invariants: lxc.o is loaded (and the endpoint cache made to agree with kelp_endpoints) before
 // any program of this agent is attached; close() releases handles only, so pods keep their
@@ -20,6 +22,7 @@ import type { Logger } from '../log';
 import { PodAttach } from './attach/pod';
 import { LinkPins, PinnedLink, RelinkOutcome } from './attach/pins';
 import { MasqueradeOptions, Uplink } from './attach/uplink';
+import { Overlay, OverlayAttachOptions } from './attach/overlay';
 import { enableSocketLb, SocketLbOptions } from './attach/cgroup';
 import type { BpffsStatus } from './bpffs';
 import { Counters } from './counters';
@@ -33,6 +36,7 @@ import { DatapathObjects } from './objects';
 import { DEFAULT_LB_MAGLEV_TABLE_SIZE, gcServiceCt, ServiceCtGcOptions, ServiceMaps, serviceMapsOf } from './service';
 import { DestroyedSocket, DestroyOptions, GoneBackend, UdpSocketReaper } from './sock';
 import type { MetricsEntry } from './structs';
+import { OverlayMaps, tunnelMapsOf } from './tunnel';
 import type { DatapathEndpoint, PodHook } from './types';
 
 export interface DatapathOptions {
@@ -58,6 +62,7 @@ export class Datapath {
   private readonly pods: PodAttach;
   private readonly counters: Counters;
   private uplink?: Uplink;
+  private overlay?: Overlay;
   private ring?: RingBuffer;
   private socketLb?: SocketLbOptions['mode'];
   private reaper?: UdpSocketReaper;
@@ -179,6 +184,27 @@ export class Datapath {
     return gcServiceCt(this.objects.map('kelp_lb4_ct'), monotonicNs(), opts);
   }
 
+  // --- other nodes (node-types.ts) ---------------------------------------------------------------
+
+  /** kelp_tunnel4 and kelp_overlay_config (shared by lxc.o and overlay.o), for the node reconciler. */
+  tunnelMaps(): OverlayMaps {
+    return tunnelMapsOf(this.objects);
+  }
+
+  /**
+   * overlay.o on the kelp VXLAN device (VXLAN mode), once per agent: pinned tcx links, moved in
+   * place onto this agent's programs when an earlier agent left them.
+   */
+  attachOverlay(o: OverlayAttachOptions): void {
+    if (this.overlay) throw new Error(`the overlay programs are attached already (on ${this.overlay.opts.ifname})`);
+    this.overlay = Overlay.attach(this.objects, this.pins, o, this.opts.log, this.opts.trace);
+  }
+
+  /** overlay.o, once attachOverlay ran. */
+  get overlayObject(): BpfObject | undefined {
+    return this.overlay?.obj;
+  }
+
   // --- uplink ----------------------------------------------------------------------------------
 
   /** Masquerade on the uplink: SNAT pod sources to the uplink's address, GC'd every 10 s. */
@@ -252,6 +278,7 @@ export class Datapath {
 
   close(): void {
     this.reaper?.close();
+    this.overlay?.close();
     this.uplink?.close();
     this.ring?.close();
     this.objects.close();

@@ -40,6 +40,8 @@ export const DropReason = {
   LB_REWRITE: -404,
   LB_FRAG: -405,
   LB_SCTP_PORT: -406,
+  // Cross-node routing (bpf/lib/tunnel.h, bpf/overlay.c).
+  NO_TUNNEL: -500,
 } as const;
 
 /**
@@ -92,6 +94,7 @@ const DESCRIPTIONS: Record<DropReasonName, string> = {
   LB_REWRITE: 'rewriting the packet for a service (DNAT, reverse NAT, hairpin, reject) failed',
   LB_FRAG: 'an IPv4 fragment to a service address: kelp keeps no fragment state to balance it by its ports',
   LB_SCTP_PORT: 'SCTP to a backend on another port: kelp does not rewrite the CRC32c a port change needs',
+  NO_TUNNEL: 'to another node through the VXLAN device, but kelp_tunnel4 has no entry for the destination or no VXLAN device is configured',
 };
 
 const BY_CODE = new Map<number, DropReasonName>(

@@ -19,6 +19,7 @@ import {
   lb4MemberKey,
   lb4SourceRangeKey,
 } from './service';
+import { overlayConfig, tunnel4Info, tunnel4Key } from './tunnel';
 import { describePolicyCt, frag4Key, frag4Ports, ipcache4Info, ipcache4Key, pct4Entry, pct4Key, policy4Key, policy4Verdict, policyConfig } from './policy';
 
 export interface MapRow {
@@ -104,6 +105,14 @@ export function mapRows(name: string, m: BpfMap, layout?: { value?: StructCodec<
       return m.lookupBatch().map(([k, v]) => ({ key: tuple4.decode(k), value: lb4CtEntry.decode(v) }));
     case 'kelp_frag4':
       return m.lookupBatch().map(([k, v]) => ({ key: frag4Key.decode(k), value: frag4Ports.decode(v) }));
+    case 'kelp_tunnel4':
+      return decodedRows(m, tunnel4Key, tunnel4Info);
+    case 'kelp_overlay_config':
+      // The one slot, once the agent wrote it (mode NONE before).
+      return m.lookupBatch().flatMap(([k, v]) => {
+        const value = overlayConfig.decode(v);
+        return value.mode === 0 ? [] : [{ key: k.readUInt32LE(0), value }];
+      });
   }
   if (m.type === MapType.RINGBUF) return [];
   return m.keys().map((k) => ({ key: k.toString('hex'), value: m.lookup(k)?.toString('hex') }));

@@ -9,7 +9,7 @@ import type { PolicyAction, PolicyTier } from './policy-types';
 import { Direction, EventType, TracePoint, kelpEvent, RawEvent } from './structs';
 
 export type EventDirection = 'from-pod' | 'to-pod';
-export type TracePointName = 'to-endpoint' | 'arp-reply';
+export type TracePointName = 'to-endpoint' | 'arp-reply' | 'to-overlay';
 
 interface EventCommon {
   tsNs: bigint;
@@ -66,6 +66,7 @@ export type KelpEvent = DropEvent | AuditEvent | TraceEvent;
 const POINTS: Record<number, TracePointName> = {
   [TracePoint.TO_ENDPOINT]: 'to-endpoint',
   [TracePoint.ARP_REPLY]: 'arp-reply',
+  [TracePoint.TO_OVERLAY]: 'to-overlay',
 };
 
 function direction(raw: RawEvent): EventDirection {

@@ -63,6 +63,12 @@ export interface OverlayConfig {
   vni: number;
   /** The VXLAN device's ifindex in the node's namespace (0 in native mode). */
   vxlanIfindex: number;
+  /**
+   * The VXLAN device's MAC (required in VXLAN mode; rtnl.createVxlan returns it): kelp_from_pod
+   * writes it as the inner frame's source and destination, as the kernel does for the node's own
+   * packets on the NOARP device.
+   */
+  vxlanMac?: string;
 }
 
 /** A node other than this one, as the node reconciler derives it from a Node object. */
@@ -99,5 +105,7 @@ export interface TunnelMaps {
 //   datapath.attachOverlay({ ifindex, ifname }): attaches kelp_from_overlay / kelp_to_overlay
 //     (tcx ingress / egress, pinned links: an agent restart moves them in place, no gap)
 // Netlink surface (src/netlink/rtnl.ts):
-//   rtnl.createVxlan({ name, vni, port, mtu, local? }): an "external" (collect_md) VXLAN device,
-//     NOARP, learning off; existing with the same settings = no change, different = error.
+//   rtnl.createVxlan({ name, port, mtu, local? }) → LinkInfo (ifindex, mac): an "external"
+//     (collect_md) VXLAN device, NOARP, learning off, up; existing with the same settings = no
+//     change, different = error. No VNI: an external device has none (iproute2 refuses both; the
+//     device receives every VNI on its port); the VNI rides per packet, from kelp_overlay_config.

@@ -19,7 +19,7 @@ import { copyConverted, findMapPins, mapPinPath, OldPin, pinnedShape, readOldPin
 import { describeShape, layoutOf, MapLayout, MAPS, mapSpec, MapSpec, sameShape } from './maps/registry';
 
 /** The objects the agent loads: one per attach point (iter_udp: the UDP socket iterator). */
-export type ObjectName = 'lxc' | 'host' | 'sock' | 'iter_udp';
+export type ObjectName = 'lxc' | 'host' | 'sock' | 'iter_udp' | 'overlay';
 
 const DEFAULT_OBJECT_DIR = path.join(__dirname, '../../build/bpf');
 

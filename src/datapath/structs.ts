@@ -74,7 +74,7 @@ export type Direction = (typeof Direction)[keyof typeof Direction];
 
 // enum kelp_event_type, enum kelp_trace_point (bpf/lib/events.h)
 export const EventType = { DROP: 1, TRACE: 2, AUDIT: 3 } as const;
-export const TracePoint = { NONE: 0, TO_ENDPOINT: 1, ARP_REPLY: 2 } as const;
+export const TracePoint = { NONE: 0, TO_ENDPOINT: 1, ARP_REPLY: 2, TO_OVERLAY: 3 } as const;
 
 // --- kelp_endpoints -------------------------------------------------------------------------
 
@@ -480,5 +480,6 @@ export const MIRRORED_ENUMS: Record<string, Record<string, number>> = {
     KELP_TRACE_NONE: TracePoint.NONE,
     KELP_TRACE_TO_ENDPOINT: TracePoint.TO_ENDPOINT,
     KELP_TRACE_ARP_REPLY: TracePoint.ARP_REPLY,
+    KELP_TRACE_TO_OVERLAY: TracePoint.TO_OVERLAY,
   },
 };

@@ -15,6 +15,8 @@ export {
   type RouteScope,
   type RouteSpec,
   type VethPairOptions,
+  type VxlanOptions,
+  type VxlanSettings,
 } from './rtnl';
 export {
   configurePodSide,

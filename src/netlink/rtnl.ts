@@ -21,7 +21,7 @@ import { Flags, FlagsGet, FlagsNew, MessageType as NlMessageType } from 'netlink
 import { AttrStream, formatMessage, NetlinkMessage, parseError, parseMessages } from 'netlink/dist/structs';
 import * as rt from 'netlink/dist/rt/structs';
 import type * as ifla from 'netlink/dist/rt/ifla';
-import { ipFromBytes, ipToBytes, ipToString, parseCidr, parseIp, IpFamily } from '../ipam/ip';
+import { ipFromBytes, ipToBytes, ipToString, parseCidr, parseIp, tryParseIp, IpFamily } from '../ipam/ip';
 import { asNetlinkError, isGone, hasCode, NetlinkError } from './errors';
 import { formatMac, parseMac } from './mac';
 import { openRtnlSocket, rtnlRequestAsync, type RtnlSocket } from '../bpf';
@@ -40,6 +40,12 @@ const IFLA_NET_NS_FD = 28;
 const IFLA_INFO_KIND = 1;
 const IFLA_INFO_DATA = 2;
 const VETH_INFO_PEER = 1;
+const IFF_NOARP = 0x80;
+// IFLA_VXLAN_* of <linux/if_link.h>.
+const IFLA_VXLAN_LOCAL = 4;
+const IFLA_VXLAN_LEARNING = 7;
+const IFLA_VXLAN_PORT = 15;
+const IFLA_VXLAN_COLLECT_METADATA = 25;
 const NLA_F_NESTED = 0x8000;
 const RTEXT_FILTER_SKIP_STATS = 8;
 const RTNH_F_ONLINK = 4;
@@ -92,6 +98,27 @@ export interface VethPairOptions {
    * from its own namespace.
    */
   hostUp?: boolean;
+}
+
+/** A kelp VXLAN device: external (collect_md), learning off, NOARP, up. */
+export interface VxlanOptions {
+  name: string;
+  /** UDP port it sends to and listens on (IANA's is 4789; flannel's and kelp's default 8472). */
+  port: number;
+  mtu: number;
+  /** The underlay address the device binds to; default any. */
+  local?: string;
+}
+
+/** What a VXLAN device is configured with, as createVxlan compares it. */
+export interface VxlanSettings {
+  collectMetadata: boolean;
+  port: number;
+  learning: boolean;
+  noarp: boolean;
+  mtu: number;
+  /** Undefined when it is bound to no address. */
+  local?: string;
 }
 
 export interface LinkChanges {
@@ -330,6 +357,77 @@ export class Rtnl {
     } finally {
       if (o.peerNetnsPath !== undefined && fd !== undefined) closeSync(fd);
     }
+  }
+
+  /**
+   * Creates a VXLAN device in external (collect_md) mode: no VNI, remote or FDB of its own, the
+   * tunnel key of each packet set by BPF (bpf_skb_set_tunnel_key); learning off; NOARP, since
+   * nothing on it has a neighbour to resolve; up. A device of that name with the same settings
+   * is left as it is (an agent restart); one with other settings (or not a VXLAN device) is an
+   * error naming what differs, and is left alone. Returns the device (its ifindex and MAC).
+   */
+  async createVxlan(o: VxlanOptions): Promise<LinkInfo> {
+    checkIfname('createVxlan', 'name', o.name);
+    if (!Number.isInteger(o.port) || o.port < 1 || o.port > 65535) throw new RangeError(`createVxlan: port ${o.port} is not in 1..65535`);
+    checkMtu('createVxlan', o.mtu);
+    let local: Buffer | undefined;
+    if (o.local !== undefined) {
+      const ip = tryParseIp(o.local);
+      if (ip?.family !== 4) throw new TypeError(`createVxlan: local ${JSON.stringify(o.local)} is not an IPv4 address`);
+      local = ipToBytes(ip);
+    }
+    const want: VxlanSettings = { collectMetadata: true, port: o.port, learning: false, noarp: true, mtu: o.mtu, ...(o.local !== undefined ? { local: o.local } : {}) };
+
+    const existing = await this.vxlanOf(o.name);
+    if (existing) return this.checkVxlan(o.name, existing, want);
+
+    const port = Buffer.alloc(2);
+    port.writeUInt16BE(o.port);
+    const data = [rtattr(IFLA_VXLAN_COLLECT_METADATA, Buffer.from([1])), rtattr(IFLA_VXLAN_PORT, port), rtattr(IFLA_VXLAN_LEARNING, Buffer.from([0]))];
+    if (local) data.push(rtattr(IFLA_VXLAN_LOCAL, local));
+    const linkinfo = Buffer.concat([rtattr(IFLA_INFO_KIND, cstring('vxlan')), rtattr(IFLA_INFO_DATA | NLA_F_NESTED, Buffer.concat(data))]);
+    const payload = linkMessage(
+      { flags: { up: true, noarp: true }, change: { up: true, noarp: true } },
+      { ifname: o.name, mtu: o.mtu, linkinfo },
+    );
+    try {
+      await this.request(rt.MessageType.NEWLINK, payload, FlagsNew.CREATE | FlagsNew.EXCL, `netlink newlink ${o.name} type vxlan`);
+    } catch (e) {
+      // Made meanwhile by someone else: judged as any existing device.
+      const raced = hasCode(e, 'EEXIST') ? await this.vxlanOf(o.name) : undefined;
+      if (!raced) throw e;
+      return this.checkVxlan(o.name, raced, want);
+    }
+    const link = await this.link(o.name);
+    if (!link) throw new NetlinkError(`netlink getlink ${o.name}`, constants.errno.ENODEV);
+    return link;
+  }
+
+  /** A link and, when it is a VXLAN device, its settings; undefined when there is no such link. */
+  async vxlanOf(ref: LinkRef): Promise<{ link: LinkInfo; vxlan?: VxlanSettings } | undefined> {
+    const [data, attrs] = linkRef(ref);
+    let msgs: NetlinkMessage[];
+    try {
+      msgs = await this.get(rt.MessageType.GETLINK, linkMessage(data, { ...attrs, extMask: u32(RTEXT_FILTER_SKIP_STATS) }), `netlink getlink ${ref}`);
+    } catch (e) {
+      if (isGone(e)) return undefined;
+      throw e;
+    }
+    if (!msgs.length) return undefined;
+    const link = parseLink(msgs[0]);
+    return link.kind === 'vxlan' ? { link, vxlan: parseVxlan(msgs[0], link.mtu) } : { link };
+  }
+
+  private async checkVxlan(name: string, found: { link: LinkInfo; vxlan?: VxlanSettings }, want: VxlanSettings): Promise<LinkInfo> {
+    if (!found.vxlan) throw new Error(`createVxlan: ${name} exists and is not a VXLAN device (kind ${found.link.kind ?? 'none'})`);
+    const have = found.vxlan;
+    const differs = (Object.keys(want) as Array<keyof VxlanSettings>)
+      .concat(have.local !== undefined && want.local === undefined ? ['local'] : [])
+      .filter((k) => have[k] !== want[k])
+      .map((k) => `${k} ${String(have[k])} (want ${String(want[k])})`);
+    if (differs.length) throw new Error(`createVxlan: ${name} exists with other settings: ${differs.join(', ')}; remove it or configure kelp to match`);
+    if (!found.link.up) await this.setUp(found.link.index);
+    return { ...found.link, up: true };
   }
 
   /** The link with this name or ifindex, or undefined if there is none. */
@@ -772,6 +870,27 @@ function parseLink(m: NetlinkMessage): LinkInfo {
     }
   });
   return info;
+}
+
+/** The settings createVxlan compares, from a VXLAN device's link message. */
+function parseVxlan(m: NetlinkMessage, mtu: number): VxlanSettings {
+  const b = m.data;
+  const s: VxlanSettings = { collectMetadata: false, port: 0, learning: false, noarp: (b.readUInt32LE(8) & IFF_NOARP) !== 0, mtu };
+  forEachAttr(b, IFINFOMSG_LEN, (type, v) => {
+    if (type !== IFLA_LINKINFO) return;
+    forEachAttr(v, 0, (t, info) => {
+      if (t !== IFLA_INFO_DATA) return;
+      forEachAttr(info, 0, (a, val) => {
+        switch (a) {
+          case IFLA_VXLAN_COLLECT_METADATA: s.collectMetadata = val.readUInt8(0) !== 0; break;
+          case IFLA_VXLAN_PORT: s.port = val.readUInt16BE(0); break;
+          case IFLA_VXLAN_LEARNING: s.learning = val.readUInt8(0) !== 0; break;
+          case IFLA_VXLAN_LOCAL: if (val.readUInt32BE(0) !== 0) s.local = ipToString(ipFromBytes(val.subarray(0, 4))); break;
+        }
+      });
+    });
+  });
+  return s;
 }
 
 function forEachAttr(b: Buffer, offset: number, fn: (type: number, value: Buffer) => void): void {

@@ -14,7 +14,7 @@ describe('map registry', () => {
   it('matches the maps the compiled objects declare, object by object', () => {
     const pinRoot = mountBpffs();
     const declared: Record<string, string[]> = {};
-    for (const name of ['lxc', 'host', 'sock', 'iter_udp'] as const) {
+    for (const name of ['lxc', 'host', 'sock', 'iter_udp', 'overlay'] as const) {
       const obj = loadObject(objectPath(name), { pinRoot, constants: name === 'host' ? masqConstants({ podCidr: '10.244.0.0/24', masqIp: '192.0.2.1' }) : {} });
       try {
         for (const m of obj.maps().filter((n) => n.startsWith('kelp_'))) (declared[m] ??= []).push(name);

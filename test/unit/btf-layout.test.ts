@@ -8,6 +8,7 @@ import { DropReason, MetricsReason } from '../../src/datapath/drop';
 import { NAT_ENUMS, NAT_STRUCTS } from '../../src/datapath/nat';
 import { POLICY_ENUMS, POLICY_STRUCTS } from '../../src/datapath/policy';
 import { LB_ENUMS, LB_STRUCTS } from '../../src/datapath/service';
+import { TUNNEL_ENUMS, TUNNEL_STRUCTS } from '../../src/datapath/tunnel';
 import {
   ALL_STRUCTS,
   MIRRORED_ENUMS,
@@ -37,8 +38,15 @@ const { kelp_dir, kelp_event_type, kelp_trace_point } = MIRRORED_ENUMS;
 const OBJECTS: Array<{ name: string; structs: ReadonlyArray<StructCodec<unknown>>; enums: Record<string, Record<string, number>> }> = [
   {
     name: 'lxc',
-    structs: [...ALL_STRUCTS, ...POLICY_STRUCTS, ...LB_STRUCTS],
-    enums: { ...DROP_ENUM, ...MIRRORED_ENUMS, ...METRICS_REASON_ENUM, ...POLICY_ENUMS, ...LB_ENUMS },
+    structs: [...ALL_STRUCTS, ...POLICY_STRUCTS, ...LB_STRUCTS, ...TUNNEL_STRUCTS],
+    enums: { ...DROP_ENUM, ...MIRRORED_ENUMS, ...METRICS_REASON_ENUM, ...POLICY_ENUMS, ...LB_ENUMS, ...TUNNEL_ENUMS },
+  },
+  {
+    name: 'overlay',
+    structs: [...POLICY_STRUCTS, ...LB_STRUCTS, ...TUNNEL_STRUCTS, endpointKey, endpointInfo, endpointSlot, metricsKey, metricsValue, kelpEvent, kelpEventPolicy] as ReadonlyArray<
+      StructCodec<unknown>
+    >,
+    enums: { ...DROP_ENUM, kelp_dir, kelp_event_type, kelp_trace_point, ...METRICS_REASON_ENUM, ...TUNNEL_ENUMS },
   },
   {
     name: 'host',

@@ -13,6 +13,7 @@ import { ct4Entry, nat4Entry, nomasq4Key, tuple4 } from '../nat';
 import { ct4EntryV2, nat4EntryV2 } from './test-layouts';
 import { LbLimits, lb4Affinity, lb4AffinityKey, lb4Backend, lb4BackendKey, lb4CtEntry, lb4Frontend, lb4FrontendKey, lb4MemberKey, lb4SourceRangeKey } from '../service';
 import { frag4Key, frag4Ports, ipcache4Info, ipcache4Key, pct4Entry, pct4Key, policy4Key, policy4Verdict, policyConfig } from '../policy';
+import { overlayConfig, tunnel4Info, tunnel4Key } from '../tunnel';
 
 export type MapWriter =
   /** Only the datapath writes it (counters, conntrack, events). */
@@ -47,7 +48,7 @@ export interface MapLayout {
 export interface MapSpec {
   name: string;
   /** The BPF objects (build/bpf/<object>.o) that declare it; pinned once, they share one map. */
-  objects: ReadonlyArray<'lxc' | 'host' | 'sock' | 'iter_udp'>;
+  objects: ReadonlyArray<'lxc' | 'host' | 'sock' | 'iter_udp' | 'overlay'>;
   /** The layout the sources build (bpf/ without test defines). */
   version: number;
   /** Every layout it has had, oldest first. */
@@ -105,7 +106,7 @@ const u8Codec: StructCodec<unknown> = {
 export const MAPS: readonly MapSpec[] = [
   {
     name: 'kelp_endpoints',
-    objects: ['lxc', 'host'],
+    objects: ['lxc', 'host', 'overlay'],
     version: 1,
     layouts: [coded(1, { type: MapType.HASH, maxEntries: 16384, flags: 0 }, endpointKey, endpointInfo)],
     migrate: 'convert',
@@ -117,7 +118,7 @@ export const MAPS: readonly MapSpec[] = [
   },
   {
     name: 'kelp_endpoint_cache',
-    objects: ['lxc', 'host'],
+    objects: ['lxc', 'host', 'overlay'],
     version: 1,
     layouts: [{ version: 1, type: MapType.ARRAY, keySize: u32, valueSize: 32, maxEntries: 16384, flags: 0 }],
     migrate: 'rebuild',
@@ -127,7 +128,7 @@ export const MAPS: readonly MapSpec[] = [
   },
   {
     name: 'kelp_metrics',
-    objects: ['lxc', 'host'],
+    objects: ['lxc', 'host', 'overlay'],
     version: 1,
     layouts: [{ version: 1, type: MapType.PERCPU_HASH, keySize: 8, valueSize: 16, maxEntries: 16384, flags: 1 }],
     migrate: 'reset',
@@ -137,7 +138,7 @@ export const MAPS: readonly MapSpec[] = [
   },
   {
     name: 'kelp_metrics_fwd',
-    objects: ['lxc', 'host'],
+    objects: ['lxc', 'host', 'overlay'],
     version: 1,
     layouts: [{ version: 1, type: MapType.PERCPU_ARRAY, keySize: u32, valueSize: 16, maxEntries: 8192, flags: 0 }],
     migrate: 'reset',
@@ -147,7 +148,7 @@ export const MAPS: readonly MapSpec[] = [
   },
   {
     name: 'kelp_events',
-    objects: ['lxc', 'host'],
+    objects: ['lxc', 'host', 'overlay'],
     version: 1,
     layouts: [{ version: 1, type: MapType.RINGBUF, keySize: 0, valueSize: 0, maxEntries: 262144, flags: 0 }],
     migrate: 'reset',
@@ -194,7 +195,7 @@ export const MAPS: readonly MapSpec[] = [
   },
   {
     name: 'kelp_ipcache4',
-    objects: ['lxc', 'host'],
+    objects: ['lxc', 'host', 'overlay'],
     version: 1,
     layouts: [coded(1, { type: MapType.LPM_TRIE, maxEntries: 65536, flags: 1 }, ipcache4Key, ipcache4Info)],
     migrate: 'rebuild',
@@ -207,7 +208,7 @@ export const MAPS: readonly MapSpec[] = [
   },
   {
     name: 'kelp_policy4',
-    objects: ['lxc', 'host'],
+    objects: ['lxc', 'host', 'overlay'],
     version: 1,
     layouts: [coded(1, { type: MapType.LPM_TRIE, maxEntries: 262144, flags: 1 }, policy4Key, policy4Verdict)],
     migrate: 'rebuild',
@@ -218,7 +219,7 @@ export const MAPS: readonly MapSpec[] = [
   },
   {
     name: 'kelp_policy_config',
-    objects: ['lxc', 'host'],
+    objects: ['lxc', 'host', 'overlay'],
     version: 1,
     layouts: [{ version: 1, type: MapType.ARRAY, keySize: u32, valueSize: policyConfig.size, maxEntries: 1, flags: 0 }],
     migrate: 'rebuild',
@@ -230,7 +231,7 @@ export const MAPS: readonly MapSpec[] = [
   },
   {
     name: 'kelp_pct4',
-    objects: ['lxc', 'host'],
+    objects: ['lxc', 'host', 'overlay'],
     version: 1,
     layouts: [coded(1, { type: MapType.LRU_HASH, maxEntries: 65536, flags: 0 }, pct4Key, pct4Entry)],
     migrate: 'reset',
@@ -244,7 +245,7 @@ export const MAPS: readonly MapSpec[] = [
   },
   {
     name: 'kelp_frag4',
-    objects: ['lxc', 'host'],
+    objects: ['lxc', 'host', 'overlay'],
     version: 1,
     layouts: [coded(1, { type: MapType.LRU_HASH, maxEntries: 8192, flags: 0 }, frag4Key, frag4Ports)],
     migrate: 'reset',
@@ -254,7 +255,7 @@ export const MAPS: readonly MapSpec[] = [
   },
   {
     name: 'kelp_lb4_frontends',
-    objects: ['lxc', 'host', 'sock'],
+    objects: ['lxc', 'host', 'sock', 'overlay'],
     version: 2,
     layouts: [
       // 1: one view for every client (lb4_frontend of 20 bytes).
@@ -270,7 +271,7 @@ export const MAPS: readonly MapSpec[] = [
   },
   {
     name: 'kelp_lb4_backends',
-    objects: ['lxc', 'host', 'sock'],
+    objects: ['lxc', 'host', 'sock', 'overlay'],
     version: 1,
     layouts: [coded(1, { type: MapType.HASH, maxEntries: LbLimits.LB_BACKENDS_MAX, flags: 0 }, lb4BackendKey, lb4Backend)],
     migrate: 'rebuild',
@@ -281,7 +282,7 @@ export const MAPS: readonly MapSpec[] = [
   },
   {
     name: 'kelp_lb4_members',
-    objects: ['lxc', 'host', 'sock'],
+    objects: ['lxc', 'host', 'sock', 'overlay'],
     version: 1,
     layouts: [coded(1, { type: MapType.HASH, maxEntries: LbLimits.LB_BACKENDS_MAX, flags: 0 }, lb4MemberKey, { ...u32Codec })],
     migrate: 'rebuild',
@@ -292,7 +293,7 @@ export const MAPS: readonly MapSpec[] = [
   },
   {
     name: 'kelp_lb4_maglev',
-    objects: ['lxc', 'host', 'sock'],
+    objects: ['lxc', 'host', 'sock', 'overlay'],
     version: 1,
     layouts: [{ version: 1, type: MapType.HASH, keySize: u32, valueSize: 2 * LbLimits.LB_MAGLEV_M_DEFAULT, maxEntries: LbLimits.LB_MAGLEV_MAX, flags: 1 }],
     migrate: 'rebuild',
@@ -304,7 +305,7 @@ export const MAPS: readonly MapSpec[] = [
   },
   {
     name: 'kelp_lb4_affinity',
-    objects: ['lxc', 'host', 'sock'],
+    objects: ['lxc', 'host', 'sock', 'overlay'],
     version: 1,
     layouts: [coded(1, { type: MapType.LRU_HASH, maxEntries: LbLimits.LB_AFFINITY_MAX, flags: 0 }, lb4AffinityKey, lb4Affinity)],
     migrate: 'reset',
@@ -315,7 +316,7 @@ export const MAPS: readonly MapSpec[] = [
   },
   {
     name: 'kelp_lb4_source_ranges',
-    objects: ['lxc', 'host', 'sock'],
+    objects: ['lxc', 'host', 'sock', 'overlay'],
     version: 1,
     layouts: [coded(1, { type: MapType.LPM_TRIE, maxEntries: LbLimits.LB_SOURCE_RANGES_MAX, flags: 1 }, lb4SourceRangeKey, u8Codec)],
     migrate: 'rebuild',
@@ -326,7 +327,7 @@ export const MAPS: readonly MapSpec[] = [
   },
   {
     name: 'kelp_lb4_ct',
-    objects: ['lxc', 'host', 'sock'],
+    objects: ['lxc', 'host', 'sock', 'overlay'],
     version: 1,
     layouts: [coded(1, { type: MapType.LRU_HASH, maxEntries: LbLimits.LB_CT_MAX, flags: 0 }, tuple4, lb4CtEntry)],
     migrate: 'reset',
@@ -358,6 +359,28 @@ export const MAPS: readonly MapSpec[] = [
     why: 'ClientIP affinity of unbound sockets: after a layout change each namespace picks its backend afresh once',
     writer: 'datapath',
     description: 'socket LB affinity of sockets without an address yet: (netns cookie, service port) -> backend and last use',
+  },
+  {
+    name: 'kelp_tunnel4',
+    objects: ['lxc', 'overlay'],
+    version: 1,
+    layouts: [coded(1, { type: MapType.LPM_TRIE, maxEntries: 16384, flags: 1 }, tunnel4Key, tunnel4Info)],
+    migrate: 'rebuild',
+    why:
+      'derived from the store (every other node\'s pod CIDRs and address): the node reconciler writes it whole at start, ' +
+      'before pods are relinked to the new lxc.o; an agent restart of the same layout keeps the pinned map, so cross-node flows see no gap',
+    writer: 'reconciler',
+    description: 'remote pod CIDR -> the node holding it (underlay address) and how to reach it (VXLAN or native), longest prefix',
+  },
+  {
+    name: 'kelp_overlay_config',
+    objects: ['lxc', 'overlay'],
+    version: 1,
+    layouts: [{ version: 1, type: MapType.ARRAY, keySize: u32, valueSize: overlayConfig.size, maxEntries: 1, flags: 0 }],
+    migrate: 'rebuild',
+    why: 'configuration (routing mode, VNI, the VXLAN device): written by the agent at start from its options and the device it made',
+    writer: 'reconciler',
+    description: 'routing mode, VNI, and the VXLAN device (ifindex, MAC) pods\' packets to other nodes are redirected to (one slot)',
   },
   {
     name: 'kelp_sock_destroy4',

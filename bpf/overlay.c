@@ -1,0 +1,150 @@
+/*
+ * Programs on the node's kelp VXLAN device (VXLAN routing mode; src/datapath/node-types.ts is
+ * the contract). The device is in external (collect_md) mode: it hands tc the inner frame of
+ * every packet it decapsulates, and encapsulates what it is given with the tunnel key the
+ * sender set on the skb. Pods' packets to other nodes never pass here on the way out:
+ * kelp_from_pod sets their key and redirects them to the device (see kelp_to_overlay for the
+ * hook they do cross). Maps are shared with lxc.o and host.o by pinning.
+ */
+#include "lib/common.h"
+#include "lib/config.h"
+#include "lib/drop.h"
+#include "lib/metrics.h"
+#include "lib/events.h"
+#include "lib/eth.h"
+#include "lib/ipv4.h"
+#include "lib/endpoint.h"
+#include "lib/lb.h"
+#include "lib/lb_nat.h"
+#include "lib/tunnel.h"
+
+/* PACKET_HOST and PACKET_OTHERHOST of <linux/if_packet.h>, which clashes with the BPF headers. */
+#define OVERLAY_PACKET_HOST 0
+#define OVERLAY_PACKET_OTHERHOST 3
+
+/*
+ * To the node's stack. The inner destination MAC is the sending device's (tunnel4_inner_macs),
+ * so eth_type_trans on this device marked the frame for another host, which ip_rcv drops: it
+ * is made the node's own, and the stack routes it as any packet it receives.
+ */
+static __always_inline int overlay_to_stack(struct __sk_buff *skb)
+{
+	if (skb->pkt_type == OVERLAY_PACKET_OTHERHOST)
+		bpf_skb_change_type(skb, OVERLAY_PACKET_HOST);
+	return TC_ACT_OK;
+}
+
+/*
+ * Into a local pod: one routing hop (TTL, MACs) and bpf_redirect_peer into its namespace, after
+ * the pod's ingress policy against the sender's identity (kelp_ipcache4 knows every pod in the
+ * store, remote ones too). redirect_peer skips the host veth's tc egress: this is the packet's
+ * only entry check, as for host.c's deliveries.
+ */
+static __always_inline int overlay4_deliver(struct __sk_buff *skb, struct pkt4 *pkt, const struct endpoint_info *ep)
+{
+	struct ethhdr *eth;
+	struct iphdr *ip;
+
+	ip = ipv4_load(skb);
+	if (!ip)
+		return drop_packet(skb, pkt, KELP_DIR_TO_POD, ep->ep_id, DROP_RUNT);
+	if (ip->ttl <= 1)
+		return drop_packet(skb, pkt, KELP_DIR_TO_POD, ep->ep_id, DROP_TTL_EXCEEDED);
+	/* The sender is on another node: only the pod's ingress is decided here. */
+	if (endpoint4_deliver(skb, pkt, 0, ep))
+		return TC_ACT_SHOT;
+	/* Reloaded: the verifier forgets packet pointers across the policy call. */
+	eth = eth_load(skb);
+	ip = ipv4_load(skb);
+	if (!eth || !ip)
+		return drop_packet(skb, pkt, KELP_DIR_TO_POD, ep->ep_id, DROP_RUNT);
+	ipv4_dec_ttl(ip);
+	eth_rewrite(eth, ep->mac, ep->node_mac);
+	event_trace(skb, pkt, KELP_DIR_TO_POD, ep->ep_id, ep->ifindex, KELP_TRACE_TO_ENDPOINT);
+	return bpf_redirect_peer(ep->ifindex, 0);
+}
+
+/*
+ * tc ingress of the VXLAN device: a packet from another node, decapsulated. IPv4 for a local
+ * endpoint is delivered into its pod (a service reply reverse-translated first: the client
+ * reached a backend on the sending node through kelp_from_pod's DNAT here); anything else goes
+ * to the node's stack.
+ */
+SEC("tc")
+int kelp_from_overlay(struct __sk_buff *skb)
+{
+	struct endpoint_info *ep;
+	struct pkt4 pkt = {};
+	struct ethhdr *eth;
+	__u8 ct_flags = 0;
+	int ret;
+
+	eth = eth_load(skb);
+	if (!eth || eth->h_proto != bpf_htons(ETH_P_IP))
+		return overlay_to_stack(skb);
+	pkt.eth_proto = eth->h_proto;
+	ret = ipv4_parse(skb, &pkt);
+	if (ret < 0)
+		return drop_packet(skb, &pkt, KELP_DIR_TO_POD, endpoint4_id(pkt.daddr), ret);
+	ret = lb4_reverse(skb, &pkt, &ct_flags);
+	if (ret < 0)
+		return drop_packet(skb, &pkt, KELP_DIR_TO_POD, endpoint4_id(pkt.daddr), ret);
+	ep = endpoint4_lookup(pkt.daddr);
+	if (!ep)
+		return overlay_to_stack(skb);
+	return overlay4_deliver(skb, &pkt, ep);
+}
+
+/*
+ * tc egress of the VXLAN device: what the device is about to encapsulate. Two kinds of packet
+ * come here. kelp_from_pod's, redirected to the device with their tunnel key set: a redirect to
+ * a device's egress goes through dev_queue_xmit, tc egress included; they pass as they are. And
+ * the node's own traffic that its routes put on the device (a remote pod CIDR routed onto it:
+ * socket LB to a remote backend, health probes): its key is set here from kelp_tunnel4, and a
+ * destination without an entry is dropped (the device would drop it anyway, uncounted).
+ * Anything but IPv4 passes: without a key the collect_md device drops it.
+ */
+SEC("tc")
+int kelp_to_overlay(struct __sk_buff *skb)
+{
+	struct bpf_tunnel_key key = {};
+	struct overlay_config *cfg;
+	struct tunnel4_info *tun;
+	struct pkt4 pkt = {};
+	struct ethhdr *eth;
+	int ret;
+
+	/* Fails (-EINVAL) when the skb carries no tunnel metadata: the node's own packets. */
+	if (bpf_skb_get_tunnel_key(skb, &key, sizeof(key), 0) == 0 && key.remote_ipv4 != 0)
+		return TC_ACT_OK;
+	eth = eth_load(skb);
+	if (!eth || eth->h_proto != bpf_htons(ETH_P_IP))
+		return TC_ACT_OK;
+	pkt.eth_proto = eth->h_proto;
+	ret = ipv4_parse(skb, &pkt);
+	if (ret < 0)
+		return drop_packet(skb, &pkt, KELP_DIR_FROM_POD, 0, ret);
+	tun = tunnel4_lookup(pkt.daddr);
+	cfg = overlay_config_get();
+	if (!tun || !(tun->flags & TUNNEL_F_ENCAP) || !cfg || !cfg->ifindex)
+		return drop_packet(skb, &pkt, KELP_DIR_FROM_POD, 0, DROP_NO_TUNNEL);
+	if (tunnel4_set_key(skb, tun->node_ip, cfg->vni))
+		return drop_packet(skb, &pkt, KELP_DIR_FROM_POD, 0, DROP_NO_TUNNEL);
+	return TC_ACT_OK;
+}
+
+/* Types the agent decodes that no map or non-inlined function of this object mentions. */
+struct overlay_btf_types {
+	struct kelp_event event;
+	enum kelp_event_type event_type;
+	enum kelp_trace_point trace_point;
+	enum kelp_metrics_reason metrics_reason;
+	enum tunnel_flag tunnel_flag;
+	enum overlay_mode overlay_mode;
+	enum lb_ct_flag lb_ct_flag;
+	enum lb_xlate lb_xlate;
+};
+KELP_BTF_TYPES(overlay_btf_types)
+
+/* GPL-compatible so the verifier offers every helper; the code is the project's own. */
+char __license[] SEC("license") = "Dual BSD/GPL";
