@@ -21,7 +21,11 @@
 import { mkdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { execFileSync } from 'node:child_process';
+import { POD_FILTER } from '../src/datapath/loader';
+import { VXLAN_DEVICE } from '../src/datapath/node-types';
 import { KELP_BIN, sh } from '../src/sandbox';
+import { applyObjects, programmed } from './lib/agent-api';
+import { attachedPrograms, AttachedAt, progStats, withBpfStats } from './lib/bpf-stats';
 import { BenchConfig, rotate } from './lib/config';
 import { run, startServer } from './lib/exec';
 import { Figure, HeadlineRow, spreadText } from './lib/figure';
@@ -43,6 +47,12 @@ const ORDER = [KELP_VXLAN, KELP_NATIVE, FLANNEL, ROUTED, UNDERLAY];
 export const RR = 'TCP_RR';
 export const CRR = 'TCP_CRR';
 export const STREAM = 'TCP throughput, 1 stream';
+/** Σ over every BPF program of both kelp nodes: run time during a TCP_RR run ÷ its transactions. */
+export const PROG_NS = 'BPF run time per TCP_RR transaction, both nodes';
+const PROG_ONE = 'BPF run time per TCP_RR transaction, by program';
+const PROG_RUNS = 'program runs per TCP_RR transaction';
+const STATS_SECONDS = 1;
+const PROGRAMMED_MS = 10_000;
 
 const TITLE = '9. Several nodes: pod on node 1 ↔ pod on node 2, TCP_RR/CRR and throughput: kelp VXLAN and native routing vs flannel-like VXLAN and routed veths';
 
@@ -71,6 +81,8 @@ interface Column {
   mtu: number;
   /** The device whose tx counter proves the packets took the path the name claims. */
   via: { netns: string; dev: string };
+  /** kelp's two node namespaces, whose programs the bpf_stats run times. */
+  kelpNodes?: [string, string];
 }
 
 interface Missing {
@@ -204,10 +216,10 @@ function routed(tag: string, netns: NetnsSet): { column: Column; underlay: Colum
   };
 }
 
-/** Whether `kelp agent --help` lists a flag: the agent refuses flags it does not know. */
-function agentHasFlag(flag: string): boolean {
-  const help = execFileSync(process.execPath, [KELP_BIN, 'agent', '--help'], { encoding: 'utf8' });
-  return new RegExp(`^\\s+${flag}\\b`, 'm').test(help);
+/** The flags of KELP_FLAGS that `kelp agent --help` does not list (the agent refuses flags it does not know). */
+function lackingFlags(): string[] {
+  const help = execFileSync(process.execPath, [KELP_BIN, 'agent', '--help'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+  return KELP_FLAGS.filter((f) => !new RegExp(`^\\s+${f}\\b`, 'm').test(help));
 }
 
 const KELP_FLAGS = ['--routing-mode', '--vxlan-id', '--vxlan-port', '--uplink', '--node-name', '--mtu'];
@@ -230,7 +242,12 @@ function nodeManifest(name: string, k: number, n: number): Record<string, unknow
 async function kelpPair(tag: string, mode: 'vxlan' | 'native', closers: Closer[]): Promise<Column | Missing> {
   const name = mode === 'vxlan' ? KELP_VXLAN : KELP_NATIVE;
   const k = mode === 'vxlan' ? K_VXLAN : K_NATIVE;
-  const lacking = KELP_FLAGS.filter((f) => !agentHasFlag(f));
+  let lacking: string[];
+  try {
+    lacking = lackingFlags();
+  } catch (e) {
+    return { name, why: `kelp agent --help failed: ${why((e as { stderr?: string }).stderr || e)}` };
+  }
   if (lacking.length > 0) return { name, why: `kelp agent has no ${lacking.join(', ')} (issue 13's cross-node datapath has not landed)` };
   const prefixes = mode === 'vxlan' ? [`${tag}a`, `${tag}b`] : [`${tag}c`, `${tag}d`];
   const nodeNames = prefixes.map((p) => `${p}-node`);
@@ -259,18 +276,89 @@ async function kelpPair(tag: string, mode: 'vxlan' | 'native', closers: Closer[]
   } catch (e) {
     return { name, why: `the agents did not start: ${why(e)}` };
   }
+  let client, server;
   try {
-    const client = await nodes[0].sb.addPod('mn-client', 'bench');
-    const server = await nodes[1].sb.addPod('mn-server', 'bench');
-    return {
-      name,
-      pair: { name, clientNetns: client.netns, serverNetns: server.netns, serverIp: server.ip },
-      mtu: mtuOf(client.netns, 'eth0'),
-      via: { netns: nodes[0].sb.node, dev: mode === 'vxlan' ? 'kelp_vxlan' : UPLINK },
-    };
+    client = await nodes[0].sb.addPod('mn-client', POD_NS);
+    server = await nodes[1].sb.addPod('mn-server', POD_NS);
   } catch (e) {
     return { name, why: `CNI ADD failed: ${why(e)}` };
   }
+  // As in a cluster, every agent knows every pod (the kubelet's status.podIP after the ADD): the
+  // receiver's ip cache finds the remote sender.
+  const objects = [
+    { apiVersion: 'v1', kind: 'Namespace', metadata: { name: POD_NS } },
+    podManifest(client.name, nodeNames[0], client.ip),
+    podManifest(server.name, nodeNames[1], server.ip),
+  ];
+  for (const n of nodes) {
+    try {
+      const rev = await applyObjects(n.sb.socketPath, objects);
+      if (!(await programmed(n.sb.socketPath, rev, PROGRAMMED_MS))) return { name, why: `${n.sb.node}: the Pod objects were not programmed within ${PROGRAMMED_MS / 1000} s` };
+    } catch (e) {
+      return { name, why: `${n.sb.node}: applying the Pod objects failed: ${why(e)}` };
+    }
+  }
+  return {
+    name,
+    pair: { name, clientNetns: client.netns, serverNetns: server.netns, serverIp: server.ip },
+    mtu: mtuOf(client.netns, 'eth0'),
+    via: { netns: nodeNames[0], dev: mode === 'vxlan' ? VXLAN_DEVICE : UPLINK },
+    kelpNodes: [nodeNames[0], nodeNames[1]],
+  };
+}
+
+const POD_NS = 'bench';
+/** kelp's host-side pod veths: `kelp` + 11 hex digits. */
+const POD_VETH = /^kelp[0-9a-f]{11}$/;
+
+function podManifest(name: string, node: string, ip: string): Record<string, unknown> {
+  return {
+    apiVersion: 'v1',
+    kind: 'Pod',
+    metadata: { name, namespace: POD_NS, labels: { app: name } },
+    spec: { nodeName: node, containers: [{ name: 'rr', image: 'bench' }] },
+    status: { phase: 'Running', podIP: ip, podIPs: [{ ip }], conditions: [{ type: 'Ready', status: 'True' }] },
+  };
+}
+
+/** A kelp node's programs, each once (one program can sit on several devices), named by node and hooks. */
+function kelpPrograms(nodes: [string, string]): Array<{ id: number; label: string }> {
+  return nodes.flatMap((node, i) => {
+    const byId = new Map<number, AttachedAt[]>();
+    for (const p of attachedPrograms(node, [POD_FILTER])) byId.set(p.id, [...(byId.get(p.id) ?? []), p]);
+    const where = (a: AttachedAt) => `${a.hook} of ${POD_VETH.test(a.dev) ? 'the pod veth' : a.dev}`;
+    return [...byId.entries()].map(([id, at]) => ({ id, label: `node ${i + 1} ${at[0].name} (${[...new Set(at.map(where))].join(', ')})` }));
+  });
+}
+
+/**
+ * One TCP_RR run of STATS_SECONDS per kelp column with bpf_stats on: every program of both its
+ * nodes, run time and runs per transaction. Not part of the figures above (the sysctl slows every
+ * program on the machine while it is on).
+ */
+async function profileRound(fig: Figure, cs: Column[], cpu: number): Promise<string> {
+  const progs = cs.map((c) => kelpPrograms(c.kelpNodes!));
+  const { before, after, res } = await withBpfStats(async () => {
+    const b = progs.map((ps) => ps.map((p) => progStats(p.id)));
+    const rr = await rrRates(cs.map((c) => c.pair), 'rr', STATS_SECONDS, cpu);
+    return { before: b, after: progs.map((ps) => ps.map((p) => progStats(p.id))), res: rr };
+  });
+  return cs
+    .map((c, i) => {
+      const tx = res[i].all;
+      let total = 0;
+      progs[i].forEach((p, j) => {
+        const ns = after[i][j].ns - before[i][j].ns;
+        const runs = after[i][j].cnt - before[i][j].cnt;
+        total += ns;
+        if (runs === 0) return;
+        fig.record(PROG_ONE, `${c.name}: ${p.label}`, 'ns/transaction', ns / tx);
+        fig.record(PROG_RUNS, `${c.name}: ${p.label}`, 'runs', runs / tx);
+      });
+      fig.record(PROG_NS, c.name, 'ns/transaction', total / tx);
+      return `${c.name} ${num(total / tx)} ns of BPF per transaction (${progs[i].length} programs)`;
+    })
+    .join(', ');
 }
 
 /**
@@ -359,6 +447,8 @@ export async function benchMultinode(cfg: BenchConfig, tag: string): Promise<Fig
         order.forEach((c, i) => fig.record(t.measure, c.name, t.unit, xs[i]));
         progress(`multinode round ${round + 1}/${cfg.multinodeRounds}: ${t.measure}: ${order.map((c, i) => `${c.name} ${t.show(xs[i])}`).join(', ')}`);
       }
+      const kelp = rotate(columns.filter((c) => c.kelpNodes), round);
+      if (kelp.length > 0) progress(`multinode round ${round + 1}/${cfg.multinodeRounds}: bpf_stats during TCP_RR: ${await profileRound(fig, kelp, cpu)}`);
     }
   } finally {
     while (closers.length > 0) await closers.pop()!();
@@ -387,7 +477,8 @@ function notes(cfg: BenchConfig, columns: Column[], missing: Missing[]): string[
       '192.168.24k.1, node 2 at .2), one pod on each node; the pod on node 1 is the client. ' +
       `**${KELP_VXLAN}** and **${KELP_NATIVE}**: a Sandbox node with its agent on each side (--routing-mode vxlan|native, --vxlan-id ${VNI}, ` +
       `--vxlan-port ${VXLAN_PORT}, --uplink ${UPLINK}, --mtu ${VXLAN_MTU} or ${UNDERLAY_MTU}, --socket-lb=off), both nodes' Node objects ` +
-      '(pod CIDR, InternalIP) in each agent\'s manifest dir, pods by CNI ADD through kelp-cni; no Pod objects and no policy. ' +
+      "(pod CIDR, InternalIP) in each agent's manifest dir before it starts, pods by CNI ADD through kelp-cni, then both Pod objects " +
+      "(spec.nodeName, status.podIP, as the kubelet reports them) applied to both agents and waited for (GET /v1/programmed); no policy. " +
       `**${FLANNEL}**: what flannel's vxlan backend and its bridge CNI program, with no BPF: flannel.1 (VXLAN, VNI ${VNI}, dstport ${VXLAN_PORT}, ` +
       'nolearning, local = the node\'s underlay address), cni0 (bridge, the subnet\'s .1) with the pod\'s veth, the remote subnet routed via ' +
       'the remote flannel.1 address (.0) onlink, a permanent neighbour entry for it and an FDB entry sending its MAC to the remote node; ' +
@@ -404,6 +495,15 @@ function notes(cfg: BenchConfig, columns: Column[], missing: Missing[]): string[
       'each running every test on every variant, the variants in rotated order. Everything on one machine: both nodes share its CPUs, so ' +
       "a packet's whole path, sender and receiver side, runs on the CPU the figure is pinned to.",
   ];
+  if (columns.some((c) => c.kelpNodes)) {
+    out.push(
+      `${PROG_NS}: after each round, one more TCP_RR run of ${STATS_SECONDS} s per kelp variant (the kelp variants in turns as above) with ` +
+        'kernel.bpf_stats_enabled set to 1 for that run only and then put back; for every program attached in either kelp node (tcx ' +
+        "links and kelp's clsact filters on every device), the growth of its run_time_ns ÷ the run's transactions, summed; by program " +
+        'below (programs by their kernel names, cut at 15 characters). The sysctl is machine-wide, so those runs are not part of the figures above. Run time covers the programs only, not ' +
+        'the redirect or the encapsulation the kernel carries out after they return.',
+    );
+  }
   if (missing.length > 0) out.push(`Not available in this run: ${missing.map((m) => `**${m.name}**: ${m.why}`).join('; ')}.`);
   return out;
 }
@@ -425,6 +525,22 @@ function targetsNote(fig: Figure, missing: Missing[]): string {
     const verdict = s.median >= min ? 'met' : `missed by ${num((1 - s.median / min) * 100)}%`;
     return `- ${what}: ${ratio(s.median)} (${ratio(s.min)}–${ratio(s.max)}), ${verdict}`;
   });
+  // Where a kelp transaction's time goes: its extra time over the reference against its programs' time.
+  for (const [kelp, ref] of [
+    [KELP_VXLAN, FLANNEL],
+    [KELP_NATIVE, ROUTED],
+  ]) {
+    if (!has(fig, PROG_NS, kelp)) continue;
+    const k = fig.values(RR, kelp);
+    const r = fig.values(RR, ref);
+    const extra = k.map((x, i) => 1e9 / x - 1e9 / r[i]);
+    const e = spread(extra);
+    const p = spread(fig.values(PROG_NS, kelp));
+    lines.push(
+      `- ${kelp} ${RR}: a transaction takes ${num(e.median)} ns (${num(e.min)}–${num(e.max)}) ${e.median >= 0 ? 'longer' : 'less'} than ${ref}'s; ` +
+        `kelp's programs on both nodes run ${num(p.median)} ns (${num(p.min)}–${num(p.max)}) per transaction`,
+    );
+  }
   return `Targets (issue 13; median of per-round ratios, min–max):\n${lines.join('\n')}`;
 }
 
