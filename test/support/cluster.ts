@@ -366,7 +366,8 @@ export class Cluster {
   outsidePeer?: Peer;
 
   async startPeers(): Promise<void> {
-    for (const p of this.pods) if (!p.peer) p.peer = spawnPeer(`${p.namespace}/${p.name}`, ['ip', 'netns', 'exec', p.netns]);
+    // Named by the pod's name alone (the answers say who answered): the tests that start peers give pods unique names.
+    for (const p of this.pods) if (!p.peer) p.peer = spawnPeer(p.name, ['ip', 'netns', 'exec', p.netns]);
     for (const n of this.nodes) {
       if (n.peer) continue;
       n.peer = n.cgroup

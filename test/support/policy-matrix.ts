@@ -8,13 +8,19 @@
 // two outside addresses, each a new connection that counts as reached only when its echo comes
 // back. Cases state what they expect as per-side rules (`Expectation`), written by hand from the
 // API text; `compare` turns a difference into a grid and a list a person can read.
+//
+// The same matrix runs across nodes (test/e2e/multinode-policy.test.ts, `startAcross`): the nine
+// pods spread over the nodes of a Cluster (test/support/cluster.ts), every object applied on
+// every node, and "node" meaning the pod's own node on either side of a probe, so every case's
+// expectation holds unchanged.
 import { ChildProcess, spawn } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
-import { Sandbox } from '../../src/sandbox';
+import { Sandbox, sh } from '../../src/sandbox';
 import { DropReason, dropReasonName, MetricsReason } from '../../src/datapath/drop';
 import { kelpApplyWait, kelpAsync, startSandbox } from './e2e';
 import { LinePeer } from './line-peer';
+import { Cluster, OUTSIDE_IP } from './cluster';
 import { requestJson } from '../../src/cli/client';
 
 // ---------------------------------------------------------------------------------------------
@@ -78,7 +84,7 @@ export interface PodRef {
 
 export interface OutsideRef {
   kind: 'outside';
-  /** out1: the outside namespace's uplink address (192.168.250.2); out2: 198.51.100.10. */
+  /** out1: the outside namespace's uplink address (192.168.250.2; across nodes 10.200.0.254); out2: 198.51.100.10. */
   id: 'out1' | 'out2';
   ip: string;
 }
@@ -89,7 +95,17 @@ export interface Topology {
   pods: PodRef[];
   pod(id: PodId): PodRef;
   outside: OutsideRef[];
+  /** The node's address and pod CIDR (across nodes: the first node's; see `nodeOf`). */
   nodeIp: string;
+  podCidr: string;
+  /** The node a pod runs on: its agent, address and pod CIDR. */
+  nodeOf(id: PodId): MatrixNode;
+}
+
+/** A node of the matrix: its sandbox (agent), address and pod CIDR. */
+export interface MatrixNode {
+  sb: Sandbox;
+  ip: string;
   podCidr: string;
 }
 
@@ -243,6 +259,11 @@ export const tcpRange = (start: number, end: number) => ({ tcp: { destinationPor
 export const udpRange = (start: number, end: number) => ({ udp: { destinationPort: { range: { start, end } } } });
 export const namedPort = (name: string) => ({ destinationNamedPort: name });
 
+/** The Namespace objects of the topology, with their starting labels. */
+export function matrixNamespaces(): Manifest[] {
+  return NAMESPACES.map((ns) => namespaceManifest(ns, NAMESPACE_LABELS[ns]));
+}
+
 function namespaceManifest(ns: Ns, labels: Labels): Manifest {
   return { apiVersion: 'v1', kind: 'Namespace', metadata: { name: ns, labels } };
 }
@@ -348,16 +369,24 @@ export interface KeptConnection {
 }
 
 export class PolicyMatrix {
+  /** The (first) node's sandbox. */
   readonly sb: Sandbox;
   readonly t: Topology;
-  private readonly peers = new Map<Source | 'outside', ProbePeer>();
+  /** Every node's agent: objects are applied on each. */
+  private readonly nodes: MatrixNode[];
+  /** Pods' peers by pod id, the outside's as 'outside', each node's by `node:<name>`. */
+  private readonly peers = new Map<string, ProbePeer>();
+  /** `kelp policy trace` after each step (one node: its agent explains and checks both sides). */
+  private readonly traced: boolean;
   private readonly labels: { pods: Record<string, Labels>; namespaces: Record<string, Labels> };
   private steps = 0;
   private lastProbes?: Map<string, ProbeResult>;
 
-  private constructor(sb: Sandbox, t: Topology) {
-    this.sb = sb;
+  private constructor(t: Topology, nodes: MatrixNode[]) {
+    this.sb = nodes[0].sb;
     this.t = t;
+    this.nodes = nodes;
+    this.traced = nodes.length === 1;
     this.labels = { pods: {}, namespaces: {} };
   }
 
@@ -382,15 +411,11 @@ export class PolicyMatrix {
         ],
         nodeIp: sb.nodeIp,
         podCidr: sb.podCidr,
+        nodeOf: () => node,
       };
-      m = new PolicyMatrix(sb, t);
-      for (const ns of NAMESPACES) m.labels.namespaces[ns] = NAMESPACE_LABELS[ns];
-      for (const p of refs) m.labels.pods[p.id] = POD_LABELS[p.pod];
-      await m.applyPods(refs);
-      for (const p of refs) m.peers.set(p.id, ProbePeer.start(p.id, sb.pods.get(p.id)!.netns));
-      m.peers.set('node', ProbePeer.start('node', sb.node));
-      m.peers.set('outside', ProbePeer.start('outside', sb.outside!, t.outside.map((o) => o.ip)));
-      await Promise.all([...m.peers.values()].map((p) => p.ready));
+      const node: MatrixNode = { sb, ip: sb.nodeIp, podCidr: sb.podCidr };
+      m = new PolicyMatrix(t, [node]);
+      await m.begin(refs, (p) => sb.pods.get(p.id)!.netns, sb.outside!);
       return m;
     } catch (e) {
       if (m) await m.stop();
@@ -399,24 +424,78 @@ export class PolicyMatrix {
     }
   }
 
+  /**
+   * The matrix across the nodes of `c` (started standalone with `matrixNamespaces()` among its
+   * objects and an outside): pod (namespace j, pod k) on node (j + k) mod N, so each namespace
+   * and each pod name spans the nodes and some pairs share one. `c` is the caller's to stop.
+   */
+  static async startAcross(c: Cluster): Promise<PolicyMatrix> {
+    if (!c.outside) throw new Error('the policy matrix needs the cluster\'s outside host');
+    sh('ip', ['-n', c.outside, 'addr', 'add', `${OUTSIDE_EXTRA_IP}/32`, 'dev', 'eth0']);
+    const nodes: MatrixNode[] = c.nodes.map((n) => ({ sb: n.sb, ip: n.address, podCidr: n.podCidr }));
+    const placed = NAMESPACES.flatMap((ns, j) => POD_NAMES.map((pod, k) => ({ ns, pod, node: c.nodes[(j + k) % c.nodes.length] })));
+    const added = await c.addPods(placed.map((p) => ({ node: p.node, name: p.pod, namespace: p.ns, labels: POD_LABELS[p.pod], ports: NAMED_PORTS[p.pod] })));
+    const refs: PodRef[] = added.map((a) => ({ kind: 'pod', id: `${a.namespace}/${a.name}` as PodId, ns: a.namespace as Ns, pod: a.name as PodName, ip: a.ip }));
+    const nodeOfPod = new Map(added.map((a, i) => [refs[i].id, nodes[c.nodes.indexOf(a.node)]]));
+    const t: Topology = {
+      pods: refs,
+      pod: (id) => refs.find((r) => r.id === id)!,
+      outside: [
+        { kind: 'outside', id: 'out1', ip: OUTSIDE_IP },
+        { kind: 'outside', id: 'out2', ip: OUTSIDE_EXTRA_IP },
+      ],
+      nodeIp: nodes[0].ip,
+      podCidr: nodes[0].podCidr,
+      nodeOf: (id) => nodeOfPod.get(id)!,
+    };
+    const m = new PolicyMatrix(t, nodes);
+    try {
+      await m.begin(refs, (p) => added.find((a) => `${a.namespace}/${a.name}` === p.id)!.netns, c.outside);
+      return m;
+    } catch (e) {
+      await m.stopPeers();
+      throw e;
+    }
+  }
+
+  /** The pods' objects with their addresses and starting labels, and every probe peer, ready. */
+  private async begin(refs: PodRef[], netnsOf: (p: PodRef) => string, outside: string): Promise<void> {
+    for (const ns of NAMESPACES) this.labels.namespaces[ns] = NAMESPACE_LABELS[ns];
+    for (const p of refs) this.labels.pods[p.id] = POD_LABELS[p.pod];
+    await this.applyPods(refs);
+    for (const p of refs) this.peers.set(p.id, ProbePeer.start(p.id, netnsOf(p)));
+    for (const n of this.nodes) this.peers.set(`node:${n.sb.node}`, ProbePeer.start('node', n.sb.node));
+    this.peers.set('outside', ProbePeer.start('outside', outside, this.t.outside.map((o) => o.ip)));
+    await Promise.all([...this.peers.values()].map((p) => p.ready));
+  }
+
   async stop(): Promise<void> {
+    await this.stopPeers();
+    if (this.nodes.length === 1) await this.sb.stop();
+  }
+
+  /** The probe peers only (across nodes the cluster is its starter's to stop). */
+  async stopPeers(): Promise<void> {
     await Promise.all([...this.peers.values()].map((p) => p.stop()));
-    await this.sb.stop();
   }
 
   private async applyPods(pods: PodRef[]): Promise<void> {
-    const manifests = pods.map((p) => podManifest(p.ns, p.pod, this.labels.pods[p.id], this.sb.node, p.ip));
+    const manifests = pods.map((p) => podManifest(p.ns, p.pod, this.labels.pods[p.id], this.t.nodeOf(p.id).sb.node, p.ip));
     await this.apply(manifests);
   }
 
-  /** `kelp apply -f DIR --wait`: returns once the agent has programmed the change. */
+  /** `kelp apply -f DIR --wait` on every node: returns once each agent has programmed the change. */
   async apply(manifests: Manifest[]): Promise<void> {
-    if (manifests.length > 0) await kelpApplyWait(this.sb, writeManifests(this.sb, `step-${++this.steps}`, manifests), 'apply');
+    if (manifests.length === 0) return;
+    const dir = writeManifests(this.sb, `step-${++this.steps}`, manifests);
+    await Promise.all(this.nodes.map((n) => kelpApplyWait(n.sb, dir, 'apply')));
   }
 
-  /** `kelp delete -f DIR --wait`. */
+  /** `kelp delete -f DIR --wait` on every node. */
   async delete(manifests: Manifest[]): Promise<void> {
-    if (manifests.length > 0) await kelpApplyWait(this.sb, writeManifests(this.sb, `step-${++this.steps}`, manifests), 'delete');
+    if (manifests.length === 0) return;
+    const dir = writeManifests(this.sb, `step-${++this.steps}`, manifests);
+    await Promise.all(this.nodes.map((n) => kelpApplyWait(n.sb, dir, 'delete')));
   }
 
   /** Replaces pods' labels (their Pod objects re-applied, address kept). */
@@ -439,13 +518,21 @@ export class PolicyMatrix {
     const nss = NAMESPACES.filter((ns) => JSON.stringify(this.labels.namespaces[ns]) !== JSON.stringify(NAMESPACE_LABELS[ns]));
     for (const p of pods) this.labels.pods[p.id] = POD_LABELS[p.pod];
     for (const ns of nss) this.labels.namespaces[ns] = NAMESPACE_LABELS[ns];
-    await this.apply([...nss.map((ns) => namespaceManifest(ns, NAMESPACE_LABELS[ns])), ...pods.map((p) => podManifest(p.ns, p.pod, POD_LABELS[p.pod], this.sb.node, p.ip))]);
+    await this.apply([...nss.map((ns) => namespaceManifest(ns, NAMESPACE_LABELS[ns])), ...pods.map((p) => podManifest(p.ns, p.pod, POD_LABELS[p.pod], this.t.nodeOf(p.id).sb.node, p.ip))]);
   }
 
-  private target(to: Destination): string {
-    if (to === 'node') return this.t.nodeIp;
+  /** Where a probe from `from` goes: 'node' is the source pod's own node. */
+  private target(to: Destination, from?: Source): string {
+    if (to === 'node') return from && from !== 'node' ? this.t.nodeOf(from).ip : this.t.nodeIp;
     if (to === 'out1' || to === 'out2') return this.t.outside.find((o) => o.id === to)!.ip;
     return this.t.pod(to).ip;
+  }
+
+  /** Who probes from `from`: 'node' is the destination pod's own node. */
+  private peerOf(from: Source, to: Destination): ProbePeer {
+    if (from !== 'node') return this.peers.get(from)!;
+    const node = to !== 'node' && to !== 'out1' && to !== 'out2' ? this.t.nodeOf(to) : this.nodes[0];
+    return this.peers.get(`node:${node.sb.node}`)!;
   }
 
   /**
@@ -461,7 +548,7 @@ export class PolicyMatrix {
           const key = keys[i++];
           const [from, to, port] = key.split(' ') as [Source, Destination, PortKey];
           const { proto, port: n } = parsePort(port);
-          results.set(key, await this.peers.get(from)!.request({ op: 'probe', proto, host: this.target(to), port: n, timeoutMs }).result);
+          results.set(key, await this.peerOf(from, to).request({ op: 'probe', proto, host: this.target(to, from), port: n, timeoutMs }).result);
         }
       };
       await Promise.all(Array.from({ length: Math.min(IN_FLIGHT, keys.length) }, worker));
@@ -535,7 +622,7 @@ export class PolicyMatrix {
         const before = s.reported && (await this.counters());
         const diff = await this.check(s.expect);
         if (diff) throw new Error(`${where}: ${diff}`);
-        const traced = await this.checkTrace();
+        const traced = this.traced ? await this.checkTrace() : '';
         if (traced) throw new Error(`${where}: ${traced}`);
         if (s.reported) this.checkReported(where, s.reported, before!, await this.counters());
         await s.also?.(this);
@@ -559,14 +646,16 @@ export class PolicyMatrix {
    * unreachable about it came back (the socket's ECONNREFUSED).
    */
   refused(from: Source, to: Destination, port = CLOSED_PORT): Promise<ProbeResult> {
-    return this.peers.get(from)!.request({ op: 'refused', host: this.target(to), port, timeoutMs: RETRY_MS }).result;
+    return this.peerOf(from, to).request({ op: 'refused', host: this.target(to, from), port, timeoutMs: RETRY_MS }).result;
   }
 
-  /** Packets per `pod reason` (directions added up), from `kelp get counters -o json`. */
+  /** Packets per `pod reason` (directions added up, every node's), from `kelp get counters -o json`. */
   async counters(): Promise<Map<string, bigint>> {
-    const rows = JSON.parse(await kelpAsync(this.sb, ['get', 'counters', '-o', 'json'])) as Array<{ pod: string | null; reason: string; packets: string }>;
     const out = new Map<string, bigint>();
-    for (const r of rows) if (r.pod) out.set(`${r.pod} ${r.reason}`, (out.get(`${r.pod} ${r.reason}`) ?? 0n) + BigInt(r.packets));
+    for (const n of this.nodes) {
+      const rows = JSON.parse(await kelpAsync(n.sb, ['get', 'counters', '-o', 'json'])) as Array<{ pod: string | null; reason: string; packets: string }>;
+      for (const r of rows) if (r.pod) out.set(`${r.pod} ${r.reason}`, (out.get(`${r.pod} ${r.reason}`) ?? 0n) + BigInt(r.packets));
+    }
     return out;
   }
 
@@ -584,9 +673,9 @@ export class PolicyMatrix {
 
   /** Opens a connection that stays open (its first echo must come back). */
   async keep(from: Source, to: Destination, port: PortKey): Promise<KeptConnection> {
-    const peer = this.peers.get(from)!;
+    const peer = this.peerOf(from, to);
     const { proto, port: n } = parsePort(port);
-    const { id, result } = peer.request({ op: 'open', proto, host: this.target(to), port: n, timeoutMs: RETRY_MS });
+    const { id, result } = peer.request({ op: 'open', proto, host: this.target(to, from), port: n, timeoutMs: RETRY_MS });
     const r = await result;
     if (!r.ok) throw new Error(`kept connection ${from} -> ${to} ${port} did not open: ${r.error}`);
     return { from, to, port, peer, id };
