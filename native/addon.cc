@@ -22,6 +22,7 @@ static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   kelp::InitNetns(env, exports);
   kelp::InitRtnl(env, exports);
   kelp::InitIter(env, exports);
+  kelp::InitMaglev(env, exports);
   return exports;
 }
 

@@ -58,5 +58,6 @@ void InitRtnl(Napi::Env env, Napi::Object exports);
 void InitRingBuf(Napi::Env env, Napi::Object exports);
 void InitNetns(Napi::Env env, Napi::Object exports);
 void InitIter(Napi::Env env, Napi::Object exports);
+void InitMaglev(Napi::Env env, Napi::Object exports);
 
 }  // namespace kelp

@@ -186,4 +186,10 @@ export interface KelpAddon {
   netnsCookie(netnsFd: number): bigint;
   /** Opens an iterator on an iterator link (inside the netns of netnsFd unless -1) and reads it to the end. */
   iterRun(linkFd: number, netnsFd: number): Buffer;
+  /**
+   * Maglev tables of many sets (native/maglev.cc): `names` holds each set's backend names in turn
+   * order, each followed by a NUL; set i has counts[i] names and its table goes to outs[i] (m
+   * slots, slot → the name's inputIndex). Returns the number of sets.
+   */
+  maglevFill(names: Buffer, counts: Uint32Array, inputIndex: Uint16Array, m: number, outs: Uint16Array[]): number;
 }

@@ -152,6 +152,26 @@ export class BpfMap {
     this.handle.updateBatch(keys, values, entries.length, flags);
   }
 
+  /**
+   * updateBatch of entries already packed back to back: `count` keys in `keys`, their values in
+   * `values`. Large values are written from where they lie, not copied into one buffer first
+   * (10,000 Maglev tables are 80 MiB).
+   */
+  updateBatchPacked(keys: Buffer, values: Buffer, count: number, flags = BPF_ANY): void {
+    const op = 'update batch';
+    if (flags !== BPF_ANY && flags !== BPF_F_LOCK) {
+      throw invalidArgument(`${op} ${this.name}`, `flags must be BPF_ANY or BPF_F_LOCK, got ${flags}`);
+    }
+    if (!Number.isInteger(count) || count < 0) throw invalidArgument(`${op} ${this.name}`, `count must be a non-negative integer, got ${count}`);
+    if (!Buffer.isBuffer(keys) || keys.length !== count * this.keySize) {
+      throw invalidArgument(`${op} ${this.name}`, `keys must be a Buffer of ${count} × ${this.keySize} bytes`);
+    }
+    if (!Buffer.isBuffer(values) || values.length !== count * this.valueLen) {
+      throw invalidArgument(`${op} ${this.name}`, `values must be a Buffer of ${count} × ${this.valueLen} bytes`);
+    }
+    if (count > 0) this.handle.updateBatch(keys, values, count, flags);
+  }
+
   /** Deletes the keys present and returns how many there were; absent keys are skipped. */
   deleteBatch(keys: readonly Buffer[]): number {
     keys.forEach((k, i) => this.checkKey('delete batch', k, i));

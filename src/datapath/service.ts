@@ -19,9 +19,9 @@
 // A MapFullError leaves the maps a superset of the old and new content: log, count, retry.
 import type { BpfMap } from '../bpf';
 import { networkAddress, parseCidr, ipToBytes } from '../ipam/ip';
-import { applyPuts, applyRemoves, diffEntries, diffStats, isMapFull, MapDiff, MapFullError, readEntries, SyncStats } from './maps/sync';
+import { applyPuts, applyRemoves, diffStats, isMapFull, MapDiff, MapFullError, readEntries, SyncStats } from './maps/sync';
 import { ct4Deadline, Ct4Entry, CtTimeouts, DEFAULT_CT_TIMEOUTS, tuple4 } from './nat';
-import { FRONTEND_DROP_NO_LOCAL, FRONTEND_IN_DROP_NO_LOCAL, type FrontendEntry, type L4Protocol, type ServiceMapsDesired } from './service-types';
+import { FRONTEND_DROP_NO_LOCAL, FRONTEND_IN_DROP_NO_LOCAL, type BackendSet, type FrontendEntry, type L4Protocol, type ServiceMapsDesired } from './service-types';
 import { StructCodec, checkLength, checkUint, ip4FromBuffer, ip4ToBuffer, layout } from './structs';
 
 // --- enums (bpf/lib/lb.h) ---------------------------------------------------------------------
@@ -288,7 +288,8 @@ export function encodeMaglevTable(table: Uint16Array | Uint32Array, m: number, c
   }
   let buf: Buffer;
   if (LITTLE_ENDIAN) {
-    buf = Buffer.from(new Uint8Array(t16.buffer, t16.byteOffset, t16.byteLength));
+    // A view, not a copy: tables are not changed once made (the compiler makes new ones).
+    buf = Buffer.from(t16.buffer, t16.byteOffset, t16.byteLength);
   } else {
     buf = Buffer.alloc(2 * m);
     for (let i = 0; i < m; i++) buf.writeUInt16LE(t16[i], 2 * i);
@@ -521,12 +522,17 @@ export function serviceMapsOf(obj: { map(name: string): BpfMap }): ServiceMaps {
 
 type Entries = Array<readonly [Buffer, Buffer]>;
 
+/**
+ * The desired content as groups of entries, by map: a group is what one object of the desired
+ * content encodes to (a set's backends, its members, a table, a frontend, a service's source
+ * ranges), the same array while the object is the same.
+ */
 interface EncodedService {
-  frontends: Entries;
-  backends: Entries;
-  members: Entries;
-  maglev: Entries;
-  sourceRanges: Entries;
+  frontends: Entries[];
+  backends: Entries[];
+  members: Entries[];
+  maglev: Entries[];
+  sourceRanges: Entries[];
 }
 
 const MAP_ORDER = ['backends', 'members', 'maglev', 'sourceRanges'] as const;
@@ -550,6 +556,38 @@ export interface ApplyServiceResult {
 
 const ONE = Buffer.from([1]);
 
+// Encodings remembered by the desired content's objects: the compiler hands the same objects back
+// for what did not change (and builds new ones for what did), so a run after one change encodes one
+// Service, not 10,000. Objects given to apply() must not be changed afterwards.
+const encodedSets = new WeakMap<BackendSet, { setId: number; backends: Entries; members: Entries }>();
+const encodedFrontends = new WeakMap<FrontendEntry, { tableId: number; inTableId: number; group: Entries }>();
+const tableGroups = new WeakMap<Uint16Array | Uint32Array, { tableId: number; count: number; group: Entries }>();
+const encodedRanges = new WeakMap<string[], { svcId: number; entries: Entries }>();
+const tableKeys = new Map<number, Buffer>();
+
+function setEntries(set: BackendSet): { backends: Entries; members: Entries } {
+  const memo = encodedSets.get(set);
+  if (memo && memo.setId === set.setId) return memo;
+  const backends: Entries = [];
+  const members: Entries = [];
+  set.backends.forEach((be, slot) => {
+    backends.push([lb4BackendKey.encode({ setId: set.setId, slot }), lb4Backend.encode(be)]);
+    members.push([lb4MemberKey.encode({ setId: set.setId, backendId: be.backendId }), u32Value(slot)]);
+  });
+  encodedSets.set(set, { setId: set.setId, backends, members });
+  return { backends, members };
+}
+
+function tableKey(tableId: number): Buffer {
+  let k = tableKeys.get(tableId);
+  if (!k) {
+    k = u32Value(tableId);
+    // Bounded by the map's size: table ids are set ids in use.
+    if (tableKeys.size < LbLimits.LB_MAGLEV_MAX * 2) tableKeys.set(tableId, k);
+  }
+  return k;
+}
+
 /**
  * The desired content as map entries; a set named twice, or a frontend whose count is not its
  * set's, is an error. Sets handed the same table object (the compiler shares one among the ports
@@ -563,10 +601,9 @@ export function encodeServiceDesired(desired: ServiceMapsDesired, maglevTableSiz
   for (const set of desired.sets) {
     if (sets.has(set.setId)) throw new Error(`backend set ${set.setId} is listed twice`);
     const count = set.backends.length;
-    set.backends.forEach((be, slot) => {
-      out.backends.push([lb4BackendKey.encode({ setId: set.setId, slot }), lb4Backend.encode(be)]);
-      out.members.push([lb4MemberKey.encode({ setId: set.setId, backendId: be.backendId }), u32Value(slot)]);
-    });
+    const enc = setEntries(set);
+    out.backends.push(enc.backends);
+    out.members.push(enc.members);
     let tableId = 0;
     if (count > 1 && set.maglev) {
       const shared = tableIds.get(set.maglev);
@@ -575,7 +612,12 @@ export function encodeServiceDesired(desired: ServiceMapsDesired, maglevTableSiz
       } else {
         tableId = set.setId;
         tableIds.set(set.maglev, { id: tableId, count });
-        out.maglev.push([u32Value(tableId), encodeMaglevTable(set.maglev, maglevTableSize, count)]);
+        let memo = tableGroups.get(set.maglev);
+        if (memo?.tableId !== tableId || memo.count !== count) {
+          memo = { tableId, count, group: [[tableKey(tableId), encodeMaglevTable(set.maglev, maglevTableSize, count)]] };
+          tableGroups.set(set.maglev, memo);
+        }
+        out.maglev.push(memo.group);
       }
     }
     sets.set(set.setId, { count, tableId });
@@ -590,11 +632,26 @@ export function encodeServiceDesired(desired: ServiceMapsDesired, maglevTableSiz
   };
   for (const fe of desired.frontends) {
     const tableId = viewTable(fe, fe.setId, fe.count, 'outside');
-    const inner = fe.inSetId === undefined ? {} : { inTableId: viewTable(fe, fe.inSetId, fe.inCount ?? 0, 'in-cluster') };
-    out.frontends.push([lb4FrontendKey.encode(fe), lb4Frontend.encode({ ...fe, tableId, ...inner })]);
+    const inTableId = fe.inSetId === undefined ? tableId : viewTable(fe, fe.inSetId, fe.inCount ?? 0, 'in-cluster');
+    const memo = encodedFrontends.get(fe);
+    if (memo?.tableId === tableId && memo.inTableId === inTableId) {
+      out.frontends.push(memo.group);
+      continue;
+    }
+    const entry = [lb4FrontendKey.encode(fe), lb4Frontend.encode({ ...fe, tableId, ...(fe.inSetId === undefined ? {} : { inTableId }) })] as const;
+    const group: Entries = [entry];
+    encodedFrontends.set(fe, { tableId, inTableId, group });
+    out.frontends.push(group);
   }
   for (const [svcId, cidrs] of desired.sourceRanges) {
-    for (const cidr of cidrs) out.sourceRanges.push([lb4SourceRangeKey.encode({ svcId, cidr }), ONE]);
+    const memo = encodedRanges.get(cidrs);
+    if (memo?.svcId === svcId) {
+      out.sourceRanges.push(memo.entries);
+      continue;
+    }
+    const entries: Entries = cidrs.map((cidr) => [lb4SourceRangeKey.encode({ svcId, cidr }), ONE] as const);
+    encodedRanges.set(cidrs, { svcId, entries });
+    out.sourceRanges.push(entries);
   }
   return out;
 }
@@ -603,6 +660,80 @@ function u32Value(v: number): Buffer {
   const b = Buffer.alloc(4);
   b.writeUInt32LE(v >>> 0, 0);
   return b;
+}
+
+/** A map's content as the writer last left it: key bytes (latin1) → entry. */
+type MapIndex = Map<string, readonly [Buffer, Buffer]>;
+
+/** Key Buffer → its latin1 text, for the Buffers remembered above: one conversion per key. */
+const keyIds = new WeakMap<Buffer, string>();
+
+function keyId(k: Buffer): string {
+  let id = keyIds.get(k);
+  if (id === undefined) {
+    id = k.toString('latin1');
+    keyIds.set(k, id);
+  }
+  return id;
+}
+
+function indexOf(entries: Entries): MapIndex {
+  const index: MapIndex = new Map();
+  for (const e of entries) index.set(keyId(e[0]), e);
+  return index;
+}
+
+/** A map as the writer last left it: the groups written, and every entry by key. */
+interface MapState {
+  groups: Set<Entries>;
+  index: MapIndex;
+}
+
+/**
+ * What to put and remove so a map holding `before` holds the groups of `want`. A group written
+ * last time and wanted again is unchanged without looking at its entries: after one change among
+ * 10,000 Services only the changed groups are compared entry by entry. `before` as read back from
+ * the map (no groups) compares every entry. A key two groups name is an error.
+ */
+function diffGroups(before: MapState, want: Entries[]): { diff: MapDiff; state: MapState } {
+  const groups = new Set(want);
+  if (groups.size !== want.length) throw new Error('desired content names one group of entries twice');
+  const index = before.index;
+  // Entries of groups no longer wanted: removed unless a new group puts their key again.
+  const stale: MapIndex = new Map();
+  for (const g of before.groups) {
+    if (groups.has(g)) continue;
+    for (const e of g) {
+      const id = keyId(e[0]);
+      index.delete(id);
+      stale.set(id, e);
+    }
+  }
+  if (before.groups.size === 0) for (const [id, e] of index) stale.set(id, e);
+  if (before.groups.size === 0) index.clear();
+  const put: Array<readonly [Buffer, Buffer]> = [];
+  let added = 0;
+  let updated = 0;
+  for (const g of want) {
+    if (before.groups.has(g)) continue;
+    for (const e of g) {
+      const id = keyId(e[0]);
+      if (index.has(id)) throw new Error(`desired content names key ${e[0].toString('hex')} twice`);
+      index.set(id, e);
+      const old = stale.get(id);
+      added++;
+      if (!old) {
+        put.push(e);
+        continue;
+      }
+      stale.delete(id);
+      if (old[1] === e[1] || old[1].equals(e[1])) continue;
+      updated++;
+      put.push(e);
+    }
+  }
+  const remove = Array.from(stale.values(), (e) => e[0]);
+  return { diff: { put, remove, unchanged: index.size - put.length, updated }, state: { groups, index } };
 }
 
 /** Puts a diff's entries: one batch call (a syscall per ~thousand entries rather than per entry). */
@@ -614,6 +745,28 @@ function putBatch(map: BpfMap, diff: MapDiff, wanted: number): void {
     if (isMapFull(e)) throw new MapFullError(map.name, wanted, map.maxEntries, e);
     // LPM tries have no batch operations (EINVAL/ENOTSUPP): entry by entry.
     applyPuts(map, diff, wanted);
+  }
+}
+
+/**
+ * putBatch for large values (Maglev tables): entries whose values lie back to back in one buffer
+ * (the compiler fills its tables in shared chunks, in set order) go in one call each run, the
+ * values written from where they lie.
+ */
+function putRuns(map: BpfMap, diff: MapDiff, wanted: number): void {
+  const put = diff.put;
+  try {
+    for (let i = 0; i < put.length; ) {
+      const first = put[i][1];
+      let j = i + 1;
+      while (j < put.length && put[j][1].buffer === first.buffer && put[j][1].byteOffset === first.byteOffset + (j - i) * first.length) j++;
+      const values = Buffer.from(first.buffer, first.byteOffset, (j - i) * first.length);
+      map.updateBatchPacked(Buffer.concat(put.slice(i, j).map((e) => e[0])), values, j - i);
+      i = j;
+    }
+  } catch (e) {
+    if (isMapFull(e)) throw new MapFullError(map.name, wanted, map.maxEntries, e);
+    throw e;
   }
 }
 
@@ -637,7 +790,8 @@ function removeBatch(map: BpfMap, diff: MapDiff): void {
  */
 export class ServiceWriter {
   readonly maglevTableSize: number;
-  private written?: EncodedService;
+  /** What the maps hold after the last apply, by map: absent at first, after a failure. */
+  private written?: Record<keyof EncodedService, MapState>;
 
   constructor(
     readonly maps: ServiceMaps,
@@ -656,32 +810,27 @@ export class ServiceWriter {
     const want = encodeServiceDesired(desired, this.maglevTableSize);
     const current = opts.resync ? undefined : this.written;
     this.written = undefined;
-    const read = (m: BpfMap) => readEntries(m);
-    const diffs = {
-      frontends: diffEntries(current?.frontends ?? read(this.maps.frontends), want.frontends),
-      backends: diffEntries(current?.backends ?? read(this.maps.backends), want.backends),
-      members: diffEntries(current?.members ?? read(this.maps.members), want.members),
-      maglev: diffEntries(current?.maglev ?? read(this.maps.maglev), want.maglev),
-      sourceRanges: diffEntries(current?.sourceRanges ?? read(this.maps.sourceRanges), want.sourceRanges),
-    };
+    const have = (name: keyof EncodedService): MapState => current?.[name] ?? { groups: new Set(), index: indexOf(readEntries(this.maps[name])) };
+    const step = (name: keyof EncodedService) => diffGroups(have(name), want[name]);
+    const d = { frontends: step('frontends'), backends: step('backends'), members: step('members'), maglev: step('maglev'), sourceRanges: step('sourceRanges') };
     const t0 = process.hrtime.bigint();
     let tablesNs = 0n;
     for (const name of MAP_ORDER) {
       const t = process.hrtime.bigint();
-      putBatch(this.maps[name], diffs[name], want[name].length);
+      (name === 'maglev' ? putRuns : putBatch)(this.maps[name], d[name].diff, d[name].state.index.size);
       if (name === 'maglev') tablesNs += process.hrtime.bigint() - t;
     }
-    putBatch(this.maps.frontends, diffs.frontends, want.frontends.length);
-    removeBatch(this.maps.frontends, diffs.frontends);
-    for (const name of [...MAP_ORDER].reverse()) removeBatch(this.maps[name], diffs[name]);
+    putBatch(this.maps.frontends, d.frontends.diff, d.frontends.state.index.size);
+    removeBatch(this.maps.frontends, d.frontends.diff);
+    for (const name of [...MAP_ORDER].reverse()) removeBatch(this.maps[name], d[name].diff);
     const writeMs = Number(process.hrtime.bigint() - t0) / 1e6;
-    this.written = want;
+    this.written = { frontends: d.frontends.state, backends: d.backends.state, members: d.members.state, maglev: d.maglev.state, sourceRanges: d.sourceRanges.state };
     return {
-      frontends: diffStats(diffs.frontends),
-      backends: diffStats(diffs.backends),
-      members: diffStats(diffs.members),
-      maglev: diffStats(diffs.maglev),
-      sourceRanges: diffStats(diffs.sourceRanges),
+      frontends: diffStats(d.frontends.diff),
+      backends: diffStats(d.backends.diff),
+      members: diffStats(d.members.diff),
+      maglev: diffStats(d.maglev.diff),
+      sourceRanges: diffStats(d.sourceRanges.diff),
       writeMs,
       tablesMs: Number(tablesNs) / 1e6,
     };

@@ -1,0 +1,48 @@
+// Maglev table population in the addon (native/maglev.cc): many sets per call, the names hashed
+// and the claim loop run in C. src/service/maglev.ts decides turn order and checks names; this
+// checks the shapes the native side trusts.
+import { invalidArgument } from './errors';
+import { addon } from './native';
+
+/** One set to fill: its backend names in turn order, and each name's index as the caller listed it. */
+export interface MaglevFillSet {
+  names: readonly string[];
+  inputIndex: ArrayLike<number>;
+  /** Receives the table: `m` slots, slot → input index. */
+  out: Uint16Array;
+}
+
+/** The largest table the native side fills (src/service/maglev.ts MAX_MAGLEV_TABLE_SIZE). */
+const MAX_M = 131071;
+
+/** Fills every set's `out` with its Maglev table over `m` slots, in one native call. */
+export function maglevFill(sets: readonly MaglevFillSet[], m: number): void {
+  const op = 'maglev fill';
+  if (!Number.isInteger(m) || m < 2 || m > MAX_M) throw invalidArgument(op, `m must be an integer between 2 and ${MAX_M}, got ${m}`);
+  if (sets.length === 0) return;
+  const counts = new Uint32Array(sets.length);
+  let total = 0;
+  sets.forEach((s, i) => {
+    const n = s.names.length;
+    if (n < 1 || n > m || n > 0xffff) throw invalidArgument(op, `set ${i} has ${n} backends: want 1 to ${Math.min(m, 0xffff)}`);
+    if (s.inputIndex.length !== n) throw invalidArgument(op, `set ${i} has ${n} names but ${s.inputIndex.length} input indices`);
+    if (s.out.length !== m) throw invalidArgument(op, `set ${i}'s table has ${s.out.length} slots, want ${m}`);
+    counts[i] = n;
+    total += n;
+  });
+  const inputIndex = new Uint16Array(total);
+  const parts: string[] = [];
+  let at = 0;
+  for (const s of sets) {
+    for (let k = 0; k < s.names.length; k++) {
+      const name = s.names[k];
+      if (name.includes('\0')) throw invalidArgument(op, `backend name ${JSON.stringify(name)} contains NUL`);
+      const idx = s.inputIndex[k];
+      if (!Number.isInteger(idx) || idx < 0 || idx >= s.names.length) throw invalidArgument(op, `input index ${idx} is outside a set of ${s.names.length}`);
+      inputIndex[at++] = idx;
+      parts.push(name);
+    }
+  }
+  parts.push('');
+  addon.maglevFill(Buffer.from(parts.join('\0'), 'utf8'), counts, inputIndex, m, sets.map((s) => s.out));
+}

@@ -1,0 +1,102 @@
+// The addon's Maglev population (native/maglev.cc, through src/bpf/maglev.ts) against the
+// TypeScript reference (src/service/maglev.ts maglevTable16), slot for slot, on generated sets;
+// and the compiler's batched cache (MaglevCache.flush) against tables computed one by one.
+import { describe, expect, it } from 'vitest';
+import { KelpBpfError } from '../../src/bpf';
+import { maglevFill } from '../../src/bpf/maglev';
+import { MaglevCache } from '../../src/service/compile';
+import { maglevFillTables, maglevTable16, maglevTables16 } from '../../src/service/maglev';
+import { Rng } from '../support/rng';
+
+const PRIMES = [2, 3, 7, 251, 1021, 4057, 16381];
+
+/** Backend names as the compiler makes them, and a few it does not (any text may be a name). */
+function nameOf(r: Rng): string {
+  switch (r.int(4)) {
+    case 0:
+      return `10.${r.int(256)}.${r.int(256)}.${r.int(256)}`;
+    case 1:
+      return `10.${r.int(256)}.${r.int(256)}.${r.int(256)}:${1 + r.int(65535)}`;
+    case 2:
+      return `[fd00::${r.int(65536).toString(16)}]:${r.int(65536)}`;
+    default:
+      // Non-ASCII and longer than one SHA-256 block: the native hash must see the same UTF-8 bytes.
+      return `bäckend-${'x'.repeat(r.int(120))}-${r.int(1e9)}`;
+  }
+}
+
+function distinctNames(r: Rng, n: number): string[] {
+  const out = new Set<string>();
+  while (out.size < n) out.add(nameOf(r));
+  return [...out];
+}
+
+describe('native Maglev population', () => {
+  it('equals the TypeScript reference slot for slot (generated sets, M from 2 to 16381)', () => {
+    for (let seed = 1; seed <= 40; seed++) {
+      const r = new Rng(seed);
+      const m = PRIMES[r.int(PRIMES.length)];
+      const sets = Array.from({ length: 1 + r.int(6) }, () => distinctNames(r, 1 + r.int(Math.min(m, 40))));
+      const native = maglevTables16(sets, { tableSize: m });
+      sets.forEach((names, i) => {
+        expect(Array.from(native[i]), `seed ${seed}, set ${i} (${names.length} of M=${m})`).toEqual(Array.from(maglevTable16(names, { tableSize: m })));
+      });
+    }
+  });
+
+  it('a set filling every slot (N = M), a large set, and a batch big enough for the threaded path', () => {
+    const r = new Rng(99);
+    const full = distinctNames(r, 251);
+    expect(Array.from(maglevTables16([full], { tableSize: 251 })[0])).toEqual(Array.from(maglevTable16(full, { tableSize: 251 })));
+    const big = distinctNames(r, 3000);
+    expect(Array.from(maglevTables16([big], { tableSize: 65537 })[0])).toEqual(Array.from(maglevTable16(big, { tableSize: 65537 })));
+    // 300 sets × 4057 slots is over the native side's threshold for splitting work over threads.
+    const many = Array.from({ length: 300 }, () => distinctNames(r, 2 + r.int(3)));
+    const tables = maglevTables16(many, { tableSize: 4057 });
+    for (const i of [0, 1, 74, 75, 150, 225, 299]) expect(Array.from(tables[i]), `set ${i}`).toEqual(Array.from(maglevTable16(many[i], { tableSize: 4057 })));
+  });
+
+  it('listing order does not matter: the same names in any order own the same slots', () => {
+    const names = distinctNames(new Rng(7), 9);
+    const [a, b] = maglevTables16([names, [...names].reverse()], { tableSize: 1021 });
+    const owners = (list: string[], t: Uint16Array) => Array.from(t, (i) => list[i]);
+    expect(owners([...names].reverse(), b)).toEqual(owners(names, a));
+  });
+
+  it('rejects what the reference rejects, naming the problem', () => {
+    expect(() => maglevTables16([['a', 'b', 'a']], { tableSize: 251 })).toThrow(/"a" is listed twice/);
+    expect(() => maglevTables16([[]], { tableSize: 251 })).toThrow(/at least one backend/);
+    expect(() => maglevTables16([['a', 'b', 'c']], { tableSize: 2 })).toThrow(/smaller than the 3 backends/);
+    expect(() => maglevTables16([['a']], { tableSize: 4096 })).toThrow(/not prime/);
+    expect(() => maglevFillTables([{ names: ['a', 'b'], out: new Uint16Array(10) }], { tableSize: 251 })).toThrow(KelpBpfError);
+    expect(() => maglevFill([{ names: ['a\0b'], inputIndex: [0], out: new Uint16Array(7) }], 7)).toThrow(/contains NUL/);
+    expect(() => maglevFill([{ names: ['a', 'b'], inputIndex: [0, 2], out: new Uint16Array(7) }], 7)).toThrow(/input index 2 is outside a set of 2/);
+  });
+});
+
+describe('MaglevCache', () => {
+  it('hands tables out at once and fills them at flush(), as computed one by one; a hit returns the same table', () => {
+    const cache = new MaglevCache();
+    const r = new Rng(3);
+    const sets = Array.from({ length: 50 }, () => distinctNames(r, 2 + r.int(5)));
+    const got = sets.map((names) => cache.table(names, 251)[1]);
+    cache.flush();
+    sets.forEach((names, i) => expect(Array.from(got[i]), `set ${i}`).toEqual(Array.from(maglevTable16(names, { tableSize: 251 }))));
+    expect(cache.misses).toBe(50);
+    cache.swap();
+    expect(cache.table(sets[0], 251)[1]).toBe(got[0]);
+    expect(cache.hits).toBe(1);
+  });
+
+  it('a flush that fails forgets the tables it could not fill: asked again, they are computed afresh', () => {
+    const cache = new MaglevCache();
+    const [, good] = cache.table(['a', 'b'], 251);
+    cache.table(['c', 'c'], 251);
+    expect(() => cache.flush()).toThrow(/"c" is listed twice/);
+    // Both were in the failed batch: neither is served unfilled.
+    const [, again] = cache.table(['a', 'b'], 251);
+    expect(again).not.toBe(good);
+    cache.flush();
+    expect(Array.from(again)).toEqual(Array.from(maglevTable16(['a', 'b'], { tableSize: 251 })));
+  });
+});
