@@ -20,6 +20,7 @@ import type { Reconciler, ReconcileLoop } from '../reconcile/loop';
 import { removedBackends, ServiceCompiler, ServiceModel } from '../service/compile';
 import { ServiceIds } from '../service/ids';
 import { SliceDeriver } from '../service/slices';
+import { KnownNodeFilter } from '../service/endpoints';
 import type { Kind } from '../sources/objects';
 import type { ObjectStore } from '../sources/store';
 
@@ -129,6 +130,8 @@ export function startServices(deps: AgentServicesDeps): AgentServices {
   let saved = ids.snapshot();
   const compiler = new ServiceCompiler(ids, { maglevTableSize: deps.maglevTableSize });
   const deriver = new SliceDeriver();
+  // Endpoints on nodes the store no longer has drop out (src/service/endpoints.ts).
+  const nodeFilter = new KnownNodeFilter();
   let model: ServiceModel | undefined;
   let desired: ServiceMapsDesired | undefined;
   let last: ServiceRunStats | undefined;
@@ -152,6 +155,7 @@ export function startServices(deps: AgentServicesDeps): AgentServices {
       endpointSlices = [...endpointSlices, ...derived];
     }
     const misses = compiler.maglev.misses;
+    endpointSlices = nodeFilter.apply(endpointSlices, nodes, deps.nodeName);
     const res = compiler.compile({ services, endpointSlices, nodes, nodeName: deps.nodeName, nodeAddresses });
     const compileMs = Number(process.hrtime.bigint() - t0) / 1e6;
     if (deps.writer) {

@@ -30,6 +30,33 @@ export interface Backend {
   nodeHints: ReadonlySet<string>;
 }
 
+/**
+ * The slices as the proxy should see them once Node objects are in use (the store holds any):
+ * an endpoint whose nodeName names no known Node is left out, so a node that goes away takes its
+ * backends with it at once, not when something deletes its pods (in standalone mode nothing
+ * does). Endpoints without a nodeName, or on this node, always stay. A slice with nothing to
+ * leave out is passed on as the same object, and a filtered one is reused while its input and
+ * the known nodes are unchanged, so the compiler's per-Service memo still holds.
+ */
+export class KnownNodeFilter {
+  private memo = new WeakMap<EndpointSliceObject, { known: string; out: EndpointSliceObject }>();
+
+  apply(slices: readonly EndpointSliceObject[], nodes: readonly { metadata: { name: string } }[], nodeName: string): EndpointSliceObject[] {
+    if (nodes.length === 0) return [...slices];
+    const names = new Set(nodes.map((n) => n.metadata.name));
+    const keep = (nn: string | undefined) => nn === undefined || nn === '' || nn === nodeName || names.has(nn);
+    const known = [...names].sort().join(',');
+    return slices.map((slice) => {
+      if (slice.endpoints.every((ep) => keep(ep.nodeName))) return slice;
+      const m = this.memo.get(slice);
+      if (m?.known === known) return m.out;
+      const out = { ...slice, endpoints: slice.endpoints.filter((ep) => keep(ep.nodeName)) };
+      this.memo.set(slice, { known, out });
+      return out;
+    });
+  }
+}
+
 /** "address:port", "[address]:port" for IPv6: the identity of a backend. */
 export function backendKey(b: Pick<Backend, 'address' | 'port'>): string {
   return b.address.includes(':') ? `[${b.address}]:${b.port}` : `${b.address}:${b.port}`;
