@@ -47,10 +47,10 @@ const ORDER = [KELP_VXLAN, KELP_NATIVE, FLANNEL, ROUTED, UNDERLAY];
 export const RR = 'TCP_RR';
 export const CRR = 'TCP_CRR';
 export const STREAM = 'TCP throughput, 1 stream';
-/** Σ over every BPF program of both kelp nodes: run time during a TCP_RR run ÷ its transactions. */
-export const PROG_NS = 'BPF run time per TCP_RR transaction, both nodes';
-const PROG_ONE = 'BPF run time per TCP_RR transaction, by program';
-const PROG_RUNS = 'program runs per TCP_RR transaction';
+/** Σ over every BPF program of both kelp nodes: run time during a TCP_RR (TCP_CRR) run ÷ its transactions. */
+export const progNs = (test: string) => `BPF run time per ${test} transaction, both nodes`;
+const progOne = (test: string) => `BPF run time per ${test} transaction, by program`;
+const progRuns = (test: string) => `program runs per ${test} transaction`;
 const STATS_SECONDS = 1;
 const PROGRAMMED_MS = 10_000;
 
@@ -336,11 +336,12 @@ function kelpPrograms(nodes: [string, string]): Array<{ id: number; label: strin
  * nodes, run time and runs per transaction. Not part of the figures above (the sysctl slows every
  * program on the machine while it is on).
  */
-async function profileRound(fig: Figure, cs: Column[], cpu: number): Promise<string> {
+async function profileRound(fig: Figure, cs: Column[], mode: 'rr' | 'crr', cpu: number): Promise<string> {
+  const test = mode === 'rr' ? RR : CRR;
   const progs = cs.map((c) => kelpPrograms(c.kelpNodes!));
   const { before, after, res } = await withBpfStats(async () => {
     const b = progs.map((ps) => ps.map((p) => progStats(p.id)));
-    const rr = await rrRates(cs.map((c) => c.pair), 'rr', STATS_SECONDS, cpu);
+    const rr = await rrRates(cs.map((c) => c.pair), mode, STATS_SECONDS, cpu);
     return { before: b, after: progs.map((ps) => ps.map((p) => progStats(p.id))), res: rr };
   });
   return cs
@@ -352,11 +353,11 @@ async function profileRound(fig: Figure, cs: Column[], cpu: number): Promise<str
         const runs = after[i][j].cnt - before[i][j].cnt;
         total += ns;
         if (runs === 0) return;
-        fig.record(PROG_ONE, `${c.name}: ${p.label}`, 'ns/transaction', ns / tx);
-        fig.record(PROG_RUNS, `${c.name}: ${p.label}`, 'runs', runs / tx);
+        fig.record(progOne(test), `${c.name}: ${p.label}`, 'ns/transaction', ns / tx);
+        fig.record(progRuns(test), `${c.name}: ${p.label}`, 'runs', runs / tx);
       });
-      fig.record(PROG_NS, c.name, 'ns/transaction', total / tx);
-      return `${c.name} ${num(total / tx)} ns of BPF per transaction (${progs[i].length} programs)`;
+      fig.record(progNs(test), c.name, 'ns/transaction', total / tx);
+      return `${c.name} ${num(total / tx)} ns of BPF per ${test} transaction (${progs[i].length} programs)`;
     })
     .join(', ');
 }
@@ -448,7 +449,9 @@ export async function benchMultinode(cfg: BenchConfig, tag: string): Promise<Fig
         progress(`multinode round ${round + 1}/${cfg.multinodeRounds}: ${t.measure}: ${order.map((c, i) => `${c.name} ${t.show(xs[i])}`).join(', ')}`);
       }
       const kelp = rotate(columns.filter((c) => c.kelpNodes), round);
-      if (kelp.length > 0) progress(`multinode round ${round + 1}/${cfg.multinodeRounds}: bpf_stats during TCP_RR: ${await profileRound(fig, kelp, cpu)}`);
+      for (const mode of kelp.length > 0 ? (['rr', 'crr'] as const) : []) {
+        progress(`multinode round ${round + 1}/${cfg.multinodeRounds}: bpf_stats: ${await profileRound(fig, kelp, mode, cpu)}`);
+      }
     }
   } finally {
     while (closers.length > 0) await closers.pop()!();
@@ -497,7 +500,7 @@ function notes(cfg: BenchConfig, columns: Column[], missing: Missing[]): string[
   ];
   if (columns.some((c) => c.kelpNodes)) {
     out.push(
-      `${PROG_NS}: after each round, one more TCP_RR run of ${STATS_SECONDS} s per kelp variant (the kelp variants in turns as above) with ` +
+      `${progNs(RR)} (and ${CRR}): after each round, one more TCP_RR and TCP_CRR run of ${STATS_SECONDS} s per kelp variant (the kelp variants in turns as above) with ` +
         'kernel.bpf_stats_enabled set to 1 for that run only and then put back; for every program attached in either kelp node (tcx ' +
         "links and kelp's clsact filters on every device), the growth of its run_time_ns ÷ the run's transactions, summed; by program " +
         'below (programs by their kernel names, cut at 15 characters). The sysctl is machine-wide, so those runs are not part of the figures above. Run time covers the programs only, not ' +
@@ -530,16 +533,16 @@ function targetsNote(fig: Figure, missing: Missing[]): string {
     [KELP_VXLAN, FLANNEL],
     [KELP_NATIVE, ROUTED],
   ]) {
-    if (!has(fig, PROG_NS, kelp)) continue;
-    const k = fig.values(RR, kelp);
-    const r = fig.values(RR, ref);
-    const extra = k.map((x, i) => 1e9 / x - 1e9 / r[i]);
-    const e = spread(extra);
-    const p = spread(fig.values(PROG_NS, kelp));
-    lines.push(
-      `- ${kelp} ${RR}: a transaction takes ${num(e.median)} ns (${num(e.min)}–${num(e.max)}) ${e.median >= 0 ? 'longer' : 'less'} than ${ref}'s; ` +
-        `kelp's programs on both nodes run ${num(p.median)} ns (${num(p.min)}–${num(p.max)}) per transaction`,
-    );
+    for (const test of [RR, CRR]) {
+      if (!has(fig, progNs(test), kelp)) continue;
+      const r = fig.values(test, ref);
+      const e = spread(fig.values(test, kelp).map((x, i) => 1e9 / x - 1e9 / r[i]));
+      const p = spread(fig.values(progNs(test), kelp));
+      lines.push(
+        `- ${kelp} ${test}, where the time goes: transaction time minus ${ref}'s ${num(e.median)} ns (${num(e.min)} to ${num(e.max)}); ` +
+          `kelp's programs on both nodes ran ${num(p.median)} ns (${num(p.min)}–${num(p.max)}) per transaction (bpf_stats on, which adds two clock reads per run)`,
+      );
+    }
   }
   return `Targets (issue 13; median of per-round ratios, min–max):\n${lines.join('\n')}`;
 }
