@@ -95,6 +95,12 @@ int kelp_from_overlay(struct __sk_buff *skb)
 	return overlay4_deliver(skb, &pkt, ep);
 }
 
+/* 224.0.0.0/4 and 255.255.255.255. */
+static __always_inline bool overlay4_not_unicast(__be32 daddr)
+{
+	return (daddr & bpf_htonl(0xf0000000)) == bpf_htonl(0xe0000000) || daddr == 0xffffffff;
+}
+
 /*
  * tc egress of the VXLAN device: what the device is about to encapsulate. Two kinds of packet
  * come here. kelp_from_pod's, redirected to the device with their tunnel key set: a redirect to
@@ -124,6 +130,10 @@ int kelp_to_overlay(struct __sk_buff *skb)
 	ret = ipv4_parse(skb, &pkt);
 	if (ret < 0)
 		return drop_packet(skb, &pkt, KELP_DIR_FROM_POD, 0, ret);
+	/* Multicast and broadcast have no node to go to (the device's own IGMP reports): dropped
+	 * as the device would drop them, without a drop event for each. */
+	if (overlay4_not_unicast(pkt.daddr))
+		return TC_ACT_SHOT;
 	tun = tunnel4_lookup(pkt.daddr);
 	cfg = overlay_config_get();
 	if (!tun || !(tun->flags & TUNNEL_F_ENCAP) || !cfg || !cfg->ifindex)

@@ -1,0 +1,297 @@
+// Pods on different nodes, with real packets. Three hand-made nodes (a netns each, with its own
+// bpffs root and kelp datapath loaded through the Datapath facade, no agent) joined by an
+// underlay: one veth per node into a bridge in a namespace of its own. Pods are netns + veth,
+// programmed through the Datapath API; the tunnel entries through TunnelMaps.
+//
+// VXLAN: the nodes have no route to any other node's pod CIDR and do not forward (ip_forward
+// 0), so pod → pod across nodes only works when kelp_from_pod encapsulates and
+// kelp_from_overlay delivers. Native: the same pods and traffic over routes the test adds inside
+// the node namespaces, kelp deciding at the pod veths only.
+import { ChildProcess } from 'node:child_process';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { inNetns } from '../../src/bpf';
+import { Datapath } from '../../src/datapath/datapath';
+import { DropReason } from '../../src/datapath/drop';
+import { TUNNEL_F_ENCAP, VXLAN_DEVICE, VXLAN_OVERHEAD } from '../../src/datapath/node-types';
+import { Direction } from '../../src/datapath/structs';
+import { silentLogger } from '../../src/log';
+import { Rtnl } from '../../src/netlink/rtnl';
+import { cleanupAll, createNetns, createVeth, mountBpffs, Netns, onCleanup, uniqueName } from '../support/netns';
+
+const GATEWAY = '169.254.1.1';
+const UNDERLAY_MTU = 1500;
+const POD_MTU = UNDERLAY_MTU - VXLAN_OVERHEAD;
+const TCP_PORT = 8080;
+/** A pod CIDR that no node holds: routed onto the VXLAN device, with no tunnel entry. */
+const ORPHAN_CIDR = '10.79.9.0/24';
+
+// Benchmarking range (RFC 2544) for the underlay, documentation-like pod CIDRs: never routed
+// anywhere real, and only between namespaces this test made.
+const nodeIp = (n: number) => `198.18.0.${n}`;
+const podCidr = (n: number) => `10.79.${n}.0/24`;
+
+interface Pod {
+  ns: Netns;
+  ip: string;
+  hostVeth: string;
+  epId: number;
+}
+
+interface Node {
+  n: number;
+  ns: Netns;
+  dp: Datapath;
+  ip: string;
+  pods: Pod[];
+  vxlanIfindex: number;
+}
+
+type Mode = 'vxlan' | 'native';
+
+/** TCP server in a pod: reads until the client's FIN, then answers "<peer address> <bytes read>\n" and 200,000 bytes. */
+const SERVER = `
+const net = require('net');
+net.createServer((s) => {
+  let n = 0;
+  s.on('data', (d) => { n += d.length; });
+  s.on('end', () => { s.write(s.remoteAddress + ' ' + n + '\\n'); s.end(Buffer.alloc(200000, 0x6b)); });
+  s.on('error', () => {});
+}).listen(+process.argv[1], '0.0.0.0', () => console.log('ready'));
+`;
+
+/** Sends 300,000 bytes, prints "<first line of the answer> <bytes received>", or "timeout" / "error CODE". */
+const CLIENT = `
+const net = require('net');
+const [ip, port] = process.argv.slice(1);
+const s = net.connect({ host: ip, port: +port });
+const chunks = [];
+s.setTimeout(5000, () => { console.log('timeout'); process.exit(0); });
+s.on('connect', () => s.end(Buffer.alloc(300000, 0x61)));
+s.on('data', (d) => chunks.push(d));
+s.on('end', () => { const b = Buffer.concat(chunks); const nl = b.indexOf(10); console.log(b.subarray(0, nl).toString() + ' ' + (b.length - nl - 1)); process.exit(0); });
+s.on('error', (e) => { console.log('error ' + e.code); process.exit(0); });
+`;
+
+/** Sends `count` UDP datagrams to `ip`:9 one after the other, whatever each send returns. */
+const UDP_SEND = `
+const dgram = require('dgram');
+const [ip, count] = process.argv.slice(1);
+const u = dgram.createSocket('udp4');
+let left = +count;
+const next = () => (left-- > 0 ? u.send('kelp', 9, ip, () => next()) : u.close());
+next();
+`;
+
+function waitForLine(child: ChildProcess, line: string): Promise<void> {
+  return new Promise((resolve, reject) => {
+    let buf = '';
+    const timer = setTimeout(() => reject(new Error(`no "${line}" from server; got: ${buf}`)), 10_000);
+    child.stdout!.on('data', (d: Buffer) => {
+      buf += d.toString();
+      if (buf.split('\n').includes(line)) {
+        clearTimeout(timer);
+        resolve();
+      }
+    });
+    child.on('exit', (code) => reject(new Error(`server exited with ${code}: ${buf}`)));
+  });
+}
+
+function tcp(from: Netns, to: string): string {
+  return from.exec(process.execPath, ['-e', CLIENT, to, String(TCP_PORT)]).trim();
+}
+
+function ping(from: Netns, to: string, opts: string[] = []): boolean {
+  return / 0% packet loss/.test(from.exec('ping', ['-n', '-c', '2', '-i', '0.2', '-W', '2', ...opts, to], { allowFail: true }));
+}
+
+function linkStats(ns: Netns, dev: string): { tx: number; rx: number } {
+  const [l] = JSON.parse(ns.ip('-j', '-s', 'link', 'show', 'dev', dev)) as Array<{ stats64: { tx: { packets: number }; rx: { packets: number } } }>;
+  return { tx: l.stats64.tx.packets, rx: l.stats64.rx.packets };
+}
+
+/** Packets of one counter (endpoint, direction, reason) in a node's maps. */
+function counter(node: Node, epId: number, dir: number, reason: number): number {
+  return node.dp
+    .metrics()
+    .filter((m) => m.key.epId === epId && m.key.dir === dir && m.key.reason === reason)
+    .reduce((s, m) => s + Number(m.value.packets), 0);
+}
+
+/**
+ * N nodes on one underlay bridge, each with kelp's datapath, two pods with TCP servers, and the
+ * routing of `mode`: every node's tunnel entries name every other node's pod CIDR (and, in
+ * VXLAN mode, its address, so pods' answers to a node's own traffic come back through the tunnel).
+ */
+async function makeCluster(mode: Mode, count: number): Promise<Node[]> {
+  const underlay = createNetns('kou');
+  const bridge = 'br0';
+  underlay.ip('link', 'add', bridge, 'type', 'bridge');
+  underlay.ip('link', 'set', bridge, 'up');
+  const nodes: Node[] = [];
+  let epId = 100;
+  for (let n = 1; n <= count; n++) {
+    const ns = createNetns('kon');
+    // Forwarding off in VXLAN mode: nothing but kelp can carry a pod's packet to another node.
+    ns.exec('sysctl', ['-qw', `net.ipv4.ip_forward=${mode === 'native' ? 1 : 0}`]);
+    const port = uniqueName('kob');
+    createVeth(ns, 'eth0', underlay, port);
+    underlay.ip('link', 'set', port, 'master', bridge);
+    ns.ip('addr', 'add', `${nodeIp(n)}/24`, 'dev', 'eth0');
+
+    const dp = new Datapath({ bpfRoot: mountBpffs(), log: silentLogger });
+    onCleanup(() => dp.close());
+    let vxlanIfindex = 0;
+    const tunnel = dp.tunnelMaps();
+    if (mode === 'vxlan') {
+      const rtnl = Rtnl.inNetns(ns.path);
+      try {
+        const dev = await rtnl.createVxlan({ name: VXLAN_DEVICE, port: 8472, mtu: POD_MTU });
+        vxlanIfindex = dev.index;
+        inNetns(ns.path, () => dp.attachOverlay({ ifindex: dev.index, ifname: dev.name }));
+        tunnel.setOverlayConfig({ mode, vni: 1, vxlanIfindex, vxlanMac: dev.mac });
+      } finally {
+        rtnl.close();
+      }
+    } else {
+      tunnel.setOverlayConfig({ mode, vni: 1, vxlanIfindex: 0 });
+    }
+    const node: Node = { n, ns, dp, ip: nodeIp(n), pods: [], vxlanIfindex };
+    for (let i = 0; i < 2; i++) node.pods.push(await makePod(node, mode, `10.79.${n}.${i + 2}`, ++epId));
+    nodes.push(node);
+  }
+  for (const node of nodes) {
+    const tunnel = node.dp.tunnelMaps();
+    for (const peer of nodes) {
+      if (peer === node) continue;
+      const flags = mode === 'vxlan' ? TUNNEL_F_ENCAP : 0;
+      tunnel.put({ cidr: podCidr(peer.n), nodeIp: peer.ip, flags });
+      if (mode === 'vxlan') tunnel.put({ cidr: `${peer.ip}/32`, nodeIp: peer.ip, flags });
+      else node.ns.ip('route', 'add', podCidr(peer.n), 'via', peer.ip);
+    }
+  }
+  for (const node of nodes) {
+    for (const pod of node.pods) {
+      const server = pod.ns.spawn(process.execPath, ['-e', SERVER, String(TCP_PORT)]);
+      await waitForLine(server, 'ready');
+    }
+  }
+  return nodes;
+}
+
+async function makePod(node: Node, mode: Mode, ip: string, epId: number): Promise<Pod> {
+  const ns = createNetns('kop');
+  const hostVeth = uniqueName('koh');
+  createVeth(node.ns, hostVeth, ns, 'eth0');
+  const mtu = String(mode === 'vxlan' ? POD_MTU : UNDERLAY_MTU);
+  node.ns.ip('link', 'set', hostVeth, 'mtu', mtu);
+  ns.ip('link', 'set', 'eth0', 'mtu', mtu);
+  // As CNI plugins wire a pod: a /32 and a link-local gateway kelp answers ARP for.
+  ns.ip('addr', 'add', `${ip}/32`, 'dev', 'eth0');
+  ns.ip('route', 'add', GATEWAY, 'dev', 'eth0', 'scope', 'link');
+  ns.ip('route', 'add', 'default', 'via', GATEWAY, 'dev', 'eth0');
+  const hostIfindex = node.ns.ifindex(hostVeth);
+  node.dp.upsertEndpoint({ id: epId, ips: [{ address: ip }], hostIfindex, hostIfname: hostVeth, podMac: ns.mac('eth0'), hostMac: node.ns.mac(hostVeth) });
+  // clsact filters attach synchronously, before the promise: inside the node's netns.
+  let attached: Promise<void> | undefined;
+  inNetns(node.ns.path, () => {
+    attached = node.dp.attach(hostIfindex, hostVeth);
+  });
+  await attached;
+  // Native: the node's stack delivers routed packets to the pod (through kelp_to_pod).
+  if (mode === 'native') node.ns.ip('route', 'add', `${ip}/32`, 'dev', hostVeth);
+  return { ns, ip, hostVeth, epId };
+}
+
+afterAll(cleanupAll);
+
+describe('VXLAN (collect_md device, tunnel key from kelp_tunnel4)', () => {
+  let nodes: Node[];
+  beforeAll(async () => {
+    nodes = await makeCluster('vxlan', 3);
+  }, 60_000);
+
+  it('pod → pod on every other node: TCP both ways, the server sees the client pod\'s own address, through the tunnel', () => {
+    const [n1, n2, n3] = nodes;
+    const client = n1.pods[0];
+    for (const server of [n2.pods[0], n2.pods[1], n3.pods[0]]) {
+      const before = { tx: linkStats(n1.ns, VXLAN_DEVICE).tx, rx: linkStats(server === n3.pods[0] ? n3.ns : n2.ns, VXLAN_DEVICE).rx };
+      expect(tcp(client.ns, server.ip), server.ip).toBe(`${client.ip} 300000 200000`);
+      const after = { tx: linkStats(n1.ns, VXLAN_DEVICE).tx, rx: linkStats(server === n3.pods[0] ? n3.ns : n2.ns, VXLAN_DEVICE).rx };
+      expect(after.tx - before.tx, 'encapsulated on node 1').toBeGreaterThan(3);
+      expect(after.rx - before.rx, 'decapsulated on the server\'s node').toBeGreaterThan(3);
+    }
+    // And back: a pod on node 3 to node 1.
+    expect(tcp(n3.pods[1].ns, n1.pods[1].ip)).toBe(`${n3.pods[1].ip} 300000 200000`);
+  });
+
+  it('ping across nodes, and 1,400 bytes with DF at pod MTU 1450 (the 50 bytes of VXLAN fit the 1500 underlay)', () => {
+    const [n1, n2] = nodes;
+    expect(ping(n1.pods[0].ns, n2.pods[1].ip)).toBe(true);
+    // ICMP payload 1372 + 8 + 20 = a 1,400-byte IPv4 packet; 1422 + 28 = 1450, the pod MTU exactly.
+    expect(ping(n1.pods[0].ns, n2.pods[1].ip, ['-M', 'do', '-s', '1372'])).toBe(true);
+    expect(ping(n1.pods[0].ns, n2.pods[1].ip, ['-M', 'do', '-s', '1422'])).toBe(true);
+    // One byte more does not fit the pod's MTU: the pod's own stack refuses it.
+    expect(ping(n1.pods[0].ns, n2.pods[1].ip, ['-M', 'do', '-s', '1423'])).toBe(false);
+  });
+
+  it('counted: forwarded from the client pod on its node, to the server pod on its node', () => {
+    const [n1, n2] = nodes;
+    const fromBefore = counter(n1, n1.pods[1].epId, Direction.FROM_POD, 0);
+    const toBefore = counter(n2, n2.pods[0].epId, Direction.TO_POD, 0);
+    expect(ping(n1.pods[1].ns, n2.pods[0].ip)).toBe(true);
+    expect(counter(n1, n1.pods[1].epId, Direction.FROM_POD, 0) - fromBefore).toBeGreaterThanOrEqual(2);
+    expect(counter(n2, n2.pods[0].epId, Direction.TO_POD, 0) - toBefore).toBeGreaterThanOrEqual(2);
+  });
+
+  it("the node's own traffic to a remote pod: routed onto the VXLAN device, keyed by kelp_to_overlay", () => {
+    const [n1, n2] = nodes;
+    n1.ns.ip('route', 'add', podCidr(2), 'dev', VXLAN_DEVICE);
+    onCleanup(() => n1.ns.ip('route', 'del', podCidr(2), 'dev', VXLAN_DEVICE));
+    const before = linkStats(n1.ns, VXLAN_DEVICE).tx;
+    expect(tcp(n1.ns, n2.pods[0].ip)).toBe(`${n1.ip} 300000 200000`);
+    expect(ping(n1.ns, n2.pods[1].ip)).toBe(true);
+    expect(linkStats(n1.ns, VXLAN_DEVICE).tx - before).toBeGreaterThan(3);
+  });
+
+  it('to a pod CIDR with no tunnel entry: dropped on the VXLAN device and counted (NO_TUNNEL)', () => {
+    const [n1] = nodes;
+    n1.ns.ip('route', 'add', ORPHAN_CIDR, 'dev', VXLAN_DEVICE);
+    onCleanup(() => n1.ns.ip('route', 'del', ORPHAN_CIDR, 'dev', VXLAN_DEVICE));
+    const before = counter(n1, 0, Direction.FROM_POD, DropReason.NO_TUNNEL);
+    const tx = linkStats(n1.ns, VXLAN_DEVICE).tx;
+    // Three datagrams, each through the device's egress once (ping would resend on ENOBUFS).
+    n1.ns.exec(process.execPath, ['-e', UDP_SEND, '10.79.9.5', '3']);
+    expect(counter(n1, 0, Direction.FROM_POD, DropReason.NO_TUNNEL) - before).toBe(3);
+    expect(linkStats(n1.ns, VXLAN_DEVICE).tx).toBe(tx);
+  });
+
+  it('a node whose tunnel entry goes is unreachable; put back, reachable again', () => {
+    const [n1, , n3] = nodes;
+    const tunnel = n1.dp.tunnelMaps();
+    tunnel.remove(podCidr(3));
+    expect(tunnel.entries().map((e) => e.cidr)).not.toContain(podCidr(3));
+    expect(ping(n1.pods[0].ns, n3.pods[0].ip)).toBe(false);
+    tunnel.put({ cidr: podCidr(3), nodeIp: n3.ip, flags: TUNNEL_F_ENCAP });
+    expect(ping(n1.pods[0].ns, n3.pods[0].ip)).toBe(true);
+  });
+});
+
+describe('native routing (routes via the underlay, no encapsulation)', () => {
+  let nodes: Node[];
+  beforeAll(async () => {
+    nodes = await makeCluster('native', 2);
+  }, 60_000);
+
+  it('pod → pod across nodes: TCP both ways and ping, the server sees the client pod\'s own address, no VXLAN device anywhere', () => {
+    const [n1, n2] = nodes;
+    expect(tcp(n1.pods[0].ns, n2.pods[0].ip)).toBe(`${n1.pods[0].ip} 300000 200000`);
+    expect(tcp(n2.pods[1].ns, n1.pods[1].ip)).toBe(`${n2.pods[1].ip} 300000 200000`);
+    expect(ping(n1.pods[1].ns, n2.pods[0].ip)).toBe(true);
+    expect(ping(n1.pods[1].ns, n2.pods[0].ip, ['-M', 'do', '-s', '1472'])).toBe(true);
+    for (const n of nodes) expect(n.ns.ip('-o', 'link', 'show', 'type', 'vxlan').trim()).toBe('');
+    // kelp_from_pod counted them as forwarded on the sender's node, kelp_to_pod on the receiver's.
+    expect(counter(n1, n1.pods[1].epId, Direction.FROM_POD, 0)).toBeGreaterThanOrEqual(2);
+    expect(counter(n2, n2.pods[0].epId, Direction.TO_POD, 0)).toBeGreaterThanOrEqual(2);
+  });
+});
