@@ -1,9 +1,17 @@
 /*
- * Programs on the node's uplink: masquerade of pod traffic leaving the node. Pod packets routed
- * out of the uplink get the node's address and a kelp-allocated port (kelp_host_egress); their
- * replies are translated back and, for a local pod, delivered straight into it
- * (kelp_host_ingress). Everything else — the node's own traffic, pod traffic to the
- * kelp_nomasq4 ranges — passes untouched. IPv4 only; the uplink must be an Ethernet device.
+ * Programs on the node's uplink and its lo: masquerade of pod traffic leaving the node, Services
+ * reached from outside, and the per-packet path of the node's own clients.
+ *   - Masquerade: pod packets routed out of the uplink get the node's address and a
+ *     kelp-allocated port (kelp_host_egress); their replies are translated back and, for a local
+ *     pod, delivered straight into it (kelp_host_ingress). Pod traffic to the kelp_nomasq4
+ *     ranges passes untouched.
+ *   - Services from outside: NodePorts, externalIPs, LoadBalancer IPs (kelp_host_ingress).
+ *   - The node's own connections to a frontend when socket LB does not translate them (it is off,
+ *     or the process is outside its cgroup): the node's packet to a VIP leaves by the route the
+ *     node has for it (its default route: the uplink's egress), to one of its own addresses
+ *     through lo (kelp_host_lo); both translate it with the in-cluster view and deliver it to the
+ *     backend, and its replies come back into the node's stack through lo (lb4_to_host_stack).
+ * IPv4 only; the uplink must be an Ethernet device.
  */
 #include "lib/common.h"
 #include "lib/config.h"
@@ -152,6 +160,69 @@ static __always_inline int snat4_egress(struct __sk_buff *skb, const struct pkt4
 			    nat.port);
 }
 
+/* ---- the node's own clients (per packet) ---- */
+
+/* Out by the node's route to a backend that is not a pod of this node, with the neighbour's MAC. */
+static __always_inline int host4_route(struct __sk_buff *skb, const struct pkt4 *pkt)
+{
+	struct bpf_fib_lookup fib = {
+		.family = 2,	/* AF_INET */
+		.l4_protocol = pkt->proto,
+		.ipv4_src = pkt->saddr,
+		.ipv4_dst = pkt->daddr,
+		.ifindex = skb->ifindex,
+	};
+	struct iphdr *ip = ipv4_load(skb);
+
+	if (!ip)
+		return drop_packet(skb, pkt, KELP_DIR_FROM_POD, 0, DROP_RUNT);
+	fib.tot_len = bpf_ntohs(ip->tot_len);
+	if (bpf_fib_lookup(skb, &fib, sizeof(fib), BPF_FIB_LOOKUP_SKIP_NEIGH) != BPF_FIB_LKUP_RET_SUCCESS)
+		return TC_ACT_OK;
+	return bpf_redirect_neigh(fib.ifindex, NULL, 0, 0);
+}
+
+/*
+ * The node's packet to a frontend (on the uplink's egress or lo's): translated with the
+ * in-cluster view and tracked with LB_CT_F_HOST. A local backend gets it through its host veth,
+ * whose kelp_to_pod decides policy as for any packet from the node; a backend that is the node
+ * itself (its source rewritten to the frontend: the hairpin) through lo; any other by the node's
+ * route. No backend: the reject goes back into the node's stack. Returns a verdict, or -1 when
+ * the packet is not to a frontend.
+ */
+static __always_inline int host4_service_own(struct __sk_buff *skb, struct pkt4 *pkt)
+{
+	struct endpoint_info *ep;
+	__be32 client = pkt->saddr;
+	struct ethhdr *eth;
+	int ret = lb4_forward(skb, pkt, LB_CLIENT_HOST);
+
+	if (ret == LB_XLATE_NONE)
+		return -1;
+	if (ret == LB_XLATE_REJECT) {
+		ret = lb4_reject(skb, pkt);
+		drop_packet(skb, pkt, KELP_DIR_FROM_POD, 0, DROP_LB_NO_BACKEND);
+		return ret ? TC_ACT_SHOT : lb4_to_host_stack(skb);
+	}
+	if (ret < 0)
+		return drop_packet(skb, pkt, KELP_DIR_FROM_POD, 0, ret);
+	if (pkt->daddr == client)
+		return skb->ifindex == LB_LOOPBACK_IFINDEX ? TC_ACT_OK : lb4_to_host_stack(skb);
+	ep = endpoint4_lookup(pkt->daddr);
+	if (!ep)
+		return host4_route(skb, pkt);
+	eth = eth_load(skb);
+	if (!eth)
+		return drop_packet(skb, pkt, KELP_DIR_TO_POD, ep->ep_id, DROP_RUNT);
+	eth_rewrite(eth, ep->mac, ep->node_mac);
+	return bpf_redirect(ep->ifindex, 0);
+}
+
+static __always_inline int host_pod_prefix_valid(void)
+{
+	return KELP_POD_PREFIX >= 1 && KELP_POD_PREFIX <= 32;
+}
+
 /* tc egress of the node's uplink: everything the node sends out, pods' forwarded packets too. */
 SEC("tc")
 int kelp_host_egress(struct __sk_buff *skb)
@@ -171,9 +242,16 @@ int kelp_host_egress(struct __sk_buff *skb)
 		int lb = lb4_reverse(skb, &pkt, &ct_flags);
 
 		if (lb == LB_XLATE_DONE)
-			return TC_ACT_OK;
+			return ct_flags & LB_CT_F_HOST ? lb4_to_host_stack(skb) : TC_ACT_OK;
 		if (lb < 0)
 			return drop_packet(skb, &pkt, KELP_DIR_FROM_POD, 0, lb);
+		/* The node's own packet to a VIP it routes out here (a pod's was translated in
+		 * kelp_from_pod, or at its connect()). */
+		if (!host_pod_prefix_valid() || !host_pod_source(pkt.saddr)) {
+			lb = host4_service_own(skb, &pkt);
+			if (lb >= 0)
+				return lb;
+		}
 	}
 	if (ret > 0 || !host_pod_source(pkt.saddr) || nat4_nomasq(pkt.daddr))
 		return TC_ACT_OK;
@@ -352,6 +430,30 @@ int kelp_host_ingress(struct __sk_buff *skb)
 	return host4_deliver(skb, &pkt);
 }
 
+/*
+ * tc egress of lo: what the node sends to its own addresses. A frontend there (a NodePort on a
+ * node address; an externalIP or LoadBalancer IP the node holds) is translated as on the uplink;
+ * the reply of a backend on the node itself to such a flow gets its frontend back. The rest of
+ * the node's loopback traffic costs one frontend lookup and one conntrack lookup.
+ */
+SEC("tc")
+int kelp_host_lo(struct __sk_buff *skb)
+{
+	struct pkt4 pkt = {};
+	__u8 ct_flags = 0;
+	int ret;
+
+	if (host4_parse_any(skb, &pkt))
+		return TC_ACT_OK;
+	ret = lb4_reverse(skb, &pkt, &ct_flags);
+	if (ret == LB_XLATE_DONE)
+		return TC_ACT_OK;
+	if (ret < 0)
+		return drop_packet(skb, &pkt, KELP_DIR_FROM_POD, 0, ret);
+	ret = host4_service_own(skb, &pkt);
+	return ret >= 0 ? ret : TC_ACT_OK;
+}
+
 /* Types the agent decodes that no map or non-inlined function of this object mentions. */
 struct host_btf_types {
 	struct kelp_event event;
@@ -368,6 +470,7 @@ struct host_btf_types {
 	enum lb_ct_dir lb_ct_dir;
 	enum lb_ct_flag lb_ct_flag;
 	enum lb_xlate lb_xlate;
+	enum lb_client lb_client;
 };
 KELP_BTF_TYPES(host_btf_types)
 

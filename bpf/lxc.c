@@ -173,6 +173,11 @@ static __always_inline int from_pod_ipv4(struct __sk_buff *skb, struct pkt4 *pkt
 		return lxc4_remote(skb, pkt, src_id, tun);
 	if (policy4_check(skb, pkt, src_id, 0))
 		return TC_ACT_SHOT;
+	/* A reply to the node's own flow to a frontend (host.c translated it): into its stack. */
+	if (ct_flags & LB_CT_F_HOST) {
+		metrics_update(src_id, KELP_DIR_FROM_POD, 0, skb->len);
+		return lb4_to_host_stack(skb);
+	}
 	/* A reply to a client outside the node now comes from a node address (NodePort): the stack
 	 * would drop it as a martian source, so it is routed here. */
 	if (ct_flags & LB_CT_F_EXTERNAL)

@@ -320,6 +320,29 @@ static __attribute__((noinline)) int lb4_reverse(struct __sk_buff *skb, struct p
 	return LB_XLATE_DONE;
 }
 
+/* ---- the node's own flows (host.c translates them per packet) ---- */
+
+/* lo: every network namespace's loopback device has this ifindex (LOOPBACK_IFINDEX). */
+#define LB_LOOPBACK_IFINDEX 1
+
+/*
+ * A packet for the node's own end of a flow it opened to a frontend (LB_CT_F_HOST: a reply, an
+ * ICMP error, a reject) goes into its stack as if it arrived on lo, whichever interface the
+ * node's packets left by: on the device the backend answers from (a pod's host veth) a strict
+ * rp_filter would drop a frontend's source, and lo is the one device where only the node's own
+ * packets arrive. lo's MAC is all zeros (eth_type_trans calls anything else PACKET_OTHERHOST).
+ * A NodePort's reply carries a node address as its source, which input routing drops as a
+ * martian unless lo accepts local sources (the agent sets accept_local on lo).
+ */
+static __always_inline int lb4_to_host_stack(struct __sk_buff *skb)
+{
+	const __u8 zero[2 * ETH_ALEN] = {};
+
+	if (bpf_skb_store_bytes(skb, 0, zero, sizeof(zero), 0))
+		return TC_ACT_SHOT;
+	return bpf_redirect(LB_LOOPBACK_IFINDEX, BPF_F_INGRESS);
+}
+
 /* ---- reject: TCP RST or ICMP port unreachable, in place of the packet ---- */
 
 #define LB_REJECT_TTL 64

@@ -207,6 +207,14 @@ export class Datapath {
 
   // --- uplink ----------------------------------------------------------------------------------
 
+  /**
+   * The uplink's programs without masquerade: NodePorts and external IPs from outside, and the
+   * node's own packets to VIPs (host.o with KELP_MASQ_IP 0).
+   */
+  enableUplink(u: Omit<MasqueradeOptions, 'masqIp' | 'noMasquerade'>): void {
+    this.enableMasquerade({ ...u, masqIp: '0.0.0.0' });
+  }
+
   /** Masquerade on the uplink: SNAT pod sources to the uplink's address, GC'd every 10 s. */
   enableMasquerade(m: MasqueradeOptions): void {
     if (this.uplink) throw new Error(`masquerade is enabled already (on ${this.uplink.opts.uplinkIfname})`);

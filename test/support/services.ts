@@ -393,13 +393,14 @@ export class ServicesWorld {
    * their Pod objects, the Node object, and a peer everywhere.
    * Stops whatever it made on failure.
    */
-  static async start(tag: string): Promise<ServicesWorld> {
+  static async start(tag: string, opts: { agentArgs?: string[] } = {}): Promise<ServicesWorld> {
     const prefix = e2ePrefix(tag);
     const cgroup = makeCgroup(prefix);
     let sb: Sandbox | undefined;
     let w: ServicesWorld | undefined;
     try {
-      sb = await Sandbox.start({ prefix, logLevel: 'debug', agentArgs: [`--cgroup-root=${cgroup}`] });
+      // opts.agentArgs: more agent flags (e.g. --socket-lb=off: the node's clients then go per packet).
+      sb = await Sandbox.start({ prefix, logLevel: 'debug', agentArgs: [`--cgroup-root=${cgroup}`, ...(opts.agentArgs ?? [])] });
       w = new ServicesWorld(sb, cgroup);
       const out = sb.outside!;
       sb.exec(out, 'ip', ['addr', 'add', `${OUTSIDE_EXTRA_IP}/32`, 'dev', 'eth0']);

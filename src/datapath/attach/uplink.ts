@@ -1,13 +1,20 @@
-// Uplink attach: masquerade. host.o's programs on the node's uplink as pinned tcx links
-// (attached once, moved onto each new agent's instances in place), kelp_nomasq4 synced to the
-// configured exemptions, and the conntrack/NAT collector on a timer.
+// Uplink attach: masquerade and Services. host.o's programs on the node's uplink as pinned tcx
+// links (attached once, moved onto each new agent's instances in place), kelp_nomasq4 synced to
+// the configured exemptions, and the conntrack/NAT collector on a timer. With masquerade off
+// host.o is loaded all the same (KELP_MASQ_IP 0): the uplink still carries NodePorts and
+// external IPs from outside and the node's own packets to VIPs. kelp_host_lo goes on lo's egress
+// as a clsact filter at kelp's slot (replaced in one step by the next agent, no pin: lo never
+// goes away), with accept_local on lo so the replies of the node's flows to its own NodePorts,
+// put back into its stack there, are not martians.
 // Invariants: a previous agent's links keep translating until the new program takes their place
 // in one step (link update): detaching first would let established flows' packets through
 // untranslated and get them reset; kelp_nomasq4 holds exactly this configuration's CIDRs before
 // the programs are swapped in; a map of a new layout is filled before the swap and its old pin
 // removed only after it (objects.swapped); the collector reads each map in the layout loaded, is
 // the agent's only timer on these maps, and stops with close().
-import { attachTc, BpfLink, BpfObject } from '../../bpf';
+import { attachTc, attachTcFilter, BpfLink, BpfObject } from '../../bpf';
+import { confKey, writeSysctl } from '../../netlink/sysctl';
+import { POD_FILTER } from './pod';
 import type { Logger } from '../../log';
 import { syncMap } from '../maps/sync';
 import { Ct4Entry, gcNat, masqConstants, monotonicNs, Nat4Entry, NatCodecs, nomasq4Key } from '../nat';
@@ -18,6 +25,7 @@ import { LinkPins, reuseLink } from './pins';
 export interface MasqueradeOptions {
   uplinkIfindex: number;
   uplinkIfname: string;
+  /** The address pods are masqueraded to; '0.0.0.0': masquerade off (Services only). */
   masqIp: string;
   podCidr: string;
   /** Destinations never masqueraded besides the pod CIDR (cluster CIDRs, node networks). */
@@ -30,6 +38,11 @@ const UPLINK_PROGRAMS = [
 ] as const;
 
 const GC_INTERVAL_MS = 10_000;
+
+/** lo: the same ifindex in every network namespace (LOOPBACK_IFINDEX). */
+const LO_IFINDEX = 1;
+/** kelp_host_lo's clsact filter on lo's egress: the pods' slot (another device, no clash). */
+export const LO_FILTER = POD_FILTER;
 
 export class Uplink {
   private readonly links: BpfLink[] = [];
@@ -47,6 +60,7 @@ export class Uplink {
     const up = new Uplink(host, m, log);
     up.syncExemptions();
     up.attach(pins);
+    up.attachLo();
     objects.swapped('host');
     // Every layout of these maps decodes to the same entries (maps/registry.ts).
     up.startGc({
@@ -78,6 +92,15 @@ export class Uplink {
       if (link.kind === 'tcx') link.pin(paths[dir]);
       this.links.push(link);
     }
+  }
+
+  /**
+   * kelp_host_lo on lo's egress, replacing an earlier agent's in one step; lo accepts local
+   * sources first (accept_local: only packets the node sends, and kelp's redirects, arrive there).
+   */
+  private attachLo(): void {
+    writeSysctl(confKey('ipv4', 'lo', 'accept_local'), 1);
+    attachTcFilter(this.host.program('kelp_host_lo'), LO_IFINDEX, 'egress', LO_FILTER, { replace: true });
   }
 
   private startGc(codecs: NatCodecs): void {
