@@ -28,7 +28,14 @@
 // The node's own traffic to a remote pod (socket LB to a remote backend, probes) follows the
 // node's routes: VXLAN mode routes each remote pod CIDR onto the VXLAN device (NOARP), whose tc
 // egress program (kelp_to_overlay) sets the tunnel key from kelp_tunnel4 (a miss is dropped,
-// DROP_NO_TUNNEL); native mode routes via the node's underlay address.
+// DROP_NO_TUNNEL); native mode routes via the node's underlay address. Its source is the node's
+// underlay address (the VXLAN device has none), so the pod's answer goes to that address: in
+// VXLAN mode kelp_tunnel4 also holds each remote node's address as a /32 (TUNNEL_F_ENCAP, the
+// node itself as nodeIp), so the answer comes back through the tunnel (kelp_from_overlay hands
+// it to the stack) instead of leaving a pod source on the underlay, which a strict rp_filter on
+// the node (its route to that pod CIDR is the VXLAN device) or the underlay would drop. Pods
+// reaching another node's own address (kubelet, host-network pods) take the same tunnel.
+// Pins: overlay.o's links are pinned as <bpfRoot>/links/overlay-<device>-<ingress|egress>.
 //
 // Identity does not ride in the packet (no VXLAN-GBP): identities are node-local numbers, and the
 // receiver's ip cache lookup (one LPM lookup it does anyway for local senders) is exact without

@@ -9,10 +9,15 @@
 // the node namespaces, kelp deciding at the pod veths only.
 import { ChildProcess } from 'node:child_process';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { inNetns } from '../../src/bpf';
+import path from 'node:path';
+import { inNetns, openPinnedLink } from '../../src/bpf';
 import { Datapath } from '../../src/datapath/datapath';
 import { DropReason } from '../../src/datapath/drop';
 import { TUNNEL_F_ENCAP, VXLAN_DEVICE, VXLAN_OVERHEAD } from '../../src/datapath/node-types';
+import { applyPolicyMaps, setPolicyEnforcement } from '../../src/datapath/policy';
+import type { PolicyEntry } from '../../src/datapath/policy-types';
+import { IDENTITY_WORLD } from '../../src/datapath/policy-types';
+import { ServiceWriter } from '../../src/datapath/service';
 import { Direction } from '../../src/datapath/structs';
 import { silentLogger } from '../../src/log';
 import { Rtnl } from '../../src/netlink/rtnl';
@@ -41,6 +46,7 @@ interface Node {
   n: number;
   ns: Netns;
   dp: Datapath;
+  bpfRoot: string;
   ip: string;
   pods: Pod[];
   vxlanIfindex: number;
@@ -97,8 +103,8 @@ function waitForLine(child: ChildProcess, line: string): Promise<void> {
   });
 }
 
-function tcp(from: Netns, to: string): string {
-  return from.exec(process.execPath, ['-e', CLIENT, to, String(TCP_PORT)]).trim();
+function tcp(from: Netns, to: string, port = TCP_PORT): string {
+  return from.exec(process.execPath, ['-e', CLIENT, to, String(port)]).trim();
 }
 
 function ping(from: Netns, to: string, opts: string[] = []): boolean {
@@ -139,7 +145,8 @@ async function makeCluster(mode: Mode, count: number): Promise<Node[]> {
     underlay.ip('link', 'set', port, 'master', bridge);
     ns.ip('addr', 'add', `${nodeIp(n)}/24`, 'dev', 'eth0');
 
-    const dp = new Datapath({ bpfRoot: mountBpffs(), log: silentLogger });
+    const bpfRoot = mountBpffs();
+    const dp = new Datapath({ bpfRoot, log: silentLogger });
     onCleanup(() => dp.close());
     let vxlanIfindex = 0;
     const tunnel = dp.tunnelMaps();
@@ -156,7 +163,7 @@ async function makeCluster(mode: Mode, count: number): Promise<Node[]> {
     } else {
       tunnel.setOverlayConfig({ mode, vni: 1, vxlanIfindex: 0 });
     }
-    const node: Node = { n, ns, dp, ip: nodeIp(n), pods: [], vxlanIfindex };
+    const node: Node = { n, ns, dp, bpfRoot, ip: nodeIp(n), pods: [], vxlanIfindex };
     for (let i = 0; i < 2; i++) node.pods.push(await makePod(node, mode, `10.79.${n}.${i + 2}`, ++epId));
     nodes.push(node);
   }
@@ -274,6 +281,80 @@ describe('VXLAN (collect_md device, tunnel key from kelp_tunnel4)', () => {
     expect(ping(n1.pods[0].ns, n3.pods[0].ip)).toBe(false);
     tunnel.put({ cidr: podCidr(3), nodeIp: n3.ip, flags: TUNNEL_F_ENCAP });
     expect(ping(n1.pods[0].ns, n3.pods[0].ip)).toBe(true);
+  });
+
+  it("policy across nodes: the receiver's ingress decides by the remote sender's identity (kelp_ipcache4)", () => {
+    const [n1, n2] = nodes;
+    const [denied, allowed] = n1.pods;
+    const server = n2.pods[0];
+    const ID_DENIED = 300;
+    const ID_ALLOWED = 301;
+    const verdict = (action: 'allow' | 'deny') => ({ action, tier: 'networkpolicy' as const, policyId: 9, rule: 0 });
+    const entries: PolicyEntry[] = n2.pods.flatMap((p) => [
+      { epId: p.epId, identity: 0, direction: 'ingress' as const, port: 0, portPrefix: 0, verdict: verdict('allow') },
+      { epId: p.epId, identity: 0, direction: 'egress' as const, port: 0, portPrefix: 0, verdict: verdict('allow') },
+      { epId: p.epId, identity: ID_DENIED, direction: 'ingress' as const, port: 0, portPrefix: 0, verdict: verdict('deny') },
+    ]);
+    const maps = n2.dp.policyMaps();
+    applyPolicyMaps(maps, {
+      ipcache: new Map([
+        ['0.0.0.0/0', IDENTITY_WORLD],
+        [`${denied.ip}/32`, ID_DENIED],
+        [`${allowed.ip}/32`, ID_ALLOWED],
+      ]),
+      policy: entries,
+      policies: new Map([[9, { ref: 'NetworkPolicy/default/deny-one', ingress: ['from-denied'], egress: [] }]]),
+    });
+    setPolicyEnforcement(maps, true);
+    try {
+      const before = counter(n2, server.epId, Direction.TO_POD, DropReason.POLICY_DENY);
+      expect(tcp(denied.ns, server.ip)).toBe('timeout');
+      expect(counter(n2, server.epId, Direction.TO_POD, DropReason.POLICY_DENY) - before).toBeGreaterThanOrEqual(1);
+      expect(tcp(allowed.ns, server.ip)).toBe(`${allowed.ip} 300000 200000`);
+    } finally {
+      setPolicyEnforcement(maps, false);
+    }
+  });
+
+  it('a ClusterIP whose backend is a pod on another node: DNAT in kelp_from_pod, the reply reverse-translated in kelp_from_overlay', () => {
+    const [n1, n2] = nodes;
+    const VIP = '10.96.0.10';
+    const writer = new ServiceWriter(n1.dp.serviceMaps());
+    writer.apply({
+      frontends: [{ address: VIP, port: 80, protocol: 'TCP', svcId: 1, setId: 1, count: 1, flags: 0, affinityTimeout: 0 }],
+      sets: [{ setId: 1, backends: [{ backendId: 1, address: n2.pods[1].ip, port: TCP_PORT, flags: 0 }] }],
+      sourceRanges: new Map(),
+      names: new Map([[1, 'default/api:http']]),
+    });
+    try {
+      // The client's socket only accepts the answer from the address it connected to.
+      expect(tcp(n1.pods[0].ns, VIP, 80)).toBe(`${n1.pods[0].ip} 300000 200000`);
+    } finally {
+      writer.apply({ frontends: [], sets: [], sourceRanges: new Map(), names: new Map() });
+    }
+  });
+
+  it("an agent restart moves the overlay links onto the new programs in place (same links, no detach)", async () => {
+    const [n1, n2] = nodes;
+    const pins = ['ingress', 'egress'].map((dir) => path.join(n2.bpfRoot, 'links', `overlay-${VXLAN_DEVICE}-${dir}`));
+    const linkOf = (pin: string) => {
+      const l = openPinnedLink(pin);
+      try {
+        return l.info();
+      } finally {
+        l.close();
+      }
+    };
+    const before = pins.map(linkOf);
+    const next = new Datapath({ bpfRoot: n2.bpfRoot, log: silentLogger });
+    onCleanup(() => next.close());
+    inNetns(n2.ns.path, () => next.attachOverlay({ ifindex: n2.vxlanIfindex, ifname: VXLAN_DEVICE }));
+    const after = pins.map(linkOf);
+    const progs = ['kelp_from_overlay', 'kelp_to_overlay'].map((p) => next.overlayObject!.program(p).id);
+    expect(after.map((l) => l.id)).toEqual(before.map((l) => l.id));
+    expect(after.map((l) => l.progId)).toEqual(progs);
+    expect(progs).not.toEqual(before.map((l) => l.progId));
+    expect(tcp(n1.pods[1].ns, n2.pods[1].ip)).toBe(`${n1.pods[1].ip} 300000 200000`);
   });
 });
 
