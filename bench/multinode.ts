@@ -64,6 +64,8 @@ const VXLAN_MTU = UNDERLAY_MTU - 50;
 /** The underlay device in each node namespace, for every variant. */
 const UPLINK = 'ul0';
 const IPERF_PORT = '5201';
+/** Debian's own, not whatever python3 the PATH finds first. */
+const PYTHON = '/usr/bin/python3';
 
 /** Variant k's underlay is 192.168.(240+k).0/24 (node n at .n), its pods' CIDRs 10.(240+k).n.0/24. */
 const underlayIp = (k: number, n: number) => `192.168.${240 + k}.${n}`;
@@ -77,6 +79,8 @@ const K_ROUTED = 4;
 interface Column {
   name: string;
   pair: RrPair;
+  /** The client's own address: the server must see it (no masquerade between pod CIDRs). */
+  clientIp: string;
   /** The pod interface's MTU as found (read back, not assumed). */
   mtu: number;
   /** The device whose tx counter proves the packets took the path the name claims. */
@@ -184,6 +188,7 @@ function flannelLike(tag: string, netns: NetnsSet): Column {
   return {
     name: FLANNEL,
     pair: { name: FLANNEL, clientNetns: pods[0], serverNetns: pods[1], serverIp: podIp(k, 2, 2) },
+    clientIp: podIp(k, 1, 2),
     mtu: mtuOf(pods[0], 'eth0'),
     via: { netns: nodes[0], dev: 'flannel.1' },
   };
@@ -211,8 +216,20 @@ function routed(tag: string, netns: NetnsSet): { column: Column; underlay: Colum
   }
   const via = { netns: nodes[0], dev: UPLINK };
   return {
-    column: { name: ROUTED, pair: { name: ROUTED, clientNetns: pods[0], serverNetns: pods[1], serverIp: podIp(k, 2, 2) }, mtu: mtuOf(pods[0], 'eth0'), via },
-    underlay: { name: UNDERLAY, pair: { name: UNDERLAY, clientNetns: nodes[0], serverNetns: nodes[1], serverIp: underlayIp(k, 2) }, mtu: mtuOf(nodes[0], UPLINK), via },
+    column: {
+      name: ROUTED,
+      pair: { name: ROUTED, clientNetns: pods[0], serverNetns: pods[1], serverIp: podIp(k, 2, 2) },
+      clientIp: podIp(k, 1, 2),
+      mtu: mtuOf(pods[0], 'eth0'),
+      via,
+    },
+    underlay: {
+      name: UNDERLAY,
+      pair: { name: UNDERLAY, clientNetns: nodes[0], serverNetns: nodes[1], serverIp: underlayIp(k, 2) },
+      clientIp: underlayIp(k, 1),
+      mtu: mtuOf(nodes[0], UPLINK),
+      via,
+    },
   };
 }
 
@@ -301,6 +318,7 @@ async function kelpPair(tag: string, mode: 'vxlan' | 'native', closers: Closer[]
   return {
     name,
     pair: { name, clientNetns: client.netns, serverNetns: server.netns, serverIp: server.ip },
+    clientIp: client.ip,
     mtu: mtuOf(client.netns, 'eth0'),
     via: { netns: nodeNames[0], dev: mode === 'vxlan' ? VXLAN_DEVICE : UPLINK },
     kelpNodes: [nodeNames[0], nodeNames[1]],
@@ -381,7 +399,34 @@ async function checkPath(c: Column): Promise<string | undefined> {
   }
   const sent = txPackets(c.via.netns, c.via.dev) - before;
   if (sent < count) return `${count} pings answered but only ${sent} packets left node 1 by ${c.via.dev}: not the path this column names`;
+  const seen = await peerSeenByServer(c.pair);
+  if (seen !== c.clientIp) return `the server saw the client as ${seen}, not as ${c.clientIp}: its source was translated on the way`;
   return undefined;
+}
+
+const PEER_PORT = '7002';
+/** Accepts one TCP connection and sends the peer's address back to it. */
+const PEER_SERVER = [
+  'import socket, sys',
+  's = socket.socket()',
+  's.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)',
+  "s.bind(('', int(sys.argv[1])))",
+  's.listen(1)',
+  "print('ready', flush=True)",
+  'c, a = s.accept()',
+  'c.sendall(a[0].encode())',
+  'c.close()',
+].join('\n');
+const PEER_CLIENT = ['import socket, sys', 'c = socket.create_connection((sys.argv[1], int(sys.argv[2])), 5)', 'print(c.recv(64).decode())'].join('\n');
+
+/** The client's address as the server's accept() reports it. */
+async function peerSeenByServer(p: RrPair): Promise<string> {
+  const server = await startServer('ip', ['netns', 'exec', p.serverNetns, PYTHON, '-c', PEER_SERVER, PEER_PORT], /^ready/m, { timeoutMs: 5000 });
+  try {
+    return (await run('ip', ['netns', 'exec', p.clientNetns, PYTHON, '-c', PEER_CLIENT, p.serverIp, PEER_PORT], { timeoutMs: 10_000 })).trim();
+  } finally {
+    await server.stop();
+  }
 }
 
 /** Gbit/s received in one iperf3 run of `seconds`, iperf3's own count. */
@@ -490,8 +535,8 @@ function notes(cfg: BenchConfig, columns: Column[], missing: Missing[]): string[
       `CIDR routed via the other node's underlay address. **${UNDERLAY}**: the rr client in node 1's namespace, the server in node 2's, ` +
       'over the same wire: the floor every variant pays. ip_forward is on in every node namespace.',
     `Pod MTU as read back from the client pod's eth0: ${mtus}. Before anything is timed, each variant's path is checked: 20 pings from ` +
-      "the client pod all answered, and node 1's transmit counter of the variant's device (kelp_vxlan or flannel.1 for the VXLAN variants, " +
-      'the underlay veth otherwise) grew by at least 20.',
+      "the client pod all answered, node 1's transmit counter of the variant's device (kelp_vxlan or flannel.1 for the VXLAN variants, " +
+      "the underlay veth otherwise) grew by at least 20, and a TCP server in node 2's pod saw the client pod's own address (no masquerade).",
     `${RR}: 1-byte request and response on one connection; ${CRR}: the same on a new connection each time (build/bench/rr). One client ` +
       `process drives all variants in turns of 100 ms until each has had ${cfg.rrSeconds} s, client and servers pinned to CPU ${cfg.podCpu}. ` +
       `${STREAM}: iperf3, not pinned, ${cfg.iperfSeconds} runs of 1 s per variant taken in turns, their mean. ${cfg.multinodeRounds} rounds, ` +
