@@ -23,6 +23,7 @@ import { nodeAddress } from '../sources/objects/node';
 import { endpointsReconciler } from '../reconcile/endpoints';
 import { AgentPolicy, startPolicy } from './policy';
 import { AgentServices, serviceHooks, startServices, startSocketLb } from './services';
+import { AgentNodes, nodeNoMasquerade, podMtuFor, startNodes } from './nodes';
 import { ApiServer, checkRunDir } from './server';
 import type { RouteContext } from './routes/context';
 import { statusRoutes } from './routes/status';
@@ -30,6 +31,7 @@ import { viewRoutes } from './routes/views';
 import { objectRoutes } from './routes/objects';
 import { policyRoutes } from './routes/policy';
 import { serviceRoutes } from './routes/services';
+import { nodeRoutes } from './routes/nodes';
 import { makeCniHandler } from './cni-handler';
 import { DEL_QUEUE_NAME, DelQueue, delQueueDirFor } from './delqueue';
 import { buildConflist, installCni } from './install';
@@ -42,34 +44,42 @@ export interface Agent {
 }
 
 /**
- * The node's pod CIDR: the flag; else, in Kubernetes mode, the Node's first IPv4 spec.podCIDRs
- * (allocated by the controller manager); else the standalone default.
+ * The node's pod CIDR: the flag; else this node's Node object's first IPv4 spec.podCIDRs
+ * (allocated by the controller manager in Kubernetes mode, written in its manifest standalone);
+ * else, standalone, the default.
  */
 function resolvePodCidr(opts: AgentOptions, objects: ObjectStore, kubernetes: boolean): string {
   if (opts.podCidr) return opts.podCidr;
-  if (!kubernetes) return DEFAULT_POD_CIDR;
   const node = objects.get('Node', undefined, opts.nodeName);
-  if (!node) throw new Error(`no --pod-cidr, and the API has no Node named ${JSON.stringify(opts.nodeName)} to take it from (is --node-name right?)`);
+  if (!node) {
+    if (!kubernetes) return DEFAULT_POD_CIDR;
+    throw new Error(`no --pod-cidr, and the API has no Node named ${JSON.stringify(opts.nodeName)} to take it from (is --node-name right?)`);
+  }
   const cidr = node.spec.podCIDRs.find((c) => !c.includes(':'));
-  if (!cidr) throw new Error(`no --pod-cidr, and Node ${opts.nodeName} has no IPv4 spec.podCIDRs (does the controller manager allocate node CIDRs?)`);
+  if (!cidr) {
+    if (!kubernetes && node.spec.podCIDRs.length === 0) return DEFAULT_POD_CIDR;
+    throw new Error(`no --pod-cidr, and Node ${opts.nodeName} has no IPv4 spec.podCIDRs (does the controller manager allocate node CIDRs?)`);
+  }
   return cidr;
 }
 
 /**
- * Finds the masquerade uplink: the flag; else (Kubernetes mode) the device holding the Node's
- * InternalIP, masquerading to that address; else the device of the IPv4 default route.
+ * Finds the uplink (masquerade, the VXLAN overhead's MTU, native routes): the flag; else the
+ * device holding the Node's InternalIP, masquerading to that address (a standalone Node whose
+ * address no interface holds falls through: its manifest may describe another machine); else
+ * the device of the IPv4 default route.
  */
-async function findUplink(rtnl: Rtnl, name: string | undefined, nodeIp?: string): Promise<{ ifindex: number; ifname: string; ip: string } | undefined> {
+async function findUplink(rtnl: Rtnl, name: string | undefined, nodeIp: string | undefined, kubernetes: boolean): Promise<{ ifindex: number; ifname: string; ip: string; mtu: number } | undefined> {
   let link;
+  const held = nodeIp && !nodeIp.includes(':') && !name ? (await rtnl.listAddresses(undefined, 4)).find((a) => a.address === nodeIp) : undefined;
   if (name) {
     link = await rtnl.link(name);
     if (!link) throw new Error(`--uplink ${name}: no such interface`);
-  } else if (nodeIp && !nodeIp.includes(':')) {
-    const held = (await rtnl.listAddresses(undefined, 4)).find((a) => a.address === nodeIp);
+  } else if (held || (kubernetes && nodeIp && !nodeIp.includes(':'))) {
     if (!held) throw new Error(`the Node's InternalIP ${nodeIp} is on no interface of this node (pass --uplink)`);
     link = await rtnl.link(held.ifindex);
     if (!link) throw new Error(`the Node's InternalIP ${nodeIp}: its interface vanished`);
-    return { ifindex: link.index, ifname: link.name, ip: nodeIp };
+    return { ifindex: link.index, ifname: link.name, ip: held.address, mtu: link.mtu };
   } else {
     const def = (await rtnl.listRoutes({ family: 4 })).find((r) => r.dst === '0.0.0.0/0' && r.dev);
     if (!def) return undefined;
@@ -78,7 +88,7 @@ async function findUplink(rtnl: Rtnl, name: string | undefined, nodeIp?: string)
   }
   const addr = (await rtnl.listAddresses(link.index, 4)).find((a) => a.scope === 0);
   if (!addr) throw new Error(`uplink ${link.name} has no IPv4 address to masquerade to`);
-  return { ifindex: link.index, ifname: link.name, ip: addr.address };
+  return { ifindex: link.index, ifname: link.name, ip: addr.address, mtu: link.mtu };
 }
 
 export async function startAgent(opts: AgentOptions, log: Logger = createLogger({ level: opts.logLevel, file: opts.logFile })): Promise<Agent> {
@@ -118,10 +128,14 @@ export async function startAgent(opts: AgentOptions, log: Logger = createLogger(
   await reconcilers.start(sources);
 
   const podCidr = resolvePodCidr(opts, objects, kube !== undefined);
-  // The node's own address as the cluster knows it (Kubernetes mode): masquerade goes out there.
-  const nodeObj = kube ? objects.get('Node', undefined, opts.nodeName) : undefined;
+  // The node's own address as the cluster knows it: masquerade goes out there.
+  const nodeObj = objects.get('Node', undefined, opts.nodeName);
   const nodeIp = nodeObj ? nodeAddress(nodeObj, 'InternalIP') : undefined;
-  const eff = { ...opts, podCidr };
+  // The underlay, before any pod is set up: the pod MTU follows its MTU.
+  const hostNs = Rtnl.open();
+  const up = await findUplink(hostNs, opts.uplink, nodeIp, kube !== undefined);
+  const podMtu = podMtuFor(opts, up?.mtu);
+  const eff = { ...opts, podCidr, mtu: podMtu };
 
   const store = new EndpointStore(opts.stateDir);
   const { loaded, broken } = store.load();
@@ -130,7 +144,7 @@ export async function startAgent(opts: AgentOptions, log: Logger = createLogger(
   const defaultIpam = (network: string) => parseIpamConfig(network, { ranges: [[{ subnet: podCidr }]], dataDir: ipamDir });
   defaultIpam(opts.networkName); // validates the pod CIDR before anything else is created
   const ipam = new Ipam();
-  const manager = new EndpointManager(store, ipam, datapath, { defaultMtu: opts.mtu, defaultIpam, log });
+  const manager = new EndpointManager(store, ipam, datapath, { defaultMtu: podMtu, defaultIpam, log });
   // A plugin after kelp may change the pod's MAC (tuning): anti-spoofing reports it as SRC_MAC
   // drops, and the endpoint follows the interface. At most one refresh in flight per endpoint.
   const refreshing = new Set<number>();
@@ -148,15 +162,18 @@ export async function startAgent(opts: AgentOptions, log: Logger = createLogger(
 
   let masq: { uplink: string; address: string } | null = null;
   if (opts.masquerade) {
-    const up = await findUplink(manager.hostNs, opts.uplink, nodeIp);
     if (up) {
-      datapath.enableMasquerade({ uplinkIfindex: up.ifindex, uplinkIfname: up.ifname, masqIp: up.ip, podCidr });
+      // Every node's pod CIDR and address exempt from the start: a restart masquerades no cross-node flow.
+      datapath.enableMasquerade({ uplinkIfindex: up.ifindex, uplinkIfname: up.ifname, masqIp: up.ip, podCidr, noMasquerade: nodeNoMasquerade(objects, { name: opts.nodeName, podCidr }) });
       masq = { uplink: up.ifname, address: up.ip };
       log.info({ uplink: up.ifname, address: up.ip }, 'masquerade enabled');
     } else {
       log.warn('no default route: masquerade disabled');
     }
   }
+
+  // Remote nodes: the VXLAN device and overlay programs (VXLAN mode), the node reconciler.
+  const nodes: AgentNodes = await startNodes({ opts, objects, datapath, rtnl: hostNs, reconcilers, podCidr, podMtu, uplink: up, masquerade: masq !== null, log });
 
   // Created once restore is done (below); ADD is refused until then, so afterAdd always has it.
   let policy: AgentPolicy | undefined;
@@ -170,6 +187,7 @@ export async function startAgent(opts: AgentOptions, log: Logger = createLogger(
       services?.endpointsChanged();
       return policy ? policy.afterAdd(rec) : Promise.reject(new Error('policy is not started yet'));
     },
+    routing: { mode: opts.routingMode, vni: opts.vxlanId, port: opts.vxlanPort },
     afterDel: () => {
       services?.endpointsChanged();
       if (policy) reconcilers.markDirty('policy');
@@ -215,12 +233,13 @@ export async function startAgent(opts: AgentOptions, log: Logger = createLogger(
 
   const server = new ApiServer(log);
   server.route('POST', CNI_HTTP_PATH, handleCni);
-  const ctx: RouteContext = { opts: eff, manager, datapath, objects, manifests, kube, sources, reconcilers, policy, services, ready: () => ready, masquerade: () => masq };
+  const ctx: RouteContext = { opts: eff, manager, datapath, objects, manifests, kube, sources, reconcilers, policy, services, nodes, ready: () => ready, masquerade: () => masq };
   statusRoutes(server, ctx);
   viewRoutes(server, ctx);
   objectRoutes(server, ctx);
   policyRoutes(server, ctx);
   serviceRoutes(server, ctx);
+  nodeRoutes(server, ctx);
 
   await server.listen(socketPath);
   ready = true;
@@ -232,11 +251,11 @@ export async function startAgent(opts: AgentOptions, log: Logger = createLogger(
     const installed = installCni(
       opts.cniBinDir,
       opts.cniConfDir,
-      buildConflist({ networkName: opts.networkName, socketPath, mtu: opts.mtu, podCidr, masquerade: opts.masquerade }),
+      buildConflist({ networkName: opts.networkName, socketPath, mtu: podMtu, podCidr, masquerade: opts.masquerade, routing: { mode: opts.routingMode, vni: opts.vxlanId, port: opts.vxlanPort } }),
     );
     log.info(installed, 'CNI plugin and network config installed');
   }
-  log.info({ socket: socketPath, endpoints: loaded, restored: restored.restored, podCidr }, 'kelp agent ready');
+  log.info({ socket: socketPath, endpoints: loaded, restored: restored.restored, podCidr, podMtu, routingMode: nodes.mode }, 'kelp agent ready');
 
   return {
     socketPath,
@@ -249,6 +268,7 @@ export async function startAgent(opts: AgentOptions, log: Logger = createLogger(
       services?.stop();
       for (const src of sources) await src.stop();
       manager.close();
+      hostNs.close();
       datapath.close();
       if (bpffs.persistent !== 'no') log.info('kelp agent stopped; pinned maps and links keep pods connected');
       else log.warn(`kelp agent stopped; its pins go with its mount namespace: ${bpffs.reason}`);

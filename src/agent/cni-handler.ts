@@ -35,6 +35,22 @@ export interface CniHandlerDeps {
   afterAdd?: (rec: EndpointRecord) => Promise<void>;
   /** After a DEL or GC removed endpoints (their policy entries go with the next run). */
   afterDel?: () => void;
+  /** The node's routing settings (agent flags), which a config's VXLAN fields must agree with. */
+  routing?: { mode: 'vxlan' | 'native'; vni: number; port: number };
+}
+
+/**
+ * A config's VXLAN fields against the agent's settings: they are the node's (one device, one
+ * routing mode for every pod), so a config that says otherwise is a mistake to report, not a
+ * setting to follow. Undefined when they agree or are absent.
+ */
+export function routingMismatch(conf: { vxlanId?: number; port?: number; directRouting?: boolean }, r: NonNullable<CniHandlerDeps['routing']>): CniError | undefined {
+  const bad = (field: string, value: unknown, flag: string) =>
+    new CniError(CniCode.InvalidConfig, `invalid ${field}`, `${JSON.stringify(value)} differs from the agent's ${flag}: routing to other nodes is the node's, set by the agent's flags`);
+  if (conf.directRouting !== undefined && conf.directRouting !== (r.mode === 'native')) return bad('directRouting', conf.directRouting, `--routing-mode ${r.mode}`);
+  if (r.mode === 'vxlan' && conf.vxlanId !== undefined && conf.vxlanId !== r.vni) return bad('vxlanId', conf.vxlanId, `--vxlan-id ${r.vni}`);
+  if (r.mode === 'vxlan' && conf.port !== undefined && conf.port !== r.port) return bad('port', conf.port, `--vxlan-port ${r.port}`);
+  return undefined;
 }
 
 /** The ipam section for kelp's own IPAM; undefined when there is none or it is delegated. */
@@ -153,6 +169,8 @@ export function makeCniHandler(deps: CniHandlerDeps): (req: ApiRequest) => Promi
       switch (req.command) {
         case 'ADD': {
           if (!deps.ready()) throw new CniError(CniCode.TryAgainLater, 'kelp agent is starting; try again later');
+          const mismatch = deps.routing && routingMismatch(req.config, deps.routing);
+          if (mismatch) throw mismatch;
           const pod = req.args.podNamespace && req.args.podName ? { namespace: req.args.podNamespace, name: req.args.podName, uid: req.args.podUid } : undefined;
           const chained = chainedInterface(req);
           if (chained !== undefined) {

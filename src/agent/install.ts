@@ -17,6 +17,8 @@ export interface ConflistParams {
   mtu: number;
   podCidr: string;
   masquerade: boolean;
+  /** The node's routing settings, stated in the seeds' VXLAN fields (the agent's flags set them). */
+  routing?: { mode: 'vxlan' | 'native'; vni: number; port: number };
 }
 
 /** It names no DEL queue: kelp-cni finds the queue next to agentSocket (src/agent/delqueue.ts). */
@@ -31,6 +33,7 @@ export function buildConflist(p: ConflistParams): Record<string, unknown> {
         agentSocket: p.socketPath,
         mtu: p.mtu,
         ipMasq: p.masquerade,
+        ...(p.routing ? (p.routing.mode === 'vxlan' ? { vxlanId: p.routing.vni, port: p.routing.port, directRouting: false } : { directRouting: true }) : {}),
         ipam: { type: 'kelp', ranges: [[{ subnet: p.podCidr }]] },
       },
     ],

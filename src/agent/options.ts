@@ -2,11 +2,17 @@
 // namespace) run side by side on one machine.
 import { hostname, totalmem } from 'node:os';
 import { DEFAULT_LB_MAGLEV_TABLE_SIZE } from '../datapath/service';
+import { DEFAULT_VNI, DEFAULT_VXLAN_PORT, RoutingMode } from '../datapath/node-types';
 import { checkMaglevTableSize } from '../service/maglev';
 
 /** --socket-lb: on (every socket of the cgroup), off (per-packet only), hostns (the node's own namespace only). */
 export const SOCKET_LB_CHOICES = ['on', 'off', 'hostns'] as const;
 export type SocketLbChoice = (typeof SOCKET_LB_CHOICES)[number];
+
+/** --routing-mode: how pods reach pods on other nodes (docs/nodes.md). */
+export const ROUTING_MODES: readonly RoutingMode[] = ['vxlan', 'native'];
+/** A VNI is 24 bits. */
+export const MAX_VXLAN_ID = 0xffffff;
 
 export interface AgentOptions {
   runDir: string;
@@ -18,7 +24,8 @@ export interface AgentOptions {
   networkName: string;
   /** This node's pod CIDR; unset: the Node's spec.podCIDRs in Kubernetes mode, else DEFAULT_POD_CIDR. */
   podCidr?: string;
-  mtu: number;
+  /** Pod interface MTU; unset: the uplink's, less the VXLAN overhead in VXLAN mode (src/agent/nodes.ts). */
+  mtu?: number;
   masquerade: boolean;
   uplink?: string;
   manifests?: string;
@@ -39,6 +46,12 @@ export interface AgentOptions {
   socketLb: SocketLbChoice;
   /** cgroup v2 directory the socket hooks attach to; unset: the socket LB's default. */
   cgroupRoot?: string;
+  /** Pods on other nodes: through the kelp VXLAN device, or routed natively over the underlay. */
+  routingMode: RoutingMode;
+  /** VXLAN network identifier (VXLAN mode). */
+  vxlanId: number;
+  /** VXLAN UDP port (VXLAN mode). */
+  vxlanPort: number;
 }
 
 const pow2Floor = (n: number) => 2 ** Math.floor(Math.log2(Math.max(1, n)));
@@ -74,9 +87,12 @@ const FLAGS: FlagSpec[] = [
   { key: 'installCni', flag: '--install-cni', kind: 'boolean', help: 'install the plugin and conflist once ready (--no-install-cni to skip)' },
   { key: 'networkName', flag: '--network-name', kind: 'string', help: 'CNI network name' },
   { key: 'podCidr', flag: '--pod-cidr', kind: 'string', help: "this node's pod CIDR, the built-in IPAM range (default: the Node's spec.podCIDRs in Kubernetes mode, else 10.244.0.0/24)" },
-  { key: 'mtu', flag: '--mtu', kind: 'number', help: 'pod interface MTU' },
+  { key: 'mtu', flag: '--mtu', kind: 'number', help: "pod interface MTU (default: the uplink's MTU, less 50 in VXLAN mode: 1450 on a 1500 underlay)" },
   { key: 'masquerade', flag: '--masquerade', kind: 'boolean', help: 'SNAT pod traffic leaving the node to the uplink address (--no-masquerade to disable)' },
-  { key: 'uplink', flag: '--uplink', kind: 'string', help: 'uplink interface for masquerade (default: the default route\'s device)' },
+  { key: 'uplink', flag: '--uplink', kind: 'string', help: "uplink (underlay) interface: masquerade, the VXLAN overhead's MTU, native routes (default: the device holding the Node's InternalIP, else the default route's)" },
+  { key: 'routingMode', flag: '--routing-mode', kind: 'string', help: 'pods on other nodes: vxlan (one external-mode VXLAN device, tunnel key set per packet) or native (routes via each node\'s address; the underlay must carry pod addresses)' },
+  { key: 'vxlanId', flag: '--vxlan-id', kind: 'number', help: 'VXLAN network identifier, 1..16777215 (VXLAN mode; the CNI VXLAN config\'s vxlanId)' },
+  { key: 'vxlanPort', flag: '--vxlan-port', kind: 'number', help: 'VXLAN UDP port (VXLAN mode; the CNI VXLAN config\'s port; IANA\'s is 4789)' },
   { key: 'manifests', flag: '--manifests', kind: 'string', help: 'standalone mode: watched directory of Namespace/Pod manifests' },
   { key: 'kubeconfig', flag: '--kubeconfig', kind: 'string', help: 'Kubernetes mode: watch the API server this kubeconfig names' },
   { key: 'inCluster', flag: '--in-cluster', kind: 'boolean', help: "Kubernetes mode with the pod's service account (as a DaemonSet)" },
@@ -108,7 +124,6 @@ export function defaultAgentOptions(): AgentOptions {
     cniConfDir: '/etc/cni/net.d',
     installCni: true,
     networkName: 'kelp',
-    mtu: 1500,
     masquerade: true,
     inCluster: false,
     nodeName: hostname(),
@@ -116,6 +131,9 @@ export function defaultAgentOptions(): AgentOptions {
     resyncInterval: 60,
     maglevTableSize: DEFAULT_LB_MAGLEV_TABLE_SIZE,
     socketLb: 'on',
+    routingMode: 'vxlan',
+    vxlanId: DEFAULT_VNI,
+    vxlanPort: DEFAULT_VXLAN_PORT,
   };
 }
 
@@ -165,7 +183,10 @@ export function parseAgentArgs(argv: string[]): AgentOptions {
       o[spec.key] = value;
     }
   }
-  if (opts.mtu < 576 || opts.mtu > 65535) throw new UsageError(`--mtu must be in 576..65535, got ${opts.mtu}`);
+  if (opts.mtu !== undefined && (opts.mtu < 576 || opts.mtu > 65535)) throw new UsageError(`--mtu must be in 576..65535, got ${opts.mtu}`);
+  if (!ROUTING_MODES.includes(opts.routingMode)) throw new UsageError(`--routing-mode must be one of ${ROUTING_MODES.join(', ')}, got ${JSON.stringify(opts.routingMode)}`);
+  if (opts.vxlanId > MAX_VXLAN_ID) throw new UsageError(`--vxlan-id must be in 1..${MAX_VXLAN_ID}, got ${opts.vxlanId}`);
+  if (opts.vxlanPort > 65535) throw new UsageError(`--vxlan-port must be in 1..65535, got ${opts.vxlanPort}`);
   if (!(SOCKET_LB_CHOICES as readonly string[]).includes(opts.socketLb)) throw new UsageError(`--socket-lb must be one of ${SOCKET_LB_CHOICES.join(', ')}, got ${JSON.stringify(opts.socketLb)}`);
   try {
     checkMaglevTableSize(opts.maglevTableSize);

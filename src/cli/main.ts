@@ -9,6 +9,7 @@ import { formatTable } from './table';
 import type { CounterView, EndpointView, PodView } from '../agent/views';
 import type { PolicyView } from '../agent/routes/policy';
 import type { ServiceFrontendView } from '../agent/routes/services';
+import type { NodesStatus, NodeView } from '../agent/routes/nodes';
 import type { TraceResult } from '../agent/policy';
 
 const USAGE = `Usage: kelp <command> [flags]
@@ -24,6 +25,8 @@ Commands:
   get policies                the policies in evaluation order (tier, priority, pods selected here)
   get services                every frontend programmed here (VIP, NodePort, external and LB IPs)
                               with its backends and their state
+  get nodes                   every Node: its address, pod CIDRs, and whether its tunnel entry and
+                              route are in (or why it is skipped)
   policy trace --from A --to B [--port N/PROTO]
                               why A → B is allowed or dropped: A and B are namespace/pod or an IP;
                               PROTO tcp (default), udp, sctp; --port icmp for ICMP
@@ -215,7 +218,18 @@ async function run(argvIn: string[]): Promise<number> {
         );
         return 0;
       }
-      throw new UsageError(`kelp get: expected pods, endpoints, counters, policies or services, got ${JSON.stringify(what ?? '')}`);
+      if (what === 'nodes' || what === 'node' || what === 'no') {
+        const rows = await requestJson<NodeView[]>(f.socket, 'GET', '/v1/nodes');
+        const yesNo = (b: boolean | null) => (b === null ? '-' : b ? 'yes' : 'NO');
+        print(f.output, rows, () =>
+          formatTable(
+            ['NAME', 'ADDRESS', 'POD CIDRS', 'TUNNEL', 'ROUTE', 'NOTE'],
+            rows.map((n) => [n.name, n.address ?? '-', n.podCidrs.join(',') || '-', yesNo(n.tunnel), yesNo(n.route), n.self ? 'this node' : (n.skipped ?? undefined)]),
+          ),
+        );
+        return 0;
+      }
+      throw new UsageError(`kelp get: expected pods, endpoints, counters, policies, services or nodes, got ${JSON.stringify(what ?? '')}`);
     }
     case 'health': {
       // A probe's command: one cheap request (status checks every endpoint's hooks).
@@ -232,7 +246,9 @@ async function run(argvIn: string[]): Promise<number> {
         ready: boolean;
         node: string;
         podCidr: string;
+        mtu?: number;
         endpoints: number;
+        nodes?: NodesStatus | null;
         masquerade?: { uplink: string; address: string } | null;
         bpffs?: { root: string; persistent: 'yes' | 'no' | 'unknown'; reason: string };
         maps: Array<{ name: string; type: string; entries: number; maxEntries: number; fixed: boolean; description?: string }>;
@@ -244,6 +260,11 @@ async function run(argvIn: string[]): Promise<number> {
       print(f.output, st, () => {
         let out = `agent:      ${st.ready ? 'ready' : 'not ready'}\nnode:       ${st.node}\npod CIDR:   ${st.podCidr}\nendpoints:  ${st.endpoints}\n`;
         out += `masquerade: ${st.masquerade ? `${st.masquerade.uplink} -> ${st.masquerade.address}` : 'off'}\n`;
+        if (st.nodes) {
+          const n = st.nodes;
+          const how = n.mode === 'vxlan' ? `VXLAN (${n.device}, VNI ${n.vni}, port ${n.port})` : `native (via ${n.uplink})`;
+          out += `nodes:      ${n.remote} remote node${n.remote === 1 ? '' : 's'} routed${n.skipped ? `, ${n.skipped} SKIPPED (see problems)` : ''}; ${how}; pod MTU ${st.mtu}\n`;
+        }
         if (st.services?.lastRun) {
           const r = st.services.lastRun;
           out += `services:   ${r.frontends} frontends, ${r.sets} backend sets, ${r.backends} backends${r.programmed ? '' : ' (NOT PROGRAMMED)'} (compiled in ${r.compileMs.toFixed(1)} ms, ${r.ms.toFixed(1)} ms in all)\n`;

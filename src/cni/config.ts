@@ -88,6 +88,15 @@ export interface NetConf {
    * more per ADD (each tcx attach waits for an RCU grace period).
    */
   podHook?: 'clsact' | 'tcx';
+  /**
+   * The seeds' VXLAN fields (flannel's VXLAN plugin: vxlanId, port, directRouting). Routing to
+   * other nodes is the node's, not a pod's: the agent's flags set it (--vxlan-id, --vxlan-port,
+   * --routing-mode), the conflist it installs states them, and an ADD whose config says
+   * otherwise is refused. `gbp: true` is refused here (docs/nodes.md).
+   */
+  vxlanId?: number;
+  port?: number;
+  directRouting?: boolean;
   ipam?: IpamConfig;
   dns: CniDns;
   runtimeConfig: RuntimeConfig;
@@ -194,6 +203,16 @@ export function peekVersion(doc: Record<string, unknown> | undefined, fallback: 
   return typeof v === 'string' && v !== '' ? v : fallback;
 }
 
+/** VXLAN-GBP would carry a sender's identity in the packet; kelp looks it up (docs/nodes.md). */
+function refuseGbp(v: unknown): void {
+  if (check.optBool(v, 'gbp') !== true) return;
+  throw new CniError(
+    CniCode.InvalidConfig,
+    'invalid gbp',
+    'VXLAN-GBP is not supported: kelp carries no identity in packets, the receiving node looks the sender up in its ip cache (identities are per node, so a group ID in the packet would mean nothing there)',
+  );
+}
+
 function parsePodHook(v: unknown): 'clsact' | 'tcx' | undefined {
   const s = check.optString(v, 'podHook');
   if (s !== undefined && s !== 'clsact' && s !== 'tcx') check.fail('podHook', '"clsact" or "tcx"', s);
@@ -228,6 +247,9 @@ export function parseConfig(doc: Record<string, unknown>): NetConf {
     hairpinMode: check.optBool(doc.hairpinMode, 'hairpinMode'),
     agentSocket,
     podHook: parsePodHook(doc.podHook),
+    vxlanId: check.optInt(doc.vxlanId, 'vxlanId', 1, 0xffffff),
+    port: check.optInt(doc.port, 'port', 1, 65535),
+    directRouting: check.optBool(doc.directRouting, 'directRouting'),
     ipam: parseIpam(doc.ipam),
     dns: parseDns(doc.dns, check, 'dns'),
     runtimeConfig: parseRuntimeConfig(doc.runtimeConfig),
@@ -236,6 +258,7 @@ export function parseConfig(doc: Record<string, unknown>): NetConf {
     validAttachments: parseAttachments(doc),
     raw: doc,
   };
+  refuseGbp(doc.gbp);
   parseArgs(doc.args, conf);
   return conf;
 }

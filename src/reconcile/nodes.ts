@@ -11,6 +11,11 @@
 //     touches them. A route to the same prefix that someone else installed is left alone and
 //     reported;
 //   - kelp_nomasq4 beyond the masquerade configuration (through the uplink's writer).
+// Besides the pod CIDRs, each remote node's own address (/32) is in kelp_tunnel4 and exempt from
+// masquerade: a pod's packet to another node (its reply to that node's probe, or the node's own
+// traffic to a pod through the VXLAN device) then goes back the way the node's came, through the
+// tunnel in VXLAN mode and with the pod's own address: without it the reply would leave by the
+// uplink masqueraded, or unencapsulated onto an underlay that may not carry pod addresses.
 // Order within a run: no-masquerade first (a remote pod is never masqueraded to once it is
 // reachable), then tunnel entries, then routes added, then routes and entries removed.
 //
@@ -44,8 +49,10 @@ export interface NodeRow {
 export interface NodeTable {
   rows: NodeRow[];
   remote: RemoteNode[];
-  /** This node's pod CIDR and every routed node's: never masqueraded between. */
+  /** This node's pod CIDR and every routed node's. */
   podCidrs: string[];
+  /** The pod CIDRs and the remote nodes' addresses (/32): never masqueraded to. */
+  noMasquerade: string[];
   problems: string[];
 }
 
@@ -87,7 +94,7 @@ const overlaps = (a: string, b: string): boolean => {
  */
 export function nodeTable(nodes: readonly NodeObject[], self: { name: string; podCidr: string }, firstSeen: ReadonlyMap<string, number> = new Map()): NodeTable {
   const selfCidr = cidrToString(parseCidr(self.podCidr));
-  const out: NodeTable = { rows: [], remote: [], podCidrs: [selfCidr], problems: [] };
+  const out: NodeTable = { rows: [], remote: [], podCidrs: [selfCidr], noMasquerade: [], problems: [] };
   const claimed: Array<{ cidr: string; by: string }> = [{ cidr: selfCidr, by: 'this node' }];
   const age = (n: NodeObject) => firstSeen.get(n.metadata.name) ?? Infinity;
   const ordered = [...nodes].sort((a, b) => age(a) - age(b) || (a.metadata.name < b.metadata.name ? -1 : a.metadata.name > b.metadata.name ? 1 : 0));
@@ -120,13 +127,25 @@ export function nodeTable(nodes: readonly NodeObject[], self: { name: string; po
     out.remote.push({ name, address: addr.address, podCidrs });
     out.podCidrs.push(...podCidrs);
   }
+  out.noMasquerade = [...out.podCidrs, ...remoteHosts(out)];
   return out;
 }
 
-/** kelp_tunnel4 as it should be: every remote pod CIDR → its node (pure). */
-export function desiredTunnel(remote: readonly RemoteNode[], mode: RoutingMode): TunnelEntry[] {
+/** The remote nodes' addresses as /32s, each once, this node's own never. */
+function remoteHosts(t: Pick<NodeTable, 'rows' | 'remote'>): string[] {
+  const own = t.rows.find((r) => r.self)?.address;
+  return [...new Set(t.remote.map((n) => n.address).filter((a) => a !== own))].map((a) => `${a}/32`);
+}
+
+/** kelp_tunnel4 as it should be: every remote pod CIDR and node address → its node (pure). */
+export function desiredTunnel(t: Pick<NodeTable, 'rows' | 'remote'>, mode: RoutingMode): TunnelEntry[] {
   const flags = mode === 'vxlan' ? TUNNEL_F_ENCAP : 0;
-  return remote.flatMap((n) => n.podCidrs.map((cidr) => ({ cidr, nodeIp: n.address, flags })));
+  const out = t.remote.flatMap((n) => n.podCidrs.map((cidr) => ({ cidr, nodeIp: n.address, flags })));
+  for (const cidr of remoteHosts(t)) {
+    // A node address inside a remote pod CIDR (a misconfiguration) is still sent to that node.
+    if (!out.some((e) => e.cidr === cidr)) out.push({ cidr, nodeIp: cidr.slice(0, -3), flags });
+  }
+  return out;
 }
 
 export function tunnelDiff(desired: readonly TunnelEntry[], current: readonly TunnelEntry[]): { put: TunnelEntry[]; remove: string[] } {
@@ -258,9 +277,9 @@ export function nodesReconciler(deps: NodesReconcilerDeps): NodesReconciler {
 
       const t = nodeTable(nodes, deps.self, firstSeen);
       const problems = [...t.problems];
-      deps.setNoMasquerade?.(t.podCidrs);
+      deps.setNoMasquerade?.(t.noMasquerade);
 
-      const tunnel = tunnelDiff(desiredTunnel(t.remote, deps.routing.mode), deps.tunnel.entries());
+      const tunnel = tunnelDiff(desiredTunnel(t, deps.routing.mode), deps.tunnel.entries());
       for (const e of tunnel.put) deps.tunnel.put(e);
 
       const routes = routesDiff(desiredRoutes(t.remote, deps.routing), await deps.routes.listRoutes({ family: 4 }));

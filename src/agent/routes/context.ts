@@ -9,10 +9,11 @@ import type { StateSource } from '../../sources/source';
 import type { ReconcileLoop } from '../../reconcile/loop';
 import type { AgentPolicy } from '../policy';
 import type { AgentServices } from '../services';
+import type { AgentNodes } from '../nodes';
 
 export interface RouteContext {
-  /** The options in effect (pod CIDR resolved). */
-  opts: AgentOptions & { podCidr: string };
+  /** The options in effect (pod CIDR and MTU resolved). */
+  opts: AgentOptions & { podCidr: string; mtu: number };
   manager: EndpointManager;
   datapath: Datapath;
   objects: ObjectStore;
@@ -22,6 +23,7 @@ export interface RouteContext {
   reconcilers: ReconcileLoop;
   policy?: AgentPolicy;
   services?: AgentServices;
+  nodes?: AgentNodes;
   /** Serving CNI: restore is done and the socket listens. */
   ready(): boolean;
   masquerade(): { uplink: string; address: string } | null;

@@ -4,6 +4,7 @@ import type { ApiServer } from '../server';
 import type { RouteContext } from './context';
 import { MAP_DESCRIPTIONS } from '../../datapath/dump';
 import { policyEnforced, readPolicyRevision } from '../../datapath/policy';
+import { nodesStatus } from './nodes';
 
 export function statusRoutes(server: ApiServer, c: RouteContext): void {
   server.route('GET', '/v1/healthz', () => ({ status: c.ready() ? 200 : 503, body: { ready: c.ready() } }));
@@ -13,6 +14,7 @@ export function statusRoutes(server: ApiServer, c: RouteContext): void {
       ready: c.ready(),
       node: c.opts.nodeName,
       podCidr: c.opts.podCidr,
+      mtu: c.opts.mtu,
       endpoints: c.manager.list().length,
       masquerade: c.masquerade(),
       bpffs: c.datapath.bpffs,
@@ -30,7 +32,9 @@ export function statusRoutes(server: ApiServer, c: RouteContext): void {
         ...(c.manifests?.problems.values() ?? []),
         ...(c.kube?.problems.values() ?? []),
         ...(c.policy?.reconciler.lastError ? [`policy not programmed: ${c.policy.reconciler.lastError}`] : []),
+        ...(c.nodes?.reconciler.last()?.problems ?? []),
       ],
+      nodes: nodesStatus(c),
       services: c.services ? { lastRun: c.services.last() ?? null, lastError: c.reconcilers.status().find((r) => r.name === c.services!.reconciler.name)?.lastError ?? null } : null,
       policy: c.policy
         ? { enforced: policyEnforced(c.policy.maps), revision: readPolicyRevision(c.policy.maps), lastRun: c.policy.last() ?? null, lastError: c.policy.reconciler.lastError ?? null }

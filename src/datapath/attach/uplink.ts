@@ -79,6 +79,16 @@ export class Uplink {
     syncMap(this.host.map('kelp_nomasq4'), exempt.map((cidr) => [nomasq4Key.encode({ cidr }), Buffer.from([1])] as const));
   }
 
+  /**
+   * Replaces the exemptions besides the pod CIDR (the node reconciler's: every node's pod CIDR
+   * and address). Entries both sets hold are never removed, so a flow between pod CIDRs is not
+   * masqueraded for a moment.
+   */
+  setNoMasquerade(cidrs: readonly string[]): void {
+    this.opts.noMasquerade = [...cidrs];
+    this.syncExemptions();
+  }
+
   private attach(pins: LinkPins): void {
     const paths = pins.paths(`uplink-${this.opts.uplinkIfname}`);
     for (const [dir, name] of UPLINK_PROGRAMS) {
