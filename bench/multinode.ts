@@ -16,20 +16,22 @@
 // Measured: TCP_RR and TCP_CRR (build/bench/rr, client and servers pinned to one CPU, the
 // variants in turns of 100 ms in one client run) and TCP throughput (iperf3, 1 stream, 1 s turns),
 // every variant in every round, the order rotated round by round; ratios taken round by round.
-// A kelp variant that cannot run (the agent lacks the flags, does not start, or its pods do not
-// reach each other) is reported as not available with why, never as a zero.
+// Before anything is timed, every variant's path is proven: pings answered, node 1's transmit
+// counter of the variant's device grown, the server seeing the client pod's own address. A kelp
+// variant that cannot run (the agent lacks the flags or does not start, its pods do not reach each
+// other, or the path is not the one named) is reported as not available with why, never as a zero.
 import { mkdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { execFileSync } from 'node:child_process';
 import { POD_FILTER } from '../src/datapath/loader';
-import { VXLAN_DEVICE } from '../src/datapath/node-types';
+import { VXLAN_DEVICE, VXLAN_OVERHEAD } from '../src/datapath/node-types';
 import { KELP_BIN, sh } from '../src/sandbox';
 import { applyObjects, programmed } from './lib/agent-api';
 import { attachedPrograms, AttachedAt, progStats, withBpfStats } from './lib/bpf-stats';
 import { BenchConfig, rotate } from './lib/config';
 import { run, startServer } from './lib/exec';
 import { Figure, HeadlineRow, spreadText } from './lib/figure';
-import { startKelpNode } from './lib/kelp-node';
+import { KelpNode, startKelpNode } from './lib/kelp-node';
 import { NetnsSet } from './lib/netns';
 import { progress } from './lib/progress';
 import { RrPair, rrRates } from './lib/rr';
@@ -60,7 +62,7 @@ const TITLE = '9. Several nodes: pod on node 1 ↔ pod on node 2, TCP_RR/CRR and
 const VNI = 1;
 const VXLAN_PORT = 8472;
 const UNDERLAY_MTU = 1500;
-const VXLAN_MTU = UNDERLAY_MTU - 50;
+const VXLAN_MTU = UNDERLAY_MTU - VXLAN_OVERHEAD;
 /** The underlay device in each node namespace, for every variant. */
 const UPLINK = 'ul0';
 const IPERF_PORT = '5201';
@@ -87,6 +89,8 @@ interface Column {
   via: { netns: string; dev: string };
   /** kelp's two node namespaces, whose programs the bpf_stats run times. */
   kelpNodes?: [string, string];
+  /** Stops kelp's agents: nothing of a variant that is not measured runs beside the others. */
+  stop?: () => Promise<void>;
 }
 
 interface Missing {
@@ -114,6 +118,7 @@ function txPackets(netns: string, dev: string): number {
   return link.stats64?.tx?.packets ?? 0;
 }
 
+/** The baselines' nodes route their pods' packets (kelp's agent turns this on itself). */
 function forwarding(netns: string): void {
   sh('ip', ['netns', 'exec', netns, 'sysctl', '-qw', 'net.ipv4.ip_forward=1']);
 }
@@ -143,14 +148,14 @@ function podVeth(node: string, host: string, pod: string, mtu: number): void {
 }
 
 /** Two node namespaces and a pod namespace in each, tracked for cleanup. */
-function plainNodes(tag: string, letter: string, netns: NetnsSet): { nodes: [string, string]; pods: [string, string] } {
+function plainNodes(tag: string, letter: string, k: number, netns: NetnsSet): { nodes: [string, string]; pods: [string, string] } {
   const nodes: [string, string] = [`${tag}-${letter}1`, `${tag}-${letter}2`];
   const pods: [string, string] = [`${tag}-${letter}1p`, `${tag}-${letter}2p`];
   netns.create([...nodes, ...pods]);
   for (const ns of [...nodes, ...pods]) ipn(ns, 'link', 'set', 'lo', 'up');
   for (const n of nodes) forwarding(n);
-  underlayHalf(nodes[0], letter === 'f' ? K_FLANNEL : K_ROUTED);
-  underlayJoin(nodes[0], nodes[1], letter === 'f' ? K_FLANNEL : K_ROUTED);
+  underlayHalf(nodes[0], k);
+  underlayJoin(nodes[0], nodes[1], k);
   return { nodes, pods };
 }
 
@@ -166,7 +171,7 @@ const vtepMac = (n: number) => `02:f1:00:00:00:0${n}`;
  */
 function flannelLike(tag: string, netns: NetnsSet): Column {
   const k = K_FLANNEL;
-  const { nodes, pods } = plainNodes(tag, 'f', netns);
+  const { nodes, pods } = plainNodes(tag, 'f', k, netns);
   for (const [i, node] of nodes.entries()) {
     const n = i + 1;
     const sub = (h: number) => podIp(k, n, h);
@@ -200,7 +205,7 @@ function flannelLike(tag: string, netns: NetnsSet): Column {
  */
 function routed(tag: string, netns: NetnsSet): { column: Column; underlay: Column } {
   const k = K_ROUTED;
-  const { nodes, pods } = plainNodes(tag, 'g', netns);
+  const { nodes, pods } = plainNodes(tag, 'g', k, netns);
   for (const [i, node] of nodes.entries()) {
     const n = i + 1;
     const gw = podIp(k, n, 1);
@@ -271,7 +276,14 @@ async function kelpPair(tag: string, mode: 'vxlan' | 'native', closers: Closer[]
   const mtu = mode === 'vxlan' ? VXLAN_MTU : UNDERLAY_MTU;
   const agentArgs = [`--routing-mode=${mode}`, `--vxlan-id=${VNI}`, `--vxlan-port=${VXLAN_PORT}`, `--uplink=${UPLINK}`, `--mtu=${mtu}`, '--socket-lb=off'];
   const manifests = nodeNames.map((nn, i) => nodeManifest(nn, k, i + 1));
-  const nodes = [];
+  const nodes: KelpNode[] = [];
+  const stop = async () => {
+    for (const n of nodes.reverse()) await n.stop();
+  };
+  const fail = async (reason: string): Promise<Missing> => {
+    await stop();
+    return { name, why: reason };
+  };
   try {
     for (const [i, prefix] of prefixes.entries()) {
       const node = await startKelpNode({
@@ -291,14 +303,14 @@ async function kelpPair(tag: string, mode: 'vxlan' | 'native', closers: Closer[]
       nodes.push(node);
     }
   } catch (e) {
-    return { name, why: `the agents did not start: ${why(e)}` };
+    return fail(`the agents did not start: ${why(e)}`);
   }
   let client, server;
   try {
     client = await nodes[0].sb.addPod('mn-client', POD_NS);
     server = await nodes[1].sb.addPod('mn-server', POD_NS);
   } catch (e) {
-    return { name, why: `CNI ADD failed: ${why(e)}` };
+    return fail(`CNI ADD failed: ${why(e)}`);
   }
   // As in a cluster, every agent knows every pod (the kubelet's status.podIP after the ADD): the
   // receiver's ip cache finds the remote sender.
@@ -310,9 +322,9 @@ async function kelpPair(tag: string, mode: 'vxlan' | 'native', closers: Closer[]
   for (const n of nodes) {
     try {
       const rev = await applyObjects(n.sb.socketPath, objects);
-      if (!(await programmed(n.sb.socketPath, rev, PROGRAMMED_MS))) return { name, why: `${n.sb.node}: the Pod objects were not programmed within ${PROGRAMMED_MS / 1000} s` };
+      if (!(await programmed(n.sb.socketPath, rev, PROGRAMMED_MS))) return fail(`${n.sb.node}: the Pod objects were not programmed within ${PROGRAMMED_MS / 1000} s`);
     } catch (e) {
-      return { name, why: `${n.sb.node}: applying the Pod objects failed: ${why(e)}` };
+      return fail(`${n.sb.node}: applying the Pod objects failed: ${why(e)}`);
     }
   }
   return {
@@ -322,6 +334,7 @@ async function kelpPair(tag: string, mode: 'vxlan' | 'native', closers: Closer[]
     mtu: mtuOf(client.netns, 'eth0'),
     via: { netns: nodeNames[0], dev: mode === 'vxlan' ? VXLAN_DEVICE : UPLINK },
     kelpNodes: [nodeNames[0], nodeNames[1]],
+    stop,
   };
 }
 
@@ -469,6 +482,7 @@ export async function benchMultinode(cfg: BenchConfig, tag: string): Promise<Fig
       if (c.name !== KELP_VXLAN && c.name !== KELP_NATIVE) throw new Error(`multinode: ${c.name}: ${problem}`);
       missing.push({ name: c.name, why: problem });
       columns.splice(columns.indexOf(c), 1);
+      await c.stop?.();
     }
     for (const m of missing) progress(`multinode: ${m.name} not available: ${m.why}`);
     columns.sort((a, b) => ORDER.indexOf(a.name) - ORDER.indexOf(b.name));
