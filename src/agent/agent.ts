@@ -170,6 +170,9 @@ export async function startAgent(opts: AgentOptions, log: Logger = createLogger(
     } else {
       log.warn('no default route: masquerade disabled');
     }
+  } else if (up) {
+    // Masquerade off: the uplink still carries Services (NodePorts from outside, the node's own clients).
+    datapath.enableUplink({ uplinkIfindex: up.ifindex, uplinkIfname: up.ifname, podCidr });
   }
 
   // Remote nodes: the VXLAN device and overlay programs (VXLAN mode), the node reconciler.

@@ -23,12 +23,6 @@ import { LbCtFlag } from '../../src/datapath/service';
 import { ep, expectNoProblems, failProblem, OTHER_NODE, PodName, service, ServicesWorld, slice, sourceProblem, spreadProblem, tcp, udp, WEB } from '../support/services';
 
 let w: ServicesWorld;
-beforeAll(async () => {
-  w = await ServicesWorld.start('sfb', { agentArgs: ['--socket-lb=off'] });
-}, 120_000);
-afterAll(async () => {
-  await w?.stop();
-});
 
 /** Flows per spread check: with 3 backends, a fair balancer misses one with probability ~3·(2/3)^30 ≈ 2e-5. */
 const FLOWS = 30;
@@ -53,6 +47,13 @@ async function nodeRejects(): Promise<number> {
 }
 
 describe('the per-packet path for the node\'s own clients (--socket-lb=off)', () => {
+  beforeAll(async () => {
+    w = await ServicesWorld.start('sfb', { agentArgs: ['--socket-lb=off'] });
+  }, 120_000);
+  afterAll(async () => {
+    await w?.stop();
+  });
+
   it('socket LB is off: the agent pinned no cgroup hook', () => {
     expect(w.sb.agentArgs()).toContain('--socket-lb=off');
     const links = readdirSync(path.join(w.sb.bpfRoot, 'links'));
@@ -146,6 +147,36 @@ describe('the per-packet path for the node\'s own clients (--socket-lb=off)', ()
       ]);
       const r = await Promise.all([w.ask('node', tcp(lbIp, 80), 'svc/fb-etp LoadBalancer IP', FLOWS), w.ask('node', tcp(NODE_IP, 30094), 'svc/fb-etp NodePort', FLOWS)]);
       expectNoProblems(spreadProblem(r[0], ['web-1:8080', 'web-3:8080']), spreadProblem(r[1], ['web-1:8080', 'web-3:8080']));
+    });
+  });
+});
+
+describe('socket LB in the node\'s namespace only (--socket-lb=hostns), masquerade off', () => {
+  beforeAll(async () => {
+    w = await ServicesWorld.start('sfh', { agentArgs: ['--socket-lb=hostns', '--no-masquerade'] });
+  }, 120_000);
+  afterAll(async () => {
+    await w?.stop();
+  });
+
+  it('a pod goes through the per-packet path (its flows in the service conntrack), the node through its socket hooks (none there); both reach every backend', async () => {
+    await w.run(async (apply) => {
+      const vip = '10.96.1.20';
+      await apply([service('fb-hostns', { clusterIP: vip, selector: { app: 'web' }, ports: [{ name: 'http', port: 80, targetPort: 8080 }] })]);
+      const [pod, node] = await Promise.all([w.ask('client-a', tcp(vip, 80), 'svc/fb-hostns', FLOWS), w.ask('node', tcp(vip, 80), 'svc/fb-hostns', FLOWS)]);
+      expectNoProblems(spreadProblem(pod, at(WEB, 8080)), spreadProblem(node, at(WEB, 8080)));
+      const dump = JSON.parse(await w.kelp('map', 'dump', 'kelp_lb4_ct', '-o', 'json')) as { entries: CtRow[] };
+      const forward = dump.entries.filter((e) => e.key.dir === 0 && e.key.daddr === vip);
+      expect(forward.filter((e) => e.key.saddr === w.podIp('client-a')).length).toBe(FLOWS);
+      expect(forward.filter((e) => e.key.saddr === NODE_IP)).toEqual([]);
+    });
+  });
+
+  it('without masquerade the uplink still carries Services: a NodePort answers the outside client, with its address kept', async () => {
+    await w.run(async (apply) => {
+      await apply([service('fb-nomasq', { type: 'NodePort', clusterIP: '10.96.1.21', selector: { app: 'web' }, ports: [{ name: 'http', port: 80, targetPort: 'http', nodePort: 30095 }] })]);
+      const r = await w.ask('outside', tcp(NODE_IP, 30095), 'svc/fb-nomasq NodePort', FLOWS);
+      expectNoProblems(spreadProblem(r, at(WEB, 8080)), sourceProblem(r, '192.168.250.2'));
     });
   });
 });
