@@ -162,6 +162,8 @@ async function main(): Promise<void> {
     BENCH_SERVICES_N: cfg.servicesN.join(','),
     BENCH_SERVICES_PROGRAM_ROUNDS: cfg.servicesProgramRounds,
     BENCH_SERVICES_PROGRAM_N: cfg.servicesProgramN,
+    BENCH_SERVICES_RR: cfg.servicesRr ? 1 : 0,
+    BENCH_SERVICES_TOOLS: [...cfg.servicesTools].join(','),
     BENCH_MULTINODE_ROUNDS: cfg.multinodeRounds,
     BENCH_ONLY: [...cfg.only].join(','),
   };

@@ -55,6 +55,10 @@ export interface BenchConfig {
   servicesProgramRounds: number;
   /** The N of those rounds. */
   servicesProgramN: number;
+  /** Run the TCP_RR/CRR part of the services figure (BENCH_SERVICES_RR=0: programming only). */
+  servicesRr: boolean;
+  /** Tools of the programming rounds (BENCH_SERVICES_TOOLS=kelp,legacy,iptables-nft,iptables-nft-flush,nft; default all). */
+  servicesTools: Set<string>;
   /** Rounds of the several-nodes figure (every test on every variant once per round). */
   multinodeRounds: number;
   /** Figures to run (BENCH_ONLY=datapath,cni,throughput,memory,pod2pod,restart,kubernetes,policy,services,multinode). */
@@ -82,6 +86,18 @@ function ints(name: string, def: number[], min: number, max: number): number[] {
     throw new Error(`${name} must be distinct integers in ${min}..${max}, comma-separated, got ${JSON.stringify(raw)}`);
   }
   return xs;
+}
+
+/** The programming rounds' tools, as BENCH_SERVICES_TOOLS names them. */
+export const SERVICES_TOOLS = ['kelp', 'legacy', 'iptables-nft', 'iptables-nft-flush', 'nft'] as const;
+
+/** A comma-separated subset of `known` (default all of it). */
+function names(name: string, known: readonly string[]): Set<string> {
+  const raw = process.env[name];
+  if (raw === undefined || raw === '') return new Set(known);
+  const xs = raw.split(',').map((s) => s.trim()).filter(Boolean);
+  for (const x of xs) if (!known.includes(x)) throw new Error(`${name}: unknown ${JSON.stringify(x)} (known: ${known.join(', ')})`);
+  return new Set(xs);
 }
 
 export function loadConfig(): BenchConfig {
@@ -120,6 +136,8 @@ export function loadConfig(): BenchConfig {
     servicesN: ints('BENCH_SERVICES_N', [1, 1000, 10_000], 1, 30_000),
     servicesProgramRounds: int('BENCH_SERVICES_PROGRAM_ROUNDS', 3, 1, 100),
     servicesProgramN: int('BENCH_SERVICES_PROGRAM_N', 10_000, 1, 30_000),
+    servicesRr: process.env.BENCH_SERVICES_RR !== '0',
+    servicesTools: names('BENCH_SERVICES_TOOLS', SERVICES_TOOLS),
     multinodeRounds: int('BENCH_MULTINODE_ROUNDS', 5, 1, 100),
     only,
     outDir: process.env.BENCH_OUT || undefined,

@@ -39,7 +39,10 @@ export type DestroyUdpSockets = (backends: Array<{ address: string; port: number
 export interface ServiceRunStats {
   at: string;
   ms: number;
+  /** Where the run's time went: reading its inputs (addresses, the store, derived slices), compiling, writing the maps; the rest is saving ids and destroying sockets. */
+  inputsMs: number;
   compileMs: number;
+  writeMs: number;
   frontends: number;
   sets: number;
   backends: number;
@@ -156,13 +159,18 @@ export function startServices(deps: AgentServicesDeps): AgentServices {
     }
     const misses = compiler.maglev.misses;
     endpointSlices = nodeFilter.apply(endpointSlices, nodes, deps.nodeName);
+    const since = (t: bigint) => Number(process.hrtime.bigint() - t) / 1e6;
+    const inputsMs = since(t0);
+    const t1 = process.hrtime.bigint();
     const res = compiler.compile({ services, endpointSlices, nodes, nodeName: deps.nodeName, nodeAddresses });
-    const compileMs = Number(process.hrtime.bigint() - t0) / 1e6;
+    const compileMs = since(t1);
+    const t2 = process.hrtime.bigint();
     if (deps.writer) {
       const resync = Date.now() - lastReadBack >= deps.resyncMs;
       deps.writer.apply(res.desired, { resync });
       if (resync) lastReadBack = Date.now();
     }
+    const writeMs = since(t2);
     const gone = removedBackends(model, res.model);
     model = res.model;
     desired = res.desired;
@@ -184,8 +192,10 @@ export function startServices(deps: AgentServicesDeps): AgentServices {
     for (const c of res.model.conflicts) log.warn(c, 'two Service ports claim one frontend: the first keeps it');
     last = {
       at: new Date().toISOString(),
-      ms: Number(process.hrtime.bigint() - t0) / 1e6,
+      ms: since(t0),
+      inputsMs,
       compileMs,
+      writeMs,
       frontends: res.desired.frontends.length,
       sets: res.desired.sets.length,
       backends: res.model.backends.size,

@@ -736,6 +736,15 @@ function diffGroups(before: MapState, want: Entries[]): { diff: MapDiff; state: 
   return { diff: { put, remove, unchanged: index.size - put.length, updated }, state: { groups, index } };
 }
 
+/** A map's entries, in batches where the map has batch operations (an LPM trie has none). */
+function readBack(map: BpfMap): Entries {
+  try {
+    return map.lookupBatch();
+  } catch {
+    return readEntries(map);
+  }
+}
+
 /** Puts a diff's entries: one batch call (a syscall per ~thousand entries rather than per entry). */
 function putBatch(map: BpfMap, diff: MapDiff, wanted: number): void {
   if (diff.put.length === 0) return;
@@ -810,7 +819,7 @@ export class ServiceWriter {
     const want = encodeServiceDesired(desired, this.maglevTableSize);
     const current = opts.resync ? undefined : this.written;
     this.written = undefined;
-    const have = (name: keyof EncodedService): MapState => current?.[name] ?? { groups: new Set(), index: indexOf(readEntries(this.maps[name])) };
+    const have = (name: keyof EncodedService): MapState => current?.[name] ?? { groups: new Set(), index: indexOf(readBack(this.maps[name])) };
     const step = (name: keyof EncodedService) => diffGroups(have(name), want[name]);
     const d = { frontends: step('frontends'), backends: step('backends'), members: step('members'), maglev: step('maglev'), sourceRanges: step('sourceRanges') };
     const t0 = process.hrtime.bigint();

@@ -74,6 +74,11 @@ export function parseManifests(text: string, source: string): KelpObject[] {
       if (value !== null && value !== undefined) docs.push(value);
     }
   }
+  return parseManifestDocs(docs, source);
+}
+
+/** Validates decoded documents (a `kind: List` expanded) as parseManifests does a file's. */
+export function parseManifestDocs(docs: readonly unknown[], source: string): KelpObject[] {
   const out: KelpObject[] = [];
   const expanded: Array<{ doc: unknown; where: string }> = [];
   docs.forEach((doc, i) => {
@@ -111,6 +116,8 @@ export class ManifestDir implements StateSource {
   private scanDeferred = false;
   private readonly good = new Map<string, { mtimeMs: number; size: number; objects: KelpObject[] }>();
   readonly problems = new Map<string, string>();
+  /** Object key → the good files defining it; rebuilt when asked after a change. */
+  private definers?: Map<string, string[]>;
   private markSynced!: () => void;
   private readonly firstScan = new Promise<void>((r) => (this.markSynced = r));
 
@@ -192,6 +199,28 @@ export class ManifestDir implements StateSource {
     return this.nextScan;
   }
 
+  /** The objects of a good file, or undefined. */
+  fileObjects(name: string): readonly KelpObject[] | undefined {
+    return this.good.get(name)?.objects;
+  }
+
+  /** The good files that define the object with this store key, in name order. */
+  filesDefining(key: string): readonly string[] {
+    if (!this.definers) {
+      const index = new Map<string, string[]>();
+      for (const name of [...this.good.keys()].sort()) {
+        for (const o of this.good.get(name)!.objects) {
+          const k = objectKey(o);
+          const list = index.get(k);
+          if (list) list.push(name);
+          else index.set(k, [name]);
+        }
+      }
+      this.definers = index;
+    }
+    return this.definers.get(key) ?? [];
+  }
+
   /**
    * Files `kelp apply`/`kelp delete` has just written (`objects`) or removed (none), taken into
    * the store at once as the next scan would take them, without re-reading the directory (a
@@ -202,6 +231,7 @@ export class ManifestDir implements StateSource {
     // A scan that began before the files were written may still put what it read then: let it
     // finish first. One beginning later reads the new files, as this does.
     while (this.scanning) await this.scanning.catch(() => undefined);
+    this.definers = undefined;
     const touched = new Map<string, KelpObject>();
     for (const ch of changes) {
       for (const o of this.good.get(ch.name)?.objects ?? []) touched.set(objectKey(o), o);
@@ -264,6 +294,7 @@ export class ManifestDir implements StateSource {
       }
     }
     if (!changed) return;
+    this.definers = undefined;
     const all: KelpObject[] = [];
     for (const { objects } of this.good.values()) all.push(...objects);
     const events = this.store.replaceFrom(this.name, all);

@@ -1,11 +1,10 @@
 // HTTP routes of the agent's API: `kelp apply` / `kelp delete` into the manifest directory. Registered by the agent's entry file.
-import { renameSync, rmSync, writeFileSync } from 'node:fs';
-import path from 'node:path';
 import { HttpError } from '../server';
 import type { ApiServer } from '../server';
 import type { RouteContext } from './context';
-import { parseManifests } from '../../sources/manifests';
-import { IMPLICIT_NAMESPACES, KelpObject, objectKey, objectRef } from '../../sources/objects';
+import { parseManifestDocs } from '../../sources/manifests';
+import { applyToDir } from '../../sources/manifests-apply';
+import { IMPLICIT_NAMESPACES, KelpObject, objectRef } from '../../sources/objects';
 
 export function objectRoutes(server: ApiServer, c: RouteContext): void {
   const applyObjects = async (body: Buffer, remove: boolean) => {
@@ -18,7 +17,7 @@ export function objectRoutes(server: ApiServer, c: RouteContext): void {
     }
     let parsed: KelpObject[];
     try {
-      parsed = parseManifests(JSON.stringify({ kind: 'List', items: docs }), 'request');
+      parsed = parseManifestDocs([{ kind: 'List', items: docs }], 'request');
     } catch (e) {
       throw new HttpError(400, (e as Error).message);
     }
@@ -33,31 +32,13 @@ export function objectRoutes(server: ApiServer, c: RouteContext): void {
     }
     const manifests = c.manifests;
     return manifests.writing(async () => {
-      const results: Array<{ key: string; action: string }> = [];
-      const written = new Map<string, KelpObject[] | undefined>();
-      // Synchronous file operations, in slices with a yield between them: through the thread pool
-      // each costs ~0.5 ms of hops here (10,000 Services and their slices took ~10 s), on the main
-      // thread ~20-50 µs; the yields keep CNI requests answered during a large apply.
-      for (const [i, o] of parsed.entries()) {
-        if (i > 0 && i % 256 === 0) await new Promise((r) => setImmediate(r));
-        const key = objectKey(o);
-        const ref = objectRef(o);
-        const file = path.join(manifests.dir, `${key.replace(/\//g, '_').replace(/__/g, '_')}.json`);
-        if (remove) {
-          rmSync(file, { force: true });
-          written.set(path.basename(file), undefined);
-          results.push({ key: ref, action: 'deleted' });
-        } else {
-          const existed = c.objects.get(o.kind, o.metadata.namespace, o.metadata.name) !== undefined;
-          const tmp = path.join(manifests.dir, `.${path.basename(file)}.tmp`);
-          writeFileSync(tmp, JSON.stringify(o, null, 2));
-          renameSync(tmp, file);
-          written.set(path.basename(file), [o]);
-          results.push({ key: ref, action: existed ? 'configured' : 'created' });
-        }
-      }
-      // Into the store now, so the revision answered holds this change (--wait waits for it).
-      await manifests.applyWritten([...written].map(([name, objects]) => ({ name, objects })));
+      // Files written synchronously, in slices with a yield between them (applyToDir): through the
+      // thread pool each costs ~0.5 ms of hops here, and the yields keep CNI requests answered
+      // during a large apply. Many new objects go into a few bulk files (src/sources/manifests-apply.ts).
+      const { results } = await applyToDir(manifests, parsed, {
+        remove,
+        exists: (o) => c.objects.get(o.kind, o.metadata.namespace, o.metadata.name) !== undefined,
+      });
       // The store revision that holds this change: `kelp apply --wait` waits until it is programmed.
       return { status: 200, body: { results, revision: c.objects.revision } };
     });

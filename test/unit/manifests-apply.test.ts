@@ -1,0 +1,116 @@
+// kelp apply / kelp delete into the manifest directory (src/sources/manifests-apply.ts): many new
+// objects go into a few bulk files, one object defined in one place, and the directory alone
+// (read by a fresh ManifestDir) always gives what the store holds.
+import { afterAll, describe, expect, it } from 'vitest';
+import { readdirSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { ManifestDir } from '../../src/sources/manifests';
+import { applyToDir, BULK_MAX, BULK_MIN, isBulkFile } from '../../src/sources/manifests-apply';
+import { ObjectStore } from '../../src/sources/store';
+import { KelpObject, objectKey, validateObject } from '../../src/sources/objects';
+import { silentLogger } from '../../src/log';
+import { cleanupAll, tempDir } from '../support/netns';
+
+afterAll(cleanupAll);
+
+const svc = (i: number, port = 80): KelpObject =>
+  validateObject({ apiVersion: 'v1', kind: 'Service', metadata: { name: `svc-${i}`, namespace: 'default' }, spec: { clusterIP: `10.96.${i >> 8}.${i & 255}`, ports: [{ port, targetPort: 8080 }] } });
+
+async function dirWithStore(): Promise<{ dir: string; store: ObjectStore; md: ManifestDir }> {
+  const dir = tempDir();
+  const store = new ObjectStore();
+  const md = new ManifestDir(dir, store, silentLogger);
+  await md.start();
+  return { dir, store, md };
+}
+
+const apply = (md: ManifestDir, store: ObjectStore, objects: KelpObject[], remove = false) =>
+  md.writing(() => applyToDir(md, objects, { remove, exists: (o) => store.get(o.kind, o.metadata.namespace, o.metadata.name) !== undefined }));
+
+/** What a fresh agent reading the directory would hold: the store content, key → object. */
+async function reread(dir: string): Promise<Map<string, KelpObject>> {
+  const store = new ObjectStore();
+  const md = new ManifestDir(dir, store, silentLogger);
+  await md.start();
+  await md.stop();
+  return new Map(store.list('Service').map((o) => [objectKey(o), o]));
+}
+
+const services = (store: ObjectStore) => new Map(store.list('Service').map((o) => [objectKey(o), o]));
+
+describe('applyToDir', () => {
+  it('many new objects: a few bulk files, the store and a re-read directory agree; one changed: rewritten in its bulk file; one deleted: taken out of it', async () => {
+    const { dir, store, md } = await dirWithStore();
+    try {
+      const n = 2 * BULK_MAX + 7;
+      const { results } = await apply(md, store, Array.from({ length: n }, (_, i) => svc(i)));
+      expect(results).toHaveLength(n);
+      expect(results.every((r) => r.action === 'created')).toBe(true);
+      const files = readdirSync(dir).filter((f) => !f.startsWith('.'));
+      expect(files).toHaveLength(3);
+      expect(files.every(isBulkFile)).toBe(true);
+      expect(store.list('Service')).toHaveLength(n);
+      expect(await reread(dir)).toEqual(services(store));
+
+      // A change of one: the same files, the object rewritten in place.
+      const { results: changed } = await apply(md, store, [svc(5, 81)]);
+      expect(changed).toEqual([{ key: 'Service/default/svc-5', action: 'configured' }]);
+      expect(readdirSync(dir).filter((f) => !f.startsWith('.')).sort()).toEqual(files.sort());
+      expect(store.get('Service', 'default', 'svc-5')?.spec.ports[0].port).toBe(81);
+      expect(md.filesDefining('Service/default/svc-5')).toHaveLength(1);
+      expect(await reread(dir)).toEqual(services(store));
+
+      // kelp delete of one: gone from its bulk file, the others stay.
+      await apply(md, store, [svc(6)], true);
+      expect(store.get('Service', 'default', 'svc-6')).toBeUndefined();
+      expect(store.list('Service')).toHaveLength(n - 1);
+      expect(md.filesDefining('Service/default/svc-6')).toEqual([]);
+      expect(await reread(dir)).toEqual(services(store));
+    } finally {
+      await md.stop();
+    }
+  });
+
+  it('a bulk file emptied by deletes is removed; a few new objects get a file each, as before', async () => {
+    const { dir, store, md } = await dirWithStore();
+    try {
+      const objs = Array.from({ length: BULK_MIN }, (_, i) => svc(i));
+      await apply(md, store, objs);
+      expect(readdirSync(dir).filter((f) => !f.startsWith('.'))).toHaveLength(1);
+      await apply(md, store, objs, true);
+      expect(readdirSync(dir).filter((f) => !f.startsWith('.'))).toEqual([]);
+      expect(store.list('Service')).toEqual([]);
+
+      await apply(md, store, [svc(1), svc(2)]);
+      expect(readdirSync(dir).filter((f) => !f.startsWith('.')).sort()).toEqual(['Service_default_svc-1.json', 'Service_default_svc-2.json']);
+      expect(await reread(dir)).toEqual(services(store));
+    } finally {
+      await md.stop();
+    }
+  });
+
+  it('an object already in a file of its own stays there when it comes again in a bulk request; a hand-made duplicate in two bulk files is folded into one', async () => {
+    const { dir, store, md } = await dirWithStore();
+    try {
+      await apply(md, store, [svc(0)]);
+      await apply(md, store, Array.from({ length: BULK_MIN + 1 }, (_, i) => svc(i, 90)));
+      expect(md.filesDefining('Service/default/svc-0')).toEqual(['Service_default_svc-0.json']);
+      expect(store.get('Service', 'default', 'svc-0')?.spec.ports[0].port).toBe(90);
+      expect(await reread(dir)).toEqual(services(store));
+
+      // A copy of a bulk file under another bulk name (a hand edit): the next apply leaves one definition.
+      const bulkName = md.filesDefining('Service/default/svc-1')[0];
+      const copy = bulkName.replace(/-0\.json$/, '-9.json');
+      writeFileSync(path.join(dir, copy), JSON.stringify({ apiVersion: 'v1', kind: 'List', items: [svc(1, 70)] }));
+      await md.scan();
+      expect(md.filesDefining('Service/default/svc-1')).toHaveLength(2);
+      await apply(md, store, [svc(1, 71)]);
+      expect(md.filesDefining('Service/default/svc-1')).toEqual([bulkName]);
+      expect(store.get('Service', 'default', 'svc-1')?.spec.ports[0].port).toBe(71);
+      expect(readdirSync(dir)).not.toContain(copy);
+      expect(await reread(dir)).toEqual(services(store));
+    } finally {
+      await md.stop();
+    }
+  });
+});
