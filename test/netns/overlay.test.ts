@@ -124,16 +124,26 @@ function counter(node: Node, epId: number, dir: number, reason: number): number 
     .reduce((s, m) => s + Number(m.value.packets), 0);
 }
 
+/** A host on the underlay that is no node: it has no route to any pod CIDR. */
+const OUTSIDE_IP = '198.18.0.100';
+
 /**
- * N nodes on one underlay bridge, each with kelp's datapath, two pods with TCP servers, and the
- * routing of `mode`: every node's tunnel entries name every other node's pod CIDR (and, in
- * VXLAN mode, its address, so pods' answers to a node's own traffic come back through the tunnel).
+ * N nodes on one underlay bridge, each with kelp's datapath (masquerade on its uplink
+ * included), two pods with TCP servers, and the routing of `mode`: every node's tunnel entries
+ * name every other node's pod CIDR (and, in VXLAN mode, its address, so pods' answers to a
+ * node's own traffic come back through the tunnel). An outside host on the underlay runs the
+ * TCP server too.
  */
-async function makeCluster(mode: Mode, count: number): Promise<Node[]> {
+async function makeCluster(mode: Mode, count: number): Promise<{ nodes: Node[]; outside: Netns }> {
   const underlay = createNetns('kou');
   const bridge = 'br0';
   underlay.ip('link', 'add', bridge, 'type', 'bridge');
   underlay.ip('link', 'set', bridge, 'up');
+  const outside = createNetns('koo');
+  const outsidePort = uniqueName('kob');
+  createVeth(outside, 'eth0', underlay, outsidePort);
+  underlay.ip('link', 'set', outsidePort, 'master', bridge);
+  outside.ip('addr', 'add', `${OUTSIDE_IP}/24`, 'dev', 'eth0');
   const nodes: Node[] = [];
   let epId = 100;
   for (let n = 1; n <= count; n++) {
@@ -164,6 +174,9 @@ async function makeCluster(mode: Mode, count: number): Promise<Node[]> {
       tunnel.setOverlayConfig({ mode, vni: 1, vxlanIfindex: 0 });
     }
     const node: Node = { n, ns, dp, bpfRoot, ip: nodeIp(n), pods: [], vxlanIfindex };
+    // Masquerade exempts only the node's own pod CIDR here; native mode adds the others below.
+    const uplinkIfindex = ns.ifindex('eth0');
+    inNetns(ns.path, () => dp.enableMasquerade({ uplinkIfindex, uplinkIfname: 'eth0', masqIp: node.ip, podCidr: podCidr(n) }));
     for (let i = 0; i < 2; i++) node.pods.push(await makePod(node, mode, `10.79.${n}.${i + 2}`, ++epId));
     nodes.push(node);
   }
@@ -176,6 +189,9 @@ async function makeCluster(mode: Mode, count: number): Promise<Node[]> {
       if (mode === 'vxlan') tunnel.put({ cidr: `${peer.ip}/32`, nodeIp: peer.ip, flags });
       else node.ns.ip('route', 'add', podCidr(peer.n), 'via', peer.ip);
     }
+    // Native: other nodes' pods see this node's pods' own addresses (the node reconciler's
+    // no-masquerade set); VXLAN needs none, pod packets to other nodes never leave by the uplink.
+    if (mode === 'native') node.dp.setNoMasquerade(nodes.filter((p) => p !== node).flatMap((p) => [podCidr(p.n), `${p.ip}/32`]));
   }
   for (const node of nodes) {
     for (const pod of node.pods) {
@@ -183,7 +199,8 @@ async function makeCluster(mode: Mode, count: number): Promise<Node[]> {
       await waitForLine(server, 'ready');
     }
   }
-  return nodes;
+  await waitForLine(outside.spawn(process.execPath, ['-e', SERVER, String(TCP_PORT)]), 'ready');
+  return { nodes, outside };
 }
 
 async function makePod(node: Node, mode: Mode, ip: string, epId: number): Promise<Pod> {
@@ -214,8 +231,9 @@ afterAll(cleanupAll);
 
 describe('VXLAN (collect_md device, tunnel key from kelp_tunnel4)', () => {
   let nodes: Node[];
+  let outside: Netns;
   beforeAll(async () => {
-    nodes = await makeCluster('vxlan', 3);
+    ({ nodes, outside } = await makeCluster('vxlan', 3));
   }, 60_000);
 
   it('pod → pod on every other node: TCP both ways, the server sees the client pod\'s own address, through the tunnel', () => {
@@ -230,6 +248,16 @@ describe('VXLAN (collect_md device, tunnel key from kelp_tunnel4)', () => {
     }
     // And back: a pod on node 3 to node 1.
     expect(tcp(n3.pods[1].ns, n1.pods[1].ip)).toBe(`${n3.pods[1].ip} 300000 200000`);
+  });
+
+  it('masquerade on every uplink leaves pod → pod across nodes alone: no pod packet leaves an uplink with its own source', () => {
+    const [n1, n2] = nodes;
+    expect(tcp(n1.pods[0].ns, n2.pods[0].ip)).toBe(`${n1.pods[0].ip} 300000 200000`);
+    expect(tcp(n2.pods[1].ns, n1.pods[1].ip)).toBe(`${n2.pods[1].ip} 300000 200000`);
+    for (const n of [n1, n2]) expect(n.dp.dump('kelp_snat4'), `node ${n.n}`).toEqual([]);
+    // The node's own traffic to the outside is its own business, untranslated.
+    expect(tcp(n1.ns, OUTSIDE_IP)).toBe(`${n1.ip} 300000 200000`);
+    void outside;
   });
 
   it('ping across nodes, and 1,400 bytes with DF at pod MTU 1450 (the 50 bytes of VXLAN fit the 1500 underlay)', () => {
@@ -360,8 +388,9 @@ describe('VXLAN (collect_md device, tunnel key from kelp_tunnel4)', () => {
 
 describe('native routing (routes via the underlay, no encapsulation)', () => {
   let nodes: Node[];
+  let outside: Netns;
   beforeAll(async () => {
-    nodes = await makeCluster('native', 2);
+    ({ nodes, outside } = await makeCluster('native', 2));
   }, 60_000);
 
   it('pod → pod across nodes: TCP both ways and ping, the server sees the client pod\'s own address, no VXLAN device anywhere', () => {
@@ -374,5 +403,19 @@ describe('native routing (routes via the underlay, no encapsulation)', () => {
     // kelp_from_pod counted them as forwarded on the sender's node, kelp_to_pod on the receiver's.
     expect(counter(n1, n1.pods[1].epId, Direction.FROM_POD, 0)).toBeGreaterThanOrEqual(2);
     expect(counter(n2, n2.pods[0].epId, Direction.TO_POD, 0)).toBeGreaterThanOrEqual(2);
+  });
+
+  it("masquerade: pods keep their address to other nodes' pods (kelp_nomasq4), get the node's to the outside", () => {
+    const [n1, n2] = nodes;
+    expect(tcp(n1.pods[0].ns, OUTSIDE_IP)).toBe(`${n1.ip} 300000 200000`);
+    expect(tcp(n1.pods[0].ns, n2.pods[1].ip)).toBe(`${n1.pods[0].ip} 300000 200000`);
+    // Without the exemption the same flow is masqueraded (and still answered, through kelp_snat4).
+    n1.dp.setNoMasquerade([`${n2.ip}/32`]);
+    try {
+      expect(tcp(n1.pods[0].ns, n2.pods[1].ip)).toBe(`${n1.ip} 300000 200000`);
+    } finally {
+      n1.dp.setNoMasquerade([podCidr(2), `${n2.ip}/32`]);
+    }
+    void outside;
   });
 });
