@@ -37,9 +37,13 @@ import { DEL_QUEUE_NAME, DelQueue, delQueueDirFor } from './delqueue';
 import { buildConflist, installCni } from './install';
 import { AgentOptions, DEFAULT_POD_CIDR, policyMapSizes } from './options';
 import { CNI_HTTP_PATH } from '../cni';
+import { KelpMetrics } from '../metrics/exporter';
+import { formatAddress, MetricsServer, parseMetricsAddress } from '../metrics/server';
 
 export interface Agent {
   socketPath: string;
+  /** Where /metrics (and the node page) are served; undefined with --metrics-address ''. */
+  metricsAddress?: string;
   stop(): Promise<void>;
 }
 
@@ -102,6 +106,11 @@ export async function startAgent(opts: AgentOptions, log: Logger = createLogger(
 
   const datapath = new Datapath({ bpfRoot: opts.bpfRoot, log, mapSizes: policyMapSizes(opts), maglevTableSize: opts.maglevTableSize });
   const { bpffs } = datapath;
+  // Read on scrape; the timings below are observed into it as they happen.
+  const metrics = new KelpMetrics({ counters: () => datapath.metrics(), maps: () => datapath.mapStats() });
+  // Other read-only pages mount on it with metricsServer.route() before it listens.
+  const metricsAt = parseMetricsAddress(opts.metricsAddress);
+  const metricsServer = metricsAt ? new MetricsServer(metrics.registry, log) : undefined;
   if (bpffs.mounted) log.info({ mountpoint: bpffs.mounted }, 'mounted a bpffs for the pin root');
   if (bpffs.persistent === 'yes') log.info({ bpfRoot: bpffs.root, why: bpffs.reason }, 'pins outlive the agent');
   else if (bpffs.persistent === 'unknown') log.warn({ bpfRoot: bpffs.root }, `pins may not outlive this agent: ${bpffs.reason}`);
@@ -124,7 +133,11 @@ export async function startAgent(opts: AgentOptions, log: Logger = createLogger(
   for (const src of sources) await src.start();
   if (kube) log.info('waiting for the Kubernetes API to sync');
   await allSynced(sources);
-  const reconcilers = new ReconcileLoop(objects, { log, resyncMs: opts.resyncInterval * 1000 });
+  const reconcilers = new ReconcileLoop(objects, {
+    log,
+    resyncMs: opts.resyncInterval * 1000,
+    onRun: (r) => metrics.observeReconcile(r.name, r.ok, r.seconds, r.sinceChangeSeconds),
+  });
   await reconcilers.start(sources);
 
   const podCidr = resolvePodCidr(opts, objects, kube !== undefined);
@@ -191,6 +204,7 @@ export async function startAgent(opts: AgentOptions, log: Logger = createLogger(
       return policy ? policy.afterAdd(rec) : Promise.reject(new Error('policy is not started yet'));
     },
     routing: { mode: opts.routingMode, vni: opts.vxlanId, port: opts.vxlanPort },
+    onServed: (command, exit, seconds) => metrics.observeCni(command, exit === 0, seconds),
     afterDel: () => {
       services?.endpointsChanged();
       if (policy) reconcilers.markDirty('policy');
@@ -244,6 +258,8 @@ export async function startAgent(opts: AgentOptions, log: Logger = createLogger(
   serviceRoutes(server, ctx);
   nodeRoutes(server, ctx);
 
+  // Before the API socket: an address in use fails the start, naming the flag.
+  const metricsBound = metricsServer && metricsAt ? formatAddress(await metricsServer.listen(metricsAt)) : undefined;
   await server.listen(socketPath);
   ready = true;
   // A DEL queued in the instant between the replay in restore and the socket accepting
@@ -258,14 +274,16 @@ export async function startAgent(opts: AgentOptions, log: Logger = createLogger(
     );
     log.info(installed, 'CNI plugin and network config installed');
   }
-  log.info({ socket: socketPath, endpoints: loaded, restored: restored.restored, podCidr, podMtu, routingMode: nodes.mode }, 'kelp agent ready');
+  log.info({ socket: socketPath, metrics: metricsBound ?? 'off', endpoints: loaded, restored: restored.restored, podCidr, podMtu, routingMode: nodes.mode }, 'kelp agent ready');
 
   return {
     socketPath,
+    metricsAddress: metricsBound,
     async stop() {
       ready = false;
       await queue.stop();
       await server.close();
+      await metricsServer?.close();
       await reconcilers.stop();
       policy?.stop();
       services?.stop();

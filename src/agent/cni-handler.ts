@@ -37,6 +37,8 @@ export interface CniHandlerDeps {
   afterDel?: () => void;
   /** The node's routing settings (agent flags), which a config's VXLAN fields must agree with. */
   routing?: { mode: 'vxlan' | 'native'; vni: number; port: number };
+  /** Each request served: its CNI_COMMAND, the plugin's exit code and the time taken (metrics). */
+  onServed?: (command: string, exit: number, seconds: number) => void;
 }
 
 /**
@@ -271,7 +273,9 @@ export function makeCniHandler(deps: CniHandlerDeps): (req: ApiRequest) => Promi
     }
     const t0 = process.hrtime.bigint();
     const res = await serveCni(wire.env, wire.stdin, handle);
-    deps.log.debug({ cmd: wire.env.CNI_COMMAND, containerId: wire.env.CNI_CONTAINERID, exit: res.exit, ms: Number(process.hrtime.bigint() - t0) / 1e6 }, 'cni request');
+    const ms = Number(process.hrtime.bigint() - t0) / 1e6;
+    deps.log.debug({ cmd: wire.env.CNI_COMMAND, containerId: wire.env.CNI_CONTAINERID, exit: res.exit, ms }, 'cni request');
+    deps.onServed?.(wire.env.CNI_COMMAND ?? 'unknown', res.exit, ms / 1e3);
     return encodeResponse(res);
   };
 }

@@ -4,6 +4,7 @@ import { hostname, totalmem } from 'node:os';
 import { DEFAULT_LB_MAGLEV_TABLE_SIZE } from '../datapath/service';
 import { DEFAULT_VNI, DEFAULT_VXLAN_PORT, RoutingMode } from '../datapath/node-types';
 import { checkMaglevTableSize } from '../service/maglev';
+import { parseMetricsAddress } from '../metrics/server';
 
 /** --socket-lb: on (every socket of the cgroup), off (per-packet only), hostns (the node's own namespace only). */
 export const SOCKET_LB_CHOICES = ['on', 'off', 'hostns'] as const;
@@ -52,6 +53,8 @@ export interface AgentOptions {
   vxlanId: number;
   /** VXLAN UDP port (VXLAN mode). */
   vxlanPort: number;
+  /** Prometheus metrics and the node page: HOST:PORT over TCP, apart from the API socket; '' = off. */
+  metricsAddress: string;
 }
 
 const pow2Floor = (n: number) => 2 ** Math.floor(Math.log2(Math.max(1, n)));
@@ -104,9 +107,13 @@ const FLAGS: FlagSpec[] = [
   { key: 'maglevTableSize', flag: '--maglev-table-size', kind: 'number', help: 'Maglev table size M, a prime: slots per backend set (M ≥ 100 × the largest set keeps shares within ~1 %; kernel memory is 2 × M bytes per set with several backends)' },
   { key: 'socketLb', flag: '--socket-lb', kind: 'string', help: 'socket-level load balancing: on (every socket of --cgroup-root), hostns (the node\'s own namespace only: meshes intercepting inside pods keep working), off (per-packet DNAT only)' },
   { key: 'cgroupRoot', flag: '--cgroup-root', kind: 'string', help: 'cgroup v2 directory the socket load balancer attaches to (default: the cgroup v2 root)' },
+  { key: 'metricsAddress', flag: '--metrics-address', kind: 'string', help: 'Prometheus metrics (/metrics) and the node page: HOST:PORT, [IPv6]:PORT or :PORT (every address), read-only; empty to turn off' },
   { key: 'logLevel', flag: '--log-level', kind: 'string', help: 'trace|debug|info|warn|error' },
   { key: 'logFile', flag: '--log-file', kind: 'string', help: 'log to this file instead of stderr' },
 ];
+
+/** Loopback only by default: the node page shows pods and flows, which not everyone who can reach the node should see. */
+export const DEFAULT_METRICS_ADDRESS = '127.0.0.1:9962';
 
 /** The pod CIDR of a standalone node started without --pod-cidr. */
 export const DEFAULT_POD_CIDR = '10.244.0.0/24';
@@ -134,6 +141,7 @@ export function defaultAgentOptions(): AgentOptions {
     routingMode: 'vxlan',
     vxlanId: DEFAULT_VNI,
     vxlanPort: DEFAULT_VXLAN_PORT,
+    metricsAddress: DEFAULT_METRICS_ADDRESS,
   };
 }
 
@@ -188,6 +196,11 @@ export function parseAgentArgs(argv: string[]): AgentOptions {
   if (opts.vxlanId > MAX_VXLAN_ID) throw new UsageError(`--vxlan-id must be in 1..${MAX_VXLAN_ID}, got ${opts.vxlanId}`);
   if (opts.vxlanPort > 65535) throw new UsageError(`--vxlan-port must be in 1..65535, got ${opts.vxlanPort}`);
   if (!(SOCKET_LB_CHOICES as readonly string[]).includes(opts.socketLb)) throw new UsageError(`--socket-lb must be one of ${SOCKET_LB_CHOICES.join(', ')}, got ${JSON.stringify(opts.socketLb)}`);
+  try {
+    parseMetricsAddress(opts.metricsAddress);
+  } catch (e) {
+    throw new UsageError((e as Error).message);
+  }
   try {
     checkMaglevTableSize(opts.maglevTableSize);
   } catch (e) {

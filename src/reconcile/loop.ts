@@ -31,6 +31,8 @@ export interface ReconcilerStatus {
 interface State {
   r: Reconciler;
   dirty: boolean;
+  /** When a change (not a resync) first made it dirty since its last successful run (ms, monotonic). */
+  changedAt?: number;
   applied: number;
   runs: number;
   failures: number;
@@ -47,6 +49,8 @@ export interface LoopOptions {
   retryMaxMs?: number;
   /** Every reconciler runs again this often even without a change (drift repair; 0: never). */
   resyncMs?: number;
+  /** After every run (metrics): its duration and, when a change led to it, the time since that change. */
+  onRun?: (run: { name: string; ok: boolean; seconds: number; sinceChangeSeconds?: number }) => void;
 }
 
 export class ReconcileLoop {
@@ -94,6 +98,7 @@ export class ReconcileLoop {
     const s = this.states.find((x) => x.r.name === name);
     if (!s) throw new Error(`no reconciler named ${name}`);
     s.dirty = true;
+    s.changedAt ??= performance.now();
     if (urgent && this.timer) {
       clearTimeout(this.timer);
       this.timer = undefined;
@@ -155,6 +160,7 @@ export class ReconcileLoop {
     for (const s of this.states) {
       if (s.r.kinds.some((k) => kinds.has(k))) {
         s.dirty = true;
+        s.changedAt ??= performance.now();
         any = true;
       }
     }
@@ -178,12 +184,20 @@ export class ReconcileLoop {
       const rev = this.store.revision;
       s.dirty = false;
       s.runs++;
+      const changedAt = s.changedAt;
+      s.changedAt = undefined;
+      const t0 = performance.now();
       try {
         await s.r.reconcile();
+        const t1 = performance.now();
+        this.opts.onRun?.({ name: s.r.name, ok: true, seconds: (t1 - t0) / 1e3, sinceChangeSeconds: changedAt === undefined ? undefined : (t1 - changedAt) / 1e3 });
         s.applied = rev;
         s.backoffMs = 0;
         s.lastError = undefined;
       } catch (err) {
+        this.opts.onRun?.({ name: s.r.name, ok: false, seconds: (performance.now() - t0) / 1e3 });
+        // The change is still not in: it is timed from when it came, whenever a run writes it.
+        if (changedAt !== undefined) s.changedAt = Math.min(changedAt, s.changedAt ?? Infinity);
         s.dirty = true;
         s.failures++;
         s.lastError = (err as Error).message;
