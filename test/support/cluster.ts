@@ -30,6 +30,8 @@ import { makeCgroup, Peer, removeCgroup, spawnPeer } from './services';
 export type SourceMode = 'kubernetes' | 'standalone';
 
 export const UNDERLAY_PREFIX = '10.200.0';
+/** Every node's pod CIDR (10.244.N.0/24) lies in it: the cluster's pod network. */
+export const POD_NETWORK = '10.244.0.0/16';
 export const OUTSIDE_IP = `${UNDERLAY_PREFIX}.254`;
 /** The node's underlay device (the agent's --uplink). */
 export const UPLINK = 'up0';

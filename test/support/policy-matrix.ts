@@ -20,7 +20,7 @@ import { Sandbox, sh } from '../../src/sandbox';
 import { DropReason, dropReasonName, MetricsReason } from '../../src/datapath/drop';
 import { kelpApplyWait, kelpAsync, startSandbox } from './e2e';
 import { LinePeer } from './line-peer';
-import { Cluster, OUTSIDE_IP } from './cluster';
+import { Cluster, OUTSIDE_IP, POD_NETWORK } from './cluster';
 import { requestJson } from '../../src/cli/client';
 
 // ---------------------------------------------------------------------------------------------
@@ -95,7 +95,7 @@ export interface Topology {
   pods: PodRef[];
   pod(id: PodId): PodRef;
   outside: OutsideRef[];
-  /** The node's address and pod CIDR (across nodes: the first node's; see `nodeOf`). */
+  /** The node's address and pod CIDR (across nodes: the first node's address and the cluster's pod network; see `nodeOf`). */
   nodeIp: string;
   podCidr: string;
   /** The node a pod runs on: its agent, address and pod CIDR. */
@@ -445,7 +445,7 @@ export class PolicyMatrix {
         { kind: 'outside', id: 'out2', ip: OUTSIDE_EXTRA_IP },
       ],
       nodeIp: nodes[0].ip,
-      podCidr: nodes[0].podCidr,
+      podCidr: POD_NETWORK,
       nodeOf: (id) => nodeOfPod.get(id)!,
     };
     const m = new PolicyMatrix(t, nodes);
