@@ -73,7 +73,7 @@ function resolvePodCidr(opts: AgentOptions, objects: ObjectStore, kubernetes: bo
  * address no interface holds falls through: its manifest may describe another machine); else
  * the device of the IPv4 default route.
  */
-async function findUplink(rtnl: Rtnl, name: string | undefined, nodeIp: string | undefined, kubernetes: boolean): Promise<{ ifindex: number; ifname: string; ip: string; mtu: number } | undefined> {
+async function findUplink(rtnl: Rtnl, name: string | undefined, nodeIp: string | undefined, kubernetes: boolean): Promise<{ ifindex: number; ifname: string; ip?: string; mtu: number } | undefined> {
   let link;
   const held = nodeIp && !nodeIp.includes(':') && !name ? (await rtnl.listAddresses(undefined, 4)).find((a) => a.address === nodeIp) : undefined;
   if (name) {
@@ -91,8 +91,8 @@ async function findUplink(rtnl: Rtnl, name: string | undefined, nodeIp: string |
     if (!link) return undefined;
   }
   const addr = (await rtnl.listAddresses(link.index, 4)).find((a) => a.scope === 0);
-  if (!addr) throw new Error(`uplink ${link.name} has no IPv4 address to masquerade to`);
-  return { ifindex: link.index, ifname: link.name, ip: addr.address, mtu: link.mtu };
+  // No address is an error only for masquerade (below): the MTU and native routes need none.
+  return { ifindex: link.index, ifname: link.name, ip: addr?.address, mtu: link.mtu };
 }
 
 export async function startAgent(opts: AgentOptions, log: Logger = createLogger({ level: opts.logLevel, file: opts.logFile })): Promise<Agent> {
@@ -176,6 +176,7 @@ export async function startAgent(opts: AgentOptions, log: Logger = createLogger(
   let masq: { uplink: string; address: string } | null = null;
   if (opts.masquerade) {
     if (up) {
+      if (!up.ip) throw new Error(`uplink ${up.ifname} has no IPv4 address to masquerade to`);
       // Every node's pod CIDR and address exempt from the start: a restart masquerades no cross-node flow.
       datapath.enableMasquerade({ uplinkIfindex: up.ifindex, uplinkIfname: up.ifname, masqIp: up.ip, podCidr, noMasquerade: nodeNoMasquerade(objects, { name: opts.nodeName, podCidr }) });
       masq = { uplink: up.ifname, address: up.ip };
