@@ -120,8 +120,11 @@ int kelp_to_overlay(struct __sk_buff *skb)
 	struct ethhdr *eth;
 	int ret;
 
-	/* Fails (-EINVAL) when the skb carries no tunnel metadata: the node's own packets. */
-	if (bpf_skb_get_tunnel_key(skb, &key, sizeof(key), 0) == 0 && key.remote_ipv4 != 0)
+	/* Succeeds only for an skb carrying tunnel metadata, and the only metadata that reaches this
+	 * hook is kelp_from_pod's (a received packet's is dropped when the stack routes it). Its
+	 * remote address is not checked: for metadata set to transmit, the helper reads back the
+	 * source field (0 here), not the destination that was set. */
+	if (bpf_skb_get_tunnel_key(skb, &key, sizeof(key), 0) == 0)
 		return TC_ACT_OK;
 	eth = eth_load(skb);
 	if (!eth || eth->h_proto != bpf_htons(ETH_P_IP))
