@@ -34,6 +34,11 @@ Commands:
   health [--alive]            exit 0 when the agent is ready (--alive: when it answers at all),
                               3 when it answers but is not ready, 1 when it cannot be reached
   map dump NAME               decoded contents of a BPF map
+  observe [-f] [--last N] [filters]
+                              flows with their verdicts, drop reasons and deciding policies, as they
+                              happen (kelp observe --help lists the filters)
+  observe summary [--window 60s]
+                              top talkers, top drop reasons and the event accounting
   cni validate|add|check|del  cnitool for kelp: check a conflist, run its chain on a netns (kelp cni --help)
   version                     print the version
 
@@ -330,6 +335,8 @@ async function run(argvIn: string[]): Promise<number> {
     }
     case 'cni':
       return (await import('./cni-tool')).cniCommand(args);
+    case 'observe':
+      return (await import('./observe')).observeCommand(args);
     default:
       throw new UsageError(`unknown command ${JSON.stringify(cmd)}\n\n${USAGE}`);
   }
