@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <cstring>
 #include <algorithm>
+#include <system_error>
 #include <thread>
 #include <vector>
 #include "kelp.h"
@@ -193,9 +194,13 @@ static Napi::Value MaglevFill(const Napi::CallbackInfo& info) {
   } else {
     std::vector<std::thread> pool;
     size_t per = (sets + threads - 1) / threads;
-    for (size_t first = 0; first < sets; first += per) {
-      pool.emplace_back(FillRange, jobs.data() + first, std::min(per, sets - first), m);
+    size_t first = 0;
+    // A thread that cannot be started (EAGAIN at a process limit) leaves its share to this one.
+    try {
+      for (; first + per < sets; first += per) pool.emplace_back(FillRange, jobs.data() + first, per, m);
+    } catch (const std::system_error&) {
     }
+    FillRange(jobs.data() + first, sets - first, m);
     for (auto& t : pool) t.join();
   }
   return Napi::Number::New(env, static_cast<double>(sets));
