@@ -1,0 +1,65 @@
+// What an operator sees of other nodes: `kelp get nodes` and the `nodes:` line of `kelp status`,
+// on two real nodes (test/support/cluster.ts, VXLAN, standalone) plus two Node manifests kelp
+// cannot use — one without an address, one claiming part of node 1's pod CIDR. Each row is
+// checked against the kernel (the route and kelp_tunnel4 entry are really there), and drift made
+// by hand shows in the listing until the reconciler's next run repairs it.
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { Cluster, ClusterNode, nodeManifest } from '../support/cluster';
+import { VXLAN_DEVICE } from '../../src/datapath/node-types';
+import type { NodesStatus, NodeView } from '../../src/agent/routes/nodes';
+import { sh } from '../../src/sandbox';
+
+const GHOST = { apiVersion: 'v1', kind: 'Node', metadata: { name: 'ghost' }, spec: { podCIDRs: ['10.244.9.0/24'] } };
+const GREEDY = (n1: ClusterNode) => nodeManifest({ name: 'greedy', address: '10.200.0.99', podCidr: n1.podCidr.replace(/\.0\/24$/, '.0/25') });
+
+describe('kelp get nodes and kelp status across two nodes', () => {
+  let c: Cluster;
+  let n1: ClusterNode;
+  let n2: ClusterNode;
+
+  beforeAll(async () => {
+    c = await Cluster.start({ tag: 'ncl', nodes: 2, mode: 'vxlan', source: 'standalone', outside: false });
+    [n1, n2] = c.nodes;
+    await c.apply([GHOST, GREEDY(n1)]);
+  }, 120_000);
+
+  afterAll(async () => {
+    await c?.stop();
+  });
+
+  const nodes = async (n: ClusterNode) => JSON.parse(await n.kelp('get', 'nodes', '-o', 'json')) as NodeView[];
+
+  it('lists every Node: this one, the other with its tunnel entry and route in, the unusable ones with why', async () => {
+    const rows = await nodes(n1);
+    expect(rows.find((r) => r.name === n1.name)).toEqual({ name: n1.name, self: true, address: n1.address, podCidrs: [n1.podCidr], tunnel: null, route: null, skipped: null });
+    expect(rows.find((r) => r.name === n2.name)).toEqual({ name: n2.name, self: false, address: n2.address, podCidrs: [n2.podCidr], tunnel: true, route: true, skipped: null });
+    expect(rows.find((r) => r.name === 'ghost')).toMatchObject({ address: null, tunnel: null, skipped: 'status.addresses has no IPv4 InternalIP or ExternalIP' });
+    expect(rows.find((r) => r.name === 'greedy')?.skipped).toBe(`spec.podCIDRs ${n1.podCidr.replace(/\.0\/24$/, '.0/25')} overlaps this node's pod CIDR ${n1.podCidr}`);
+    // What the row says is what the kernel holds.
+    expect(n1.route(n2.podCidr)).toMatchObject({ dev: VXLAN_DEVICE });
+    expect(JSON.stringify(await n1.tunnelEntries())).toContain(n2.address);
+
+    const table = await n1.kelp('get', 'nodes');
+    expect(table).toMatch(/^NAME\s+ADDRESS\s+POD CIDRS\s+TUNNEL\s+ROUTE\s+NOTE\n/);
+    expect(table).toMatch(new RegExp(`${n2.name}\\s+${n2.address.replace(/\./g, '\\.')}\\s+${n2.podCidr.replace(/\./g, '\\.')}\\s+yes\\s+yes`));
+    expect(table).toMatch(/ghost\s+-\s+10\.244\.9\.0\/24\s+-\s+-\s+status\.addresses has no IPv4/);
+  });
+
+  it('kelp status: a nodes line with the mode, device, VNI, port and pod MTU; the skipped nodes among its problems', async () => {
+    const st = JSON.parse(await n1.kelp('status', '-o', 'json')) as { mtu: number; nodes: NodesStatus; problems: string[] };
+    expect(st.mtu).toBe(1450);
+    expect(st.nodes).toMatchObject({ mode: 'vxlan', vni: 1, port: 8472, device: VXLAN_DEVICE, remote: 1, skipped: 2 });
+    expect(st.problems).toContain('Node ghost: status.addresses has no IPv4 InternalIP or ExternalIP: skipped');
+    expect(await n1.kelp('status')).toMatch(new RegExp(`nodes:\\s+1 remote node routed, 2 SKIPPED \\(see problems\\); VXLAN \\(${VXLAN_DEVICE}, VNI 1, port 8472\\); pod MTU 1450\\n`));
+  });
+
+  it('a route removed by hand shows as missing, and is back after the next run', async () => {
+    sh('ip', ['-n', n1.name, 'route', 'del', n2.podCidr, 'dev', VXLAN_DEVICE]);
+    expect((await nodes(n1)).find((r) => r.name === n2.name)).toMatchObject({ tunnel: true, route: false });
+    expect(await n1.kelp('get', 'nodes')).toMatch(new RegExp(`${n2.name}\\s+\\S+\\s+\\S+\\s+yes\\s+NO`));
+    // Any Node change runs the reconciler (as its resync would): the route is repaired.
+    await c.apply([{ ...GHOST, metadata: { name: 'ghost', labels: { touched: 'yes' } } }]);
+    expect((await nodes(n1)).find((r) => r.name === n2.name)).toMatchObject({ tunnel: true, route: true });
+    expect(n1.route(n2.podCidr)).toMatchObject({ dev: VXLAN_DEVICE });
+  });
+});
