@@ -162,8 +162,12 @@ static __always_inline int snat4_egress(struct __sk_buff *skb, const struct pkt4
 
 /* ---- the node's own clients (per packet) ---- */
 
-/* Out by the node's route to a backend that is not a pod of this node, with the neighbour's MAC. */
-static __always_inline int host4_route(struct __sk_buff *skb, const struct pkt4 *pkt)
+/*
+ * Out by the node's route to a backend that is not a pod of this node, with the neighbour's MAC.
+ * A call of its own: its 64-byte lookup would otherwise sit in the hook's frame, under every
+ * other call's (the verifier's 512 bytes are for the deepest chain).
+ */
+static __attribute__((noinline)) int host4_route(struct __sk_buff *skb, const struct pkt4 *pkt)
 {
 	struct bpf_fib_lookup fib = {
 		.family = 2,	/* AF_INET */
