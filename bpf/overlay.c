@@ -65,10 +65,31 @@ static __always_inline int overlay4_deliver(struct __sk_buff *skb, struct pkt4 *
 }
 
 /*
+ * A NodePort, externalIP or LoadBalancer IP of this node reached through the tunnel: in VXLAN
+ * mode a pod's packets to another node's own address ride the tunnel (node-types.ts), so they
+ * never cross kelp_host_ingress, which translates the same frontends for clients arriving on
+ * the uplink. Translated here with the outside view (LB_FE_EXTERNAL frontends); the reply
+ * goes back through the tunnel from kelp_from_pod. Returns the local backend's endpoint, or
+ * NULL with `*ret` a drop reason, or not (the stack's). A frontend without backends is
+ * dropped unanswered (the answer would need a tunnel key back), and a backend on another node
+ * is left to the stack, as kelp_host_ingress does until SNAT for remote backends exists.
+ */
+static __always_inline struct endpoint_info *overlay4_service(struct __sk_buff *skb, struct pkt4 *pkt, int *ret)
+{
+	*ret = lb4_forward(skb, pkt, 1);
+	if (*ret == LB_XLATE_REJECT)
+		*ret = DROP_LB_NO_BACKEND;
+	if (*ret != LB_XLATE_DONE)
+		return NULL;
+	return endpoint4_lookup(pkt->daddr);
+}
+
+/*
  * tc ingress of the VXLAN device: a packet from another node, decapsulated. IPv4 for a local
  * endpoint is delivered into its pod (a service reply reverse-translated first: the client
- * reached a backend on the sending node through kelp_from_pod's DNAT here); anything else goes
- * to the node's stack.
+ * reached a backend on the sending node through kelp_from_pod's DNAT here), as is a packet to
+ * one of this node's service frontends with a local backend; anything else goes to the node's
+ * stack.
  */
 SEC("tc")
 int kelp_from_overlay(struct __sk_buff *skb)
@@ -90,8 +111,10 @@ int kelp_from_overlay(struct __sk_buff *skb)
 	if (ret < 0)
 		return drop_packet(skb, &pkt, KELP_DIR_TO_POD, endpoint4_id(pkt.daddr), ret);
 	ep = endpoint4_lookup(pkt.daddr);
+	if (!ep && ret == LB_XLATE_NONE)
+		ep = overlay4_service(skb, &pkt, &ret);
 	if (!ep)
-		return overlay_to_stack(skb);
+		return ret < 0 ? drop_packet(skb, &pkt, KELP_DIR_TO_POD, 0, ret) : overlay_to_stack(skb);
 	return overlay4_deliver(skb, &pkt, ep);
 }
 

@@ -15,6 +15,8 @@ import { TUNNEL_F_ENCAP } from '../../src/datapath/node-types';
 import { applyPolicyMaps, policyMapsOf, setPolicyEnforcement } from '../../src/datapath/policy';
 import type { PolicyEntry } from '../../src/datapath/policy-types';
 import { IDENTITY_WORLD } from '../../src/datapath/policy-types';
+import { serviceMapsOf, ServiceWriter } from '../../src/datapath/service';
+import { FRONTEND_EXTERNAL, FRONTEND_NODEPORT } from '../../src/datapath/service-types';
 import { Direction } from '../../src/datapath/structs';
 import { OverlayMaps, tunnelMapsOf } from '../../src/datapath/tunnel';
 import {
@@ -115,8 +117,8 @@ function udp(eth: Eth, src: string, dst: string, ttl = 64): Buffer {
   );
 }
 
-function tcpSyn(eth: Eth, src: string, dst: string, ttl = 64): Buffer {
-  return P.ethernet({ ...eth, type: P.ETH_P_IP }, P.ipv4({ src, dst, proto: P.IPPROTO_TCP, ttl }, P.tcp({ sport: 43210, dport: 8080, src, dst, flags: 0x02 })));
+function tcpSyn(eth: Eth, src: string, dst: string, ttl = 64, dport = 8080): Buffer {
+  return P.ethernet({ ...eth, type: P.ETH_P_IP }, P.ipv4({ src, dst, proto: P.IPPROTO_TCP, ttl }, P.tcp({ sport: 43210, dport, src, dst, flags: 0x02 })));
 }
 
 // --- runs ------------------------------------------------------------------------------------
@@ -235,6 +237,33 @@ describe('kelp_from_overlay: decapsulated packets from other nodes', () => {
 
     const allowed = run(overlay.program('kelp_from_overlay'), tcpSyn(arrived, REMOTE_VXLAN, B.ip), vxlanIfindex);
     expect(allowed.retval).toBe(P.TC_ACT_REDIRECT);
+  });
+
+  it("to this node's NodePort with a local backend (a remote pod's packet to the node address rides the tunnel): translated and delivered", () => {
+    const NODE_IP = '192.0.2.1';
+    const writer = new ServiceWriter(serviceMapsOf(lxc));
+    const nodePort = { address: NODE_IP, port: 30080, protocol: 'TCP' as const, svcId: 1, setId: 1, count: 1, flags: FRONTEND_EXTERNAL | FRONTEND_NODEPORT, affinityTimeout: 0 };
+    writer.apply({ frontends: [nodePort], sets: [{ setId: 1, backends: [{ backendId: 1, address: B.ip, port: 8080, flags: 0 }] }], sourceRanges: new Map(), names: new Map() });
+    try {
+      const r = run(overlay.program('kelp_from_overlay'), tcpSyn(arrived, REMOTE_VXLAN, NODE_IP, 64, 30080), vxlanIfindex);
+      expect(r.retval).toBe(P.TC_ACT_REDIRECT);
+      const eth = P.parseEthernet(r.data);
+      expect({ src: eth.src, dst: eth.dst }).toEqual(intoB);
+      const ip = P.parseIpv4(r.data.subarray(P.ETH_HLEN));
+      expect({ src: ip.src, dst: ip.dst, ttl: ip.ttl, ok: ip.checksumOk }).toEqual({ src: REMOTE_VXLAN, dst: B.ip, ttl: 63, ok: true });
+      expect(P.parsePorts(ip.payload)).toEqual({ sport: 43210, dport: 8080 });
+      expect(r.metrics).toEqual({ [fwd(B.epId, TO)]: { packets: 1, bytes: r.data.length } });
+      // Without a backend: dropped (unanswered), counted.
+      writer.apply({ frontends: [{ ...nodePort, setId: 0, count: 0 }], sets: [], sourceRanges: new Map(), names: new Map() });
+      metrics.hash.clear();
+      metrics.fwd.clear();
+      const none = run(overlay.program('kelp_from_overlay'), tcpSyn(arrived, REMOTE_VXLAN, NODE_IP, 64, 30080), vxlanIfindex);
+      expect(none.retval).toBe(P.TC_ACT_SHOT);
+      expect(Object.keys(none.metrics)).toEqual([dropped(0, TO, 'LB_NO_BACKEND')]);
+    } finally {
+      writer.apply({ frontends: [], sets: [], sourceRanges: new Map(), names: new Map() });
+      lxc.map('kelp_lb4_ct').clear();
+    }
   });
 
   it('a malformed packet is dropped and charged to the pod it was for', () => {
