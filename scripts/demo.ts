@@ -165,7 +165,7 @@ async function twoNodes(): Promise<number> {
     for (const p of [web, api, db]) step(`pod shop/${p.name} on ${p.node.name}: ${p.ip}`);
     step(`ip route on ${n1.name}: the other node's pod CIDR goes to the kelp VXLAN device (one collect_md device per node; BPF picks the remote node per packet)`);
     process.stdout.write(indent(inNs(n1.name, 'ip', '-4', 'route', 'show')));
-    step(`kelp map dump kelp_tunnel4 on ${n1.name}: remote pod CIDRs -> the node holding them`);
+    step(`kelp map dump kelp_tunnel4 on ${n1.name}: the other node's pod CIDR (and its own address, for the node's traffic) -> that node, looked up per packet by BPF`);
     process.stdout.write(indent(await n1.kelp('map', 'dump', 'kelp_tunnel4')));
     await c.startPeers();
     const ask = async (from: typeof web, to: typeof web) => {
