@@ -206,7 +206,26 @@ static Napi::Value MaglevFill(const Napi::CallbackInfo& info) {
   return Napi::Number::New(env, static_cast<double>(sets));
 }
 
+// maglevFirstAtLeast(table, limit) → the first slot whose value is limit or more, or -1: the
+// writer's check that a table names only backends of its set, over 40 million slots at a first
+// run of 10,000 tables (~0.1 s as a TypeScript loop, a few ms here).
+static Napi::Value MaglevFirstAtLeast(const Napi::CallbackInfo& info) {
+  auto table = info[0].As<Napi::Uint16Array>();
+  uint32_t limit = info[1].As<Napi::Number>().Uint32Value();
+  const uint16_t* t = table.Data();
+  size_t n = table.ElementLength();
+  // Branch-free scan, vectorised by the compiler; the position only when something is found.
+  uint16_t top = 0;
+  for (size_t i = 0; i < n; i++) top = std::max(top, t[i]);
+  if (top < limit) return Napi::Number::New(info.Env(), -1);
+  for (size_t i = 0; i < n; i++) {
+    if (t[i] >= limit) return Napi::Number::New(info.Env(), static_cast<double>(i));
+  }
+  return Napi::Number::New(info.Env(), -1);
+}
+
 void InitMaglev(Napi::Env env, Napi::Object exports) {
+  exports.Set("maglevFirstAtLeast", Napi::Function::New(env, MaglevFirstAtLeast, "maglevFirstAtLeast"));
   exports.Set("maglevFill", Napi::Function::New(env, MaglevFill, "maglevFill"));
 }
 

@@ -192,4 +192,6 @@ export interface KelpAddon {
    * slots, slot → the name's inputIndex). Returns the number of sets.
    */
   maglevFill(names: Buffer, counts: Uint32Array, inputIndex: Uint16Array, m: number, outs: Uint16Array[]): number;
+  /** The first index of `table` holding `limit` or more, or -1. */
+  maglevFirstAtLeast(table: Uint16Array, limit: number): number;
 }

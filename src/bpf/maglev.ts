@@ -46,3 +46,10 @@ export function maglevFill(sets: readonly MaglevFillSet[], m: number): void {
   parts.push('');
   addon.maglevFill(Buffer.from(parts.join('\0'), 'utf8'), counts, inputIndex, m, sets.map((s) => s.out));
 }
+
+/** The first slot of `table` naming backend `count` or beyond, or -1: a table fit for a set of `count`. */
+export function maglevFirstSlotAtLeast(table: Uint16Array, count: number): number {
+  if (!Number.isInteger(count) || count < 0) throw invalidArgument('maglev check', `count must be a non-negative integer, got ${count}`);
+  if (count > 0xffff) return -1;
+  return addon.maglevFirstAtLeast(table, count);
+}

@@ -18,6 +18,7 @@
 //     collector only keeps them small).
 // A MapFullError leaves the maps a superset of the old and new content: log, count, retry.
 import type { BpfMap } from '../bpf';
+import { maglevFirstSlotAtLeast } from '../bpf/maglev';
 import { networkAddress, parseCidr, ipToBytes } from '../ipam/ip';
 import { applyPuts, applyRemoves, diffStats, isMapFull, MapDiff, MapFullError, readEntries, SyncStats } from './maps/sync';
 import { ct4Deadline, Ct4Entry, CtTimeouts, DEFAULT_CT_TIMEOUTS, tuple4 } from './nat';
@@ -288,10 +289,12 @@ export function encodeMaglevTable(table: Uint16Array | Uint32Array, m: number, c
   const cached = encodedTables.get(table);
   if (cached && cached.m === m && cached.count === count) return cached.buf;
   if (table.length !== m) throw new RangeError(`maglev table has ${table.length} slots, the datapath's size is ${m} (--maglev-table-size)`);
-  const t16 = table instanceof Uint16Array ? table : Uint16Array.from(table);
-  for (let i = 0; i < m; i++) {
-    if (table[i] >= count) throw new RangeError(`maglev table slot ${i} names backend ${table[i]} of a set of ${count}`);
+  if (!(table instanceof Uint16Array)) {
+    for (let i = 0; i < m; i++) if (table[i] > 0xffff) throw new RangeError(`maglev table slot ${i} names backend ${table[i]} of a set of ${count}`);
   }
+  const t16 = table instanceof Uint16Array ? table : Uint16Array.from(table);
+  const bad = maglevFirstSlotAtLeast(t16, count);
+  if (bad >= 0) throw new RangeError(`maglev table slot ${bad} names backend ${t16[bad]} of a set of ${count}`);
   let buf: Buffer;
   if (LITTLE_ENDIAN) {
     // A view, not a copy: tables are not changed once made (the compiler makes new ones).

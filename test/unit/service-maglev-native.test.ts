@@ -3,7 +3,8 @@
 // and the compiler's batched cache (MaglevCache.flush) against tables computed one by one.
 import { describe, expect, it } from 'vitest';
 import { KelpBpfError } from '../../src/bpf';
-import { maglevFill } from '../../src/bpf/maglev';
+import { maglevFill, maglevFirstSlotAtLeast } from '../../src/bpf/maglev';
+import { encodeMaglevTable } from '../../src/datapath/service';
 import { MaglevCache } from '../../src/service/compile';
 import { maglevFillTables, maglevTable16, maglevTables16 } from '../../src/service/maglev';
 import { Rng } from '../support/rng';
@@ -98,5 +99,33 @@ describe('MaglevCache', () => {
     expect(again).not.toBe(good);
     cache.flush();
     expect(Array.from(again)).toEqual(Array.from(maglevTable16(['a', 'b'], { tableSize: 251 })));
+  });
+});
+
+describe('the writer\'s check of a table (encodeMaglevTable)', () => {
+  it('finds the first slot naming a backend beyond the set, wherever it is', () => {
+    const t = new Uint16Array(4057);
+    expect(maglevFirstSlotAtLeast(t, 1)).toBe(-1);
+    for (const at of [0, 1, 15, 16, 2000, 4056]) {
+      const u = t.slice();
+      u[at] = 3;
+      u[4056 - (at % 7)] = 3;
+      expect(maglevFirstSlotAtLeast(u, 3), `slot ${at}`).toBe(Math.min(at, 4056 - (at % 7)));
+      expect(maglevFirstSlotAtLeast(u, 4)).toBe(-1);
+    }
+  });
+
+  it('rejects a table naming a backend its set does not have, u16 or u32, and encodes a good one as its little-endian slots', () => {
+    const good = maglevTables16([['a', 'b', 'c']], { tableSize: 251 })[0];
+    const buf = encodeMaglevTable(good, 251, 3);
+    expect(buf.length).toBe(502);
+    expect(buf.readUInt16LE(2 * 100)).toBe(good[100]);
+    const bad = good.slice();
+    bad[77] = 3;
+    expect(() => encodeMaglevTable(bad, 251, 3)).toThrow('maglev table slot 77 names backend 3 of a set of 3');
+    const wide = Uint32Array.from(good);
+    wide[9] = 70000;
+    expect(() => encodeMaglevTable(wide, 251, 3)).toThrow('maglev table slot 9 names backend 70000 of a set of 3');
+    expect(() => encodeMaglevTable(good, 257, 3)).toThrow(/--maglev-table-size/);
   });
 });
