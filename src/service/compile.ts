@@ -559,7 +559,8 @@ export function compileServices(inputs: ServiceCompileInputs, ids: ServiceIds, o
 
 /** Backends (`address:port/PROTOCOL`) in `before` that `after` no longer has. */
 export function removedBackends(before: ServiceModel | undefined, after: ServiceModel): Array<{ address: string; port: number; protocol: L4Protocol }> {
-  if (!before) return [];
+  // The same id map: no backend came or went (the ids hand it back unchanged).
+  if (!before || before.backends === after.backends) return [];
   const out: Array<{ address: string; port: number; protocol: L4Protocol }> = [];
   for (const k of before.backends.keys()) {
     if (after.backends.has(k)) continue;
