@@ -174,11 +174,15 @@ export async function startAgent(opts: AgentOptions, log: Logger = createLogger(
   });
 
   let masq: { uplink: string; address: string } | null = null;
+  const natGcMetrics = (r: { ctDeleted: number; natDeleted: number }) => {
+    metrics.conntrackGc('kelp_ct4', r.ctDeleted);
+    metrics.conntrackGc('kelp_snat4', r.natDeleted);
+  };
   if (opts.masquerade) {
     if (up) {
       if (!up.ip) throw new Error(`uplink ${up.ifname} has no IPv4 address to masquerade to`);
       // Every node's pod CIDR and address exempt from the start: a restart masquerades no cross-node flow.
-      datapath.enableMasquerade({ uplinkIfindex: up.ifindex, uplinkIfname: up.ifname, masqIp: up.ip, podCidr, noMasquerade: nodeNoMasquerade(objects, { name: opts.nodeName, podCidr }) });
+      datapath.enableMasquerade({ uplinkIfindex: up.ifindex, uplinkIfname: up.ifname, masqIp: up.ip, podCidr, noMasquerade: nodeNoMasquerade(objects, { name: opts.nodeName, podCidr }), onGc: natGcMetrics });
       masq = { uplink: up.ifname, address: up.ip };
       log.info({ uplink: up.ifname, address: up.ip }, 'masquerade enabled');
     } else {
@@ -186,7 +190,7 @@ export async function startAgent(opts: AgentOptions, log: Logger = createLogger(
     }
   } else if (up) {
     // Masquerade off: the uplink still carries Services (NodePorts from outside, the node's own clients).
-    datapath.enableUplink({ uplinkIfindex: up.ifindex, uplinkIfname: up.ifname, podCidr });
+    datapath.enableUplink({ uplinkIfindex: up.ifindex, uplinkIfname: up.ifname, podCidr, onGc: natGcMetrics });
   }
 
   // Remote nodes: the VXLAN device and overlay programs (VXLAN mode), the node reconciler.
@@ -231,7 +235,7 @@ export async function startAgent(opts: AgentOptions, log: Logger = createLogger(
   // Policy for every endpoint the records hold, before ADDs are served; enforcement is switched
   // on by its first successful run (an agent upgraded from one without policy drops nothing
   // before every running pod is programmed).
-  policy = startPolicy({ objects, manager, datapath, reconcilers, rtnl: manager.hostNs, nodeName: opts.nodeName, stateDir: opts.stateDir, resyncMs: opts.resyncInterval * 1000, log });
+  policy = startPolicy({ objects, manager, datapath, reconcilers, rtnl: manager.hostNs, nodeName: opts.nodeName, stateDir: opts.stateDir, resyncMs: opts.resyncInterval * 1000, log, onCtGc: (n) => metrics.conntrackGc('kelp_pct4', n) });
   services = startServices({
     objects,
     manager,
@@ -244,6 +248,7 @@ export async function startAgent(opts: AgentOptions, log: Logger = createLogger(
     resyncMs: opts.resyncInterval * 1000,
     log,
     ...serviceHooks(datapath, opts.maglevTableSize),
+    gcServiceCt: () => metrics.conntrackGc('kelp_lb4_ct', datapath.gcServiceCt().deleted),
   });
   await reconcilers.runNow();
   // The socket hooks find the service maps written.

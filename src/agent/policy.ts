@@ -55,6 +55,8 @@ export interface AgentPolicyDeps {
   /** The loop's resync interval: at least this often the writer reads the maps back and repairs drift. */
   resyncMs: number;
   log: Logger;
+  /** After each pass of the policy conntrack collector: entries it deleted (metrics). */
+  onCtGc?: (deleted: number) => void;
 }
 
 /** The pod a local endpoint belongs to: its Pod's `namespace/name`, or a name of its own. */
@@ -138,6 +140,7 @@ export function startPolicy(deps: AgentPolicyDeps): AgentPolicy {
   const gc = setInterval(() => {
     try {
       const r = deps.datapath.gcPolicyCt();
+      deps.onCtGc?.(r.deleted);
       if (r.deleted) log.debug(r, 'policy conntrack collected');
     } catch (err) {
       log.warn({ err }, 'policy conntrack collection failed');

@@ -9,6 +9,7 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { KELP_BIN, Sandbox, SandboxPod } from '../../src/sandbox';
 import { kelpApplyWait, ping, startSandbox } from '../support/e2e';
+import { until } from '../support/kelp-cli';
 import { cleanupAll, tempDir } from '../support/netns';
 
 const METRICS_URL = 'http://127.0.0.1:9962/metrics';
@@ -209,6 +210,16 @@ describe('kelp metrics', () => {
     expect(value(after, 'kelp_forward_packets_total', { direction: 'egress' })).toBeGreaterThanOrEqual(fwd);
     expect(value(after, 'kelp_forward_bytes_total', { direction: 'egress' })).toBeGreaterThanOrEqual(bytes);
     expect(value(after, 'kelp_map_entries', { map: 'kelp_endpoints' })).toBe(2);
+  });
+
+  it('the conntrack and NAT collectors report every pass, by map', async () => {
+    // Each collector runs every 10 s; its series exists from its first pass (deleting nothing yet).
+    const maps = ['kelp_pct4', 'kelp_lb4_ct', 'kelp_ct4', 'kelp_snat4'];
+    const e = await until('a pass of every collector', () => {
+      const x = scrape();
+      return maps.every((m) => series(x, 'kelp_conntrack_gc_deleted_total').some((s) => s.labels.map === m)) && x;
+    }, 30_000);
+    expect(series(e, 'kelp_conntrack_gc_deleted_total').map((s) => s.labels.map).sort()).toEqual([...maps].sort());
   });
 
   it('is read-only, and refuses a bad --metrics-address naming the flag', () => {

@@ -17,7 +17,7 @@ import { confKey, writeSysctl } from '../../netlink/sysctl';
 import { POD_FILTER } from './pod';
 import type { Logger } from '../../log';
 import { syncMap } from '../maps/sync';
-import { Ct4Entry, gcNat, masqConstants, monotonicNs, Nat4Entry, NatCodecs, nomasq4Key } from '../nat';
+import { Ct4Entry, gcNat, GcResult, masqConstants, monotonicNs, Nat4Entry, NatCodecs, nomasq4Key } from '../nat';
 import type { StructCodec } from '../structs';
 import type { DatapathObjects } from '../objects';
 import { LinkPins, reuseLink } from './pins';
@@ -30,6 +30,8 @@ export interface MasqueradeOptions {
   podCidr: string;
   /** Destinations never masqueraded besides the pod CIDR (cluster CIDRs, node networks). */
   noMasquerade?: string[];
+  /** After each conntrack/NAT collector pass (metrics). */
+  onGc?: (r: GcResult) => void;
 }
 
 const UPLINK_PROGRAMS = [
@@ -118,6 +120,7 @@ export class Uplink {
     this.gcTimer = setInterval(() => {
       try {
         const r = gcNat(maps, monotonicNs(), { codecs });
+        this.opts.onGc?.(r);
         if (r.expired || r.natDeleted) this.log.debug({ gc: r }, 'conntrack/NAT GC');
       } catch (err) {
         this.log.warn({ err }, 'conntrack/NAT GC failed');
