@@ -2,8 +2,8 @@
 // outside through masquerade) and 100-per-second ping streams run through the kill, a spell
 // with no agent at all, and the restart: every byte arrives, in order, on the same connection,
 // and no ping goes unanswered. The restarted agent swaps its new program instances into the pod
-// veths' clsact filters and the uplink's pinned links (same link ids: never detached and
-// re-attached) in place.
+// veths' clsact filters and the uplink's and the VXLAN device's pinned links (same link ids:
+// never detached and re-attached) in place.
 import { readdirSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, expect, it } from 'vitest';
@@ -61,7 +61,8 @@ it('keeps TCP streams and pings flowing through SIGKILL, downtime and restart', 
   const c = await sb.addPod('c');
   const stateBefore = nodeState(sb);
   const linksBefore = pinnedLinks();
-  expect(Object.keys(linksBefore).sort()).toEqual([`${ha}-egress`, `${ha}-ingress`, 'uplink-up0-egress', 'uplink-up0-ingress']);
+  // The agent runs in VXLAN mode (the default): its overlay programs are on kelp_vxlan.
+  expect(Object.keys(linksBefore).sort()).toEqual([`${ha}-egress`, `${ha}-ingress`, 'overlay-kelp_vxlan-egress', 'overlay-kelp_vxlan-ingress', 'uplink-up0-egress', 'uplink-up0-ingress']);
   expect(Object.values(podFilters([a]))).toEqual([undefined, undefined]);
   const filtersBefore = podFilters([b, c]);
   expect(Object.values(filtersBefore).every((id) => id !== undefined)).toBe(true);
