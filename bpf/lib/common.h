@@ -34,6 +34,9 @@ struct pkt4 {
 	__be16 eth_proto;
 	__u8 proto;
 	__u8 hlen;		/* IPv4 header length in bytes, options included */
+	/* Set by lb4_forward when it translated the packet: the Service port (lb4_frontend.svc_id),
+	 * for the flow's events (the frontend it hit: kelp_flow_svc). 0: not a service flow. */
+	__u32 svc_id;
 };
 
 /*

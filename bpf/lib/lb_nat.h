@@ -229,6 +229,8 @@ static __attribute__((noinline)) int lb4_forward(struct __sk_buff *skb, struct p
 		ret = lb4_rewrite(skb, l4_off, pkt->proto, 1, pkt->saddr, pkt->daddr, 0, 0);
 	if (ret)
 		return ret;
+	pkt->svc_id = fe->svc_id;
+	event_note_service(fe->svc_id, pkt->daddr, pkt->dport);
 	pkt->daddr = be.addr;
 	pkt->dport = be.port;
 	return LB_XLATE_DONE;

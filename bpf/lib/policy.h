@@ -152,7 +152,11 @@ struct pct4_entry {
 	/* TCP flags OR'd per direction, one byte each (see ct4_entry). */
 	__u8 tx_flags;
 	__u8 rx_flags;
-	__u32 pad;
+	__u32 flags;		/* enum pct4_flag */
+};
+
+enum pct4_flag {
+	PCT4_F_ENDED	= 1,	/* its FLOW_END is claimed (kelp_flow_end): the GC sends none */
 };
 
 /*
@@ -177,6 +181,55 @@ struct {
 	__uint(max_entries, KELP_PCT4_MAX);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } kelp_pct4 SEC(".maps");
+
+/*
+ * Flow events (issue 14): FLOW_START when an entry is created, FLOW_END once per flow, claimed by
+ * whoever ends it first: BPF when it sees the flow close or a revision cut it, the agent's GC
+ * (src/datapath/flows.ts) when the entry expires. A claim is an insert with BPF_NOEXIST into
+ * kelp_flow_end at (flow, created), atomic between CPUs and with the agent, so there is never
+ * a second end; PCT4_F_ENDED in the entry spares later packets of a closed flow the attempt. The
+ * GC deletes the claim with the entry. An entry evicted by the LRU ends without an event.
+ */
+struct flow4_end_key {
+	struct pct4_key flow;
+	__u64 created;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__type(key, struct flow4_end_key);
+	__type(value, __u32);
+	__uint(max_entries, 65536);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} kelp_flow_end SEC(".maps");
+
+/* flow4_emit's claim key, per CPU rather than on its stack (see kelp_flow_svc). */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__type(key, __u32);
+	__type(value, struct flow4_end_key);
+	__uint(max_entries, 1);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} kelp_flow_end_key SEC(".maps");
+
+/* Policy decisions per (policy, rule, action, direction), exact whatever becomes of the events:
+ * a packet counts when policy decided it (a new flow, a flow decided again after a revision, a
+ * drop, an audit). Policy 0: no policy decided (not programmed, fragments). */
+struct policy_verdict_key {
+	__u32 policy_id;
+	__u16 rule;
+	__u8 action;		/* enum policy_action; a drop no policy decided: POLICY_ACTION_DENY */
+	__u8 dir;		/* enum policy_dir */
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+	__type(key, struct policy_verdict_key);
+	__type(value, struct metrics_value);
+	__uint(max_entries, 16384);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} kelp_policy_verdicts SEC(".maps");
 
 struct frag4_key {
 	__be32 saddr;
@@ -309,6 +362,96 @@ static __always_inline int policy4_decide(__be32 orig, __be32 resp, __be16 port,
 	return 0;
 }
 
+/* One decision into kelp_policy_verdicts. A BPF-to-BPF call, as metrics_update_hash. */
+static __attribute__((noinline)) void policy4_count(__u32 policy_id, __u32 rule, __u32 action, __u32 dir, __u32 bytes)
+{
+	struct policy_verdict_key key = { .policy_id = policy_id, .rule = rule, .action = action, .dir = dir };
+	struct metrics_value init = { .packets = 1, .bytes = bytes };
+	struct metrics_value *v;
+
+	v = bpf_map_lookup_elem(&kelp_policy_verdicts, &key);
+	if (likely(v)) {
+		metrics_add(v, bytes);
+		return;
+	}
+	/* EEXIST: another CPU created the key between our lookup and update; count on that entry. */
+	if (bpf_map_update_elem(&kelp_policy_verdicts, &key, &init, BPF_NOEXIST) == 0)
+		return;
+	v = bpf_map_lookup_elem(&kelp_policy_verdicts, &key);
+	if (v)
+		metrics_add(v, bytes);
+}
+
+/*
+ * FLOW_START (`closed_by` KELP_FLOW_OPEN) or FLOW_END of the flow `key`, from its entry; an end
+ * only when this call wins the flow's claim (see kelp_flow_end). One BPF-to-BPF call for both,
+ * not two nested: the hooks' call chains are within a few bytes of the verifier's 512.
+ */
+static __attribute__((noinline)) void flow4_emit(const struct __sk_buff *skb, const struct pkt4 *pkt,
+						 const struct pct4_key *key, struct pct4_entry *ct, __u32 closed_by)
+{
+	struct kelp_event_stats *st;
+	struct kelp_flow_event *e;
+	struct kelp_flow_svc *svc = NULL;
+	int o = ct->orig & 1;
+	__u32 zero = 0;
+
+	if (closed_by) {
+		struct flow4_end_key *ek;
+
+		if (ct->flags & PCT4_F_ENDED)
+			return;
+		ct->flags |= PCT4_F_ENDED;
+		ek = bpf_map_lookup_elem(&kelp_flow_end_key, &zero);
+		if (!ek)
+			return;
+		ek->flow = *key;
+		ek->created = ct->created;
+		/* The value is never read: any 4 bytes of the map value will do. */
+		if (bpf_map_update_elem(&kelp_flow_end, ek, &ek->created, BPF_NOEXIST))
+			return;
+	} else if (pkt->svc_id) {
+		svc = bpf_map_lookup_elem(&kelp_flow_svc, &zero);
+		if (svc && svc->svc_id != pkt->svc_id)
+			svc = NULL;
+	}
+	st = event_admit(KELP_EVENT_CLASS_FLOW);
+	if (!st)
+		return;
+	e = bpf_ringbuf_reserve(&kelp_events, sizeof(*e), 0);
+	if (!e) {
+		st->lost++;
+		return;
+	}
+	event_hdr(&e->hdr, closed_by ? KELP_EVENT_FLOW_END : KELP_EVENT_FLOW_START, sizeof(*e), st->last_ns);
+	e->saddr = o ? key->addr[1] : key->addr[0];
+	e->daddr = o ? key->addr[0] : key->addr[1];
+	e->sport = o ? key->port[1] : key->port[0];
+	e->dport = o ? key->port[0] : key->port[1];
+	e->proto = key->proto;
+	e->dir = ct->dir;
+	e->closed_by = closed_by;
+	e->pad1 = 0;
+	e->ep_id = ct->ep_id;
+	e->policy.policy_id = ct->policy_id;
+	e->policy.rule = ct->rule;
+	e->policy.tier = ct->tier;
+	e->policy.action = ct->action;
+	e->svc_id = svc ? svc->svc_id : 0;
+	e->svc_addr = svc ? svc->addr : 0;
+	e->svc_port = svc ? svc->port : 0;
+	e->pad2 = 0;
+	e->ifindex = skb->ifindex;
+	e->pad3 = 0;
+	e->created = ct->created;
+	e->tx_packets = ct->tx_packets;
+	e->tx_bytes = ct->tx_bytes;
+	e->rx_packets = ct->rx_packets;
+	e->rx_bytes = ct->rx_bytes;
+	bpf_ringbuf_submit(e, 0);
+	st->emitted++;
+}
+
 /* What policy4_report() counts and sends. */
 struct policy4_report {
 	struct kelp_event_policy policy;
@@ -327,6 +470,10 @@ static __attribute__((noinline)) void policy4_report(struct __sk_buff *skb, cons
 
 	metrics_update(r->ep_id, r->dir, metric, skb->len);
 	event_emit(skb, pkt, r->type, r->dir, r->reason, r->ep_id, 0, KELP_TRACE_NONE, &r->policy);
+	/* Last, from `r` and `skb` again: nothing more is live across it (this frame is on the
+	 * deepest call chain of host.o's hooks, 512 bytes in all). */
+	policy4_count(r->policy.policy_id, r->policy.rule, r->type == KELP_EVENT_AUDIT ? POLICY_ACTION_AUDIT : POLICY_ACTION_DENY,
+		      r->dir == KELP_DIR_TO_POD ? POLICY_INGRESS : POLICY_EGRESS, skb->len);
 }
 
 static __always_inline int policy4_drop(struct __sk_buff *skb, const struct pkt4 *pkt, int reason,
@@ -519,6 +666,7 @@ static __attribute__((noinline)) int policy4_enforce(struct __sk_buff *skb, cons
 	struct pct4_key key = {};
 	struct policy4_decision d;
 	struct pct4_entry *ct;
+	__u64 reopened = 0;
 	__u8 side, orig;
 	int ret, reply, decided = 0;
 
@@ -530,9 +678,12 @@ static __attribute__((noinline)) int policy4_enforce(struct __sk_buff *skb, cons
 
 	side = pct4_key_of(&f, &key);
 	ct = bpf_map_lookup_elem(&kelp_pct4, &key);
-	/* A new SYN on a closed flow (a client re-using its port) opens a new flow. */
-	if (ct && f.proto == IPPROTO_TCP && (f.tcp_flags & (CT_TCP_SYN | CT_TCP_ACK)) == CT_TCP_SYN && pct4_closing(ct))
+	/* A new SYN on a closed flow (a client re-using its port) opens a new flow. Its `created`
+	 * must differ from the old one's, which names the old flow's end claim. */
+	if (ct && f.proto == IPPROTO_TCP && (f.tcp_flags & (CT_TCP_SYN | CT_TCP_ACK)) == CT_TCP_SYN && pct4_closing(ct)) {
+		reopened = ct->created;
 		ct = NULL;
+	}
 
 	if (ct) {
 		orig = ct->orig & 1;
@@ -548,13 +699,21 @@ static __attribute__((noinline)) int policy4_enforce(struct __sk_buff *skb, cons
 				d.v.rule = 0;
 				d.v.tier = POLICY_TIER_NONE;
 			} else if (ret == DROP_POLICY_NOT_READY) {
+				flow4_emit(skb, pkt, &key, ct, KELP_FLOW_REVOKED);
 				bpf_map_delete_elem(&kelp_pct4, &key);
 				return policy4_drop(skb, pkt, ret, &d, 0);
 			}
 			pct4_set_verdict(ct, &d, revision);
 			decided = 1;
+			if (ct->action == POLICY_ACTION_DENY)
+				flow4_emit(skb, pkt, &key, ct, KELP_FLOW_REVOKED);
+			else if (ct->action == POLICY_ACTION_ALLOW)
+				policy4_count(d.v.policy_id, d.v.rule, POLICY_ACTION_ALLOW, d.dir, skb->len);
 		}
 		pct4_account(ct, reply, skb->len, f.tcp_flags);
+		if (!(ct->flags & PCT4_F_ENDED) && pct4_closing(ct))
+			flow4_emit(skb, pkt, &key, ct,
+				  (ct->tx_flags | ct->rx_flags) & CT_TCP_RST ? KELP_FLOW_CLOSED_RST : KELP_FLOW_CLOSED_FIN);
 		if (ct->action == POLICY_ACTION_ALLOW)
 			return 0;
 		d.v.action = ct->action;
@@ -593,10 +752,15 @@ static __attribute__((noinline)) int policy4_enforce(struct __sk_buff *skb, cons
 		};
 		long err;
 
+		if (fresh.created <= reopened)
+			fresh.created = reopened + 1;
 		pct4_set_verdict(&fresh, &d, revision);
 		err = bpf_map_update_elem(&kelp_pct4, &key, &fresh, BPF_ANY);
 		if (err)
 			return policy4_drop(skb, pkt, DROP_POLICY_CT_FULL, &d, 0);
+		flow4_emit(skb, pkt, &key, &fresh, KELP_FLOW_OPEN);
+		if (d.v.action == POLICY_ACTION_ALLOW)
+			policy4_count(d.v.policy_id, d.v.rule, POLICY_ACTION_ALLOW, d.dir, skb->len);
 	}
 	if (d.v.action == POLICY_ACTION_AUDIT)
 		policy4_drop(skb, pkt, DROP_POLICY_DENY, &d, 1);

@@ -32,6 +32,10 @@ import { objectRoutes } from './routes/objects';
 import { policyRoutes } from './routes/policy';
 import { serviceRoutes } from './routes/services';
 import { nodeRoutes } from './routes/nodes';
+import { flowRoutes } from './routes/flows';
+import type { EventCounter } from '../datapath/events';
+import type { Observe } from '../observe';
+import { startObserve } from '../observe/agent';
 import { makeCniHandler } from './cni-handler';
 import { DEL_QUEUE_NAME, DelQueue, delQueueDirFor } from './delqueue';
 import { buildConflist, installCni } from './install';
@@ -161,7 +165,12 @@ export async function startAgent(opts: AgentOptions, log: Logger = createLogger(
   // A plugin after kelp may change the pod's MAC (tuning): anti-spoofing reports it as SRC_MAC
   // drops, and the endpoint follows the interface. At most one refresh in flight per endpoint.
   const refreshing = new Set<number>();
-  datapath.watchEvents((ev) => {
+  // Observability (src/observe): every event and every flow the policy GC expires, enriched, in
+  // the flow store GET /v1/flows serves; started below, once policy and services are declared.
+  let observe: Observe | undefined;
+  const eventCounter: EventCounter = datapath.watchEvents((ev) => {
+    observe?.onEvent(ev);
+    if (ev.kind !== 'drop') return;
     // ARP_SPOOF charged to an endpoint is its own address from another MAC: the pod's first ARP
     // after such a change (its neighbour entry for the gateway may be gone) reports it so.
     const macChange = ev.reasonName === 'SRC_MAC' || ev.reasonName === 'ARP_SPOOF';
@@ -199,6 +208,16 @@ export async function startAgent(opts: AgentOptions, log: Logger = createLogger(
   // Created once restore is done (below); ADD is refused until then, so afterAdd always has it.
   let policy: AgentPolicy | undefined;
   let services: AgentServices | undefined;
+  observe = startObserve({
+    datapath,
+    manager,
+    objects,
+    policyModel: () => policy?.model(),
+    serviceModel: () => services?.model(),
+    counter: () => eventCounter,
+    eventRate: opts.eventRate,
+    eventBurst: opts.eventBurst,
+  });
   const handleCni = makeCniHandler({
     manager,
     store: objects,
@@ -263,6 +282,8 @@ export async function startAgent(opts: AgentOptions, log: Logger = createLogger(
   policyRoutes(server, ctx);
   serviceRoutes(server, ctx);
   nodeRoutes(server, ctx);
+  const observing = observe;
+  flowRoutes(server, () => observing);
 
   // Before the API socket: an address in use fails the start, naming the flag.
   const metricsBound = metricsServer && metricsAt ? formatAddress(await metricsServer.listen(metricsAt)) : undefined;

@@ -55,6 +55,9 @@ export interface AgentOptions {
   vxlanPort: number;
   /** Prometheus metrics and the node page: HOST:PORT over TCP, apart from the API socket; '' = off. */
   metricsAddress: string;
+  /** Datapath events per second per CPU and class (drop, flow, trace): the token bucket's rate and size (issue 14). */
+  eventRate: number;
+  eventBurst: number;
 }
 
 const pow2Floor = (n: number) => 2 ** Math.floor(Math.log2(Math.max(1, n)));
@@ -108,6 +111,8 @@ const FLAGS: FlagSpec[] = [
   { key: 'socketLb', flag: '--socket-lb', kind: 'string', help: 'socket-level load balancing: on (every socket of --cgroup-root), hostns (the node\'s own namespace only: meshes intercepting inside pods keep working), off (per-packet DNAT only)' },
   { key: 'cgroupRoot', flag: '--cgroup-root', kind: 'string', help: 'cgroup v2 directory the socket load balancer attaches to (default: the cgroup v2 root)' },
   { key: 'metricsAddress', flag: '--metrics-address', kind: 'string', help: 'Prometheus metrics (/metrics) and the node page: HOST:PORT, [IPv6]:PORT or :PORT (every address), read-only; empty to turn off' },
+  { key: 'eventRate', flag: '--event-rate', kind: 'number', help: 'datapath events per second, per CPU and class (drop, flow, trace), up to 10000000; past it they are suppressed and counted (GET /v1/events/stats)' },
+  { key: 'eventBurst', flag: '--event-burst', kind: 'number', help: 'datapath events sent at once above --event-rate, per CPU and class, up to 1000000' },
   { key: 'logLevel', flag: '--log-level', kind: 'string', help: 'trace|debug|info|warn|error' },
   { key: 'logFile', flag: '--log-file', kind: 'string', help: 'log to this file instead of stderr' },
 ];
@@ -142,6 +147,8 @@ export function defaultAgentOptions(): AgentOptions {
     vxlanId: DEFAULT_VNI,
     vxlanPort: DEFAULT_VXLAN_PORT,
     metricsAddress: DEFAULT_METRICS_ADDRESS,
+    eventRate: 10_000,
+    eventBurst: 1_000,
   };
 }
 
@@ -195,6 +202,8 @@ export function parseAgentArgs(argv: string[]): AgentOptions {
   if (!ROUTING_MODES.includes(opts.routingMode)) throw new UsageError(`--routing-mode must be one of ${ROUTING_MODES.join(', ')}, got ${JSON.stringify(opts.routingMode)}`);
   if (opts.vxlanId > MAX_VXLAN_ID) throw new UsageError(`--vxlan-id must be in 1..${MAX_VXLAN_ID}, got ${opts.vxlanId}`);
   if (opts.vxlanPort > 65535) throw new UsageError(`--vxlan-port must be in 1..65535, got ${opts.vxlanPort}`);
+  if (opts.eventRate > 10_000_000) throw new UsageError(`--event-rate must be in 1..10000000, got ${opts.eventRate}`);
+  if (opts.eventBurst > 1_000_000) throw new UsageError(`--event-burst must be in 1..1000000, got ${opts.eventBurst}`);
   if (!(SOCKET_LB_CHOICES as readonly string[]).includes(opts.socketLb)) throw new UsageError(`--socket-lb must be one of ${SOCKET_LB_CHOICES.join(', ')}, got ${JSON.stringify(opts.socketLb)}`);
   try {
     parseMetricsAddress(opts.metricsAddress);

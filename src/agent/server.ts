@@ -22,6 +22,22 @@ export interface ApiResponse {
   status: number;
   headers?: Record<string, string>;
   body?: unknown;
+  /**
+   * A streamed response (e.g. GET /v1/flows?follow): called once the headers are sent, instead
+   * of sending `body`; the response stays open until the stream ends it or the client leaves.
+   */
+  stream?: (out: ApiStream) => void;
+}
+
+/** The open end of a streamed response. */
+export interface ApiStream {
+  /** Queues a chunk; false when the client is not keeping up (what it has not read yet is buffered). */
+  write(chunk: string): boolean;
+  /** Bytes written and not yet taken by the client. */
+  readonly pending: number;
+  end(): void;
+  /** Runs once the response is over, whoever ended it. */
+  onClose(fn: () => void): void;
 }
 
 export type Handler = (req: ApiRequest) => Promise<ApiResponse> | ApiResponse;
@@ -211,6 +227,7 @@ export class ApiServer {
     }
     const conn = this.conns.get(req.socket);
     if (conn) conn.serving++;
+    let stream: ApiResponse['stream'];
     try {
       const route = this.routes.find((r) => r.method === req.method && r.re.test(url.pathname));
       if (!route) throw new HttpError(404, `no such endpoint: ${req.method} ${url.pathname}`);
@@ -220,7 +237,9 @@ export class ApiServer {
       const out = await route.handler({ method: req.method ?? 'GET', path: url.pathname, params, query: url.searchParams, body });
       status = out.status;
       headers = out.headers ?? {};
-      if (Buffer.isBuffer(out.body)) payload = out.body;
+      stream = out.stream;
+      if (stream) payload = Buffer.alloc(0);
+      else if (Buffer.isBuffer(out.body)) payload = out.body;
       else if (typeof out.body === 'string') payload = Buffer.from(out.body);
       else {
         payload = Buffer.from(JSON.stringify(out.body ?? null, (_k, v: unknown) => (typeof v === 'bigint' ? v.toString() : v)) + '\n');
@@ -233,13 +252,49 @@ export class ApiServer {
       payload = Buffer.from(JSON.stringify({ error: err.message }) + '\n');
       headers = { 'content-type': 'application/json' };
     } finally {
-      if (conn) {
+      // A stream is being served until it ends: the idle timeout must not cut it.
+      if (conn && !stream) {
         conn.serving--;
         conn.requests++;
         conn.since = Date.now();
       }
     }
-    this.respond(res, status, headers, payload);
+    if (stream) this.startStream(res, status, headers, stream, conn);
+    else this.respond(res, status, headers, payload);
+  }
+
+  private startStream(res: http.ServerResponse, status: number, headers: Record<string, string>, stream: NonNullable<ApiResponse['stream']>, conn?: ConnState): void {
+    let closed = false;
+    const closers: Array<() => void> = [];
+    res.once('close', () => {
+      closed = true;
+      if (conn) {
+        conn.serving--;
+        conn.requests++;
+        conn.since = Date.now();
+      }
+      for (const fn of closers) fn();
+    });
+    if (res.destroyed) {
+      this.aborted.hit();
+      return;
+    }
+    res.writeHead(status, headers);
+    // Headers out now: a follower with nothing matching yet still sees the response begin.
+    res.flushHeaders();
+    stream({
+      write: (chunk) => (closed ? false : res.write(chunk)),
+      get pending() {
+        return res.writableLength;
+      },
+      end: () => {
+        if (!closed) res.end();
+      },
+      onClose: (fn) => {
+        if (closed) fn();
+        else closers.push(fn);
+      },
+    });
   }
 
   private respond(res: http.ServerResponse, status: number, headers: Record<string, string>, payload: Buffer): void {

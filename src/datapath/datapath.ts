@@ -28,10 +28,11 @@ import type { BpffsStatus } from './bpffs';
 import { Counters } from './counters';
 import type { MapRow } from './dump';
 import { EndpointMaps, endpointInfoOf, endpointProblems, ipv4Addresses } from './endpoints';
-import { DropEvent, watchEvents } from './events';
+import { EventCounter, FlowEvent, KelpEvent, watchEvents } from './events';
+import { flowEndClaims } from './flows';
 import { dumpMap, MapStat, mapStats } from './maps/view';
 import { monotonicNs } from './nat';
-import { gcPolicyCt, PolicyCtGcOptions, PolicyCtGcResult, PolicyMaps, policyMapsOf } from './policy';
+import { gcPolicyCt, PolicyCtEnds, PolicyCtGcOptions, PolicyCtGcResult, PolicyMaps, policyMapsOf } from './policy';
 import { DatapathObjects } from './objects';
 import { DEFAULT_LB_MAGLEV_TABLE_SIZE, gcServiceCt, ServiceCtGcOptions, ServiceMaps, serviceMapsOf } from './service';
 import { DestroyedSocket, DestroyOptions, GoneBackend, UdpSocketReaper } from './sock';
@@ -64,6 +65,7 @@ export class Datapath {
   private uplink?: Uplink;
   private overlay?: Overlay;
   private ring?: RingBuffer;
+  private flowEnds?: PolicyCtEnds;
   private socketLb?: SocketLbOptions['mode'];
   private reaper?: UdpSocketReaper;
 
@@ -114,9 +116,12 @@ export class Datapath {
     return dumpMap(this.objects, name);
   }
 
-  /** Logs datapath events; `onDrop` hears every drop (serviced on the event loop). */
-  watchEvents(onDrop?: (ev: DropEvent) => void): void {
-    this.ring = watchEvents(this.lxc.map('kelp_events'), this.opts.log, onDrop);
+  /** Reads kelp_events: `onEvent` hears every event (serviced on the event loop). Returns the
+   * reader's counts (received per class, unknown records). */
+  watchEvents(onEvent?: (ev: KelpEvent) => void): EventCounter {
+    const w = watchEvents(this.lxc.map('kelp_events'), this.opts.log, onEvent);
+    this.ring = w.ring;
+    return w.counter;
   }
 
   // --- pods ------------------------------------------------------------------------------------
@@ -166,9 +171,15 @@ export class Datapath {
     return policyMapsOf(this.objects);
   }
 
-  /** One collection pass over the policy conntrack; the caller runs it periodically (every 10 s). */
+  /** One collection pass over the policy conntrack; the caller runs it periodically (every 10 s).
+   * With onFlowTimeout set, each expired flow not ended by BPF gets its flow-end there. */
   gcPolicyCt(opts?: PolicyCtGcOptions): PolicyCtGcResult {
-    return gcPolicyCt(this.objects.map('kelp_pct4'), monotonicNs(), opts);
+    return gcPolicyCt(this.objects.map('kelp_pct4'), monotonicNs(), { flowEnds: this.flowEnds, ...opts });
+  }
+
+  /** Where the policy conntrack's collector reports the flows it expires (src/observe). */
+  onFlowTimeout(onEnd: (ev: FlowEvent) => void): void {
+    this.flowEnds = flowEndClaims(this.objects.map('kelp_flow_end'), onEnd);
   }
 
   // --- services --------------------------------------------------------------------------------

@@ -362,6 +362,8 @@ export interface Pct4Entry {
   orig: number;
   txFlags: number;
   rxFlags: number;
+  /** enum pct4_flag: PCT4_F_ENDED (1), its FLOW_END is claimed. Encoded as 0 when left out. */
+  flags?: number;
 }
 
 const ctEntry = layout('pct4_entry', 72, [
@@ -381,7 +383,7 @@ const ctEntry = layout('pct4_entry', 72, [
   ['orig', 1, 65],
   ['tx_flags', 1, 66],
   ['rx_flags', 1, 67],
-  ['pad', 4, 68],
+  ['flags', 4, 68],
 ]);
 
 export const pct4Entry: StructCodec<Pct4Entry> = {
@@ -405,6 +407,7 @@ export const pct4Entry: StructCodec<Pct4Entry> = {
     b.writeUInt8(u8('orig', v.orig), o.orig);
     b.writeUInt8(u8('txFlags', v.txFlags), o.tx_flags);
     b.writeUInt8(u8('rxFlags', v.rxFlags), o.rx_flags);
+    b.writeUInt32LE(u32('flags', v.flags ?? 0), o.flags);
     return b;
   },
   decode(b) {
@@ -427,6 +430,7 @@ export const pct4Entry: StructCodec<Pct4Entry> = {
       orig: b.readUInt8(o.orig),
       txFlags: b.readUInt8(o.tx_flags),
       rxFlags: b.readUInt8(o.rx_flags),
+      flags: b.readUInt32LE(o.flags),
     };
   },
 };
@@ -658,6 +662,18 @@ export class PolicyWriter {
 export interface PolicyCtGcOptions {
   /** Idle timeouts by state; default nat.ts's DEFAULT_CT_TIMEOUTS (TCP established 6 h, closing 10 s, UDP 60 s, ICMP 30 s). */
   timeouts?: Partial<CtTimeouts>;
+  /** FLOW_END of expired flows (src/datapath/flows.ts): claimed before the delete, so BPF and the GC never both end a flow. */
+  flowEnds?: PolicyCtEnds;
+}
+
+/** What the collector asks of whoever reports flow ends. */
+export interface PolicyCtEnds {
+  /** Claims the end of the flow `key` (false: it was ended already, by BPF or an earlier pass). */
+  claim(key: Buffer, entry: Pct4Entry): boolean;
+  /** The flow whose end was claimed is gone: report it. */
+  ended(key: Buffer, entry: Pct4Entry): void;
+  /** Forgets the flow's claim once its entry is deleted. */
+  release(key: Buffer, entry: Pct4Entry): void;
 }
 
 export interface PolicyCtGcResult {
@@ -682,11 +698,17 @@ export interface PolicyCtMap {
 export function gcPolicyCt(map: PolicyCtMap, nowNs: bigint, opts: PolicyCtGcOptions = {}): PolicyCtGcResult {
   const t: CtTimeouts = { ...DEFAULT_CT_TIMEOUTS, ...opts.timeouts };
   const res: PolicyCtGcResult = { scanned: 0, deleted: 0 };
+  const ends = opts.flowEnds;
   for (const key of map.keys()) {
     const buf = map.lookup(key);
     if (!buf) continue;
     res.scanned += 1;
-    if (nowNs >= ct4Deadline(key.readUInt8(ctKey.off.proto), pct4Entry.decode(buf), t) && map.delete(key)) res.deleted += 1;
+    const entry = pct4Entry.decode(buf);
+    if (nowNs < ct4Deadline(key.readUInt8(ctKey.off.proto), entry, t)) continue;
+    const claimed = ends?.claim(key, entry) ?? false;
+    if (map.delete(key)) res.deleted += 1;
+    if (claimed) ends!.ended(key, entry);
+    ends?.release(key, entry);
   }
   return res;
 }

@@ -72,8 +72,12 @@ const u32 = (name: string, v: number) => checkUint(name, v, 4);
 export const Direction = { FROM_POD: 1, TO_POD: 2 } as const;
 export type Direction = (typeof Direction)[keyof typeof Direction];
 
-// enum kelp_event_type, enum kelp_trace_point (bpf/lib/events.h)
-export const EventType = { DROP: 1, TRACE: 2, AUDIT: 3 } as const;
+// enum kelp_event_type, enum kelp_trace_point, enum kelp_event_class, enum kelp_flow_close
+// (bpf/lib/events.h)
+export const EventType = { DROP: 1, TRACE: 2, AUDIT: 3, FLOW_START: 4, FLOW_END: 5 } as const;
+/** kelp_event_stats and kelp_event_config index: drop (drops and audits), flow, trace. */
+export const EventClassIndex = { drop: 0, flow: 1, trace: 2 } as const;
+export const FlowClose = { OPEN: 0, FIN: 1, RST: 2, TIMEOUT: 3, REVOKED: 4 } as const;
 export const TracePoint = { NONE: 0, TO_ENDPOINT: 1, ARP_REPLY: 2, TO_OVERLAY: 3 } as const;
 
 // --- kelp_endpoints -------------------------------------------------------------------------
@@ -333,9 +337,53 @@ export function mergeMetrics(
 
 // --- kelp_events ----------------------------------------------------------------------------
 
+/** struct kelp_event_hdr: the first 16 bytes of every kelp_events record. */
+export interface EventHeader {
+  version: number;
+  type: number;
+  /** Of the whole record. */
+  size: number;
+  cpu: number;
+  tsNs: bigint;
+}
+
+const evHdr = layout('kelp_event_hdr', 16, [
+  ['version', 1, 0],
+  ['type', 1, 1],
+  ['size', 2, 2],
+  ['cpu', 4, 4],
+  ['ts_ns', 8, 8],
+]);
+
+export const kelpEventHdr: StructCodec<EventHeader> = {
+  ...evHdr,
+  encode(v) {
+    const b = Buffer.alloc(evHdr.size);
+    b.writeUInt8(checkUint('version', v.version, 1), evHdr.off.version);
+    b.writeUInt8(checkUint('type', v.type, 1), evHdr.off.type);
+    b.writeUInt16LE(checkUint('size', v.size, 2), evHdr.off.size);
+    b.writeUInt32LE(u32('cpu', v.cpu), evHdr.off.cpu);
+    b.writeBigUInt64LE(v.tsNs, evHdr.off.ts_ns);
+    return b;
+  },
+  decode(b) {
+    checkLength(evHdr.cName, b, evHdr.size);
+    return {
+      version: b.readUInt8(evHdr.off.version),
+      type: b.readUInt8(evHdr.off.type),
+      size: b.readUInt16LE(evHdr.off.size),
+      cpu: b.readUInt32LE(evHdr.off.cpu),
+      tsNs: b.readBigUInt64LE(evHdr.off.ts_ns),
+    };
+  },
+};
+
+/** struct kelp_event (DROP, AUDIT, TRACE), header included. */
 export interface RawEvent {
   tsNs: bigint;
   type: number;
+  /** Defaults to the CPU 0 when encoding. */
+  cpu?: number;
   dir: number;
   reason: number;
   ifindex: number;
@@ -359,8 +407,8 @@ export interface RawEvent {
   action: number;
 }
 
-/** The size of a kelp_event before the policy fields (an older datapath's records). */
-export const KELP_EVENT_V1_SIZE = 48;
+/** EVENT_VERSION of src/datapath/flow-types.ts, as KELP_EVENT_VERSION in bpf/lib/events.h. */
+export const KELP_EVENT_VERSION = 2;
 
 const evPolicy = layout('kelp_event_policy', 8, [
   ['policy_id', 4, 0],
@@ -369,28 +417,30 @@ const evPolicy = layout('kelp_event_policy', 8, [
   ['action', 1, 7],
 ]);
 
-const ev = layout('kelp_event', 56, [
-  ['ts_ns', 8, 0],
-  ['type', 1, 8],
-  ['dir', 1, 9],
-  ['reason', 2, 10],
-  ['ifindex', 4, 12],
-  ['target_ifindex', 4, 16],
-  ['ep_id', 4, 20],
-  ['len', 4, 24],
-  ['eth_proto', 2, 28],
-  ['proto', 1, 30],
-  ['trace_point', 1, 31],
-  ['saddr', 4, 32],
-  ['daddr', 4, 36],
-  ['sport', 2, 40],
-  ['dport', 2, 42],
-  ['policy', evPolicy.size, 44],
-  ['pad', 4, 52],
+const ev = layout('kelp_event', 64, [
+  ['hdr', evHdr.size, 0],
+  ['dir', 1, 16],
+  ['trace_point', 1, 17],
+  ['reason', 2, 18],
+  ['ifindex', 4, 20],
+  ['target_ifindex', 4, 24],
+  ['ep_id', 4, 28],
+  ['len', 4, 32],
+  ['eth_proto', 2, 36],
+  ['proto', 1, 38],
+  ['pad1', 1, 39],
+  ['saddr', 4, 40],
+  ['daddr', 4, 44],
+  ['sport', 2, 48],
+  ['dport', 2, 50],
+  ['policy', evPolicy.size, 52],
+  ['pad2', 4, 60],
 ]);
 
-/** struct kelp_event_policy, on its own for the layout test; kelpEvent reads it in place. */
-export const kelpEventPolicy: StructCodec<Pick<RawEvent, 'policyId' | 'rule' | 'tier' | 'action'>> = {
+type PolicyFields = Pick<RawEvent, 'policyId' | 'rule' | 'tier' | 'action'>;
+
+/** struct kelp_event_policy, on its own for the layout test; the event codecs read it in place. */
+export const kelpEventPolicy: StructCodec<PolicyFields> = {
   ...evPolicy,
   encode(v) {
     const b = Buffer.alloc(evPolicy.size);
@@ -411,13 +461,17 @@ export const kelpEventPolicy: StructCodec<Pick<RawEvent, 'policyId' | 'rule' | '
   },
 };
 
+function policyAt(b: Buffer, off: number): PolicyFields {
+  return kelpEventPolicy.decode(b.subarray(off, off + evPolicy.size));
+}
+
 export const kelpEvent: StructCodec<RawEvent> = {
   ...ev,
   encode(v) {
     const b = Buffer.alloc(ev.size);
-    b.writeBigUInt64LE(v.tsNs, ev.off.ts_ns);
-    b.writeUInt8(v.type, ev.off.type);
+    kelpEventHdr.encode({ version: KELP_EVENT_VERSION, type: v.type, size: ev.size, cpu: v.cpu ?? 0, tsNs: v.tsNs }).copy(b, ev.off.hdr);
     b.writeUInt8(v.dir, ev.off.dir);
+    b.writeUInt8(v.tracePoint, ev.off.trace_point);
     b.writeInt16LE(v.reason, ev.off.reason);
     b.writeUInt32LE(v.ifindex, ev.off.ifindex);
     b.writeUInt32LE(v.targetIfindex, ev.off.target_ifindex);
@@ -425,7 +479,6 @@ export const kelpEvent: StructCodec<RawEvent> = {
     b.writeUInt32LE(v.len, ev.off.len);
     b.writeUInt16BE(v.ethProto, ev.off.eth_proto);
     b.writeUInt8(v.proto, ev.off.proto);
-    b.writeUInt8(v.tracePoint, ev.off.trace_point);
     ip4ToBuffer(v.saddr).copy(b, ev.off.saddr);
     ip4ToBuffer(v.daddr).copy(b, ev.off.daddr);
     b.writeUInt16BE(v.sport, ev.off.sport);
@@ -433,14 +486,14 @@ export const kelpEvent: StructCodec<RawEvent> = {
     kelpEventPolicy.encode(v).copy(b, ev.off.policy);
     return b;
   },
-  /** Also reads the shorter records of a datapath from before the policy fields (zero there). */
+  /** The record's header is not checked here: decodeEvent does (version, type, size). */
   decode(b) {
-    checkLength(ev.cName, b, KELP_EVENT_V1_SIZE);
-    const policy =
-      b.length >= ev.size ? kelpEventPolicy.decode(b.subarray(ev.off.policy, ev.off.policy + evPolicy.size)) : { policyId: 0, rule: 0, tier: 0, action: 0 };
+    checkLength(ev.cName, b, ev.size);
+    const h = kelpEventHdr.decode(b);
     return {
-      tsNs: b.readBigUInt64LE(ev.off.ts_ns),
-      type: b.readUInt8(ev.off.type),
+      tsNs: h.tsNs,
+      type: h.type,
+      cpu: h.cpu,
       dir: b.readUInt8(ev.off.dir),
       reason: b.readInt16LE(ev.off.reason),
       ifindex: b.readUInt32LE(ev.off.ifindex),
@@ -454,7 +507,182 @@ export const kelpEvent: StructCodec<RawEvent> = {
       daddr: ip4FromBuffer(b, ev.off.daddr),
       sport: b.readUInt16BE(ev.off.sport),
       dport: b.readUInt16BE(ev.off.dport),
-      ...policy,
+      ...policyAt(b, ev.off.policy),
+    };
+  },
+};
+
+/** struct kelp_flow_event (FLOW_START, FLOW_END), header included. */
+export interface RawFlowEvent extends PolicyFields {
+  tsNs: bigint;
+  type: number;
+  cpu?: number;
+  /** The originator and the responder (a service flow's backend). Ports host order. */
+  saddr: string;
+  daddr: string;
+  sport: number;
+  dport: number;
+  proto: number;
+  /** enum policy_dir of the side whose verdict the flow keeps. */
+  dir: number;
+  /** enum kelp_flow_close (FlowClose). */
+  closedBy: number;
+  epId: number;
+  svcId: number;
+  svcAddr: string;
+  svcPort: number;
+  ifindex: number;
+  /** kelp_pct4's clock (coarse CLOCK_MONOTONIC ns). */
+  created: bigint;
+  txPackets: bigint;
+  txBytes: bigint;
+  rxPackets: bigint;
+  rxBytes: bigint;
+}
+
+const flowEv = layout('kelp_flow_event', 104, [
+  ['hdr', evHdr.size, 0],
+  ['saddr', 4, 16],
+  ['daddr', 4, 20],
+  ['sport', 2, 24],
+  ['dport', 2, 26],
+  ['proto', 1, 28],
+  ['dir', 1, 29],
+  ['closed_by', 1, 30],
+  ['pad1', 1, 31],
+  ['ep_id', 4, 32],
+  ['policy', evPolicy.size, 36],
+  ['svc_id', 4, 44],
+  ['svc_addr', 4, 48],
+  ['svc_port', 2, 52],
+  ['pad2', 2, 54],
+  ['ifindex', 4, 56],
+  ['pad3', 4, 60],
+  ['created', 8, 64],
+  ['tx_packets', 8, 72],
+  ['tx_bytes', 8, 80],
+  ['rx_packets', 8, 88],
+  ['rx_bytes', 8, 96],
+]);
+
+export const kelpFlowEvent: StructCodec<RawFlowEvent> = {
+  ...flowEv,
+  encode(v) {
+    const b = Buffer.alloc(flowEv.size);
+    const o = flowEv.off;
+    kelpEventHdr.encode({ version: KELP_EVENT_VERSION, type: v.type, size: flowEv.size, cpu: v.cpu ?? 0, tsNs: v.tsNs }).copy(b, o.hdr);
+    ip4ToBuffer(v.saddr).copy(b, o.saddr);
+    ip4ToBuffer(v.daddr).copy(b, o.daddr);
+    b.writeUInt16BE(v.sport, o.sport);
+    b.writeUInt16BE(v.dport, o.dport);
+    b.writeUInt8(v.proto, o.proto);
+    b.writeUInt8(v.dir, o.dir);
+    b.writeUInt8(v.closedBy, o.closed_by);
+    b.writeUInt32LE(u32('epId', v.epId), o.ep_id);
+    kelpEventPolicy.encode(v).copy(b, o.policy);
+    b.writeUInt32LE(u32('svcId', v.svcId), o.svc_id);
+    ip4ToBuffer(v.svcAddr).copy(b, o.svc_addr);
+    b.writeUInt16BE(v.svcPort, o.svc_port);
+    b.writeUInt32LE(u32('ifindex', v.ifindex), o.ifindex);
+    b.writeBigUInt64LE(v.created, o.created);
+    b.writeBigUInt64LE(v.txPackets, o.tx_packets);
+    b.writeBigUInt64LE(v.txBytes, o.tx_bytes);
+    b.writeBigUInt64LE(v.rxPackets, o.rx_packets);
+    b.writeBigUInt64LE(v.rxBytes, o.rx_bytes);
+    return b;
+  },
+  decode(b) {
+    checkLength(flowEv.cName, b, flowEv.size);
+    const o = flowEv.off;
+    const h = kelpEventHdr.decode(b);
+    return {
+      tsNs: h.tsNs,
+      type: h.type,
+      cpu: h.cpu,
+      saddr: ip4FromBuffer(b, o.saddr),
+      daddr: ip4FromBuffer(b, o.daddr),
+      sport: b.readUInt16BE(o.sport),
+      dport: b.readUInt16BE(o.dport),
+      proto: b.readUInt8(o.proto),
+      dir: b.readUInt8(o.dir),
+      closedBy: b.readUInt8(o.closed_by),
+      epId: b.readUInt32LE(o.ep_id),
+      ...policyAt(b, o.policy),
+      svcId: b.readUInt32LE(o.svc_id),
+      svcAddr: ip4FromBuffer(b, o.svc_addr),
+      svcPort: b.readUInt16BE(o.svc_port),
+      ifindex: b.readUInt32LE(o.ifindex),
+      created: b.readBigUInt64LE(o.created),
+      txPackets: b.readBigUInt64LE(o.tx_packets),
+      txBytes: b.readBigUInt64LE(o.tx_bytes),
+      rxPackets: b.readBigUInt64LE(o.rx_packets),
+      rxBytes: b.readBigUInt64LE(o.rx_bytes),
+    };
+  },
+};
+
+/** struct kelp_event_config: one class's token bucket (0 burst: the datapath's defaults). */
+export interface EventConfig {
+  /** Events per second per CPU. */
+  rate: number;
+  burst: number;
+}
+
+const evConfig = layout('kelp_event_config', 8, [
+  ['rate', 4, 0],
+  ['burst', 4, 4],
+]);
+
+export const kelpEventConfig: StructCodec<EventConfig> = {
+  ...evConfig,
+  encode(v) {
+    const b = Buffer.alloc(evConfig.size);
+    b.writeUInt32LE(u32('rate', v.rate), evConfig.off.rate);
+    b.writeUInt32LE(u32('burst', v.burst), evConfig.off.burst);
+    return b;
+  },
+  decode(b) {
+    checkLength(evConfig.cName, b, evConfig.size);
+    return { rate: b.readUInt32LE(evConfig.off.rate), burst: b.readUInt32LE(evConfig.off.burst) };
+  },
+};
+
+/** struct kelp_event_stats of one CPU and class; tokens and lastNs are the bucket's state. */
+export interface EventStatsValue {
+  emitted: bigint;
+  suppressed: bigint;
+  lost: bigint;
+  tokens: bigint;
+  lastNs: bigint;
+}
+
+const evStats = layout('kelp_event_stats', 40, [
+  ['emitted', 8, 0],
+  ['suppressed', 8, 8],
+  ['lost', 8, 16],
+  ['tokens', 8, 24],
+  ['last_ns', 8, 32],
+]);
+
+export const kelpEventStats: StructCodec<EventStatsValue> = {
+  ...evStats,
+  encode(v) {
+    const b = Buffer.alloc(evStats.size);
+    b.writeBigUInt64LE(v.emitted, evStats.off.emitted);
+    b.writeBigUInt64LE(v.suppressed, evStats.off.suppressed);
+    b.writeBigUInt64LE(v.lost, evStats.off.lost);
+    b.writeBigUInt64LE(v.tokens, evStats.off.tokens);
+    b.writeBigUInt64LE(v.lastNs, evStats.off.last_ns);
+    return b;
+  },
+  decode(b) {
+    checkLength(evStats.cName, b, evStats.size);
+    return {
+      emitted: b.readBigUInt64LE(evStats.off.emitted),
+      suppressed: b.readBigUInt64LE(evStats.off.suppressed),
+      lost: b.readBigUInt64LE(evStats.off.lost),
+      tokens: b.readBigUInt64LE(evStats.off.tokens),
+      lastNs: b.readBigUInt64LE(evStats.off.last_ns),
     };
   },
 };
@@ -466,15 +694,25 @@ export const ALL_STRUCTS: ReadonlyArray<StructCodec<unknown>> = [
   endpointSlot,
   metricsKey,
   metricsValue,
+  kelpEventHdr,
   kelpEvent,
   kelpEventPolicy,
+  kelpFlowEvent,
+  kelpEventConfig,
+  kelpEventStats,
 ] as ReadonlyArray<StructCodec<unknown>>;
 
 /** The C enums mirrored above, by BTF enum name: enumerator name -> value. */
 export const MIRRORED_ENUMS: Record<string, Record<string, number>> = {
   kelp_dir: { KELP_DIR_FROM_POD: Direction.FROM_POD, KELP_DIR_TO_POD: Direction.TO_POD },
   kelp_endpoint_cache_params: { KELP_EP_CACHE_BITS: EP_CACHE_BITS, KELP_EP_CACHE_MUL: EP_CACHE_MUL },
-  kelp_event_type: { KELP_EVENT_DROP: EventType.DROP, KELP_EVENT_TRACE: EventType.TRACE, KELP_EVENT_AUDIT: EventType.AUDIT },
+  kelp_event_type: {
+    KELP_EVENT_DROP: EventType.DROP,
+    KELP_EVENT_TRACE: EventType.TRACE,
+    KELP_EVENT_AUDIT: EventType.AUDIT,
+    KELP_EVENT_FLOW_START: EventType.FLOW_START,
+    KELP_EVENT_FLOW_END: EventType.FLOW_END,
+  },
   kelp_metrics_limits: { KELP_METRICS_FWD_EPS: METRICS_FWD_EPS },
   kelp_trace_point: {
     KELP_TRACE_NONE: TracePoint.NONE,

@@ -11,7 +11,7 @@ import path from 'node:path';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { BpfMap, BpfObject, inNetns } from '../../src/bpf';
 import { DropReason, DropReasonName, MetricsReason } from '../../src/datapath/drop';
-import { decodeEvent, KelpEvent } from '../../src/datapath/events';
+import { decodeEvent, KelpEvent, UnknownEventError } from '../../src/datapath/events';
 import { mapRowCount, mapRows } from '../../src/datapath/dump';
 import {
   applyPolicyMaps,
@@ -27,7 +27,7 @@ import {
 } from '../../src/datapath/policy';
 import { IDENTITY_HOST, PolicyEntry, PolicyVerdict, RULE_ISOLATED } from '../../src/datapath/policy-types';
 import { masqConstants, monotonicNs } from '../../src/datapath/nat';
-import { Direction, kelpEvent, KELP_EVENT_V1_SIZE } from '../../src/datapath/structs';
+import { Direction, kelpEvent } from '../../src/datapath/structs';
 import { EventCollector, loadWithVerifierLog, LXC_OBJECT, metricsId, metricsMaps, putEndpoint, readMetrics, TestEndpoint } from '../support/datapath';
 import { cleanupAll, createNetns, mountBpffs, Netns, onCleanup, tempDir } from '../support/netns';
 import * as P from '../support/packet';
@@ -452,19 +452,17 @@ describe('what the agent shows', () => {
     expect(mapRows('kelp_policy_config', L.maps.config)).toEqual([{ key: 0, value: { revision: readPolicyRevision(L.maps), flags: 1 } }]);
   });
 
-  it("an older datapath's 48-byte event decodes with empty policy fields", () => {
+  it('a policy drop event decodes with its policy; an older datapath\'s record (no versioned header) is unknown, not misread', () => {
     const raw = kelpEvent.encode({
       tsNs: 1n, type: 1, dir: 1, reason: DropReason.POLICY_DENY, ifindex: 3, targetIfindex: 0, epId: 4, len: 60, ethProto: 0x800, proto: 17,
       tracePoint: 0, saddr: A.ip, daddr: B.ip, sport: 1, dport: 2, policyId: 9, rule: 9, tier: 2, action: 2,
     });
-    expect(raw.length).toBe(56);
-    expect(decodeEvent(raw)).toMatchObject({ kind: 'drop', policy: { policyId: 9, rule: 9, tier: 'networkpolicy', action: 'deny' } });
-    expect(decodeEvent(raw.subarray(0, KELP_EVENT_V1_SIZE))).toMatchObject({
-      kind: 'drop',
-      reasonName: 'POLICY_DENY',
-      epId: 4,
-      policy: { policyId: 0, rule: 0, tier: 'none', action: 'none' },
-    });
+    expect(raw.length).toBe(64);
+    expect(decodeEvent(raw)).toMatchObject({ kind: 'drop', reasonName: 'POLICY_DENY', epId: 4, policy: { policyId: 9, rule: 9, tier: 'networkpolicy', action: 'deny' } });
+    // Version 1 began with ts_ns: its first byte is not 2 here, and its 48/56 bytes match no type.
+    const v1 = Buffer.alloc(56);
+    v1.writeBigUInt64LE(0x1234_5678_9abc_def1n, 0);
+    expect(() => decodeEvent(v1)).toThrow(UnknownEventError);
   });
 });
 
@@ -477,7 +475,10 @@ describe('audit', () => {
     expect(fromA(tcp(ethFrom(A), A.ip, B.ip, 40000, 80, 0x02))).toBe(P.TC_ACT_REDIRECT);
     expect(fromB(tcp(ethFrom(B), B.ip, A.ip, 80, 40000, 0x12))).toBe(P.TC_ACT_REDIRECT);
     expect(fromA(tcp(ethFrom(A), A.ip, B.ip, 40000, 80, 0x10))).toBe(P.TC_ACT_REDIRECT);
-    const evs = (await events()).filter((e) => e.kind !== 'trace');
+    const all = (await events()).filter((e) => e.kind !== 'trace');
+    // The flow's start carries the audit verdict too (test/datapath/flow-events.test.ts).
+    expect(all.filter((e) => e.kind === 'flow-start')).toMatchObject([{ policy: { policyId: 99, rule: 2, action: 'audit' } }]);
+    const evs = all.filter((e) => e.kind !== 'flow-start');
     expect(evs).toHaveLength(1);
     expect(evs[0]).toMatchObject({ kind: 'audit', reasonName: 'POLICY_DENY', epId: B.epId, dir: 'to-pod', policy: { policyId: 99, rule: 2, action: 'audit', tier: 'networkpolicy' } });
     // Both packets of the opening direction would have been dropped; the reply would not.

@@ -9,6 +9,7 @@ import { NAT_ENUMS, NAT_STRUCTS } from '../../src/datapath/nat';
 import { POLICY_ENUMS, POLICY_STRUCTS } from '../../src/datapath/policy';
 import { LB_ENUMS, LB_STRUCTS } from '../../src/datapath/service';
 import { TUNNEL_ENUMS, TUNNEL_STRUCTS } from '../../src/datapath/tunnel';
+import { FLOW_STRUCTS } from '../../src/datapath/flows';
 import {
   ALL_STRUCTS,
   MIRRORED_ENUMS,
@@ -38,7 +39,7 @@ const { kelp_dir, kelp_event_type, kelp_trace_point } = MIRRORED_ENUMS;
 const OBJECTS: Array<{ name: string; structs: ReadonlyArray<StructCodec<unknown>>; enums: Record<string, Record<string, number>> }> = [
   {
     name: 'lxc',
-    structs: [...ALL_STRUCTS, ...POLICY_STRUCTS, ...LB_STRUCTS, ...TUNNEL_STRUCTS],
+    structs: [...ALL_STRUCTS, ...POLICY_STRUCTS, ...LB_STRUCTS, ...TUNNEL_STRUCTS, ...FLOW_STRUCTS],
     enums: { ...DROP_ENUM, ...MIRRORED_ENUMS, ...METRICS_REASON_ENUM, ...POLICY_ENUMS, ...LB_ENUMS, ...TUNNEL_ENUMS },
   },
   {

@@ -12,6 +12,7 @@ import {
   endpointSlot,
   EventType,
   kelpEvent,
+  kelpEventHdr,
   mergeMetrics,
   METRICS_FWD_EPS,
   metricsFwdIndex,
@@ -27,6 +28,7 @@ import {
 const rawEvent: RawEvent = {
   tsNs: 123456789012345n,
   type: EventType.DROP,
+  cpu: 1,
   dir: Direction.FROM_POD,
   reason: DropReason.SRC_MAC,
   ifindex: 17,
@@ -182,8 +184,13 @@ describe('kelp_event', () => {
 
   it('keeps ports and addresses in network order', () => {
     const b = kelpEvent.encode(rawEvent);
-    expect(b.subarray(32, 44).toString('hex')).toBe('0a4d0002' + '0a4d0003' + '9c40' + '0035');
-    expect(b.readInt16LE(10)).toBe(-7);
+    expect(b.subarray(40, 52).toString('hex')).toBe('0a4d0002' + '0a4d0003' + '9c40' + '0035');
+    expect(b.readInt16LE(18)).toBe(-7);
+  });
+
+  it('starts with the versioned header: version 2, type, size, cpu, timestamp', () => {
+    const b = kelpEvent.encode(rawEvent);
+    expect(kelpEventHdr.decode(b)).toEqual({ version: 2, type: EventType.DROP, size: 64, cpu: 1, tsNs: 123456789012345n });
   });
 
   it('decodes drops and traces into named events', () => {
