@@ -348,7 +348,8 @@ it(`answers ${CASES} hostile invocations by the spec, never crashes, leaks nothi
   for (let i = 0; i < 150 && nodeState(sb).queue.length > 0; i++) await sleep(100);
   expect(nodeState(sb, [fuzzIpam]), `seed ${SEED}`).toEqual({
     veths: [],
-    pins: ['uplink-up0-egress', 'uplink-up0-ingress'],
+    // The overlay's links on kelp_vxlan (VXLAN mode, the default) and the uplink's.
+    pins: ['overlay-kelp_vxlan-egress', 'overlay-kelp_vxlan-ingress', 'uplink-up0-egress', 'uplink-up0-ingress'],
     endpoints: [],
     leases: [],
     records: [],

@@ -177,7 +177,8 @@ it('leaks nothing over 1,000 ADD/DEL cycles, agent kills included', { timeout: 6
   for (let i = 0; i < 200 && nodeState(sb).queue.length > 0; i++) await sleep(100);
   expect(nodeState(sb)).toEqual({
     veths: [],
-    pins: ['uplink-up0-egress', 'uplink-up0-ingress'],
+    // The overlay's links on kelp_vxlan (VXLAN mode, the default) and the uplink's.
+    pins: ['overlay-kelp_vxlan-egress', 'overlay-kelp_vxlan-ingress', 'uplink-up0-egress', 'uplink-up0-ingress'],
     endpoints: [],
     leases: [],
     records: [],

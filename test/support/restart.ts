@@ -6,6 +6,7 @@ import { existsSync, readdirSync, readFileSync, readlinkSync } from 'node:fs';
 import path from 'node:path';
 import { openPinnedMap } from '../../src/bpf';
 import { endpointKey } from '../../src/datapath/structs';
+import { VXLAN_DEVICE } from '../../src/datapath/node-types';
 import type { EndpointRecord } from '../../src/endpoint/state';
 import { Sandbox, sh } from '../../src/sandbox';
 
@@ -132,7 +133,8 @@ export function nodeState(sb: Sandbox, extraIpamDirs: string[] = []): NodeState 
     .map((r) => `${r.dst} dev ${r.dev}`)
     .sort();
   return {
-    veths: links.map((l) => l.ifname).filter((n) => n.startsWith('kelp')).sort(),
+    // kelp's host veths: kelp_vxlan (the VXLAN device, VXLAN mode) is no veth.
+    veths: links.map((l) => l.ifname).filter((n) => n.startsWith('kelp') && n !== VXLAN_DEVICE).sort(),
     pins: listDir(path.join(sb.bpfRoot, 'links')).sort(),
     endpoints,
     leases: [path.join(stateDir(sb), 'ipam'), ...extraIpamDirs].flatMap(leasesIn).sort(),
