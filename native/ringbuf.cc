@@ -4,6 +4,7 @@
 #include <bpf/libbpf.h>
 #include <uv.h>
 #include <cerrno>
+#include <cstdint>
 #include <memory>
 #include <vector>
 #include "kelp.h"
@@ -13,7 +14,8 @@ namespace kelp {
 class RingBufHandle : public Napi::ObjectWrap<RingBufHandle> {
  public:
   static Napi::Function Define(Napi::Env env) {
-    return DefineClass(env, "RingBufHandle", {InstanceMethod<&RingBufHandle::Close>("close")});
+    return DefineClass(env, "RingBufHandle",
+                       {InstanceMethod<&RingBufHandle::Close>("close"), InstanceMethod<&RingBufHandle::Failed>("failed")});
   }
 
   // new RingBufHandle(mapFd, callback(record: Buffer))
@@ -52,11 +54,27 @@ class RingBufHandle : public Napi::ObjectWrap<RingBufHandle> {
   ~RingBufHandle() override { Release(); }
 
  private:
+  // Records taken in one readable event at most: a flood is handed to JS in slices, so one
+  // wakeup never holds the event loop for the whole ring. The ring stays readable (the kernel
+  // reports it so while a record is left, and uv_poll is level-triggered), so the rest follows.
+  static constexpr size_t kBudget = 4096;
+  // OnSample's "budget reached": ring_buffer__consume stops with this record consumed and kept.
+  static constexpr int kBudgetReached = -E2BIG;
+
+  // Called by libbpf inside ring_buffer__consume: plain C++ only, nothing that calls into JS or
+  // can throw through libbpf's C frames. The bytes are copied out (the ring's pages are reused
+  // once the consumer position moves on) and become Buffers after the drain.
   static int OnSample(void* ctx, void* data, size_t size) {
     auto* self = static_cast<RingBufHandle*>(ctx);
-    self->pending_.push_back(
-        Napi::Buffer<uint8_t>::Copy(self->Env(), static_cast<const uint8_t*>(data), size));
-    return 0;
+    try {
+      const auto* bytes = static_cast<const uint8_t*>(data);
+      self->pending_.emplace_back(bytes, bytes + size);
+    } catch (...) {
+      // Out of memory: the record is lost here, counted rather than thrown into libbpf.
+      self->failed_++;
+      return 0;
+    }
+    return self->pending_.size() >= kBudget ? kBudgetReached : 0;
   }
 
   static void OnReadable(uv_poll_t* handle, int status, int events) {
@@ -72,12 +90,16 @@ class RingBufHandle : public Napi::ObjectWrap<RingBufHandle> {
     // closes the ring never frees it under libbpf's feet.
     self->pending_.clear();
     int n = ring_buffer__consume(self->rb_);
-    std::vector<Napi::Value> records;
+    std::vector<std::vector<uint8_t>> records;
     records.swap(self->pending_);
-    if (n < 0) return;
-    for (Napi::Value& record : records) {
+    // An error other than the budget still delivers what was read before it.
+    (void)n;
+    for (auto& bytes : records) {
       if (!self->rb_) break;
       try {
+        // Each record in a scope of its own: a slice of 4,096 makes no pile of live handles.
+        Napi::HandleScope inner(env);
+        Napi::Value record = Napi::Buffer<uint8_t>::Copy(env, bytes.data(), bytes.size());
         self->callback_.MakeCallback(keep, {record}, *self->context_);
       } catch (const Napi::Error& e) {
         // As for any event emitter: the callback's exception goes to 'uncaughtException'.
@@ -86,6 +108,9 @@ class RingBufHandle : public Napi::ObjectWrap<RingBufHandle> {
       }
     }
   }
+
+  // failed(): records lost in the addon (no memory to copy them), for the reader's accounting.
+  Napi::Value Failed(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), static_cast<double>(failed_)); }
 
   void Close(const Napi::CallbackInfo&) {
     if (!rb_) return;
@@ -110,7 +135,8 @@ class RingBufHandle : public Napi::ObjectWrap<RingBufHandle> {
   uv_poll_t* poll_ = nullptr;
   Napi::FunctionReference callback_;
   std::unique_ptr<Napi::AsyncContext> context_;
-  std::vector<Napi::Value> pending_;
+  std::vector<std::vector<uint8_t>> pending_;
+  uint64_t failed_ = 0;
 };
 
 void InitRingBuf(Napi::Env env, Napi::Object exports) {

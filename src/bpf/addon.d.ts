@@ -129,7 +129,7 @@ export interface KelpAddon {
   FdHandle: new (fd: number) => FdHandle;
   ObjectHandle: new (file: string, pinRoot?: string) => ObjectHandle;
   MapHandle: new (fd: number) => MapHandle;
-  RingBufHandle: new (mapFd: number, cb: (record: Buffer) => void) => { close(): void };
+  RingBufHandle: new (mapFd: number, cb: (record: Buffer) => void) => { close(): void; failed(): number };
 
   btfStructLayout(
     file: string,

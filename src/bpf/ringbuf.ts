@@ -7,6 +7,8 @@ import { MapType, type BpfMap } from './map';
 export interface RingBuffer {
   /** Stops delivery and frees the ring; closing twice is harmless. */
   close(): void;
+  /** Records the addon read but could not hand over (no memory to copy them). */
+  failed(): number;
 }
 
 /**
@@ -19,9 +21,14 @@ export function openRingBuffer(map: BpfMap, cb: (record: Buffer) => void): RingB
   if (typeof cb !== 'function') throw invalidArgument(op, 'cb must be a function');
   const handle = new addon.RingBufHandle(map.fd, cb);
   let closed = false;
+  let failed = 0;
   return {
+    failed() {
+      return closed ? failed : handle.failed();
+    },
     close() {
       if (closed) return;
+      failed = handle.failed();
       closed = true;
       handle.close();
     },
