@@ -15,7 +15,8 @@ export const OBSERVE_USAGE = `Usage: kelp observe [flags]            flows seen 
 
 Flags:
   -f, --follow                keep printing new flows as they come
-  --last N                    start with the last N stored flows (default 20; the agent keeps 4,096)
+  --last N                    start with the last N stored flows (default 20; the agent keeps 4,096;
+                              -f --last 0: only new ones)
   -n, --namespace NS          flows with a pod of namespace NS on either side
   --pod [NS/]NAME             flows with this pod on either side (NAME alone: within --namespace)
   --service NS/NAME           flows translated from this Service
@@ -156,7 +157,7 @@ export function parseObserveArgs(argv: readonly string[]): ObserveArgs {
       case '--last': {
         const v = value();
         const n = Number(v);
-        if (!/^\d+$/.test(v) || n < 1) throw new UsageError(`--last: ${JSON.stringify(v)} is not a positive integer`);
+        if (!/^\d+$/.test(v)) throw new UsageError(`--last: ${JSON.stringify(v)} is not a count (0 or more)`);
         q.last = n;
         break;
       }

@@ -55,8 +55,9 @@ describe('kelp observe flags', () => {
     fails(/--port: "0" is not a port \(1\.\.65535\)/, '--port', '0');
     fails(/--port: "http" is not a port/, '--port', 'http');
     fails(/--to-port: "70000" is not a port/, '--to-port', '70000');
-    fails(/--last: "-3" is not a positive integer|--last needs a value/, '--last', '-3');
-    fails(/--last: "x" is not a positive integer/, '--last', 'x');
+    fails(/--last needs a value/, '--last', '-3');
+    fails(/--last: "x" is not a count \(0 or more\)/, '--last', 'x');
+    expect(parse('-f', '--last', '0').query).toEqual({ follow: true, last: 0 });
     fails(/--type: "start" is not one of flow-start/, '--type', 'start');
     fails(/--pod: "a\/b\/c" is not NAMESPACE\/NAME or NAME/, '--pod', 'a/b/c');
     fails(/--namespace: "Db" is not a namespace name/, '--namespace', 'Db');
