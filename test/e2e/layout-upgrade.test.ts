@@ -35,7 +35,8 @@ function buildOneLayoutAhead(): string {
     cpSync(path.join(ROOT, f), path.join(dir, f));
   }
   mkdirSync(path.join(dir, 'build/bpf'));
-  for (const o of ['lxc.o', 'host.o']) cpSync(path.join(ROOT, 'build/bpf/layout-v2', o), path.join(dir, 'build/bpf', o));
+  // overlay.o: the agent's default VXLAN mode loads it (it shares lxc.o's maps).
+  for (const o of ['lxc.o', 'host.o', 'overlay.o']) cpSync(path.join(ROOT, 'build/bpf/layout-v2', o), path.join(dir, 'build/bpf', o));
   symlinkSync(path.join(ROOT, 'node_modules'), path.join(dir, 'node_modules'));
   return dir;
 }

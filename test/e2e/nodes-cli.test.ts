@@ -2,12 +2,16 @@
 // on two real nodes (test/support/cluster.ts, VXLAN, standalone) plus two Node manifests kelp
 // cannot use — one without an address, one claiming part of node 1's pod CIDR. Each row is
 // checked against the kernel (the route and kelp_tunnel4 entry are really there), and drift made
-// by hand shows in the listing until the reconciler's next run repairs it.
+// by hand shows in the listing until the reconciler's next run repairs it. And one standalone
+// node whose pod CIDR comes from its Node manifest, as in Kubernetes mode.
+import { mkdirSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Cluster, ClusterNode, nodeManifest } from '../support/cluster';
 import { VXLAN_DEVICE } from '../../src/datapath/node-types';
 import type { NodesStatus, NodeView } from '../../src/agent/routes/nodes';
-import { sh } from '../../src/sandbox';
+import { Sandbox, sh } from '../../src/sandbox';
+import { e2ePrefix } from '../support/kelp-cli';
 
 const GHOST = { apiVersion: 'v1', kind: 'Node', metadata: { name: 'ghost' }, spec: { podCIDRs: ['10.244.9.0/24'] } };
 const GREEDY = (n1: ClusterNode) => nodeManifest({ name: 'greedy', address: '10.200.0.99', podCidr: n1.podCidr.replace(/\.0\/24$/, '.0/25') });
@@ -62,4 +66,29 @@ describe('kelp get nodes and kelp status across two nodes', () => {
     expect((await nodes(n1)).find((r) => r.name === n2.name)).toMatchObject({ tunnel: true, route: true });
     expect(n1.route(n2.podCidr)).toMatchObject({ dev: VXLAN_DEVICE });
   });
+});
+
+describe('a standalone node without --pod-cidr', () => {
+  it("takes its pod CIDR from the Node manifest --node-name names, and its uplink from the Node's InternalIP", async () => {
+    const sb = await Sandbox.start({
+      prefix: e2ePrefix('nsa'),
+      podCidrFromNode: true,
+      agentArgs: ['--routing-mode=native'],
+      beforeAgent: (s) => {
+        mkdirSync(s.manifests, { recursive: true });
+        const node = { apiVersion: 'v1', kind: 'Node', metadata: { name: s.node }, spec: { podCIDRs: ['10.246.3.0/24'] }, status: { addresses: [{ type: 'InternalIP', address: s.nodeIp }] } };
+        writeFileSync(path.join(s.manifests, 'node.json'), JSON.stringify(node));
+      },
+    });
+    try {
+      const st = JSON.parse(sb.kelp('status', '-o', 'json')) as { podCidr: string; mtu: number; nodes: NodesStatus };
+      expect(st.podCidr).toBe('10.246.3.0/24');
+      // Native routing: the uplink's own MTU.
+      expect(st.mtu).toBe(1500);
+      expect(st.nodes).toMatchObject({ mode: 'native', uplink: 'up0', device: null, remote: 0 });
+      expect((await sb.addPod('p')).ip).toMatch(/^10\.246\.3\./);
+    } finally {
+      await sb.stop();
+    }
+  }, 60_000);
 });
