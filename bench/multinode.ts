@@ -363,9 +363,9 @@ function kelpPrograms(nodes: [string, string]): Array<{ id: number; label: strin
 }
 
 /**
- * One TCP_RR run of STATS_SECONDS per kelp column with bpf_stats on: every program of both its
- * nodes, run time and runs per transaction. Not part of the figures above (the sysctl slows every
- * program on the machine while it is on).
+ * One TCP_RR or TCP_CRR run of STATS_SECONDS per kelp column with bpf_stats on: every program of
+ * both its nodes, run time and runs per transaction. Not part of the figures above (the sysctl
+ * slows every program on the machine while it is on).
  */
 async function profileRound(fig: Figure, cs: Column[], mode: 'rr' | 'crr', cpu: number): Promise<string> {
   const test = mode === 'rr' ? RR : CRR;
@@ -394,8 +394,9 @@ async function profileRound(fig: Figure, cs: Column[], mode: 'rr' | 'crr', cpu: 
 }
 
 /**
- * The path works and is the one the column names: 20 pings from pod to pod all answered, and each
- * left node 1 through the variant's device (the VXLAN device for the VXLAN variants). Returns why not.
+ * The path works and is the one the column names: 20 pings from pod to pod all answered, each
+ * left node 1 through the variant's device (the VXLAN device for the VXLAN variants), and the
+ * server sees the client's own address. Returns why not.
  */
 async function checkPath(c: Column): Promise<string | undefined> {
   const count = 20;
@@ -412,7 +413,12 @@ async function checkPath(c: Column): Promise<string | undefined> {
   }
   const sent = txPackets(c.via.netns, c.via.dev) - before;
   if (sent < count) return `${count} pings answered but only ${sent} packets left node 1 by ${c.via.dev}: not the path this column names`;
-  const seen = await peerSeenByServer(c.pair);
+  let seen: string;
+  try {
+    seen = await peerSeenByServer(c.pair);
+  } catch (e) {
+    return `a TCP connection from node 1's pod to ${c.pair.serverIp} on node 2 failed: ${why(e)}`;
+  }
   if (seen !== c.clientIp) return `the server saw the client as ${seen}, not as ${c.clientIp}: its source was translated on the way`;
   return undefined;
 }
