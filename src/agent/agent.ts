@@ -43,6 +43,7 @@ import { AgentOptions, DEFAULT_POD_CIDR, policyMapSizes } from './options';
 import { CNI_HTTP_PATH } from '../cni';
 import { KelpMetrics } from '../metrics/exporter';
 import { formatAddress, MetricsServer, parseMetricsAddress } from '../metrics/server';
+import { PolicyVerdictNames, readVerdictCounters } from '../metrics/verdicts';
 
 export interface Agent {
   socketPath: string;
@@ -110,8 +111,19 @@ export async function startAgent(opts: AgentOptions, log: Logger = createLogger(
 
   const datapath = new Datapath({ bpfRoot: opts.bpfRoot, log, mapSizes: policyMapSizes(opts), maglevTableSize: opts.maglevTableSize });
   const { bpffs } = datapath;
-  // Read on scrape; the timings below are observed into it as they happen.
-  const metrics = new KelpMetrics({ counters: () => datapath.metrics(), maps: () => datapath.mapStats() });
+  // Read on scrape (the server listens once policy and observe below exist); the timings below
+  // are observed into it as they happen.
+  const verdictNames = new PolicyVerdictNames();
+  const metrics = new KelpMetrics({
+    counters: () => datapath.metrics(),
+    maps: () => datapath.mapStats(),
+    verdicts: () =>
+      verdictNames.samples(
+        readVerdictCounters(datapath.map('kelp_policy_verdicts')),
+        (policy?.model()?.policies ?? []).map((p) => ({ id: p.id, kind: p.spec.kind, ref: p.spec.ref })),
+      ),
+    events: () => observe?.stats(),
+  });
   // Other read-only pages mount on it with metricsServer.route() before it listens.
   const metricsAt = parseMetricsAddress(opts.metricsAddress);
   const metricsServer = metricsAt ? new MetricsServer(metrics.registry, log) : undefined;

@@ -1,8 +1,9 @@
 // The Prometheus exporter of a real agent, scraped over HTTP by curl inside the node's network
 // namespace (the agent's --metrics-address default, 127.0.0.1:9962 there) and parsed as the
 // text exposition format: forwarded packets and bytes equal to pings actually sent between two
-// pods, a denied flow's drops counted under POLICY_DENY, histograms after ADD and DEL, map
-// pressure equal to the endpoints made, totals that do not fall when a pod goes.
+// pods, a denied flow's drops counted under POLICY_DENY and under its policy and rule (series
+// gone with the policy), event accounting, histograms after ADD and DEL, map pressure equal to
+// the endpoints made, totals that do not fall when a pod goes.
 import { spawnSync } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import path from 'node:path';
@@ -175,10 +176,21 @@ describe('kelp metrics', () => {
     const deny = (e: Exposition) => value(e, 'kelp_drop_packets_total', { reason: 'POLICY_DENY' });
     expect(deny(after) - deny(before)).toBe(3);
     expect(value(after, 'kelp_drop_bytes_total', { reason: 'POLICY_DENY' }) - value(before, 'kelp_drop_bytes_total', { reason: 'POLICY_DENY' })).toBe(3 * 98);
+    // The policy's own counters: each denied echo once (isolated: rule 65535), a's echo as a new
+    // flow under rule 0 (its reply is the flow's, not decided again).
+    const verdict = (e: Exposition, labels: Record<string, string>) => value(e, 'kelp_policy_verdicts_total', { policy_kind: 'NetworkPolicy', policy_namespace: 'mx', policy_name: 'b-from-a', direction: 'ingress', ...labels });
+    expect(verdict(after, { action: 'deny', rule: '65535' }) - verdict(before, { action: 'deny', rule: '65535' })).toBe(3);
+    expect(verdict(after, { action: 'allow', rule: '0' }) - verdict(before, { action: 'allow', rule: '0' })).toBe(1);
+    // Every drop event is accounted for: emitted ones were received or are in flight.
+    const ev = (e: Exposition, fate: string) => value(e, 'kelp_events_total', { class: 'drop', fate });
+    expect(ev(after, 'emitted') + ev(after, 'suppressed') + ev(after, 'lost') - (ev(before, 'emitted') + ev(before, 'suppressed') + ev(before, 'lost'))).toBeGreaterThanOrEqual(3);
+    expect(ev(after, 'emitted')).toBeGreaterThanOrEqual(ev(after, 'received'));
     // The policy reconciler ran for the change, and the time to its map update was observed.
     expect(value(after, 'kelp_reconcile_change_to_apply_seconds_count', { reconciler: 'policy' })).toBeGreaterThan(0);
     expect(value(after, 'kelp_reconcile_duration_seconds_count', { reconciler: 'policy', result: 'success' })).toBeGreaterThan(0);
     await apply('policy.yaml', POLICY, 'delete');
+    // A deleted policy's series are gone at the next scrape.
+    expect(series(scrape(), 'kelp_policy_verdicts_total').filter((x) => x.labels.policy_name === 'b-from-a')).toEqual([]);
   });
 
   it('map pressure: kelp_endpoints holds one entry per pod, against its capacity', () => {
