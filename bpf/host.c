@@ -331,20 +331,31 @@ static __always_inline int rnat4_icmp_error(struct __sk_buff *skb, struct pkt4 *
 }
 
 /*
+ * A client outside reaching a frontend here whose backend is on another node (issue 13,
+ * externalTrafficPolicy Cluster): the client's address and port are replaced by this node's
+ * address and a NAT port, exactly as a masqueraded pod flow's (kelp_snat4, kelp_ct4, the same
+ * collector), so the backend answers this node, whose kelp_host_ingress puts both translations
+ * back and routes the answer out. Returns 0 or a drop reason. A BPF-to-BPF call that calls
+ * nothing: inlined, or calling the route lookup and drop_packet itself, its state would stack
+ * under kelp_host_ingress's past the verifier's 512 bytes.
+ */
+static __attribute__((noinline)) int host4_snat_remote(struct __sk_buff *skb, const struct pkt4 *pkt)
+{
+	return snat4_egress(skb, pkt);
+}
+
+/*
  * A client outside the node reaching a NodePort on the node's addresses, an externalIP or a
  * LoadBalancer ingress IP (frontends flagged LB_FE_EXTERNAL): translated to the backend and
  * delivered straight into a local backend's pod, the client's address kept (no SNAT: its replies
  * leave through kelp_from_pod, which puts the frontend back as their source and routes them out,
  * see lxc4_fib_redirect). Returns a verdict, or -1 when the packet is not to such a frontend.
  *
- * TODO (multi-node issue): a backend on another node. The DNATed packet is handed to the stack
- * today, which only works when the node routes to it and its replies come back through here;
- * externalTrafficPolicy Cluster needs SNAT to this node (or DSR) and the reply's reverse NAT on
- * this ingress. Frontends are only programmed with local backends until then.
+ * A backend on another node (externalTrafficPolicy Cluster): see host4_snat_remote.
  */
 static __always_inline int host4_service(struct __sk_buff *skb, struct pkt4 *pkt)
 {
-	int ret = lb4_forward(skb, pkt, 1);
+	int ret = lb4_forward(skb, pkt, LB_CLIENT_OUTSIDE);
 
 	if (ret == LB_XLATE_NONE)
 		return -1;
@@ -355,7 +366,20 @@ static __always_inline int host4_service(struct __sk_buff *skb, struct pkt4 *pkt
 	}
 	if (ret < 0)
 		return drop_packet(skb, pkt, KELP_DIR_TO_POD, 0, ret);
-	return host4_deliver(skb, pkt);
+	if (endpoint4_lookup(pkt->daddr))
+		return host4_deliver(skb, pkt);
+	/* On another node. Without masquerade there is no address to translate the client to: the
+	 * stack gets it untranslated, as before. Translated, it leaves by the node's route to the
+	 * backend (VXLAN: the remote pod CIDR's route onto the VXLAN device, whose kelp_to_overlay
+	 * sets the tunnel key; native: via the other node): handed to the stack, its source, now
+	 * this node's own address, would be a martian. */
+	if (!host_masq_enabled())
+		return TC_ACT_OK;
+	ret = host4_snat_remote(skb, pkt);
+	if (ret < 0)
+		return drop_packet(skb, pkt, KELP_DIR_TO_POD, 0, ret);
+	pkt->saddr = KELP_MASQ_IP;
+	return host4_route(skb, pkt);
 }
 
 /* tc ingress of the node's uplink: everything arriving for the node. */
@@ -431,6 +455,11 @@ int kelp_host_ingress(struct __sk_buff *skb)
 	ret = lb4_reverse(skb, &pkt, &flags);
 	if (ret < 0)
 		return host_drop(skb, &pkt, KELP_DIR_TO_POD, pkt.daddr, ret);
+	/* A remote backend's answer to a client outside (host4_snat_remote): its source is now
+	 * the frontend, one of this node's addresses, which the stack would drop as a martian on
+	 * input; routed out here. */
+	if (ret == LB_XLATE_DONE && (flags & LB_CT_F_EXTERNAL) && !endpoint4_lookup(pkt.daddr))
+		return host4_route(skb, &pkt);
 	return host4_deliver(skb, &pkt);
 }
 

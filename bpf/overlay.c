@@ -18,6 +18,17 @@
 #include "lib/lb_nat.h"
 #include "lib/tunnel.h"
 
+/*
+ * The uplink's masquerade, set at load when it is on (Datapath.attachOverlay): the answer of a
+ * backend on another node to a client this node translated (host.c, host4_service_remote)
+ * comes back through the tunnel, addressed to KELP_MASQ_IP and a NAT port, and is handed to the
+ * uplink's ingress, whose kelp_host_ingress holds the translation. 0: off.
+ */
+volatile const __be32 KELP_MASQ_IP = 0;
+volatile const __u32 KELP_UPLINK_IFINDEX = 0;
+volatile const __u16 KELP_NAT_PORT_MIN = 61000;
+volatile const __u16 KELP_NAT_PORT_MAX = 65535;
+
 /* PACKET_HOST and PACKET_OTHERHOST of <linux/if_packet.h>, which clashes with the BPF headers. */
 #define OVERLAY_PACKET_HOST 0
 #define OVERLAY_PACKET_OTHERHOST 3
@@ -76,7 +87,7 @@ static __always_inline int overlay4_deliver(struct __sk_buff *skb, struct pkt4 *
  */
 static __always_inline struct endpoint_info *overlay4_service(struct __sk_buff *skb, struct pkt4 *pkt, int *ret)
 {
-	*ret = lb4_forward(skb, pkt, 1);
+	*ret = lb4_forward(skb, pkt, LB_CLIENT_OUTSIDE);
 	if (*ret == LB_XLATE_REJECT)
 		*ret = DROP_LB_NO_BACKEND;
 	if (*ret != LB_XLATE_DONE)
@@ -84,12 +95,22 @@ static __always_inline struct endpoint_info *overlay4_service(struct __sk_buff *
 	return endpoint4_lookup(pkt->daddr);
 }
 
+/* To this node's masquerade address and a NAT port: a translated flow's answer (see above). */
+static __always_inline bool overlay4_masq_reply(const struct pkt4 *pkt)
+{
+	__u16 port = bpf_ntohs(pkt->dport);
+
+	return KELP_MASQ_IP != 0 && KELP_UPLINK_IFINDEX != 0 && pkt->daddr == KELP_MASQ_IP &&
+	       (pkt->proto == IPPROTO_TCP || pkt->proto == IPPROTO_UDP) && port >= KELP_NAT_PORT_MIN &&
+	       port <= KELP_NAT_PORT_MAX;
+}
+
 /*
  * tc ingress of the VXLAN device: a packet from another node, decapsulated. IPv4 for a local
  * endpoint is delivered into its pod (a service reply reverse-translated first: the client
  * reached a backend on the sending node through kelp_from_pod's DNAT here), as is a packet to
- * one of this node's service frontends with a local backend; anything else goes to the node's
- * stack.
+ * one of this node's service frontends with a local backend; the answer to a flow this node
+ * translated goes to the uplink's ingress; anything else goes to the node's stack.
  */
 SEC("tc")
 int kelp_from_overlay(struct __sk_buff *skb)
@@ -113,8 +134,12 @@ int kelp_from_overlay(struct __sk_buff *skb)
 	ep = endpoint4_lookup(pkt.daddr);
 	if (!ep && ret == LB_XLATE_NONE)
 		ep = overlay4_service(skb, &pkt, &ret);
+	if (!ep && ret < 0)
+		return drop_packet(skb, &pkt, KELP_DIR_TO_POD, 0, ret);
+	if (!ep && overlay4_masq_reply(&pkt))
+		return bpf_redirect(KELP_UPLINK_IFINDEX, BPF_F_INGRESS);
 	if (!ep)
-		return ret < 0 ? drop_packet(skb, &pkt, KELP_DIR_TO_POD, 0, ret) : overlay_to_stack(skb);
+		return overlay_to_stack(skb);
 	return overlay4_deliver(skb, &pkt, ep);
 }
 

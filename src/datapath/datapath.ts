@@ -204,11 +204,13 @@ export class Datapath {
 
   /**
    * overlay.o on the kelp VXLAN device (VXLAN mode), once per agent: pinned tcx links, moved in
-   * place onto this agent's programs when an earlier agent left them.
+   * place onto this agent's programs when an earlier agent left them. After enableMasquerade:
+   * a remote backend's answers to clients the uplink translated come back through the tunnel,
+   * and overlay.o hands them to the uplink (its address and port range are set at load).
    */
   attachOverlay(o: OverlayAttachOptions): void {
     if (this.overlay) throw new Error(`the overlay programs are attached already (on ${this.overlay.opts.ifname})`);
-    this.overlay = Overlay.attach(this.objects, this.pins, o, this.opts.log, this.opts.trace);
+    this.overlay = Overlay.attach(this.objects, this.pins, o, this.opts.log, this.opts.trace, this.uplink?.opts);
   }
 
   /** overlay.o, once attachOverlay ran. */

@@ -18,6 +18,7 @@ import { applyPolicyMaps, setPolicyEnforcement } from '../../src/datapath/policy
 import type { PolicyEntry } from '../../src/datapath/policy-types';
 import { IDENTITY_WORLD } from '../../src/datapath/policy-types';
 import { ServiceWriter } from '../../src/datapath/service';
+import { FRONTEND_EXTERNAL, FRONTEND_NODEPORT } from '../../src/datapath/service-types';
 import { Direction } from '../../src/datapath/structs';
 import { silentLogger } from '../../src/log';
 import { Rtnl } from '../../src/netlink/rtnl';
@@ -158,6 +159,10 @@ async function makeCluster(mode: Mode, count: number): Promise<{ nodes: Node[]; 
     const bpfRoot = mountBpffs();
     const dp = new Datapath({ bpfRoot, log: silentLogger });
     onCleanup(() => dp.close());
+    // Masquerade first, as the agent does: overlay.o learns its address at load. It exempts only
+    // the node's own pod CIDR here; native mode adds the others below.
+    const uplinkIfindex = ns.ifindex('eth0');
+    inNetns(ns.path, () => dp.enableMasquerade({ uplinkIfindex, uplinkIfname: 'eth0', masqIp: nodeIp(n), podCidr: podCidr(n) }));
     let vxlanIfindex = 0;
     const tunnel = dp.tunnelMaps();
     if (mode === 'vxlan') {
@@ -174,9 +179,6 @@ async function makeCluster(mode: Mode, count: number): Promise<{ nodes: Node[]; 
       tunnel.setOverlayConfig({ mode, vni: 1, vxlanIfindex: 0 });
     }
     const node: Node = { n, ns, dp, bpfRoot, ip: nodeIp(n), pods: [], vxlanIfindex };
-    // Masquerade exempts only the node's own pod CIDR here; native mode adds the others below.
-    const uplinkIfindex = ns.ifindex('eth0');
-    inNetns(ns.path, () => dp.enableMasquerade({ uplinkIfindex, uplinkIfname: 'eth0', masqIp: node.ip, podCidr: podCidr(n) }));
     for (let i = 0; i < 2; i++) node.pods.push(await makePod(node, mode, `10.79.${n}.${i + 2}`, ++epId));
     nodes.push(node);
   }
@@ -362,6 +364,30 @@ describe('VXLAN (collect_md device, tunnel key from kelp_tunnel4)', () => {
     }
   });
 
+  it('a NodePort (externalTrafficPolicy Cluster) whose backend is on another node: SNAT to the node, out through the tunnel, the answer back through it to the uplink', () => {
+    const [n1, n2] = nodes;
+    // Translated traffic is forwarded traffic: the uplink's route lookups need forwarding on.
+    n1.ns.exec('sysctl', ['-qw', 'net.ipv4.ip_forward=1']);
+    n1.ns.ip('route', 'replace', podCidr(2), 'dev', VXLAN_DEVICE);
+    const writer = new ServiceWriter(n1.dp.serviceMaps());
+    writer.apply({
+      frontends: [{ address: n1.ip, port: 30080, protocol: 'TCP', svcId: 1, setId: 1, count: 1, flags: FRONTEND_EXTERNAL | FRONTEND_NODEPORT, affinityTimeout: 0 }],
+      sets: [{ setId: 1, backends: [{ backendId: 1, address: n2.pods[0].ip, port: TCP_PORT, flags: 0 }] }],
+      sourceRanges: new Map(),
+      names: new Map([[1, 'default/web:http']]),
+    });
+    try {
+      const before = linkStats(n1.ns, VXLAN_DEVICE);
+      expect(tcp(outside, n1.ip, 30080)).toBe(`${n1.ip} 300000 200000`);
+      const after = linkStats(n1.ns, VXLAN_DEVICE);
+      expect(after.tx - before.tx, 'to the backend through the tunnel').toBeGreaterThan(3);
+      expect(after.rx - before.rx, 'its answers through the tunnel').toBeGreaterThan(3);
+    } finally {
+      writer.apply({ frontends: [], sets: [], sourceRanges: new Map(), names: new Map() });
+      n1.ns.exec('sysctl', ['-qw', 'net.ipv4.ip_forward=0']);
+    }
+  });
+
   it("an agent restart moves the overlay links onto the new programs in place (same links, no detach)", async () => {
     const [n1, n2] = nodes;
     const pins = ['ingress', 'egress'].map((dir) => path.join(n2.bpfRoot, 'links', `overlay-${VXLAN_DEVICE}-${dir}`));
@@ -403,6 +429,25 @@ describe('native routing (routes via the underlay, no encapsulation)', () => {
     // kelp_from_pod counted them as forwarded on the sender's node, kelp_to_pod on the receiver's.
     expect(counter(n1, n1.pods[1].epId, Direction.FROM_POD, 0)).toBeGreaterThanOrEqual(2);
     expect(counter(n2, n2.pods[0].epId, Direction.TO_POD, 0)).toBeGreaterThanOrEqual(2);
+  });
+
+  it('a NodePort (externalTrafficPolicy Cluster) whose backend is on another node: the client outside is answered, the backend sees the node (SNAT)', () => {
+    const [n1, n2] = nodes;
+    const writer = new ServiceWriter(n1.dp.serviceMaps());
+    writer.apply({
+      frontends: [{ address: n1.ip, port: 30080, protocol: 'TCP', svcId: 1, setId: 1, count: 1, flags: FRONTEND_EXTERNAL | FRONTEND_NODEPORT, affinityTimeout: 0 }],
+      sets: [{ setId: 1, backends: [{ backendId: 1, address: n2.pods[1].ip, port: TCP_PORT, flags: 0 }] }],
+      sourceRanges: new Map(),
+      names: new Map([[1, 'default/web:http']]),
+    });
+    try {
+      expect(tcp(outside, n1.ip, 30080)).toBe(`${n1.ip} 300000 200000`);
+      // The flow is the masquerade's: a mapping to node 1's address for the backend.
+      const nat = n1.dp.dump('kelp_snat4') as Array<{ key: { saddr: string; daddr: string } }>;
+      expect(nat.some((r) => r.key.saddr === OUTSIDE_IP && r.key.daddr === n2.pods[1].ip)).toBe(true);
+    } finally {
+      writer.apply({ frontends: [], sets: [], sourceRanges: new Map(), names: new Map() });
+    }
   });
 
   it("masquerade: pods keep their address to other nodes' pods (kelp_nomasq4), get the node's to the outside", () => {

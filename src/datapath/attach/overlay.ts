@@ -8,13 +8,21 @@
 import { attachTc, BpfLink, BpfObject } from '../../bpf';
 import type { Logger } from '../../log';
 import { isValidIfname } from '../../netlink/rtnl';
+import { DEFAULT_NAT_PORTS } from '../nat';
 import type { DatapathObjects } from '../objects';
+import { ip4ToBuffer } from '../structs';
 import { LinkPins, RelinkOutcome, reuseLink } from './pins';
 
 export interface OverlayAttachOptions {
   /** The kelp VXLAN device in this agent's namespace. */
   ifindex: number;
   ifname: string;
+}
+
+/** The uplink's masquerade, when it is on: answers to flows it translated come back through the tunnel. */
+export interface OverlayMasquerade {
+  uplinkIfindex: number;
+  masqIp: string;
 }
 
 const OVERLAY_PROGRAMS = [
@@ -33,10 +41,17 @@ export class Overlay {
   ) {}
 
   /** Loads overlay.o (its maps shared with lxc.o's pins) and puts its programs on the device. */
-  static attach(objects: DatapathObjects, pins: LinkPins, o: OverlayAttachOptions, log: Logger, trace = false): Overlay {
+  static attach(objects: DatapathObjects, pins: LinkPins, o: OverlayAttachOptions, log: Logger, trace = false, masq?: OverlayMasquerade): Overlay {
     if (!Number.isInteger(o.ifindex) || o.ifindex < 1) throw new RangeError(`attachOverlay: ifindex ${o.ifindex} is not an interface index`);
     if (!isValidIfname(o.ifname)) throw new TypeError(`attachOverlay: ifname ${JSON.stringify(o.ifname)} is not a valid interface name`);
-    const obj = objects.load('overlay', { KELP_TRACE: trace ? 1 : 0 });
+    const constants: Record<string, number | Buffer> = { KELP_TRACE: trace ? 1 : 0 };
+    if (masq && masq.masqIp !== '0.0.0.0') {
+      constants.KELP_MASQ_IP = ip4ToBuffer(masq.masqIp);
+      constants.KELP_UPLINK_IFINDEX = masq.uplinkIfindex;
+      constants.KELP_NAT_PORT_MIN = DEFAULT_NAT_PORTS.min;
+      constants.KELP_NAT_PORT_MAX = DEFAULT_NAT_PORTS.max;
+    }
+    const obj = objects.load('overlay', constants);
     const overlay = new Overlay(obj, o);
     try {
       overlay.attachLinks(pins);
