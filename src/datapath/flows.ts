@@ -6,7 +6,8 @@
 import type { BpfMap } from '../bpf';
 import { BPF_NOEXIST } from '../bpf';
 import type { FlowEvent } from './events';
-import { describePolicyCt, Pct4Entry, pct4Key, PolicyCtEnds } from './policy';
+import { describePolicyCt, Pct4Entry, pct4Key, POLICY_ACTION_NAMES, POLICY_DIR_NAMES, PolicyCtEnds } from './policy';
+import type { PolicyAction, PolicyDirection } from './policy-types';
 import { layout, StructCodec, checkLength } from './structs';
 
 /** enum pct4_flag (bpf/lib/policy.h). */
@@ -75,6 +76,43 @@ export const policyVerdictKey: StructCodec<PolicyVerdictKey> = {
     };
   },
 };
+
+export interface PolicyVerdictCount {
+  policyId: number;
+  rule: number;
+  action: PolicyAction | 'none';
+  direction: PolicyDirection | 'none';
+  packets: number;
+  bytes: number;
+}
+
+/**
+ * kelp_policy_verdicts summed over CPUs: packets policy decided per (policy, rule, action,
+ * direction) — new flows, flows decided again after a revision, drops and audits. Exact,
+ * whatever became of the events. Policy 0: no policy decided (not programmed, fragments).
+ */
+export function readPolicyVerdicts(map: BpfMap): PolicyVerdictCount[] {
+  const out: PolicyVerdictCount[] = [];
+  for (const [k, v] of map.lookupBatch()) {
+    const key = policyVerdictKey.decode(k);
+    let packets = 0n;
+    let bytes = 0n;
+    const slot = v.length / map.numCpus;
+    for (let cpu = 0; cpu < map.numCpus; cpu++) {
+      packets += v.readBigUInt64LE(cpu * slot);
+      bytes += v.readBigUInt64LE(cpu * slot + 8);
+    }
+    out.push({
+      policyId: key.policyId,
+      rule: key.rule,
+      action: POLICY_ACTION_NAMES[key.action] ?? 'none',
+      direction: POLICY_DIR_NAMES[key.dir] ?? 'none',
+      packets: Number(packets),
+      bytes: Number(bytes),
+    });
+  }
+  return out.sort((a, b) => a.policyId - b.policyId || a.rule - b.rule || a.action.localeCompare(b.action) || a.direction.localeCompare(b.direction));
+}
 
 /** The structs of this file, for the BTF layout test. */
 export const FLOW_STRUCTS: ReadonlyArray<StructCodec<unknown>> = [flow4EndKey, policyVerdictKey] as ReadonlyArray<StructCodec<unknown>>;

@@ -3,8 +3,8 @@
 // datapath and of the reader make up EventStats. Wired by src/agent/agent.ts, served by
 // src/agent/routes/flows.ts.
 import type { EventStats } from '../datapath/flow-types';
-import type { KelpEvent, ReceivedCounts, DatapathEventStats } from '../datapath/events';
-import { eventStats } from '../datapath/events';
+import type { DatapathEventStats, FlowEvent, KelpEvent, ReceivedCounts } from '../datapath/events';
+import { eventStats, isFlowEvent } from '../datapath/events';
 import { Enricher, FlowDirectory } from './enrich';
 import { FlowStore } from './store';
 
@@ -23,9 +23,14 @@ export interface ObserveDeps {
   capacity?: number;
 }
 
+/** Open flows remembered for their service (FLOW_END does not carry it), at most this many. */
+const MAX_OPEN_SERVICE_FLOWS = 65_536;
+
 export class Observe {
   readonly store: FlowStore;
   private readonly enricher: Enricher;
+  /** Service flows started and not ended yet: their end names the Service too. */
+  private readonly openServices = new Map<string, NonNullable<FlowEvent['service']>>();
 
   constructor(private readonly deps: ObserveDeps) {
     this.store = new FlowStore(deps.capacity);
@@ -35,7 +40,23 @@ export class Observe {
   /** A datapath event (from the ring or the conntrack collector). Traces are stored too: they
    * only exist when the agent was asked for them. */
   onEvent(ev: KelpEvent): void {
+    if (isFlowEvent(ev)) this.joinService(ev);
     this.store.add(this.enricher.record(ev));
+  }
+
+  private joinService(ev: FlowEvent): void {
+    const key = `${ev.saddr}:${ev.sport}>${ev.daddr}:${ev.dport}/${ev.proto}@${ev.createdNs}`;
+    if (ev.kind === 'flow-start') {
+      if (!ev.service) return;
+      // The oldest goes first: a start whose end was lost (suppressed, or evicted) must not stay.
+      if (this.openServices.size >= MAX_OPEN_SERVICE_FLOWS) this.openServices.delete(this.openServices.keys().next().value!);
+      this.openServices.set(key, ev.service);
+      return;
+    }
+    const svc = this.openServices.get(key);
+    if (!svc) return;
+    this.openServices.delete(key);
+    ev.service ??= svc;
   }
 
   stats(): EventStats {

@@ -7,7 +7,7 @@ import path from 'node:path';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { BpfMap, BpfObject, inNetns, loadObject, openRingBuffer } from '../../src/bpf';
 import { EventCounter, FlowEvent, KelpEvent, readEventStats, writeEventConfig } from '../../src/datapath/events';
-import { flowEndClaims } from '../../src/datapath/flows';
+import { flowEndClaims, readPolicyVerdicts } from '../../src/datapath/flows';
 import { applyPolicyMaps, gcPolicyCt, pct4Entry, PolicyMaps, policyMapsOf, readPolicyRevision, setPolicyEnforcement } from '../../src/datapath/policy';
 import { IDENTITY_HOST, PolicyEntry, RULE_ISOLATED } from '../../src/datapath/policy-types';
 import { monotonicNs } from '../../src/datapath/nat';
@@ -257,15 +257,10 @@ describe('flow events', () => {
     send(L, A, udp(A, B, 6002, 53));
     send(L, A, udp(A, B, 6002, 53));
     await events();
-    const rows = verdicts.lookupBatch().map(([k, v]) => {
-      let packets = 0;
-      for (let c = 0; c < verdicts.numCpus; c++) packets += Number(v.readBigUInt64LE(c * 16));
-      return { policy: k.readUInt32LE(0), rule: k.readUInt16LE(4), action: k.readUInt8(6), dir: k.readUInt8(7), packets };
-    });
     // New flows allowed: 2 (6000, 6001); dropped: 2 packets of 6002 (ingress of B, isolated).
-    expect(rows.sort((a, b) => a.action - b.action)).toEqual([
-      { policy: POLICY, rule: 0, action: 1, dir: 1, packets: 2 },
-      { policy: POLICY, rule: RULE_ISOLATED, action: 2, dir: 1, packets: 2 },
+    expect(readPolicyVerdicts(verdicts).map(({ bytes, ...r }) => ({ ...r, perPacket: bytes / r.packets }))).toEqual([
+      { policyId: POLICY, rule: 0, action: 'allow', direction: 'ingress', packets: 2, perPacket: udp(A, B, 1, 1).length },
+      { policyId: POLICY, rule: RULE_ISOLATED, action: 'deny', direction: 'ingress', packets: 2, perPacket: udp(A, B, 1, 1).length },
     ]);
   });
 });

@@ -8,6 +8,7 @@ import { EventType, FlowClose, kelpEvent, kelpEventHdr, kelpFlowEvent, RawFlowEv
 import { Enricher, EventClock, FlowDirectory, agentDirectory } from '../../src/observe/enrich';
 import { FlowQueryError, matchFlow, parseFlowQuery } from '../../src/observe/filter';
 import { FlowStore } from '../../src/observe/store';
+import { Observe } from '../../src/observe';
 import { summarize } from '../../src/observe/summary';
 
 const rawFlow: RawFlowEvent = {
@@ -170,6 +171,26 @@ function rec(over: Partial<FlowRecord> & { src?: string; dst?: string; sport?: n
   const destination = { address: '10.0.0.2', port: dport ?? 80, ...(dst ? { pod: pod(dst) } : { world: true }) };
   return { time: '2026-12-06T12:00:00.000000000Z', type: 'flow-start', verdict: 'forwarded', direction: 'egress', protocol: 'TCP', source, destination, endpoint: 1, ...rest };
 }
+
+describe('Observe', () => {
+  it("a service flow's end names the Service its start named (FLOW_END does not carry it)", () => {
+    const o = new Observe({
+      directory,
+      datapathStats: () => ({ drop: { emitted: 0, suppressed: 0, lost: 0 }, flow: { emitted: 2, suppressed: 0, lost: 0 }, trace: { emitted: 0, suppressed: 0, lost: 0 } }),
+      received: () => ({ received: { drop: 0, flow: 2, trace: 0 }, unknown: 0 }),
+    });
+    o.onEvent(decodeEvent(kelpFlowEvent.encode({ ...rawFlow, svcId: 3, svcAddr: '10.96.0.10', svcPort: 5432 })));
+    o.onEvent(decodeEvent(kelpFlowEvent.encode({ ...rawFlow, type: EventType.FLOW_END, closedBy: FlowClose.FIN })));
+    // Another flow of the same tuple (another `created`) is not that one.
+    o.onEvent(decodeEvent(kelpFlowEvent.encode({ ...rawFlow, type: EventType.FLOW_END, closedBy: FlowClose.FIN, created: 1n })));
+    expect(o.store.all().map((r) => [r.type, r.service?.name])).toEqual([
+      ['flow-start', 'db-svc'],
+      ['flow-end', 'db-svc'],
+      ['flow-end', undefined],
+    ]);
+    expect(o.stats().byClass.flow).toEqual({ emitted: 2, suppressed: 0, lost: 0, received: 2 });
+  });
+});
 
 describe('flow store', () => {
   it('keeps the last records in order and tells subscribers of each new one', () => {
