@@ -110,7 +110,9 @@ export interface TunnelMaps {
 // Datapath surface (src/datapath/datapath.ts):
 //   datapath.tunnelMaps(): TunnelMaps
 //   datapath.attachOverlay({ ifindex, ifname }): attaches kelp_from_overlay / kelp_to_overlay
-//     (tcx ingress / egress, pinned links: an agent restart moves them in place, no gap)
+//     (tcx ingress / egress, pinned links: an agent restart moves them in place, no gap). Call it
+//     after enableMasquerade: overlay.o takes the masquerade address at load, to hand a remote
+//     backend's answers to NodePort clients (SNAT'd by host.c) back to the uplink.
 // Netlink surface (src/netlink/rtnl.ts):
 //   rtnl.createVxlan({ name, port, mtu, local? }) → LinkInfo (ifindex, mac): an "external"
 //     (collect_md) VXLAN device, NOARP, learning off, up; existing with the same settings = no
