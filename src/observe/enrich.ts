@@ -158,7 +158,8 @@ export function agentDirectory(src: DirectorySources, minAgeMs = 1000): FlowDire
     for (const ep of src.endpoints()) {
       if (!ep.pod) continue;
       podByEp.set(ep.id, ep.pod);
-      for (const ip of ep.ips) podByIp.set(ip.address, ep.pod);
+      // Endpoint records keep the address with its prefix length (10.244.0.5/24).
+      for (const ip of ep.ips) podByIp.set(ip.address.split('/')[0], ep.pod);
     }
     for (const pod of src.pods()) {
       const named = { namespace: pod.metadata.namespace ?? 'default', name: pod.metadata.name };

@@ -136,7 +136,7 @@ describe('enrichment', () => {
     const pods = [{ metadata: { namespace: 'ns1', name: 'p1' }, status: { podIPs: [{ ip: '10.9.0.5' }] } }];
     const dir = agentDirectory(
       {
-        endpoints: () => [{ id: 4, ips: [{ address: '10.9.0.4' }], pod: { namespace: 'ns1', name: 'local' } }],
+        endpoints: () => [{ id: 4, ips: [{ address: '10.9.0.4/24' }], pod: { namespace: 'ns1', name: 'local' } }],
         pods: () => pods,
         nodes: () => [{ metadata: { name: 'n2' }, spec: { podCIDRs: ['10.8.0.0/24'] }, status: { addresses: [{ type: 'InternalIP', address: '192.168.1.2' }] } }],
         services: () => [{ svcId: 11, service: 'ns1/svc' }],
