@@ -9,8 +9,10 @@ BPF_CFLAGS := -O2 -g -target bpf -Wall -Werror -Wno-unused-function \
 	-I bpf -I bpf/include -I $(ARCH_INC) -D__TARGET_ARCH_x86
 BPF_OUT  := build/bpf
 
+# chromium: the node page's browser test (test/e2e/node-page.test.ts) runs it headless.
 APT_PKGS := clang-19 llvm-19 libbpf-dev libelf-dev zlib1g-dev bpftool iproute2 iputils-ping iptables \
-	iperf3 containernetworking-plugins jq netcat-openbsd procps containerd runc podman conmon busybox-static
+	iperf3 containernetworking-plugins jq netcat-openbsd procps containerd runc podman conmon busybox-static \
+	chromium
 NODE_GYP := node_modules/.bin/node-gyp
 
 BPF_SRCS     := $(wildcard bpf/*.c)

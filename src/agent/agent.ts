@@ -33,6 +33,7 @@ import { policyRoutes } from './routes/policy';
 import { serviceRoutes } from './routes/services';
 import { nodeRoutes } from './routes/nodes';
 import { flowRoutes } from './routes/flows';
+import { pageRoutes } from './routes/page';
 import type { EventCounter } from '../datapath/events';
 import type { Observe } from '../observe';
 import { startObserve } from '../observe/agent';
@@ -296,6 +297,8 @@ export async function startAgent(opts: AgentOptions, log: Logger = createLogger(
   nodeRoutes(server, ctx);
   const observing = observe;
   flowRoutes(server, () => observing);
+  // The node page on the metrics address, beside /metrics (read-only like it).
+  if (metricsServer) pageRoutes(metricsServer, ctx, () => observing);
 
   // Before the API socket: an address in use fails the start, naming the flag.
   const metricsBound = metricsServer && metricsAt ? formatAddress(await metricsServer.listen(metricsAt)) : undefined;

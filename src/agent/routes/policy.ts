@@ -24,26 +24,7 @@ export interface PolicyView {
 const PROTOCOLS: readonly TraceProtocol[] = ['TCP', 'UDP', 'SCTP', 'ICMP'];
 
 export function policyRoutes(server: ApiServer, c: RouteContext): void {
-  server.route('GET', '/v1/policies', () => {
-    const model = c.policy?.model();
-    if (!model) return { status: 200, body: [] };
-    const local = [...model.pods.values()].filter((m) => m.epId !== undefined);
-    const rows = model.policies.map((p): PolicyView => {
-      const [kind, ns, name] = p.spec.ref.split('/');
-      return {
-        id: p.id,
-        kind,
-        name: ns ? `${ns}/${name}` : name,
-        tier: p.spec.tier,
-        priority: p.spec.tier === 'networkpolicy' ? null : p.spec.priority,
-        audit: p.spec.audit,
-        ingressRules: p.spec.ingress ? p.spec.ingress.rules.length : null,
-        egressRules: p.spec.egress ? p.spec.egress.rules.length : null,
-        localPods: local.filter((m) => selects(p, m, model.namespaceLabels)).length,
-      };
-    });
-    return { status: 200, body: rows };
-  });
+  server.route('GET', '/v1/policies', () => ({ status: 200, body: policyViews(c) }));
   server.route('GET', '/v1/policy/trace', (req) => {
     if (!c.policy) throw new HttpError(503, 'policy is not started yet');
     const from = req.query.get('from');
@@ -59,4 +40,26 @@ export function policyRoutes(server: ApiServer, c: RouteContext): void {
       throw new HttpError(400, (e as Error).message);
     }
   });
+}
+
+/** The policies in evaluation order, with how many of this node's pods each selects (`kelp get policies`, the node page). */
+export function policyViews(c: Pick<RouteContext, 'policy'>): PolicyView[] {
+  const model = c.policy?.model();
+  if (!model) return [];
+  const local = [...model.pods.values()].filter((m) => m.epId !== undefined);
+  const rows = model.policies.map((p): PolicyView => {
+    const [kind, ns, name] = p.spec.ref.split('/');
+    return {
+      id: p.id,
+      kind,
+      name: ns ? `${ns}/${name}` : name,
+      tier: p.spec.tier,
+      priority: p.spec.tier === 'networkpolicy' ? null : p.spec.priority,
+      audit: p.spec.audit,
+      ingressRules: p.spec.ingress ? p.spec.ingress.rules.length : null,
+      egressRules: p.spec.egress ? p.spec.egress.rules.length : null,
+      localPods: local.filter((m) => selects(p, m, model.namespaceLabels)).length,
+    };
+  });
+  return rows;
 }

@@ -19,35 +19,7 @@ export function viewRoutes(server: ApiServer, c: RouteContext): void {
       state: 'ready',
     })),
   }));
-  server.route('GET', '/v1/pods', () => {
-    const eps = c.manager.list();
-    const rows = c.objects.list('Pod').map((p): PodView => {
-      const ep = eps.find((e) => e.pod?.namespace === p.metadata.namespace && e.pod?.name === p.metadata.name);
-      return {
-        namespace: p.metadata.namespace,
-        name: p.metadata.name,
-        ip: ep?.ips.map((i) => i.address.split('/')[0]).join(','),
-        interface: ep ? `${ep.ifname}@${ep.hostIfname}` : undefined,
-        containerId: ep?.containerId,
-        state: ep ? 'Running' : 'Pending',
-        labels: p.metadata.labels,
-      };
-    });
-    // Pods that arrived by CNI without a Pod object still show up, so nothing is hidden.
-    for (const ep of eps) {
-      if (ep.pod && c.objects.get('Pod', ep.pod.namespace, ep.pod.name)) continue;
-      rows.push({
-        namespace: ep.pod?.namespace ?? null,
-        name: ep.pod?.name ?? ep.containerId.slice(0, 12),
-        ip: ep.ips.map((i) => i.address.split('/')[0]).join(','),
-        interface: `${ep.ifname}@${ep.hostIfname}`,
-        containerId: ep.containerId,
-        state: 'Running (no Pod object)',
-        labels: {},
-      });
-    }
-    return { status: 200, body: rows };
-  });
+  server.route('GET', '/v1/pods', () => ({ status: 200, body: podViews(c) }));
   // Every non-zero counter, kelp_metrics and kelp_metrics_fwd added up, with the pod it belongs to.
   server.route('GET', '/v1/counters', () => {
     const eps = new Map(c.manager.list().map((r) => [r.id, r]));
@@ -66,4 +38,35 @@ export function viewRoutes(server: ApiServer, c: RouteContext): void {
       }),
     };
   });
+}
+
+/** Every Pod object with its endpoint, and endpoints without one (`kelp get pods`, the node page). */
+export function podViews(c: Pick<RouteContext, 'manager' | 'objects'>): PodView[] {
+  const eps = c.manager.list();
+  const rows = c.objects.list('Pod').map((p): PodView => {
+    const ep = eps.find((e) => e.pod?.namespace === p.metadata.namespace && e.pod?.name === p.metadata.name);
+    return {
+      namespace: p.metadata.namespace,
+      name: p.metadata.name,
+      ip: ep?.ips.map((i) => i.address.split('/')[0]).join(','),
+      interface: ep ? `${ep.ifname}@${ep.hostIfname}` : undefined,
+      containerId: ep?.containerId,
+      state: ep ? 'Running' : 'Pending',
+      labels: p.metadata.labels,
+    };
+  });
+  // Pods that arrived by CNI without a Pod object still show up, so nothing is hidden.
+  for (const ep of eps) {
+    if (ep.pod && c.objects.get('Pod', ep.pod.namespace, ep.pod.name)) continue;
+    rows.push({
+      namespace: ep.pod?.namespace ?? null,
+      name: ep.pod?.name ?? ep.containerId.slice(0, 12),
+      ip: ep.ips.map((i) => i.address.split('/')[0]).join(','),
+      interface: `${ep.ifname}@${ep.hostIfname}`,
+      containerId: ep.containerId,
+      state: 'Running (no Pod object)',
+      labels: {},
+    });
+  }
+  return rows;
 }
