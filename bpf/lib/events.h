@@ -199,13 +199,14 @@ static __always_inline void event_note_service(__u32 svc_id, __be32 addr, __be16
 #define KELP_EVENT_MAX_REFILL_NS (60 * KELP_NSEC_PER_SEC)
 
 /*
- * Takes a token of `class` now: returns the class's counters with a token taken (their last_ns is
- * the time taken, for the event's header), or NULL when the bucket is empty (counted as
- * suppressed). Per CPU, so no atomics: tc programs do not nest on one CPU with BH disabled.
- * A BPF-to-BPF call: inlined, its locals would sit in the frames of drop_packet and
- * policy4_report, on the hooks' deepest call chains (512 bytes of stack in all).
+ * Takes a token of `class` now. Returns the time it was taken (never 0), the event counted as
+ * emitted (event_lost() moves it to lost if the ring refuses it), or 0 when the bucket is empty
+ * (counted as suppressed). Per CPU, so no atomics: tc programs do not nest on one CPU with BH
+ * disabled. BPF-to-BPF calls, and the bucket's pointer not kept by the caller: every byte the
+ * event code keeps live in drop_packet and policy4_report is on the hooks' deepest call chains
+ * (512 bytes of stack in all).
  */
-static __attribute__((noinline)) struct kelp_event_stats *event_admit(__u32 class)
+static __attribute__((noinline)) __u64 event_admit(__u32 class)
 {
 	struct kelp_event_config *cfg;
 	struct kelp_event_stats *st;
@@ -214,7 +215,7 @@ static __attribute__((noinline)) struct kelp_event_stats *event_admit(__u32 clas
 
 	st = bpf_map_lookup_elem(&kelp_event_stats, &class);
 	if (!st)
-		return NULL;
+		return 0;
 	cfg = bpf_map_lookup_elem(&kelp_event_config, &class);
 	if (cfg && cfg->burst) {
 		rate = cfg->rate;
@@ -231,10 +232,22 @@ static __attribute__((noinline)) struct kelp_event_stats *event_admit(__u32 clas
 	if (tokens < KELP_NSEC_PER_SEC) {
 		st->tokens = tokens;
 		st->suppressed++;
-		return NULL;
+		return 0;
 	}
 	st->tokens = tokens - KELP_NSEC_PER_SEC;
-	return st;
+	st->emitted++;
+	return now;
+}
+
+/* The ring had no room for an event event_admit() counted as emitted. */
+static __attribute__((noinline)) void event_lost(__u32 class)
+{
+	struct kelp_event_stats *st = bpf_map_lookup_elem(&kelp_event_stats, &class);
+
+	if (st) {
+		st->emitted--;
+		st->lost++;
+	}
 }
 
 static __always_inline void event_hdr(struct kelp_event_hdr *h, __u8 type, __u16 size, __u64 now)
@@ -252,17 +265,18 @@ static __always_inline void event_emit(const struct __sk_buff *skb, const struct
 				       __u32 ep_id, __u32 target_ifindex,
 				       enum kelp_trace_point point, const struct kelp_event_policy *policy)
 {
-	struct kelp_event_stats *st = event_admit(type == KELP_EVENT_TRACE ? KELP_EVENT_CLASS_TRACE : KELP_EVENT_CLASS_DROP);
+	__u32 class = type == KELP_EVENT_TRACE ? KELP_EVENT_CLASS_TRACE : KELP_EVENT_CLASS_DROP;
 	struct kelp_event *e;
+	__u64 now = event_admit(class);
 
-	if (!st)
+	if (!now)
 		return;
 	e = bpf_ringbuf_reserve(&kelp_events, sizeof(*e), 0);
 	if (!e) {
-		st->lost++;
+		event_lost(class);
 		return;
 	}
-	event_hdr(&e->hdr, type, sizeof(*e), st->last_ns);
+	event_hdr(&e->hdr, type, sizeof(*e), now);
 	e->dir = dir;
 	e->trace_point = point;
 	e->reason = reason;
@@ -287,7 +301,6 @@ static __always_inline void event_emit(const struct __sk_buff *skb, const struct
 	}
 	e->pad2 = 0;
 	bpf_ringbuf_submit(e, 0);
-	st->emitted++;
 }
 
 static __always_inline void event_trace(const struct __sk_buff *skb, const struct pkt4 *pkt,

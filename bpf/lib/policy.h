@@ -390,9 +390,9 @@ static __attribute__((noinline)) void policy4_count(__u32 policy_id, __u32 rule,
 static __attribute__((noinline)) void flow4_emit(const struct __sk_buff *skb, const struct pkt4 *pkt,
 						 const struct pct4_key *key, struct pct4_entry *ct, __u32 closed_by)
 {
-	struct kelp_event_stats *st;
 	struct kelp_flow_event *e;
 	struct kelp_flow_svc *svc = NULL;
+	__u64 now;
 	int o = ct->orig & 1;
 	__u32 zero = 0;
 
@@ -415,15 +415,15 @@ static __attribute__((noinline)) void flow4_emit(const struct __sk_buff *skb, co
 		if (svc && svc->svc_id != pkt->svc_id)
 			svc = NULL;
 	}
-	st = event_admit(KELP_EVENT_CLASS_FLOW);
-	if (!st)
+	now = event_admit(KELP_EVENT_CLASS_FLOW);
+	if (!now)
 		return;
 	e = bpf_ringbuf_reserve(&kelp_events, sizeof(*e), 0);
 	if (!e) {
-		st->lost++;
+		event_lost(KELP_EVENT_CLASS_FLOW);
 		return;
 	}
-	event_hdr(&e->hdr, closed_by ? KELP_EVENT_FLOW_END : KELP_EVENT_FLOW_START, sizeof(*e), st->last_ns);
+	event_hdr(&e->hdr, closed_by ? KELP_EVENT_FLOW_END : KELP_EVENT_FLOW_START, sizeof(*e), now);
 	e->saddr = o ? key->addr[1] : key->addr[0];
 	e->daddr = o ? key->addr[0] : key->addr[1];
 	e->sport = o ? key->port[1] : key->port[0];
@@ -449,7 +449,6 @@ static __attribute__((noinline)) void flow4_emit(const struct __sk_buff *skb, co
 	e->rx_packets = ct->rx_packets;
 	e->rx_bytes = ct->rx_bytes;
 	bpf_ringbuf_submit(e, 0);
-	st->emitted++;
 }
 
 /* What policy4_report() counts and sends. */

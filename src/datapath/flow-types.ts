@@ -20,6 +20,27 @@
 //     exact even when events are not all delivered.
 //   - policy verdicts are also counted exactly in BPF (per policy, rule and action), independent
 //     of event delivery: the Prometheus series come from those counters, not from events.
+//
+// As built (src/datapath/events.ts, flows.ts, src/observe/):
+//   - records: struct kelp_event (DROP, AUDIT, TRACE; 64 bytes) and struct kelp_flow_event
+//     (FLOW_START, FLOW_END; 104 bytes), each after the 16-byte header; the decoder checks version,
+//     type and size before reading anything else (UnknownEventError, counted as `unknown`).
+//   - flows exist where kelp_pct4 tracks them: pod flows once policy enforcement is on; a pod's
+//     traffic with its own node is untracked (always allowed) and has no flow events.
+//   - FLOW_END is claimed once per flow in kelp_flow_end ((flow, created), BPF_NOEXIST) by BPF (FIN
+//     both ways, RST, a revision that denies it: 'revoked') or by the agent's conntrack collector
+//     ('timeout'); an entry the LRU evicts ends without an event. FLOW_END carries no service:
+//     the agent copies it from the flow's start.
+//   - a flow names its Service when kelp_from_pod translated it (per-packet path); a connection
+//     the socket load balancer translated at connect() is seen with its backend only.
+//   - classes: drop = DROP and AUDIT records, flow = FLOW_START and FLOW_END, trace = TRACE (only
+//     with the agent's trace option). kelp_event_config per class { rate, burst } per CPU (agent
+//     flags --event-rate, --event-burst; burst 0 = the datapath's defaults, 10,000/s and 1,000).
+//   - GET /v1/events/stats counts from the agent's start (kelp_event_stats is pinned and outlives
+//     agents; the agent subtracts what it held when it started).
+//   - kelp_policy_verdicts: packets and bytes per (policy, rule, action, direction), read with
+//     src/datapath/flows.ts readPolicyVerdicts(): the first packet of each allowed flow, a flow
+//     decided again after a revision, every dropped or audited packet.
 
 export const EVENT_VERSION = 2;
 

@@ -2,8 +2,8 @@
 // fed by the ring reader and by the policy conntrack's collector, its directory over the agent's
 // parts. Structural types only, so this folder imports nothing from src/agent.
 import type { BpfMap } from '../bpf';
-import type { EventCounter, FlowEvent } from '../datapath/events';
-import { readEventStats, writeEventConfig } from '../datapath/events';
+import type { EventCounter, FlowEvent, ReceivedCounts } from '../datapath/events';
+import { EVENT_CLASSES, readEventStats, writeEventConfig } from '../datapath/events';
 import type { PolicyModel } from '../policy/model';
 import type { ServiceModel } from '../service/compile';
 import type { ObjectStore } from '../sources/store';
@@ -37,11 +37,26 @@ export function startObserve(d: ObserveAgentDeps): Observe {
       return `${d.objects.revision}|${eps.join(',')}|${modelId(d.policyModel())}|${modelId(d.serviceModel())}`;
     },
   };
+  // kelp_event_stats is pinned and outlives an agent; what this agent received starts at 0: both
+  // count from here (a record in the ring at this instant is received without its emission).
   const stats = d.datapath.map('kelp_event_stats');
+  const base = readEventStats(stats);
+  const received = (): ReceivedCounts => d.counter()?.counts ?? { received: { drop: 0, flow: 0, trace: 0 }, unknown: 0 };
+  const baseReceived = structuredClone(received());
   const observe = new Observe({
     directory: agentDirectory(sources),
-    datapathStats: () => readEventStats(stats),
-    received: () => d.counter()?.counts ?? { received: { drop: 0, flow: 0, trace: 0 }, unknown: 0 },
+    datapathStats: () => {
+      const now = readEventStats(stats);
+      for (const cls of EVENT_CLASSES) for (const k of ['emitted', 'suppressed', 'lost'] as const) now[cls][k] -= base[cls][k];
+      return now;
+    },
+    received: () => {
+      const r = received();
+      return {
+        received: { drop: r.received.drop - baseReceived.received.drop, flow: r.received.flow - baseReceived.received.flow, trace: r.received.trace - baseReceived.received.trace },
+        unknown: r.unknown - baseReceived.unknown,
+      };
+    },
   });
   d.datapath.onFlowTimeout((ev) => observe.onEvent(ev));
   return observe;
