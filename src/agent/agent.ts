@@ -45,6 +45,7 @@ import { CNI_HTTP_PATH } from '../cni';
 import { KelpMetrics } from '../metrics/exporter';
 import { formatAddress, MetricsServer, parseMetricsAddress } from '../metrics/server';
 import { PolicyVerdictNames, readVerdictCounters } from '../metrics/verdicts';
+import { mapPressure } from '../metrics/maps';
 
 export interface Agent {
   socketPath: string;
@@ -117,7 +118,7 @@ export async function startAgent(opts: AgentOptions, log: Logger = createLogger(
   const verdictNames = new PolicyVerdictNames();
   const metrics = new KelpMetrics({
     counters: () => datapath.metrics(),
-    maps: () => datapath.mapStats(),
+    maps: () => mapPressure(datapath),
     verdicts: () =>
       verdictNames.samples(
         readVerdictCounters(datapath.map('kelp_policy_verdicts')),
