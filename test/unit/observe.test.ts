@@ -277,3 +277,32 @@ describe('summary', () => {
 
 // FlowEvent is part of the decoder's public surface: keep the type used.
 export type { FlowEvent };
+
+describe('agent flags', () => {
+  it('--event-rate and --event-burst set every class\'s bucket, and out-of-range values are refused naming the flag', async () => {
+    const { parseAgentArgs } = await import('../../src/agent/options');
+    expect(parseAgentArgs([])).toMatchObject({ eventRate: 10_000, eventBurst: 1_000 });
+    expect(parseAgentArgs(['--event-rate=500', '--event-burst', '50'])).toMatchObject({ eventRate: 500, eventBurst: 50 });
+    expect(() => parseAgentArgs(['--event-rate=0'])).toThrow(/--event-rate/);
+    expect(() => parseAgentArgs(['--event-rate=20000000'])).toThrow(/--event-rate must be in 1..10000000/);
+    expect(() => parseAgentArgs(['--event-burst=2000000'])).toThrow(/--event-burst must be in 1..1000000/);
+  });
+});
+
+describe('kelp_event_config', () => {
+  it('writes only valid buckets, naming the class and field at fault, and nothing when one is bad', async () => {
+    const { writeEventConfig } = await import('../../src/datapath/events');
+    const { kelpEventConfig } = await import('../../src/datapath/structs');
+    const writes: Array<[number, unknown]> = [];
+    const map = { update: (k: Buffer, v: Buffer) => writes.push([k.readUInt32LE(0), kelpEventConfig.decode(v)]) } as unknown as Parameters<typeof writeEventConfig>[0];
+    writeEventConfig(map, { drop: { rate: 5, burst: 2 }, trace: { rate: 0, burst: 1 } });
+    expect(writes).toEqual([
+      [0, { rate: 5, burst: 2 }],
+      [2, { rate: 0, burst: 1 }],
+    ]);
+    writes.length = 0;
+    expect(() => writeEventConfig(map, { drop: { rate: 5, burst: 2 }, flow: { rate: 1.5, burst: 2 } })).toThrow('event rate (flow) must be an integer 0..10000000, got 1.5');
+    expect(() => writeEventConfig(map, { flow: { rate: 1, burst: 0 } })).toThrow(/event burst \(flow\)/);
+    expect(writes).toEqual([]);
+  });
+});
