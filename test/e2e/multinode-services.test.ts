@@ -12,8 +12,8 @@
 //   - externalTrafficPolicy Local: the NodePort of the node holding the backend answers the
 //     outside with the outside's own address; a node without a local endpoint drops;
 //   - node loss: the backends on a node gone from the cluster drop out, and come back with it;
-//   - externalTrafficPolicy Cluster from the outside to a backend on another node: waits for the
-//     NodePort SNAT of issue 13 (README, "Not yet").
+//   - externalTrafficPolicy Cluster: the outside reaches a backend on another node through any
+//     node's NodePort (SNAT to that node's address, so the reply comes back the way it went).
 import { afterAll, beforeAll, describe, it } from 'vitest';
 import { Cluster, ClusterNode, OUTSIDE_IP } from '../support/cluster';
 import {
@@ -151,6 +151,21 @@ describe.each([
         sourceProblem(direct, OUTSIDE_IP),
         unansweredProblem(await ask(c.outsidePeer!, 'outside', tcp(n1.address, 30080), 'eTP Local NodePort on node 1 (no endpoint)', 3, FAIL_MS)),
       );
+    });
+  });
+
+  it('externalTrafficPolicy Cluster: a NodePort on a node without the backend forwards to the other node, SNATed to its own address', async () => {
+    const objects = [
+      service('cluster-ext', { type: 'NodePort', clusterIP: '10.96.100.4', externalTrafficPolicy: 'Cluster', ports: [{ name: 'http', port: 80, targetPort: 8080, nodePort: 30081 }] }),
+      slice('cluster-ext', ['web-2']),
+    ];
+    await withObjects(objects, async () => {
+      for (const n of [n1, n3]) {
+        const p = await ask(c.outsidePeer!, 'outside', tcp(n.address, 30081), `eTP Cluster NodePort on node ${n.index}`, 8);
+        expectNoProblems(onlyProblem(p, ['web-2:8080']), sourceProblem(p, n.address));
+      }
+      // And on the backend's own node.
+      expectNoProblems(onlyProblem(await ask(c.outsidePeer!, 'outside', tcp(n2.address, 30081), 'eTP Cluster NodePort on node 2', 8), ['web-2:8080']));
     });
   });
 });
