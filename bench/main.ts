@@ -12,6 +12,8 @@
 //      kube-proxy iptables and nftables), time to program 10,000 services and to change one
 //   9. several nodes: pod on node 1 ↔ pod on node 2, TCP_RR/CRR and iperf3, kelp VXLAN and native
 //      routing (ref: a flannel-like kernel VXLAN node, and routed veths across the underlay)
+//  10. flow events: pod ↔ pod TCP_RR/CRR with events on (every event; default limits) and off, and
+//      the highest drop-event rate delivered with nothing lost or unaccounted
 // Round counts and sizes come from BENCH_* variables (bench/lib/config.ts). Everything runs in
 // network namespaces this process creates and removes, also on failure and Ctrl-C.
 import { existsSync } from 'node:fs';
@@ -25,6 +27,7 @@ import * as K8S from './kubernetes';
 import * as POLICY from './policy';
 import * as SVC from './services';
 import * as MULTI from './multinode';
+import * as EVENTS from './events';
 import { cleanupAll, exitCleanlyOnSignals, isInterrupted } from './lib/cleanup';
 import { BenchConfig, FIGURES, loadConfig } from './lib/config';
 import { Figure, HeadlineRow, headlineRow } from './lib/figure';
@@ -107,6 +110,7 @@ function headlineRows(figs: Record<string, Figure | undefined>, cfg: BenchConfig
   rows.push(...POLICY.policyHeadlineRows(figs.policy, cfg));
   rows.push(...SVC.servicesHeadlineRows(figs.services, cfg));
   rows.push(...MULTI.multinodeHeadlineRows(figs.multinode));
+  rows.push(...EVENTS.eventsHeadlineRows(figs.events));
   return rows;
 }
 
@@ -182,6 +186,7 @@ async function main(): Promise<void> {
   if (cfg.only.has('policy')) figs.policy = await POLICY.benchPolicy(cfg, TAG);
   if (cfg.only.has('services')) figs.services = await SVC.benchServices(cfg, TAG);
   if (cfg.only.has('multinode')) figs.multinode = await MULTI.benchMultinode(cfg, TAG);
+  if (cfg.only.has('events')) figs.events = await EVENTS.benchEvents(cfg, TAG);
   const restart = cfg.only.has('restart') ? restartSection(await benchRestart({ rounds: cfg.restartRounds, log: progress })) : undefined;
 
   const head = markdownTable(headlineTable(headlineRows(figs, cfg)));
@@ -207,7 +212,7 @@ async function main(): Promise<void> {
     '(figure 5 describes each); Kubernetes mode, none (figure 6 has a one-pod API as its baseline); policy, the same pods with no policy ' +
     '(figure 7), and for apply → enforced the figures Cilium and upstream publish, quoted, not measured; services, a direct pod → pod connection ' +
     'and kube-proxy\'s iptables and nftables modes measured in the same run (figure 8); several nodes, a flannel-like kernel VXLAN node pair ' +
-    'and routed veths across the same underlay (figure 9). Ratios are kelp ÷ reference per round: median (min–max).\n';
+    'and routed veths across the same underlay (figure 9); flow events, the same pods on a node with events off (figure 10). Ratios are kelp ÷ reference per round: median (min–max).\n';
   // The file leads with the headline; the terminal ends with it, below the figures.
   const file = writeReport(cfg.outDir ?? path.join(__dirname, 'results'), name, [intro, headline, ...sections, changesSection()].join('\n'), charts.flat());
   process.stdout.write(`\n${[intro, ...sections, headline].join('\n')}\n`);
@@ -228,6 +233,11 @@ async function main(): Promise<void> {
     const headline = markdownTable(headlineTable(MULTI.multinodeHeadlineRows(figs.multinode)));
     const ok = syncReadmeFigure(README, 'multinode', { title: figs.multinode.title, only: 'multinode', report: file, headline, machine: machine() });
     progress(ok ? 'README.md multinode block updated' : 'README.md multinode block left alone (no markers, or the report is outside the repository)');
+  }
+  if (figs.events) {
+    const headline = markdownTable(headlineTable(EVENTS.eventsHeadlineRows(figs.events)));
+    const ok = syncReadmeFigure(README, 'events', { title: figs.events.title, only: 'events', report: file, headline, machine: machine() });
+    progress(ok ? 'README.md events block updated' : 'README.md events block left alone (no markers, or the report is outside the repository)');
   }
 }
 

@@ -61,13 +61,13 @@ export interface BenchConfig {
   servicesTools: Set<string>;
   /** Rounds of the several-nodes figure (every test on every variant once per round). */
   multinodeRounds: number;
-  /** Figures to run (BENCH_ONLY=datapath,cni,throughput,memory,pod2pod,restart,kubernetes,policy,services,multinode). */
+  /** Figures to run (BENCH_ONLY=datapath,cni,throughput,memory,pod2pod,restart,kubernetes,policy,services,multinode,events). */
   only: Set<string>;
   /** Where the report goes (default bench/results). */
   outDir?: string;
 }
 
-export const FIGURES = ['datapath', 'cni', 'throughput', 'memory', 'pod2pod', 'restart', 'kubernetes', 'policy', 'services', 'multinode'] as const;
+export const FIGURES = ['datapath', 'cni', 'throughput', 'memory', 'pod2pod', 'restart', 'kubernetes', 'policy', 'services', 'multinode', 'events'] as const;
 
 function int(name: string, def: number, min = 1, max = 1_000_000): number {
   const raw = process.env[name];
