@@ -4,6 +4,7 @@ import { describe, expect, it } from 'vitest';
 import { UsageError } from '../../src/agent/options';
 import { flowQueryString, formatFlow, formatPeer, formatSummary, formatTime, parseObserveArgs, parseWindow } from '../../src/cli/observe';
 import type { FlowRecord, FlowSummary } from '../../src/datapath/flow-types';
+import { parseFlowQuery } from '../../src/observe/filter';
 
 const parse = (...a: string[]) => parseObserveArgs(a);
 const fails = (re: RegExp, ...a: string[]) => {
@@ -78,6 +79,19 @@ describe('kelp observe flags', () => {
     fails(/--window: "0s" is not a duration/, 'summary', '--window', '0s');
     fails(/--window: "2d" is not a duration/, 'summary', '--window', '2d');
     fails(/summary takes --window, -o and --socket only.*verdict/, 'summary', '--verdict', 'dropped');
+  });
+
+  it('writes a query string the agent parses back into the same FlowQuery', () => {
+    for (const args of [
+      ['--verdict', 'dropped', '--reason', 'POLICY_DENY', '--from-pod', 'web/web-0'],
+      ['-f', '--last', '5', '-n', 'a', '-n', 'b', '--protocol', 'udp', '--port', '53', '--type', 'flow-end', '--service', 'kube-system/dns'],
+      ['--to-port', '80', '--to-port', '443', '--verdict', 'audit'],
+      ['-f', '--last', '0'],
+      [],
+    ]) {
+      const q = parse(...args).query;
+      expect(parseFlowQuery(new URLSearchParams(flowQueryString(q).slice(1))), args.join(' ')).toEqual(q);
+    }
   });
 
   it('writes repeated filters as repeated parameters', () => {
