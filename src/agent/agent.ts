@@ -204,8 +204,8 @@ export async function startAgent(opts: AgentOptions, log: Logger = createLogger(
   if (opts.masquerade) {
     if (up) {
       if (!up.ip) throw new Error(`uplink ${up.ifname} has no IPv4 address to masquerade to`);
-      // Every node's pod CIDR and address exempt from the start: a restart masquerades no cross-node flow.
-      datapath.enableMasquerade({ uplinkIfindex: up.ifindex, uplinkIfname: up.ifname, masqIp: up.ip, podCidr, noMasquerade: nodeNoMasquerade(objects, { name: opts.nodeName, podCidr }), onGc: natGcMetrics });
+      // Every node's pod CIDR (natively its address too) exempt from the start: a restart masquerades no cross-node flow.
+      datapath.enableMasquerade({ uplinkIfindex: up.ifindex, uplinkIfname: up.ifname, masqIp: up.ip, podCidr, noMasquerade: nodeNoMasquerade(objects, { name: opts.nodeName, podCidr }, opts.routingMode), onGc: natGcMetrics });
       masq = { uplink: up.ifname, address: up.ip };
       log.info({ uplink: up.ifname, address: up.ip }, 'masquerade enabled');
     } else {

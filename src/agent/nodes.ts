@@ -10,7 +10,7 @@ import { RoutingMode, VXLAN_DEVICE, VXLAN_OVERHEAD } from '../datapath/node-type
 import type { Logger } from '../log';
 import type { Rtnl } from '../netlink';
 import type { ReconcileLoop } from '../reconcile/loop';
-import { nodeTable, nodesReconciler, NodesReconciler } from '../reconcile/nodes';
+import { desiredNoMasquerade, nodeTable, nodesReconciler, NodesReconciler } from '../reconcile/nodes';
 import type { ObjectStore } from '../sources/store';
 import type { AgentOptions } from './options';
 
@@ -28,12 +28,11 @@ export function podMtuFor(o: Pick<AgentOptions, 'mtu' | 'routingMode'>, uplinkMt
 }
 
 /**
- * kelp_nomasq4's node part before masquerade is enabled (every usable node's pod CIDR and
- * address), so an agent restart never masquerades a cross-node flow while its reconciler has
- * not run yet.
+ * kelp_nomasq4's node part before masquerade is enabled (as the node reconciler keeps it), so an
+ * agent restart never masquerades a cross-node flow while its reconciler has not run yet.
  */
-export function nodeNoMasquerade(objects: Pick<ObjectStore, 'list'>, self: { name: string; podCidr: string }): string[] {
-  return nodeTable(objects.list('Node'), self).noMasquerade;
+export function nodeNoMasquerade(objects: Pick<ObjectStore, 'list'>, self: { name: string; podCidr: string }, mode: RoutingMode): string[] {
+  return desiredNoMasquerade(nodeTable(objects.list('Node'), self), mode);
 }
 
 export interface AgentNodesDeps {

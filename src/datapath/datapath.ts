@@ -234,7 +234,7 @@ export class Datapath {
     this.uplink = Uplink.enable(this.objects, this.pins, m, this.opts.log);
   }
 
-  /** kelp_nomasq4 besides the pod CIDR (every node's pod CIDR and address: the node reconciler's); needs the uplink programs. */
+  /** kelp_nomasq4 besides the pod CIDR (every node's pod CIDR, natively its address too: the node reconciler's); needs the uplink programs. */
   setNoMasquerade(cidrs: readonly string[]): void {
     if (!this.uplink) throw new Error('masquerade is not enabled: no kelp_nomasq4 to write');
     this.uplink.setNoMasquerade(cidrs);

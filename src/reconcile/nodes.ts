@@ -11,13 +11,16 @@
 //     touches them. A route to the same prefix that someone else installed is left alone and
 //     reported;
 //   - kelp_nomasq4 beyond the masquerade configuration (through the uplink's writer).
-// Besides the pod CIDRs, each remote node's own address (/32) is in kelp_tunnel4 and exempt from
-// masquerade: a pod's packet to another node (its reply to that node's probe, or the node's own
-// traffic to a pod through the VXLAN device) then goes back the way the node's came, through the
-// tunnel in VXLAN mode and with the pod's own address: without it the reply would leave by the
-// uplink masqueraded, or unencapsulated onto an underlay that may not carry pod addresses.
+// Besides the pod CIDRs, each remote node's own address (/32) is in kelp_tunnel4 (VXLAN mode) or
+// exempt from masquerade (native): a pod's packet to another node (its reply to that node's
+// probe, or to the node's own traffic through the VXLAN device) then goes back the way the
+// node's came, through the tunnel, or routed with the pod's own address. Without it the reply
+// would leave by the uplink masqueraded (the node sees another source and drops it), or
+// unencapsulated onto an underlay that may not carry pod addresses. One place per mode keeps
+// kelp_nomasq4 (1,024 entries) for the pod CIDRs in VXLAN mode.
 // Order within a run: no-masquerade first (a remote pod is never masqueraded to once it is
-// reachable), then tunnel entries, then routes added, then routes and entries removed.
+// reachable), then tunnel entries, then routes added, then routes and entries removed. A full
+// kelp_nomasq4 is reported, not fatal: the tunnel entries and routes still go in.
 //
 // A Node that cannot be used (no IPv4 InternalIP/ExternalIP, no IPv4 pod CIDR, a CIDR that
 // overlaps an older node's or this node's) is skipped and reported once per problem; the others
@@ -51,8 +54,8 @@ export interface NodeTable {
   remote: RemoteNode[];
   /** This node's pod CIDR and every routed node's. */
   podCidrs: string[];
-  /** The pod CIDRs and the remote nodes' addresses (/32): never masqueraded to. */
-  noMasquerade: string[];
+  /** The routed nodes' addresses as /32s, each once, this node's own never. */
+  hosts: string[];
   problems: string[];
 }
 
@@ -94,7 +97,7 @@ const overlaps = (a: string, b: string): boolean => {
  */
 export function nodeTable(nodes: readonly NodeObject[], self: { name: string; podCidr: string }, firstSeen: ReadonlyMap<string, number> = new Map()): NodeTable {
   const selfCidr = cidrToString(parseCidr(self.podCidr));
-  const out: NodeTable = { rows: [], remote: [], podCidrs: [selfCidr], noMasquerade: [], problems: [] };
+  const out: NodeTable = { rows: [], remote: [], podCidrs: [selfCidr], hosts: [], problems: [] };
   const claimed: Array<{ cidr: string; by: string }> = [{ cidr: selfCidr, by: 'this node' }];
   const age = (n: NodeObject) => firstSeen.get(n.metadata.name) ?? Infinity;
   const ordered = [...nodes].sort((a, b) => age(a) - age(b) || (a.metadata.name < b.metadata.name ? -1 : a.metadata.name > b.metadata.name ? 1 : 0));
@@ -127,25 +130,32 @@ export function nodeTable(nodes: readonly NodeObject[], self: { name: string; po
     out.remote.push({ name, address: addr.address, podCidrs });
     out.podCidrs.push(...podCidrs);
   }
-  out.noMasquerade = [...out.podCidrs, ...remoteHosts(out)];
+  const own = out.rows.find((r) => r.self)?.address;
+  out.hosts = [...new Set(out.remote.map((n) => n.address).filter((a) => a !== own))].map((a) => `${a}/32`);
   return out;
 }
 
-/** The remote nodes' addresses as /32s, each once, this node's own never. */
-function remoteHosts(t: Pick<NodeTable, 'rows' | 'remote'>): string[] {
-  const own = t.rows.find((r) => r.self)?.address;
-  return [...new Set(t.remote.map((n) => n.address).filter((a) => a !== own))].map((a) => `${a}/32`);
-}
-
-/** kelp_tunnel4 as it should be: every remote pod CIDR and node address → its node (pure). */
-export function desiredTunnel(t: Pick<NodeTable, 'rows' | 'remote'>, mode: RoutingMode): TunnelEntry[] {
+/**
+ * kelp_tunnel4 as it should be (pure): every remote pod CIDR → its node; in VXLAN mode each
+ * remote node's address too (ENCAP), so pods' answers to it take the tunnel.
+ */
+export function desiredTunnel(t: Pick<NodeTable, 'remote' | 'hosts'>, mode: RoutingMode): TunnelEntry[] {
   const flags = mode === 'vxlan' ? TUNNEL_F_ENCAP : 0;
   const out = t.remote.flatMap((n) => n.podCidrs.map((cidr) => ({ cidr, nodeIp: n.address, flags })));
-  for (const cidr of remoteHosts(t)) {
+  if (mode !== 'vxlan') return out;
+  for (const cidr of t.hosts) {
     // A node address inside a remote pod CIDR (a misconfiguration) is still sent to that node.
     if (!out.some((e) => e.cidr === cidr)) out.push({ cidr, nodeIp: cidr.slice(0, -3), flags });
   }
   return out;
+}
+
+/**
+ * What is never masqueraded to besides the masquerade configuration (pure): every usable node's
+ * pod CIDR, and natively each remote node's address (its pods' answers to it keep their source).
+ */
+export function desiredNoMasquerade(t: Pick<NodeTable, 'podCidrs' | 'hosts'>, mode: RoutingMode): string[] {
+  return mode === 'native' ? [...t.podCidrs, ...t.hosts] : [...t.podCidrs];
 }
 
 export function tunnelDiff(desired: readonly TunnelEntry[], current: readonly TunnelEntry[]): { put: TunnelEntry[]; remove: string[] } {
@@ -277,7 +287,12 @@ export function nodesReconciler(deps: NodesReconcilerDeps): NodesReconciler {
 
       const t = nodeTable(nodes, deps.self, firstSeen);
       const problems = [...t.problems];
-      deps.setNoMasquerade?.(t.noMasquerade);
+      try {
+        deps.setNoMasquerade?.(desiredNoMasquerade(t, deps.routing.mode));
+      } catch (err) {
+        // kelp_nomasq4 full (or refused): the rest goes in all the same; the run says why.
+        problems.push(`kelp_nomasq4 not updated: ${(err as Error).message}; traffic to the pod CIDRs it lacks is masqueraded`);
+      }
 
       const tunnel = tunnelDiff(desiredTunnel(t, deps.routing.mode), deps.tunnel.entries());
       for (const e of tunnel.put) deps.tunnel.put(e);

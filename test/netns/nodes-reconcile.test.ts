@@ -49,7 +49,7 @@ beforeAll(async () => {
   ns = createNetns('knr');
   const under = createNetns('knu');
   createVeth(ns, 'eth0', under, 'eth0');
-  ns.ip('addr', 'add', '198.18.0.1/24', 'dev', 'eth0');
+  ns.ip('addr', 'add', '198.18.0.1/16', 'dev', 'eth0');
   uplinkIfindex = ns.ifindex('eth0');
   dp = new Datapath({ bpfRoot: mountBpffs(), log: silentLogger });
   onCleanup(() => dp.close());
@@ -81,7 +81,7 @@ describe('node reconciler on a real node namespace', () => {
       `198.18.0.3/32>198.18.0.3/${E}`,
       `198.18.0.5/32>198.18.0.5/${E}`,
     ]);
-    expect(nomasq()).toEqual(['10.79.1.0/24', '10.79.2.0/24', '10.79.3.0/24', '10.79.5.0/24', '198.18.0.2/32', '198.18.0.3/32', '198.18.0.5/32']);
+    expect(nomasq()).toEqual(['10.79.1.0/24', '10.79.2.0/24', '10.79.3.0/24', '10.79.5.0/24']);
     const problems = r.last()!.problems;
     expect(problems).toContain("Node n4: spec.podCIDRs 10.79.2.128/25 overlaps Node n2's 10.79.2.0/24 (older, kept): skipped");
     expect(problems.find((p) => p.startsWith('Node n5: a route to 10.79.5.0/24 exists already (protocol 4'))).toBeDefined();
@@ -123,12 +123,32 @@ describe('node reconciler on a real node namespace', () => {
     expect({ routes: await routes(), tunnel: tunnel(), nomasq: nomasq() }).toEqual(before);
   });
 
-  it('native: each route replaced in place by one via the node on the uplink, entries without ENCAP', async () => {
+  it('native: each route replaced in place by one via the node on the uplink, entries without ENCAP, node addresses exempt from masquerade', async () => {
     const r = reconciler('native');
     await r.reconcile();
     expect(await kelpRoutes()).toEqual([`10.79.2.0/24 via 198.18.0.2 dev eth0 proto ${RTPROT_KELP_NODE}`, `10.79.3.0/24 via 198.18.0.3 dev eth0 proto ${RTPROT_KELP_NODE}`]);
-    expect(tunnel().every((e) => e.endsWith('/0'))).toBe(true);
+    expect(tunnel()).toEqual(['10.79.2.0/24>198.18.0.2/0', '10.79.3.0/24>198.18.0.3/0', '10.79.5.0/24>198.18.0.5/0']);
+    expect(nomasq()).toEqual(['10.79.1.0/24', '10.79.2.0/24', '10.79.3.0/24', '10.79.5.0/24', '198.18.0.2/32', '198.18.0.3/32', '198.18.0.5/32']);
     expect(r.last()!.routes).toEqual({ replaced: 2, removed: 0 });
     expect(await routes()).toContain('10.79.5.0/24 via 198.18.0.254 dev eth0 proto 4');
+  });
+
+  it('kelp_nomasq4 full (1,024 entries): reported, and every tunnel entry and route still goes in', async () => {
+    // 600 nodes natively: 601 pod CIDRs and 600 addresses to exempt.
+    nodes = Array.from({ length: 600 }, (_, i) =>
+      validateNode({ apiVersion: 'v1', kind: 'Node', metadata: { name: `m${i}` }, spec: { podCIDRs: [`10.${90 + (i >> 8)}.${i & 255}.0/24`] }, status: { addresses: [{ type: 'InternalIP', address: `198.18.${2 + (i >> 8)}.${i & 255}` }] } }),
+    );
+    const r = reconciler('native');
+    await r.reconcile();
+    expect(r.last()!.problems.find((p) => p.startsWith('kelp_nomasq4 not updated: kelp_nomasq4 is full'))).toBeDefined();
+    expect(await kelpRoutes()).toHaveLength(600);
+    expect(tunnel()).toHaveLength(600);
+    // The exemptions it had stay (the write puts nothing before it knows all fit).
+    expect(nomasq()).toContain('10.79.2.0/24');
+    nodes = [node(2)];
+    await r.reconcile();
+    expect(r.last()!.problems).toEqual([]);
+    expect(await kelpRoutes()).toEqual([`10.79.2.0/24 via 198.18.0.2 dev eth0 proto ${RTPROT_KELP_NODE}`]);
+    expect(nomasq()).toEqual(['10.79.1.0/24', '10.79.2.0/24', '198.18.0.2/32']);
   });
 });

@@ -4,7 +4,7 @@
 // map and of the kernel's route table (replace = same prefix and metric, delete = matching
 // protocol) and comparing with what was asked.
 import { describe, expect, it } from 'vitest';
-import { desiredRoutes, desiredTunnel, nodeTable, RTPROT_KELP_NODE, routesDiff, tunnelDiff } from '../../src/reconcile/nodes';
+import { desiredNoMasquerade, desiredRoutes, desiredTunnel, nodeTable, RTPROT_KELP_NODE, routesDiff, tunnelDiff } from '../../src/reconcile/nodes';
 import { TUNNEL_F_ENCAP, type TunnelEntry } from '../../src/datapath/node-types';
 import { validateNode, type NodeObject } from '../../src/sources/objects/node';
 import type { RouteEntry, RouteSpec } from '../../src/netlink';
@@ -32,7 +32,10 @@ describe('nodeTable', () => {
       { name: 'n3', address: '203.0.113.3', podCidrs: ['10.244.3.0/24'] },
     ]);
     expect(t.podCidrs).toEqual(['10.244.1.0/24', '10.244.2.0/24', '10.244.3.0/24']);
-    expect(t.noMasquerade).toEqual(['10.244.1.0/24', '10.244.2.0/24', '10.244.3.0/24', '192.168.0.2/32', '203.0.113.3/32']);
+    expect(t.hosts).toEqual(['192.168.0.2/32', '203.0.113.3/32']);
+    // Natively a remote node's address is exempt too; in VXLAN mode it takes the tunnel instead.
+    expect(desiredNoMasquerade(t, 'native')).toEqual(['10.244.1.0/24', '10.244.2.0/24', '10.244.3.0/24', '192.168.0.2/32', '203.0.113.3/32']);
+    expect(desiredNoMasquerade(t, 'vxlan')).toEqual(['10.244.1.0/24', '10.244.2.0/24', '10.244.3.0/24']);
     expect(t.rows.find((r) => r.name === 'n1')).toMatchObject({ self: true, address: '192.168.0.1' });
     expect(t.problems).toEqual([]);
   });
@@ -77,7 +80,7 @@ describe('nodeTable', () => {
     ]);
     // Skipped nodes are neither routed to nor exempt from masquerade.
     expect(t.podCidrs).toEqual(['10.244.1.0/24', '10.244.7.0/24']);
-    expect(t.noMasquerade).toEqual(['10.244.1.0/24', '10.244.7.0/24', '192.168.0.7/32']);
+    expect(t.hosts).toEqual(['192.168.0.7/32']);
   });
 
   it('keeps the older of two nodes with overlapping CIDRs, and never lets one take this node\'s', () => {
@@ -141,18 +144,31 @@ describe('desired state', () => {
     { name: 'n3', address: '192.168.0.3', podCidrs: ['10.244.3.0/24'] },
   ];
 
-  it('tunnel entries: each pod CIDR and node address to its node, ENCAP in VXLAN mode only', () => {
-    const rows = [{ name: 'n1', self: true, address: '192.168.0.1', podCidrs: [] }];
-    expect(desiredTunnel({ rows, remote }, 'vxlan')).toEqual([
+  it('tunnel entries: each pod CIDR to its node; node addresses too in VXLAN mode (ENCAP), none natively', () => {
+    const hosts = ['192.168.0.2/32', '192.168.0.3/32'];
+    expect(desiredTunnel({ remote, hosts }, 'vxlan')).toEqual([
       { cidr: '10.244.2.0/24', nodeIp: '192.168.0.2', flags: TUNNEL_F_ENCAP },
       { cidr: '10.244.3.0/24', nodeIp: '192.168.0.3', flags: TUNNEL_F_ENCAP },
       { cidr: '192.168.0.2/32', nodeIp: '192.168.0.2', flags: TUNNEL_F_ENCAP },
       { cidr: '192.168.0.3/32', nodeIp: '192.168.0.3', flags: TUNNEL_F_ENCAP },
     ]);
-    expect(desiredTunnel({ rows, remote }, 'native').map((e) => e.flags)).toEqual([0, 0, 0, 0]);
-    // A remote node claiming this node's address gets no host entry: this node's traffic stays here.
-    const clash = [...remote, { name: 'n4', address: '192.168.0.1', podCidrs: ['10.244.4.0/24'] }];
-    expect(desiredTunnel({ rows, remote: clash }, 'vxlan').map((e) => e.cidr)).not.toContain('192.168.0.1/32');
+    expect(desiredTunnel({ remote, hosts }, 'native')).toEqual([
+      { cidr: '10.244.2.0/24', nodeIp: '192.168.0.2', flags: 0 },
+      { cidr: '10.244.3.0/24', nodeIp: '192.168.0.3', flags: 0 },
+    ]);
+  });
+
+  it('a remote node claiming this node\'s address gets no host entry: this node\'s own traffic stays here', () => {
+    const t = nodeTable(
+      [
+        node('n1', { cidrs: ['10.244.1.0/24'], internal: '192.168.0.1' }),
+        node('n2', { cidrs: ['10.244.2.0/24'], internal: '192.168.0.2' }),
+        node('n4', { cidrs: ['10.244.4.0/24'], internal: '192.168.0.1' }),
+      ],
+      SELF,
+    );
+    expect(t.hosts).toEqual(['192.168.0.2/32']);
+    expect(desiredTunnel(t, 'vxlan').map((e) => e.cidr)).not.toContain('192.168.0.1/32');
   });
 
   it('routes: onto kelp_vxlan (VXLAN), via the node on the uplink (native), kelp\'s protocol', () => {

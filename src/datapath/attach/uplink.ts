@@ -82,9 +82,9 @@ export class Uplink {
   }
 
   /**
-   * Replaces the exemptions besides the pod CIDR (the node reconciler's: every node's pod CIDR
-   * and address). Entries both sets hold are never removed, so a flow between pod CIDRs is not
-   * masqueraded for a moment.
+   * Replaces the exemptions besides the pod CIDR (the node reconciler's: every node's pod CIDR,
+   * natively its address too). Entries both sets hold are never removed, so a flow between pod
+   * CIDRs is not masqueraded for a moment.
    */
   setNoMasquerade(cidrs: readonly string[]): void {
     this.opts.noMasquerade = [...cidrs];
