@@ -84,12 +84,12 @@ function underlayAddress(n: NodeObject): { address: string } | { problem: string
   return { problem: 'status.addresses has no IPv4 InternalIP or ExternalIP' };
 }
 
-const overlaps = (a: string, b: string): boolean => {
-  const x = parseCidr(a);
-  const y = parseCidr(b);
-  const p = BigInt(Math.min(x.prefix, y.prefix));
-  return x.address >> (32n - p) === y.address >> (32n - p);
-};
+/** An IPv4 CIDR as its first and last address (numbers: compared without parsing again). */
+function range4(cidr: string): { lo: number; hi: number } {
+  const c = parseCidr(cidr);
+  const lo = Number(c.address);
+  return { lo, hi: lo + 2 ** (32 - c.prefix) - 1 };
+}
 
 /**
  * The remote nodes and the pod CIDRs between which nothing is masqueraded (pure). `firstSeen`
@@ -98,7 +98,7 @@ const overlaps = (a: string, b: string): boolean => {
 export function nodeTable(nodes: readonly NodeObject[], self: { name: string; podCidr: string }, firstSeen: ReadonlyMap<string, number> = new Map()): NodeTable {
   const selfCidr = cidrToString(parseCidr(self.podCidr));
   const out: NodeTable = { rows: [], remote: [], podCidrs: [selfCidr], hosts: [], problems: [] };
-  const claimed: Array<{ cidr: string; by: string }> = [{ cidr: selfCidr, by: 'this node' }];
+  const claimed: Array<{ cidr: string; by: string; lo: number; hi: number }> = [{ cidr: selfCidr, by: 'this node', ...range4(selfCidr) }];
   const age = (n: NodeObject) => firstSeen.get(n.metadata.name) ?? Infinity;
   const ordered = [...nodes].sort((a, b) => age(a) - age(b) || (a.metadata.name < b.metadata.name ? -1 : a.metadata.name > b.metadata.name ? 1 : 0));
   for (const n of ordered) {
@@ -120,13 +120,16 @@ export function nodeTable(nodes: readonly NodeObject[], self: { name: string; po
       skip(n.spec.podCIDRs.length ? `spec.podCIDRs has no IPv4 CIDR (${n.spec.podCIDRs.join(', ')})` : 'spec.podCIDRs is empty');
       continue;
     }
-    const clash = podCidrs.flatMap((c) => claimed.filter((k) => overlaps(c, k.cidr)).map((k) => ({ c, k })))[0];
+    const clash = podCidrs.flatMap((c) => {
+      const r = range4(c);
+      return claimed.filter((k) => r.lo <= k.hi && k.lo <= r.hi).map((k) => ({ c, k }));
+    })[0];
     if (clash) {
       const holder = clash.k.by === 'this node' ? "this node's pod CIDR" : `Node ${clash.k.by}'s ${clash.k.cidr} (older, kept)`;
       skip(`spec.podCIDRs ${clash.c} overlaps ${clash.k.by === 'this node' ? `${holder} ${clash.k.cidr}` : holder}`);
       continue;
     }
-    for (const cidr of podCidrs) claimed.push({ cidr, by: name });
+    for (const cidr of podCidrs) claimed.push({ cidr, by: name, ...range4(cidr) });
     out.remote.push({ name, address: addr.address, podCidrs });
     out.podCidrs.push(...podCidrs);
   }
@@ -143,9 +146,10 @@ export function desiredTunnel(t: Pick<NodeTable, 'remote' | 'hosts'>, mode: Rout
   const flags = mode === 'vxlan' ? TUNNEL_F_ENCAP : 0;
   const out = t.remote.flatMap((n) => n.podCidrs.map((cidr) => ({ cidr, nodeIp: n.address, flags })));
   if (mode !== 'vxlan') return out;
+  const taken = new Set(out.map((e) => e.cidr));
   for (const cidr of t.hosts) {
     // A node address inside a remote pod CIDR (a misconfiguration) is still sent to that node.
-    if (!out.some((e) => e.cidr === cidr)) out.push({ cidr, nodeIp: cidr.slice(0, -3), flags });
+    if (!taken.has(cidr)) out.push({ cidr, nodeIp: cidr.slice(0, -3), flags });
   }
   return out;
 }
@@ -211,14 +215,17 @@ const sameNexthop = (r: RouteEntry, d: RouteSpec) => r.dev === d.dev && (r.gw ??
 export function routesDiff(desired: readonly RouteSpec[], current: readonly RouteEntry[]): RoutesDiff {
   const out: RoutesDiff = { replace: [], remove: [], conflicts: [] };
   const ours = current.filter((r) => r.protocol === RTPROT_KELP_NODE);
+  const byDst = new Map<string, RouteEntry[]>();
+  for (const r of current) byDst.set(r.dst, [...(byDst.get(r.dst) ?? []), r]);
   const kept = new Set<RouteEntry>();
   for (const d of desired) {
-    const theirs = current.find((r) => r.protocol !== RTPROT_KELP_NODE && r.dst === d.dst && (r.metric ?? 0) === 0);
+    const atDst = byDst.get(d.dst) ?? [];
+    const theirs = atDst.find((r) => r.protocol !== RTPROT_KELP_NODE && (r.metric ?? 0) === 0);
     if (theirs) {
       out.conflicts.push({ want: d, theirs });
       continue;
     }
-    const same = ours.filter((r) => r.dst === d.dst);
+    const same = atDst.filter((r) => r.protocol === RTPROT_KELP_NODE);
     const good = same.find((r) => (r.metric ?? 0) === 0 && sameNexthop(r, d));
     if (good) kept.add(good);
     else {
