@@ -57,7 +57,8 @@ export const TUNNEL_F_ENCAP = 1 << 0;
 
 /** One remote pod CIDR: kelp_tunnel4 (LPM trie, key = IPv4 prefix). */
 export interface TunnelEntry {
-  /** A remote node's pod CIDR (IPv4, canonical). */
+  /** A remote node's pod CIDR (IPv4, canonical), or, in VXLAN mode, its address as a /32 (a
+   * pod's reply to the node goes back through the tunnel: src/reconcile/nodes.ts). */
   cidr: string;
   /** That node's underlay address (its InternalIP): the outer destination, or the next hop. */
   nodeIp: string;
