@@ -5,6 +5,7 @@
 // Restart: the device is kept when its settings match (only its MTU is changed in place), the
 // overlay programs move onto the new agent's instances in place, and the reconciler's first run
 // finds the maps and routes as they were: cross-node flows see no gap.
+import path from 'node:path';
 import type { Datapath } from '../datapath/loader';
 import { RoutingMode, VXLAN_DEVICE, VXLAN_OVERHEAD } from '../datapath/node-types';
 import type { Logger } from '../log';
@@ -36,7 +37,7 @@ export function nodeNoMasquerade(objects: Pick<ObjectStore, 'list'>, self: { nam
 }
 
 export interface AgentNodesDeps {
-  opts: Pick<AgentOptions, 'routingMode' | 'vxlanId' | 'vxlanPort' | 'nodeName'>;
+  opts: Pick<AgentOptions, 'routingMode' | 'vxlanId' | 'vxlanPort' | 'nodeName' | 'bpfRoot'>;
   objects: ObjectStore;
   datapath: Datapath;
   rtnl: Rtnl;
@@ -84,11 +85,14 @@ export async function startNodes(d: AgentNodesDeps): Promise<AgentNodes> {
   } else {
     if (!d.uplink) throw new Error('--routing-mode native: no uplink to route other nodes\' pod CIDRs over (no default route; pass --uplink)');
     // An earlier agent's VXLAN device (the mode was switched): nothing routes onto it any more.
+    // Its overlay links go with it; their pins (<bpfRoot>/links/overlay-<device>-<dir>) are
+    // removed too, or they would outlive every later agent.
     const old = await d.rtnl.vxlanOf(VXLAN_DEVICE);
     if (old?.vxlan) {
       await d.rtnl.deleteLink(old.link.index);
       log.info({ device: VXLAN_DEVICE }, 'native routing: the VXLAN device of an earlier VXLAN-mode agent removed');
     }
+    for (const dir of ['ingress', 'egress']) d.datapath.removePinnedLink(path.join(opts.bpfRoot, 'links', `overlay-${VXLAN_DEVICE}-${dir}`));
     tunnel.setOverlayConfig({ mode, vni: opts.vxlanId, vxlanIfindex: 0 });
     log.info({ uplink: d.uplink.ifname }, 'native routing');
   }

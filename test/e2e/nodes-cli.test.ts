@@ -4,7 +4,7 @@
 // checked against the kernel (the route and kelp_tunnel4 entry are really there), and drift made
 // by hand shows in the listing until the reconciler's next run repairs it. And one standalone
 // node whose pod CIDR comes from its Node manifest, as in Kubernetes mode.
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Cluster, ClusterNode, nodeManifest } from '../support/cluster';
@@ -68,8 +68,8 @@ describe('kelp get nodes and kelp status across two nodes', () => {
   });
 });
 
-describe('a standalone node without --pod-cidr', () => {
-  it("takes its pod CIDR from the Node manifest --node-name names, and its uplink from the Node's InternalIP", async () => {
+describe('one standalone node', () => {
+  it("without --pod-cidr, takes its pod CIDR from the Node manifest --node-name names, and its uplink from the Node's InternalIP", async () => {
     const sb = await Sandbox.start({
       prefix: e2ePrefix('nsa'),
       podCidrFromNode: true,
@@ -87,6 +87,26 @@ describe('a standalone node without --pod-cidr', () => {
       expect(st.mtu).toBe(1500);
       expect(st.nodes).toMatchObject({ mode: 'native', uplink: 'up0', device: null, remote: 0 });
       expect((await sb.addPod('p')).ip).toMatch(/^10\.246\.3\./);
+    } finally {
+      await sb.stop();
+    }
+  }, 60_000);
+
+  it('switched from VXLAN to native: the VXLAN device and its overlay pins are gone, the pod keeps its network', async () => {
+    const sb = await Sandbox.start({ prefix: e2ePrefix('nsw') });
+    try {
+      const pins = ['ingress', 'egress'].map((d) => path.join(sb.bpfRoot, 'links', `overlay-${VXLAN_DEVICE}-${d}`));
+      expect(sh('ip', ['-n', sb.node, '-o', 'link', 'show', 'type', 'vxlan'])).toContain(VXLAN_DEVICE);
+      expect(pins.map((p) => existsSync(p))).toEqual([true, true]);
+      const a = await sb.addPod('a');
+      const b = await sb.addPod('b');
+      await sb.stopAgent();
+      sb.opts.agentArgs = ['--routing-mode=native'];
+      await sb.startAgent();
+      expect(sh('ip', ['-n', sb.node, '-o', 'link', 'show', 'type', 'vxlan']).trim()).toBe('');
+      expect(pins.map((p) => existsSync(p))).toEqual([false, false]);
+      expect((JSON.parse(sb.kelp('status', '-o', 'json')) as { nodes: NodesStatus }).nodes).toMatchObject({ mode: 'native', device: null });
+      expect(sb.exec(a.netns, 'ping', ['-c', '1', '-W', '2', b.ip])).toMatch(/1 received/);
     } finally {
       await sb.stop();
     }
