@@ -33,6 +33,7 @@ export const NODE_PAGE_HTML = `<!doctype html>
   th, td { text-align: left; padding: 2px 6px; border-bottom: 1px solid #edf2f7; white-space: nowrap; }
   th { color: #718096; font-weight: 600; }
   td.reason { color: var(--drop); font-weight: 600; }
+  #drops td:last-child { white-space: normal; }
   .empty { color: #a0aec0; font-style: italic; }
   svg { width: 100%; height: auto; display: block; }
   .peer circle { stroke: #fff; stroke-width: 2; }
@@ -225,7 +226,7 @@ export const NODE_PAGE_HTML = `<!doctype html>
       svg.appendChild(el('svg:text', { x: 480, y: 350, 'text-anchor': 'middle', class: 'empty' }, 'no pods and no flows yet'));
       return;
     }
-    var cx = 480, cy = 350, R = 250;
+    var cx = 480, cy = 350, R = 215;
     // Slots around the circle: one per peer, and one empty slot between groups.
     var slots = list.length + groups.length;
     var step = 2 * Math.PI / Math.max(slots, 3);
@@ -241,7 +242,8 @@ export const NODE_PAGE_HTML = `<!doctype html>
       });
       var end = (i - 1) * step;
       var mid = (start + end) / 2 - Math.PI / 2;
-      var r2 = R + 58;
+      // Outside the peers' own labels (up to ~90 px out along the radius).
+      var r2 = R + 105;
       if (end > start) {
         var a0 = start - Math.PI / 2 - step / 3, a1 = end - Math.PI / 2 + step / 3, ra = R + 26;
         gLayer.appendChild(el('svg:path', { class: 'group-arc', d: 'M' + (cx + ra * Math.cos(a0)) + ',' + (cy + ra * Math.sin(a0)) + ' A' + ra + ',' + ra + ' 0 ' + (a1 - a0 > Math.PI ? 1 : 0) + ' 1 ' + (cx + ra * Math.cos(a1)) + ',' + (cy + ra * Math.sin(a1)) }));
