@@ -185,6 +185,15 @@ export const NODE_PAGE_HTML = `<!doctype html>
       if (drops.length > MAX_DROPS) drops.length = MAX_DROPS;
     }
     queueRender();
+    refreshSoon();
+  }
+
+  // Flows arriving: the event accounting (and new pods) follow within a second, not at the next 5 s tick.
+  var lastLoad = 0;
+  function refreshSoon() {
+    if (Date.now() - lastLoad < 1000) return;
+    lastLoad = Date.now();
+    setTimeout(function () { loadNode().catch(function () {}); }, 500);
   }
 
   function queueRender() {
