@@ -33,6 +33,7 @@ export const CRR = 'TCP_CRR';
 const FLOW_RATE = 'flow events emitted during TCP_CRR';
 const HIGHEST = 'highest drop-event rate delivered whole';
 const AGENT_CPU = 'agent CPU during TCP_CRR';
+const FLOW_NOT_DELIVERED = 'flow events suppressed or lost during TCP_CRR';
 const NS = 'ev';
 const FLOOD_PORT = 5201;
 /** Offered UDP packets per second of the flood steps (each a DROP event). */
@@ -184,7 +185,9 @@ export async function benchEvents(cfg: BenchConfig, tag: string): Promise<Figure
           const after = await Promise.all(nodes.map((n) => drained(n.node.sb)));
           // Each pair ran for rrSeconds of the turns; its agent read that pair's events, and idled otherwise.
           nodes.forEach((n, i) => {
-            fig.record(FLOW_RATE, n.label, 'events/s', (after[i].byClass.flow.emitted - before[i].byClass.flow.emitted) / cfg.rrSeconds);
+            const d = (k: 'emitted' | 'suppressed' | 'lost') => after[i].byClass.flow[k] - before[i].byClass.flow[k];
+            fig.record(FLOW_RATE, n.label, 'events/s', d('emitted') / cfg.rrSeconds);
+            fig.record(FLOW_NOT_DELIVERED, n.label, 'events/s', (d('suppressed') + d('lost')) / cfg.rrSeconds);
             fig.record(AGENT_CPU, n.label, '% of a CPU', (100 * (cpuSeconds(agentPid(n.node.sb)) - cpu0[i])) / cfg.rrSeconds);
           });
         }
