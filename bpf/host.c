@@ -180,7 +180,11 @@ static __attribute__((noinline)) int host4_route(struct __sk_buff *skb, const st
 
 	if (!ip)
 		return drop_packet(skb, pkt, KELP_DIR_FROM_POD, 0, DROP_RUNT);
-	fib.tot_len = bpf_ntohs(ip->tot_len);
+	/* The MTU check is for single packets: a GSO packet (a forwarded TCP stream's, GRO'd) is cut
+	 * to its segment size on the way out, and with its whole length the lookup answers
+	 * FRAG_NEEDED, which would hand it to the stack (a martian once its source was translated). */
+	if (!skb->gso_size)
+		fib.tot_len = bpf_ntohs(ip->tot_len);
 	if (bpf_fib_lookup(skb, &fib, sizeof(fib), BPF_FIB_LOOKUP_SKIP_NEIGH) != BPF_FIB_LKUP_RET_SUCCESS)
 		return TC_ACT_OK;
 	return bpf_redirect_neigh(fib.ifindex, NULL, 0, 0);
@@ -335,12 +339,24 @@ static __always_inline int rnat4_icmp_error(struct __sk_buff *skb, struct pkt4 *
  * externalTrafficPolicy Cluster): the client's address and port are replaced by this node's
  * address and a NAT port, exactly as a masqueraded pod flow's (kelp_snat4, kelp_ct4, the same
  * collector), so the backend answers this node, whose kelp_host_ingress puts both translations
- * back and routes the answer out. Returns 0 or a drop reason. A BPF-to-BPF call that calls
- * nothing: inlined, or calling the route lookup and drop_packet itself, its state would stack
- * under kelp_host_ingress's past the verifier's 512 bytes.
+ * back and routes the answer out. Only a backend the node routes to elsewhere: one on the
+ * node's own network (its address: a host-network backend) is the stack's, untranslated, as
+ * before. Returns 0 (translated), 1 (left alone) or a drop reason. A BPF-to-BPF call that calls
+ * nothing: inlined, or calling the route and drop_packet itself, its state would stack under
+ * kelp_host_ingress's past the verifier's 512 bytes.
  */
 static __attribute__((noinline)) int host4_snat_remote(struct __sk_buff *skb, const struct pkt4 *pkt)
 {
+	struct bpf_fib_lookup fib = {
+		.family = 2,	/* AF_INET */
+		.l4_protocol = pkt->proto,
+		.ipv4_src = pkt->saddr,
+		.ipv4_dst = pkt->daddr,
+		.ifindex = skb->ifindex,
+	};
+
+	if (bpf_fib_lookup(skb, &fib, sizeof(fib), BPF_FIB_LOOKUP_SKIP_NEIGH) != BPF_FIB_LKUP_RET_SUCCESS)
+		return 1;
 	return snat4_egress(skb, pkt);
 }
 
@@ -378,6 +394,8 @@ static __always_inline int host4_service(struct __sk_buff *skb, struct pkt4 *pkt
 	ret = host4_snat_remote(skb, pkt);
 	if (ret < 0)
 		return drop_packet(skb, pkt, KELP_DIR_TO_POD, 0, ret);
+	if (ret > 0)
+		return TC_ACT_OK;
 	pkt->saddr = KELP_MASQ_IP;
 	return host4_route(skb, pkt);
 }
