@@ -167,6 +167,10 @@ describe('an agent fed by the Kubernetes API', () => {
     const add = await sb.cni('ADD', { CNI_CONTAINERID: `${sb.opts.prefix}late${'0'.repeat(24)}`, CNI_NETNS: netnsPath, CNI_IFNAME: 'eth0' });
     expect(add.code).not.toBe(0);
     expect(add.json).toMatchObject({ code: 11 });
+    // The API comes back only once the agent has met it down (its API socket is not up yet, so its
+    // log says): on a loaded machine the agent's start can outlast the wait above, and an API back
+    // before its first request would leave nothing for this test to see.
+    await eventually('the agent meeting the API server down', () => sb.agentLog().includes('Kubernetes API error'), 30_000);
     await api.up();
     await starting;
     const st = JSON.parse(sb.kelp('status', '-o', 'json')) as { ready: boolean; sources: Array<{ name: string; reflectors?: Array<{ errors: number; synced: boolean }> }> };
