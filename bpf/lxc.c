@@ -84,7 +84,10 @@ static __always_inline int lxc4_fib_redirect(struct __sk_buff *skb, const struct
 	if (!ip)
 		return drop_packet(skb, pkt, KELP_DIR_FROM_POD, src_id, DROP_RUNT);
 	fib.ipv4_src = ip->saddr;
-	fib.tot_len = bpf_ntohs(ip->tot_len);
+	/* As in host4_route: a GSO packet's whole length would answer FRAG_NEEDED, and the stack
+	 * would drop the translated answer as a martian; it is cut to its segments on the way out. */
+	if (!skb->gso_size)
+		fib.tot_len = bpf_ntohs(ip->tot_len);
 	if (ip->ttl <= 1)
 		return drop_packet(skb, pkt, KELP_DIR_FROM_POD, src_id, DROP_TTL_EXCEEDED);
 	rc = bpf_fib_lookup(skb, &fib, sizeof(fib), BPF_FIB_LOOKUP_SKIP_NEIGH);

@@ -62,7 +62,7 @@ struct {
 	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
 	__type(key, struct nomasq4_key);
 	__type(value, __u8);
-	__uint(max_entries, 1024);
+	__uint(max_entries, 16384);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } kelp_nomasq4 SEC(".maps");

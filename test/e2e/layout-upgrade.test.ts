@@ -104,7 +104,7 @@ it('replaces an agent of layout 1 by one of layout 2 under traffic: no packet lo
   // Every pin but the two maps layout 2 changes stays the same throughout (whatever maps the
   // build has, these among them).
   const pinsV1 = pinNames();
-  expect(pinsV1).toEqual(expect.arrayContaining(['kelp_endpoint_cache', 'kelp_endpoints', 'kelp_events', 'kelp_metrics', 'kelp_nomasq4', 'kelp_ct4', 'kelp_snat4']));
+  expect(pinsV1).toEqual(expect.arrayContaining(['kelp_endpoint_cache', 'kelp_endpoints', 'kelp_events', 'kelp_metrics', 'kelp_nomasq4_v2', 'kelp_ct4', 'kelp_snat4']));
   const unchanged = pinsV1.filter((n) => n !== 'kelp_ct4' && n !== 'kelp_snat4');
 
   const podStream = await startStream(b.netns, a.netns, b.ip, 5001);

@@ -246,8 +246,12 @@ export const MAPS: readonly MapSpec[] = [
   {
     name: 'kelp_nomasq4',
     objects: ['host'],
-    version: 1,
-    layouts: [{ version: 1, type: MapType.LPM_TRIE, keySize: nomasq4Key.size, valueSize: u8, maxEntries: 1024, flags: 1 }],
+    version: 2,
+    layouts: [
+      { version: 1, type: MapType.LPM_TRIE, keySize: nomasq4Key.size, valueSize: u8, maxEntries: 1024, flags: 1 },
+      // Every node's pod CIDR (and, natively, its address) is exempt: 1,024 capped a cluster at ~500 nodes.
+      { version: 2, type: MapType.LPM_TRIE, keySize: nomasq4Key.size, valueSize: u8, maxEntries: 16384, flags: 1 },
+    ],
     migrate: 'rebuild',
     why: "configuration: synced to exactly the agent's CIDRs before the uplink's programs are swapped in",
     writer: 'reconciler',
