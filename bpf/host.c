@@ -291,18 +291,8 @@ static __always_inline int host4_deliver(struct __sk_buff *skb, struct pkt4 *pkt
 	/* TTL 1: the stack sends the time-exceeded. */
 	if (!eth || !ip || ip->ttl <= 1)
 		return TC_ACT_OK;
-	/* The sender is outside: only the pod's ingress is decided. */
-	if (endpoint4_deliver(skb, pkt, 0, ep))
-		return TC_ACT_SHOT;
-	/* Reloaded: the verifier forgets packet pointers across the policy call. */
-	eth = eth_load(skb);
-	ip = ipv4_load(skb);
-	if (!eth || !ip)
-		return drop_packet(skb, pkt, KELP_DIR_TO_POD, ep->ep_id, DROP_RUNT);
-	ipv4_dec_ttl(ip);
-	eth_rewrite(eth, ep->mac, ep->node_mac);
-	event_trace(skb, pkt, KELP_DIR_TO_POD, ep->ep_id, ep->ifindex, KELP_TRACE_TO_ENDPOINT);
-	return bpf_redirect_peer(ep->ifindex, 0);
+	/* The sender is outside. */
+	return endpoint4_redirect_in(skb, pkt, ep);
 }
 
 /* An ICMP error from the outside about a packet we translated: it quotes that packet as it left

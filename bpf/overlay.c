@@ -53,7 +53,6 @@ static __always_inline int overlay_to_stack(struct __sk_buff *skb)
  */
 static __always_inline int overlay4_deliver(struct __sk_buff *skb, struct pkt4 *pkt, const struct endpoint_info *ep)
 {
-	struct ethhdr *eth;
 	struct iphdr *ip;
 
 	ip = ipv4_load(skb);
@@ -61,18 +60,8 @@ static __always_inline int overlay4_deliver(struct __sk_buff *skb, struct pkt4 *
 		return drop_packet(skb, pkt, KELP_DIR_TO_POD, ep->ep_id, DROP_RUNT);
 	if (ip->ttl <= 1)
 		return drop_packet(skb, pkt, KELP_DIR_TO_POD, ep->ep_id, DROP_TTL_EXCEEDED);
-	/* The sender is on another node: only the pod's ingress is decided here. */
-	if (endpoint4_deliver(skb, pkt, 0, ep))
-		return TC_ACT_SHOT;
-	/* Reloaded: the verifier forgets packet pointers across the policy call. */
-	eth = eth_load(skb);
-	ip = ipv4_load(skb);
-	if (!eth || !ip)
-		return drop_packet(skb, pkt, KELP_DIR_TO_POD, ep->ep_id, DROP_RUNT);
-	ipv4_dec_ttl(ip);
-	eth_rewrite(eth, ep->mac, ep->node_mac);
-	event_trace(skb, pkt, KELP_DIR_TO_POD, ep->ep_id, ep->ifindex, KELP_TRACE_TO_ENDPOINT);
-	return bpf_redirect_peer(ep->ifindex, 0);
+	/* The sender is on another node. */
+	return endpoint4_redirect_in(skb, pkt, ep);
 }
 
 /*

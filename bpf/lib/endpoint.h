@@ -5,6 +5,7 @@
 #include "common.h"
 #include "drop.h"
 #include "eth.h"
+#include "ipv4.h"
 #include "metrics.h"
 #include "policy.h"
 
@@ -131,6 +132,31 @@ static __always_inline int endpoint4_deliver(struct __sk_buff *skb, const struct
 		return TC_ACT_SHOT;
 	metrics_update(ep->ep_id, KELP_DIR_TO_POD, 0, skb->len);
 	return 0;
+}
+
+/*
+ * A packet from beyond the node (the uplink after reverse NAT, another node through the tunnel)
+ * into local endpoint `ep`: only the pod's ingress is decided (the sender's egress is not this
+ * node's), then straight into the pod's namespace. The caller has checked the TTL (each hook
+ * answers an expiring packet its own way). Returns a tc verdict.
+ */
+static __always_inline int endpoint4_redirect_in(struct __sk_buff *skb, const struct pkt4 *pkt,
+						 const struct endpoint_info *ep)
+{
+	struct ethhdr *eth;
+	struct iphdr *ip;
+
+	if (endpoint4_deliver(skb, pkt, 0, ep))
+		return TC_ACT_SHOT;
+	/* Reloaded: the verifier forgets packet pointers across the policy call. */
+	eth = eth_load(skb);
+	ip = ipv4_load(skb);
+	if (!eth || !ip)
+		return drop_packet(skb, pkt, KELP_DIR_TO_POD, ep->ep_id, DROP_RUNT);
+	ipv4_dec_ttl(ip);
+	eth_rewrite(eth, ep->mac, ep->node_mac);
+	event_trace(skb, pkt, KELP_DIR_TO_POD, ep->ep_id, ep->ifindex, KELP_TRACE_TO_ENDPOINT);
+	return bpf_redirect_peer(ep->ifindex, 0);
 }
 
 /* The endpoint id of a local address, 0 when it is not one. */
