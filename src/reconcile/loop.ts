@@ -34,6 +34,8 @@ interface State {
   /** When a change (not a resync) first made it dirty since its last successful run (ms, monotonic). */
   changedAt?: number;
   applied: number;
+  /** A run is in progress: it may not have written what the store holds now. */
+  inRun?: boolean;
   runs: number;
   failures: number;
   backoffMs: number;
@@ -109,7 +111,10 @@ export class ReconcileLoop {
   /** The store revision every reconciler has applied. */
   get programmedRevision(): number {
     if (this.states.length === 0) return this.store.revision;
-    return Math.min(...this.states.map((s) => (s.dirty ? s.applied : Math.max(s.applied, this.store.revision))));
+    // A reconciler in the middle of a run is not dirty, but has not written the change that woke
+    // it yet: counted at what it last applied (`kelp apply --wait` answered during the services
+    // run's first await, before the maps held the change).
+    return Math.min(...this.states.map((s) => (s.dirty || s.inRun ? s.applied : Math.max(s.applied, this.store.revision))));
   }
 
   /** Resolves once the programmed revision reaches `rev` (default: the store's revision now). */
@@ -187,6 +192,7 @@ export class ReconcileLoop {
       const changedAt = s.changedAt;
       s.changedAt = undefined;
       const t0 = performance.now();
+      s.inRun = true;
       try {
         await s.r.reconcile();
         const t1 = performance.now();
@@ -205,6 +211,8 @@ export class ReconcileLoop {
         s.backoffMs = Math.min(s.backoffMs ? s.backoffMs * 2 : min, this.opts.retryMaxMs ?? 5000);
         retryIn = Math.min(retryIn, s.backoffMs);
         this.opts.log.error({ err, reconciler: s.r.name, retryInMs: s.backoffMs }, 'reconcile failed; retrying');
+      } finally {
+        s.inRun = false;
       }
     }
     this.settle();

@@ -35,6 +35,40 @@ function recorder(store: ObjectStore, name: string, kinds: Kind[], fail?: () => 
 }
 
 describe('ReconcileLoop', () => {
+  // Found by the services benchmark: `kelp apply --wait` answered while the services run awaited
+  // the node's addresses, before it had written the change.
+  it('a change is not programmed while the run it woke is still in progress', async () => {
+    const store = new ObjectStore();
+    const src = source();
+    src.sync();
+    let release!: () => void;
+    let held = false;
+    const r: Reconciler = {
+      name: 'services',
+      kinds: ['Namespace'],
+      reconcile: async () => {
+        if (!held) return;
+        await new Promise<void>((resolve) => (release = resolve));
+      },
+    };
+    const loop = new ReconcileLoop(store, { log: silentLogger, debounceMs: 1 }).add(r);
+    await loop.start([src]);
+    held = true;
+    store.upsert('test', ns('a'));
+    const rev = store.revision;
+    let answered = false;
+    void loop.waitFor(rev).then(() => (answered = true));
+    await sleep(50);
+    expect(loop.status()[0]).toMatchObject({ dirty: false, runs: 2 });
+    expect(loop.programmedRevision).toBeLessThan(rev);
+    expect(answered).toBe(false);
+    release();
+    await sleep(20);
+    expect(answered).toBe(true);
+    expect(loop.programmedRevision).toBe(rev);
+    await loop.stop();
+  });
+
   it('markDirty(name, true) runs at once, without the debounce a change waits (a CNI ADD waits on it)', async () => {
     const store = new ObjectStore();
     const src = source();
