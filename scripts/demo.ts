@@ -100,6 +100,8 @@ async function main(): Promise<number> {
       step(`web -> db ${webDb ? 'connected (it should not)' : 'dropped'}, api -> db ${apiDb ? 'connected' : 'dropped (it should not be)'}, node -> db ${nodeDb ? 'connected (a pod and its node always talk)' : 'dropped (it should not be)'} - policy in BPF ${ok(!webDb && apiDb && nodeDb)}`);
       step(`kelp policy trace --from shop/web --to shop/db --port ${PORT}/tcp`);
       process.stdout.write(indent(sb.kelp('policy', 'trace', '--from', 'shop/web', '--to', 'shop/db', '--port', `${PORT}/tcp`)));
+      step('kelp observe --verdict dropped --last 3: the drops as the datapath reported them, with reason and deciding policy');
+      process.stdout.write(indent(sb.kelp('observe', '--verdict', 'dropped', '--last', '3')));
 
       step('kelp apply -f deploy/demo/service.yaml --wait: Service shop/api, ClusterIP 10.96.0.10:80 -> the api pod\'s port 8080');
       process.stdout.write(indent(sb.kelp('apply', '-f', path.join(__dirname, '../deploy/demo/service.yaml'), '--wait')));

@@ -185,9 +185,9 @@ export function agentDirectory(src: DirectorySources, minAgeMs = 1000): FlowDire
     return { podByEp, podByIp, nodeAddr, nodeCidrs, services, policies };
   }
 
-  function tables() {
+  function tables(fresh = false) {
     const now = Date.now();
-    if (now - built >= minAgeMs) {
+    if (fresh || now - built >= minAgeMs) {
       built = now;
       const v = src.version();
       if (v !== version || !t) {
@@ -199,7 +199,10 @@ export function agentDirectory(src: DirectorySources, minAgeMs = 1000): FlowDire
   }
 
   return {
-    podByEndpoint: (id) => tables().podByEp.get(id),
+    // An endpoint, Service or policy id the datapath names exists: a miss means the tables predate
+    // it (a drop right after a policy's apply), so they are checked again at once. Addresses miss
+    // for every outside peer: those wait for the periodic check.
+    podByEndpoint: (id) => tables().podByEp.get(id) ?? tables(true).podByEp.get(id),
     podByIp: (ip) => tables().podByIp.get(ip),
     nodeByIp(ip) {
       const tb = tables();
@@ -209,7 +212,7 @@ export function agentDirectory(src: DirectorySources, minAgeMs = 1000): FlowDire
       if (!addr) return undefined;
       return tb.nodeCidrs.find(([c]) => c.family === addr.family && cidrContains(c, addr))?.[1];
     },
-    serviceById: (id) => tables().services.get(id),
-    policyById: (id) => tables().policies.get(id),
+    serviceById: (id) => tables().services.get(id) ?? tables(true).services.get(id),
+    policyById: (id) => tables().policies.get(id) ?? tables(true).policies.get(id),
   };
 }

@@ -162,6 +162,24 @@ describe('enrichment', () => {
     v = 'b';
     expect(dir.podByIp('10.9.0.6')).toEqual({ namespace: 'ns1', name: 'p2' });
   });
+
+  it('a policy or Service id the directory does not know yet is looked up again at once (a drop right after an apply is named)', () => {
+    let v = 'a';
+    const policies = [{ id: 1, kind: 'NetworkPolicy', ref: 'NetworkPolicy/ns1/old' }];
+    const services = [{ svcId: 1, service: 'ns1/old' }];
+    const dir = agentDirectory(
+      { endpoints: () => [], pods: () => [], nodes: () => [], services: () => services, policies: () => policies, version: () => v },
+      60_000,
+    );
+    expect(dir.policyById(1)).toEqual({ kind: 'NetworkPolicy', namespace: 'ns1', name: 'old' });
+    policies.push({ id: 2, kind: 'NetworkPolicy', ref: 'NetworkPolicy/ns1/new' });
+    services.push({ svcId: 2, service: 'ns1/new' });
+    v = 'b';
+    // Within the minimum age: only a miss makes the directory look again.
+    expect(dir.policyById(2)).toEqual({ kind: 'NetworkPolicy', namespace: 'ns1', name: 'new' });
+    expect(dir.serviceById(2)).toEqual({ namespace: 'ns1', name: 'new' });
+    expect(dir.policyById(3)).toBeUndefined();
+  });
 });
 
 function rec(over: Partial<FlowRecord> & { src?: string; dst?: string; sport?: number; dport?: number }): FlowRecord {
