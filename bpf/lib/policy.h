@@ -448,7 +448,7 @@ static __attribute__((noinline)) void flow4_emit(const struct __sk_buff *skb, co
 	e->tx_bytes = ct->tx_bytes;
 	e->rx_packets = ct->rx_packets;
 	e->rx_bytes = ct->rx_bytes;
-	bpf_ringbuf_submit(e, 0);
+	bpf_ringbuf_submit(e, event_submit_flags());
 }
 
 /* What policy4_report() counts and sends. */
