@@ -25,6 +25,7 @@
 #include "lib/lb_nat.h"
 #include "lib/conntrack.h"
 #include "lib/nat.h"
+#include "lib/tunnel.h"
 
 /* Pod CIDR (network order) and its prefix length: sources that get masqueraded. */
 volatile const __be32 KELP_POD_CIDR = 0;
@@ -390,6 +391,41 @@ static __always_inline int host4_service(struct __sk_buff *skb, struct pkt4 *pkt
 	return host4_route(skb, pkt);
 }
 
+/*
+ * Native routing: a pod on another node to a pod of this node (the source in a native
+ * kelp_tunnel4 entry, the destination a local endpoint). The stack would route it to the pod's
+ * host veth, whose kelp_to_pod would reverse a Service translation and decide the pod's ingress
+ * policy; both are done here and it goes straight in, as kelp_from_overlay does in VXLAN mode.
+ * It needs no other translation: masquerade replies and frontends are addressed to the node.
+ * The stack's source check would pass it anyway (the node routes that pod CIDR out of the
+ * uplink). TTL 1 is left to the stack, which answers it. Returns a verdict, or -1 when the
+ * packet is not one of these (untouched).
+ */
+static __always_inline int host4_from_remote_pod(struct __sk_buff *skb, struct pkt4 *pkt)
+{
+	struct endpoint_info *ep;
+	struct tunnel4_info *tun;
+	struct iphdr *ip;
+	__u8 ct_flags = 0;
+	int ret;
+
+	if (!host_pod_prefix_valid() || !host_pod_source(pkt->daddr))
+		return -1;
+	tun = tunnel4_lookup(pkt->saddr);
+	if (!tun || (tun->flags & TUNNEL_F_ENCAP))
+		return -1;
+	ep = endpoint4_lookup(pkt->daddr);
+	ip = ipv4_load(skb);
+	if (!ep || !ip || ip->ttl <= 1)
+		return -1;
+	/* The answer of a backend there to a client here that kelp_from_pod translated. */
+	ret = lb4_reverse(skb, pkt, &ct_flags);
+	if (ret < 0)
+		return drop_packet(skb, pkt, KELP_DIR_TO_POD, ep->ep_id, ret);
+	/* The sender is on another node: only the receiver's ingress is decided here. */
+	return endpoint4_redirect_in(skb, pkt, ep);
+}
+
 /* tc ingress of the node's uplink: everything arriving for the node. */
 SEC("tc")
 int kelp_host_ingress(struct __sk_buff *skb)
@@ -401,9 +437,13 @@ int kelp_host_ingress(struct __sk_buff *skb)
 	__u8 flags = 0;
 	int ret;
 
-	/* Services first: they answer on any of the node's addresses, with or without masquerade. */
 	if (host4_parse_any(skb, &pkt))
 		return TC_ACT_OK;
+	/* Pod to pod across nodes first: addressed to a pod, never to a frontend. */
+	ret = host4_from_remote_pod(skb, &pkt);
+	if (ret >= 0)
+		return ret;
+	/* Services next: they answer on any of the node's addresses, with or without masquerade. */
 	ret = host4_service(skb, &pkt);
 	if (ret >= 0)
 		return ret;

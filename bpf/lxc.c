@@ -66,7 +66,26 @@ static __always_inline int lxc4_reject(struct __sk_buff *skb, struct pkt4 *pkt, 
 	return bpf_redirect_peer(skb->ifindex, 0);
 }
 
-/* Out through the node's route to the destination, with the neighbour's MAC. */
+/* A MAC of a bpf_fib_lookup answer into the frame: the lookup's smac and dmac sit at 2-byte
+ * offsets of the stack, where the verifier refuses eth_addr_copy's 4-byte access. */
+static __always_inline void lxc4_fib_mac_copy(__u8 *dst, const __u8 *src)
+{
+	eth_word16 *d = (eth_word16 *)dst;
+	const eth_word16 *s = (const eth_word16 *)src;
+
+	d[0] = s[0];
+	d[1] = s[1];
+	d[2] = s[2];
+}
+
+/*
+ * Out through the node's route to the destination, past its stack: the NodePort answer the stack
+ * would drop as a martian, and (native routing) a pod's packet to another node's pod, which the
+ * stack would only forward by the same route at the cost of a full pass through it. A known
+ * neighbour's MAC is written here and the packet goes straight to the device's egress; an
+ * unresolved one is left to bpf_redirect_neigh, which resolves it. Anything the lookup cannot
+ * route (no route, forwarding off, a single packet over the MTU) is the stack's.
+ */
 static __always_inline int lxc4_fib_redirect(struct __sk_buff *skb, const struct pkt4 *pkt, __u32 src_id)
 {
 	struct bpf_fib_lookup fib = {
@@ -76,6 +95,8 @@ static __always_inline int lxc4_fib_redirect(struct __sk_buff *skb, const struct
 		.ipv4_dst = pkt->daddr,
 		.ifindex = skb->ifindex,
 	};
+	struct bpf_redir_neigh nh = { .nh_family = 2 };
+	struct ethhdr *eth;
 	struct iphdr *ip;
 	long rc;
 
@@ -90,19 +111,32 @@ static __always_inline int lxc4_fib_redirect(struct __sk_buff *skb, const struct
 		fib.tot_len = bpf_ntohs(ip->tot_len);
 	if (ip->ttl <= 1)
 		return drop_packet(skb, pkt, KELP_DIR_FROM_POD, src_id, DROP_TTL_EXCEEDED);
-	rc = bpf_fib_lookup(skb, &fib, sizeof(fib), BPF_FIB_LOOKUP_SKIP_NEIGH);
-	if (rc != BPF_FIB_LKUP_RET_SUCCESS)
+	rc = bpf_fib_lookup(skb, &fib, sizeof(fib), 0);
+	if (rc != BPF_FIB_LKUP_RET_SUCCESS && rc != BPF_FIB_LKUP_RET_NO_NEIGH)
 		return lxc_pass(skb, KELP_DIR_FROM_POD, src_id);
+	/* Reloaded: the helper call ends the verifier's packet pointers. */
+	eth = eth_load(skb);
+	ip = ipv4_load(skb);
+	if (!eth || !ip)
+		return drop_packet(skb, pkt, KELP_DIR_FROM_POD, src_id, DROP_RUNT);
 	ipv4_dec_ttl(ip);
 	metrics_update(src_id, KELP_DIR_FROM_POD, 0, skb->len);
-	return bpf_redirect_neigh(fib.ifindex, NULL, 0, 0);
+	if (rc == BPF_FIB_LKUP_RET_SUCCESS) {
+		lxc4_fib_mac_copy(eth->h_dest, fib.dmac);
+		lxc4_fib_mac_copy(eth->h_source, fib.smac);
+		return bpf_redirect(fib.ifindex, 0);
+	}
+	/* The lookup left the next hop (the gateway, or the destination on-link) in ipv4_dst. */
+	nh.ipv4_nh = fib.ipv4_dst;
+	return bpf_redirect_neigh(fib.ifindex, &nh, sizeof(nh), 0);
 }
 
 /*
  * To a pod on another node (its address in kelp_tunnel4): the sender's egress policy is decided
  * here, the receiver's ingress on its own node. VXLAN: one routing hop (TTL, inner MACs), the
- * tunnel key, and straight to the VXLAN device. Native: the node's routes carry it, its source
- * kept (every node's pod CIDR is in kelp_nomasq4, so host.c does not masquerade it).
+ * tunnel key, and straight to the VXLAN device. Native: one routing hop by the node's route to
+ * that pod CIDR (via the other node, out of the uplink), straight to the uplink's egress, its
+ * source kept (every node's pod CIDR is in kelp_nomasq4, so kelp_host_egress leaves it alone).
  */
 static __always_inline int lxc4_remote(struct __sk_buff *skb, const struct pkt4 *pkt, __u32 src_id,
 				       const struct tunnel4_info *tun)
@@ -115,9 +149,8 @@ static __always_inline int lxc4_remote(struct __sk_buff *skb, const struct pkt4 
 
 	if (policy4_check(skb, pkt, src_id, 0))
 		return TC_ACT_SHOT;
-	/* Native: the stack routes it (and answers an expiring TTL itself). */
 	if (!(flags & TUNNEL_F_ENCAP))
-		return lxc_pass(skb, KELP_DIR_FROM_POD, src_id);
+		return lxc4_fib_redirect(skb, pkt, src_id);
 
 	cfg = overlay_config_get();
 	if (!cfg || !cfg->ifindex)

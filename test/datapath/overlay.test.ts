@@ -159,7 +159,7 @@ describe('kelp_from_pod to a pod on another node', () => {
     expect(ev).toMatchObject({ kind: 'trace', point: 'to-overlay', targetIfindex: vxlanIfindex, epId: A.epId, saddr: A.ip, daddr: REMOTE_VXLAN });
   });
 
-  it('native: passed to the stack unchanged (its routes carry it)', () => {
+  it('native, no route to it here: passed to the stack unchanged (native.test.ts: the routed rows)', () => {
     const pkt = tcpSyn(fromA, A.ip, REMOTE_NATIVE);
     const r = run(lxc.program('kelp_from_pod'), pkt, A.ifindex);
     expect(r.retval).toBe(P.TC_ACT_OK);

@@ -366,6 +366,9 @@ export interface SkbCtxOpts {
   ingressIfindex?: number;
   mark?: number;
   priority?: number;
+  /** A GSO packet (GRO'd or from a TSO socket): its segment size and count. */
+  gsoSize?: number;
+  gsoSegs?: number;
 }
 
 /**
@@ -379,5 +382,7 @@ export function skbCtx(o: SkbCtxOpts): Buffer {
   b.writeUInt32LE(o.priority ?? 0, 32);
   b.writeUInt32LE(o.ingressIfindex ?? 0, 36);
   b.writeUInt32LE(o.ifindex ?? 0, 40);
+  b.writeUInt32LE(o.gsoSegs ?? 0, 164);
+  b.writeUInt32LE(o.gsoSize ?? 0, 176);
   return b;
 }

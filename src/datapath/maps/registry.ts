@@ -426,7 +426,7 @@ export const MAPS: readonly MapSpec[] = [
   },
   {
     name: 'kelp_tunnel4',
-    objects: ['lxc', 'overlay'],
+    objects: ['lxc', 'host', 'overlay'],
     version: 1,
     layouts: [coded(1, { type: MapType.LPM_TRIE, maxEntries: 16384, flags: 1 }, tunnel4Key, tunnel4Info)],
     migrate: 'rebuild',
@@ -438,7 +438,7 @@ export const MAPS: readonly MapSpec[] = [
   },
   {
     name: 'kelp_overlay_config',
-    objects: ['lxc', 'overlay'],
+    objects: ['lxc', 'host', 'overlay'],
     version: 1,
     layouts: [{ version: 1, type: MapType.ARRAY, keySize: u32, valueSize: overlayConfig.size, maxEntries: 1, flags: 0 }],
     migrate: 'rebuild',
