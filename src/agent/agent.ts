@@ -201,11 +201,13 @@ export async function startAgent(opts: AgentOptions, log: Logger = createLogger(
     metrics.conntrackGc('kelp_ct4', r.ctDeleted);
     metrics.conntrackGc('kelp_snat4', r.natDeleted);
   };
+  // VXLAN mode: the uplink's programs let node-to-node tunnel packets through at once.
+  const vxlanPort = opts.routingMode === 'vxlan' ? opts.vxlanPort : undefined;
   if (opts.masquerade) {
     if (up) {
       if (!up.ip) throw new Error(`uplink ${up.ifname} has no IPv4 address to masquerade to`);
       // Every node's pod CIDR (natively its address too) exempt from the start: a restart masquerades no cross-node flow.
-      datapath.enableMasquerade({ uplinkIfindex: up.ifindex, uplinkIfname: up.ifname, masqIp: up.ip, podCidr, noMasquerade: nodeNoMasquerade(objects, { name: opts.nodeName, podCidr }, opts.routingMode), onGc: natGcMetrics });
+      datapath.enableMasquerade({ uplinkIfindex: up.ifindex, uplinkIfname: up.ifname, masqIp: up.ip, podCidr, noMasquerade: nodeNoMasquerade(objects, { name: opts.nodeName, podCidr }, opts.routingMode), onGc: natGcMetrics, vxlanPort });
       masq = { uplink: up.ifname, address: up.ip };
       log.info({ uplink: up.ifname, address: up.ip }, 'masquerade enabled');
     } else {
@@ -213,7 +215,7 @@ export async function startAgent(opts: AgentOptions, log: Logger = createLogger(
     }
   } else if (up) {
     // Masquerade off: the uplink still carries Services (NodePorts from outside, the node's own clients).
-    datapath.enableUplink({ uplinkIfindex: up.ifindex, uplinkIfname: up.ifname, podCidr, onGc: natGcMetrics });
+    datapath.enableUplink({ uplinkIfindex: up.ifindex, uplinkIfname: up.ifname, podCidr, onGc: natGcMetrics, vxlanPort });
   }
 
   // Remote nodes: the VXLAN device and overlay programs (VXLAN mode), the node reconciler.

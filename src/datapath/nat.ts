@@ -213,6 +213,9 @@ export interface MasqConfig {
   masqIp: string;
   portMin?: number;
   portMax?: number;
+  /** VXLAN mode: the kelp VXLAN device's UDP port, whose node-to-node packets the uplink's
+   * programs pass before any other work (bpf/host.c, host4_is_vxlan). Absent: none. */
+  vxlanPort?: number;
 }
 
 /** The `.rodata` constants of build/bpf/host.o for `loadObject(..., { constants })`. */
@@ -220,6 +223,7 @@ export function masqConstants(cfg: MasqConfig): Record<string, number | Buffer> 
   const key = nomasq4Key.encode({ cidr: cfg.podCidr });
   const portMin = port('portMin', cfg.portMin ?? DEFAULT_NAT_PORTS.min);
   const portMax = port('portMax', cfg.portMax ?? DEFAULT_NAT_PORTS.max);
+  const vxlanPort = cfg.vxlanPort === undefined ? 0 : port('vxlanPort', cfg.vxlanPort);
   const prefix = key.readUInt32LE(nm.off.prefixlen);
   if (prefix === 0) throw new RangeError('podCidr: a /0 pod range would masquerade every source');
   if (portMin === 0 || portMin > portMax) throw new RangeError(`NAT port range ${portMin}-${portMax} is empty or starts at 0`);
@@ -229,6 +233,7 @@ export function masqConstants(cfg: MasqConfig): Record<string, number | Buffer> 
     KELP_MASQ_IP: ip4ToBuffer(cfg.masqIp),
     KELP_NAT_PORT_MIN: portMin,
     KELP_NAT_PORT_MAX: portMax,
+    KELP_VXLAN_PORT: vxlanPort,
   };
 }
 

@@ -57,7 +57,9 @@ describe('masqConstants', () => {
       KELP_MASQ_IP: Buffer.from([192, 168, 50, 2]),
       KELP_NAT_PORT_MIN: 61000,
       KELP_NAT_PORT_MAX: 65535,
+      KELP_VXLAN_PORT: 0,
     });
+    expect(masqConstants({ podCidr: '10.244.1.0/24', masqIp: '192.168.50.2', vxlanPort: 8472 }).KELP_VXLAN_PORT).toBe(8472);
   });
 
   it.each([
@@ -65,6 +67,7 @@ describe('masqConstants', () => {
     [{ podCidr: '10.244.1.0/24', masqIp: '192.168.50.2', portMin: 2000, portMax: 1000 }, /empty/],
     [{ podCidr: '10.244.1.0/24', masqIp: '192.168.50.2', portMin: 0 }, /starts at 0/],
     [{ podCidr: '10.244.1.0/24', masqIp: 'node' }, /IPv4/],
+    [{ podCidr: '10.244.1.0/24', masqIp: '192.168.50.2', vxlanPort: 70000 }, /vxlanPort/],
   ])('rejects %o', (cfg, msg) => {
     expect(() => masqConstants(cfg)).toThrow(msg);
   });

@@ -32,6 +32,8 @@ export interface MasqueradeOptions {
   noMasquerade?: string[];
   /** After each conntrack/NAT collector pass (metrics). */
   onGc?: (r: GcResult) => void;
+  /** VXLAN mode: the VXLAN port (node-to-node tunnel packets pass the programs at once). */
+  vxlanPort?: number;
 }
 
 const UPLINK_PROGRAMS = [
@@ -58,7 +60,7 @@ export class Uplink {
 
   /** Loads host.o for this uplink and address, and puts its programs on the uplink. */
   static enable(objects: DatapathObjects, pins: LinkPins, m: MasqueradeOptions, log: Logger): Uplink {
-    const host = objects.load('host', masqConstants({ podCidr: m.podCidr, masqIp: m.masqIp }));
+    const host = objects.load('host', masqConstants({ podCidr: m.podCidr, masqIp: m.masqIp, vxlanPort: m.vxlanPort }));
     const up = new Uplink(host, m, log);
     up.syncExemptions();
     up.attach(pins);
