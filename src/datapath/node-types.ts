@@ -14,17 +14,19 @@
 //      the node's underlay address, VNI from kelp_overlay_config) and the packet is redirected to
 //      the kelp VXLAN device (collect_md / "external" mode: one device per node, no per-peer
 //      devices, no FDB entries). The inner MAC addresses are rewritten to the VXLAN device's own.
-//   3. hit, routing mode native: egress policy, then the kernel routes it (the agent installs a
-//      route per remote pod CIDR via the node's underlay address). No masquerade between pod
+//   3. hit, routing mode native: egress policy, then routed by the node's route (the agent installs
+//      a route per remote pod CIDR via the node's underlay address), looked up by kelp_from_pod
+//      itself (bpf_fib_lookup) and sent to the uplink past the stack. No masquerade between pod
 //      CIDRs: every known node's pod CIDR is in kelp_nomasq4.
 //   4. miss: as today (the node's stack; masquerade when it leaves by the uplink).
 // Receiving (VXLAN): kelp_from_overlay (tc ingress of the VXLAN device) takes the decapsulated
 // packet for a local endpoint, decides the receiver's ingress policy with the sender's identity
 // from kelp_ipcache4 (remote pods are in the ip cache: the policy compiler sees every Pod in the
 // store, not only local ones), reverse-NATs a service reply (lb4_reverse) and delivers it with
-// bpf_redirect_peer; anything else goes to the node's stack. Native routing receives on the uplink
-// (kelp_host_ingress → the stack → the pod's host veth → kelp_to_pod, which decides ingress
-// policy as for any routed packet).
+// bpf_redirect_peer; anything else goes to the node's stack. Native routing receives on the uplink:
+// kelp_host_ingress takes a packet from a native kelp_tunnel4 pod CIDR to a local endpoint and
+// does the same (lb4_reverse, ingress policy, redirect_peer); other traffic to a pod goes through
+// the stack and kelp_to_pod.
 // The node's own traffic to a remote pod (socket LB to a remote backend, probes) follows the
 // node's routes: VXLAN mode routes each remote pod CIDR onto the VXLAN device (NOARP), whose tc
 // egress program (kelp_to_overlay) sets the tunnel key from kelp_tunnel4 (a miss is dropped,
