@@ -31,7 +31,8 @@ export const OFF = 'events off';
 export const RR = 'TCP_RR';
 export const CRR = 'TCP_CRR';
 const FLOW_RATE = 'flow events emitted during TCP_CRR';
-const HIGHEST = 'highest drop-event rate delivered whole';
+const HIGHEST = 'highest drop-event rate with nothing unaccounted';
+const WHOLE = 'drop-event rate delivered whole at every step up to it';
 const AGENT_CPU = 'agent CPU during TCP_CRR';
 const FLOW_NOT_DELIVERED = 'flow events suppressed or lost during TCP_CRR';
 const NS = 'ev';
@@ -155,7 +156,7 @@ async function floodStep(sb: Sandbox, flood: SandboxPod, sink: SandboxPod, pps: 
 const unaccounted = (s: FloodStep) => s.denied - (s.received + s.suppressed + s.lost);
 
 export async function benchEvents(cfg: BenchConfig, tag: string): Promise<Figure> {
-  const fig = new Figure('10. Flow events: pod ↔ pod TCP_RR/CRR with events on and off, the highest event rate delivered whole');
+  const fig = new Figure('10. Flow events: pod ↔ pod TCP_RR/CRR with events on and off, the highest event rate with no unaccounted loss');
   const nodes: EventNode[] = [];
   try {
     progress(`events: starting three kelp nodes (${tag}a: every event, ${tag}b: default limits, ${tag}c: off)`);
@@ -212,9 +213,13 @@ export async function benchEvents(cfg: BenchConfig, tag: string): Promise<Figure
           `received ${s.received}, unaccounted ${unaccounted(s)}`,
       );
     }
-    const whole = steps.filter((s) => s.lost === 0 && s.suppressed === 0 && unaccounted(s) === 0 && s.received > 0);
-    const best = whole.length ? Math.max(...whole.map((s) => s.received / s.seconds)) : 0;
-    fig.record(HIGHEST, ALL, 'events/s', best);
+    // Exact: every drop received or counted as suppressed or lost. Whole: nothing lost either, at
+    // that step and every slower one (a loss at one step and none at a faster one is a burst, not a limit).
+    const exact = steps.filter((s) => unaccounted(s) === 0 && s.received > 0);
+    fig.record(HIGHEST, ALL, 'events/s', exact.length ? Math.max(...exact.map((s) => s.received / s.seconds)) : 0);
+    const firstLoss = steps.findIndex((s) => s.lost > 0 || s.suppressed > 0 || unaccounted(s) !== 0);
+    const whole = firstLoss < 0 ? steps : steps.slice(0, firstLoss);
+    fig.record(WHOLE, ALL, 'events/s', whole.length ? Math.max(...whole.map((s) => s.received / s.seconds)) : 0);
     notes(fig, cfg, steps);
   } finally {
     for (const n of nodes.reverse()) await n.node.stop();
@@ -234,7 +239,8 @@ function notes(fig: Figure, cfg: BenchConfig, steps: FloodStep[]): void {
     `Flood (on the every-event node): UDP, ${PAYLOAD}-byte payloads, ${FLOOD_SECONDS} s per step, from pod \`flood\` (a Node dgram sender paced by the clock, batches of what is due) to pod \`sink\`, whose policy admits only TCP, so every datagram is a POLICY_DENY drop and one DROP event. ` +
       'Per step: the drops the datapath counted (GET /v1/counters, exact), the drop class of GET /v1/events/stats (emitted, suppressed, lost in BPF; received by the agent), read once the agent had read ' +
       'everything emitted (or after 10 s). Unaccounted = drops − (received + suppressed + lost), which holds emitted − received (in flight, or lost between ring and agent): zero means every event is either delivered or counted as not. ' +
-      '"Delivered whole": no event lost or suppressed and none unaccounted; the figure is the highest received rate among such steps.',
+      `"${HIGHEST}": the highest received rate among steps where every drop is received or counted (suppressed, lost); ` +
+      `"${WHOLE}": the highest received rate before the first step that lost or suppressed any event.`,
     `Steps: ${steps
       .map((s) => `${num(s.offered)} pps offered → ${num(s.denied / s.seconds)} drops/s (sent ${s.sent}), emitted ${s.emitted}, suppressed ${s.suppressed}, lost ${s.lost}, received ${s.received}, unaccounted ${unaccounted(s)}`)
       .join('; ')}.`,
@@ -253,6 +259,7 @@ export function eventsHeadlineRows(fig: Figure | undefined): HeadlineRow[] {
       ratio: `${spreadText(spread(fig.ratios(m, ALL, OFF)), '', ratio)}, higher is better`,
     });
   }
-  rows.push({ figure: 'Flow events: highest drop-event rate delivered with nothing lost or unaccounted', kelp: `${num(fig.values(HIGHEST, ALL)[0])} events/s`, reference: '—', ratio: '—' });
+  rows.push({ figure: 'Flow events: highest drop-event rate with no unaccounted loss (every event received or counted)', kelp: `${num(fig.values(HIGHEST, ALL)[0])} events/s`, reference: '—', ratio: '—' });
+  rows.push({ figure: 'Flow events: drop-event rate delivered whole (nothing lost) at every step up to it', kelp: `${num(fig.values(WHOLE, ALL)[0])} events/s`, reference: '—', ratio: '—' });
   return rows;
 }
