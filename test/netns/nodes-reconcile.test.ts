@@ -133,16 +133,17 @@ describe('node reconciler on a real node namespace', () => {
     expect(await routes()).toContain('10.79.5.0/24 via 198.18.0.254 dev eth0 proto 4');
   });
 
-  it('kelp_nomasq4 full (1,024 entries): reported, and every tunnel entry and route still goes in', async () => {
-    // 600 nodes natively: 601 pod CIDRs and 600 addresses to exempt.
-    nodes = Array.from({ length: 600 }, (_, i) =>
+  it('kelp_nomasq4 full (16,384 entries): reported, and every tunnel entry and route still goes in', async () => {
+    // 8,200 nodes natively: 8,201 pod CIDRs and 8,200 addresses to exempt, 17 more than it holds.
+    const n = 8200;
+    nodes = Array.from({ length: n }, (_, i) =>
       validateNode({ apiVersion: 'v1', kind: 'Node', metadata: { name: `m${i}` }, spec: { podCIDRs: [`10.${90 + (i >> 8)}.${i & 255}.0/24`] }, status: { addresses: [{ type: 'InternalIP', address: `198.18.${2 + (i >> 8)}.${i & 255}` }] } }),
     );
     const r = reconciler('native');
     await r.reconcile();
     expect(r.last()!.problems.find((p) => p.startsWith('kelp_nomasq4 not updated: kelp_nomasq4 is full'))).toBeDefined();
-    expect(await kelpRoutes()).toHaveLength(600);
-    expect(tunnel()).toHaveLength(600);
+    expect(await kelpRoutes()).toHaveLength(n);
+    expect(tunnel()).toHaveLength(n);
     // The exemptions it had stay (the write puts nothing before it knows all fit).
     expect(nomasq()).toContain('10.79.2.0/24');
     nodes = [node(2)];
