@@ -101,6 +101,30 @@ static __always_inline bool overlay4_masq_reply(const struct pkt4 *pkt)
  * one of this node's service frontends with a local backend; the answer to a flow this node
  * translated goes to the uplink's ingress; anything else goes to the node's stack.
  */
+/*
+ * The sender holds the source it claims: policy judges a packet by its inner source, so a host
+ * that can reach the VXLAN port must not be able to speak as another node's pod (or that node
+ * itself), nor as one of this node's own pods. An inner source in a kelp_tunnel4 entry (a remote
+ * pod CIDR, a remote node's /32) must have come from that entry's node, the outer source; one
+ * that is this node's own endpoint never comes through the tunnel. Any other source (no entry:
+ * outside the cluster's pods) is WORLD to policy anyway. The metadata is the decapsulating
+ * device's; a packet without it did not come off the wire (BPF_PROG_TEST_RUN). Returns 0 or a
+ * drop reason.
+ */
+static __always_inline int overlay4_check_sender(struct __sk_buff *skb, const struct pkt4 *pkt)
+{
+	struct bpf_tunnel_key key = {};
+	struct tunnel4_info *tun;
+
+	if (bpf_skb_get_tunnel_key(skb, &key, sizeof(key), 0))
+		return 0;
+	tun = tunnel4_lookup(pkt->saddr);
+	if (tun)
+		/* The helper gives the remote address in host order. */
+		return tun->node_ip == bpf_htonl(key.remote_ipv4) ? 0 : DROP_TUNNEL_SPOOF;
+	return endpoint4_lookup(pkt->saddr) ? DROP_TUNNEL_SPOOF : 0;
+}
+
 SEC("tc")
 int kelp_from_overlay(struct __sk_buff *skb)
 {
@@ -115,6 +139,9 @@ int kelp_from_overlay(struct __sk_buff *skb)
 		return overlay_to_stack(skb);
 	pkt.eth_proto = eth->h_proto;
 	ret = ipv4_parse(skb, &pkt);
+	if (ret < 0)
+		return drop_packet(skb, &pkt, KELP_DIR_TO_POD, endpoint4_id(pkt.daddr), ret);
+	ret = overlay4_check_sender(skb, &pkt);
 	if (ret < 0)
 		return drop_packet(skb, &pkt, KELP_DIR_TO_POD, endpoint4_id(pkt.daddr), ret);
 	ret = lb4_reverse(skb, &pkt, &ct_flags);

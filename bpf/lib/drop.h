@@ -54,6 +54,7 @@ enum kelp_drop_reason {
 
 	/* Cross-node routing (bpf/lib/tunnel.h, bpf/overlay.c). */
 	DROP_NO_TUNNEL		= -500,	/* onto the VXLAN device without a kelp_tunnel4 entry, or no device configured */
+	DROP_TUNNEL_SPOOF	= -501,	/* through the tunnel with an inner source its sender does not hold */
 };
 
 /*

@@ -42,6 +42,7 @@ export const DropReason = {
   LB_SCTP_PORT: -406,
   // Cross-node routing (bpf/lib/tunnel.h, bpf/overlay.c).
   NO_TUNNEL: -500,
+  TUNNEL_SPOOF: -501,
 } as const;
 
 /**
@@ -95,6 +96,7 @@ const DESCRIPTIONS: Record<DropReasonName, string> = {
   LB_FRAG: 'an IPv4 fragment to a service address: kelp keeps no fragment state to balance it by its ports',
   LB_SCTP_PORT: 'SCTP to a backend on another port: kelp does not rewrite the CRC32c a port change needs',
   NO_TUNNEL: 'to another node through the VXLAN device, but kelp_tunnel4 has no entry for the destination or no VXLAN device is configured',
+  TUNNEL_SPOOF: "from another node through the tunnel with an inner source that node does not hold (another node's pod or address, or one of this node's own pods)",
 };
 
 const BY_CODE = new Map<number, DropReasonName>(

@@ -82,6 +82,15 @@ s.on('error', (e) => { console.log('error ' + e.code); process.exit(0); });
 `;
 
 /** Sends `count` UDP datagrams to `ip`:9 one after the other, whatever each send returns. */
+/** UDP_SEND from a given source address: node -e UDP_SEND_FROM <source> <destination> <count>. */
+const UDP_SEND_FROM = `
+const dgram = require('dgram');
+const [src, ip, count] = process.argv.slice(1);
+const u = dgram.createSocket('udp4');
+let left = +count;
+const next = () => (left-- > 0 ? u.send('kelp', 9, ip, () => next()) : u.close());
+u.bind({ address: src }, next);
+`;
 const UDP_SEND = `
 const dgram = require('dgram');
 const [ip, count] = process.argv.slice(1);
@@ -313,6 +322,33 @@ describe('VXLAN (collect_md device, tunnel key from kelp_tunnel4)', () => {
     n1.ns.exec(process.execPath, ['-e', UDP_SEND, '10.79.9.5', '3']);
     expect(counter(n1, 0, Direction.FROM_POD, DropReason.NO_TUNNEL) - before).toBe(3);
     expect(linkStats(n1.ns, VXLAN_DEVICE).tx).toBe(tx);
+  });
+
+  it("a sender speaking as a pod it does not hold: another node's pod, or the receiver's own pod, through the tunnel is dropped (TUNNEL_SPOOF)", () => {
+    const [n1, , n3] = nodes;
+    // Node 3 sends with a source of node 2's pod CIDR, then with node 1's own pod's address: both
+    // on node 3's lo, node 1's pods routed onto node 3's VXLAN device (kelp_to_overlay keys them to
+    // node 1, the outer source node 3's).
+    const asNode2Pod = '10.79.2.99';
+    const asLocalPod = n1.pods[1].ip;
+    n3.ns.ip('route', 'add', podCidr(1), 'dev', VXLAN_DEVICE);
+    onCleanup(() => n3.ns.ip('route', 'del', podCidr(1), 'dev', VXLAN_DEVICE));
+    for (const forged of [asNode2Pod, asLocalPod]) {
+      const before = counter(n1, n1.pods[0].epId, Direction.TO_POD, DropReason.TUNNEL_SPOOF);
+      const rx = linkStats(n1.ns, VXLAN_DEVICE).rx;
+      // Removed at once: node 3's own traffic onto the device would pick it as its source.
+      n3.ns.ip('addr', 'add', `${forged}/32`, 'dev', 'lo');
+      try {
+        n3.ns.exec(process.execPath, ['-e', UDP_SEND_FROM, forged, n1.pods[0].ip, '3']);
+      } finally {
+        n3.ns.ip('addr', 'del', `${forged}/32`, 'dev', 'lo');
+      }
+      expect(linkStats(n1.ns, VXLAN_DEVICE).rx - rx, `${forged}: decapsulated on node 1`).toBeGreaterThanOrEqual(3);
+      expect(counter(n1, n1.pods[0].epId, Direction.TO_POD, DropReason.TUNNEL_SPOOF) - before, forged).toBe(3);
+    }
+    // Node 3's own address and its pods still get through (the checks above are not "drop all").
+    expect(tcp(n3.pods[0].ns, n1.pods[0].ip)).toBe(`${n3.pods[0].ip} 300000 200000`);
+    expect(ping(n3.ns, n1.pods[0].ip)).toBe(true);
   });
 
   it('a node whose tunnel entry goes is unreachable; put back, reachable again', () => {
