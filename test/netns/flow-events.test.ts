@@ -12,8 +12,8 @@ import { applyPolicyMaps, policyMapsOf, setPolicyEnforcement } from '../../src/d
 import { IDENTITY_HOST, IPPROTO, PolicyEntry, RULE_ISOLATED } from '../../src/datapath/policy-types';
 import { serviceMapsOf, ServiceWriter } from '../../src/datapath/service';
 import { Enricher, FlowDirectory } from '../../src/observe/enrich';
-import { EventCollector, loadWithVerifierLog, LXC_OBJECT, putEndpoint, TestEndpoint } from '../support/datapath';
-import { cleanupAll, createNetns, createVeth, mountBpffs, Netns, onCleanup, uniqueName } from '../support/netns';
+import { EventCollector, loadWithVerifierLog, LXC_OBJECT, makeTestPod, putEndpoint, TestEndpoint, TestPod } from '../support/datapath';
+import { cleanupAll, createNetns, mountBpffs, Netns, onCleanup } from '../support/netns';
 
 const GATEWAY = '10.84.0.1';
 const VIP = '10.96.84.84';
@@ -22,10 +22,7 @@ const ALLOW_POLICY = 42;
 const ISOLATE_POLICY = 43;
 const SVC_ID = 5;
 
-interface Pod {
-  ns: Netns;
-  ep: TestEndpoint;
-}
+type Pod = TestPod;
 
 let node: Netns;
 let a: Pod;
@@ -35,17 +32,7 @@ let obj: BpfObject;
 let collector: EventCollector;
 
 function makePod(ip: string, epId: number): Pod {
-  const ns = createNetns('kfp');
-  // No IPv6 and no ARP from the pods: every frame they send is the test's.
-  ns.exec('sysctl', ['-qw', 'net.ipv6.conf.all.disable_ipv6=1', 'net.ipv6.conf.default.disable_ipv6=1']);
-  const hostVeth = uniqueName('kf');
-  createVeth(node, hostVeth, ns, 'eth0');
-  // A /32 and everything via the gateway, whose neighbour entry is static: the pod never ARPs.
-  ns.ip('addr', 'add', `${ip}/32`, 'dev', 'eth0');
-  ns.ip('route', 'add', GATEWAY, 'dev', 'eth0');
-  ns.ip('route', 'add', 'default', 'via', GATEWAY);
-  ns.ip('neigh', 'replace', GATEWAY, 'lladdr', node.mac(hostVeth), 'dev', 'eth0', 'nud', 'permanent');
-  return { ns, ep: { ip, epId, flags: 0, ifindex: node.ifindex(hostVeth), mac: ns.mac('eth0'), nodeMac: node.mac(hostVeth) } };
+  return makeTestPod(node, { ip, epId, gateway: GATEWAY, prefix: 'kfp', quiet: true });
 }
 
 /** Bytes and packets the pod's eth0 has sent (veth_xmit counts each frame, Ethernet header included). */

@@ -12,18 +12,15 @@ import type { KelpEvent } from '../../src/datapath/events';
 import { applyPolicyMaps, PolicyMaps, policyMapsOf, setPolicyEnforcement } from '../../src/datapath/policy';
 import { IPPROTO, PolicyEntry, RULE_ISOLATED } from '../../src/datapath/policy-types';
 import { Direction } from '../../src/datapath/structs';
-import { EventCollector, loadWithVerifierLog, LXC_OBJECT, metricsId, metricsMaps, putEndpoint, readMetrics, TestEndpoint } from '../support/datapath';
-import { cleanupAll, createNetns, createVeth, mountBpffs, Netns, onCleanup, uniqueName } from '../support/netns';
+import { EventCollector, loadWithVerifierLog, LXC_OBJECT, metricsId, metricsMaps, makeTestPod, putEndpoint, readMetrics, TestPod } from '../support/datapath';
+import { cleanupAll, createNetns, mountBpffs, Netns, onCleanup } from '../support/netns';
 
 const GATEWAY = '10.81.0.1';
 const ID_A = 300;
 const ID_B = 301;
 const POLICY = 42;
 
-interface Pod {
-  ns: Netns;
-  ep: TestEndpoint;
-}
+type Pod = TestPod;
 
 let node: Netns;
 let podA: Pod;
@@ -34,12 +31,7 @@ let metrics: ReturnType<typeof metricsMaps>;
 let collector: EventCollector;
 
 function makePod(ip: string, epId: number): Pod {
-  const ns = createNetns('kpp');
-  const hostVeth = uniqueName('kq');
-  createVeth(node, hostVeth, ns, 'eth0');
-  ns.ip('addr', 'add', `${ip}/24`, 'dev', 'eth0');
-  ns.ip('route', 'add', 'default', 'via', GATEWAY);
-  return { ns, ep: { ip, epId, flags: 0, ifindex: node.ifindex(hostVeth), mac: ns.mac('eth0'), nodeMac: node.mac(hostVeth) } };
+  return makeTestPod(node, { ip, epId, gateway: GATEWAY, prefix: 'kpp' });
 }
 
 /** Echo servers: TCP on each port, UDP on each port; resolves once all listen. */

@@ -10,18 +10,14 @@ import { BackendEntry, FRONTEND_DROP_NO_LOCAL, FRONTEND_EXTERNAL, FRONTEND_NODEP
 import { maglevTable } from '../../src/service/maglev';
 import { DEFAULT_LB_MAGLEV_TABLE_SIZE } from '../../src/datapath/service';
 import path from 'node:path';
-import { loadWithVerifierLog, LXC_OBJECT, putEndpoint, TestEndpoint } from '../support/datapath';
+import { loadWithVerifierLog, LXC_OBJECT, makeTestPod, putEndpoint, TestPod } from '../support/datapath';
 import { cleanupAll, createNetns, createVeth, mountBpffs, Netns, onCleanup, uniqueName } from '../support/netns';
 
 const HOST_OBJECT = path.join(__dirname, '../../build/bpf/host.o');
 const GATEWAY = '10.79.0.1';
 const VIP = '10.96.7.7';
 
-interface Pod {
-  ns: Netns;
-  hostVeth: string;
-  ep: TestEndpoint;
-}
+type Pod = TestPod;
 
 let node: Netns;
 let a: Pod;
@@ -32,12 +28,7 @@ let writer: ServiceWriter;
 let pinRoot: string;
 
 function makePod(ip: string, epId: number): Pod {
-  const ns = createNetns('ksv');
-  const hostVeth = uniqueName('ks');
-  createVeth(node, hostVeth, ns, 'eth0');
-  ns.ip('addr', 'add', `${ip}/24`, 'dev', 'eth0');
-  ns.ip('route', 'add', 'default', 'via', GATEWAY);
-  return { ns, hostVeth, ep: { ip, epId, flags: 0, ifindex: node.ifindex(hostVeth), mac: ns.mac('eth0'), nodeMac: node.mac(hostVeth) } };
+  return makeTestPod(node, { ip, epId, gateway: GATEWAY, prefix: 'ksv' });
 }
 
 /** Servers that answer with their own address (TCP 8080, UDP 5353), and with the client's (TCP 8081). */

@@ -3,6 +3,7 @@ import path from 'node:path';
 import type { BpfMap, BpfObject, OpenOptions } from '../../src/bpf';
 import { KelpBpfError, loadObject, openRingBuffer } from '../../src/bpf';
 import { decodeEvent, KelpEvent } from '../../src/datapath/events';
+import { createNetns, createVeth, Netns, uniqueName } from './netns';
 import {
   endpointInfo,
   EndpointInfo,
@@ -86,4 +87,28 @@ export class EventCollector {
 
 function bigintJson(_k: string, v: unknown): unknown {
   return typeof v === 'bigint' ? v.toString() : v;
+}
+
+/** A test pod: its namespace, the host end of its eth0 (in the node's namespace) and its endpoint. */
+export interface TestPod {
+  ns: Netns;
+  hostVeth: string;
+  ep: TestEndpoint;
+}
+
+/**
+ * A pod for datapath tests: a namespace whose eth0 is a veth to `node`, with `ip` and a default
+ * route via `gateway`. `quiet`: a /32, no IPv6 and a static neighbour entry for the gateway, so
+ * every frame the pod sends is the test's own (byte-exact counters); else a /24.
+ */
+export function makeTestPod(node: Netns, o: { ip: string; epId: number; gateway: string; prefix: string; quiet?: boolean }): TestPod {
+  const ns = createNetns(o.prefix);
+  if (o.quiet) ns.exec('sysctl', ['-qw', 'net.ipv6.conf.all.disable_ipv6=1', 'net.ipv6.conf.default.disable_ipv6=1']);
+  const hostVeth = uniqueName(o.prefix);
+  createVeth(node, hostVeth, ns, 'eth0');
+  ns.ip('addr', 'add', `${o.ip}/${o.quiet ? 32 : 24}`, 'dev', 'eth0');
+  if (o.quiet) ns.ip('route', 'add', o.gateway, 'dev', 'eth0');
+  ns.ip('route', 'add', 'default', 'via', o.gateway);
+  if (o.quiet) ns.ip('neigh', 'replace', o.gateway, 'lladdr', node.mac(hostVeth), 'dev', 'eth0', 'nud', 'permanent');
+  return { ns, hostVeth, ep: { ip: o.ip, epId: o.epId, flags: 0, ifindex: node.ifindex(hostVeth), mac: ns.mac('eth0'), nodeMac: node.mac(hostVeth) } };
 }
