@@ -39,6 +39,33 @@ export function checkMaglevTableSize(m: number): number {
 }
 
 /**
+ * Table sizes a set may get: the largest prime below each power of two from 2^8, so a table fills
+ * its 256-slot chunks of kelp_lb4_maglev (bpf/lib/lb.h) with at most a few slots to spare.
+ */
+export const MAGLEV_SIZE_LADDER: readonly number[] = [251, 509, 1021, 2039, 4093, 8191, 16381, 32749, 65521, 131071];
+
+/**
+ * The table size of a set of `backends` backends under the cap `cap` (--maglev-table-size): the
+ * smallest size of the ladder with at least 100 slots per backend (the paper's M ≥ 100 N), never
+ * above the cap. A set's table costs what its backends need, not what the largest set would:
+ * 10,000 two-backend Services are 10,000 tables of 251 slots (one chunk each), not of the cap.
+ * The size depends only on the count and the cap, so every node computes the same table for the
+ * same backends. Within one size, adding or removing one of N backends moves ~1/N of new flows;
+ * a change that crosses a size (N past 2, 5, 10, 20, 40… at the default cap) rebuilds the table
+ * at the new size and reshuffles new flows once (established flows keep their backend: the
+ * service conntrack). 0 for a set that needs no table (fewer than two backends).
+ */
+export function maglevTableSizeFor(backends: number, cap: number): number {
+  if (backends < 2) return 0;
+  const want = MAGLEV_SLOTS_PER_BACKEND * backends;
+  for (const m of MAGLEV_SIZE_LADDER) {
+    if (m >= cap) break;
+    if (m >= want) return m;
+  }
+  return cap;
+}
+
+/**
  * Advice, not an error: a table with fewer than 100 slots per backend still works, less finely.
  * Undefined when the size is fine.
  */
