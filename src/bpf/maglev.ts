@@ -22,28 +22,31 @@ export function maglevFill(sets: readonly MaglevFillSet[], m: number): void {
   if (sets.length === 0) return;
   const counts = new Uint32Array(sets.length);
   let total = 0;
-  sets.forEach((s, i) => {
+  for (let i = 0; i < sets.length; i++) {
+    const s = sets[i];
     const n = s.names.length;
     if (n < 1 || n > m || n > 0xffff) throw invalidArgument(op, `set ${i} has ${n} backends: want 1 to ${Math.min(m, 0xffff)}`);
     if (s.inputIndex.length !== n) throw invalidArgument(op, `set ${i} has ${n} names but ${s.inputIndex.length} input indices`);
     if (s.out.length !== m) throw invalidArgument(op, `set ${i}'s table has ${s.out.length} slots, want ${m}`);
     counts[i] = n;
     total += n;
-  });
+  }
   const inputIndex = new Uint16Array(total);
-  const parts: string[] = [];
+  const parts = new Array<string>(total + 1);
   let at = 0;
-  for (const s of sets) {
+  // Indexed loops: a first run passes 10,000 sets through here before the JIT has warmed up.
+  for (let i = 0; i < sets.length; i++) {
+    const s = sets[i];
     for (let k = 0; k < s.names.length; k++) {
       const name = s.names[k];
       if (name.includes('\0')) throw invalidArgument(op, `backend name ${JSON.stringify(name)} contains NUL`);
       const idx = s.inputIndex[k];
       if (!Number.isInteger(idx) || idx < 0 || idx >= s.names.length) throw invalidArgument(op, `input index ${idx} is outside a set of ${s.names.length}`);
-      inputIndex[at++] = idx;
-      parts.push(name);
+      inputIndex[at] = idx;
+      parts[at++] = name;
     }
   }
-  parts.push('');
+  parts[at] = '';
   addon.maglevFill(Buffer.from(parts.join('\0'), 'utf8'), counts, inputIndex, m, sets.map((s) => s.out));
 }
 

@@ -81,7 +81,10 @@ export interface BackendSet {
   setId: number;
   /** Slot order: slot i is backends[i]. */
   backends: BackendEntry[];
-  /** Maglev table over the slots (length M), present when backends.length > 1. */
+  /**
+   * Maglev table over the slots, present when backends.length > 1. Its length is the set's M:
+   * maglevTableSizeFor(backends.length, --maglev-table-size) (src/service/maglev.ts), so sets differ.
+   */
   maglev?: Uint16Array;
 }
 

@@ -27,9 +27,9 @@
 //   - loadBalancerSourceRanges (the IPv4 ones; none of this family: unrestricted) on the
 //     LoadBalancer ingress IPs only; when a range holds one of this node's addresses the ingress
 //     IPs themselves are allowed too (a VIP held locally loops back with itself as the source).
-import { DEFAULT_MAGLEV_TABLE_SIZE, maglevFillTables } from './maglev';
+import { checkMaglevTableSize, DEFAULT_MAGLEV_TABLE_SIZE, maglevFillTables, maglevTableSizeFor } from './maglev';
 import { Backend, backendKey, backendsForPort, categorizeEndpoints, NodeTopology, portTrafficPolicy, TopologyMode } from './endpoints';
-import type { ServiceIds } from './ids';
+import type { RotatingNumbers, ServiceIds } from './ids';
 import {
   BACKEND_LOCAL,
   BACKEND_TERMINATING,
@@ -67,7 +67,10 @@ export interface ServiceCompileInputs {
 }
 
 export interface ServiceCompileOptions {
-  /** Maglev table size M (prime); default maglev.ts's. */
+  /**
+   * The largest Maglev table (a prime, --maglev-table-size); default maglev.ts's. Each set's table
+   * has maglevTableSizeFor(its backends, this) slots: what its backends need, at most this.
+   */
   maglevTableSize?: number;
   /** Tables of the last compile, reused when a set's backends are unchanged (the agent keeps one). */
   maglevCache?: MaglevCache;
@@ -129,66 +132,109 @@ export interface ServiceCompileResult {
   model: ServiceModel;
 }
 
+/** A Maglev table the cache holds: its key (M and slot names) and the compile that last used it. */
+export interface MaglevEntry {
+  readonly key: string;
+  readonly table: Uint16Array;
+  gen: number;
+}
+
 /**
  * Maglev tables by M and slot names, kept from one compile to the next. A table asked for and not
- * kept is handed out at once, unfilled, and filled with the compile's other new tables in one call
- * to the addon at flush(): 10,000 new tables cost one native call, not 10,000 TypeScript loops.
+ * kept is handed out at once, unfilled, and filled with the compile's other new tables of its M
+ * in one call to the addon at flush(): 10,000 new tables cost one native call per table size, not
+ * 10,000 TypeScript loops.
  */
 export class MaglevCache {
-  private current = new Map<string, Uint16Array>();
-  private next = new Map<string, Uint16Array>();
-  private pending = new Map<number | undefined, Array<{ key: string; names: readonly string[]; out: Uint16Array }>>();
+  private entries = new Map<string, MaglevEntry>();
+  private pending = new Map<number, Array<{ entry: MaglevEntry; names: readonly string[]; out: Uint16Array }>>();
   private chunk?: { m: number; buf: Uint16Array; used: number };
+  /** The current compile: an entry whose gen is older at swap() was not used by it. */
+  private gen = 1;
+  /** Entries used by the current compile. */
+  private live = 0;
   hits = 0;
   misses = 0;
 
   /** The table over `names` (slot order) and its cache key; new tables are filled at flush(). */
   table(names: readonly string[], m: number | undefined): [string, Uint16Array] {
-    const key = `${m ?? ''}|${names.join(',')}`;
-    let t = this.next.get(key) ?? this.current.get(key);
-    if (t) this.hits++;
-    else {
-      this.misses++;
-      t = this.slots(m ?? DEFAULT_MAGLEV_TABLE_SIZE);
-      const list = this.pending.get(m) ?? [];
-      list.push({ key, names, out: t });
-      this.pending.set(m, list);
-    }
-    this.next.set(key, t);
-    return [key, t];
+    const e = this.entry(names, m ?? DEFAULT_MAGLEV_TABLE_SIZE);
+    return [e.key, e.table];
   }
 
-  /** Fills the tables handed out since the last flush; on failure they are forgotten, and it throws. */
+  /** table() as the compiler keeps it: the entry, which keep() marks as used again. */
+  entry(names: readonly string[], m: number): MaglevEntry {
+    const key = `${m}|${names.join(',')}`;
+    let e = this.entries.get(key);
+    if (e) {
+      this.hits++;
+      this.keep(e);
+      return e;
+    }
+    this.misses++;
+    e = { key, table: this.slots(m), gen: this.gen };
+    this.live++;
+    this.entries.set(key, e);
+    const list = this.pending.get(m);
+    if (list) list.push({ entry: e, names, out: e.table });
+    else this.pending.set(m, [{ entry: e, names, out: e.table }]);
+    return e;
+  }
+
+  /** Fills the tables handed out since the last flush, one addon call per M; on failure they are forgotten, and it throws. */
   flush(): void {
     const pending = this.pending;
     this.pending = new Map();
     try {
       for (const [m, list] of pending) maglevFillTables(list, { tableSize: m });
     } catch (e) {
-      for (const list of pending.values()) for (const { key } of list) this.next.delete(key);
+      this.forget(pending);
       throw e;
     }
   }
 
   /** Forgets tables handed out but not filled (a compile that failed before flush()). */
   discard(): void {
-    for (const list of this.pending.values()) for (const { key } of list) this.next.delete(key);
+    this.forget(this.pending);
     this.pending = new Map();
+  }
+
+  /** Keeps an entry this compile uses without asking for it by name. */
+  keep(e: MaglevEntry): void {
+    if (e.gen !== this.gen) {
+      e.gen = this.gen;
+      this.live++;
+    }
   }
 
   /** Keeps a table this compile uses without asking for it by name. */
   retain(key: string, table: Uint16Array): void {
-    this.next.set(key, table);
+    const e = this.entries.get(key);
+    if (e?.table === table) this.keep(e);
   }
 
   /** Ends a compile: tables it did not use are dropped. */
   swap(): void {
-    this.current = this.next;
-    this.next = new Map();
+    if (this.live !== this.entries.size) {
+      for (const [key, e] of this.entries) if (e.gen !== this.gen) this.entries.delete(key);
+    }
+    this.gen++;
+    this.live = 0;
   }
 
   get size(): number {
-    return this.current.size;
+    return this.entries.size;
+  }
+
+  private forget(pending: Map<number, Array<{ entry: MaglevEntry }>>): void {
+    for (const list of pending.values()) {
+      for (const { entry } of list) {
+        if (this.entries.get(entry.key) === entry) {
+          this.entries.delete(entry.key);
+          if (entry.gen === this.gen) this.live--;
+        }
+      }
+    }
   }
 
   /** m u16 slots out of a shared buffer of ~4 MiB: one allocation per few hundred tables. */
@@ -206,8 +252,6 @@ export class MaglevCache {
   }
 }
 
-const svcRef = (svc: ServiceObject) => `${svc.metadata.namespace}/${svc.metadata.name}`;
-
 /** Why kube-proxy leaves a Service alone, or undefined. */
 export function skipReason(svc: ServiceObject): string | undefined {
   if (svc.metadata.labels[LABEL_SERVICE_PROXY_NAME] !== undefined) return `labelled ${LABEL_SERVICE_PROXY_NAME}: not for the default proxy`;
@@ -217,20 +261,27 @@ export function skipReason(svc: ServiceObject): string | undefined {
   return undefined;
 }
 
+const byName = (a: EndpointSliceObject, b: EndpointSliceObject) => (a.metadata.name < b.metadata.name ? -1 : a.metadata.name > b.metadata.name ? 1 : 0);
+
 /** Slices kube-proxy reads, by `namespace/service`. */
 export function slicesByService(slices: readonly EndpointSliceObject[]): Map<string, EndpointSliceObject[]> {
   const out = new Map<string, EndpointSliceObject[]>();
-  for (const s of slices) {
+  let several: EndpointSliceObject[][] | undefined;
+  for (let i = 0; i < slices.length; i++) {
+    const s = slices[i];
     const labels = s.metadata.labels;
     const svc = labels[LABEL_SERVICE_NAME];
     if (!svc || labels[LABEL_SERVICE_PROXY_NAME] !== undefined || labels[LABEL_HEADLESS] !== undefined) continue;
     const key = `${s.metadata.namespace}/${svc}`;
     const list = out.get(key);
-    if (list) list.push(s);
-    else out.set(key, [s]);
+    if (!list) out.set(key, [s]);
+    else {
+      if (list.length === 1) (several ??= []).push(list);
+      list.push(s);
+    }
   }
   // Slices in name order: which duplicate of an endpoint wins must not depend on arrival order.
-  for (const list of out.values()) list.sort((a, b) => (a.metadata.name < b.metadata.name ? -1 : a.metadata.name > b.metadata.name ? 1 : 0));
+  if (several) for (const list of several) list.sort(byName);
   return out;
 }
 
@@ -260,27 +311,28 @@ interface PendingFrontend {
   fkey: string;
 }
 
-/** What one compile made of a Service port, kept for the next while the port's ids hold. */
+/** What one compile made of a Service port: the writer's entries, kept (the same objects) while the port lives. */
 interface BuiltPort {
-  svcId: number;
-  clusterSetId: number;
-  localSetId: number;
-  /** The backend ids of the cluster then the local view, in view order. */
-  backendIds: number[];
   /** Every frontend, before conflicts with other ports are settled. */
-  frontends: ModelFrontend[];
   entries: FrontendEntry[];
   sets: BackendSet[];
-  /** The Maglev cache keys of its tables. */
-  tables: Array<[string, Uint16Array]>;
-  model: ServicePortModel;
+  clusterSet?: BackendSet;
+  localSet?: BackendSet;
+  tables: MaglevEntry[];
+  /** Its model, made when first asked for. */
+  model?: ServicePortModel;
 }
 
-/** One Service port's frontends and views, keyed by strings: everything but the ids. */
+/**
+ * One Service port's frontends and views, keyed by strings, and the ids of those keys once
+ * counted: a port lives (the same object) while its Service, its slices and this node's context
+ * are the same objects, and its keys keep their numbers all that time.
+ */
 interface PendingPort {
   svc: ServiceObject;
   ref: string;
   sp: ServicePort;
+  /** Its service id key, `namespace/name/port/PROTOCOL`. */
   key: string;
   name: string;
   frontends: PendingFrontend[];
@@ -290,6 +342,7 @@ interface PendingPort {
   /** Backend id keys (`address:port/PROTOCOL`), index for index with the views. */
   clusterKeys: string[];
   localKeys: string[];
+  /** Set id keys ("" with no such view). */
   setKeyCluster: string;
   setKeyLocal: string;
   internalLocal: boolean;
@@ -297,229 +350,485 @@ interface PendingPort {
   hasAnyEndpoints: boolean;
   topologyMode: TopologyMode;
   sourceRanges: string[];
+  svcId: number;
+  clusterSetId: number;
+  localSetId: number;
+  /** Backend ids, index for index with the views. */
+  clusterIds: number[];
+  localIds: number[];
   built?: BuiltPort;
 }
 
-/** A Service's ports as compiled from exactly these objects in this node's context. */
-interface ServiceMemo {
+/** A Service (by `namespace/name`) and the ports compiled from exactly these objects in this node's context. */
+interface ServiceSlot {
+  ref: string;
   svc: ServiceObject;
   slices: readonly EndpointSliceObject[];
   context: string;
   ports: PendingPort[];
   skipped?: string;
+  /** The compile that last saw it. */
+  gen: number;
 }
 
-const protoOf = (p: string): L4Protocol => p as L4Protocol;
-const bkKey = (b: Pick<Backend, 'address' | 'port'>, protocol: string) => `${backendKey(b)}/${protocol}`;
-const sameList = <T>(a: readonly T[], b: readonly T[]) => a.length === b.length && a.every((x, i) => x === b[i]);
+const NO_PORTS: PendingPort[] = [];
+const NO_SLICES: EndpointSliceObject[] = [];
+const NO_KEYS: string[] = [];
+const NO_IDS: number[] = [];
+const bySlotRef = (a: ServiceSlot, b: ServiceSlot) => (a.ref < b.ref ? -1 : a.ref > b.ref ? 1 : 0);
+
+function pushAll<T>(to: T[], from: readonly T[]): void {
+  for (let i = 0; i < from.length; i++) to.push(from[i]);
+}
+
+function sameList<T>(a: readonly T[], b: readonly T[]): boolean {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
+}
+
+function backendKeys(list: readonly Backend[] | undefined, protocol: string): string[] {
+  if (!list) return NO_KEYS;
+  const out = new Array<string>(list.length);
+  for (let i = 0; i < list.length; i++) {
+    const b = list[i];
+    out[i] = b.address.includes(':') ? `[${b.address}]:${b.port}/${protocol}` : `${b.address}:${b.port}/${protocol}`;
+  }
+  return out;
+}
 
 function pendingPorts(svc: ServiceObject, ref: string, own: readonly EndpointSliceObject[], nodeIps: readonly string[], topo: NodeTopology): PendingPort[] | string {
   const why = skipReason(svc);
   if (why) return why;
   const clusterIPs = svc.spec.clusterIPs.filter(isV4);
   if (clusterIPs.length === 0) return 'no IPv4 cluster IP';
-  const externalIPs = svc.spec.externalIPs.filter(isV4);
-  const lbIPs = svc.status.loadBalancer.ingress.filter((i) => i.ip !== undefined && (i.ipMode ?? 'VIP') === 'VIP' && isV4(i.ip)).map((i) => i.ip!);
-  const ranges = svc.spec.loadBalancerSourceRanges.filter((c) => parseCidr(c).family === 4);
-  const sourceRanges = [...ranges];
-  if (ranges.some((c) => nodeIps.some((ip) => cidrHolds(c, ip)))) for (const ip of lbIPs) sourceRanges.push(`${ip}/32`);
+  const externalIPs = svc.spec.externalIPs.length > 0 ? svc.spec.externalIPs.filter(isV4) : NO_KEYS;
+  const ingress = svc.status.loadBalancer.ingress;
+  const lbIPs = ingress.length > 0 ? ingress.filter((i) => i.ip !== undefined && (i.ipMode ?? 'VIP') === 'VIP' && isV4(i.ip)).map((i) => i.ip!) : NO_KEYS;
+  let sourceRanges = NO_KEYS;
+  if (lbIPs.length > 0 && svc.spec.loadBalancerSourceRanges.length > 0) {
+    const ranges = svc.spec.loadBalancerSourceRanges.filter((c) => parseCidr(c).family === 4);
+    sourceRanges = [...ranges];
+    if (ranges.some((c) => nodeIps.some((ip) => cidrHolds(c, ip)))) for (const ip of lbIPs) sourceRanges.push(`${ip}/32`);
+  }
   const internalLocal = svc.spec.internalTrafficPolicy === 'Local';
   const externalLocal = svc.spec.externalTrafficPolicy === 'Local';
-  return svc.spec.ports.map((sp): PendingPort => {
+  const out: PendingPort[] = [];
+  const specPorts = svc.spec.ports;
+  for (let j = 0; j < specPorts.length; j++) {
+    const sp = specPorts[j];
     const portName = sp.name ?? '';
-    const fe = (kind: FrontendKind, address: string, port: number, external: boolean): PendingFrontend => ({ kind, address, port, external, fkey: `${address}:${port}/${sp.protocol}` });
-    const frontends = clusterIPs.map((address) => fe('ClusterIP', address, sp.port, false));
-    if (sp.nodePort) for (const address of nodeIps) frontends.push(fe('NodePort', address, sp.nodePort, true));
-    for (const address of externalIPs) frontends.push(fe('ExternalIP', address, sp.port, true));
-    for (const address of lbIPs) frontends.push(fe('LoadBalancer', address, sp.port, true));
+    const protocol = sp.protocol;
+    const frontends: PendingFrontend[] = [];
+    const fe = (kind: FrontendKind, list: readonly string[], port: number, external: boolean) => {
+      for (let i = 0; i < list.length; i++) frontends.push({ kind, address: list[i], port, external, fkey: `${list[i]}:${port}/${protocol}` });
+    };
+    fe('ClusterIP', clusterIPs, sp.port, false);
+    if (sp.nodePort) fe('NodePort', nodeIps, sp.nodePort, true);
+    if (externalIPs.length > 0) fe('ExternalIP', externalIPs, sp.port, true);
+    if (lbIPs.length > 0) fe('LoadBalancer', lbIPs, sp.port, true);
+    const usesExternal = frontends.length > clusterIPs.length;
     const cat = categorizeEndpoints(backendsForPort(sp, own, 4, topo.name), portTrafficPolicy(svc, sp, 4), topo);
-    const usesExternal = frontends.some((f) => f.external);
     // External frontends use the Cluster view under either policy: in-cluster clients get it.
     const cluster = (!internalLocal || usesExternal) && cat.cluster.length > 0 ? cat.cluster : undefined;
     const local = (internalLocal || (usesExternal && externalLocal)) && cat.local.length > 0 ? cat.local : undefined;
-    const key = `${ref}/${portName}/${sp.protocol}`;
-    const p: PendingPort = {
+    const key = `${ref}/${portName}/${protocol}`;
+    out.push({
       svc,
       ref,
       sp,
       key,
       name: `${ref}:${portName || sp.port}`,
       frontends,
-      clusterKeys: (cluster ?? []).map((b) => bkKey(b, sp.protocol)),
-      localKeys: (local ?? []).map((b) => bkKey(b, sp.protocol)),
-      setKeyCluster: `${key}|cluster`,
-      setKeyLocal: `${key}|local`,
+      cluster,
+      local,
+      clusterKeys: backendKeys(cluster, protocol),
+      localKeys: backendKeys(local, protocol),
+      setKeyCluster: cluster ? `${key}|cluster` : '',
+      setKeyLocal: local ? `${key}|local` : '',
       internalLocal,
       externalLocal,
       hasAnyEndpoints: cat.hasAnyEndpoints,
       topologyMode: cat.topologyMode,
-      sourceRanges: lbIPs.length > 0 ? sourceRanges : [],
-    };
-    if (cluster) p.cluster = cluster;
-    if (local) p.local = local;
-    return p;
-  });
+      sourceRanges,
+      svcId: 0,
+      clusterSetId: 0,
+      localSetId: 0,
+      clusterIds: NO_IDS,
+      localIds: NO_IDS,
+    });
+  }
+  return out;
 }
 
 /**
+ * The keys of one kind of id and how many live ports hold each, so a compile after a change
+ * counts only the ports that came or went. `held` is the first compile's (or one after a reset):
+ * it lists every key in use, and the allocator's keys it does not list are let go.
+ */
+class KeyCount {
+  /** Keys held by more than one port, and by how many. */
+  private shared = new Map<string, number>();
+  private fresh = new Set<string>();
+  private gone: string[] = [];
+  private held?: Set<string>;
+  /** The allocator's revision after this account last changed it. */
+  revision: number;
+
+  constructor(readonly numbers: RotatingNumbers) {
+    this.revision = numbers.revision;
+  }
+
+  /** Starts over: the next commit() will have been told of every key in use. */
+  reset(): void {
+    this.shared = new Map();
+    this.fresh = new Set();
+    this.gone = [];
+    this.held = new Set();
+  }
+
+  hold(key: string): void {
+    const held = this.held;
+    if (held) {
+      const n = held.size;
+      held.add(key);
+      if (held.size === n) this.shared.set(key, (this.shared.get(key) ?? 1) + 1);
+    } else if (this.numbers.has(key) || this.fresh.has(key)) {
+      this.shared.set(key, (this.shared.get(key) ?? 1) + 1);
+    } else {
+      this.fresh.add(key);
+    }
+  }
+
+  /** After every hold() of the compile. */
+  release(key: string): void {
+    const n = this.shared.get(key);
+    if (n === undefined) this.gone.push(key);
+    else if (n === 2) this.shared.delete(key);
+    else this.shared.set(key, n - 1);
+  }
+
+  commit(): void {
+    const held = this.held;
+    let fresh: Iterable<string> = this.fresh;
+    let gone = this.gone;
+    if (held) {
+      if (this.numbers.size === 0) fresh = held;
+      else {
+        const f: string[] = [];
+        for (const k of held) if (!this.numbers.has(k)) f.push(k);
+        fresh = f;
+        gone = [];
+        for (const k of this.numbers.keys()) if (!held.has(k)) gone.push(k);
+      }
+    }
+    this.fresh = new Set();
+    this.gone = [];
+    this.held = undefined;
+    this.numbers.update(fresh, gone);
+    this.revision = this.numbers.revision;
+  }
+}
+
+const idsOf = (numbers: RotatingNumbers, keys: readonly string[]): number[] => {
+  if (keys.length === 0) return NO_IDS;
+  const out = new Array<number>(keys.length);
+  for (let i = 0; i < keys.length; i++) out[i] = numbers.get(keys[i])!;
+  return out;
+};
+
+/** The model `kelp get services` shows of one port, from what its compile kept. */
+function portModel(p: PendingPort, b: BuiltPort): ServicePortModel {
+  const modelSet = (view: 'Cluster' | 'Local', set: BackendSet | undefined, list: Backend[] | undefined, ids: number[]): ModelSet | undefined => {
+    if (!set || !list) return undefined;
+    const byId = new Map(list.map((x, i) => [ids[i], x]));
+    return {
+      setId: set.setId,
+      view,
+      backends: set.backends.map((e): ModelBackend => {
+        const x = byId.get(e.backendId)!;
+        return { backendId: e.backendId, address: x.address, port: x.port, local: x.local, ready: x.ready, serving: x.serving, terminating: x.terminating };
+      }),
+    };
+  };
+  const model: ServicePortModel = {
+    svcId: p.svcId,
+    service: p.ref,
+    portName: p.sp.name ?? '',
+    port: p.sp.port,
+    protocol: protoOf(p.sp.protocol),
+    type: p.svc.spec.type,
+    frontends: b.entries.map((e, i) => ({ ...e, kind: p.frontends[i].kind })),
+    hasAnyEndpoints: p.hasAnyEndpoints,
+    topologyMode: p.topologyMode,
+  };
+  const cluster = modelSet('Cluster', b.clusterSet, p.cluster, p.clusterIds);
+  const local = modelSet('Local', b.localSet, p.local, p.localIds);
+  if (cluster) model.cluster = cluster;
+  if (local) model.local = local;
+  return model;
+}
+
+const protoOf = (p: string): L4Protocol => p as L4Protocol;
+
+/**
  * The compiler with its memory: the ids, the Maglev tables and each Service's compiled ports,
- * so a compile after a change redoes only the Services whose objects (or slices) changed. The
- * store replaces an object on every change, so identity is the test.
+ * so a compile after a change redoes only the Services whose objects (or slices) changed, and
+ * counts only their keys. The store replaces an object on every change, so identity is the test.
  */
 export class ServiceCompiler {
-  private memo = new Map<string, ServiceMemo>();
+  /** Services by `namespace/name`, kept across compiles. */
+  private slots = new Map<string, ServiceSlot>();
+  /** The last compile's services in `namespace/name` order, then the ports of repeated names. */
+  private order: ServiceSlot[] = [];
+  /** Ports of a name listed twice (compiled afresh each time). */
+  private extra: PendingPort[] = [];
+  private gen = 0;
+  private fresh = true;
+  private readonly counts: { svc: KeyCount; sets: KeyCount; backends: KeyCount };
+  private readonly cap: number;
+  /** maglevTableSizeFor(n, cap) for small n. */
+  private readonly sizes = new Array<number>(256).fill(0);
   readonly maglev: MaglevCache;
 
   constructor(
     readonly ids: ServiceIds,
-    private readonly options: ServiceCompileOptions = {},
+    options: ServiceCompileOptions = {},
   ) {
     this.maglev = options.maglevCache ?? new MaglevCache();
+    this.cap = checkMaglevTableSize(options.maglevTableSize ?? DEFAULT_MAGLEV_TABLE_SIZE);
+    this.counts = { svc: new KeyCount(ids.svc), sets: new KeyCount(ids.sets), backends: new KeyCount(ids.backends) };
+  }
+
+  /** Forgets every Service: the next compile counts every key again. */
+  private reset(): void {
+    this.slots = new Map();
+    this.order = [];
+    this.extra = [];
+    this.fresh = true;
   }
 
   compile(inputs: ServiceCompileInputs): ServiceCompileResult {
+    const { counts } = this;
+    // The ids changed under the compiler (restored): its account of them is void.
+    if (counts.svc.revision !== this.ids.svc.revision || counts.sets.revision !== this.ids.sets.revision || counts.backends.revision !== this.ids.backends.revision) this.reset();
+    try {
+      return this.run(inputs);
+    } catch (e) {
+      this.maglev.discard();
+      this.reset();
+      throw e;
+    }
+  }
+
+  private run(inputs: ServiceCompileInputs): ServiceCompileResult {
     const thisNode = inputs.nodes.find((n) => n.metadata.name === inputs.nodeName);
     const topo: NodeTopology = { name: inputs.nodeName, zone: inputs.zone ?? thisNode?.metadata.labels[LABEL_ZONE] ?? '' };
     const nodeIps = nodePortAddresses(thisNode, inputs.nodeAddresses);
     const context = `${topo.name}|${topo.zone}|${nodeIps.join(',')}`;
     const slices = slicesByService(inputs.endpointSlices);
-    const skipped: ServiceModel['skipped'] = [];
-    const NO_SLICES: EndpointSliceObject[] = [];
+    const gen = ++this.gen;
+    const { counts } = this;
+    const cold = this.fresh;
+    this.fresh = false;
 
-    // Pass 1: every Service port's frontends and views, from the memo where nothing changed.
-    const pending: PendingPort[] = [];
-    const memo = new Map<string, ServiceMemo>();
-    const services = inputs.services.map((svc) => ({ svc, ref: svcRef(svc) })).sort((a, b) => (a.ref < b.ref ? -1 : a.ref > b.ref ? 1 : 0));
-    for (const { svc, ref } of services) {
+    // Pass 1: every Service's ports, from its slot where nothing changed; the ports that came and went.
+    const added: PendingPort[] = [];
+    const removed: PendingPort[] = [];
+    const slots = this.slots;
+    let reorder = false;
+    let extra: Array<{ slot: ServiceSlot; at: number }> | undefined;
+    let seen = 0;
+    const services = inputs.services;
+    for (let i = 0; i < services.length; i++) {
+      const svc = services[i];
+      const ref = `${svc.metadata.namespace}/${svc.metadata.name}`;
       const own = slices.get(ref) ?? NO_SLICES;
-      let m = this.memo.get(ref);
-      if (!m || m.svc !== svc || m.context !== context || !sameList(m.slices, own)) {
+      let slot = slots.get(ref);
+      if (slot && slot.gen === gen) {
+        // A name listed twice: compiled on its own every time, after the first in listing order.
         const ports = pendingPorts(svc, ref, own, nodeIps, topo);
-        m = typeof ports === 'string' ? { svc, slices: own, context, ports: [], skipped: ports } : { svc, slices: own, context, ports };
+        const s: ServiceSlot = typeof ports === 'string' ? { ref, svc, slices: own, context, ports: NO_PORTS, skipped: ports, gen } : { ref, svc, slices: own, context, ports, gen };
+        pushAll(added, s.ports);
+        (extra ??= []).push({ slot: s, at: i });
+        continue;
       }
-      memo.set(ref, m);
-      if (m.skipped) skipped.push({ service: ref, reason: m.skipped });
-      for (const p of m.ports) pending.push(p);
+      if (!slot) {
+        // Nothing yet: compiled below.
+        slot = { ref, svc, slices: own, context: '', ports: NO_PORTS, gen };
+        slots.set(ref, slot);
+        reorder = true;
+      } else {
+        seen++;
+        slot.gen = gen;
+      }
+      if (slot.context !== context || slot.svc !== svc || !sameList(slot.slices, own)) {
+        pushAll(removed, slot.ports);
+        const ports = pendingPorts(svc, ref, own, nodeIps, topo);
+        slot.svc = svc;
+        slot.slices = own;
+        slot.context = context;
+        if (typeof ports === 'string') {
+          slot.ports = NO_PORTS;
+          slot.skipped = ports;
+        } else {
+          slot.ports = ports;
+          slot.skipped = undefined;
+          pushAll(added, ports);
+        }
+      }
     }
-    this.memo = memo;
-
-    // Pass 2: ids for everything in use, new ones in key order.
-    const svcIds = this.ids.svc.assign(new Set(pending.map((p) => p.key)));
-    const setKeys = new Set<string>();
-    const backendKeys = new Set<string>();
-    for (const p of pending) {
-      if (p.cluster) setKeys.add(p.setKeyCluster);
-      if (p.local) setKeys.add(p.setKeyLocal);
-      for (const k of p.clusterKeys) backendKeys.add(k);
-      for (const k of p.localKeys) backendKeys.add(k);
+    pushAll(removed, this.extra);
+    let order = this.order;
+    if (seen !== order.length || reorder) {
+      // Services came or went: drop the gone, sort again.
+      order = [];
+      for (const [ref, slot] of slots) {
+        if (slot.gen !== gen) {
+          slots.delete(ref);
+          for (const p of slot.ports) removed.push(p);
+        } else order.push(slot);
+      }
+      order.sort(bySlotRef);
     }
-    const setIds = this.ids.sets.assign(setKeys);
-    const backendIds = this.ids.backends.assign(backendKeys);
+    let listed = order;
+    const extraPorts: PendingPort[] = [];
+    if (extra) {
+      // Repeated names after the first of theirs, in listing order (a stable sort by name).
+      const firstAt = new Map<string, number>();
+      for (let i = services.length - 1; i >= 0; i--) firstAt.set(`${services[i].metadata.namespace}/${services[i].metadata.name}`, i);
+      const all = order.map((slot) => ({ slot, at: firstAt.get(slot.ref)! }));
+      for (const e of extra) {
+        all.push(e);
+        for (const p of e.slot.ports) extraPorts.push(p);
+      }
+      all.sort((a, b) => bySlotRef(a.slot, b.slot) || a.at - b.at);
+      listed = all.map((e) => e.slot);
+    }
+    this.order = order;
+    this.extra = extraPorts;
 
-    // Pass 3: entries; a port whose ids are all as last time is taken as built.
+    // Pass 2: ids. New ports hold their keys before gone ones let go of theirs, so a key that
+    // moves from one to the other keeps its number; new keys take theirs in key order.
+    if (cold) {
+      counts.svc.reset();
+      counts.sets.reset();
+      counts.backends.reset();
+    }
+    for (let i = 0; i < added.length; i++) {
+      const p = added[i];
+      counts.svc.hold(p.key);
+      if (p.cluster) counts.sets.hold(p.setKeyCluster);
+      if (p.local) counts.sets.hold(p.setKeyLocal);
+      for (let k = 0; k < p.clusterKeys.length; k++) counts.backends.hold(p.clusterKeys[k]);
+      for (let k = 0; k < p.localKeys.length; k++) counts.backends.hold(p.localKeys[k]);
+    }
+    for (let i = 0; i < removed.length; i++) {
+      const p = removed[i];
+      counts.svc.release(p.key);
+      if (p.cluster) counts.sets.release(p.setKeyCluster);
+      if (p.local) counts.sets.release(p.setKeyLocal);
+      for (let k = 0; k < p.clusterKeys.length; k++) counts.backends.release(p.clusterKeys[k]);
+      for (let k = 0; k < p.localKeys.length; k++) counts.backends.release(p.localKeys[k]);
+    }
+    counts.svc.commit();
+    counts.sets.commit();
+    counts.backends.commit();
+    const svcIds = this.ids.svc;
+    const setIds = this.ids.sets;
+    const backendIds = this.ids.backends;
+    for (let i = 0; i < added.length; i++) {
+      const p = added[i];
+      p.svcId = svcIds.get(p.key)!;
+      if (p.cluster) p.clusterSetId = setIds.get(p.setKeyCluster)!;
+      if (p.local) p.localSetId = setIds.get(p.setKeyLocal)!;
+      p.clusterIds = idsOf(backendIds, p.clusterKeys);
+      p.localIds = idsOf(backendIds, p.localKeys);
+    }
+
+    // Pass 3: entries; a port that lives on is taken as built.
     const frontends: FrontendEntry[] = [];
     const sets: BackendSet[] = [];
     const sourceRanges = new Map<number, string[]>();
     const names = new Map<number, string>();
-    const ports: ServicePortModel[] = [];
+    const skipped: ServiceModel['skipped'] = [];
     const conflicts: ServiceModel['conflicts'] = [];
     const claimed = new Map<string, string>();
-    // Ports built here hold tables filled only at flush(): if anything throws first, they are
-    // forgotten with them, and the next compile builds them again.
-    const builtNow: PendingPort[] = [];
-    try {
-      for (const p of pending) {
-        const svcId = svcIds.get(p.key)!;
-        const clusterSetId = p.cluster ? setIds.get(p.setKeyCluster)! : 0;
-        const localSetId = p.local ? setIds.get(p.setKeyLocal)! : 0;
+    const modelPorts: PendingPort[] = [];
+    const modelBuilt: BuiltPort[] = [];
+    let lost: Map<number, boolean[]> | undefined;
+    const maglev = this.maglev;
+    for (let si = 0; si < listed.length; si++) {
+      const slot = listed[si];
+      if (slot.skipped !== undefined) skipped.push({ service: slot.ref, reason: slot.skipped });
+      const ports = slot.ports;
+      for (let pi = 0; pi < ports.length; pi++) {
+        const p = ports[pi];
         let b = p.built;
-        if (!b || b.svcId !== svcId || b.clusterSetId !== clusterSetId || b.localSetId !== localSetId || !this.sameBackendIds(b, p, backendIds)) {
-          b = this.build(p, svcId, clusterSetId, localSetId, backendIds);
+        if (!b) {
+          b = this.build(p);
           p.built = b;
-          builtNow.push(p);
         } else {
-          for (const [key, table] of b.tables) this.maglev.retain(key, table);
+          for (let i = 0; i < b.tables.length; i++) maglev.keep(b.tables[i]);
         }
-        names.set(svcId, p.name);
-        if (p.sourceRanges.length > 0) sourceRanges.set(svcId, p.sourceRanges);
-        for (const s of b.sets) sets.push(s);
-        let lost = 0;
-        const kept = p.frontends.map((f, i) => {
-          const holder = claimed.get(f.fkey);
+        names.set(p.svcId, p.name);
+        if (p.sourceRanges.length > 0) sourceRanges.set(p.svcId, p.sourceRanges);
+        for (let i = 0; i < b.sets.length; i++) sets.push(b.sets[i]);
+        const fes = p.frontends;
+        let kept: boolean[] | undefined;
+        for (let i = 0; i < fes.length; i++) {
+          const fkey = fes[i].fkey;
+          const holder = claimed.get(fkey);
           if (holder === undefined) {
-            claimed.set(f.fkey, p.name);
+            claimed.set(fkey, p.name);
             frontends.push(b.entries[i]);
-            return true;
+          } else {
+            conflicts.push({ frontend: fkey, kept: holder, dropped: p.name });
+            kept ??= fes.map(() => true);
+            kept[i] = false;
           }
-          conflicts.push({ frontend: f.fkey, kept: holder, dropped: p.name });
-          lost++;
-          return false;
-        });
-        const model = lost === 0 ? b.model : { ...b.model, frontends: b.frontends.filter((_, i) => kept[i]) };
-        ports.push(model);
+        }
+        if (kept) (lost ??= new Map()).set(modelPorts.length, kept);
+        modelPorts.push(p);
+        modelBuilt.push(b);
       }
-      this.maglev.flush();
-    } catch (e) {
-      this.maglev.discard();
-      for (const p of builtNow) p.built = undefined;
-      throw e;
     }
-    this.maglev.swap();
+    maglev.flush();
+    maglev.swap();
 
-    return { desired: { frontends, sets, sourceRanges, names }, model: { ports, skipped, conflicts, backends: backendIds } };
-  }
-
-  private sameBackendIds(b: BuiltPort, p: PendingPort, backendIds: ReadonlyMap<string, number>): boolean {
-    const n = p.clusterKeys.length;
-    if (b.backendIds.length !== n + p.localKeys.length) return false;
-    for (let i = 0; i < n; i++) if (backendIds.get(p.clusterKeys[i]) !== b.backendIds[i]) return false;
-    for (let i = 0; i < p.localKeys.length; i++) if (backendIds.get(p.localKeys[i]) !== b.backendIds[n + i]) return false;
-    return true;
-  }
-
-  private build(p: PendingPort, svcId: number, clusterSetId: number, localSetId: number, backendIds: ReadonlyMap<string, number>): BuiltPort {
-    const m = this.options.maglevTableSize;
-    const built: BuiltPort = { svcId, clusterSetId, localSetId, backendIds: [], frontends: [], entries: [], sets: [], tables: [], model: undefined as unknown as ServicePortModel };
-    const buildSet = (view: 'Cluster' | 'Local', setId: number, list: Backend[] | undefined, keys: string[]): ModelSet | undefined => {
-      if (!list) return undefined;
-      const ids = keys.map((k) => backendIds.get(k)!);
-      built.backendIds.push(...ids);
-      // Slots in backend id order: a newcomer (a higher id, mostly) joins at the end.
-      const backends = list
-        .map((b, i): ModelBackend => ({ backendId: ids[i], address: b.address, port: b.port, local: b.local, ready: b.ready, serving: b.serving, terminating: b.terminating }))
-        .sort((x, y) => x.backendId - y.backendId);
-      const entries = backends.map((b): BackendEntry => ({ backendId: b.backendId, address: b.address, port: b.port, flags: (b.local ? BACKEND_LOCAL : 0) | (b.terminating ? BACKEND_TERMINATING : 0) }));
-      const set: BackendSet = { setId, backends: entries };
-      if (entries.length > 1) {
-        // Backends named by address when that tells them apart (hostNetwork pods share one):
-        // the ports of a Service over the same pods then share one table, computed once.
-        let names = entries.map((e) => e.address);
-        if (new Set(names).size !== names.length) names = entries.map(backendKey);
-        const [key, table] = this.maglev.table(names, m);
-        set.maglev = table;
-        built.tables.push([key, table]);
-      }
-      built.sets.push(set);
-      return { setId, view, backends };
+    const model: ServiceModel = {
+      // Made when first read (`kelp get services`), not by every compile.
+      get ports(): ServicePortModel[] {
+        const ports = modelPorts.map((p, i) => {
+          const b = modelBuilt[i];
+          const m = (b.model ??= portModel(p, b));
+          const kept = lost?.get(i);
+          return kept ? { ...m, frontends: m.frontends.filter((_, k) => kept[k]) } : m;
+        });
+        Object.defineProperty(this, 'ports', { value: ports, enumerable: true, writable: true, configurable: true });
+        return ports;
+      },
+      set ports(ports: ServicePortModel[]) {
+        Object.defineProperty(this, 'ports', { value: ports, enumerable: true, writable: true, configurable: true });
+      },
+      skipped,
+      conflicts,
+      backends: backendIds.map(),
     };
-    const cluster = buildSet('Cluster', clusterSetId, p.cluster, p.clusterKeys);
-    const local = buildSet('Local', localSetId, p.local, p.localKeys);
+    return { desired: { frontends, sets, sourceRanges, names }, model };
+  }
+
+  private build(p: PendingPort): BuiltPort {
+    const built: BuiltPort = { entries: [], sets: [], clusterSet: undefined, localSet: undefined, tables: [] };
+    const cluster = p.cluster ? this.buildSet(built, p.clusterSetId, p.cluster, p.clusterIds) : undefined;
+    const local = p.local ? this.buildSet(built, p.localSetId, p.local, p.localIds) : undefined;
+    built.clusterSet = cluster;
+    built.localSet = local;
     const affinity = p.svc.spec.sessionAffinity === 'ClientIP';
-    const timeout = p.svc.spec.sessionAffinityConfig?.clientIP.timeoutSeconds ?? 0;
-    const model: ServicePortModel = {
-      svcId,
-      service: p.ref,
-      portName: p.sp.name ?? '',
-      port: p.sp.port,
-      protocol: protoOf(p.sp.protocol),
-      type: p.svc.spec.type,
-      frontends: built.frontends,
-      hasAnyEndpoints: p.hasAnyEndpoints,
-      topologyMode: p.topologyMode,
-    };
-    if (cluster) model.cluster = cluster;
-    if (local) model.local = local;
-    for (const f of p.frontends) {
+    const timeout = affinity ? (p.svc.spec.sessionAffinityConfig?.clientIP.timeoutSeconds ?? 0) : 0;
+    const protocol = protoOf(p.sp.protocol);
+    for (let i = 0; i < p.frontends.length; i++) {
+      const f = p.frontends[i];
       const isLocal = f.external ? p.externalLocal : p.internalLocal;
       const set = isLocal ? local : cluster;
       let flags = 0;
@@ -532,24 +841,59 @@ export class ServiceCompiler {
       // In-cluster clients: the cluster IP's view; an external address's Cluster view.
       const inSet = f.external ? cluster : set;
       if (!inSet && !f.external && isLocal && p.hasAnyEndpoints) flags |= FRONTEND_IN_DROP_NO_LOCAL;
-      const entry: FrontendEntry = {
+      built.entries.push({
         address: f.address,
         port: f.port,
-        protocol: protoOf(p.sp.protocol),
-        svcId,
-        setId: set?.setId ?? 0,
-        count: set?.backends.length ?? 0,
-        inSetId: inSet?.setId ?? 0,
-        inCount: inSet?.backends.length ?? 0,
+        protocol,
+        svcId: p.svcId,
+        setId: set ? set.setId : 0,
+        count: set ? set.backends.length : 0,
+        inSetId: inSet ? inSet.setId : 0,
+        inCount: inSet ? inSet.backends.length : 0,
         flags,
-        affinityTimeout: affinity ? timeout : 0,
-      };
-      built.entries.push(entry);
-      built.frontends.push({ ...entry, kind: f.kind });
+        affinityTimeout: timeout,
+      });
     }
-    built.model = model;
     return built;
   }
+
+  /** A view's set: slots in backend id order (a newcomer, a higher id mostly, joins at the end), and its Maglev table. */
+  private buildSet(built: BuiltPort, setId: number, list: readonly Backend[], ids: readonly number[]): BackendSet {
+    const n = list.length;
+    let order: number[] | undefined;
+    for (let i = 1; i < n; i++) {
+      if (ids[i] < ids[i - 1]) {
+        order = Array.from(ids.keys()).sort((x, y) => ids[x] - ids[y]);
+        break;
+      }
+    }
+    const entries = new Array<BackendEntry>(n);
+    for (let i = 0; i < n; i++) {
+      const k = order ? order[i] : i;
+      const b = list[k];
+      entries[i] = { backendId: ids[k], address: b.address, port: b.port, flags: (b.local ? BACKEND_LOCAL : 0) | (b.terminating ? BACKEND_TERMINATING : 0) };
+    }
+    const set: BackendSet = { setId, backends: entries };
+    if (n > 1) {
+      // Backends named by address when that tells them apart (hostNetwork pods share one):
+      // the ports of a Service over the same pods then share one table, computed once.
+      const names = new Array<string>(n);
+      for (let i = 0; i < n; i++) names[i] = entries[i].address;
+      if (!distinct(names)) for (let i = 0; i < n; i++) names[i] = backendKey(entries[i]);
+      const e = this.maglev.entry(names, n < this.sizes.length ? (this.sizes[n] ||= maglevTableSizeFor(n, this.cap)) : maglevTableSizeFor(n, this.cap));
+      set.maglev = e.table;
+      built.tables.push(e);
+    }
+    built.sets.push(set);
+    return set;
+  }
+}
+
+function distinct(names: readonly string[]): boolean {
+  const n = names.length;
+  if (n > 16) return new Set(names).size === n;
+  for (let i = 1; i < n; i++) for (let j = 0; j < i; j++) if (names[i] === names[j]) return false;
+  return true;
 }
 
 /** One compile with no memory but `ids` (and `options.maglevCache`): tests, tools. */

@@ -72,26 +72,61 @@ const NO_HINTS: ReadonlySet<string> = new Set();
 export function backendsForPort(port: Pick<ServicePort, 'name' | 'protocol'>, slices: readonly EndpointSliceObject[], family: IpFamily, nodeName: string): Backend[] {
   const name = port.name ?? '';
   const addressType = family === 4 ? 'IPv4' : 'IPv6';
-  const byKey = new Map<string, Backend>();
-  for (const slice of slices) {
+  // Indexed loops and no map for a few endpoints: this runs once per Service port on a cold
+  // start (10,000 times), mostly before the JIT has optimised it, where each for-of step and
+  // each small Map is an allocation.
+  const out: Backend[] = [];
+  let byKey: Map<string, number> | undefined;
+  for (let s = 0; s < slices.length; s++) {
+    const slice = slices[s];
     if (slice.addressType !== addressType) continue;
-    const match = slice.ports.find((p) => p.name === name && p.protocol === port.protocol);
-    if (match?.port === undefined) continue;
-    for (const ep of slice.endpoints) {
+    let match: number | undefined;
+    for (let k = 0; k < slice.ports.length; k++) {
+      const p = slice.ports[k];
+      if (p.name === name && p.protocol === port.protocol) {
+        match = p.port;
+        break;
+      }
+    }
+    if (match === undefined) continue;
+    const eps = slice.endpoints;
+    for (let e = 0; e < eps.length; e++) {
+      const ep = eps[e];
+      const c = ep.conditions;
+      const h = ep.hints;
       // Validated slices hold canonical addresses of their addressType.
       const b: Backend = {
         address: ep.addresses[0],
-        port: match.port,
+        port: match,
         local: nodeName !== '' && ep.nodeName === nodeName,
-        ...ep.conditions,
-        zoneHints: ep.hints?.forZones.length ? new Set(ep.hints.forZones.map((z) => z.name)) : NO_HINTS,
-        nodeHints: ep.hints?.forNodes.length ? new Set(ep.hints.forNodes.map((n) => n.name)) : NO_HINTS,
+        ready: c.ready,
+        serving: c.serving,
+        terminating: c.terminating,
+        zoneHints: h?.forZones.length ? new Set(h.forZones.map((z) => z.name)) : NO_HINTS,
+        nodeHints: h?.forNodes.length ? new Set(h.forNodes.map((n) => n.name)) : NO_HINTS,
       };
-      const key = backendKey(b);
-      if (!byKey.has(key) || !b.terminating) byKey.set(key, b);
+      // The same address and port again (backendKey's identity): a non-terminating one replaces it in place.
+      let at = -1;
+      if (byKey) at = byKey.get(backendKey(b)) ?? -1;
+      else {
+        for (let i = 0; i < out.length; i++) {
+          if (out[i].address === b.address && out[i].port === b.port) {
+            at = i;
+            break;
+          }
+        }
+      }
+      if (at < 0) {
+        out.push(b);
+        if (byKey) byKey.set(backendKey(b), out.length - 1);
+        else if (out.length === 16) {
+          byKey = new Map();
+          for (let i = 0; i < out.length; i++) byKey.set(backendKey(out[i]), i);
+        }
+      } else if (!b.terminating) out[at] = b;
     }
   }
-  return [...byKey.values()];
+  return out;
 }
 
 /** Which views of its endpoints a Service port needs on this node. */
@@ -150,10 +185,23 @@ const servingTerminating = (b: Backend): boolean => b.serving && b.terminating;
  */
 export function topologyModeFromHints(backends: readonly Backend[], node: NodeTopology): TopologyMode {
   const zone = node.zone ?? '';
-  const ready = backends.filter((b) => b.ready);
-  if (ready.length === 0) return '';
-  if (ready.every((b) => b.nodeHints.size > 0) && ready.some((b) => b.nodeHints.has(node.name))) return 'PreferSameNode';
-  if (ready.every((b) => b.zoneHints.size > 0) && ready.some((b) => b.zoneHints.has(zone))) return 'PreferSameZone';
+  let ready = 0;
+  let allNode = true;
+  let anyNode = false;
+  let allZone = true;
+  let anyZone = false;
+  for (let i = 0; i < backends.length; i++) {
+    const b = backends[i];
+    if (!b.ready) continue;
+    ready++;
+    if (b.nodeHints.size === 0) allNode = false;
+    else if (!anyNode && b.nodeHints.has(node.name)) anyNode = true;
+    if (b.zoneHints.size === 0) allZone = false;
+    else if (!anyZone && b.zoneHints.has(zone)) anyZone = true;
+  }
+  if (ready === 0) return '';
+  if (allNode && anyNode) return 'PreferSameNode';
+  if (allZone && anyZone) return 'PreferSameZone';
   return '';
 }
 
@@ -176,19 +224,48 @@ export function categorizeEndpoints(backends: readonly Backend[], policy: PortTr
   const out: CategorizedEndpoints = { cluster: [], local: [], allReachable: [], hasAnyEndpoints: false, topologyMode: '' };
   if (backends.length === 0) return out;
 
+  const n = backends.length;
   if (policy.usesCluster) {
-    out.topologyMode = topologyModeFromHints(backends, node);
-    out.cluster = backends.filter((b) => b.ready && availableForTopology(b, out.topologyMode, node));
+    const mode = (out.topologyMode = topologyModeFromHints(backends, node));
+    const cluster: Backend[] = [];
+    for (let i = 0; i < n; i++) if (backends[i].ready && availableForTopology(backends[i], mode, node)) cluster.push(backends[i]);
     // A hinted mode always keeps a ready endpoint, so an empty view means none is ready anywhere.
-    if (out.cluster.length === 0) out.cluster = backends.filter(servingTerminating);
-    out.hasAnyEndpoints = out.cluster.length > 0;
+    if (cluster.length === 0) for (let i = 0; i < n; i++) if (servingTerminating(backends[i])) cluster.push(backends[i]);
+    out.cluster = cluster;
+    out.hasAnyEndpoints = cluster.length > 0;
   }
   if (policy.usesLocal) {
-    if (backends.some((b) => b.ready || servingTerminating(b))) out.hasAnyEndpoints = true;
-    out.local = backends.filter((b) => b.local && b.ready);
-    if (out.local.length === 0) out.local = backends.filter((b) => b.local && servingTerminating(b));
+    const local: Backend[] = [];
+    for (let i = 0; i < n; i++) {
+      const b = backends[i];
+      if (b.ready || servingTerminating(b)) out.hasAnyEndpoints = true;
+      if (b.local && b.ready) local.push(b);
+    }
+    if (local.length === 0) for (let i = 0; i < n; i++) if (backends[i].local && servingTerminating(backends[i])) local.push(backends[i]);
+    out.local = local;
   }
-  const reachable = new Set([...out.cluster, ...out.local]);
-  out.allReachable = backends.filter((b) => reachable.has(b));
+  // Both views keep input order: their union in input order is a merge, no set needed.
+  const { cluster, local } = out;
+  if (local.length === 0) out.allReachable = cluster.slice();
+  else if (cluster.length === 0) out.allReachable = local.slice();
+  else {
+    const all: Backend[] = [];
+    let c = 0;
+    let l = 0;
+    for (let i = 0; i < n && (c < cluster.length || l < local.length); i++) {
+      const b = backends[i];
+      let hit = false;
+      if (c < cluster.length && cluster[c] === b) {
+        c++;
+        hit = true;
+      }
+      if (l < local.length && local[l] === b) {
+        l++;
+        hit = true;
+      }
+      if (hit) all.push(b);
+    }
+    out.allReachable = all;
+  }
   return out;
 }

@@ -10,11 +10,18 @@
 
 export class RotatingNumbers {
   private byKey = new Map<string, number>();
-  private used = new Set<number>();
   /** The next number to try for a new key. */
   private cursor: number;
+  /** No number in use is above this one: while the cursor is past it, new keys need no search. */
+  private top = 0;
+  /** byKey iterates in number order (new keys were appended in order): the snapshot needs no sort. */
+  private ordered = true;
+  /** byKey was handed to a caller: copied before it changes, so what they hold stays as it was. */
+  private lent = false;
   /** snapshot() as JSON, kept until the assignment changes: the agent saves after every run. */
   private json?: string;
+  /** Bumped by every change: a caller keeping its own account of keys sees that it changed under it. */
+  revision = 0;
 
   constructor(
     readonly first: number,
@@ -40,48 +47,112 @@ export class RotatingNumbers {
           break;
         }
       }
-      if (same) return this.byKey;
+      if (same) {
+        this.lent = true;
+        return this.byKey;
+      }
     }
     const next = new Map<string, number>();
     const fresh: string[] = [];
     for (const k of wanted) {
       const n = this.byKey.get(k);
-      if (n === undefined) {
-        next.set(k, 0);
-        fresh.push(k);
-      } else {
-        next.set(k, n);
+      if (n === undefined) fresh.push(k);
+      next.set(k, n ?? 0);
+    }
+    this.checkRoom(next.size);
+    fresh.sort();
+    const numbers = this.numbers(fresh.length, next.size - fresh.length, () => next.values());
+    for (let i = 0; i < fresh.length; i++) next.set(fresh[i], numbers[i]);
+    this.byKey = next;
+    this.ordered = false;
+    this.changed();
+    this.lent = true;
+    return next;
+  }
+
+  /**
+   * A change by difference, for a caller that keeps count of its keys: `gone` lose their numbers,
+   * then `fresh` (keys without one) take the next free numbers in sorted order, as assign() with
+   * the keys kept plus `fresh` would. Nothing changes when it throws.
+   */
+  update(fresh: Iterable<string>, gone: readonly string[]): void {
+    const add = Array.isArray(fresh) ? (fresh as string[]) : [...fresh];
+    if (add.length === 0 && gone.length === 0) return;
+    const kept = this.byKey.size - gone.length;
+    this.checkRoom(kept + add.length);
+    if (this.lent) {
+      this.byKey = new Map(this.byKey);
+      this.lent = false;
+    }
+    for (const k of gone) this.byKey.delete(k);
+    add.sort();
+    const fast = this.top < this.cursor && this.cursor + add.length - 1 <= this.limit;
+    const numbers = this.numbers(add.length, kept, () => this.byKey.values());
+    for (let i = 0; i < add.length; i++) this.byKey.set(add[i], numbers[i]);
+    // Appended in rising numbers above every number in use: still in number order.
+    if (!fast) this.ordered = false;
+    this.changed();
+  }
+
+  /** `count` numbers for new keys, from the cursor on, skipping those in use. */
+  private numbers(count: number, inUse: number, used: () => Iterable<number>): number[] {
+    const out = new Array<number>(count);
+    let c = this.cursor;
+    if (this.top < c && c + count - 1 <= this.limit) {
+      // Every number in use is below the cursor and the run does not wrap: no search.
+      for (let i = 0; i < count; i++) out[i] = c++;
+      if (count > 0) this.top = c - 1;
+    } else {
+      const taken = new Set<number>();
+      if (inUse > 0) for (const n of used()) if (n !== 0) taken.add(n);
+      for (let i = 0; i < count; i++) {
+        while (taken.has(c)) c = c === this.limit ? this.first : c + 1;
+        out[i] = c;
+        taken.add(c);
+        if (c > this.top) this.top = c;
+        c = c === this.limit ? this.first : c + 1;
       }
     }
-    const used = new Set<number>();
-    for (const n of next.values()) if (n !== 0) used.add(n);
-    const span = this.limit - this.first + 1;
-    if (used.size + fresh.length > span) throw new Error(`${this.what}: ${used.size + fresh.length} wanted, only ${span} numbers exist`);
-    fresh.sort();
-    let c = this.cursor;
-    for (const k of fresh) {
-      while (used.has(c)) c = c === this.limit ? this.first : c + 1;
-      next.set(k, c);
-      used.add(c);
-      c = c === this.limit ? this.first : c + 1;
-    }
+    if (c > this.limit) c = this.first;
     this.cursor = c;
-    this.byKey = next;
-    this.used = used;
+    return out;
+  }
+
+  private checkRoom(wanted: number): void {
+    const span = this.limit - this.first + 1;
+    if (wanted > span) throw new Error(`${this.what}: ${wanted} wanted, only ${span} numbers exist`);
+  }
+
+  private changed(): void {
     this.json = undefined;
-    return next;
+    this.revision++;
   }
 
   get(key: string): number | undefined {
     return this.byKey.get(key);
   }
 
+  has(key: string): boolean {
+    return this.byKey.has(key);
+  }
+
+  keys(): IterableIterator<string> {
+    return this.byKey.keys();
+  }
+
+  /** Every key and its number, as a map the caller may keep: it is never changed in place. */
+  map(): ReadonlyMap<string, number> {
+    this.lent = true;
+    return this.byKey;
+  }
+
   get size(): number {
-    return this.used.size;
+    return this.byKey.size;
   }
 
   snapshot(): { cursor: number; entries: Array<[string, number]> } {
-    return { cursor: this.cursor, entries: [...this.byKey].sort((a, b) => a[1] - b[1]) };
+    const entries = [...this.byKey];
+    return { cursor: this.cursor, entries: this.ordered ? entries : entries.sort((a, b) => a[1] - b[1]) };
   }
 
   /** JSON.stringify(snapshot()), computed once per assignment (sorting 20,000 entries costs ~10 ms). */
@@ -95,6 +166,8 @@ export class RotatingNumbers {
     }
     const byKey = new Map<string, number>();
     const used = new Set<number>();
+    let top = 0;
+    let ordered = true;
     for (const e of s.entries as unknown[]) {
       const [k, n] = Array.isArray(e) ? (e as [unknown, unknown]) : [undefined, undefined];
       if (typeof k !== 'string' || !Number.isInteger(n) || (n as number) < this.first || (n as number) > this.limit || used.has(n as number) || byKey.has(k)) {
@@ -102,11 +175,15 @@ export class RotatingNumbers {
       }
       byKey.set(k, n as number);
       used.add(n as number);
+      if ((n as number) < top) ordered = false;
+      else top = n as number;
     }
     this.byKey = byKey;
-    this.used = used;
     this.cursor = s.cursor as number;
-    this.json = undefined;
+    this.top = top;
+    this.ordered = ordered;
+    this.lent = false;
+    this.changed();
   }
 }
 

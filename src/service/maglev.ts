@@ -126,14 +126,16 @@ export function maglevTables16(sets: ReadonlyArray<readonly string[]>, options: 
 /** maglevTables16 into tables the caller provides (`out`: M slots each). */
 export function maglevFillTables(sets: ReadonlyArray<{ names: readonly string[]; out: Uint16Array }>, options: MaglevOptions = {}): void {
   const m = checkMaglevTableSize(options.tableSize ?? DEFAULT_MAGLEV_TABLE_SIZE);
-  maglevFill(
-    sets.map(({ names, out }) => {
-      if (names.length > 0xffff) throw new RangeError(`maglev table of u16 slots holds at most 65535 backends, not ${names.length}`);
-      const order = turnOrder(names, m);
-      return { names: Array.from(order, (k) => names[k]), inputIndex: order, out };
-    }),
-    m,
-  );
+  const fill = new Array<{ names: string[]; inputIndex: Uint32Array; out: Uint16Array }>(sets.length);
+  for (let i = 0; i < sets.length; i++) {
+    const { names, out } = sets[i];
+    if (names.length > 0xffff) throw new RangeError(`maglev table of u16 slots holds at most 65535 backends, not ${names.length}`);
+    const order = turnOrder(names, m);
+    const inTurn = new Array<string>(order.length);
+    for (let k = 0; k < order.length; k++) inTurn[k] = names[order[k]];
+    fill[i] = { names: inTurn, inputIndex: order, out };
+  }
+  maglevFill(fill, m);
 }
 
 /** Input indices in turn order; throws when the set cannot have a table. */
@@ -142,9 +144,21 @@ function turnOrder(names: readonly string[], m: number): Uint32Array {
   if (n === 0) throw new RangeError('maglev table needs at least one backend');
   if (n > m) throw new RangeError(`maglev table size ${m} is smaller than the ${n} backends: some would own no slot`);
   // Turns go in name order, not input order: who claims a contested slot must not depend on listing.
-  const order = Uint32Array.from(
-    names.map((_, i) => i).sort((a, b) => (names[a] < names[b] ? -1 : names[a] > names[b] ? 1 : 0)),
-  );
+  // An insertion sort for the usual few names: Array.prototype.sort allocates its work space on
+  // every call, 10,000 calls on a cold start.
+  const order = new Uint32Array(n);
+  for (let i = 0; i < n; i++) order[i] = i;
+  if (n <= 32) {
+    for (let i = 1; i < n; i++) {
+      const x = order[i];
+      const name = names[x];
+      let j = i - 1;
+      for (; j >= 0 && names[order[j]] > name; j--) order[j + 1] = order[j];
+      order[j + 1] = x;
+    }
+  } else {
+    order.sort((a, b) => (names[a] < names[b] ? -1 : names[a] > names[b] ? 1 : 0));
+  }
   for (let k = 1; k < n; k++) {
     if (names[order[k]] === names[order[k - 1]]) throw new RangeError(`maglev backend name ${JSON.stringify(names[order[k]])} is listed twice`);
   }
