@@ -15,8 +15,9 @@
  *   2. LB_FE_SOURCE_RANGES: the client must be in kelp_lb4_source_ranges for svc_id;
  *   3. LB_FE_AFFINITY: kelp_lb4_affinity's backend for (svc_id, client), seen within the
  *      timeout and still a member of the set;
- *   4. the slot: kelp_lb4_maglev[table_id][hash % M] when count > 1, else 0; the backend is
- *      kelp_lb4_backends[(set_id, slot)].
+ *   4. the slot: when count > 1, slot (hash % m) of the view's Maglev table, m slots kept in
+ *      chunks of LB_MAGLEV_CHUNK (kelp_lb4_maglev[(table_id, index / 256)][index % 256]);
+ *      else 0. The backend is kelp_lb4_backends[(set_id, slot)].
  * kelp_lb4_members says whether a backend is still in a set: a tracked flow (kelp_lb4_ct) or an
  * affinity whose backend left is chosen again.
  *
@@ -50,18 +51,19 @@ enum lb_backend_flag {
 enum lb_limits {
 	LB_FRONTENDS_MAX	= 65536,	/* 10,000 services x a few ports x (ClusterIP, NodePort, LB IPs) */
 	LB_BACKENDS_MAX		= 131072,	/* (set, slot): every set's backends */
-	LB_MAGLEV_MAX		= 32768,	/* sets with more than one backend */
+	LB_MAGLEV_MAX		= 262144,	/* 256-slot chunks: a two-backend set's table is one */
+	LB_MAGLEV_CHUNK		= 256,		/* slots per kelp_lb4_maglev value */
 	LB_AFFINITY_MAX		= 65536,
 	LB_SOURCE_RANGES_MAX	= 16384,
 	LB_CT_MAX		= 262144,	/* two entries a flow (forward, reverse) */
-	LB_MAGLEV_M_DEFAULT	= 4057,		/* see KELP_LB_MAGLEV_M */
+	LB_MAGLEV_M_DEFAULT	= 16381,	/* --maglev-table-size: the largest table a set gets */
 };
 
 /*
  * kelp_lb4_frontends, kelp_lb4_backends and kelp_lb4_members are preallocated (~4 + 9 + 8 MiB at
  * these sizes): an insert then costs no allocation, which halves the agent's write of 10,000
- * services (measured: 30,000 frontends 52 ms instead of 120 ms). The Maglev tables are not: a
- * table is 8 KiB and only sets with several backends have one.
+ * services (measured: 30,000 frontends 52 ms instead of 120 ms). The Maglev chunks are not: only
+ * sets with several backends have a table, and a large set's table is many chunks.
  */
 struct lb4_frontend_key {
 	__be32 addr;
@@ -82,7 +84,27 @@ struct lb4_frontend {
 	__u16 in_count;		/* 0: reject (or drop, LB_FE_IN_DROP_NO_LOCAL) */
 	__u16 pad;
 	__u32 in_table_id;
+	__u32 m;		/* slots of the outside view's table (0: none) */
+	__u32 in_m;		/* slots of the in-cluster view's table */
 };
+
+/*
+ * A Maglev table of m slots is ceil(m / 256) chunks, (table_id, 0), (table_id, 1), ...; the slots
+ * past m in the last chunk hold LB_MAGLEV_NO_SLOT. Each set's m is sized to its backends (the
+ * agent's maglevTableSizeFor: >= 100 slots per backend, a prime below a power of two, capped at
+ * --maglev-table-size), so 10,000 two-backend Services are 10,000 chunks of 512 bytes, not
+ * 10,000 tables of the largest size.
+ */
+struct lb4_maglev_key {
+	__u32 table_id;
+	__u32 chunk;
+};
+
+struct lb4_maglev_chunk {
+	__u16 slot[LB_MAGLEV_CHUNK];
+};
+
+#define LB_MAGLEV_NO_SLOT 0xffff
 
 struct lb4_backend_key {
 	__u32 set_id;
@@ -149,15 +171,13 @@ struct {
 } kelp_lb4_members SEC(".maps");
 
 /*
- * Maglev tables: table_id → __u16 slot[KELP_LB_MAGLEV_M] (a frontend's table_id: sets with the
- * same table share one entry). The value has no BTF type: its size is
- * the table size, set by the agent at load time (loadObject valueSizes) together with
- * KELP_LB_MAGLEV_M. Not preallocated: only sets with several backends have a table.
+ * Maglev tables in chunks: (table_id, chunk) → 256 slots (a frontend's table_id: sets with the
+ * same table share one). Not preallocated: only sets with several backends have a table.
  */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(key_size, sizeof(__u32));
-	__uint(value_size, LB_MAGLEV_M_DEFAULT * sizeof(__u16));
+	__type(key, struct lb4_maglev_key);
+	__type(value, struct lb4_maglev_chunk);
 	__uint(max_entries, LB_MAGLEV_MAX);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
@@ -179,16 +199,6 @@ struct {
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } kelp_lb4_source_ranges SEC(".maps");
-
-/*
- * Maglev table size: a prime, the agent's --maglev-table-size, written with the map's value size.
- * 4057: measured here, its table takes one 8 KiB allocation with its hash element, as 2017's
- * does (4093's takes 16 KiB, 2003's 4 KiB), and it is the finest of those: removing 1 of 10
- * backends moves 1.3 % of flows besides the removed one's 10 % (2017: 1.7 %, 1021: 2.2 %,
- * 16381: 0.5 %). 10,000 services with several backends: 80 MiB of tables, written in ~0.4 s
- * (2003: 40 MiB, ~0.18 s).
- */
-volatile const __u32 KELP_LB_MAGLEV_M = LB_MAGLEV_M_DEFAULT;
 
 /* ---- selection ---- */
 
@@ -238,6 +248,7 @@ static __always_inline void lb4_frontend_view(const struct lb4_frontend *fe, boo
 	v->set_id = fe->in_set_id;
 	v->count = fe->in_count;
 	v->table_id = fe->in_table_id;
+	v->m = fe->in_m;
 	v->flags &= ~(LB_FE_DROP_NO_LOCAL | LB_FE_IN_DROP_NO_LOCAL);
 	if (fe->flags & LB_FE_IN_DROP_NO_LOCAL)
 		v->flags |= LB_FE_DROP_NO_LOCAL;
@@ -271,22 +282,20 @@ static __always_inline bool lb4_backend_live(__u32 set_id, __u32 backend_id)
 /* The slot of a flow with hash `hash`: Maglev's when the set has a table, 0 otherwise. */
 static __always_inline __u32 lb4_maglev_slot(const struct lb4_frontend *fe, __u32 hash)
 {
-	__u32 id = fe->table_id, index, m;
-	__u16 *table;
+	struct lb4_maglev_key key = { .table_id = fe->table_id };
+	struct lb4_maglev_chunk *chunk;
+	__u32 index;
 
-	if (fe->count <= 1 || KELP_LB_MAGLEV_M == 0)
+	if (fe->count <= 1)
 		return 0;
-	table = bpf_map_lookup_elem(&kelp_lb4_maglev, &id);
-	if (!table)
+	if (fe->m == 0)
+		return hash % fe->count;	/* a set without a table: a spread, if not Maglev's */
+	index = hash % fe->m;
+	key.chunk = index / LB_MAGLEV_CHUNK;
+	chunk = bpf_map_lookup_elem(&kelp_lb4_maglev, &key);
+	if (!chunk)
 		return hash % fe->count;	/* table not written yet: a spread, if not Maglev's */
-	m = KELP_LB_MAGLEV_M;
-	index = hash % m;
-	/* The verifier does not bound a remainder: the compare with the load-time size does, kept
-	 * by the empty asm (clang knows the remainder is below m and would drop it). */
-	asm volatile("" : "+r"(index));
-	if (index >= m)
-		return 0;
-	return table[index];
+	return chunk->slot[index % LB_MAGLEV_CHUNK];
 }
 
 static __always_inline __u64 lb_now(void)

@@ -111,7 +111,7 @@ export async function startAgent(opts: AgentOptions, log: Logger = createLogger(
   // Pods reach beyond the node through its stack: this node (network namespace) forwards.
   setIpv4Forwarding(true);
 
-  const datapath = new Datapath({ bpfRoot: opts.bpfRoot, log, mapSizes: policyMapSizes(opts), maglevTableSize: opts.maglevTableSize });
+  const datapath = new Datapath({ bpfRoot: opts.bpfRoot, log, mapSizes: policyMapSizes(opts) });
   const { bpffs } = datapath;
   // Read on scrape (the server listens once policy and observe below exist); the timings below
   // are observed into it as they happen.

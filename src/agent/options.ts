@@ -107,7 +107,7 @@ const FLAGS: FlagSpec[] = [
   { key: 'policyEntries', flag: '--policy-entries', kind: 'number', help: 'kelp_policy4 size (policy entries for all endpoints; default scaled to the node\'s memory: 262144 at 24 GiB)' },
   { key: 'ipcacheEntries', flag: '--ipcache-entries', kind: 'number', help: 'kelp_ipcache4 size (pod addresses and policy CIDRs; default scaled to memory: 65536 at 24 GiB)' },
   { key: 'policyCtEntries', flag: '--policy-ct-entries', kind: 'number', help: 'kelp_pct4 size (flows tracked for policy; default scaled to memory: 65536 at 24 GiB)' },
-  { key: 'maglevTableSize', flag: '--maglev-table-size', kind: 'number', help: 'Maglev table size M, a prime: slots per backend set (M ≥ 100 × the largest set keeps shares within ~1 %; kernel memory is 2 × M bytes per set with several backends)' },
+  { key: 'maglevTableSize', flag: '--maglev-table-size', kind: 'number', help: 'largest Maglev table, a prime: each backend set gets the smallest of 251, 509, 1021, 2039, 4093, 8191… slots with ≥ 100 per backend, at most this (M ≥ 100 × N keeps shares within ~1 %; kernel memory is 2 × M bytes per set with several backends)' },
   { key: 'socketLb', flag: '--socket-lb', kind: 'string', help: 'socket-level load balancing: on (every socket of --cgroup-root), hostns (the node\'s own namespace only: meshes intercepting inside pods keep working), off (per-packet DNAT only)' },
   { key: 'cgroupRoot', flag: '--cgroup-root', kind: 'string', help: 'cgroup v2 directory the socket load balancer attaches to (default: the cgroup v2 root)' },
   { key: 'metricsAddress', flag: '--metrics-address', kind: 'string', help: 'Prometheus metrics (/metrics) and the node page: HOST:PORT, [IPv6]:PORT or :PORT (every address), read-only; empty to turn off' },

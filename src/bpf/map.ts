@@ -179,6 +179,15 @@ export class BpfMap {
     return this.handle.deleteBatch(Buffer.concat(keys), keys.length);
   }
 
+  /** deleteBatch of `count` keys back to back in `keys`. */
+  deleteBatchPacked(keys: Buffer, count: number): number {
+    if (!Number.isInteger(count) || count < 0 || !Buffer.isBuffer(keys) || keys.length !== count * this.keySize) {
+      throw invalidArgument(`delete batch ${this.name}`, `keys must be a Buffer of ${count} × ${this.keySize} bytes`);
+    }
+    if (count === 0) return 0;
+    return this.handle.deleteBatch(keys, count);
+  }
+
   /** Empties the map: deletes every key, or zeroes every slot of an array. */
   clear(): void {
     if (this.type === MapType.ARRAY || this.type === MapType.PERCPU_ARRAY) {

@@ -34,7 +34,7 @@ import { dumpMap, MapStat, mapStats } from './maps/view';
 import { monotonicNs } from './nat';
 import { gcPolicyCt, PolicyCtEnds, PolicyCtGcOptions, PolicyCtGcResult, PolicyMaps, policyMapsOf } from './policy';
 import { DatapathObjects } from './objects';
-import { DEFAULT_LB_MAGLEV_TABLE_SIZE, gcServiceCt, ServiceCtGcOptions, ServiceMaps, serviceMapsOf } from './service';
+import { gcServiceCt, ServiceCtGcOptions, ServiceMaps, serviceMapsOf } from './service';
 import { DestroyedSocket, DestroyOptions, GoneBackend, UdpSocketReaper } from './sock';
 import type { MetricsEntry } from './structs';
 import { OverlayMaps, tunnelMapsOf } from './tunnel';
@@ -48,8 +48,6 @@ export interface DatapathOptions {
   objectDir?: string;
   /** Per-node sizes of the maps the registry marks sizable (policy maps), by name. */
   mapSizes?: Record<string, number>;
-  /** The Maglev table size (--maglev-table-size, a prime); default DEFAULT_LB_MAGLEV_TABLE_SIZE. */
-  maglevTableSize?: number;
 }
 
 export class Datapath {
@@ -70,9 +68,7 @@ export class Datapath {
   private reaper?: UdpSocketReaper;
 
   constructor(private readonly opts: DatapathOptions) {
-    this.objects = new DatapathObjects(opts.bpfRoot, opts.log, opts.objectDir, opts.mapSizes, {
-      kelp_lb4_maglev: 2 * (opts.maglevTableSize ?? DEFAULT_LB_MAGLEV_TABLE_SIZE),
-    });
+    this.objects = new DatapathObjects(opts.bpfRoot, opts.log, opts.objectDir, opts.mapSizes);
     this.bpffs = this.objects.bpffs;
     this.pins = new LinkPins(opts.bpfRoot);
     this.lxc = this.objects.load('lxc', { KELP_TRACE: opts.trace ? 1 : 0 });

@@ -9,6 +9,7 @@ import { ct4Entry, Ct4Entry, nat4Entry, Nat4Entry, nomasq4Key, tuple4 } from './
 import type { StructCodec } from './structs';
 import {
   decodeMaglevTable,
+  lb4MaglevKey,
   lb4Affinity,
   lb4AffinityKey,
   lb4Backend,
@@ -89,14 +90,20 @@ export function mapRows(name: string, m: BpfMap, layout?: { value?: StructCodec<
       return m.lookupBatch().map(([k, v]) => ({ key: lb4BackendKey.decode(k), value: lb4Backend.decode(v) }));
     case 'kelp_lb4_members':
       return m.lookupBatch().map(([k, v]) => ({ key: lb4MemberKey.decode(k), value: { slot: v.readUInt32LE(0) } }));
-    case 'kelp_lb4_maglev':
-      // A table is thousands of slots: its size and each backend slot's share.
-      return m.lookupBatch().map(([k, v]) => {
-        const table = decodeMaglevTable(v);
+    case 'kelp_lb4_maglev': {
+      // A table is hundreds to thousands of slots in chunks: per table, its size and each backend slot's share.
+      const tables = new Map<number, Array<{ chunk: number; value: Buffer }>>();
+      for (const [k, v] of m.lookupBatch()) {
+        const key = lb4MaglevKey.decode(k);
+        tables.set(key.tableId, [...(tables.get(key.tableId) ?? []), { chunk: key.chunk, value: v }]);
+      }
+      return [...tables].map(([tableId, chunks]) => {
+        const table = decodeMaglevTable(chunks.sort((a, b) => a.chunk - b.chunk).map((c) => c.value));
         const share: Record<number, number> = {};
         for (const s of table) share[s] = (share[s] ?? 0) + 1;
-        return { key: { setId: k.readUInt32LE(0) }, value: { size: table.length, slotsPerBackend: share } };
+        return { key: { tableId }, value: { size: table.length, chunks: chunks.length, slotsPerBackend: share } };
       });
+    }
     case 'kelp_lb4_affinity':
       return m.lookupBatch().map(([k, v]) => ({ key: lb4AffinityKey.decode(k), value: lb4Affinity.decode(v) }));
     case 'kelp_lb4_source_ranges':

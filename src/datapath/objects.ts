@@ -59,23 +59,7 @@ export class DatapathObjects {
      * registry marks sizable. Every object declaring the map gets it, so they share one map.
      */
     private readonly mapSizes: Readonly<Record<string, number>> = {},
-    /**
-     * Map name -> value size for this node, in place of the one compiled in; only maps the
-     * registry marks valueSized (kelp_lb4_maglev: 2 x --maglev-table-size). The registry's
-     * constant is set to the element count in every object declaring the map.
-     */
-    private readonly valueSizes: Readonly<Record<string, number>> = {},
   ) {
-    for (const [name, n] of Object.entries(valueSizes)) {
-      const vs = mapSpec(name)?.valueSized;
-      if (!vs) {
-        const sized = MAPS.filter((m) => m.valueSized).map((m) => m.name);
-        throw new Error(`valueSizes.${name}: only ${sized.join(', ')} can have their value size chosen per node`);
-      }
-      if (!Number.isInteger(n) || n < vs.element || n % vs.element !== 0 || n > 0x7fffffff) {
-        throw new Error(`valueSizes.${name} must be a whole number of ${vs.element}-byte elements, got ${n}`);
-      }
-    }
     for (const [name, n] of Object.entries(mapSizes)) {
       const spec = mapSpec(name);
       if (!spec?.sizable) {
@@ -97,18 +81,11 @@ export class DatapathObjects {
     const plans = this.plan(name, file);
     const pinPaths = Object.fromEntries([...plans.values()].map((p) => [p.spec.name, p.pin]));
     const maxEntries = Object.fromEntries(Object.entries(this.mapSizes).filter(([m]) => plans.has(m)));
-    const valueSizes = Object.fromEntries(Object.entries(this.valueSizes).filter(([m]) => plans.has(m)));
-    const sizedConstants: Record<string, ConstantValue> = {};
-    for (const [m, n] of Object.entries(valueSizes)) {
-      const vs = plans.get(m)!.spec.valueSized!;
-      sizedConstants[vs.constant] = n / vs.element;
-    }
     const obj = loadObject(file, {
       pinRoot: this.bpfRoot,
       pinPaths,
-      constants: { ...constants, ...sizedConstants },
+      constants,
       maxEntries,
-      valueSizes,
       logger: this.log,
     });
     try {
@@ -192,12 +169,12 @@ export class DatapathObjects {
       const pin = mapPinPath(this.bpfRoot, spec.name, layout.version);
       const found = findMapPins(this.bpfRoot, spec.name);
       const current = found.find((p) => p.path === pin);
-      const wanted = { ...layout, maxEntries: this.mapSizes[spec.name] ?? layout.maxEntries, valueSize: this.valueSizes[spec.name] ?? layout.valueSize };
+      const wanted = { ...layout, maxEntries: this.mapSizes[spec.name] ?? layout.maxEntries, };
       if (current && !sameShape(pinnedShape(pin), wanted)) {
         // libbpf would refuse to re-use it. Another size of a sizable map: its writer fills the
         // new one (only rebuild and reset maps are sizable); otherwise its content is in no
         // layout this agent can read.
-        const resized = (spec.sizable || spec.valueSized) && layoutOf(spec, pinnedShape(pin))?.version === layout.version;
+        const resized = spec.sizable && layoutOf(spec, pinnedShape(pin))?.version === layout.version;
         this.log.warn(
           { map: spec.name, pin, shape: describeShape(pinnedShape(pin)), maxEntries: wanted.maxEntries },
           resized ? 'a pin of another size is in the way: removed, the map starts empty at its new size' : 'a pin of an unknown layout is in the way: removed',

