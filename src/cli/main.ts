@@ -4,6 +4,7 @@ import path from 'node:path';
 import { agentHelp, parseAgentArgs, UsageError } from '../agent/options';
 import { parseManifests, readManifestFileSync } from '../sources/manifests';
 import { KelpObject } from '../sources/objects';
+import { applyLines, ApplyAnswer } from './apply';
 import { AgentUnreachable, request, requestJson } from './client';
 import { formatTable } from './table';
 import type { CounterView, EndpointView, PodView } from '../agent/views';
@@ -140,8 +141,9 @@ async function run(argvIn: string[]): Promise<number> {
       const wait = args.includes('--wait');
       const f = parseCommon(args.filter((a) => a !== '--wait'));
       const objects = readManifestArgs(f.files);
-      const res = await requestJson<{ results: Array<{ key: string; action: string }>; revision: number }>(f.socket, cmd === 'apply' ? 'POST' : 'DELETE', '/v1/objects', { objects });
-      for (const r of res.results) process.stdout.write(`${r.key} ${r.action}\n`);
+      const res = await requestJson<ApplyAnswer>(f.socket, cmd === 'apply' ? 'POST' : 'DELETE', '/v1/objects', { objects });
+      const lines = applyLines(objects, res);
+      if (lines.length > 0) process.stdout.write(lines.join('\n') + '\n');
       if (wait) {
         const p = await requestJson<{ programmed: number }>(f.socket, 'GET', `/v1/programmed?revision=${res.revision}`);
         process.stdout.write(`programmed (revision ${p.programmed})\n`);

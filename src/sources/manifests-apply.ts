@@ -8,11 +8,14 @@
 //     bulk files of at most BULK_MAX objects: one write and one rename per file instead of one
 //     per object (20,000 files cost ~5 s on this disk, ~0.25 ms each, mostly the renames);
 //   - anything else into its own file named after the object, as one `kelp apply` always did.
-// Files are written to a dot-file first and renamed over: a reader never sees half a file.
+// Files are written to a dot-file first and renamed over: a reader never sees half a file. A bulk
+// file holds one object per line: as compact as JSON gets (it is half the size of indented JSON and
+// written in half the time), and still one grep or diff line per object.
 import { renameSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import type { ManifestDir } from './manifests';
 import { KelpObject, objectKey, objectRef } from './objects';
+import { sameJson } from './store';
 
 /** From this many new objects in one request, bulk files. */
 export const BULK_MIN = 64;
@@ -43,10 +46,28 @@ export interface ApplyToDirOptions {
   yieldNow?: () => Promise<void>;
 }
 
+/**
+ * Whether bulk file `name` holds `o` exactly as sent, resourceVersion included. A file whose
+ * current text was rejected (a bad hand edit) is rewritten whatever it held: a restarted agent
+ * would read that text, not the last good version the store keeps.
+ */
+function unchanged(md: ManifestDir, name: string, key: string, o: KelpObject): boolean {
+  if (md.problems.has(name)) return false;
+  const cur = md.fileObject(name, key);
+  return cur !== undefined && cur.metadata.resourceVersion === o.metadata.resourceVersion && sameJson(cur, o);
+}
+
 function writeAtomically(dir: string, name: string, text: string): void {
   const tmp = path.join(dir, `.${name}.tmp`);
   writeFileSync(tmp, text);
   renameSync(tmp, path.join(dir, name));
+}
+
+/** A bulk file's text: a `kind: List`, one object per line. */
+export function bulkFileText(items: readonly KelpObject[]): string {
+  let text = '{"apiVersion":"v1","kind":"List","items":[\n';
+  items.forEach((o, i) => (text += (i === 0 ? '' : ',\n') + JSON.stringify(o)));
+  return text + '\n]}\n';
 }
 
 /** Applies (or deletes) `objects` in the directory and hands the files it wrote to the store. */
@@ -66,21 +87,26 @@ export async function applyToDir(md: ManifestDir, objects: readonly KelpObject[]
     }
     return m;
   };
-  const fresh: KelpObject[] = [];
+  const fresh: Array<[string, KelpObject]> = [];
   const single: KelpObject[] = [];
   for (const [key, o] of last) {
-    const inBulk = md.filesDefining(key).filter(isBulkFile);
+    const definers = md.filesDefining(key);
+    if (!opts.remove && definers.length === 0) {
+      fresh.push([key, o]);
+      continue;
+    }
+    const inBulk = definers.filter(isBulkFile);
     if (opts.remove) {
       for (const name of inBulk) bulkContent(name).delete(key);
       single.push(o);
       continue;
     }
-    if (inBulk.length > 0) {
+    if (inBulk.length === 1 && unchanged(md, inBulk[0], key, o)) {
+      // Already there as sent: the file is not rewritten for it (a repeated bulk apply writes nothing).
+    } else if (inBulk.length > 0) {
       // Rewritten where it is; any other bulk copy (a hand edit made one) goes.
       bulkContent(inBulk[0]).set(key, o);
       for (const name of inBulk.slice(1)) bulkContent(name).delete(key);
-    } else if (md.filesDefining(key).length === 0) {
-      fresh.push(o);
     } else {
       single.push(o);
     }
@@ -89,10 +115,10 @@ export async function applyToDir(md: ManifestDir, objects: readonly KelpObject[]
     const stamp = Date.now().toString(36);
     for (let i = 0; i * BULK_MAX < fresh.length; i++) {
       const name = `kelp-apply-${stamp}-${i}.json`;
-      bulk.set(name, new Map(fresh.slice(i * BULK_MAX, (i + 1) * BULK_MAX).map((o) => [objectKey(o), o])));
+      bulk.set(name, new Map(fresh.slice(i * BULK_MAX, (i + 1) * BULK_MAX)));
     }
   } else {
-    single.push(...fresh);
+    for (const [, o] of fresh) single.push(o);
   }
 
   const written: Array<{ name: string; objects?: KelpObject[] }> = [];
@@ -106,7 +132,7 @@ export async function applyToDir(md: ManifestDir, objects: readonly KelpObject[]
       rmSync(path.join(md.dir, name), { force: true });
       written.push({ name });
     } else {
-      writeAtomically(md.dir, name, JSON.stringify({ apiVersion: 'v1', kind: 'List', items }, null, 2));
+      writeAtomically(md.dir, name, bulkFileText(items));
       written.push({ name, objects: items });
     }
     await step();

@@ -80,30 +80,42 @@ export function parseManifests(text: string, source: string): KelpObject[] {
 /** Validates decoded documents (a `kind: List` expanded) as parseManifests does a file's. */
 export function parseManifestDocs(docs: readonly unknown[], source: string): KelpObject[] {
   const out: KelpObject[] = [];
-  const expanded: Array<{ doc: unknown; where: string }> = [];
+  // Where a document is (`file#0.items[12]`) is spelled out only for an error: a bulk apply of
+  // 20,000 objects would otherwise build 20,000 strings nobody reads.
+  const validate = (doc: unknown, where: () => string) => {
+    try {
+      out.push(validateObject(doc));
+    } catch (e) {
+      if (e instanceof ManifestError) throw e.at(where());
+      throw e;
+    }
+  };
   docs.forEach((doc, i) => {
     const d = doc as { kind?: unknown; items?: unknown };
     if (d && typeof d === 'object' && d.kind === 'List') {
       if (!Array.isArray(d.items)) throw new ManifestError('items', 'must be an array', `${source}#${i}`);
-      d.items.forEach((item, j) => expanded.push({ doc: item, where: `${source}#${i}.items[${j}]` }));
+      const items: unknown[] = d.items;
+      for (let j = 0; j < items.length; j++) validate(items[j], () => `${source}#${i}.items[${j}]`);
     } else {
-      expanded.push({ doc, where: docs.length > 1 ? `${source}#${i}` : source });
+      validate(doc, () => (docs.length > 1 ? `${source}#${i}` : source));
     }
   });
-  for (const { doc, where } of expanded) {
-    try {
-      out.push(validateObject(doc));
-    } catch (e) {
-      if (e instanceof ManifestError) throw e.at(where);
-      throw e;
-    }
-  }
   return out;
 }
 
 export interface ManifestProblem {
   file: string;
   error: string;
+}
+
+/** A file that parsed and validated: its objects, with each one's store key computed once. */
+interface GoodFile {
+  mtimeMs: number;
+  size: number;
+  objects: KelpObject[];
+  keys: string[];
+  /** Key → position in `objects`, built on first lookup (fileObject). */
+  at?: Map<string, number>;
 }
 
 /** Watches a directory and keeps the store in sync with it. */
@@ -114,7 +126,7 @@ export class ManifestDir implements StateSource {
   private nextScan?: Promise<void>;
   private writers = 0;
   private scanDeferred = false;
-  private readonly good = new Map<string, { mtimeMs: number; size: number; objects: KelpObject[] }>();
+  private readonly good = new Map<string, GoodFile>();
   readonly problems = new Map<string, string>();
   /** Object key → the good files defining it; rebuilt when asked after a change. */
   private definers?: Map<string, string[]>;
@@ -204,13 +216,22 @@ export class ManifestDir implements StateSource {
     return this.good.get(name)?.objects;
   }
 
+  /** The object with store key `key` in good file `name`, or undefined. */
+  fileObject(name: string, key: string): KelpObject | undefined {
+    const f = this.good.get(name);
+    if (!f) return undefined;
+    // A bulk re-apply asks for every object of each file: positions indexed once per file.
+    f.at ??= new Map(f.keys.map((k, i) => [k, i]));
+    const i = f.at.get(key);
+    return i === undefined ? undefined : f.objects[i];
+  }
+
   /** The good files that define the object with this store key, in name order. */
   filesDefining(key: string): readonly string[] {
     if (!this.definers) {
       const index = new Map<string, string[]>();
       for (const name of [...this.good.keys()].sort()) {
-        for (const o of this.good.get(name)!.objects) {
-          const k = objectKey(o);
+        for (const k of this.good.get(name)!.keys) {
           const list = index.get(k);
           if (list) list.push(name);
           else index.set(k, [name]);
@@ -232,26 +253,33 @@ export class ManifestDir implements StateSource {
     // finish first. One beginning later reads the new files, as this does.
     while (this.scanning) await this.scanning.catch(() => undefined);
     this.definers = undefined;
+    // Every object a changed file defined before or defines now, by key.
     const touched = new Map<string, KelpObject>();
     for (const ch of changes) {
-      for (const o of this.good.get(ch.name)?.objects ?? []) touched.set(objectKey(o), o);
+      const before = this.good.get(ch.name);
+      if (before) before.keys.forEach((k, i) => touched.set(k, before.objects[i]));
       this.problems.delete(ch.name);
       if (ch.objects) {
         const st = statSync(path.join(this.dir, ch.name));
-        this.good.set(ch.name, { mtimeMs: st.mtimeMs, size: st.size, objects: ch.objects });
-        for (const o of ch.objects) touched.set(objectKey(o), o);
+        const keys = ch.objects.map(objectKey);
+        this.good.set(ch.name, { mtimeMs: st.mtimeMs, size: st.size, objects: ch.objects, keys });
+        keys.forEach((k, i) => touched.set(k, ch.objects![i]));
       } else {
         this.good.delete(ch.name);
       }
     }
     // The union's answer for each touched object: the last good file defining it, as in doScan.
     const winner = new Map<string, KelpObject>();
-    for (const { objects } of this.good.values()) for (const o of objects) if (touched.has(objectKey(o))) winner.set(objectKey(o), o);
-    for (const [key, o] of touched) {
+    for (const { objects, keys } of this.good.values()) keys.forEach((k, i) => touched.has(k) && winner.set(k, objects[i]));
+    const put: KelpObject[] = [];
+    const gone: string[] = [];
+    for (const key of touched.keys()) {
       const now = winner.get(key);
-      if (now) this.store.upsert(this.name, now);
-      else this.store.remove(this.name, o.kind, o.metadata.namespace, o.metadata.name);
+      if (now) put.push(now);
+      else gone.push(key);
     }
+    // One batch: listeners (the reconcile loop) hear the whole apply at once.
+    this.store.update(this.name, put, gone);
   }
 
   // Synchronous on purpose: a stat through libuv's thread pool costs ~30 µs of hops, one on the
@@ -284,7 +312,7 @@ export class ManifestDir implements StateSource {
       if (prev && prev.mtimeMs === st.mtimeMs && prev.size === st.size && !this.problems.has(name)) continue;
       try {
         const objects = parseManifests(readManifestFileSync(file), file);
-        this.good.set(name, { mtimeMs: st.mtimeMs, size: st.size, objects });
+        this.good.set(name, { mtimeMs: st.mtimeMs, size: st.size, objects, keys: objects.map(objectKey) });
         this.problems.delete(name);
         changed = true;
       } catch (e) {

@@ -2,7 +2,7 @@
 // objects go into a few bulk files, one object defined in one place, and the directory alone
 // (read by a fresh ManifestDir) always gives what the store holds.
 import { afterAll, describe, expect, it } from 'vitest';
-import { readdirSync, writeFileSync } from 'node:fs';
+import { readdirSync, statSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { ManifestDir } from '../../src/sources/manifests';
 import { applyToDir, BULK_MAX, BULK_MIN, isBulkFile } from '../../src/sources/manifests-apply';
@@ -108,6 +108,35 @@ describe('applyToDir', () => {
       expect(md.filesDefining('Service/default/svc-1')).toEqual([bulkName]);
       expect(store.get('Service', 'default', 'svc-1')?.spec.ports[0].port).toBe(71);
       expect(readdirSync(dir)).not.toContain(copy);
+      expect(await reread(dir)).toEqual(services(store));
+    } finally {
+      await md.stop();
+    }
+  });
+
+  it('a repeated bulk apply rewrites no file, unless one was broken by hand since: that one is written again whole', async () => {
+    const { dir, store, md } = await dirWithStore();
+    try {
+      const objs = Array.from({ length: BULK_MAX + 1 }, (_, i) => svc(i));
+      await apply(md, store, objs);
+      const names = readdirSync(dir).filter((f) => !f.startsWith('.')).sort();
+      expect(names).toHaveLength(2);
+      const mtimes = () => names.map((n) => statSync(path.join(dir, n)).mtimeMs);
+      const before = mtimes();
+      const rev = store.revision;
+      await apply(md, store, Array.from({ length: BULK_MAX + 1 }, (_, i) => svc(i)));
+      expect(mtimes()).toEqual(before);
+      expect(store.revision).toBe(rev);
+
+      // A bulk file cut short by hand: rejected, the store keeps its last good version...
+      writeFileSync(path.join(dir, names[1]), '{"apiVersion":"v1","kind":"List","items":[');
+      await md.scan();
+      expect(md.problems.has(names[1])).toBe(true);
+      expect(store.list('Service')).toHaveLength(BULK_MAX + 1);
+      // ...and the same apply again repairs the file, so that a restarted agent reads it all back.
+      await apply(md, store, objs);
+      expect(md.problems.size).toBe(0);
+      expect(store.revision).toBe(rev);
       expect(await reread(dir)).toEqual(services(store));
     } finally {
       await md.stop();

@@ -1,7 +1,7 @@
 // discovery.k8s.io/v1 EndpointSlice: the backends of a Service (its `kubernetes.io/service-name`
 // label names it). Validation follows the API server's ValidateEndpointSlice; conditions are
 // normalised with the nil meanings the API documents and kube-proxy applies.
-import { checkName, expectEnum, expectObject, expectString, fail, Json, labelValueProblem, NamespacedMeta, optArray, optBoolean, optInteger, optObject, optString, qualifiedNameProblem, validateMeta } from './meta';
+import { checkName, eachItem, expectEnum, expectObject, expectString, fail, Json, labelValueProblem, NamespacedMeta, optArray, optBoolean, optInteger, optObject, optString, qualifiedNameProblem, validateMeta } from './meta';
 import { nonSpecialIpField, Protocol, protocolOf } from './net';
 
 export const API_VERSION_DISCOVERY = 'discovery.k8s.io/v1';
@@ -84,41 +84,43 @@ function validateHints(v: Json, f: string): NonNullable<Endpoint['hints']> {
   };
 }
 
-function validateAddress(v: Json, field: string, type: AddressType): string {
-  if (type === 'IPv4' || type === 'IPv6') return nonSpecialIpField(v, field, type === 'IPv4' ? 4 : 6);
-  const s = expectString(v, field);
+/** An address; a field named relative to the address itself (""). */
+function validateAddress(v: Json, type: AddressType): string {
+  if (type === 'IPv4' || type === 'IPv6') return nonSpecialIpField(v, '', type === 'IPv4' ? 4 : 6);
+  const s = expectString(v, '');
   // A fully qualified domain name: a DNS subdomain with at least two labels (a trailing dot allowed).
   const name = s.replace(/\.$/, '');
-  checkName(name, field, 'DNS1123Subdomain');
-  if (!name.includes('.')) fail(field, `${JSON.stringify(s)} must be a fully qualified domain name (at least two labels)`);
+  checkName(name, '', 'DNS1123Subdomain');
+  if (!name.includes('.')) fail('', `${JSON.stringify(s)} must be a fully qualified domain name (at least two labels)`);
   return s;
 }
 
-function validateEndpoint(v: Json, f: string, type: AddressType): Endpoint {
-  const e = expectObject(v, f);
-  const addressesIn = optArray(e.addresses, `${f}.addresses`);
-  if (addressesIn.length === 0) fail(`${f}.addresses`, 'must contain at least 1 address');
-  if (addressesIn.length > MAX_ADDRESSES) fail(`${f}.addresses`, `must have at most ${MAX_ADDRESSES} items, got ${addressesIn.length}`);
-  const addresses = addressesIn.map((a, i) => validateAddress(a, `${f}.addresses[${i}]`, type));
-  const c = optObject(e.conditions, `${f}.conditions`) ?? {};
+/** One endpoint, its fields named relative to it (eachItem puts `endpoints[i]` in front on error). */
+function validateEndpoint(v: Json, type: AddressType): Endpoint {
+  const e = expectObject(v, '');
+  const addressesIn = optArray(e.addresses, 'addresses');
+  if (addressesIn.length === 0) fail('addresses', 'must contain at least 1 address');
+  if (addressesIn.length > MAX_ADDRESSES) fail('addresses', `must have at most ${MAX_ADDRESSES} items, got ${addressesIn.length}`);
+  const addresses = eachItem(addressesIn, 'addresses', (a) => validateAddress(a, type));
+  const c = optObject(e.conditions, 'conditions') ?? {};
   const conditions: EndpointConditions = {
-    ready: optBoolean(c.ready, `${f}.conditions.ready`) ?? true,
-    serving: optBoolean(c.serving, `${f}.conditions.serving`) ?? true,
-    terminating: optBoolean(c.terminating, `${f}.conditions.terminating`) ?? false,
+    ready: optBoolean(c.ready, 'conditions.ready') ?? true,
+    serving: optBoolean(c.serving, 'conditions.serving') ?? true,
+    terminating: optBoolean(c.terminating, 'conditions.terminating') ?? false,
   };
   const out: Endpoint = { addresses, conditions };
-  const hostname = optString(e.hostname, `${f}.hostname`);
-  if (hostname !== undefined) out.hostname = checkName(hostname, `${f}.hostname`, 'DNS1123Label');
-  const nodeName = optString(e.nodeName, `${f}.nodeName`);
-  if (nodeName !== undefined) out.nodeName = checkName(nodeName, `${f}.nodeName`, 'DNS1123Subdomain');
-  const zone = optString(e.zone, `${f}.zone`);
+  const hostname = optString(e.hostname, 'hostname');
+  if (hostname !== undefined) out.hostname = checkName(hostname, 'hostname', 'DNS1123Label');
+  const nodeName = optString(e.nodeName, 'nodeName');
+  if (nodeName !== undefined) out.nodeName = checkName(nodeName, 'nodeName', 'DNS1123Subdomain');
+  const zone = optString(e.zone, 'zone');
   if (zone !== undefined) out.zone = zone;
-  if (optObject(e.hints, `${f}.hints`)) out.hints = validateHints(e.hints, `${f}.hints`);
-  const ref = optObject(e.targetRef, `${f}.targetRef`);
+  if (optObject(e.hints, 'hints')) out.hints = validateHints(e.hints, 'hints');
+  const ref = optObject(e.targetRef, 'targetRef');
   if (ref) {
     const targetRef: NonNullable<Endpoint['targetRef']> = {};
     for (const key of ['kind', 'namespace', 'name', 'uid'] as const) {
-      const s = optString(ref[key], `${f}.targetRef.${key}`);
+      const s = optString(ref[key], `targetRef.${key}`);
       if (s !== undefined) targetRef[key] = s;
     }
     out.targetRef = targetRef;
@@ -126,18 +128,19 @@ function validateEndpoint(v: Json, f: string, type: AddressType): Endpoint {
   return out;
 }
 
-function validatePort(v: Json, f: string): EndpointPort {
-  const p = expectObject(v, f);
-  const name = optString(p.name, `${f}.name`) ?? '';
-  if (name !== '') checkName(name, `${f}.name`, 'DNS1123Label');
-  const out: EndpointPort = { name, protocol: protocolOf(p.protocol, `${f}.protocol`) };
+/** One port, its fields named relative to it. */
+function validatePort(v: Json): EndpointPort {
+  const p = expectObject(v, '');
+  const name = optString(p.name, 'name') ?? '';
+  if (name !== '') checkName(name, 'name', 'DNS1123Label');
+  const out: EndpointPort = { name, protocol: protocolOf(p.protocol, 'protocol') };
   // The API server accepts any int32 here; kelp can program only real port numbers.
-  const port = optInteger(p.port, `${f}.port`, 1, 65535);
+  const port = optInteger(p.port, 'port', 1, 65535);
   if (port !== undefined) out.port = port;
-  const appProtocol = optString(p.appProtocol, `${f}.appProtocol`);
+  const appProtocol = optString(p.appProtocol, 'appProtocol');
   if (appProtocol !== undefined) {
     const problem = qualifiedNameProblem(appProtocol);
-    if (problem) fail(`${f}.appProtocol`, problem);
+    if (problem) fail('appProtocol', problem);
     out.appProtocol = appProtocol;
   }
   return out;
@@ -150,15 +153,14 @@ export function validateEndpointSlice(o: Record<string, Json>): EndpointSliceObj
   // The API prints `"endpoints": null` for a slice without endpoints.
   const endpointsIn = optArray(o.endpoints, 'endpoints');
   if (endpointsIn.length > MAX_ENDPOINTS) fail('endpoints', `must have at most ${MAX_ENDPOINTS} items, got ${endpointsIn.length}`);
-  const endpoints = endpointsIn.map((e, i) => validateEndpoint(e, `endpoints[${i}]`, addressType));
+  const endpoints = eachItem(endpointsIn, 'endpoints', (e) => validateEndpoint(e, addressType));
   const portsIn = optArray(o.ports, 'ports');
   if (portsIn.length > MAX_PORTS) fail('ports', `must have at most ${MAX_PORTS} items, got ${portsIn.length}`);
+  const ports = eachItem(portsIn, 'ports', validatePort);
   const names = new Set<string>();
-  const ports = portsIn.map((p, i) => {
-    const port = validatePort(p, `ports[${i}]`);
+  ports.forEach((port, i) => {
     if (names.has(port.name)) fail(`ports[${i}].name`, `duplicate port name ${JSON.stringify(port.name)}`);
     names.add(port.name);
-    return port;
   });
   return { apiVersion: API_VERSION_DISCOVERY, kind: 'EndpointSlice', metadata, addressType, endpoints, ports };
 }

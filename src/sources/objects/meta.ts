@@ -30,6 +30,31 @@ export function fail(field: string, reason: string): never {
   throw new ManifestError(field, reason);
 }
 
+/**
+ * An error from validating a part (its field named relative to the part: `addresses[0]`, or ""
+ * for the part itself) renamed to the whole's path, `prefix` + the part's field. Lists of parts
+ * are validated this way so that their paths (`endpoints[7].conditions.ready`) are spelled out
+ * only on error: a bulk apply reads hundreds of thousands of fields.
+ */
+export function under(e: unknown, prefix: string): unknown {
+  if (!(e instanceof ManifestError)) return e;
+  const f = e.field;
+  return new ManifestError(f === '' ? prefix : f.startsWith('[') ? `${prefix}${f}` : `${prefix}.${f}`, e.reason, e.source);
+}
+
+/** `fn` on each item of `list`, an error naming its field under `${field}[i]`. */
+export function eachItem<T>(list: readonly Json[], field: string, fn: (item: Json) => T): T[] {
+  const out: T[] = [];
+  for (let i = 0; i < list.length; i++) {
+    try {
+      out.push(fn(list[i]));
+    } catch (e) {
+      throw under(e, `${field}[${i}]`);
+    }
+  }
+  return out;
+}
+
 export function isObject(v: Json): v is Record<string, Json> {
   return typeof v === 'object' && v !== null && !Array.isArray(v);
 }
@@ -104,19 +129,27 @@ export function optEnum<T extends string>(v: Json, field: string, allowed: reado
 
 /** A list of strings (absent or null: empty). */
 export function stringList(v: Json, field: string): string[] {
-  return optArray(v, field).map((s, i) => expectString(s, `${field}[${i}]`));
+  const list = optArray(v, field);
+  for (let i = 0; i < list.length; i++) if (typeof list[i] !== 'string') expectString(list[i], `${field}[${i}]`);
+  return list.slice() as string[];
 }
 
-/** A map of strings (absent or null: empty); `rule` checks each entry, its field named by key. */
-export function stringMap(v: Json, field: string, rule?: (key: string, value: string, f: string) => void): Record<string, string> {
+/**
+ * A map of strings (absent or null: empty); `problem` checks each entry, its field named by key.
+ * The field's name is spelled out only for an error: maps are read for every object of a bulk apply.
+ */
+export function stringMap(v: Json, field: string, problem?: (key: string, value: string) => string | undefined): Record<string, string> {
   const obj = optObject(v, field);
   const out: Record<string, string> = {};
   if (!obj) return out;
-  for (const [k, val] of Object.entries(obj)) {
-    const f = `${field}[${JSON.stringify(k)}]`;
-    const s = expectString(val, f);
-    rule?.(k, s, f);
-    out[k] = s;
+  for (const k in obj) {
+    if (!Object.prototype.hasOwnProperty.call(obj, k)) continue;
+    const val = obj[k];
+    const f = () => `${field}[${JSON.stringify(k)}]`;
+    if (typeof val !== 'string') expectString(val, f());
+    const p = problem?.(k, val as string);
+    if (p) fail(f(), p);
+    out[k] = val as string;
   }
   return out;
 }
@@ -152,11 +185,11 @@ export function checkName(s: string, field: string, rule: NameRule): string {
 
 /** A qualified name: `[prefix/]name`, prefix a DNS subdomain, name at most 63 characters. */
 export function qualifiedNameProblem(s: string): string | undefined {
-  const parts = s.split('/');
-  if (parts.length > 2) return `${JSON.stringify(s)} must be a qualified name: an optional DNS subdomain prefix and '/', then a name`;
-  const name = parts[parts.length - 1];
-  if (parts.length === 2) {
-    const prefix = parts[0];
+  const slash = s.indexOf('/');
+  if (slash >= 0 && s.indexOf('/', slash + 1) >= 0) return `${JSON.stringify(s)} must be a qualified name: an optional DNS subdomain prefix and '/', then a name`;
+  const name = slash < 0 ? s : s.slice(slash + 1);
+  if (slash >= 0) {
+    const prefix = s.slice(0, slash);
     if (prefix === '') return `${JSON.stringify(s)} must be a qualified name: the prefix before '/' must be non-empty`;
     if (nameProblem(prefix, 'DNS1123Subdomain')) return `${JSON.stringify(s)} must be a qualified name: the prefix ${JSON.stringify(prefix)} must be a lowercase RFC 1123 subdomain`;
   }
@@ -172,25 +205,28 @@ export function labelValueProblem(s: string): string | undefined {
     : `label value ${JSON.stringify(s)} is invalid (empty, or at most 63 characters of alphanumerics, '-', '_' and '.', starting and ending with an alphanumeric)`;
 }
 
+export function labelProblem(key: string, value: string): string | undefined {
+  return qualifiedNameProblem(key) ?? labelValueProblem(value);
+}
+
 export function checkLabel(key: string, value: string, field: string): void {
-  const problem = qualifiedNameProblem(key) ?? labelValueProblem(value);
+  const problem = labelProblem(key, value);
   if (problem) fail(field, problem);
 }
 
 /** A label map (metadata.labels, a Service's selector, a selector's matchLabels). */
 export function labelMap(v: Json, field: string): Record<string, string> {
-  return stringMap(v, field, checkLabel);
+  return stringMap(v, field, labelProblem);
 }
 
 const MAX_ANNOTATIONS_BYTES = 256 * 1024;
 
 function annotationMap(v: Json, field: string): Record<string, string> {
   let total = 0;
-  const out = stringMap(v, field, (key, value, f) => {
-    // The API server checks annotation keys in lower case: upper case is allowed in the name part.
-    const problem = qualifiedNameProblem(key.toLowerCase());
-    if (problem) fail(f, problem);
+  const out = stringMap(v, field, (key, value) => {
     total += key.length + value.length;
+    // The API server checks annotation keys in lower case: upper case is allowed in the name part.
+    return qualifiedNameProblem(key.toLowerCase());
   });
   if (total > MAX_ANNOTATIONS_BYTES) fail(field, `may not be more than ${MAX_ANNOTATIONS_BYTES} bytes in total, got ${total}`);
   return out;

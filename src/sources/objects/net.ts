@@ -45,8 +45,39 @@ export function portNumberOrName(v: Json, field: string): number | string {
   return portNumber(v, field);
 }
 
+/**
+ * An IPv4 address in the strict dotted form tryParseIp accepts (four decimal octets, no leading
+ * zeros), as a number; undefined for anything else. Such text is already canonical. A bulk apply
+ * validates ~40,000 addresses: this costs ~0.1 µs each, the BigInt parse and re-print ~2 µs.
+ */
+function strictIpv4(s: string): number | undefined {
+  let v = 0;
+  let octet = 0;
+  let digits = 0;
+  let dots = 0;
+  for (let i = 0; i < s.length; i++) {
+    const c = s.charCodeAt(i);
+    if (c === 46) {
+      if (digits === 0 || ++dots > 3) return undefined;
+      v = v * 256 + octet;
+      octet = 0;
+      digits = 0;
+    } else if (c >= 48 && c <= 57) {
+      if (digits > 0 && octet === 0) return undefined; // a leading zero
+      octet = octet * 10 + (c - 48);
+      if (++digits > 3 || octet > 255) return undefined;
+    } else {
+      return undefined;
+    }
+  }
+  if (dots !== 3 || digits === 0) return undefined;
+  return v * 256 + octet;
+}
+
 export function parseIpField(v: Json, field: string): { text: string; family: IpFamily; value: bigint } {
   const s = expectString(v, field);
+  const v4 = strictIpv4(s);
+  if (v4 !== undefined) return { text: s, family: 4, value: BigInt(v4) };
   const ip = tryParseIp(s);
   if (!ip) fail(field, `${JSON.stringify(s)} must be a valid IP address`);
   return { text: ipToString(ip), family: ip.family, value: ip.value };
@@ -62,6 +93,16 @@ export function ipField(v: Json, field: string): string {
  * multicast), as the API server requires of external IPs and endpoint addresses.
  */
 export function nonSpecialIpField(v: Json, field: string, family?: IpFamily): string {
+  const v4 = typeof v === 'string' ? strictIpv4(v) : undefined;
+  if (v4 !== undefined && family !== 6) {
+    // The IPv4 checks below on a number, without a BigInt.
+    const q = () => JSON.stringify(v);
+    if (v4 === 0) fail(field, `${q()} may not be unspecified (0.0.0.0, ::)`);
+    if (v4 >>> 24 === 127) fail(field, `${q()} may not be in the loopback range (127.0.0.0/8, ::1/128)`);
+    if (v4 >>> 16 === 0xa9fe) fail(field, `${q()} may not be in the link-local range (169.254.0.0/16, fe80::/10)`);
+    if (v4 >>> 8 === 0xe00000) fail(field, `${q()} may not be in the link-local multicast range (224.0.0.0/24, ffx2::/16)`);
+    return v as string;
+  }
   const ip = parseIpField(v, field);
   if (family !== undefined && ip.family !== family) fail(field, `${JSON.stringify(ip.text)} must be an IPv${family} address`);
   const q = JSON.stringify(ip.text);

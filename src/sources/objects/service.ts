@@ -4,6 +4,7 @@
 import { tryParseIp } from '../../ipam/ip';
 import {
   checkName,
+  eachItem,
   expectEnum,
   expectObject,
   fail,
@@ -106,28 +107,28 @@ export interface ServiceObject {
 function validatePorts(specIn: Record<string, Json>, type: ServiceType): ServicePort[] {
   const list = optArray(specIn.ports, 'spec.ports');
   const names = new Set<string>();
-  const ports = list.map((p, i): ServicePort => {
-    const f = `spec.ports[${i}]`;
-    const po = expectObject(p, f);
-    const name = optString(po.name, `${f}.name`);
-    if (name === undefined && list.length > 1) fail(`${f}.name`, 'required when the Service has more than one port');
+  // Each port's fields named relative to it: eachItem puts `spec.ports[i]` in front on error.
+  const ports = eachItem(list, 'spec.ports', (p): ServicePort => {
+    const po = expectObject(p, '');
+    const name = optString(po.name, 'name');
+    if (name === undefined && list.length > 1) fail('name', 'required when the Service has more than one port');
     if (name !== undefined) {
-      checkName(name, `${f}.name`, 'DNS1123Label');
-      if (names.has(name)) fail(`${f}.name`, `duplicate port name ${JSON.stringify(name)}`);
+      checkName(name, 'name', 'DNS1123Label');
+      if (names.has(name)) fail('name', `duplicate port name ${JSON.stringify(name)}`);
       names.add(name);
     }
-    const port = portNumber(po.port, `${f}.port`);
-    const protocol = protocolOf(po.protocol, `${f}.protocol`);
+    const port = portNumber(po.port, 'port');
+    const protocol = protocolOf(po.protocol, 'protocol');
     // SetDefaults_Service: an unset (0 or "") targetPort is the port itself.
-    const targetPort = po.targetPort === undefined || po.targetPort === null || po.targetPort === 0 || po.targetPort === '' ? port : portNumberOrName(po.targetPort, `${f}.targetPort`);
+    const targetPort = po.targetPort === undefined || po.targetPort === null || po.targetPort === 0 || po.targetPort === '' ? port : portNumberOrName(po.targetPort, 'targetPort');
     const out: ServicePort = { protocol, port, targetPort };
     if (name !== undefined) out.name = name;
-    const nodePort = optInteger(po.nodePort, `${f}.nodePort`, 0, 65535);
+    const nodePort = optInteger(po.nodePort, 'nodePort', 0, 65535);
     if (nodePort) {
-      if (type === 'ClusterIP') fail(`${f}.nodePort`, "may not be used when `type` is 'ClusterIP'");
+      if (type === 'ClusterIP') fail('nodePort', "may not be used when `type` is 'ClusterIP'");
       out.nodePort = nodePort;
     }
-    if (type === 'LoadBalancer' && port === KUBELET_PORT) fail(f, `may not expose port ${KUBELET_PORT} externally since it is used by kubelet`);
+    if (type === 'LoadBalancer' && port === KUBELET_PORT) fail('', `may not expose port ${KUBELET_PORT} externally since it is used by kubelet`);
     return out;
   });
   const seen = new Set<string>();
