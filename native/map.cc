@@ -6,7 +6,10 @@
 #include <unistd.h>
 #include <algorithm>
 #include <cerrno>
+#include <atomic>
 #include <cstring>
+#include <system_error>
+#include <thread>
 #include <vector>
 #include "kelp.h"
 
@@ -241,7 +244,77 @@ class MapHandle : public Napi::ObjectWrap<MapHandle> {
   __u32 valueLen_ = 0;
 };
 
+// One share of updateBatches' work: entries [first, first + n) of one item.
+struct BatchShare {
+  int fd;
+  const uint8_t* keys;
+  const uint8_t* values;
+  __u32 n;
+  size_t item;
+};
+
+// Below this many entries in all, one thread: starting threads costs more than it saves.
+constexpr size_t kParallelEntries = 8192;
+constexpr unsigned kMaxBatchThreads = 4;
+
+// updateBatches(fds, keys, values, counts, keySizes, valueSizes) → Int32Array: per item, 0 or
+// the first -errno met. Item i puts counts[i] packed entries into map fds[i] (BPF_ANY), as
+// updateBatch does; large work (a first write of 10,000 Services: ~60,000 entries over four
+// maps) is cut into shares run on a few threads at once: the kernel's hash map updates take
+// per-bucket locks, so shares of one map and of different maps proceed side by side. The
+// facade checks sizes and redoes a failed item on its own for the error.
+static Napi::Value UpdateBatches(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  auto fds = info[0].As<Napi::Int32Array>();
+  auto keys = info[1].As<Napi::Array>();
+  auto values = info[2].As<Napi::Array>();
+  auto counts = info[3].As<Napi::Uint32Array>();
+  auto keySizes = info[4].As<Napi::Uint32Array>();
+  auto valueSizes = info[5].As<Napi::Uint32Array>();
+  size_t items = fds.ElementLength();
+  size_t total = 0;
+  for (size_t i = 0; i < items; i++) total += counts[i];
+  unsigned threads = 1;
+  if (total >= kParallelEntries) threads = std::max(1u, std::min(kMaxBatchThreads, std::thread::hardware_concurrency()));
+  size_t per = (total + threads - 1) / threads;
+  std::vector<BatchShare> shares;
+  for (size_t i = 0; i < items; i++) {
+    const uint8_t* k = keys.Get(static_cast<uint32_t>(i)).As<Napi::Buffer<uint8_t>>().Data();
+    const uint8_t* v = values.Get(static_cast<uint32_t>(i)).As<Napi::Buffer<uint8_t>>().Data();
+    for (__u32 at = 0; at < counts[i];) {
+      __u32 n = static_cast<__u32>(std::min<size_t>(per, counts[i] - at));
+      shares.push_back(BatchShare{fds[i], k + static_cast<size_t>(at) * keySizes[i], v + static_cast<size_t>(at) * valueSizes[i], n, i});
+      at += n;
+    }
+  }
+  std::vector<std::atomic<int>> errs(items);
+  for (auto& e : errs) e.store(0);
+  std::atomic<size_t> next{0};
+  auto work = [&]() {
+    for (size_t s; (s = next.fetch_add(1)) < shares.size();) {
+      const BatchShare& b = shares[s];
+      LIBBPF_OPTS(bpf_map_batch_opts, opts, .elem_flags = BPF_ANY);
+      __u32 n = b.n;
+      int err = bpf_map_update_batch(b.fd, b.keys, b.values, &n, &opts);
+      int none = 0;
+      if (err) errs[b.item].compare_exchange_strong(none, err);
+    }
+  };
+  std::vector<std::thread> pool;
+  // A thread that cannot be started (EAGAIN at a process limit) leaves its shares to the others.
+  try {
+    for (unsigned t = 1; t < threads && t < shares.size(); t++) pool.emplace_back(work);
+  } catch (const std::system_error&) {
+  }
+  work();
+  for (auto& t : pool) t.join();
+  Napi::Int32Array out = Napi::Int32Array::New(env, items);
+  for (size_t i = 0; i < items; i++) out[i] = errs[i].load();
+  return out;
+}
+
 void InitMap(Napi::Env env, Napi::Object exports) {
+  exports.Set("updateBatches", Napi::Function::New(env, UpdateBatches, "updateBatches"));
   Napi::Function cls = MapHandle::Define(env);
   Data(env).mapHandle = Napi::Persistent(cls);
   exports.Set("MapHandle", cls);

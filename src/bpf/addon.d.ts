@@ -144,6 +144,7 @@ export interface KelpAddon {
   /** bpf_link_update: swaps a link's program in place; oldProgFd -1 for no expectation. */
   linkUpdate(linkFd: number, progFd: number, oldProgFd: number, operation: string): void;
   numPossibleCpus(): number;
+  updateBatches(fds: Int32Array, keys: Buffer[], values: Buffer[], counts: Uint32Array, keySizes: Uint32Array, valueSizes: Uint32Array): Int32Array;
 
   progTestRun(fd: number, data: Buffer, dataSizeOut: number, ctx: Buffer | undefined, repeat: number): TestRunResult;
 

@@ -17,7 +17,7 @@
 //  3. periodically (every ~10 s): gcServiceCt (kelp_lb4_ct and kelp_lb4_affinity are LRU: the
 //     collector only keeps them small).
 // A MapFullError leaves the maps a superset of the old and new content: log, count, retry.
-import type { BpfMap } from '../bpf';
+import { BpfMap } from '../bpf';
 import { networkAddress, parseCidr, ipToBytes } from '../ipam/ip';
 import { isMapFull, MapFullError, readEntries, SyncStats } from './maps/sync';
 import { ct4Deadline, Ct4Entry, CtTimeouts, DEFAULT_CT_TIMEOUTS, tuple4 } from './nat';
@@ -615,10 +615,22 @@ export function serviceMapsOf(obj: { map(name: string): BpfMap }): ServiceMaps {
 
 type MapName = keyof ServiceMaps;
 
-/** Entries of one map back to back, as the batch calls take them: keys in `keys`, values in `values`. */
+/**
+ * Entries of one map back to back, as the batch calls take them: keys in `keys`, values in
+ * `values`. Blocks the writer encodes also have 32-bit views of both (every key and value here
+ * is a whole number of 4-byte words at 4-byte offsets): a word store costs a fraction of a
+ * Buffer.writeUInt32LE, which counts at 100,000 fields in a process whose code is not warm yet.
+ */
 interface Block {
   keys: Buffer;
   values: Buffer;
+}
+
+interface Words {
+  keys: Buffer;
+  values: Buffer;
+  k32: Uint32Array;
+  v32: Uint32Array;
 }
 
 /**
@@ -671,11 +683,53 @@ export interface ApplyServiceResult {
   sourceRanges: SyncStats;
   /** Time spent writing the maps (after encoding and diffing), ms. */
   writeMs: number;
-  /** Of which writing new and changed Maglev chunks. */
+  /** Of which writing backends, members and Maglev chunks (side by side). */
   tablesMs: number;
 }
 
-const newBlock = (n: number, sizes: Sizes): Block => ({ keys: Buffer.alloc(n * sizes.key), values: Buffer.alloc(n * sizes.value) });
+function newBlock(n: number, sizes: Sizes): Words {
+  const keys = new ArrayBuffer(n * sizes.key);
+  const values = new ArrayBuffer(n * sizes.value);
+  // Source ranges' one-byte values have no word view (they are written byte by byte).
+  const words = (ab: ArrayBuffer) => new Uint32Array(ab, 0, ab.byteLength >> 2);
+  return { keys: Buffer.from(keys), values: Buffer.from(values), k32: words(keys), v32: words(values) };
+}
+
+// The words below are in host order, as the kernel reads the structs: kelp's agent and datapath
+// share the host, which is little-endian wherever kelp runs (x86-64, arm64); network-order fields
+// (addresses, ports) are laid out byte by byte within their words accordingly.
+if (!LITTLE_ENDIAN) throw new Error('kelp\'s service writer assumes a little-endian host');
+
+/** A dotted quad as the u32 whose little-endian bytes are the address in network order. */
+function ip4Word(ip: string): number {
+  let word = 0;
+  let part = 0;
+  let value = 0;
+  let digits = 0;
+  for (let i = 0; i <= ip.length; i++) {
+    const c = i < ip.length ? ip.charCodeAt(i) : 46;
+    if (c === 46) {
+      if (digits === 0 || value > 255 || part > 3 || (digits > 1 && ip.charCodeAt(i - digits) === 48)) return ip4ToBuffer(ip).readUInt32LE(0);
+      word |= value << (8 * part++);
+      value = 0;
+      digits = 0;
+    } else if (c >= 48 && c <= 57 && digits < 3) {
+      value = value * 10 + (c - 48);
+      digits++;
+    } else {
+      return ip4ToBuffer(ip).readUInt32LE(0);
+    }
+  }
+  return part === 4 ? word >>> 0 : ip4ToBuffer(ip).readUInt32LE(0);
+}
+
+/** A port (network order) then a byte, as the low three bytes of a word. */
+const portWord = (port: number, byte: number) => ((port >>> 8) | ((port & 0xff) << 8) | (byte << 16)) >>> 0;
+
+function word(name: string, v: number, bits: 8 | 16 | 32): number {
+  if (!Number.isInteger(v) || v < 0 || v > 2 ** bits - 1) throw new RangeError(`${name} must be a u${bits}, got ${v}`);
+  return v;
+}
 
 // Encodings remembered by the desired content's objects: the compiler hands the same objects back
 // for what did not change (and builds new ones for what did), so a run after one change encodes one
@@ -685,34 +739,44 @@ const encodedFrontends = new WeakMap<FrontendEntry, { tableId: number; inTableId
 const encodedTables = new WeakMap<Uint16Array, { tableId: number; count: number; group: Group }>();
 const encodedRanges = new WeakMap<string[], { svcId: number; group: Group }>();
 
-const checkU32 = (name: string, v: number) => {
-  if (v >>> 0 !== v) throw new RangeError(`${name} must be a u32, got ${v}`);
-  return v;
-};
-
-/** A set's backends and members at entry `at` of their blocks. */
-function writeSet(backends: Block, members: Block, at: number, set: BackendSet): void {
-  const setId = checkU32('setId', set.setId);
+/** A set's backends (lb4_backend_key → lb4_backend) and members (lb4_member_key → slot) at entry `at` of their blocks. */
+function writeSet(backends: Words, members: Words, at: number, set: BackendSet): void {
+  const setId = word('setId', set.setId, 32);
   for (let slot = 0; slot < set.backends.length; slot++) {
     const be = set.backends[slot];
     const i = at + slot;
-    backends.keys.writeUInt32LE(setId, 8 * i);
-    backends.keys.writeUInt32LE(slot, 8 * i + 4);
-    const v = 12 * i;
-    writeIp4(backends.values, v, be.address);
-    backends.values.writeUInt16BE(checkUint('port', be.port, 2), v + 4);
-    backends.values[v + 6] = checkUint('flags', be.flags, 1);
-    backends.values.writeUInt32LE(checkU32('backendId', be.backendId), v + 8);
-    members.keys.writeUInt32LE(setId, 8 * i);
-    members.keys.writeUInt32LE(be.backendId, 8 * i + 4);
-    members.values.writeUInt32LE(slot, 4 * i);
+    const id = word('backendId', be.backendId, 32);
+    backends.k32[2 * i] = setId;
+    backends.k32[2 * i + 1] = slot;
+    backends.v32[3 * i] = ip4Word(be.address);
+    backends.v32[3 * i + 1] = portWord(word('port', be.port, 16), word('flags', be.flags, 8));
+    backends.v32[3 * i + 2] = id;
+    members.k32[2 * i] = setId;
+    members.k32[2 * i + 1] = id;
+    members.v32[i] = slot;
   }
 }
 
-/** A frontend (key and value) at entry `at` of its block; the views' table ids and sizes as the writer chose them. */
-function writeFrontendAt(b: Block, at: number, fe: FrontendEntry, tableId: number, m: number, inTableId: number, inM: number): void {
-  writeFrontendKey(b.keys, 8 * at, fe);
-  writeFrontendFields(b.values, 40 * at, fe, tableId, m, inTableId, inM);
+/** A frontend (lb4_frontend_key → lb4_frontend) at entry `at` of its block; the views' table ids and sizes as the writer chose them. */
+function writeFrontendAt(b: Words, at: number, fe: FrontendEntry, tableId: number, m: number, inTableId: number, inM: number): void {
+  b.k32[2 * at] = ip4Word(fe.address);
+  b.k32[2 * at + 1] = portWord(word('port', fe.port, 16), protoNumber(fe.protocol));
+  const same = fe.inSetId === undefined;
+  let flags = word('flags', fe.flags, 16);
+  // One view for every client: the in-cluster one drops where the outside one does.
+  if (same && flags & FRONTEND_DROP_NO_LOCAL) flags |= FRONTEND_IN_DROP_NO_LOCAL;
+  const v = b.v32;
+  const o = 10 * at;
+  v[o] = word('svcId', fe.svcId, 32);
+  v[o + 1] = word('setId', fe.setId, 32);
+  v[o + 2] = (word('count', fe.count, 16) | (flags << 16)) >>> 0;
+  v[o + 3] = word('affinityTimeout', fe.affinityTimeout, 32);
+  v[o + 4] = tableId;
+  v[o + 5] = same ? fe.setId : word('inSetId', fe.inSetId!, 32);
+  v[o + 6] = same ? fe.count : word('inCount', fe.inCount ?? 0, 16);
+  v[o + 7] = inTableId;
+  v[o + 8] = m;
+  v[o + 9] = inM;
 }
 
 /**
@@ -784,17 +848,16 @@ function encodeServiceDesired(desired: ServiceMapsDesired, maxTableSize: number)
   }
   if (newTables.length > 0) {
     const block = newBlock(chunks, SIZES.maglev);
-    const slots = new Uint16Array(block.values.buffer, block.values.byteOffset, block.values.length / 2);
+    const slots = new Uint16Array(block.v32.buffer);
     let at = 0;
     for (const { table, tableId, count, index } of newTables) {
       const n = maglevChunks(table.length);
       for (let c = 0; c < n; c++) {
-        block.keys.writeUInt32LE(tableId, 8 * (at + c));
-        block.keys.writeUInt32LE(c, 8 * (at + c) + 4);
+        block.k32[2 * (at + c)] = tableId;
+        block.k32[2 * (at + c) + 1] = c;
       }
       const from = at * MAGLEV_CHUNK;
-      if (LITTLE_ENDIAN) slots.set(table, from);
-      else for (let i = 0; i < table.length; i++) block.values.writeUInt16LE(table[i], 2 * (from + i));
+      slots.set(table, from);
       slots.fill(MAGLEV_NO_SLOT, from + table.length, from + n * MAGLEV_CHUNK);
       at += n;
     }
@@ -1052,11 +1115,16 @@ export class ServiceWriter {
     const size = (name: MapName) => d[name].stats.added + d[name].stats.updated + d[name].stats.unchanged;
     const t0 = process.hrtime.bigint();
     let tablesNs = 0n;
-    for (const name of MAP_ORDER) {
-      const t = process.hrtime.bigint();
-      putGroups(this.maps[name], d[name].put, SIZES[name], size(name));
-      if (name === 'maglev') tablesNs += process.hrtime.bigint() - t;
+    // Backends, members and tables side by side (BpfMap.updateBatches: threads); on any failure
+    // map by map, for that map's error (MapFullError); then source ranges (an LPM trie has no batches).
+    const parallel = (['backends', 'members', 'maglev'] as const).filter((name) => d[name].put.length > 0);
+    try {
+      BpfMap.updateBatches(parallel.map((name) => ({ map: this.maps[name], ...pack(d[name].put, SIZES[name], true) })).map(({ map, keys, values, n }) => ({ map, keys, values, count: n })));
+    } catch {
+      for (const name of parallel) putGroups(this.maps[name], d[name].put, SIZES[name], size(name));
     }
+    tablesNs = process.hrtime.bigint() - t0;
+    putGroups(this.maps.sourceRanges, d.sourceRanges.put, SIZES.sourceRanges, size('sourceRanges'));
     putGroups(this.maps.frontends, d.frontends.put, SIZES.frontends, size('frontends'));
     removeGroups(this.maps.frontends, d.frontends.remove, SIZES.frontends);
     for (const name of [...MAP_ORDER].reverse()) removeGroups(this.maps[name], d[name].remove, SIZES[name]);

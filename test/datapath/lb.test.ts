@@ -3,7 +3,8 @@
 // verdict, the bytes out (checksums verified by recomputing them), the service conntrack and the
 // counters. Runs inside a test netns holding real veths (skb->ifindex must name a device there).
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { BpfMap, BpfObject, inNetns } from '../../src/bpf';
+import { BpfMap, BpfObject, inNetns, loadObject } from '../../src/bpf';
+import { caught } from '../support/bpf-error';
 import { DropReason } from '../../src/datapath/drop';
 import { applyPolicyMaps, policyMapsOf, setPolicyEnforcement } from '../../src/datapath/policy';
 import type { PolicyEntry } from '../../src/datapath/policy-types';
@@ -568,6 +569,39 @@ describe('ServiceWriter', () => {
     }
     const again = w.apply({ frontends: [...fes.values()], sets: [...sets.values()], sourceRanges: new Map(), names: new Map() }, { resync: true });
     expect([again.frontends.added, again.frontends.updated, again.frontends.removed, again.backends.added, again.maglev.added]).toEqual([0, 0, 0, 0, 0]);
+  });
+
+  it('BpfMap.updateBatches writes large batches of several maps side by side; a full map fails with its own error, the others are written', () => {
+    const small = loadObject(LXC_OBJECT, { maxEntries: { kelp_lb4_members: 1000 } });
+    onCleanup(() => small.close());
+    const packed = (n: number, ks: number, vs: number, key: (i: number, b: Buffer) => void) => {
+      const keys = Buffer.alloc(n * ks);
+      const values = Buffer.alloc(n * vs);
+      for (let i = 0; i < n; i++) {
+        key(i, keys.subarray(i * ks, (i + 1) * ks));
+        values.writeUInt32LE(i * 7, i * vs);
+      }
+      return { keys, values, count: n };
+    };
+    const be = small.map('kelp_lb4_backends');
+    const fe = small.map('kelp_lb4_frontends');
+    const backends = packed(20_000, 8, 12, (i, k) => (k.writeUInt32LE(1 + (i >> 1)), k.writeUInt32LE(i & 1, 4)));
+    const frontends = packed(9_000, 8, 40, (i, k) => (k.writeUInt32BE(0x0a600000 + i), k.writeUInt16BE(80, 4), (k[6] = 6)));
+    BpfMap.updateBatches([
+      { map: be, ...backends },
+      { map: fe, ...frontends },
+    ]);
+    const held = be.lookupBatch();
+    expect(held).toHaveLength(20_000);
+    for (const [k, v] of held) expect(v.readUInt32LE(0)).toBe(7 * (2 * (k.readUInt32LE(0) - 1) + k.readUInt32LE(4)));
+    expect(fe.lookupBatch()).toHaveLength(9_000);
+    // 5,000 members into a map of 1,000: E2BIG for that map; the backends' batch is written all the same.
+    be.clear();
+    const members = packed(5_000, 8, 4, (i, k) => (k.writeUInt32LE(1), k.writeUInt32LE(i + 1, 4)));
+    const err = caught(() => BpfMap.updateBatches([{ map: be, ...backends }, { map: small.map('kelp_lb4_members'), ...members }]));
+    // (The kernel keeps 15 characters of a map's name.)
+    expect([err.code, err.operation]).toEqual(['E2BIG', 'update batch kelp_lb4_member (1000 of 5000 written)']);
+    expect(be.lookupBatch()).toHaveLength(20_000);
   });
 
   it('programs 10,000 services (3 frontends, 3 backends and a table each), and an unchanged apply writes nothing', () => {
