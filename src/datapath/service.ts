@@ -683,8 +683,8 @@ export interface ApplyServiceResult {
   sourceRanges: SyncStats;
   /** Time spent writing the maps (after encoding and diffing), ms. */
   writeMs: number;
-  /** Of which writing backends, members and Maglev chunks (side by side). */
-  tablesMs: number;
+  /** Of which writing backends, members and Maglev chunks (side by side, before the frontends). */
+  setsMs: number;
 }
 
 function newBlock(n: number, sizes: Sizes): Words {
@@ -1114,7 +1114,6 @@ export class ServiceWriter {
     for (const name of ['frontends', ...MAP_ORDER] as const) d[name] = diffGroups(have(name), want[name], SIZES[name], mark);
     const size = (name: MapName) => d[name].stats.added + d[name].stats.updated + d[name].stats.unchanged;
     const t0 = process.hrtime.bigint();
-    let tablesNs = 0n;
     // Backends, members and tables side by side (BpfMap.updateBatches: threads); on any failure
     // map by map, for that map's error (MapFullError); then source ranges (an LPM trie has no batches).
     const parallel = (['backends', 'members', 'maglev'] as const).filter((name) => d[name].put.length > 0);
@@ -1123,7 +1122,7 @@ export class ServiceWriter {
     } catch {
       for (const name of parallel) putGroups(this.maps[name], d[name].put, SIZES[name], size(name));
     }
-    tablesNs = process.hrtime.bigint() - t0;
+    const setsNs = process.hrtime.bigint() - t0;
     putGroups(this.maps.sourceRanges, d.sourceRanges.put, SIZES.sourceRanges, size('sourceRanges'));
     putGroups(this.maps.frontends, d.frontends.put, SIZES.frontends, size('frontends'));
     removeGroups(this.maps.frontends, d.frontends.remove, SIZES.frontends);
@@ -1138,7 +1137,7 @@ export class ServiceWriter {
       maglev: d.maglev.stats,
       sourceRanges: d.sourceRanges.stats,
       writeMs,
-      tablesMs: Number(tablesNs) / 1e6,
+      setsMs: Number(setsNs) / 1e6,
     };
   }
 }

@@ -625,11 +625,6 @@ describe('ServiceWriter', () => {
     expect(first.frontends.added).toBe(30_000);
     expect(first.backends.added).toBe(30_000);
     expect(first.maglev.added).toBe(10_000 * maglevChunks(size));
-    const rest = first.writeMs - first.tablesMs;
-    console.log(
-      `10,000 services: ${first.writeMs.toFixed(1)} ms of map writes: ${rest.toFixed(1)} ms for 30,000 frontends, 30,000 backends and members, ` +
-        `${first.tablesMs.toFixed(1)} ms for 10,000 Maglev tables of ${size} slots`,
-    );
     const again = w.apply(desired);
     expect(again.frontends).toMatchObject({ added: 0, updated: 0, removed: 0, unchanged: 30_000 });
     w.apply({ frontends: [], sets: [], sourceRanges: new Map(), names: new Map() });
