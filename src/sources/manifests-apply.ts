@@ -121,7 +121,7 @@ export async function applyToDir(md: ManifestDir, objects: readonly KelpObject[]
     for (const [, o] of fresh) single.push(o);
   }
 
-  const written: Array<{ name: string; objects?: KelpObject[] }> = [];
+  const written: Array<{ name: string; objects?: KelpObject[]; keys?: string[] }> = [];
   let work = 0;
   const step = async () => {
     if (++work % 256 === 0) await pause();
@@ -133,7 +133,7 @@ export async function applyToDir(md: ManifestDir, objects: readonly KelpObject[]
       written.push({ name });
     } else {
       writeAtomically(md.dir, name, bulkFileText(items));
-      written.push({ name, objects: items });
+      written.push({ name, objects: items, keys: [...content.keys()] });
     }
     await step();
   }

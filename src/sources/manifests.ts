@@ -248,22 +248,21 @@ export class ManifestDir implements StateSource {
    * scan stats every file: ~60 ms at 2,000 of them). The watcher's scan that follows finds them
    * unchanged.
    */
-  async applyWritten(changes: ReadonlyArray<{ name: string; objects?: KelpObject[] }>): Promise<void> {
+  async applyWritten(changes: ReadonlyArray<{ name: string; objects?: KelpObject[]; keys?: string[] }>): Promise<void> {
     // A scan that began before the files were written may still put what it read then: let it
     // finish first. One beginning later reads the new files, as this does.
     while (this.scanning) await this.scanning.catch(() => undefined);
     this.definers = undefined;
     // Every object a changed file defined before or defines now, by key.
-    const touched = new Map<string, KelpObject>();
+    const touched = new Set<string>();
     for (const ch of changes) {
-      const before = this.good.get(ch.name);
-      if (before) before.keys.forEach((k, i) => touched.set(k, before.objects[i]));
+      this.good.get(ch.name)?.keys.forEach((k) => touched.add(k));
       this.problems.delete(ch.name);
       if (ch.objects) {
         const st = statSync(path.join(this.dir, ch.name));
-        const keys = ch.objects.map(objectKey);
+        const keys = ch.keys ?? ch.objects.map(objectKey);
         this.good.set(ch.name, { mtimeMs: st.mtimeMs, size: st.size, objects: ch.objects, keys });
-        keys.forEach((k, i) => touched.set(k, ch.objects![i]));
+        keys.forEach((k) => touched.add(k));
       } else {
         this.good.delete(ch.name);
       }
@@ -271,15 +270,9 @@ export class ManifestDir implements StateSource {
     // The union's answer for each touched object: the last good file defining it, as in doScan.
     const winner = new Map<string, KelpObject>();
     for (const { objects, keys } of this.good.values()) keys.forEach((k, i) => touched.has(k) && winner.set(k, objects[i]));
-    const put: KelpObject[] = [];
-    const gone: string[] = [];
-    for (const key of touched.keys()) {
-      const now = winner.get(key);
-      if (now) put.push(now);
-      else gone.push(key);
-    }
+    const gone = [...touched].filter((k) => !winner.has(k));
     // One batch: listeners (the reconcile loop) hear the whole apply at once.
-    this.store.update(this.name, put, gone);
+    this.store.update(this.name, winner, gone);
   }
 
   // Synchronous on purpose: a stat through libuv's thread pool costs ~30 µs of hops, one on the

@@ -116,16 +116,18 @@ export class ObjectStore {
   /**
    * Adds or replaces `put` and removes the objects with keys `remove`, all of `source`, as one
    * batch: listeners hear the real changes once (a bulk apply of 20,000 objects is one wake-up,
-   * not 20,000). Returns the changes.
+   * not 20,000). `put` may come keyed by store key (objectKey), as a caller that has the keys
+   * already gives it. Returns the changes.
    */
-  update(source: string, put: readonly KelpObject[], remove: readonly string[] = []): StoreEvent[] {
+  update(source: string, put: readonly KelpObject[] | ReadonlyMap<string, KelpObject>, remove: readonly string[] = []): StoreEvent[] {
     const events: StoreEvent[] = [];
     for (const key of remove) {
       const ev = this.drop(source, key);
       if (ev) events.push(ev);
     }
-    for (const object of put) {
-      const ev = this.put(source, object);
+    const keyed = Array.isArray(put) ? undefined : (put as ReadonlyMap<string, KelpObject>);
+    for (const [key, object] of keyed ?? (put as readonly KelpObject[]).map((o) => [objectKey(o), o] as const)) {
+      const ev = this.put(source, object, key);
       if (ev) events.push(ev);
     }
     this.emit(events);
@@ -151,8 +153,7 @@ export class ObjectStore {
     return events;
   }
 
-  private put(source: string, object: KelpObject): StoreEvent | undefined {
-    const key = objectKey(object);
+  private put(source: string, object: KelpObject, key = objectKey(object)): StoreEvent | undefined {
     const cur = this.objects.get(key);
     // A key the store does not hold yet is a change without looking at the object.
     if (cur && cur.source === source && sameJson(cur.object, object)) return undefined;
