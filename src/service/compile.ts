@@ -29,7 +29,7 @@
 //     IPs themselves are allowed too (a VIP held locally loops back with itself as the source).
 import { checkMaglevTableSize, DEFAULT_MAGLEV_TABLE_SIZE, maglevFillTables, maglevTableSizeFor } from './maglev';
 import { Backend, backendKey, backendsForPort, categorizeEndpoints, NodeTopology, portTrafficPolicy, TopologyMode } from './endpoints';
-import type { RotatingNumbers, ServiceIds } from './ids';
+import { NumbersView, type RotatingNumbers, type ServiceIds } from './ids';
 import {
   BACKEND_LOCAL,
   BACKEND_TERMINATING,
@@ -285,6 +285,77 @@ export function slicesByService(slices: readonly EndpointSliceObject[]): Map<str
   return out;
 }
 
+/** slicesByService's key of a slice: `namespace/service`, or undefined for a slice kube-proxy does not read. */
+function groupKey(s: EndpointSliceObject): string | undefined {
+  const labels = s.metadata.labels;
+  const svc = labels[LABEL_SERVICE_NAME];
+  if (!svc || labels[LABEL_SERVICE_PROXY_NAME] !== undefined || labels[LABEL_HEADLESS] !== undefined) return undefined;
+  return `${s.metadata.namespace}/${svc}`;
+}
+
+/**
+ * slicesByService kept from one compile to the next. The store lists objects in a stable order
+ * and replaces one object per change, so a compile after a change mostly meets the same slices at
+ * the same places but a few: only those few slices' Services are grouped again.
+ */
+class SliceGroups {
+  private list: EndpointSliceObject[] = [];
+  private keys: Array<string | undefined> = [];
+  groups = new Map<string, EndpointSliceObject[]>();
+  /** Bumped when the groups are made whole again: every Service looks its list up. */
+  version = 0;
+
+  /** Takes this compile's slices; returns the keys whose list changed, or undefined when all may have. */
+  update(slices: readonly EndpointSliceObject[]): Set<string> | undefined {
+    const n = slices.length;
+    const list = this.list;
+    if (n === list.length && n > 0) {
+      let changed = 0;
+      for (let i = 0; i < n && changed <= 64; i++) if (slices[i] !== list[i]) changed++;
+      if (changed <= 64) {
+        const dirty = new Set<string>();
+        if (changed === 0) return dirty;
+        for (let i = 0; i < n; i++) {
+          const s = slices[i];
+          if (s === list[i]) continue;
+          const before = this.keys[i];
+          const after = groupKey(s);
+          list[i] = s;
+          this.keys[i] = after;
+          if (before !== undefined) dirty.add(before);
+          if (after !== undefined) dirty.add(after);
+        }
+        for (const key of dirty) {
+          const own: EndpointSliceObject[] = [];
+          for (let i = 0; i < n; i++) if (this.keys[i] === key) own.push(list[i]);
+          if (own.length === 0) this.groups.delete(key);
+          else this.groups.set(key, own.length > 1 ? own.sort(byName) : own);
+        }
+        return dirty;
+      }
+    }
+    this.list = slices.slice();
+    const keys = (this.keys = new Array<string | undefined>(n));
+    const groups = (this.groups = new Map());
+    let several: EndpointSliceObject[][] | undefined;
+    for (let i = 0; i < n; i++) {
+      const s = this.list[i];
+      const key = (keys[i] = groupKey(s));
+      if (key === undefined) continue;
+      const own = groups.get(key);
+      if (!own) groups.set(key, [s]);
+      else {
+        if (own.length === 1) (several ??= []).push(own);
+        own.push(s);
+      }
+    }
+    // As slicesByService: in name order.
+    if (several) for (const own of several) own.sort(byName);
+    this.version++;
+    return undefined;
+  }
+}
+
 // Inputs are validated: canonical text, so an address without ':' is IPv4.
 const isV4 = (ip: string) => !ip.includes(':');
 
@@ -311,22 +382,11 @@ interface PendingFrontend {
   fkey: string;
 }
 
-/** What one compile made of a Service port: the writer's entries, kept (the same objects) while the port lives. */
-interface BuiltPort {
-  /** Every frontend, before conflicts with other ports are settled. */
-  entries: FrontendEntry[];
-  sets: BackendSet[];
-  clusterSet?: BackendSet;
-  localSet?: BackendSet;
-  tables: MaglevEntry[];
-  /** Its model, made when first asked for. */
-  model?: ServicePortModel;
-}
-
 /**
- * One Service port's frontends and views, keyed by strings, and the ids of those keys once
- * counted: a port lives (the same object) while its Service, its slices and this node's context
- * are the same objects, and its keys keep their numbers all that time.
+ * One Service port: its frontends and views, the ids of its keys once counted, and the writer's
+ * entries once built. A port lives (the same object) while its Service, its slices and this
+ * node's context are the same objects; its keys keep their numbers and its entries stay the same
+ * objects all that time, so the writer skips it. Kept lean: 10,000 of them survive a cold start.
  */
 interface PendingPort {
   svc: ServiceObject;
@@ -337,14 +397,8 @@ interface PendingPort {
   name: string;
   frontends: PendingFrontend[];
   /** The views its frontends use, when not empty. */
-  cluster?: Backend[];
-  local?: Backend[];
-  /** Backend id keys (`address:port/PROTOCOL`), index for index with the views. */
-  clusterKeys: string[];
-  localKeys: string[];
-  /** Set id keys ("" with no such view). */
-  setKeyCluster: string;
-  setKeyLocal: string;
+  cluster: Backend[] | undefined;
+  local: Backend[] | undefined;
   internalLocal: boolean;
   externalLocal: boolean;
   hasAnyEndpoints: boolean;
@@ -353,10 +407,16 @@ interface PendingPort {
   svcId: number;
   clusterSetId: number;
   localSetId: number;
-  /** Backend ids, index for index with the views. */
-  clusterIds: number[];
-  localIds: number[];
-  built?: BuiltPort;
+  /** Its backend id keys (`address:port/PROTOCOL`), cluster view then local, until it is built. */
+  keys: string[] | undefined;
+  /** Every frontend's entry, before conflicts with other ports are settled. */
+  entries: FrontendEntry[];
+  clusterSet: BackendSet | undefined;
+  localSet: BackendSet | undefined;
+  clusterTable: MaglevEntry | undefined;
+  localTable: MaglevEntry | undefined;
+  /** Its model, made when first asked for. */
+  model: ServicePortModel | undefined;
 }
 
 /** A Service (by `namespace/name`) and the ports compiled from exactly these objects in this node's context. */
@@ -364,9 +424,11 @@ interface ServiceSlot {
   ref: string;
   svc: ServiceObject;
   slices: readonly EndpointSliceObject[];
+  /** The SliceGroups version `slices` was read from. */
+  version: number;
   context: string;
   ports: PendingPort[];
-  skipped?: string;
+  skipped: string | undefined;
   /** The compile that last saw it. */
   gen: number;
 }
@@ -374,7 +436,7 @@ interface ServiceSlot {
 const NO_PORTS: PendingPort[] = [];
 const NO_SLICES: EndpointSliceObject[] = [];
 const NO_KEYS: string[] = [];
-const NO_IDS: number[] = [];
+const NO_ENTRIES: FrontendEntry[] = [];
 const bySlotRef = (a: ServiceSlot, b: ServiceSlot) => (a.ref < b.ref ? -1 : a.ref > b.ref ? 1 : 0);
 
 function pushAll<T>(to: T[], from: readonly T[]): void {
@@ -387,14 +449,21 @@ function sameList<T>(a: readonly T[], b: readonly T[]): boolean {
   return true;
 }
 
-function backendKeys(list: readonly Backend[] | undefined, protocol: string): string[] {
-  if (!list) return NO_KEYS;
-  const out = new Array<string>(list.length);
-  for (let i = 0; i < list.length; i++) {
-    const b = list[i];
-    out[i] = b.address.includes(':') ? `[${b.address}]:${b.port}/${protocol}` : `${b.address}:${b.port}/${protocol}`;
-  }
+const bkKey = (b: Backend, protocol: string) => (b.address.includes(':') ? `[${b.address}]:${b.port}/${protocol}` : `${b.address}:${b.port}/${protocol}`);
+
+/** A port's backend id keys: its cluster view's, then its local view's. */
+function portKeys(p: PendingPort): string[] {
+  const c = p.cluster?.length ?? 0;
+  const l = p.local?.length ?? 0;
+  if (c + l === 0) return NO_KEYS;
+  const out = new Array<string>(c + l);
+  for (let i = 0; i < c; i++) out[i] = bkKey(p.cluster![i], p.sp.protocol);
+  for (let i = 0; i < l; i++) out[c + i] = bkKey(p.local![i], p.sp.protocol);
   return out;
+}
+
+function frontendsOf(out: PendingFrontend[], kind: FrontendKind, list: readonly string[], port: number, external: boolean, protocol: string): void {
+  for (let i = 0; i < list.length; i++) out.push({ kind, address: list[i], port, external, fkey: `${list[i]}:${port}/${protocol}` });
 }
 
 function pendingPorts(svc: ServiceObject, ref: string, own: readonly EndpointSliceObject[], nodeIps: readonly string[], topo: NodeTopology): PendingPort[] | string {
@@ -413,39 +482,37 @@ function pendingPorts(svc: ServiceObject, ref: string, own: readonly EndpointSli
   }
   const internalLocal = svc.spec.internalTrafficPolicy === 'Local';
   const externalLocal = svc.spec.externalTrafficPolicy === 'Local';
-  const out: PendingPort[] = [];
   const specPorts = svc.spec.ports;
+  const out = new Array<PendingPort>(specPorts.length);
   for (let j = 0; j < specPorts.length; j++) {
     const sp = specPorts[j];
     const portName = sp.name ?? '';
     const protocol = sp.protocol;
-    const frontends: PendingFrontend[] = [];
-    const fe = (kind: FrontendKind, list: readonly string[], port: number, external: boolean) => {
-      for (let i = 0; i < list.length; i++) frontends.push({ kind, address: list[i], port, external, fkey: `${list[i]}:${port}/${protocol}` });
-    };
-    fe('ClusterIP', clusterIPs, sp.port, false);
-    if (sp.nodePort) fe('NodePort', nodeIps, sp.nodePort, true);
-    if (externalIPs.length > 0) fe('ExternalIP', externalIPs, sp.port, true);
-    if (lbIPs.length > 0) fe('LoadBalancer', lbIPs, sp.port, true);
+    let frontends: PendingFrontend[];
+    if (clusterIPs.length === 1 && !sp.nodePort && externalIPs.length === 0 && lbIPs.length === 0) {
+      // The usual port: one frontend, an array of exactly one (a pushed-to array keeps room for 16).
+      frontends = [{ kind: 'ClusterIP', address: clusterIPs[0], port: sp.port, external: false, fkey: `${clusterIPs[0]}:${sp.port}/${protocol}` }];
+    } else {
+      frontends = [];
+      frontendsOf(frontends, 'ClusterIP', clusterIPs, sp.port, false, protocol);
+      if (sp.nodePort) frontendsOf(frontends, 'NodePort', nodeIps, sp.nodePort, true, protocol);
+      frontendsOf(frontends, 'ExternalIP', externalIPs, sp.port, true, protocol);
+      frontendsOf(frontends, 'LoadBalancer', lbIPs, sp.port, true, protocol);
+    }
     const usesExternal = frontends.length > clusterIPs.length;
     const cat = categorizeEndpoints(backendsForPort(sp, own, 4, topo.name), portTrafficPolicy(svc, sp, 4), topo);
     // External frontends use the Cluster view under either policy: in-cluster clients get it.
     const cluster = (!internalLocal || usesExternal) && cat.cluster.length > 0 ? cat.cluster : undefined;
     const local = (internalLocal || (usesExternal && externalLocal)) && cat.local.length > 0 ? cat.local : undefined;
-    const key = `${ref}/${portName}/${protocol}`;
-    out.push({
+    out[j] = {
       svc,
       ref,
       sp,
-      key,
+      key: `${ref}/${portName}/${protocol}`,
       name: `${ref}:${portName || sp.port}`,
       frontends,
       cluster,
       local,
-      clusterKeys: backendKeys(cluster, protocol),
-      localKeys: backendKeys(local, protocol),
-      setKeyCluster: cluster ? `${key}|cluster` : '',
-      setKeyLocal: local ? `${key}|local` : '',
       internalLocal,
       externalLocal,
       hasAnyEndpoints: cat.hasAnyEndpoints,
@@ -454,9 +521,14 @@ function pendingPorts(svc: ServiceObject, ref: string, own: readonly EndpointSli
       svcId: 0,
       clusterSetId: 0,
       localSetId: 0,
-      clusterIds: NO_IDS,
-      localIds: NO_IDS,
-    });
+      keys: undefined,
+      entries: NO_ENTRIES,
+      clusterSet: undefined,
+      localSet: undefined,
+      clusterTable: undefined,
+      localTable: undefined,
+      model: undefined,
+    };
   }
   return out;
 }
@@ -472,6 +544,8 @@ class KeyCount {
   private fresh = new Set<string>();
   private gone: string[] = [];
   private held?: Set<string>;
+  /** The first compile into an empty allocator: every key as held, repeats included (sorted, not hashed, at commit). */
+  private listed?: string[];
   /** The allocator's revision after this account last changed it. */
   revision: number;
 
@@ -484,10 +558,15 @@ class KeyCount {
     this.shared = new Map();
     this.fresh = new Set();
     this.gone = [];
-    this.held = new Set();
+    if (this.numbers.size === 0) this.listed = [];
+    else this.held = new Set();
   }
 
   hold(key: string): void {
+    if (this.listed) {
+      this.listed.push(key);
+      return;
+    }
     const held = this.held;
     if (held) {
       const n = held.size;
@@ -509,6 +588,22 @@ class KeyCount {
   }
 
   commit(): void {
+    const listed = this.listed;
+    if (listed) {
+      // Sorted, repeats side by side: the distinct keys in the order update() wants, and the repeats counted.
+      this.listed = undefined;
+      listed.sort();
+      let w = 0;
+      for (let i = 0; i < listed.length; i++) {
+        const k = listed[i];
+        if (w > 0 && listed[w - 1] === k) this.shared.set(k, (this.shared.get(k) ?? 1) + 1);
+        else listed[w++] = k;
+      }
+      listed.length = w;
+      this.numbers.update(listed, []);
+      this.revision = this.numbers.revision;
+      return;
+    }
     const held = this.held;
     let fresh: Iterable<string> = this.fresh;
     let gone = this.gone;
@@ -530,23 +625,33 @@ class KeyCount {
   }
 }
 
-const idsOf = (numbers: RotatingNumbers, keys: readonly string[]): number[] => {
-  if (keys.length === 0) return NO_IDS;
-  const out = new Array<number>(keys.length);
-  for (let i = 0; i < keys.length; i++) out[i] = numbers.get(keys[i])!;
-  return out;
-};
+type Counts = { svc: KeyCount; sets: KeyCount; backends: KeyCount };
+
+function holdPort(counts: Counts, p: PendingPort): void {
+  counts.svc.hold(p.key);
+  if (p.cluster) counts.sets.hold(`${p.key}|cluster`);
+  if (p.local) counts.sets.hold(`${p.key}|local`);
+  const keys = (p.keys = portKeys(p));
+  for (let k = 0; k < keys.length; k++) counts.backends.hold(keys[k]);
+}
+
+function releasePort(counts: Counts, p: PendingPort): void {
+  counts.svc.release(p.key);
+  if (p.cluster) counts.sets.release(`${p.key}|cluster`);
+  if (p.local) counts.sets.release(`${p.key}|local`);
+  const keys = portKeys(p);
+  for (let k = 0; k < keys.length; k++) counts.backends.release(keys[k]);
+}
 
 /** The model `kelp get services` shows of one port, from what its compile kept. */
-function portModel(p: PendingPort, b: BuiltPort): ServicePortModel {
-  const modelSet = (view: 'Cluster' | 'Local', set: BackendSet | undefined, list: Backend[] | undefined, ids: number[]): ModelSet | undefined => {
+function portModel(p: PendingPort): ServicePortModel {
+  const modelSet = (view: 'Cluster' | 'Local', set: BackendSet | undefined, list: Backend[] | undefined): ModelSet | undefined => {
     if (!set || !list) return undefined;
-    const byId = new Map(list.map((x, i) => [ids[i], x]));
     return {
       setId: set.setId,
       view,
       backends: set.backends.map((e): ModelBackend => {
-        const x = byId.get(e.backendId)!;
+        const x = list.find((b) => b.address === e.address && b.port === e.port)!;
         return { backendId: e.backendId, address: x.address, port: x.port, local: x.local, ready: x.ready, serving: x.serving, terminating: x.terminating };
       }),
     };
@@ -558,18 +663,136 @@ function portModel(p: PendingPort, b: BuiltPort): ServicePortModel {
     port: p.sp.port,
     protocol: protoOf(p.sp.protocol),
     type: p.svc.spec.type,
-    frontends: b.entries.map((e, i) => ({ ...e, kind: p.frontends[i].kind })),
+    frontends: p.entries.map((e, i) => ({ ...e, kind: p.frontends[i].kind })),
     hasAnyEndpoints: p.hasAnyEndpoints,
     topologyMode: p.topologyMode,
   };
-  const cluster = modelSet('Cluster', b.clusterSet, p.cluster, p.clusterIds);
-  const local = modelSet('Local', b.localSet, p.local, p.localIds);
+  const cluster = modelSet('Cluster', p.clusterSet, p.cluster);
+  const local = modelSet('Local', p.localSet, p.local);
   if (cluster) model.cluster = cluster;
   if (local) model.local = local;
   return model;
 }
 
 const protoOf = (p: string): L4Protocol => p as L4Protocol;
+
+/**
+ * Pass 1 of a compile, one Service at a time (a small method the JIT optimises within the first
+ * compile, where a loop in the compile itself would run unoptimised through all 10,000).
+ */
+class Visit {
+  readonly added: PendingPort[] = [];
+  readonly removed: PendingPort[] = [];
+  extra: Array<{ slot: ServiceSlot; at: number }> | undefined;
+  seen = 0;
+  reorder = false;
+  readonly svcSlots: Array<ServiceSlot | undefined>;
+
+  constructor(
+    private readonly slots: Map<string, ServiceSlot>,
+    private readonly slices: ReadonlyMap<string, EndpointSliceObject[]>,
+    private readonly dirty: ReadonlySet<string> | undefined,
+    private readonly version: number,
+    private readonly context: string,
+    private readonly gen: number,
+    private readonly nodeIps: readonly string[],
+    private readonly topo: NodeTopology,
+    count: number,
+  ) {
+    this.svcSlots = new Array<ServiceSlot | undefined>(count);
+  }
+
+  /** The Service listed at `i`; `last`: the slot of the same object at the same place last time. */
+  service(svc: ServiceObject, i: number, last: ServiceSlot | undefined): void {
+    const { gen, context, version } = this;
+    if (last && last.svc === svc && last.gen !== gen && last.version === version && last.context === context && (this.dirty === undefined || !this.dirty.has(last.ref))) {
+      // Nothing of it changed: no name to make, nothing to look up.
+      last.gen = gen;
+      this.seen++;
+      this.svcSlots[i] = last;
+      return;
+    }
+    const ref = `${svc.metadata.namespace}/${svc.metadata.name}`;
+    const own = this.slices.get(ref) ?? NO_SLICES;
+    let slot = this.slots.get(ref);
+    if (slot && slot.gen === gen) {
+      // A name listed twice: compiled on its own every time, after the first in listing order.
+      const ports = pendingPorts(svc, ref, own, this.nodeIps, this.topo);
+      const s: ServiceSlot = { ref, svc, slices: own, version: 0, context, ports: NO_PORTS, skipped: undefined, gen };
+      if (typeof ports === 'string') s.skipped = ports;
+      else s.ports = ports;
+      pushAll(this.added, s.ports);
+      (this.extra ??= []).push({ slot: s, at: i });
+      return;
+    }
+    if (!slot) {
+      // Nothing yet: compiled below.
+      slot = { ref, svc, slices: own, version: 0, context: '', ports: NO_PORTS, skipped: undefined, gen };
+      this.slots.set(ref, slot);
+      this.reorder = true;
+    } else {
+      this.seen++;
+      slot.gen = gen;
+    }
+    this.svcSlots[i] = slot;
+    slot.version = version;
+    if (slot.context !== context || slot.svc !== svc || !sameList(slot.slices, own)) {
+      pushAll(this.removed, slot.ports);
+      const ports = pendingPorts(svc, ref, own, this.nodeIps, this.topo);
+      slot.svc = svc;
+      slot.slices = own;
+      slot.context = context;
+      if (typeof ports === 'string') {
+        slot.ports = NO_PORTS;
+        slot.skipped = ports;
+      } else {
+        slot.ports = ports;
+        slot.skipped = undefined;
+        pushAll(this.added, ports);
+      }
+    }
+  }
+}
+
+/** Pass 3 of a compile, one port at a time: the maps' contents, conflicts settled in port order. */
+class Emit {
+  readonly frontends: FrontendEntry[] = [];
+  readonly sets: BackendSet[] = [];
+  readonly sourceRanges = new Map<number, string[]>();
+  readonly names = new Map<number, string>();
+  readonly skipped: ServiceModel['skipped'] = [];
+  readonly conflicts: ServiceModel['conflicts'] = [];
+  readonly modelPorts: PendingPort[] = [];
+  lost: Map<number, boolean[]> | undefined;
+  private readonly claimed = new Map<string, string>();
+
+  constructor(private readonly maglev: MaglevCache) {}
+
+  port(p: PendingPort): void {
+    if (p.clusterTable) this.maglev.keep(p.clusterTable);
+    if (p.localTable) this.maglev.keep(p.localTable);
+    this.names.set(p.svcId, p.name);
+    if (p.sourceRanges.length > 0) this.sourceRanges.set(p.svcId, p.sourceRanges);
+    if (p.clusterSet) this.sets.push(p.clusterSet);
+    if (p.localSet) this.sets.push(p.localSet);
+    const fes = p.frontends;
+    let kept: boolean[] | undefined;
+    for (let i = 0; i < fes.length; i++) {
+      const fkey = fes[i].fkey;
+      const holder = this.claimed.get(fkey);
+      if (holder === undefined) {
+        this.claimed.set(fkey, p.name);
+        this.frontends.push(p.entries[i]);
+      } else {
+        this.conflicts.push({ frontend: fkey, kept: holder, dropped: p.name });
+        kept ??= fes.map(() => true);
+        kept[i] = false;
+      }
+    }
+    if (kept) (this.lost ??= new Map()).set(this.modelPorts.length, kept);
+    this.modelPorts.push(p);
+  }
+}
 
 /**
  * The compiler with its memory: the ids, the Maglev tables and each Service's compiled ports,
@@ -579,13 +802,17 @@ const protoOf = (p: string): L4Protocol => p as L4Protocol;
 export class ServiceCompiler {
   /** Services by `namespace/name`, kept across compiles. */
   private slots = new Map<string, ServiceSlot>();
-  /** The last compile's services in `namespace/name` order, then the ports of repeated names. */
+  /** The last compile's services in `namespace/name` order. */
   private order: ServiceSlot[] = [];
   /** Ports of a name listed twice (compiled afresh each time). */
   private extra: PendingPort[] = [];
+  /** The last compile's Services as listed, and each one's slot. */
+  private svcList: ServiceObject[] = [];
+  private svcSlots: Array<ServiceSlot | undefined> = [];
+  private groups = new SliceGroups();
   private gen = 0;
   private fresh = true;
-  private readonly counts: { svc: KeyCount; sets: KeyCount; backends: KeyCount };
+  private readonly counts: Counts;
   private readonly cap: number;
   /** maglevTableSizeFor(n, cap) for small n. */
   private readonly sizes = new Array<number>(256).fill(0);
@@ -605,6 +832,9 @@ export class ServiceCompiler {
     this.slots = new Map();
     this.order = [];
     this.extra = [];
+    this.svcList = [];
+    this.svcSlots = [];
+    this.groups = new SliceGroups();
     this.fresh = true;
   }
 
@@ -615,6 +845,8 @@ export class ServiceCompiler {
     try {
       return this.run(inputs);
     } catch (e) {
+      // Ports built here hold tables filled only at flush(): forgotten with everything else,
+      // and the next compile builds them again.
       this.maglev.discard();
       this.reset();
       throw e;
@@ -626,58 +858,24 @@ export class ServiceCompiler {
     const topo: NodeTopology = { name: inputs.nodeName, zone: inputs.zone ?? thisNode?.metadata.labels[LABEL_ZONE] ?? '' };
     const nodeIps = nodePortAddresses(thisNode, inputs.nodeAddresses);
     const context = `${topo.name}|${topo.zone}|${nodeIps.join(',')}`;
-    const slices = slicesByService(inputs.endpointSlices);
+    const groups = this.groups;
+    const dirty = groups.update(inputs.endpointSlices);
+    const slices = groups.groups;
+    const version = groups.version;
     const gen = ++this.gen;
     const { counts } = this;
     const cold = this.fresh;
     this.fresh = false;
 
     // Pass 1: every Service's ports, from its slot where nothing changed; the ports that came and went.
-    const added: PendingPort[] = [];
-    const removed: PendingPort[] = [];
-    const slots = this.slots;
-    let reorder = false;
-    let extra: Array<{ slot: ServiceSlot; at: number }> | undefined;
-    let seen = 0;
     const services = inputs.services;
-    for (let i = 0; i < services.length; i++) {
-      const svc = services[i];
-      const ref = `${svc.metadata.namespace}/${svc.metadata.name}`;
-      const own = slices.get(ref) ?? NO_SLICES;
-      let slot = slots.get(ref);
-      if (slot && slot.gen === gen) {
-        // A name listed twice: compiled on its own every time, after the first in listing order.
-        const ports = pendingPorts(svc, ref, own, nodeIps, topo);
-        const s: ServiceSlot = typeof ports === 'string' ? { ref, svc, slices: own, context, ports: NO_PORTS, skipped: ports, gen } : { ref, svc, slices: own, context, ports, gen };
-        pushAll(added, s.ports);
-        (extra ??= []).push({ slot: s, at: i });
-        continue;
-      }
-      if (!slot) {
-        // Nothing yet: compiled below.
-        slot = { ref, svc, slices: own, context: '', ports: NO_PORTS, gen };
-        slots.set(ref, slot);
-        reorder = true;
-      } else {
-        seen++;
-        slot.gen = gen;
-      }
-      if (slot.context !== context || slot.svc !== svc || !sameList(slot.slices, own)) {
-        pushAll(removed, slot.ports);
-        const ports = pendingPorts(svc, ref, own, nodeIps, topo);
-        slot.svc = svc;
-        slot.slices = own;
-        slot.context = context;
-        if (typeof ports === 'string') {
-          slot.ports = NO_PORTS;
-          slot.skipped = ports;
-        } else {
-          slot.ports = ports;
-          slot.skipped = undefined;
-          pushAll(added, ports);
-        }
-      }
-    }
+    const lastList = this.svcList;
+    const visit = new Visit(this.slots, slices, dirty, version, context, gen, nodeIps, topo, services.length);
+    // The last compile's Services by place: the same object at the same place is the same slot.
+    if (lastList.length === services.length) for (let i = 0; i < services.length; i++) visit.service(services[i], i, lastList[i] === services[i] ? this.svcSlots[i] : undefined);
+    else for (let i = 0; i < services.length; i++) visit.service(services[i], i, undefined);
+    const { added, removed, extra, seen, reorder, svcSlots } = visit;
+    const slots = this.slots;
     pushAll(removed, this.extra);
     let order = this.order;
     if (seen !== order.length || reorder) {
@@ -686,7 +884,7 @@ export class ServiceCompiler {
       for (const [ref, slot] of slots) {
         if (slot.gen !== gen) {
           slots.delete(ref);
-          for (const p of slot.ports) removed.push(p);
+          pushAll(removed, slot.ports);
         } else order.push(slot);
       }
       order.sort(bySlotRef);
@@ -700,13 +898,15 @@ export class ServiceCompiler {
       const all = order.map((slot) => ({ slot, at: firstAt.get(slot.ref)! }));
       for (const e of extra) {
         all.push(e);
-        for (const p of e.slot.ports) extraPorts.push(p);
+        pushAll(extraPorts, e.slot.ports);
       }
       all.sort((a, b) => bySlotRef(a.slot, b.slot) || a.at - b.at);
       listed = all.map((e) => e.slot);
     }
     this.order = order;
     this.extra = extraPorts;
+    this.svcList = services.slice();
+    this.svcSlots = svcSlots;
 
     // Pass 2: ids. New ports hold their keys before gone ones let go of theirs, so a key that
     // moves from one to the other keeps its number; new keys take theirs in key order.
@@ -715,93 +915,35 @@ export class ServiceCompiler {
       counts.sets.reset();
       counts.backends.reset();
     }
-    for (let i = 0; i < added.length; i++) {
-      const p = added[i];
-      counts.svc.hold(p.key);
-      if (p.cluster) counts.sets.hold(p.setKeyCluster);
-      if (p.local) counts.sets.hold(p.setKeyLocal);
-      for (let k = 0; k < p.clusterKeys.length; k++) counts.backends.hold(p.clusterKeys[k]);
-      for (let k = 0; k < p.localKeys.length; k++) counts.backends.hold(p.localKeys[k]);
-    }
-    for (let i = 0; i < removed.length; i++) {
-      const p = removed[i];
-      counts.svc.release(p.key);
-      if (p.cluster) counts.sets.release(p.setKeyCluster);
-      if (p.local) counts.sets.release(p.setKeyLocal);
-      for (let k = 0; k < p.clusterKeys.length; k++) counts.backends.release(p.clusterKeys[k]);
-      for (let k = 0; k < p.localKeys.length; k++) counts.backends.release(p.localKeys[k]);
-    }
+    for (let i = 0; i < added.length; i++) holdPort(counts, added[i]);
+    for (let i = 0; i < removed.length; i++) releasePort(counts, removed[i]);
     counts.svc.commit();
     counts.sets.commit();
     counts.backends.commit();
+    // New ports: their ids and entries.
     const svcIds = this.ids.svc;
     const setIds = this.ids.sets;
-    const backendIds = this.ids.backends;
-    for (let i = 0; i < added.length; i++) {
-      const p = added[i];
-      p.svcId = svcIds.get(p.key)!;
-      if (p.cluster) p.clusterSetId = setIds.get(p.setKeyCluster)!;
-      if (p.local) p.localSetId = setIds.get(p.setKeyLocal)!;
-      p.clusterIds = idsOf(backendIds, p.clusterKeys);
-      p.localIds = idsOf(backendIds, p.localKeys);
-    }
+    for (let i = 0; i < added.length; i++) this.build(added[i], svcIds, setIds);
 
-    // Pass 3: entries; a port that lives on is taken as built.
-    const frontends: FrontendEntry[] = [];
-    const sets: BackendSet[] = [];
-    const sourceRanges = new Map<number, string[]>();
-    const names = new Map<number, string>();
-    const skipped: ServiceModel['skipped'] = [];
-    const conflicts: ServiceModel['conflicts'] = [];
-    const claimed = new Map<string, string>();
-    const modelPorts: PendingPort[] = [];
-    const modelBuilt: BuiltPort[] = [];
-    let lost: Map<number, boolean[]> | undefined;
-    const maglev = this.maglev;
+    // Pass 3: the maps' contents in port order; a frontend two ports claim goes to the first.
+    const out = new Emit(this.maglev);
     for (let si = 0; si < listed.length; si++) {
       const slot = listed[si];
-      if (slot.skipped !== undefined) skipped.push({ service: slot.ref, reason: slot.skipped });
+      if (slot.skipped !== undefined) out.skipped.push({ service: slot.ref, reason: slot.skipped });
       const ports = slot.ports;
-      for (let pi = 0; pi < ports.length; pi++) {
-        const p = ports[pi];
-        let b = p.built;
-        if (!b) {
-          b = this.build(p);
-          p.built = b;
-        } else {
-          for (let i = 0; i < b.tables.length; i++) maglev.keep(b.tables[i]);
-        }
-        names.set(p.svcId, p.name);
-        if (p.sourceRanges.length > 0) sourceRanges.set(p.svcId, p.sourceRanges);
-        for (let i = 0; i < b.sets.length; i++) sets.push(b.sets[i]);
-        const fes = p.frontends;
-        let kept: boolean[] | undefined;
-        for (let i = 0; i < fes.length; i++) {
-          const fkey = fes[i].fkey;
-          const holder = claimed.get(fkey);
-          if (holder === undefined) {
-            claimed.set(fkey, p.name);
-            frontends.push(b.entries[i]);
-          } else {
-            conflicts.push({ frontend: fkey, kept: holder, dropped: p.name });
-            kept ??= fes.map(() => true);
-            kept[i] = false;
-          }
-        }
-        if (kept) (lost ??= new Map()).set(modelPorts.length, kept);
-        modelPorts.push(p);
-        modelBuilt.push(b);
-      }
+      for (let pi = 0; pi < ports.length; pi++) out.port(ports[pi]);
     }
+    const { frontends, sets, sourceRanges, names, skipped, conflicts, modelPorts, lost } = out;
+    const maglev = this.maglev;
     maglev.flush();
     maglev.swap();
 
     const model: ServiceModel = {
-      // Made when first read (`kelp get services`), not by every compile.
+      // Made when first read (`kelp get services`), not by every compile. A port's model is
+      // made from what the port keeps, which does not change while it lives.
       get ports(): ServicePortModel[] {
         const ports = modelPorts.map((p, i) => {
-          const b = modelBuilt[i];
-          const m = (b.model ??= portModel(p, b));
+          const m = (p.model ??= portModel(p));
           const kept = lost?.get(i);
           return kept ? { ...m, frontends: m.frontends.filter((_, k) => kept[k]) } : m;
         });
@@ -813,20 +955,27 @@ export class ServiceCompiler {
       },
       skipped,
       conflicts,
-      backends: backendIds.map(),
+      backends: this.ids.backends.view(),
     };
     return { desired: { frontends, sets, sourceRanges, names }, model };
   }
 
-  private build(p: PendingPort): BuiltPort {
-    const built: BuiltPort = { entries: [], sets: [], clusterSet: undefined, localSet: undefined, tables: [] };
-    const cluster = p.cluster ? this.buildSet(built, p.clusterSetId, p.cluster, p.clusterIds) : undefined;
-    const local = p.local ? this.buildSet(built, p.localSetId, p.local, p.localIds) : undefined;
-    built.clusterSet = cluster;
-    built.localSet = local;
+  /** A new port's ids, sets, tables and frontend entries, its keys counted. */
+  private build(p: PendingPort, svcIds: RotatingNumbers, setIds: RotatingNumbers): void {
+    p.svcId = svcIds.get(p.key)!;
+    if (p.cluster) p.clusterSetId = setIds.get(`${p.key}|cluster`)!;
+    if (p.local) p.localSetId = setIds.get(`${p.key}|local`)!;
+    const keys = p.keys ?? portKeys(p);
+    p.keys = undefined;
+    const nc = p.cluster ? p.cluster.length : 0;
+    const cluster = p.cluster ? this.buildSet(p, p.clusterSetId, p.cluster, keys, 0) : undefined;
+    const local = p.local ? this.buildSet(p, p.localSetId, p.local, keys, nc) : undefined;
+    p.clusterSet = cluster;
+    p.localSet = local;
     const affinity = p.svc.spec.sessionAffinity === 'ClientIP';
     const timeout = affinity ? (p.svc.spec.sessionAffinityConfig?.clientIP.timeoutSeconds ?? 0) : 0;
     const protocol = protoOf(p.sp.protocol);
+    const entries = new Array<FrontendEntry>(p.frontends.length);
     for (let i = 0; i < p.frontends.length; i++) {
       const f = p.frontends[i];
       const isLocal = f.external ? p.externalLocal : p.internalLocal;
@@ -841,7 +990,7 @@ export class ServiceCompiler {
       // In-cluster clients: the cluster IP's view; an external address's Cluster view.
       const inSet = f.external ? cluster : set;
       if (!inSet && !f.external && isLocal && p.hasAnyEndpoints) flags |= FRONTEND_IN_DROP_NO_LOCAL;
-      built.entries.push({
+      entries[i] = {
         address: f.address,
         port: f.port,
         protocol,
@@ -852,40 +1001,36 @@ export class ServiceCompiler {
         inCount: inSet ? inSet.backends.length : 0,
         flags,
         affinityTimeout: timeout,
-      });
+      };
     }
-    return built;
+    p.entries = entries;
   }
 
-  /** A view's set: slots in backend id order (a newcomer, a higher id mostly, joins at the end), and its Maglev table. */
-  private buildSet(built: BuiltPort, setId: number, list: readonly Backend[], ids: readonly number[]): BackendSet {
+  /**
+   * A view's set: slots in backend id order (a newcomer, a higher id mostly, joins at the end),
+   * and its Maglev table of the size its backends need. `keys[at…]` are the view's backend keys.
+   */
+  private buildSet(p: PendingPort, setId: number, list: readonly Backend[], keys: readonly string[], at: number): BackendSet {
     const n = list.length;
-    let order: number[] | undefined;
-    for (let i = 1; i < n; i++) {
-      if (ids[i] < ids[i - 1]) {
-        order = Array.from(ids.keys()).sort((x, y) => ids[x] - ids[y]);
-        break;
-      }
-    }
+    const backendIds = this.ids.backends;
     const entries = new Array<BackendEntry>(n);
+    let sorted = true;
     for (let i = 0; i < n; i++) {
-      const k = order ? order[i] : i;
-      const b = list[k];
-      entries[i] = { backendId: ids[k], address: b.address, port: b.port, flags: (b.local ? BACKEND_LOCAL : 0) | (b.terminating ? BACKEND_TERMINATING : 0) };
+      const b = list[i];
+      entries[i] = { backendId: backendIds.get(keys[at + i])!, address: b.address, port: b.port, flags: (b.local ? BACKEND_LOCAL : 0) | (b.terminating ? BACKEND_TERMINATING : 0) };
+      if (i > 0 && entries[i].backendId < entries[i - 1].backendId) sorted = false;
     }
-    const set: BackendSet = { setId, backends: entries };
-    if (n > 1) {
-      // Backends named by address when that tells them apart (hostNetwork pods share one):
-      // the ports of a Service over the same pods then share one table, computed once.
-      const names = new Array<string>(n);
-      for (let i = 0; i < n; i++) names[i] = entries[i].address;
-      if (!distinct(names)) for (let i = 0; i < n; i++) names[i] = backendKey(entries[i]);
-      const e = this.maglev.entry(names, n < this.sizes.length ? (this.sizes[n] ||= maglevTableSizeFor(n, this.cap)) : maglevTableSizeFor(n, this.cap));
-      set.maglev = e.table;
-      built.tables.push(e);
-    }
-    built.sets.push(set);
-    return set;
+    if (!sorted) entries.sort((x, y) => x.backendId - y.backendId);
+    if (n < 2) return { setId, backends: entries };
+    // Backends named by address when that tells them apart (hostNetwork pods share one):
+    // the ports of a Service over the same pods then share one table, computed once.
+    const names = new Array<string>(n);
+    for (let i = 0; i < n; i++) names[i] = entries[i].address;
+    if (!distinct(names)) for (let i = 0; i < n; i++) names[i] = backendKey(entries[i]);
+    const e = this.maglev.entry(names, n < this.sizes.length ? (this.sizes[n] ||= maglevTableSizeFor(n, this.cap)) : maglevTableSizeFor(n, this.cap));
+    if (at === 0) p.clusterTable = e;
+    else p.localTable = e;
+    return { setId, backends: entries, maglev: e.table };
   }
 }
 
@@ -906,8 +1051,10 @@ export function removedBackends(before: ServiceModel | undefined, after: Service
   // The same id map: no backend came or went (the ids hand it back unchanged).
   if (!before || before.backends === after.backends) return [];
   const out: Array<{ address: string; port: number; protocol: L4Protocol }> = [];
-  for (const k of before.backends.keys()) {
-    if (after.backends.has(k)) continue;
+  // The compile right after: what it let go, without comparing 20,000 keys.
+  const gone = before.backends instanceof NumbersView ? before.backends.removedBy(after.backends) : undefined;
+  for (const k of gone ?? before.backends.keys()) {
+    if (!gone && after.backends.has(k)) continue;
     const m = /^(.*):(\d+)\/(TCP|UDP|SCTP)$/.exec(k)!;
     out.push({ address: m[1].replace(/^\[|\]$/g, ''), port: Number(m[2]), protocol: m[3] as L4Protocol });
   }

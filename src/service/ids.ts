@@ -8,8 +8,87 @@
 // find a newcomer under its number at once. `snapshot`/`restore` carry the assignment and the
 // cursor across agent restarts.
 
+/**
+ * One state of an allocator's map, and the change that followed it (in place, by update()): how a
+ * view taken then is answered after the map moved on. The chain runs forward only, so states no
+ * view holds any more are collected.
+ */
+class NumbersVersion {
+  next?: NumbersVersion;
+  /** The change to `next`: keys that came, keys (and their numbers) that went. */
+  added?: readonly string[];
+  removed?: ReadonlyArray<readonly [string, number]>;
+  view?: NumbersView;
+  constructor(readonly map: Map<string, number>) {}
+}
+
+/**
+ * The allocator's map as it was when taken, without a copy: while the map has not changed it is
+ * read as it is; after, the first read makes it again from the map and the changes since.
+ */
+export class NumbersView implements ReadonlyMap<string, number> {
+  private copy?: Map<string, number>;
+
+  constructor(
+    private readonly version: NumbersVersion,
+    readonly size: number,
+  ) {}
+
+  /** The keys a view taken right after this one no longer has, or undefined when `after` is not that. */
+  removedBy(after: ReadonlyMap<string, number>): string[] | undefined {
+    const v = this.version;
+    if (!(after instanceof NumbersView) || v.next === undefined || after.version !== v.next) return undefined;
+    return (v.removed ?? []).map(([k]) => k);
+  }
+
+  private map(): Map<string, number> {
+    const v = this.version;
+    if (v.next === undefined) return v.map;
+    if (!this.copy) {
+      const changes: NumbersVersion[] = [];
+      for (let at: NumbersVersion | undefined = v; at?.next; at = at.next) changes.push(at);
+      const m = new Map(v.map);
+      for (let i = changes.length - 1; i >= 0; i--) {
+        for (const k of changes[i].added ?? []) m.delete(k);
+        for (const [k, n] of changes[i].removed ?? []) m.set(k, n);
+      }
+      this.copy = m;
+    }
+    return this.copy;
+  }
+
+  get(key: string): number | undefined {
+    return this.map().get(key);
+  }
+
+  has(key: string): boolean {
+    return this.map().has(key);
+  }
+
+  forEach(fn: (value: number, key: string, map: ReadonlyMap<string, number>) => void, thisArg?: unknown): void {
+    for (const [k, n] of this.map()) fn.call(thisArg, n, k, this);
+  }
+
+  keys(): MapIterator<string> {
+    return this.map().keys();
+  }
+
+  values(): MapIterator<number> {
+    return this.map().values();
+  }
+
+  entries(): MapIterator<[string, number]> {
+    return this.map().entries();
+  }
+
+  [Symbol.iterator](): MapIterator<[string, number]> {
+    return this.map().entries();
+  }
+}
+
 export class RotatingNumbers {
   private byKey = new Map<string, number>();
+  private version = new NumbersVersion(this.byKey);
   /** The next number to try for a new key. */
   private cursor: number;
   /** No number in use is above this one: while the cursor is past it, new keys need no search. */
@@ -64,6 +143,7 @@ export class RotatingNumbers {
     const numbers = this.numbers(fresh.length, next.size - fresh.length, () => next.values());
     for (let i = 0; i < fresh.length; i++) next.set(fresh[i], numbers[i]);
     this.byKey = next;
+    this.version = new NumbersVersion(next);
     this.ordered = false;
     this.changed();
     this.lent = true;
@@ -81,16 +161,26 @@ export class RotatingNumbers {
     const kept = this.byKey.size - gone.length;
     this.checkRoom(kept + add.length);
     if (this.lent) {
+      // A caller holds the map itself: changed from here on as a copy, with views of its own.
       this.byKey = new Map(this.byKey);
+      this.version = new NumbersVersion(this.byKey);
       this.lent = false;
     }
-    for (const k of gone) this.byKey.delete(k);
+    const removed = new Array<readonly [string, number]>(gone.length);
+    for (let i = 0; i < gone.length; i++) {
+      removed[i] = [gone[i], this.byKey.get(gone[i])!];
+      this.byKey.delete(gone[i]);
+    }
     add.sort();
     const fast = this.top < this.cursor && this.cursor + add.length - 1 <= this.limit;
     const numbers = this.numbers(add.length, kept, () => this.byKey.values());
     for (let i = 0; i < add.length; i++) this.byKey.set(add[i], numbers[i]);
     // Appended in rising numbers above every number in use: still in number order.
     if (!fast) this.ordered = false;
+    const v = this.version;
+    v.added = add;
+    v.removed = removed;
+    this.version = v.next = new NumbersVersion(this.byKey);
     this.changed();
   }
 
@@ -146,6 +236,12 @@ export class RotatingNumbers {
     return this.byKey;
   }
 
+  /** map() without a copy ever: a view that answers as the map was when taken (the same view while it is unchanged). */
+  view(): ReadonlyMap<string, number> {
+    const v = this.version;
+    return (v.view ??= new NumbersView(v, this.byKey.size));
+  }
+
   get size(): number {
     return this.byKey.size;
   }
@@ -179,6 +275,7 @@ export class RotatingNumbers {
       else top = n as number;
     }
     this.byKey = byKey;
+    this.version = new NumbersVersion(byKey);
     this.cursor = s.cursor as number;
     this.top = top;
     this.ordered = ordered;
