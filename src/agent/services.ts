@@ -19,7 +19,7 @@ import type { Rtnl } from '../netlink';
 import type { Reconciler, ReconcileLoop } from '../reconcile/loop';
 import { removedBackends, ServiceCompiler, ServiceModel } from '../service/compile';
 import { ServiceIds } from '../service/ids';
-import { SliceDeriver } from '../service/slices';
+import { selectsAny, SliceDeriver } from '../service/slices';
 import { KnownNodeFilter } from '../service/endpoints';
 import type { Kind } from '../sources/objects';
 import type { ObjectStore } from '../sources/store';
@@ -154,8 +154,10 @@ export function startServices(deps: AgentServicesDeps): AgentServices {
         const key = `${rec.pod.namespace}/${rec.pod.name}`;
         localPodIps.set(key, [...(localPodIps.get(key) ?? []), ...rec.ips.map((i) => i.address.split('/')[0])]);
       }
-      const derived = deriver.derive({ services, pods: objects.list('Pod'), nodes, slices: endpointSlices, localPodIps, nodeName: deps.nodeName });
-      endpointSlices = [...endpointSlices, ...derived];
+      // Pods matter only to a Service with a selector (the store is listed whole for each kind).
+      const pods = selectsAny(services) ? objects.list('Pod') : [];
+      const derived = deriver.derive({ services, pods, nodes, slices: endpointSlices, localPodIps, nodeName: deps.nodeName });
+      if (derived.length > 0) endpointSlices = [...endpointSlices, ...derived];
     }
     const misses = compiler.maglev.misses;
     endpointSlices = nodeFilter.apply(endpointSlices, nodes, deps.nodeName);

@@ -45,15 +45,36 @@ export class KnownNodeFilter {
     if (nodes.length === 0) return [...slices];
     const names = new Set(nodes.map((n) => n.metadata.name));
     const keep = (nn: string | undefined) => nn === undefined || nn === '' || nn === nodeName || names.has(nn);
-    const known = [...names].sort().join(',');
-    return slices.map((slice) => {
-      if (slice.endpoints.every((ep) => keep(ep.nodeName))) return slice;
+    let known: string | undefined;
+    // Indexed loops, no closure per slice: 10,000 slices a run, most with nothing to drop.
+    const out = new Array<EndpointSliceObject>(slices.length);
+    for (let i = 0; i < slices.length; i++) {
+      const slice = slices[i];
+      const eps = slice.endpoints;
+      let all = true;
+      for (let k = 0; k < eps.length; k++) {
+        // keep(), written out: this loop meets 20,000 endpoints on a cold start.
+        const nn = eps[k].nodeName;
+        if (nn !== undefined && nn !== '' && nn !== nodeName && !names.has(nn)) {
+          all = false;
+          break;
+        }
+      }
+      if (all) {
+        out[i] = slice;
+        continue;
+      }
+      known ??= [...names].sort().join(',');
       const m = this.memo.get(slice);
-      if (m?.known === known) return m.out;
-      const out = { ...slice, endpoints: slice.endpoints.filter((ep) => keep(ep.nodeName)) };
-      this.memo.set(slice, { known, out });
-      return out;
-    });
+      if (m?.known === known) {
+        out[i] = m.out;
+        continue;
+      }
+      const filtered = { ...slice, endpoints: eps.filter((ep) => keep(ep.nodeName)) };
+      this.memo.set(slice, { known, out: filtered });
+      out[i] = filtered;
+    }
+    return out;
   }
 }
 

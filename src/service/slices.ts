@@ -65,10 +65,19 @@ function families(svc: ServiceObject): IpFamily[] {
   return out.size > 0 ? [...out] : [4];
 }
 
+/** Some Service has a selector and is not ExternalName: the only ones slices are derived for. */
+export function selectsAny(services: readonly ServiceObject[]): boolean {
+  for (let i = 0; i < services.length; i++) if (services[i].spec.selector && services[i].spec.type !== 'ExternalName') return true;
+  return false;
+}
+
 const shortHash = (s: string) => createHash('sha256').update(s).digest('hex').slice(0, 8);
 
 /** The derived slices of every selected Service without slices of its own, in a stable order. */
 export function deriveEndpointSlices(inputs: DeriveInputs): EndpointSliceObject[] {
+  // No Service to derive for (10,000 Services from manifests with slices of their own, say):
+  // nothing to index.
+  if (!selectsAny(inputs.services)) return [];
   const hasOwn = new Set<string>();
   for (const s of inputs.slices) {
     const svc = s.metadata.labels[LABEL_SERVICE_NAME];
