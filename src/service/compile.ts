@@ -28,7 +28,7 @@
 //     LoadBalancer ingress IPs only; when a range holds one of this node's addresses the ingress
 //     IPs themselves are allowed too (a VIP held locally loops back with itself as the source).
 import { checkMaglevTableSize, DEFAULT_MAGLEV_TABLE_SIZE, maglevFillTables, maglevTableSizeFor } from './maglev';
-import { Backend, backendKey, backendsForPort, categorizeEndpoints, NodeTopology, portTrafficPolicy, TopologyMode } from './endpoints';
+import { Backend, backendKey, backendsForPort, categorizeEndpoints, NodeTopology, PortTrafficPolicy, TopologyMode } from './endpoints';
 import { NumbersView, type RotatingNumbers, type ServiceIds } from './ids';
 import {
   BACKEND_LOCAL,
@@ -164,7 +164,7 @@ export class MaglevCache {
 
   /** table() as the compiler keeps it: the entry, which keep() marks as used again. */
   entry(names: readonly string[], m: number): MaglevEntry {
-    const key = `${m}|${names.join(',')}`;
+    const key = names.length === 2 ? `${m}|${names[0]},${names[1]}` : `${m}|${names.join(',')}`;
     let e = this.entries.get(key);
     if (e) {
       this.hits++;
@@ -500,7 +500,11 @@ function pendingPorts(svc: ServiceObject, ref: string, own: readonly EndpointSli
       frontendsOf(frontends, 'LoadBalancer', lbIPs, sp.port, true, protocol);
     }
     const usesExternal = frontends.length > clusterIPs.length;
-    const cat = categorizeEndpoints(backendsForPort(sp, own, 4, topo.name), portTrafficPolicy(svc, sp, 4), topo);
+    // portTrafficPolicy(svc, sp, 4), from what is already at hand (its externallyAccessible is
+    // a NodePort, or an IPv4 externalIP or VIP-mode ingress IP, as filtered above).
+    const external = !!sp.nodePort || externalIPs.length > 0 || lbIPs.length > 0;
+    const policy: PortTrafficPolicy = { usesCluster: !internalLocal || external, usesLocal: internalLocal || (externalLocal && external) };
+    const cat = categorizeEndpoints(backendsForPort(sp, own, 4, topo.name), policy, topo);
     // External frontends use the Cluster view under either policy: in-cluster clients get it.
     const cluster = (!internalLocal || usesExternal) && cat.cluster.length > 0 ? cat.cluster : undefined;
     const local = (internalLocal || (usesExternal && externalLocal)) && cat.local.length > 0 ? cat.local : undefined;
