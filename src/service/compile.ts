@@ -137,6 +137,8 @@ export interface MaglevEntry {
   readonly key: string;
   readonly table: Uint16Array;
   gen: number;
+  /** Live ports holding it (a compiler's count: what a compile after a change may drop). */
+  refs: number;
 }
 
 /**
@@ -172,7 +174,7 @@ export class MaglevCache {
       return e;
     }
     this.misses++;
-    e = { key, table: this.slots(m), gen: this.gen };
+    e = { key, table: this.slots(m), gen: this.gen, refs: 0 };
     this.live++;
     this.entries.set(key, e);
     const list = this.pending.get(m);
@@ -211,6 +213,16 @@ export class MaglevCache {
   retain(key: string, table: Uint16Array): void {
     const e = this.entries.get(key);
     if (e?.table === table) this.keep(e);
+  }
+
+  /**
+   * Ends a compile that visited only what changed: of `maybe` (the tables of ports that went),
+   * those no live port holds and this compile did not ask for are dropped.
+   */
+  swapSome(maybe: readonly MaglevEntry[]): void {
+    for (const e of maybe) if (e.refs <= 0 && e.gen !== this.gen && this.entries.get(e.key) === e) this.entries.delete(e.key);
+    this.gen++;
+    this.live = 0;
   }
 
   /** Ends a compile: tables it did not use are dropped. */
@@ -417,6 +429,10 @@ interface PendingPort {
   localTable: MaglevEntry | undefined;
   /** Its model, made when first asked for. */
   model: ServicePortModel | undefined;
+  /** Where the last compile put its first frontend, its first set and its model (a compile after a change patches them in place). */
+  feAt: number;
+  setAt: number;
+  modelAt: number;
 }
 
 /** A Service (by `namespace/name`) and the ports compiled from exactly these objects in this node's context. */
@@ -532,6 +548,9 @@ function pendingPorts(svc: ServiceObject, ref: string, own: readonly EndpointSli
       clusterTable: undefined,
       localTable: undefined,
       model: undefined,
+      feAt: -1,
+      setAt: -1,
+      modelAt: -1,
     };
   }
   return out;
@@ -640,6 +659,8 @@ function holdPort(counts: Counts, p: PendingPort): void {
 }
 
 function releasePort(counts: Counts, p: PendingPort): void {
+  if (p.clusterTable) p.clusterTable.refs--;
+  if (p.localTable) p.localTable.refs--;
   counts.svc.release(p.key);
   if (p.cluster) counts.sets.release(`${p.key}|cluster`);
   if (p.local) counts.sets.release(`${p.key}|local`);
@@ -687,6 +708,8 @@ const protoOf = (p: string): L4Protocol => p as L4Protocol;
 class Visit {
   readonly added: PendingPort[] = [];
   readonly removed: PendingPort[] = [];
+  /** Slots seen before whose ports were made again: their ports and skip reason before. */
+  readonly changed: Array<{ slot: ServiceSlot; before: PendingPort[]; skipped: string | undefined }> = [];
   extra: Array<{ slot: ServiceSlot; at: number }> | undefined;
   seen = 0;
   reorder = false;
@@ -741,6 +764,7 @@ class Visit {
     this.svcSlots[i] = slot;
     slot.version = version;
     if (slot.context !== context || slot.svc !== svc || !sameList(slot.slices, own)) {
+      if (slot.context !== '') this.changed.push({ slot, before: slot.ports, skipped: slot.skipped });
       pushAll(this.removed, slot.ports);
       const ports = pendingPorts(svc, ref, own, this.nodeIps, this.topo);
       slot.svc = svc;
@@ -758,6 +782,27 @@ class Visit {
   }
 }
 
+/** What a compile hands out, kept for the next. */
+interface Output {
+  frontends: FrontendEntry[];
+  sets: BackendSet[];
+  sourceRanges: Map<number, string[]>;
+  names: Map<number, string>;
+  skipped: ServiceModel['skipped'];
+  conflicts: ServiceModel['conflicts'];
+  modelPorts: PendingPort[];
+  lost: Map<number, boolean[]> | undefined;
+}
+
+/** A port made again that claims what its predecessor did: the same name and id, frontends, views and no source ranges. */
+function samePlace(was: PendingPort, p: PendingPort): boolean {
+  if (was.name !== p.name || was.svcId !== p.svcId || was.feAt < 0 || was.frontends.length !== p.frontends.length) return false;
+  if ((was.clusterSet === undefined) !== (p.clusterSet === undefined) || (was.localSet === undefined) !== (p.localSet === undefined)) return false;
+  if (was.sourceRanges.length > 0 || p.sourceRanges.length > 0) return false;
+  for (let i = 0; i < p.frontends.length; i++) if (was.frontends[i].fkey !== p.frontends[i].fkey) return false;
+  return true;
+}
+
 /** Pass 3 of a compile, one port at a time: the maps' contents, conflicts settled in port order. */
 class Emit {
   readonly frontends: FrontendEntry[] = [];
@@ -773,6 +818,9 @@ class Emit {
   constructor(private readonly maglev: MaglevCache) {}
 
   port(p: PendingPort): void {
+    p.feAt = this.frontends.length;
+    p.setAt = this.sets.length;
+    p.modelAt = this.modelPorts.length;
     if (p.clusterTable) this.maglev.keep(p.clusterTable);
     if (p.localTable) this.maglev.keep(p.localTable);
     this.names.set(p.svcId, p.name);
@@ -814,6 +862,8 @@ export class ServiceCompiler {
   private svcList: ServiceObject[] = [];
   private svcSlots: Array<ServiceSlot | undefined> = [];
   private groups = new SliceGroups();
+  /** The last compile's contents. */
+  private last?: Output;
   private gen = 0;
   private fresh = true;
   private readonly counts: Counts;
@@ -839,6 +889,7 @@ export class ServiceCompiler {
     this.svcList = [];
     this.svcSlots = [];
     this.groups = new SliceGroups();
+    this.last = undefined;
     this.fresh = true;
   }
 
@@ -880,6 +931,8 @@ export class ServiceCompiler {
     else for (let i = 0; i < services.length; i++) visit.service(services[i], i, undefined);
     const { added, removed, extra, seen, reorder, svcSlots } = visit;
     const slots = this.slots;
+    // The same Services in the same order as last time: the maps' contents can be patched.
+    const stable = !cold && !reorder && seen === this.order.length && !extra && this.extra.length === 0;
     pushAll(removed, this.extra);
     let order = this.order;
     if (seen !== order.length || reorder) {
@@ -929,6 +982,9 @@ export class ServiceCompiler {
     const setIds = this.ids.sets;
     for (let i = 0; i < added.length; i++) this.build(added[i], svcIds, setIds);
 
+    const quick = stable ? this.patch(visit.changed, removed) : undefined;
+    if (quick) return quick;
+
     // Pass 3: the maps' contents in port order; a frontend two ports claim goes to the first.
     const out = new Emit(this.maglev);
     for (let si = 0; si < listed.length; si++) {
@@ -941,7 +997,57 @@ export class ServiceCompiler {
     const maglev = this.maglev;
     maglev.flush();
     maglev.swap();
+    const done: Output = { frontends: out.frontends, sets: out.sets, sourceRanges: out.sourceRanges, names: out.names, skipped: out.skipped, conflicts: out.conflicts, modelPorts: out.modelPorts, lost: out.lost };
+    this.last = done;
+    return this.result(done);
+  }
 
+  /**
+   * A compile after a change that kept every Service in its place: when each changed Service's
+   * ports claim the same frontends, sets and names as before (new endpoints, mostly), the last
+   * compile's contents with those ports' entries put in their places, not all 10,000 again.
+   * Undefined when the change is of another kind.
+   */
+  private patch(changed: Visit['changed'], removed: readonly PendingPort[]): ServiceCompileResult | undefined {
+    const last = this.last;
+    if (!last || last.lost) return undefined;
+    for (const c of changed) {
+      const after = c.slot.ports;
+      if (c.skipped !== c.slot.skipped || c.before.length !== after.length) return undefined;
+      for (let j = 0; j < after.length; j++) if (!samePlace(c.before[j], after[j])) return undefined;
+    }
+    const frontends = last.frontends.slice();
+    const sets = last.sets.slice();
+    const modelPorts = last.modelPorts.slice();
+    for (const c of changed) {
+      for (let j = 0; j < c.before.length; j++) {
+        const was = c.before[j];
+        const p = c.slot.ports[j];
+        for (let i = 0; i < p.entries.length; i++) frontends[was.feAt + i] = p.entries[i];
+        let at = was.setAt;
+        if (p.clusterSet) sets[at++] = p.clusterSet;
+        if (p.localSet) sets[at++] = p.localSet;
+        modelPorts[was.modelAt] = p;
+        p.feAt = was.feAt;
+        p.setAt = was.setAt;
+        p.modelAt = was.modelAt;
+      }
+    }
+    this.maglev.flush();
+    const maybe: MaglevEntry[] = [];
+    for (const p of removed) {
+      if (p.clusterTable) maybe.push(p.clusterTable);
+      if (p.localTable) maybe.push(p.localTable);
+    }
+    this.maglev.swapSome(maybe);
+    // Names and source ranges are as they were (same ids, same names, none of the changed ports has ranges).
+    const out: Output = { frontends, sets, sourceRanges: last.sourceRanges, names: last.names, skipped: last.skipped, conflicts: [], modelPorts, lost: undefined };
+    this.last = out;
+    return this.result(out);
+  }
+
+  private result(out: Output): ServiceCompileResult {
+    const { frontends, sets, sourceRanges, names, skipped, conflicts, modelPorts, lost } = out;
     const model: ServiceModel = {
       // Made when first read (`kelp get services`), not by every compile. A port's model is
       // made from what the port keeps, which does not change while it lives.
@@ -1032,6 +1138,7 @@ export class ServiceCompiler {
     for (let i = 0; i < n; i++) names[i] = entries[i].address;
     if (!distinct(names)) for (let i = 0; i < n; i++) names[i] = backendKey(entries[i]);
     const e = this.maglev.entry(names, n < this.sizes.length ? (this.sizes[n] ||= maglevTableSizeFor(n, this.cap)) : maglevTableSizeFor(n, this.cap));
+    e.refs++;
     if (at === 0) p.clusterTable = e;
     else p.localTable = e;
     return { setId, backends: entries, maglev: e.table };

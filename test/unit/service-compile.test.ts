@@ -589,6 +589,40 @@ describe('properties', () => {
     }
   });
 
+  it('a compile after one change hands the writer the same objects for everything that did not change', () => {
+    const services = [0, 1, 2].map((i) =>
+      svc(`s${i}`, { type: 'LoadBalancer', clusterIP: `10.96.0.${i + 1}`, loadBalancerSourceRanges: ['10.0.0.0/8'], ports: [{ port: 80, targetPort: 8080, nodePort: 30080 + i }] }, { status: { loadBalancer: { ingress: [{ ip: `198.51.100.${i + 1}` }] } } }),
+    );
+    const slices = [0, 1, 2].map((i) => slice(`s${i}-1`, `s${i}`, EP, [{ ip: `10.244.${i}.1` }, { ip: `10.244.${i}.2` }]));
+    const compiler = new ServiceCompiler(new ServiceIds(), { maglevTableSize: M });
+    const a = compiler.compile(inputs(services, slices));
+    const changed = [...slices];
+    changed[1] = slice('s1-1', 's1', EP, [{ ip: '10.244.1.1' }, { ip: '10.244.1.3' }]);
+    const b = compiler.compile(inputs(services, changed));
+    const s1 = a.desired.frontends.find((f) => f.address === '10.96.0.2')!.svcId;
+    const others = (r: typeof a) => ({
+      frontends: r.desired.frontends.filter((f) => f.svcId !== s1),
+      sets: r.desired.sets.filter((s) => !a.desired.frontends.some((f) => f.svcId === s1 && f.setId === s.setId)),
+    });
+    const [before, after] = [others(a), others(b)];
+    expect(after.frontends).toHaveLength(8);
+    after.frontends.forEach((f, i) => expect(f).toBe(before.frontends[i]));
+    after.sets.forEach((s, i) => {
+      expect(s).toBe(before.sets[i]);
+      expect(s.maglev).toBe(before.sets[i].maglev);
+    });
+    for (const [id, ranges] of b.desired.sourceRanges) if (id !== s1) expect(ranges).toBe(a.desired.sourceRanges.get(id));
+    // The changed one is new, and right.
+    const set = b.desired.sets.find((s) => s.setId === b.desired.frontends.find((f) => f.svcId === s1)!.setId)!;
+    expect(set).not.toBe(a.desired.sets.find((s) => s.setId === set.setId));
+    expect(set.backends.map((x) => x.address).sort()).toEqual(['10.244.1.1', '10.244.1.3']);
+    expect(b.desired).toEqual(compileServices(inputs(services, changed), (() => {
+      const ids = new ServiceIds();
+      ids.restore(compiler.ids.snapshot());
+      return ids;
+    })(), { maglevTableSize: M }).desired);
+  });
+
   it('removedBackends names what left every set', () => {
     const s = svc('dns', { ports: [{ name: 'dns', port: 53, protocol: 'UDP' }] });
     const sp = [{ name: 'dns', port: 53, protocol: 'UDP' }];
