@@ -50,6 +50,32 @@ export function maglevFill(sets: readonly MaglevFillSet[], m: number): void {
   addon.maglevFill(Buffer.from(parts.join('\0'), 'utf8'), counts, inputIndex, m, sets.map((s) => s.out));
 }
 
+/**
+ * maglevFill with the sets laid out flat: `names` holds every set's names in turn order, set after
+ * set; counts[i] is set i's number of names; inputIndex gives each name's index in its set as the
+ * caller listed it; outs[i] (m slots) receives set i's table. The same checks, no object per set.
+ */
+export function maglevFillFlat(names: readonly string[], counts: Uint32Array, inputIndex: Uint16Array, outs: readonly Uint16Array[], m: number): void {
+  const op = 'maglev fill';
+  if (!Number.isInteger(m) || m < 2 || m > MAX_M) throw invalidArgument(op, `m must be an integer between 2 and ${MAX_M}, got ${m}`);
+  if (counts.length !== outs.length) throw invalidArgument(op, `${counts.length} counts but ${outs.length} tables`);
+  if (counts.length === 0) return;
+  let total = 0;
+  for (let i = 0; i < counts.length; i++) {
+    const n = counts[i];
+    if (n < 1 || n > m || n > 0xffff) throw invalidArgument(op, `set ${i} has ${n} backends: want 1 to ${Math.min(m, 0xffff)}`);
+    if (outs[i].length !== m) throw invalidArgument(op, `set ${i}'s table has ${outs[i].length} slots, want ${m}`);
+    for (let k = 0; k < n; k++) {
+      const idx = inputIndex[total + k];
+      if (idx >= n) throw invalidArgument(op, `input index ${idx} is outside a set of ${n}`);
+    }
+    total += n;
+  }
+  if (names.length !== total || inputIndex.length !== total) throw invalidArgument(op, `the counts add up to ${total}, but ${names.length} names and ${inputIndex.length} input indices`);
+  for (let i = 0; i < total; i++) if (names[i].includes('\0')) throw invalidArgument(op, `backend name ${JSON.stringify(names[i])} contains NUL`);
+  addon.maglevFill(Buffer.from(names.join('\0') + '\0', 'utf8'), counts, inputIndex, m, outs as Uint16Array[]);
+}
+
 /** The first slot of `table` naming backend `count` or beyond, or -1: a table fit for a set of `count`. */
 export function maglevFirstSlotAtLeast(table: Uint16Array, count: number): number {
   if (!Number.isInteger(count) || count < 0) throw invalidArgument('maglev check', `count must be a non-negative integer, got ${count}`);

@@ -467,14 +467,20 @@ function sameList<T>(a: readonly T[], b: readonly T[]): boolean {
 
 const bkKey = (b: Backend, protocol: string) => (b.address.includes(':') ? `[${b.address}]:${b.port}/${protocol}` : `${b.address}:${b.port}/${protocol}`);
 
-/** A port's backend id keys: its cluster view's, then its local view's. */
-function portKeys(p: PendingPort): string[] {
+/** A port's backend id keys: its cluster view's, then its local view's; with `sets`, then its set keys. */
+function portKeys(p: PendingPort, sets = false): string[] {
   const c = p.cluster?.length ?? 0;
   const l = p.local?.length ?? 0;
-  if (c + l === 0) return NO_KEYS;
-  const out = new Array<string>(c + l);
+  const n = sets ? c + l + (c > 0 ? 1 : 0) + (l > 0 ? 1 : 0) : c + l;
+  if (n === 0) return NO_KEYS;
+  const out = new Array<string>(n);
   for (let i = 0; i < c; i++) out[i] = bkKey(p.cluster![i], p.sp.protocol);
   for (let i = 0; i < l; i++) out[c + i] = bkKey(p.local![i], p.sp.protocol);
+  if (sets) {
+    let at = c + l;
+    if (c > 0) out[at++] = `${p.key}|cluster`;
+    if (l > 0) out[at] = `${p.key}|local`;
+  }
   return out;
 }
 
@@ -652,10 +658,11 @@ type Counts = { svc: KeyCount; sets: KeyCount; backends: KeyCount };
 
 function holdPort(counts: Counts, p: PendingPort): void {
   counts.svc.hold(p.key);
-  if (p.cluster) counts.sets.hold(`${p.key}|cluster`);
-  if (p.local) counts.sets.hold(`${p.key}|local`);
-  const keys = (p.keys = portKeys(p));
-  for (let k = 0; k < keys.length; k++) counts.backends.hold(keys[k]);
+  const keys = (p.keys = portKeys(p, true));
+  const n = (p.cluster?.length ?? 0) + (p.local?.length ?? 0);
+  for (let k = 0; k < n; k++) counts.backends.hold(keys[k]);
+  // The set keys after the backend keys: held now, looked up by build() as the same strings.
+  for (let k = n; k < keys.length; k++) counts.sets.hold(keys[k]);
 }
 
 function releasePort(counts: Counts, p: PendingPort): void {
@@ -1072,11 +1079,12 @@ export class ServiceCompiler {
 
   /** A new port's ids, sets, tables and frontend entries, its keys counted. */
   private build(p: PendingPort, svcIds: RotatingNumbers, setIds: RotatingNumbers): void {
-    p.svcId = svcIds.get(p.key)!;
-    if (p.cluster) p.clusterSetId = setIds.get(`${p.key}|cluster`)!;
-    if (p.local) p.localSetId = setIds.get(`${p.key}|local`)!;
-    const keys = p.keys ?? portKeys(p);
+    const keys = p.keys ?? portKeys(p, true);
     p.keys = undefined;
+    let at = (p.cluster?.length ?? 0) + (p.local?.length ?? 0);
+    p.svcId = svcIds.get(p.key)!;
+    if (p.cluster) p.clusterSetId = setIds.get(keys[at++])!;
+    if (p.local) p.localSetId = setIds.get(keys[at])!;
     const nc = p.cluster ? p.cluster.length : 0;
     const cluster = p.cluster ? this.buildSet(p, p.clusterSetId, p.cluster, keys, 0) : undefined;
     const local = p.local ? this.buildSet(p, p.localSetId, p.local, keys, nc) : undefined;

@@ -8,7 +8,7 @@
 // Like Cilium's (pkg/maglev), the default M is 16381 and the table is rebuilt whole on any change;
 // backend weights are not supported yet.
 import { createHash } from 'node:crypto';
-import { maglevFill } from '../bpf/maglev';
+import { maglevFillFlat } from '../bpf/maglev';
 
 /** Cilium's default table size: fine for up to ~160 backends per service at the 100 × N rule. */
 export const DEFAULT_MAGLEV_TABLE_SIZE = 16381;
@@ -126,16 +126,48 @@ export function maglevTables16(sets: ReadonlyArray<readonly string[]>, options: 
 /** maglevTables16 into tables the caller provides (`out`: M slots each). */
 export function maglevFillTables(sets: ReadonlyArray<{ names: readonly string[]; out: Uint16Array }>, options: MaglevOptions = {}): void {
   const m = checkMaglevTableSize(options.tableSize ?? DEFAULT_MAGLEV_TABLE_SIZE);
-  const fill = new Array<{ names: string[]; inputIndex: Uint32Array; out: Uint16Array }>(sets.length);
+  // Laid out flat for the addon, with no object or array per set: a first run fills 10,000.
+  const counts = new Uint32Array(sets.length);
+  const outs = new Array<Uint16Array>(sets.length);
+  let total = 0;
   for (let i = 0; i < sets.length; i++) {
-    const { names, out } = sets[i];
-    if (names.length > 0xffff) throw new RangeError(`maglev table of u16 slots holds at most 65535 backends, not ${names.length}`);
-    const order = turnOrder(names, m);
-    const inTurn = new Array<string>(order.length);
-    for (let k = 0; k < order.length; k++) inTurn[k] = names[order[k]];
-    fill[i] = { names: inTurn, inputIndex: order, out };
+    const n = sets[i].names.length;
+    if (n > 0xffff) throw new RangeError(`maglev table of u16 slots holds at most 65535 backends, not ${n}`);
+    counts[i] = n;
+    outs[i] = sets[i].out;
+    total += n;
   }
-  maglevFill(fill, m);
+  const inTurn = new Array<string>(total);
+  const inputIndex = new Uint16Array(total);
+  let at = 0;
+  for (let i = 0; i < sets.length; i++) {
+    const names = sets[i].names;
+    turnOrderInto(names, m, inputIndex, at);
+    for (let k = 0; k < names.length; k++) inTurn[at + k] = names[inputIndex[at + k]];
+    at += names.length;
+  }
+  maglevFillFlat(inTurn, counts, inputIndex, outs, m);
+}
+
+/** turnOrder written into `into[at…]` (u16: sets have at most 65,535 names), with no array of its own. */
+function turnOrderInto(names: readonly string[], m: number, into: Uint16Array, at: number): void {
+  const n = names.length;
+  if (n === 0) throw new RangeError('maglev table needs at least one backend');
+  if (n > m) throw new RangeError(`maglev table size ${m} is smaller than the ${n} backends: some would own no slot`);
+  if (n > 32) {
+    into.set(turnOrder(names, m), at);
+    return;
+  }
+  // Turns go in name order (an insertion sort of a few names).
+  for (let i = 0; i < n; i++) {
+    const name = names[i];
+    let j = at + i - 1;
+    for (; j >= at && names[into[j]] > name; j--) into[j + 1] = into[j];
+    into[j + 1] = i;
+  }
+  for (let k = at + 1; k < at + n; k++) {
+    if (names[into[k]] === names[into[k - 1]]) throw new RangeError(`maglev backend name ${JSON.stringify(names[into[k]])} is listed twice`);
+  }
 }
 
 /** Input indices in turn order; throws when the set cannot have a table. */
