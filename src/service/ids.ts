@@ -99,6 +99,8 @@ export class RotatingNumbers {
   private lent = false;
   /** snapshot() as JSON, kept until the assignment changes: the agent saves after every run. */
   private json?: string;
+  /** The snapshot's entries as JSON (between the brackets), while `ordered`: patched by update(), not made again. */
+  private entriesJson?: string;
   /** Bumped by every change: a caller keeping its own account of keys sees that it changed under it. */
   revision = 0;
 
@@ -145,6 +147,7 @@ export class RotatingNumbers {
     this.byKey = next;
     this.version = new NumbersVersion(next);
     this.ordered = false;
+    this.entriesJson = undefined;
     this.changed();
     this.lent = true;
     return next;
@@ -176,7 +179,10 @@ export class RotatingNumbers {
     const numbers = this.numbers(add.length, kept, () => this.byKey.values());
     for (let i = 0; i < add.length; i++) this.byKey.set(add[i], numbers[i]);
     // Appended in rising numbers above every number in use: still in number order.
-    if (!fast) this.ordered = false;
+    if (!fast) {
+      this.ordered = false;
+      this.entriesJson = undefined;
+    } else if (this.entriesJson !== undefined) this.entriesJson = patchEntriesJson(this.entriesJson, removed, add, numbers);
     const v = this.version;
     v.added = add;
     v.removed = removed;
@@ -253,7 +259,11 @@ export class RotatingNumbers {
 
   /** JSON.stringify(snapshot()), computed once per assignment (sorting 20,000 entries costs ~10 ms). */
   snapshotJson(): string {
-    return (this.json ??= JSON.stringify(this.snapshot()));
+    if (this.json !== undefined) return this.json;
+    if (!this.ordered) return (this.json = JSON.stringify(this.snapshot()));
+    // JSON.stringify(snapshot())'s text, its entries kept from one change to the next.
+    this.entriesJson ??= JSON.stringify([...this.byKey]).slice(1, -1);
+    return (this.json = `{"cursor":${this.cursor},"entries":[${this.entriesJson}]}`);
   }
 
   load(s: { cursor?: unknown; entries?: unknown }): void {
@@ -279,9 +289,31 @@ export class RotatingNumbers {
     this.cursor = s.cursor as number;
     this.top = top;
     this.ordered = ordered;
+    this.entriesJson = undefined;
     this.lent = false;
     this.changed();
   }
+}
+
+/**
+ * Entries JSON (`["key",n],…`, in number order) after `removed` went and `added` came with
+ * `numbers` (above every number in it): each removed entry cut out where it is (its text occurs
+ * once: a key's quote inside JSON text is escaped), the new ones appended. Undefined (make it
+ * again) when many went.
+ */
+function patchEntriesJson(text: string, removed: ReadonlyArray<readonly [string, number]>, added: readonly string[], numbers: readonly number[]): string | undefined {
+  if (removed.length > 16) return undefined;
+  for (const [k, n] of removed) {
+    const item = JSON.stringify([k, n]);
+    const at = text.indexOf(item);
+    if (at < 0) return undefined;
+    const end = at + item.length;
+    // The entry and the comma after it, or before it when it is the last.
+    text = end < text.length ? text.slice(0, at) + text.slice(end + 1) : text.slice(0, Math.max(0, at - 1));
+  }
+  if (added.length === 0) return text;
+  const more = added.map((k, i) => JSON.stringify([k, numbers[i]])).join(',');
+  return text.length > 0 ? `${text},${more}` : more;
 }
 
 /**
