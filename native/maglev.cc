@@ -1,8 +1,9 @@
 // Maglev table population for many backend sets in one call (src/service/maglev.ts holds the
 // algorithm's reference in TypeScript and its reasoning; src/bpf/maglev.ts checks the arguments).
-// Why native: 10,000 Services of two backends each are 10,000 tables of M = 4057 slots, ~36,000
-// probes each; TypeScript spends ~0.5 s on them plus ~40 ms hashing backend names through
-// node:crypto one name at a time. The result must equal the reference slot for slot
+// Why native: a first run of 10,000 Services of two backends each fills 10,000 tables (each set's
+// M is maglevTableSizeFor(its backends, --maglev-table-size): 251 slots for two), M ln M probes
+// each; TypeScript spends several times as long on them plus ~40 ms hashing backend names through
+// node:crypto one name at a time. The caller groups tables by M: one call per size. The result must equal the reference slot for slot
 // (test/unit/service-maglev-native.test.ts): the same SHA-256 halves, the same turn order (the
 // caller passes names already in turn order), the same claim loop.
 #include <cstdint>
