@@ -779,24 +779,122 @@ function writeFrontendAt(b: Words, at: number, fe: FrontendEntry, tableId: numbe
   v[o + 9] = inM;
 }
 
+/** What the writer knows of the sets it wrote: each one's count and table, and who uses each table. */
+interface SetsInfo {
+  sets: Map<number, { count: number; tableId: number; m: number }>;
+  /** Table object → its id (the first set using it), the count of its sets and how many sets use it. */
+  tables: Map<Uint16Array, { id: number; count: number; users: number }>;
+  /** Table id → its chunks' group and where it is in the maglev groups. */
+  tableGroups: Map<number, { group: Group; index: number }>;
+}
+
+/** New sets' backends and members, encoded into one block each; `put(i, backends, members)` receives each set's groups. */
+function encodeSets(list: ReadonlyArray<{ set: BackendSet; index: number }>, put: (index: number, backends: Group, members: Group) => void): void {
+  if (list.length === 0) return;
+  let entries = 0;
+  for (const { set } of list) entries += set.backends.length;
+  const backends = newBlock(entries, SIZES.backends);
+  const members = newBlock(entries, SIZES.members);
+  let at = 0;
+  for (const { set, index } of list) {
+    writeSet(backends, members, at, set);
+    const enc = { setId: set.setId, backends: { block: backends, at, n: set.backends.length, mark: 0 }, members: { block: members, at, n: set.backends.length, mark: 0 } };
+    encodedSets.set(set, enc);
+    put(index, enc.backends, enc.members);
+    at += set.backends.length;
+  }
+}
+
+/** New tables' chunks, encoded into one block and checked: every slot names one of its set's backends. */
+function encodeTables(list: ReadonlyArray<{ table: Uint16Array; tableId: number; count: number; index: number }>, put: (index: number, group: Group, tableId: number) => void): void {
+  if (list.length === 0) return;
+  let chunks = 0;
+  for (const { table } of list) chunks += maglevChunks(table.length);
+  const block = newBlock(chunks, SIZES.maglev);
+  const slots = new Uint16Array(block.v32.buffer);
+  let at = 0;
+  for (const { table, tableId } of list) {
+    const n = maglevChunks(table.length);
+    for (let c = 0; c < n; c++) {
+      block.k32[2 * (at + c)] = tableId;
+      block.k32[2 * (at + c) + 1] = c;
+    }
+    const from = at * MAGLEV_CHUNK;
+    slots.set(table, from);
+    slots.fill(MAGLEV_NO_SLOT, from + table.length, from + n * MAGLEV_CHUNK);
+    at += n;
+  }
+  // One pass over all new tables' slots.
+  at = 0;
+  for (const { table, tableId, count, index } of list) {
+    const from = at * MAGLEV_CHUNK;
+    for (let i = 0; i < table.length; i++) {
+      if (slots[from + i] >= count) throw new RangeError(`maglev table slot ${i} of set ${tableId} names backend ${slots[from + i]} of a set of ${count}`);
+    }
+    const group = { block, at, n: maglevChunks(table.length), mark: 0 };
+    encodedTables.set(table, { tableId, count, group });
+    put(index, group, tableId);
+    at += group.n;
+  }
+}
+
+interface NewFrontend {
+  fe: FrontendEntry;
+  index: number;
+  tableId: number;
+  m: number;
+  inTableId: number;
+  inM: number;
+}
+
+function encodeFrontends(list: readonly NewFrontend[], put: (index: number, group: Group) => void): void {
+  if (list.length === 0) return;
+  const block = newBlock(list.length, SIZES.frontends);
+  list.forEach(({ fe, index, tableId, m, inTableId, inM }, at) => {
+    writeFrontendAt(block, at, fe, tableId, m, inTableId, inM);
+    const group = { block, at, n: 1, mark: 0 };
+    encodedFrontends.set(fe, { tableId, inTableId, group });
+    put(index, group);
+  });
+}
+
+/** One of a frontend's views (outside, in-cluster): its set, the count checked against the set's. */
+function frontendView(sets: SetsInfo['sets'], fe: FrontendEntry, setId: number, count: number, which: string) {
+  const set = sets.get(setId);
+  if (count > 0 && set?.count !== count) {
+    throw new Error(`frontend ${fe.address}:${fe.port}/${fe.protocol} names set ${setId} with ${count} backends in its ${which} view; the set has ${set?.count ?? 'no entry'}`);
+  }
+  return count > 1 ? set : undefined;
+}
+
+/** A frontend to encode, with its views' tables, or its encoding when it has one for those tables. */
+function frontendWork(sets: SetsInfo['sets'], fe: FrontendEntry, index: number): NewFrontend | Group {
+  const outside = frontendView(sets, fe, fe.setId, fe.count, 'outside');
+  const inside = fe.inSetId === undefined ? outside : frontendView(sets, fe, fe.inSetId, fe.inCount ?? 0, 'in-cluster');
+  const tableId = outside?.tableId ?? 0;
+  const inTableId = inside?.tableId ?? 0;
+  const memo = encodedFrontends.get(fe);
+  // A set's table and its size change only with its backends: a new count, or a new table object under a new id.
+  if (memo?.tableId === tableId && memo.inTableId === inTableId) return memo.group;
+  return { fe, index, tableId, m: outside?.m ?? 0, inTableId, inM: inside?.m ?? 0 };
+}
+
 /**
- * The desired content as groups of entries by map; a set named twice, a frontend whose count is
- * not its set's, or a table that does not fit its set is an error. Sets handed the same table
+ * The desired content as groups of entries by map (frontends in the order of desired.frontends,
+ * backends and members in the order of desired.sets); a set named twice, a frontend whose count
+ * is not its set's, or a table that does not fit its set is an error. Sets handed the same table
  * object (the compiler shares one among the ports of a Service over the same pods) share its
  * kelp_lb4_maglev chunks, keyed by the first such set's id.
  */
-function encodeServiceDesired(desired: ServiceMapsDesired, maxTableSize: number): EncodedService {
+function encodeServiceDesired(desired: ServiceMapsDesired, maxTableSize: number): { out: EncodedService; info: SetsInfo } {
   const out: EncodedService = { frontends: [], backends: [], members: [], maglev: [], sourceRanges: [] };
-  const sets = new Map<number, { count: number; tableId: number; m: number }>();
-  const tableIds = new Map<Uint16Array, { id: number; count: number }>();
+  const info: SetsInfo = { sets: new Map(), tables: new Map(), tableGroups: new Map() };
   // Sets and tables first: what is already encoded is taken as it is, the rest is encoded below
   // into one new block per map.
   const newSets: Array<{ set: BackendSet; index: number }> = [];
   const newTables: Array<{ table: Uint16Array; tableId: number; count: number; index: number }> = [];
-  let setEntries = 0;
-  let chunks = 0;
   for (const set of desired.sets) {
-    if (sets.has(set.setId)) throw new Error(`backend set ${set.setId} is listed twice`);
+    if (info.sets.has(set.setId)) throw new Error(`backend set ${set.setId} is listed twice`);
     const count = set.backends.length;
     const memo = encodedSets.get(set);
     if (memo && memo.setId === set.setId) {
@@ -806,106 +904,51 @@ function encodeServiceDesired(desired: ServiceMapsDesired, maxTableSize: number)
       newSets.push({ set, index: out.backends.length });
       out.backends.push(undefined as unknown as Group);
       out.members.push(undefined as unknown as Group);
-      setEntries += count;
     }
     let tableId = 0;
     let m = 0;
     const table = set.maglev;
     if (count > 1 && table) {
       m = table.length;
-      const shared = tableIds.get(table);
+      const shared = info.tables.get(table);
       if (shared?.count === count) {
         tableId = shared.id;
+        shared.users++;
       } else {
         tableId = set.setId;
-        tableIds.set(table, { id: tableId, count });
+        info.tables.set(table, { id: tableId, count, users: 1 });
         const tm = encodedTables.get(table);
         if (tm && tm.tableId === tableId && tm.count === count) {
+          info.tableGroups.set(tableId, { group: tm.group, index: out.maglev.length });
           out.maglev.push(tm.group);
         } else {
           if (!(table instanceof Uint16Array)) throw new TypeError(`the maglev table of set ${tableId} is not a Uint16Array`);
           if (m < count || m > maxTableSize) throw new RangeError(`maglev table of set ${tableId} has ${m} slots: want ${count} (its backends) to ${maxTableSize} (--maglev-table-size)`);
           newTables.push({ table, tableId, count, index: out.maglev.length });
           out.maglev.push(undefined as unknown as Group);
-          chunks += maglevChunks(m);
         }
       }
     }
-    sets.set(set.setId, { count, tableId, m });
+    info.sets.set(set.setId, { count, tableId, m });
   }
-  if (newSets.length > 0) {
-    const backends = newBlock(setEntries, SIZES.backends);
-    const members = newBlock(setEntries, SIZES.members);
-    let at = 0;
-    for (const { set, index } of newSets) {
-      writeSet(backends, members, at, set);
-      const enc = { setId: set.setId, backends: { block: backends, at, n: set.backends.length, mark: 0 }, members: { block: members, at, n: set.backends.length, mark: 0 } };
-      encodedSets.set(set, enc);
-      out.backends[index] = enc.backends;
-      out.members[index] = enc.members;
-      at += set.backends.length;
+  encodeSets(newSets, (i, b, mb) => {
+    out.backends[i] = b;
+    out.members[i] = mb;
+  });
+  encodeTables(newTables, (i, g, tableId) => {
+    out.maglev[i] = g;
+    info.tableGroups.set(tableId, { group: g, index: i });
+  });
+  const newFrontends: NewFrontend[] = [];
+  desired.frontends.forEach((fe, i) => {
+    const w = frontendWork(info.sets, fe, i);
+    if ('block' in w) out.frontends.push(w);
+    else {
+      newFrontends.push(w);
+      out.frontends.push(undefined as unknown as Group);
     }
-  }
-  if (newTables.length > 0) {
-    const block = newBlock(chunks, SIZES.maglev);
-    const slots = new Uint16Array(block.v32.buffer);
-    let at = 0;
-    for (const { table, tableId, count, index } of newTables) {
-      const n = maglevChunks(table.length);
-      for (let c = 0; c < n; c++) {
-        block.k32[2 * (at + c)] = tableId;
-        block.k32[2 * (at + c) + 1] = c;
-      }
-      const from = at * MAGLEV_CHUNK;
-      slots.set(table, from);
-      slots.fill(MAGLEV_NO_SLOT, from + table.length, from + n * MAGLEV_CHUNK);
-      at += n;
-    }
-    // Every slot names one of its set's backends: one pass over all new tables' slots.
-    at = 0;
-    for (const { table, tableId, count, index } of newTables) {
-      const from = at * MAGLEV_CHUNK;
-      for (let i = 0; i < table.length; i++) {
-        if (slots[from + i] >= count) throw new RangeError(`maglev table slot ${i} of set ${tableId} names backend ${slots[from + i]} of a set of ${count}`);
-      }
-      const group = { block, at, n: maglevChunks(table.length), mark: 0 };
-      encodedTables.set(table, { tableId, count, group });
-      out.maglev[index] = group;
-      at += group.n;
-    }
-  }
-  // One of a frontend's views (outside, in-cluster): its set, the count checked against the set's.
-  const view = (fe: FrontendEntry, setId: number, count: number, which: string) => {
-    const set = sets.get(setId);
-    if (count > 0 && set?.count !== count) {
-      throw new Error(`frontend ${fe.address}:${fe.port}/${fe.protocol} names set ${setId} with ${count} backends in its ${which} view; the set has ${set?.count ?? 'no entry'}`);
-    }
-    return count > 1 ? set : undefined;
-  };
-  const newFrontends: Array<{ fe: FrontendEntry; index: number; tableId: number; m: number; inTableId: number; inM: number }> = [];
-  for (const fe of desired.frontends) {
-    const outside = view(fe, fe.setId, fe.count, 'outside');
-    const inside = fe.inSetId === undefined ? outside : view(fe, fe.inSetId, fe.inCount ?? 0, 'in-cluster');
-    const tableId = outside?.tableId ?? 0;
-    const inTableId = inside?.tableId ?? 0;
-    const memo = encodedFrontends.get(fe);
-    // A set's table and its size change only with its backends: a new count, or a new table object under a new id.
-    if (memo?.tableId === tableId && memo.inTableId === inTableId) {
-      out.frontends.push(memo.group);
-      continue;
-    }
-    newFrontends.push({ fe, index: out.frontends.length, tableId, m: outside?.m ?? 0, inTableId, inM: inside?.m ?? 0 });
-    out.frontends.push(undefined as unknown as Group);
-  }
-  if (newFrontends.length > 0) {
-    const block = newBlock(newFrontends.length, SIZES.frontends);
-    newFrontends.forEach(({ fe, index, tableId, m, inTableId, inM }, at) => {
-      writeFrontendAt(block, at, fe, tableId, m, inTableId, inM);
-      const group = { block, at, n: 1, mark: 0 };
-      encodedFrontends.set(fe, { tableId, inTableId, group });
-      out.frontends[index] = group;
-    });
-  }
+  });
+  encodeFrontends(newFrontends, (i, g) => (out.frontends[i] = g));
   for (const [svcId, cidrs] of desired.sourceRanges) {
     const memo = encodedRanges.get(cidrs);
     if (memo?.svcId === svcId) {
@@ -921,7 +964,7 @@ function encodeServiceDesired(desired: ServiceMapsDesired, maxTableSize: number)
     encodedRanges.set(cidrs, { svcId, group });
     out.sourceRanges.push(group);
   }
-  return out;
+  return { out, info };
 }
 
 /** Entry i's key as a string of its bytes two by two: an exact identity, cheap to make. */
@@ -959,14 +1002,10 @@ interface GroupDiff {
 function diffGroups(before: MapState, want: Group[], sizes: Sizes, mark: number): GroupDiff {
   const added: Group[] = [];
   let unchanged = 0;
-  let putCount = 0;
   for (const g of want) {
     if (g.mark === mark) throw new Error('desired content names one group of entries twice');
     if (g.mark === before.mark && !before.readBack) unchanged += g.n;
-    else {
-      added.push(g);
-      putCount += g.n;
-    }
+    else added.push(g);
     g.mark = mark;
   }
   const gone: Group[] = [];
@@ -975,6 +1014,17 @@ function diffGroups(before: MapState, want: Group[], sizes: Sizes, mark: number)
   } else {
     for (const g of before.groups) if (g.mark !== mark) gone.push(g);
   }
+  return keyedDiff(added, gone, sizes, unchanged);
+}
+
+/**
+ * Puts and removals that turn the entries of groups `gone` into those of groups `added`, by key:
+ * a key put again is not removed, and not written when its value is the same. `unchanged`:
+ * entries of the map not in either. A key two added groups both name is an error.
+ */
+function keyedDiff(added: Group[], gone: Group[], sizes: Sizes, unchanged: number): GroupDiff {
+  let putCount = 0;
+  for (const g of added) putCount += g.n;
   if (gone.length === 0) return { put: added, remove: [], stats: { added: putCount, updated: 0, removed: 0, unchanged } };
   // Every entry about to be put, by key: (index in `added`) × 2^20 + entry.
   const SHIFT = 2 ** 20;
@@ -1089,10 +1139,17 @@ function removeGroups(map: BpfMap, remove: Group[], sizes: Sizes): void {
  * It diffs against what it wrote last; the first apply, one with `resync`, and the one after a
  * failed apply read the maps back. A MapFullError leaves a superset of the old and new content.
  */
+/** At most this many changed frontends (and sets) for a patch; more: the full diff. */
+const PATCH_MAX = 256;
+
 export class ServiceWriter {
   readonly maglevTableSize: number;
   /** What the maps hold after the last apply, by map: absent at first, after a failure. */
   private written?: Record<MapName, MapState>;
+  /** Applies written as patches (only the changed entries looked at) and in full. */
+  readonly counts = { patches: 0, full: 0 };
+  /** The content of the last apply as given, and what the writer knows of its sets (for patches). */
+  private last?: { frontends: FrontendEntry[]; sets: BackendSet[]; sourceRanges: ServiceMapsDesired['sourceRanges']; info: SetsInfo };
 
   constructor(
     readonly maps: ServiceMaps,
@@ -1105,13 +1162,31 @@ export class ServiceWriter {
   }
 
   apply(desired: ServiceMapsDesired, opts: { resync?: boolean } = {}): ApplyServiceResult {
-    const want = encodeServiceDesired(desired, this.maglevTableSize);
+    if (!opts.resync) {
+      const patched = this.patch(desired);
+      if (patched) {
+        this.counts.patches++;
+        return patched;
+      }
+    }
+    this.counts.full++;
+    const { out: want, info } = encodeServiceDesired(desired, this.maglevTableSize);
     const current = opts.resync ? undefined : this.written;
     this.written = undefined;
+    this.last = undefined;
     const have = (name: MapName): MapState => current?.[name] ?? { groups: [], mark: 0, readBack: readBack(this.maps[name]) };
     const mark = ++applies;
     const d = {} as Record<MapName, GroupDiff>;
     for (const name of ['frontends', ...MAP_ORDER] as const) d[name] = diffGroups(have(name), want[name], SIZES[name], mark);
+    const result = this.write(d);
+    const state = (name: MapName): MapState => ({ groups: want[name], mark });
+    this.written = { frontends: state('frontends'), backends: state('backends'), members: state('members'), maglev: state('maglev'), sourceRanges: state('sourceRanges') };
+    this.last = { frontends: desired.frontends.slice(), sets: desired.sets.slice(), sourceRanges: desired.sourceRanges, info };
+    return result;
+  }
+
+  /** Writes diffs, make before break; any failure leaves `written` unset (the next apply reads the maps back). */
+  private write(d: Record<MapName, GroupDiff>): ApplyServiceResult {
     const size = (name: MapName) => d[name].stats.added + d[name].stats.updated + d[name].stats.unchanged;
     const t0 = process.hrtime.bigint();
     // Backends, members and tables side by side (BpfMap.updateBatches: threads); on any failure
@@ -1127,18 +1202,141 @@ export class ServiceWriter {
     putGroups(this.maps.frontends, d.frontends.put, SIZES.frontends, size('frontends'));
     removeGroups(this.maps.frontends, d.frontends.remove, SIZES.frontends);
     for (const name of [...MAP_ORDER].reverse()) removeGroups(this.maps[name], d[name].remove, SIZES[name]);
-    const writeMs = Number(process.hrtime.bigint() - t0) / 1e6;
-    const state = (name: MapName): MapState => ({ groups: want[name], mark });
-    this.written = { frontends: state('frontends'), backends: state('backends'), members: state('members'), maglev: state('maglev'), sourceRanges: state('sourceRanges') };
     return {
       frontends: d.frontends.stats,
       backends: d.backends.stats,
       members: d.members.stats,
       maglev: d.maglev.stats,
       sourceRanges: d.sourceRanges.stats,
-      writeMs,
+      writeMs: Number(process.hrtime.bigint() - t0) / 1e6,
       setsMs: Number(setsNs) / 1e6,
     };
+  }
+
+  /**
+   * A change among many, written by looking at what changed only: when `desired` holds the
+   * frontends and sets of the last apply at the same places but for a few (the compiler hands
+   * back the same objects for the rest), with the same set ids and counts, the same frontend
+   * keys, the same source ranges, and tables used by changed sets only. Then only the changed
+   * entries are encoded and compared (no pass over 10,000 frontends and sets); undefined when
+   * the content does not qualify, for apply's full diff.
+   */
+  private patch(desired: ServiceMapsDesired): ApplyServiceResult | undefined {
+    const last = this.last;
+    const st = this.written;
+    if (!last || !st || desired.sourceRanges !== last.sourceRanges) return undefined;
+    if (desired.frontends.length !== last.frontends.length || desired.sets.length !== last.sets.length) return undefined;
+    const chSets: number[] = [];
+    const chFe: number[] = [];
+    for (let i = 0; i < desired.sets.length; i++) if (desired.sets[i] !== last.sets[i] && chSets.push(i) > PATCH_MAX) return undefined;
+    for (let i = 0; i < desired.frontends.length; i++) if (desired.frontends[i] !== last.frontends[i] && chFe.push(i) > PATCH_MAX) return undefined;
+    const { info } = last;
+    // Tables the changed sets used and use: no unchanged set may use one (its owner, so its id, would move).
+    const oldUse = new Map<Uint16Array, number>();
+    const newUse = new Map<Uint16Array, { users: number; count: number; id: number }>();
+    const tableOf = (set: BackendSet) => (set.backends.length > 1 ? set.maglev : undefined);
+    for (const i of chSets) {
+      const o = last.sets[i];
+      const n = desired.sets[i];
+      if (n.setId !== o.setId || n.backends.length !== o.backends.length || tableOf(n)?.length !== tableOf(o)?.length) return undefined;
+      const ot = tableOf(o);
+      if (ot) oldUse.set(ot, (oldUse.get(ot) ?? 0) + 1);
+      const nt = tableOf(n);
+      if (nt) {
+        const u = newUse.get(nt);
+        if (u && u.count !== n.backends.length) return undefined;
+        if (u) u.users++;
+        else newUse.set(nt, { users: 1, count: n.backends.length, id: n.setId });
+      }
+    }
+    for (const [t, k] of oldUse) if ((info.tables.get(t)?.users ?? 0) !== k) return undefined;
+    for (const t of newUse.keys()) if ((info.tables.get(t)?.users ?? 0) !== (oldUse.get(t) ?? 0)) return undefined;
+    // Each changed set keeps its table id: a frontend of it that did not change stays right.
+    for (const i of chSets) {
+      const n = desired.sets[i];
+      const nt = tableOf(n);
+      if ((nt ? newUse.get(nt)!.id : 0) !== info.sets.get(n.setId)?.tableId) return undefined;
+    }
+    for (const i of chFe) {
+      const o = last.frontends[i];
+      const n = desired.frontends[i];
+      if (n.address !== o.address || n.port !== o.port || n.protocol !== o.protocol) return undefined;
+    }
+    // Encode what is new; its old counterparts go. The sets' info is as before (ids, counts, tables' ids and sizes).
+    const want = { frontends: [] as Group[], backends: [] as Group[], members: [] as Group[], maglev: [] as Group[] };
+    const gone = { frontends: [] as Group[], backends: [] as Group[], members: [] as Group[], maglev: [] as Group[] };
+    const newSets: Array<{ set: BackendSet; index: number }> = [];
+    for (const i of chSets) {
+      const set = desired.sets[i];
+      const memo = encodedSets.get(set);
+      if (memo && memo.setId === set.setId) {
+        want.backends.push(memo.backends);
+        want.members.push(memo.members);
+      } else newSets.push({ set, index: i });
+      gone.backends.push(st.backends.groups[i]);
+      gone.members.push(st.members.groups[i]);
+    }
+    const setGroupsAt = new Map<number, [Group, Group]>();
+    encodeSets(newSets, (i, b, m) => {
+      want.backends.push(b);
+      want.members.push(m);
+      setGroupsAt.set(i, [b, m]);
+    });
+    const newTables: Array<{ table: Uint16Array; tableId: number; count: number; index: number }> = [];
+    const tableAt = new Map<number, Group>();
+    for (const [t, u] of newUse) {
+      if (t.length > this.maglevTableSize) return undefined;
+      const tm = encodedTables.get(t);
+      if (tm && tm.tableId === u.id && tm.count === u.count) tableAt.set(u.id, tm.group);
+      else newTables.push({ table: t, tableId: u.id, count: u.count, index: u.id });
+    }
+    for (const t of oldUse.keys()) gone.maglev.push(info.tableGroups.get(info.tables.get(t)!.id)!.group);
+    encodeTables(newTables, (id, g) => tableAt.set(id, g));
+    for (const g of tableAt.values()) want.maglev.push(g);
+    const newFrontends: NewFrontend[] = [];
+    const feAt = new Map<number, Group>();
+    for (const i of chFe) {
+      const w = frontendWork(info.sets, desired.frontends[i], i);
+      if ('block' in w) feAt.set(i, w);
+      else newFrontends.push(w);
+      gone.frontends.push(st.frontends.groups[i]);
+    }
+    encodeFrontends(newFrontends, (i, g) => feAt.set(i, g));
+    for (const g of feAt.values()) want.frontends.push(g);
+    // Groups both gone and wanted (an unchanged object at a changed place) are left alone.
+    const d = {} as Record<MapName, GroupDiff>;
+    for (const name of ['frontends', 'backends', 'members', 'maglev'] as const) {
+      const keep = new Set(gone[name]);
+      const added = want[name].filter((g) => !keep.delete(g));
+      d[name] = keyedDiff(added, [...keep], SIZES[name], 0);
+      // Entries there before and neither removed nor rewritten.
+      const s = d[name].stats;
+      s.unchanged = st[name].groups.reduce((n, g) => n + g.n, 0) - s.removed - s.updated;
+    }
+    d.sourceRanges = { put: [], remove: [], stats: { added: 0, updated: 0, removed: 0, unchanged: st.sourceRanges.groups.reduce((n, g) => n + g.n, 0) } };
+    this.written = undefined;
+    const result = this.write(d);
+    // The state as a full apply would leave it: the new groups in the old ones' places, marked as written.
+    for (const name of ['frontends', 'backends', 'members', 'maglev'] as const) for (const g of want[name]) g.mark = st[name].mark;
+    for (const i of chSets) {
+      const set = desired.sets[i];
+      const [b, m] = setGroupsAt.get(i) ?? [encodedSets.get(set)!.backends, encodedSets.get(set)!.members];
+      st.backends.groups[i] = b;
+      st.members.groups[i] = m;
+    }
+    for (const i of chFe) st.frontends.groups[i] = feAt.get(i)!;
+    // The old tables' ids are the new ones' (each changed set kept its table id): each new table takes its old one's place.
+    for (const t of oldUse.keys()) info.tables.delete(t);
+    for (const [t, u] of newUse) {
+      const g = tableAt.get(u.id)!;
+      const place = info.tableGroups.get(u.id)!;
+      st.maglev.groups[place.index] = g;
+      place.group = g;
+      info.tables.set(t, { id: u.id, count: u.count, users: u.users });
+    }
+    this.written = st;
+    this.last = { frontends: desired.frontends.slice(), sets: desired.sets.slice(), sourceRanges: desired.sourceRanges, info };
+    return result;
   }
 }
 

@@ -571,6 +571,70 @@ describe('ServiceWriter', () => {
     expect([again.frontends.added, again.frontends.updated, again.frontends.removed, again.backends.added, again.maglev.added]).toEqual([0, 0, 0, 0, 0]);
   });
 
+  it('a change among many is written as a patch (changed entries only) and leaves exactly what a full apply would, through a generated sequence', () => {
+    const maps = serviceMapsOf(obj);
+    for (const m of Object.values(maps)) m.clear();
+    const w = new ServiceWriter(maps);
+    const rng = new Rng(61206);
+    const held = () =>
+      Object.fromEntries((['frontends', 'backends', 'members', 'maglev'] as const).map((k) => [k, maps[k].lookupBatch().map(([a, b]) => a.toString('hex') + '=' + b.toString('hex')).sort()]));
+    const table = (names: string[]) => maglevTables16([names], { tableSize: maglevTableSizeFor(names.length, M) })[0];
+    const sourceRanges = new Map([[7, ['10.9.0.0/16']]]);
+    // 60 Services of 1 to 4 backends; some pairs share a table (two ports over the same pods).
+    let nextBackend = 1;
+    const mkSet = (setId: number, n: number, shared?: Uint16Array): BackendSet => {
+      const backends = Array.from({ length: n }, () => ({ backendId: nextBackend++, address: `10.66.${rng.int(8)}.${1 + rng.int(250)}`, port: 9000, flags: rng.int(2) }));
+      return n > 1 ? { setId, backends, maglev: shared ?? table(backends.map((b) => `${b.address}:${b.backendId}`)) } : { setId, backends };
+    };
+    let sets: BackendSet[] = [];
+    for (let i = 0; i < 60; i += 2) {
+      const n = 1 + rng.int(4);
+      const a = mkSet(i + 1, n);
+      sets.push(a, rng.chance(0.5) && a.maglev ? { ...mkSet(i + 2, n), maglev: a.maglev } : mkSet(i + 2, n));
+    }
+    const mkFe = (set: BackendSet, k: number, flags = 0): FrontendEntry => ({ address: `10.96.1.${set.setId}`, port: 80 + k, protocol: 'TCP', svcId: set.setId, setId: set.setId, count: set.backends.length, flags, affinityTimeout: 0 });
+    let frontends = sets.flatMap((set) => [mkFe(set, 0), mkFe(set, 1)]);
+    const desired = (): ServiceMapsDesired => ({ frontends, sets, sourceRanges, names: new Map() });
+    const reference = new ServiceWriter(maps);
+    w.apply(desired());
+    for (let step = 0; step < 60; step++) {
+      const kind = rng.int(10);
+      sets = sets.slice();
+      frontends = frontends.slice();
+      if (kind < 6) {
+        // Endpoints replaced: the same set id and count, new backends and table (a shared table: both sets).
+        const i = rng.int(sets.length);
+        const o = sets[i];
+        const partner = o.maglev ? sets.findIndex((x, j) => j !== i && x.maglev === o.maglev) : -1;
+        sets[i] = mkSet(o.setId, o.backends.length);
+        if (partner >= 0) sets[partner] = { ...mkSet(sets[partner].setId, o.backends.length), maglev: sets[i].maglev };
+      } else if (kind < 8) {
+        // A frontend's flags change (its value only).
+        const i = rng.int(frontends.length);
+        frontends[i] = { ...frontends[i], flags: frontends[i].flags ^ 1 };
+      } else if (kind < 9) {
+        // A set grows: its count changes (and its frontends with it): not a patch.
+        const i = rng.int(sets.length);
+        const o = sets[i];
+        if (!sets.some((x, j) => j !== i && o.maglev && x.maglev === o.maglev)) {
+          sets[i] = mkSet(o.setId, o.backends.length + 1);
+          frontends = frontends.map((f) => (f.setId === o.setId ? { ...f, count: sets[i].backends.length } : f));
+        }
+      } else {
+        // A tampered map and a periodic resync: read back and repaired.
+        maps.backends.delete(maps.backends.keys()[0]);
+        w.apply(desired(), { resync: true });
+      }
+      w.apply(desired());
+      const got = held();
+      for (const m of Object.values(maps)) m.clear();
+      reference.apply(desired(), { resync: true });
+      expect(got, `step ${step}`).toEqual(held());
+    }
+    expect(w.counts.patches).toBeGreaterThan(30);
+    expect(w.counts.full).toBeGreaterThan(5);
+  });
+
   it('BpfMap.updateBatches writes large batches of several maps side by side; a full map fails with its own error, the others are written', () => {
     const small = loadObject(LXC_OBJECT, { maxEntries: { kelp_lb4_members: 1000 } });
     onCleanup(() => small.close());
