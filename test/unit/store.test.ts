@@ -2,7 +2,8 @@
 // them (`update`) once; what counts as a change is the object as JSON without resourceVersion.
 import { describe, expect, it } from 'vitest';
 import { ObjectStore, sameJson, StoreEvent } from '../../src/sources/store';
-import { KelpObject, validateObject } from '../../src/sources/objects';
+import { KelpObject, objectKey, validateObject } from '../../src/sources/objects';
+import { Rng } from '../support/rng';
 
 const svc = (i: number, port = 80, resourceVersion?: string): KelpObject =>
   validateObject({
@@ -92,5 +93,34 @@ describe('ObjectStore', () => {
     expect(store.replaceFrom('m', [svc(1, 80, '3'), svc(2)])).toEqual([]);
     expect(store.upsert('m', svc(1, 81))?.revision).toBe(3);
     expect(batches).toHaveLength(1);
+  });
+
+  it('list(kind): the objects of that kind in the order the whole store holds them, through updates, removals and re-adds', () => {
+    const store = new ObjectStore();
+    const r = new Rng(7);
+    const slice = (i: number, v: number): KelpObject =>
+      validateObject({
+        apiVersion: 'discovery.k8s.io/v1',
+        kind: 'EndpointSlice',
+        metadata: { name: `svc-${i}-a`, namespace: 'default', labels: { 'kubernetes.io/service-name': `svc-${i}` } },
+        addressType: 'IPv4',
+        endpoints: [{ addresses: [`10.1.${v & 255}.${i & 255}`] }],
+      });
+    // What list() answered before it had an index: every entry, filtered by kind, in store order.
+    const all = new Map<string, KelpObject>();
+    for (let step = 0; step < 400; step++) {
+      const i = r.int(40);
+      const o = r.int(2) === 0 ? svc(i, 80 + r.int(3)) : slice(i, r.int(3));
+      const key = objectKey(o);
+      const source = r.int(5) === 0 ? 'b' : 'a';
+      if (r.int(3) === 0) {
+        if (store.remove(source, o.kind, 'default', o.metadata.name)) all.delete(key);
+      } else if (store.upsert(source, o)) all.set(key, o);
+      for (const kind of ['Service', 'EndpointSlice', 'Node'] as const) {
+        expect(store.list(kind), `step ${step} ${kind}`).toEqual([...all.values()].filter((x) => x.kind === kind));
+      }
+    }
+    expect(store.list('Service').length).toBeGreaterThan(0);
+    expect(store.list('EndpointSlice').length).toBeGreaterThan(0);
   });
 });
