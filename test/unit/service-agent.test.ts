@@ -89,6 +89,8 @@ describe('services in the agent', () => {
     expect(backendsOf(applied.at(-1)!)).toEqual(['10.244.0.7:5353']);
     expect(destroyed).toEqual([{ backends: [{ address: '10.244.1.1', port: 5353 }], netns: ['/var/run/netns/b'] }]);
 
+    // Saved on the event loop's next turn after the run, before this one.
+    await new Promise((resolve) => setImmediate(resolve));
     const saved = JSON.parse(readFileSync(path.join(dir, 'service-ids.json'), 'utf8')) as { svc: { entries: Array<[string, number]> } };
     expect(saved.svc.entries).toEqual([['default/dns/dns/UDP', 1]]);
 
@@ -124,6 +126,8 @@ describe('services in the agent', () => {
     await loop.start([]);
     const before = applied.at(-1)!.frontends[0].svcId;
     svc!.stop();
+    // Saved by stop() at the latest.
+    expect((JSON.parse(readFileSync(path.join(dir, 'service-ids.json'), 'utf8')) as { svc: { entries: unknown[] } }).svc.entries).toEqual([['default/dns/dns/UDP', before]]);
     await loop.stop();
     // Another Service sorting first would take id 1 if numbering started afresh.
     store.upsert('m', obj({ apiVersion: 'v1', kind: 'Service', metadata: { name: 'aaa', namespace: 'default' }, spec: { clusterIP: '10.96.0.9', ports: [{ port: 80 }] } }));
