@@ -27,8 +27,8 @@
 //   - loadBalancerSourceRanges (the IPv4 ones; none of this family: unrestricted) on the
 //     LoadBalancer ingress IPs only; when a range holds one of this node's addresses the ingress
 //     IPs themselves are allowed too (a VIP held locally loops back with itself as the source).
-import { checkMaglevTableSize, DEFAULT_MAGLEV_TABLE_SIZE, maglevFillTables, maglevTableSizeFor } from './maglev';
-import { Backend, backendKey, backendsForPort, categorizeEndpoints, NodeTopology, PortTrafficPolicy, TopologyMode } from './endpoints';
+import { checkMaglevTableSize, DEFAULT_MAGLEV_TABLE_SIZE, maglevFillInto, maglevTableSizeFor } from './maglev';
+import { Backend, backendKey, backendsForPort, CategorizedEndpoints, categorizeEndpoints, NodeTopology, TopologyMode } from './endpoints';
 import { NumbersView, type RotatingNumbers, type ServiceIds } from './ids';
 import {
   BACKEND_LOCAL,
@@ -149,7 +149,8 @@ export interface MaglevEntry {
  */
 export class MaglevCache {
   private entries = new Map<string, MaglevEntry>();
-  private pending = new Map<number, Array<{ entry: MaglevEntry; names: readonly string[]; out: Uint16Array }>>();
+  /** Tables handed out and not filled yet, by M: the entries, their slot names and their tables, side by side (no object per table). */
+  private pending = new Map<number, { entries: MaglevEntry[]; names: Array<readonly string[]>; outs: Uint16Array[] }>();
   private chunk?: { m: number; buf: Uint16Array; used: number };
   /** The current compile: an entry whose gen is older at swap() was not used by it. */
   private gen = 1;
@@ -177,9 +178,11 @@ export class MaglevCache {
     e = { key, table: this.slots(m), gen: this.gen, refs: 0 };
     this.live++;
     this.entries.set(key, e);
-    const list = this.pending.get(m);
-    if (list) list.push({ entry: e, names, out: e.table });
-    else this.pending.set(m, [{ entry: e, names, out: e.table }]);
+    let list = this.pending.get(m);
+    if (!list) this.pending.set(m, (list = { entries: [], names: [], outs: [] }));
+    list.entries.push(e);
+    list.names.push(names);
+    list.outs.push(e.table);
     return e;
   }
 
@@ -188,7 +191,7 @@ export class MaglevCache {
     const pending = this.pending;
     this.pending = new Map();
     try {
-      for (const [m, list] of pending) maglevFillTables(list, { tableSize: m });
+      for (const [m, list] of pending) maglevFillInto(list.names, list.outs, { tableSize: m });
     } catch (e) {
       this.forget(pending);
       throw e;
@@ -238,9 +241,9 @@ export class MaglevCache {
     return this.entries.size;
   }
 
-  private forget(pending: Map<number, Array<{ entry: MaglevEntry }>>): void {
+  private forget(pending: Map<number, { entries: MaglevEntry[] }>): void {
     for (const list of pending.values()) {
-      for (const { entry } of list) {
+      for (const entry of list.entries) {
         if (this.entries.get(entry.key) === entry) {
           this.entries.delete(entry.key);
           if (entry.gen === this.gen) this.live--;
@@ -488,10 +491,36 @@ function frontendsOf(out: PendingFrontend[], kind: FrontendKind, list: readonly 
   for (let i = 0; i < list.length; i++) out.push({ kind, address: list[i], port, external, fkey: `${list[i]}:${port}/${protocol}` });
 }
 
+/** The IPv4 ones of `ips`: `ips` itself when all are (no array per Service). */
+function v4Only(ips: readonly string[]): readonly string[] {
+  for (let i = 0; i < ips.length; i++) if (!isV4(ips[i])) return ips.filter(isV4);
+  return ips;
+}
+
+/** Every backend ready and without hints: the usual case, where categorizeEndpoints' Cluster view is all of them. */
+function allReadyUnhinted(backends: readonly Backend[]): boolean {
+  for (let i = 0; i < backends.length; i++) {
+    const b = backends[i];
+    if (!b.ready || b.zoneHints.size > 0 || b.nodeHints.size > 0) return false;
+  }
+  return true;
+}
+
+const NO_BACKENDS: Backend[] = [];
+
+/**
+ * categorizeEndpoints of backends allReadyUnhinted holds, for a port that uses only the Cluster
+ * policy: no hints, so no topology; every backend ready, so all of them, in order (the list
+ * itself: backendsForPort made it for this port alone); no Local view.
+ */
+function clusterOnly(backends: Backend[]): Pick<CategorizedEndpoints, 'cluster' | 'local' | 'hasAnyEndpoints' | 'topologyMode'> {
+  return { cluster: backends, local: NO_BACKENDS, hasAnyEndpoints: backends.length > 0, topologyMode: '' };
+}
+
 function pendingPorts(svc: ServiceObject, ref: string, own: readonly EndpointSliceObject[], nodeIps: readonly string[], topo: NodeTopology): PendingPort[] | string {
   const why = skipReason(svc);
   if (why) return why;
-  const clusterIPs = svc.spec.clusterIPs.filter(isV4);
+  const clusterIPs = v4Only(svc.spec.clusterIPs);
   if (clusterIPs.length === 0) return 'no IPv4 cluster IP';
   const externalIPs = svc.spec.externalIPs.length > 0 ? svc.spec.externalIPs.filter(isV4) : NO_KEYS;
   const ingress = svc.status.loadBalancer.ingress;
@@ -525,8 +554,10 @@ function pendingPorts(svc: ServiceObject, ref: string, own: readonly EndpointSli
     // portTrafficPolicy(svc, sp, 4), from what is already at hand (its externallyAccessible is
     // a NodePort, or an IPv4 externalIP or VIP-mode ingress IP, as filtered above).
     const external = !!sp.nodePort || externalIPs.length > 0 || lbIPs.length > 0;
-    const policy: PortTrafficPolicy = { usesCluster: !internalLocal || external, usesLocal: internalLocal || (externalLocal && external) };
-    const cat = categorizeEndpoints(backendsForPort(sp, own, 4, topo.name), policy, topo);
+    const usesCluster = !internalLocal || external;
+    const usesLocal = internalLocal || (externalLocal && external);
+    const backends = backendsForPort(sp, own, 4, topo.name);
+    const cat = usesCluster && !usesLocal && allReadyUnhinted(backends) ? clusterOnly(backends) : categorizeEndpoints(backends, { usesCluster, usesLocal }, topo);
     // External frontends use the Cluster view under either policy: in-cluster clients get it.
     const cluster = (!internalLocal || usesExternal) && cat.cluster.length > 0 ? cat.cluster : undefined;
     const local = (internalLocal || (usesExternal && externalLocal)) && cat.local.length > 0 ? cat.local : undefined;

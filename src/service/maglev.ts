@@ -125,23 +125,31 @@ export function maglevTables16(sets: ReadonlyArray<readonly string[]>, options: 
 
 /** maglevTables16 into tables the caller provides (`out`: M slots each). */
 export function maglevFillTables(sets: ReadonlyArray<{ names: readonly string[]; out: Uint16Array }>, options: MaglevOptions = {}): void {
+  maglevFillInto(
+    sets.map((s) => s.names),
+    sets.map((s) => s.out),
+    options,
+  );
+}
+
+/** maglevFillTables with the sets as two lists: set i's names and its table (M slots). */
+export function maglevFillInto(sets: ReadonlyArray<readonly string[]>, outs: readonly Uint16Array[], options: MaglevOptions = {}): void {
   const m = checkMaglevTableSize(options.tableSize ?? DEFAULT_MAGLEV_TABLE_SIZE);
+  if (sets.length !== outs.length) throw new RangeError(`${sets.length} sets of names but ${outs.length} tables`);
   // Laid out flat for the addon, with no object or array per set: a first run fills 10,000.
   const counts = new Uint32Array(sets.length);
-  const outs = new Array<Uint16Array>(sets.length);
   let total = 0;
   for (let i = 0; i < sets.length; i++) {
-    const n = sets[i].names.length;
+    const n = sets[i].length;
     if (n > 0xffff) throw new RangeError(`maglev table of u16 slots holds at most 65535 backends, not ${n}`);
     counts[i] = n;
-    outs[i] = sets[i].out;
     total += n;
   }
   const inTurn = new Array<string>(total);
   const inputIndex = new Uint16Array(total);
   let at = 0;
   for (let i = 0; i < sets.length; i++) {
-    const names = sets[i].names;
+    const names = sets[i];
     turnOrderInto(names, m, inputIndex, at);
     for (let k = 0; k < names.length; k++) inTurn[at + k] = names[inputIndex[at + k]];
     at += names.length;
