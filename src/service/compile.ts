@@ -660,7 +660,7 @@ class KeyCount {
         else listed[w++] = k;
       }
       listed.length = w;
-      this.numbers.update(listed, []);
+      this.numbers.update(listed, [], true);
       this.revision = this.numbers.revision;
       return;
     }
@@ -976,9 +976,9 @@ export class ServiceCompiler {
     if (seen !== order.length || reorder) {
       // Services came or went: drop the gone, sort again.
       order = [];
-      for (const [ref, slot] of slots) {
+      for (const slot of slots.values()) {
         if (slot.gen !== gen) {
-          slots.delete(ref);
+          slots.delete(slot.ref);
           pushAll(removed, slot.ports);
         } else order.push(slot);
       }

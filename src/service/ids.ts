@@ -156,9 +156,10 @@ export class RotatingNumbers {
   /**
    * A change by difference, for a caller that keeps count of its keys: `gone` lose their numbers,
    * then `fresh` (keys without one) take the next free numbers in sorted order, as assign() with
-   * the keys kept plus `fresh` would. Nothing changes when it throws.
+   * the keys kept plus `fresh` would (`sorted`: the caller's array of them is in that order already,
+   * and may be kept). Nothing changes when it throws.
    */
-  update(fresh: Iterable<string>, gone: readonly string[]): void {
+  update(fresh: Iterable<string>, gone: readonly string[], sorted = false): void {
     const add = Array.isArray(fresh) ? (fresh as string[]) : [...fresh];
     if (add.length === 0 && gone.length === 0) return;
     const kept = this.byKey.size - gone.length;
@@ -174,7 +175,7 @@ export class RotatingNumbers {
       removed[i] = [gone[i], this.byKey.get(gone[i])!];
       this.byKey.delete(gone[i]);
     }
-    add.sort();
+    if (!sorted) add.sort();
     const fast = this.top < this.cursor && this.cursor + add.length - 1 <= this.limit;
     const numbers = this.numbers(add.length, kept, () => this.byKey.values());
     for (let i = 0; i < add.length; i++) this.byKey.set(add[i], numbers[i]);

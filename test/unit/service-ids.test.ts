@@ -28,6 +28,18 @@ describe('ServiceIds.snapshot', () => {
     expect(copy.backends.get('10.0.0.3:80/TCP')).toBe(ids.backends.get('10.0.0.3:80/TCP'));
   });
 
+  it('update with keys the caller sorted (a first compile) numbers them as update sorting them itself', () => {
+    const r = new Rng(3);
+    const keys = Array.from({ length: 300 }, (_, i) => `10.${r.int(4)}.${i % 7}.${r.int(256)}:${80 + r.int(3)}/TCP`);
+    const distinct = [...new Set(keys)];
+    const a = new RotatingNumbers(1, 1000, 'a');
+    const b = new RotatingNumbers(1, 1000, 'b');
+    a.update(distinct.slice(), []);
+    b.update(distinct.slice().sort(), [], true);
+    expect(b.snapshot()).toEqual(a.snapshot());
+    expect(b.get(distinct[0])).toBe(a.get(distinct[0]));
+  });
+
   it('stays JSON.stringify of the snapshot through changes by difference (update), with a quote or a wrap in the way', () => {
     for (let seed = 1; seed <= 30; seed++) {
       const r = new Rng(seed);
