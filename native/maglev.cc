@@ -5,11 +5,13 @@
 // each; TypeScript spends several times as long on them plus ~40 ms hashing backend names through
 // node:crypto one name at a time. The caller groups tables by M: one call per size. The result must equal the reference slot for slot
 // (test/unit/service-maglev-native.test.ts): the same SHA-256 halves, the same turn order (the
-// caller passes names already in turn order), the same claim loop.
+// caller passes names already in turn order), the same claim loop. The compiler starts a large
+// fill (maglevFillStart) and builds its frontends beside the threads, then waits (maglevFillWait).
 #include <cstdint>
 #include <cstring>
 #include <algorithm>
 #include <system_error>
+#include <string>
 #include <thread>
 #include <vector>
 #include "kelp.h"
@@ -158,6 +160,74 @@ void FillRange(const FillJob* jobs, size_t count, uint32_t m) {
 constexpr size_t kParallelSlots = 1 << 20;
 constexpr unsigned kMaxThreads = 4;
 
+// A fill's jobs and the threads working on them. The threads write only into the tables and
+// read only the names, counts and input indices, whose JavaScript objects the caller keeps
+// alive until Join() (src/bpf/maglev.ts holds them in the handle it returns).
+struct FillTask {
+  std::vector<FillJob> jobs;
+  std::vector<std::thread> pool;
+  uint32_t m = 0;
+
+  void Join() {
+    for (auto& t : pool) t.join();
+    pool.clear();
+  }
+  ~FillTask() { Join(); }
+};
+
+// Reads the names, counts, input indices and m of maglevFill's arguments into `task`, set i's
+// table from outOf(i) (nullptr: an exception is pending); false (a JavaScript exception pending)
+// when a table is bad or the names run out before the counts do.
+template <typename OutOf>
+static bool ReadJobs(const Napi::CallbackInfo& info, FillTask& task, OutOf outOf) {
+  Napi::Env env = info.Env();
+  auto names = info[0].As<Napi::Buffer<uint8_t>>();
+  auto counts = info[1].As<Napi::Uint32Array>();
+  auto inputIndex = info[2].As<Napi::Uint16Array>();
+  task.m = info[3].As<Napi::Number>().Uint32Value();
+  const uint8_t* p = names.Data();
+  const uint8_t* end = p + names.Length();
+  size_t sets = counts.ElementLength();
+  task.jobs.resize(sets);
+  size_t at = 0;
+  for (size_t i = 0; i < sets; i++) {
+    uint32_t n = counts[i];
+    uint16_t* out = outOf(i);
+    if (out == nullptr) return false;
+    task.jobs[i] = FillJob{p, n, inputIndex.Data() + at, out};
+    for (uint32_t k = 0; k < n; k++) {
+      const uint8_t* nul = static_cast<const uint8_t*>(std::memchr(p, 0, end - p));
+      if (nul == nullptr) {
+        Napi::RangeError::New(env, "maglev fill: fewer names than the counts add up to").ThrowAsJavaScriptException();
+        return false;
+      }
+      p = nul + 1;
+    }
+    at += n;
+  }
+  return true;
+}
+
+// Starts `task`'s jobs on `threads` threads, the calling thread's share (when `inline_share`) done
+// before it returns; a thread that cannot be started leaves its share to the caller.
+static void StartJobs(FillTask& task, unsigned threads, bool inline_share) {
+  size_t sets = task.jobs.size();
+  size_t per = (sets + threads - 1) / threads;
+  size_t first = 0;
+  size_t stop = inline_share ? (sets > per ? sets - per : 0) : sets;
+  try {
+    for (; first < stop; first += per) task.pool.emplace_back(FillRange, task.jobs.data() + first, std::min(per, stop - first), task.m);
+  } catch (const std::system_error&) {
+    // Fewer threads: the rest is done here.
+  }
+  if (first < sets) FillRange(task.jobs.data() + first, sets - first, task.m);
+}
+
+static unsigned Threads(const FillTask& task) {
+  if (task.jobs.size() * task.m < kParallelSlots) return 1;
+  return std::max(1u, std::min(kMaxThreads, std::thread::hardware_concurrency()));
+}
+
 // maglevFill(names, counts, inputIndex, m, outs): `names` holds every set's backend names in
 // turn order, each followed by a NUL; counts[i] is set i's number of backends; inputIndex gives
 // each name's index in the set as the caller listed it; outs[i] (a Uint16Array of m) receives set
@@ -165,46 +235,57 @@ constexpr unsigned kMaxThreads = 4;
 // (a first run: 10,000 tables) are split over a few threads, joined before it returns.
 static Napi::Value MaglevFill(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  auto names = info[0].As<Napi::Buffer<uint8_t>>();
-  auto counts = info[1].As<Napi::Uint32Array>();
-  auto inputIndex = info[2].As<Napi::Uint16Array>();
-  uint32_t m = info[3].As<Napi::Number>().Uint32Value();
+  FillTask task;
   auto outs = info[4].As<Napi::Array>();
-  const uint8_t* p = names.Data();
-  const uint8_t* end = p + names.Length();
-  size_t sets = counts.ElementLength();
-  std::vector<FillJob> jobs(sets);
-  size_t at = 0;
-  for (size_t i = 0; i < sets; i++) {
-    uint32_t n = counts[i];
-    jobs[i] = FillJob{p, n, inputIndex.Data() + at, outs.Get(static_cast<uint32_t>(i)).As<Napi::Uint16Array>().Data()};
-    for (uint32_t k = 0; k < n; k++) {
-      const uint8_t* nul = static_cast<const uint8_t*>(std::memchr(p, 0, end - p));
-      if (nul == nullptr) {
-        Napi::RangeError::New(env, "maglev fill: fewer names than the counts add up to").ThrowAsJavaScriptException();
-        return env.Undefined();
-      }
-      p = nul + 1;
-    }
-    at += n;
+  if (!ReadJobs(info, task, [&](size_t i) { return outs.Get(static_cast<uint32_t>(i)).As<Napi::Uint16Array>().Data(); })) return env.Undefined();
+  unsigned threads = Threads(task);
+  if (threads == 1 || task.jobs.size() < threads) FillRange(task.jobs.data(), task.jobs.size(), task.m);
+  else StartJobs(task, threads, true);
+  task.Join();
+  return Napi::Number::New(env, static_cast<double>(task.jobs.size()));
+}
+
+// maglevFillStart(names, counts, inputIndex, m, buffers, where) → a handle for maglevFillWait:
+// maglevFill with a large batch's threads left running, so the caller's JavaScript goes on beside
+// them (a first run builds its frontends meanwhile); a small batch is filled before it returns.
+// Set i's table is m u16 slots at byte where[2i + 1] of buffers[where[2i]] (ArrayBuffers): a
+// first run's 10,000 tables lie in a few shared buffers, and reading each one's view through
+// N-API cost more than filling it. The tables must not be read, nor the arguments let go, before
+// maglevFillWait(handle).
+static Napi::Value MaglevFillStart(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  auto buffers = info[4].As<Napi::Array>();
+  auto where = info[5].As<Napi::Uint32Array>();
+  std::vector<std::pair<uint8_t*, size_t>> bases(buffers.Length());
+  for (uint32_t b = 0; b < bases.size(); b++) {
+    auto ab = buffers.Get(b).As<Napi::ArrayBuffer>();
+    bases[b] = {static_cast<uint8_t*>(ab.Data()), ab.ByteLength()};
   }
-  unsigned threads = 1;
-  if (sets * m >= kParallelSlots) threads = std::max(1u, std::min(kMaxThreads, std::thread::hardware_concurrency()));
-  if (threads == 1 || sets < threads) {
-    FillRange(jobs.data(), sets, m);
-  } else {
-    std::vector<std::thread> pool;
-    size_t per = (sets + threads - 1) / threads;
-    size_t first = 0;
-    // A thread that cannot be started (EAGAIN at a process limit) leaves its share to this one.
-    try {
-      for (; first + per < sets; first += per) pool.emplace_back(FillRange, jobs.data() + first, per, m);
-    } catch (const std::system_error&) {
+  auto* task = new FillTask();
+  auto outOf = [&](size_t i) -> uint16_t* {
+    uint32_t b = 2 * i + 1 < where.ElementLength() ? where[2 * i] : UINT32_MAX;
+    uint64_t at = b < bases.size() ? where[2 * i + 1] : 0;
+    if (b >= bases.size() || at % 2 != 0 || at + 2ull * task->m > bases[b].second) {
+      Napi::RangeError::New(env, "maglev fill: set " + std::to_string(i) + "'s table lies outside its buffer").ThrowAsJavaScriptException();
+      return nullptr;
     }
-    FillRange(jobs.data() + first, sets - first, m);
-    for (auto& t : pool) t.join();
+    return reinterpret_cast<uint16_t*>(bases[b].first + at);
+  };
+  if (!ReadJobs(info, *task, outOf)) {
+    delete task;
+    return env.Undefined();
   }
-  return Napi::Number::New(env, static_cast<double>(sets));
+  unsigned threads = Threads(*task);
+  if (threads == 1 || task->jobs.size() < threads) FillRange(task->jobs.data(), task->jobs.size(), task->m);
+  else StartJobs(*task, threads, false);
+  // Collected unwaited (a caller that threw): the finalizer joins before the jobs go.
+  return Napi::External<FillTask>::New(env, task, [](Napi::Env, FillTask* t) { delete t; });
+}
+
+// maglevFillWait(handle): returns once every table of the fill is written.
+static Napi::Value MaglevFillWait(const Napi::CallbackInfo& info) {
+  info[0].As<Napi::External<FillTask>>().Data()->Join();
+  return info.Env().Undefined();
 }
 
 // maglevFirstAtLeast(table, limit) → the first slot whose value is limit or more, or -1: the
@@ -228,6 +309,8 @@ static Napi::Value MaglevFirstAtLeast(const Napi::CallbackInfo& info) {
 void InitMaglev(Napi::Env env, Napi::Object exports) {
   exports.Set("maglevFirstAtLeast", Napi::Function::New(env, MaglevFirstAtLeast, "maglevFirstAtLeast"));
   exports.Set("maglevFill", Napi::Function::New(env, MaglevFill, "maglevFill"));
+  exports.Set("maglevFillStart", Napi::Function::New(env, MaglevFillStart, "maglevFillStart"));
+  exports.Set("maglevFillWait", Napi::Function::New(env, MaglevFillWait, "maglevFillWait"));
 }
 
 }  // namespace kelp

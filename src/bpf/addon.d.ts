@@ -193,6 +193,12 @@ export interface KelpAddon {
    * slots, slot → the name's inputIndex). Returns the number of sets.
    */
   maglevFill(names: Buffer, counts: Uint32Array, inputIndex: Uint16Array, m: number, outs: Uint16Array[]): number;
+  /**
+   * maglevFill with a large batch's threads left running: the tables are written once
+   * maglevFillWait(handle) returns. Set i's table: m slots at byte where[2i + 1] of buffers[where[2i]].
+   */
+  maglevFillStart(names: Buffer, counts: Uint32Array, inputIndex: Uint16Array, m: number, buffers: ArrayBufferLike[], where: Uint32Array): object;
+  maglevFillWait(handle: object): void;
   /** The first index of `table` holding `limit` or more, or -1. */
   maglevFirstAtLeast(table: Uint16Array, limit: number): number;
 }

@@ -56,10 +56,62 @@ export function maglevFill(sets: readonly MaglevFillSet[], m: number): void {
  * caller listed it; outs[i] (m slots) receives set i's table. The same checks, no object per set.
  */
 export function maglevFillFlat(names: readonly string[], counts: Uint32Array, inputIndex: Uint16Array, outs: readonly Uint16Array[], m: number): void {
+  const bytes = checkFlat(names, counts, inputIndex, outs, m);
+  if (bytes) addon.maglevFill(bytes, counts, inputIndex, m, outs as Uint16Array[]);
+}
+
+/** A fill started by maglevFillFlatStart: wait() returns once its tables are written (and again at once). */
+export interface MaglevFilling {
+  wait(): void;
+}
+
+const FILLED: MaglevFilling = { wait: () => {} };
+
+/**
+ * maglevFillFlat with a large batch filled by threads of the addon while the caller goes on: the
+ * tables must not be read before wait(). The caller calls wait() whatever happens in between
+ * (until then the handle keeps the arguments the threads read from alive).
+ */
+export function maglevFillFlatStart(names: readonly string[], counts: Uint32Array, inputIndex: Uint16Array, outs: readonly Uint16Array[], m: number): MaglevFilling {
+  const bytes = checkFlat(names, counts, inputIndex, outs, m);
+  if (!bytes) return FILLED;
+  // Each table as (buffer, byte offset): the compiler's lie in a few shared buffers.
+  const buffers: ArrayBufferLike[] = [];
+  const where = new Uint32Array(2 * outs.length);
+  const index = new Map<ArrayBufferLike, number>();
+  let last: ArrayBufferLike | undefined;
+  let at = 0;
+  for (let i = 0; i < outs.length; i++) {
+    const buf = outs[i].buffer;
+    if (buf !== last) {
+      last = buf;
+      const known = index.get(buf);
+      if (known === undefined) {
+        at = buffers.length;
+        buffers.push(buf);
+        index.set(buf, at);
+      } else at = known;
+    }
+    where[2 * i] = at;
+    where[2 * i + 1] = outs[i].byteOffset;
+  }
+  const handle = addon.maglevFillStart(bytes, counts, inputIndex, m, buffers, where);
+  let held: unknown[] | undefined = [bytes, counts, inputIndex, buffers, where];
+  return {
+    wait: () => {
+      if (!held) return;
+      addon.maglevFillWait(handle);
+      held = undefined;
+    },
+  };
+}
+
+/** maglevFillFlat's checks; the names as the addon reads them, or undefined when there is nothing to fill. */
+function checkFlat(names: readonly string[], counts: Uint32Array, inputIndex: Uint16Array, outs: readonly Uint16Array[], m: number): Buffer | undefined {
   const op = 'maglev fill';
   if (!Number.isInteger(m) || m < 2 || m > MAX_M) throw invalidArgument(op, `m must be an integer between 2 and ${MAX_M}, got ${m}`);
   if (counts.length !== outs.length) throw invalidArgument(op, `${counts.length} counts but ${outs.length} tables`);
-  if (counts.length === 0) return;
+  if (counts.length === 0) return undefined;
   let total = 0;
   for (let i = 0; i < counts.length; i++) {
     const n = counts[i];
@@ -73,7 +125,7 @@ export function maglevFillFlat(names: readonly string[], counts: Uint32Array, in
   }
   if (names.length !== total || inputIndex.length !== total) throw invalidArgument(op, `the counts add up to ${total}, but ${names.length} names and ${inputIndex.length} input indices`);
   for (let i = 0; i < total; i++) if (names[i].includes('\0')) throw invalidArgument(op, `backend name ${JSON.stringify(names[i])} contains NUL`);
-  addon.maglevFill(Buffer.from(names.join('\0') + '\0', 'utf8'), counts, inputIndex, m, outs as Uint16Array[]);
+  return Buffer.from(names.join('\0') + '\0', 'utf8');
 }
 
 /** The first slot of `table` naming backend `count` or beyond, or -1: a table fit for a set of `count`. */

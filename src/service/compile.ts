@@ -27,7 +27,8 @@
 //   - loadBalancerSourceRanges (the IPv4 ones; none of this family: unrestricted) on the
 //     LoadBalancer ingress IPs only; when a range holds one of this node's addresses the ingress
 //     IPs themselves are allowed too (a VIP held locally loops back with itself as the source).
-import { checkMaglevTableSize, DEFAULT_MAGLEV_TABLE_SIZE, maglevFillInto, maglevTableSizeFor } from './maglev';
+import { checkMaglevTableSize, DEFAULT_MAGLEV_TABLE_SIZE, maglevFillIntoStart, maglevTableSizeFor } from './maglev';
+import type { MaglevFilling } from '../bpf/maglev';
 import { Backend, backendKey, backendsForPort, CategorizedEndpoints, categorizeEndpoints, NodeTopology, TopologyMode } from './endpoints';
 import { NumbersView, type RotatingNumbers, type ServiceIds } from './ids';
 import {
@@ -188,14 +189,26 @@ export class MaglevCache {
 
   /** Fills the tables handed out since the last flush, one addon call per M; on failure they are forgotten, and it throws. */
   flush(): void {
+    this.fillStart().wait();
+  }
+
+  /**
+   * flush() with a large fill (a first run's thousands of tables) left to threads of the addon:
+   * its tables are written once the returned wait() has returned, which the caller must call
+   * whatever happens in between, and must not read them before.
+   */
+  fillStart(): MaglevFilling {
     const pending = this.pending;
     this.pending = new Map();
+    const started: MaglevFilling[] = [];
     try {
-      for (const [m, list] of pending) maglevFillInto(list.names, list.outs, { tableSize: m });
+      for (const [m, list] of pending) started.push(maglevFillIntoStart(list.names, list.outs, { tableSize: m }));
     } catch (e) {
+      for (const f of started) f.wait();
       this.forget(pending);
       throw e;
     }
+    return started.length === 1 ? started[0] : { wait: () => started.forEach((f) => f.wait()) };
   }
 
   /** Forgets tables handed out but not filled (a compile that failed before flush()). */
@@ -1019,8 +1032,20 @@ export class ServiceCompiler {
     const svcIds = this.ids.svc;
     const setIds = this.ids.sets;
     for (let i = 0; i < added.length; i++) this.build(added[i], svcIds, setIds);
+    // The new tables are filled beside what follows (by threads of the addon, for a first run's
+    // thousands): the frontends and the maps' contents hold the tables without reading them.
+    const filling = this.maglev.fillStart();
+    try {
+      for (let i = 0; i < added.length; i++) this.buildFrontends(added[i]);
+      return this.emit(stable, visit.changed, removed, listed);
+    } finally {
+      filling.wait();
+    }
+  }
 
-    const quick = stable ? this.patch(visit.changed, removed) : undefined;
+  /** Pass 3, or the last compile's contents patched. */
+  private emit(stable: boolean, changed: Visit['changed'], removed: readonly PendingPort[], listed: readonly ServiceSlot[]): ServiceCompileResult {
+    const quick = stable ? this.patch(changed, removed) : undefined;
     if (quick) return quick;
 
     // Pass 3: the maps' contents in port order; a frontend two ports claim goes to the first.
@@ -1031,10 +1056,7 @@ export class ServiceCompiler {
       const ports = slot.ports;
       for (let pi = 0; pi < ports.length; pi++) out.port(ports[pi]);
     }
-    const { frontends, sets, sourceRanges, names, skipped, conflicts, modelPorts, lost } = out;
-    const maglev = this.maglev;
-    maglev.flush();
-    maglev.swap();
+    this.maglev.swap();
     const done: Output = { frontends: out.frontends, sets: out.sets, sourceRanges: out.sourceRanges, names: out.names, skipped: out.skipped, conflicts: out.conflicts, modelPorts: out.modelPorts, lost: out.lost };
     this.last = done;
     return this.result(done);
@@ -1071,7 +1093,6 @@ export class ServiceCompiler {
         p.modelAt = was.modelAt;
       }
     }
-    this.maglev.flush();
     const maybe: MaglevEntry[] = [];
     for (const p of removed) {
       if (p.clusterTable) maybe.push(p.clusterTable);
@@ -1108,7 +1129,7 @@ export class ServiceCompiler {
     return { desired: { frontends, sets, sourceRanges, names }, model };
   }
 
-  /** A new port's ids, sets, tables and frontend entries, its keys counted. */
+  /** A new port's ids, sets and tables (handed out, filled later), its keys counted. */
   private build(p: PendingPort, svcIds: RotatingNumbers, setIds: RotatingNumbers): void {
     const keys = p.keys ?? portKeys(p, true);
     p.keys = undefined;
@@ -1121,6 +1142,12 @@ export class ServiceCompiler {
     const local = p.local ? this.buildSet(p, p.localSetId, p.local, keys, nc) : undefined;
     p.clusterSet = cluster;
     p.localSet = local;
+  }
+
+  /** A built port's frontend entries. */
+  private buildFrontends(p: PendingPort): void {
+    const cluster = p.clusterSet;
+    const local = p.localSet;
     const affinity = p.svc.spec.sessionAffinity === 'ClientIP';
     const timeout = affinity ? (p.svc.spec.sessionAffinityConfig?.clientIP.timeoutSeconds ?? 0) : 0;
     const protocol = protoOf(p.sp.protocol);

@@ -8,7 +8,7 @@
 // Like Cilium's (pkg/maglev), the default M is 16381 and the table is rebuilt whole on any change;
 // backend weights are not supported yet.
 import { createHash } from 'node:crypto';
-import { maglevFillFlat } from '../bpf/maglev';
+import { maglevFillFlat, maglevFillFlatStart, MaglevFilling } from '../bpf/maglev';
 
 /** Cilium's default table size: fine for up to ~160 backends per service at the 100 × N rule. */
 export const DEFAULT_MAGLEV_TABLE_SIZE = 16381;
@@ -134,9 +134,23 @@ export function maglevFillTables(sets: ReadonlyArray<{ names: readonly string[];
 
 /** maglevFillTables with the sets as two lists: set i's names and its table (M slots). */
 export function maglevFillInto(sets: ReadonlyArray<readonly string[]>, outs: readonly Uint16Array[], options: MaglevOptions = {}): void {
+  const { inTurn, counts, inputIndex, m } = flatInTurn(sets, outs, options);
+  maglevFillFlat(inTurn, counts, inputIndex, outs, m);
+}
+
+/**
+ * maglevFillInto with a large batch filled beside the caller (native threads): the tables are
+ * written once the returned wait() has returned, which the caller must call whatever happens.
+ */
+export function maglevFillIntoStart(sets: ReadonlyArray<readonly string[]>, outs: readonly Uint16Array[], options: MaglevOptions = {}): MaglevFilling {
+  const { inTurn, counts, inputIndex, m } = flatInTurn(sets, outs, options);
+  return maglevFillFlatStart(inTurn, counts, inputIndex, outs, m);
+}
+
+/** The sets laid out flat for the addon, with no object or array per set: a first run fills 10,000. */
+function flatInTurn(sets: ReadonlyArray<readonly string[]>, outs: readonly Uint16Array[], options: MaglevOptions): { inTurn: string[]; counts: Uint32Array; inputIndex: Uint16Array; m: number } {
   const m = checkMaglevTableSize(options.tableSize ?? DEFAULT_MAGLEV_TABLE_SIZE);
   if (sets.length !== outs.length) throw new RangeError(`${sets.length} sets of names but ${outs.length} tables`);
-  // Laid out flat for the addon, with no object or array per set: a first run fills 10,000.
   const counts = new Uint32Array(sets.length);
   let total = 0;
   for (let i = 0; i < sets.length; i++) {
@@ -154,7 +168,7 @@ export function maglevFillInto(sets: ReadonlyArray<readonly string[]>, outs: rea
     for (let k = 0; k < names.length; k++) inTurn[at + k] = names[inputIndex[at + k]];
     at += names.length;
   }
-  maglevFillFlat(inTurn, counts, inputIndex, outs, m);
+  return { inTurn, counts, inputIndex, m };
 }
 
 /** turnOrder written into `into[at…]` (u16: sets have at most 65,535 names), with no array of its own. */

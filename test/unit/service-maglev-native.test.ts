@@ -3,10 +3,11 @@
 // and the compiler's batched cache (MaglevCache.flush) against tables computed one by one.
 import { describe, expect, it } from 'vitest';
 import { KelpBpfError } from '../../src/bpf';
+import { addon } from '../../src/bpf/native';
 import { maglevFill, maglevFirstSlotAtLeast } from '../../src/bpf/maglev';
 import { decodeMaglevTable, encodeMaglevTable, MAGLEV_NO_SLOT } from '../../src/datapath/service';
 import { MaglevCache } from '../../src/service/compile';
-import { maglevFillTables, maglevTable16, maglevTables16 } from '../../src/service/maglev';
+import { maglevFillIntoStart, maglevFillTables, maglevTable16, maglevTables16 } from '../../src/service/maglev';
 import { Rng } from '../support/rng';
 
 const PRIMES = [2, 3, 7, 251, 1021, 4057, 16381];
@@ -57,6 +58,33 @@ describe('native Maglev population', () => {
     for (const i of [0, 1, 74, 75, 150, 225, 299]) expect(Array.from(tables[i]), `set ${i}`).toEqual(Array.from(maglevTable16(many[i], { tableSize: 4057 })));
   });
 
+  it('a fill started beside the caller (threads left running) writes what the fill in one call does, by wait()', () => {
+    const r = new Rng(5);
+    // Over the threshold for threads (300 × 4093 slots) and under it (3 × 251): both wait the same way.
+    for (const [count, m] of [
+      [300, 4093],
+      [3, 251],
+    ]) {
+      const sets = Array.from({ length: count }, () => distinctNames(r, 2 + r.int(4)));
+      const outs = sets.map(() => new Uint16Array(m).fill(0xffff));
+      const filling = maglevFillIntoStart(sets, outs, { tableSize: m });
+      filling.wait();
+      filling.wait();
+      const want = maglevTables16(sets, { tableSize: m });
+      outs.forEach((out, i) => expect(Array.from(out), `${count} sets, set ${i}`).toEqual(Array.from(want[i])));
+    }
+    // Checked before any thread starts: nothing is left running to wait for.
+    expect(() => maglevFillIntoStart([['a', 'a']], [new Uint16Array(251)], { tableSize: 251 })).toThrow(/"a" is listed twice/);
+    // The addon's own check of where a table lies: never written past its buffer.
+    const buf = new ArrayBuffer(2 * 251 + 2);
+    const start = (where: number[]) => addon.maglevFillStart(Buffer.from('a\0b\0'), Uint32Array.of(2), Uint16Array.of(0, 1), 251, [buf], Uint32Array.from(where));
+    expect(() => start([0, 4])).toThrow(/set 0's table lies outside its buffer/);
+    expect(() => start([0, 1])).toThrow(/outside its buffer/);
+    expect(() => start([1, 0])).toThrow(/outside its buffer/);
+    addon.maglevFillWait(start([0, 2]));
+    expect(Array.from(new Uint16Array(buf, 2, 251))).toEqual(Array.from(maglevTable16(['a', 'b'], { tableSize: 251 })));
+  });
+
   it('listing order does not matter: the same names in any order own the same slots', () => {
     const names = distinctNames(new Rng(7), 9);
     const [a, b] = maglevTables16([names, [...names].reverse()], { tableSize: 1021 });
@@ -87,6 +115,15 @@ describe('MaglevCache', () => {
     cache.swap();
     expect(cache.table(sets[0], 251)[1]).toBe(got[0]);
     expect(cache.hits).toBe(1);
+  });
+
+  it('fillStart: tables of several sizes filled by wait(), as flush() fills them', () => {
+    const cache = new MaglevCache();
+    const r = new Rng(8);
+    const sets = Array.from({ length: 400 }, (_, i) => ({ names: distinctNames(r, 2 + r.int(3)), m: i % 2 === 0 ? 4093 : 251 }));
+    const got = sets.map(({ names, m }) => cache.table(names, m)[1]);
+    cache.fillStart().wait();
+    for (const i of [0, 1, 2, 3, 198, 199, 398, 399]) expect(Array.from(got[i]), `set ${i}`).toEqual(Array.from(maglevTable16(sets[i].names, { tableSize: sets[i].m })));
   });
 
   it('a flush that fails forgets the tables it could not fill: asked again, they are computed afresh', () => {
