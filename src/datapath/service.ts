@@ -726,8 +726,10 @@ function ip4Word(ip: string): number {
 /** A port (network order) then a byte, as the low three bytes of a word. */
 const portWord = (port: number, byte: number) => ((port >>> 8) | ((port & 0xff) << 8) | (byte << 16)) >>> 0;
 
+/** `v` if it fits an unsigned field of `bits` bits (one compare on the way: the writer checks ~100,000 fields on a first write). */
 function word(name: string, v: number, bits: 8 | 16 | 32): number {
-  if (!Number.isInteger(v) || v < 0 || v > 2 ** bits - 1) throw new RangeError(`${name} must be a u${bits}, got ${v}`);
+  const fits = bits === 32 ? v >>> 0 === v : bits === 16 ? (v & 0xffff) === v : (v & 0xff) === v;
+  if (!fits) throw new RangeError(`${name} must be a u${bits}, got ${v}`);
   return v;
 }
 

@@ -635,6 +635,25 @@ describe('ServiceWriter', () => {
     expect(w.counts.full).toBeGreaterThan(5);
   });
 
+  it('refuses a field that does not fit its struct, naming it, and writes nothing', () => {
+    const maps = serviceMapsOf(obj);
+    for (const m of Object.values(maps)) m.clear();
+    const w = new ServiceWriter(maps);
+    const good = service([be(B, 8080, 1), be(C, 8080, 2)]);
+    w.apply(good);
+    const before = maps.frontends.lookupBatch().length;
+    const cases: Array<[ServiceMapsDesired, RegExp]> = [
+      [{ ...good, frontends: [{ ...good.frontends[0], port: 70000 }] }, /port must be a u16, got 70000/],
+      [{ ...good, frontends: [{ ...good.frontends[0], svcId: -1 }] }, /svcId must be a u32, got -1/],
+      [{ ...good, sets: [{ ...good.sets[0], backends: [be(B, 8080, 1.5), be(C, 8080, 2)] }] }, /backendId must be a u32, got 1.5/],
+      [{ ...good, sets: [{ ...good.sets[0], backends: [{ ...be(B, 8080, 1), flags: 256 }, be(C, 8080, 2)] }] }, /flags must be a u8, got 256/],
+    ];
+    for (const [bad, why] of cases) {
+      expect(() => w.apply(bad)).toThrow(why);
+      expect(maps.frontends.lookupBatch()).toHaveLength(before);
+    }
+  });
+
   it('BpfMap.updateBatches writes large batches of several maps side by side; a full map fails with its own error, the others are written', () => {
     const small = loadObject(LXC_OBJECT, { maxEntries: { kelp_lb4_members: 1000 } });
     onCleanup(() => small.close());
