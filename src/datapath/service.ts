@@ -61,28 +61,35 @@ const u16 = (name: string, v: number) => checkUint(name, v, 2);
 const u32 = (name: string, v: number) => checkUint(name, v, 4);
 
 /**
- * Writes a dotted-quad IPv4 address at `off`, as ip4ToBuffer would: the writer encodes tens of
- * thousands of addresses per apply, and the general parser costs several µs each.
+ * A dotted quad as the u32 whose little-endian bytes are the address in network order, as
+ * ip4ToBuffer would read it: the writer encodes tens of thousands of addresses per apply, and the
+ * general parser costs several µs each.
  */
-function writeIp4(b: Buffer, off: number, ip: string): void {
+function ip4Word(ip: string): number {
+  let word = 0;
   let part = 0;
   let value = 0;
   let digits = 0;
   for (let i = 0; i <= ip.length; i++) {
     const c = i < ip.length ? ip.charCodeAt(i) : 46;
     if (c === 46) {
-      if (digits === 0 || value > 255 || part > 3 || (digits > 1 && ip.charCodeAt(i - digits) === 48)) return void ip4ToBuffer(ip).copy(b, off);
-      b[off + part++] = value;
+      if (digits === 0 || value > 255 || part > 3 || (digits > 1 && ip.charCodeAt(i - digits) === 48)) return ip4ToBuffer(ip).readUInt32LE(0);
+      word |= value << (8 * part++);
       value = 0;
       digits = 0;
     } else if (c >= 48 && c <= 57 && digits < 3) {
       value = value * 10 + (c - 48);
       digits++;
     } else {
-      return void ip4ToBuffer(ip).copy(b, off);
+      return ip4ToBuffer(ip).readUInt32LE(0);
     }
   }
-  if (part !== 4) ip4ToBuffer(ip).copy(b, off);
+  return part === 4 ? word >>> 0 : ip4ToBuffer(ip).readUInt32LE(0);
+}
+
+/** Writes a dotted-quad IPv4 address at `off`. */
+function writeIp4(b: Buffer, off: number, ip: string): void {
+  b.writeUInt32LE(ip4Word(ip), off);
 }
 
 function protoNumber(p: L4Protocol): number {
@@ -225,28 +232,31 @@ export interface Lb4BackendKey {
   slot: number;
 }
 
-const beKey = layout('lb4_backend_key', 8, [
-  ['set_id', 4, 0],
-  ['slot', 4, 4],
-]);
-
-// The backend and member codecs write into a Buffer given them too: the writer packs a set's
-// entries into one allocation (10,000 sets are 40,000 small Buffers otherwise, each its own
-// ArrayBuffer for the collector to track).
-function writeBackendKey(b: Buffer, v: Lb4BackendKey): Buffer {
-  b.writeUInt32LE(u32('setId', v.setId), beKey.off.set_id);
-  b.writeUInt32LE(u32('slot', v.slot), beKey.off.slot);
-  return b;
+/**
+ * A struct of two u32 fields, by C name and TypeScript name: the keys of backends, members and
+ * Maglev chunks.
+ */
+function u32Pair<A extends string, B extends string>(cName: string, a: readonly [string, A], b: readonly [string, B]): StructCodec<Record<A | B, number>> {
+  const l = layout(cName, 8, [
+    [a[0], 4, 0],
+    [b[0], 4, 4],
+  ]);
+  return {
+    ...l,
+    encode(v) {
+      const buf = Buffer.alloc(8);
+      buf.writeUInt32LE(u32(a[1], v[a[1]]), 0);
+      buf.writeUInt32LE(u32(b[1], v[b[1]]), 4);
+      return buf;
+    },
+    decode(buf) {
+      checkLength(cName, buf, 8);
+      return { [a[1]]: buf.readUInt32LE(0), [b[1]]: buf.readUInt32LE(4) } as Record<A | B, number>;
+    },
+  };
 }
 
-export const lb4BackendKey: StructCodec<Lb4BackendKey> = {
-  ...beKey,
-  encode: (v) => writeBackendKey(Buffer.alloc(beKey.size), v),
-  decode(b) {
-    checkLength(beKey.cName, b, beKey.size);
-    return { setId: b.readUInt32LE(beKey.off.set_id), slot: b.readUInt32LE(beKey.off.slot) };
-  },
-};
+export const lb4BackendKey: StructCodec<Lb4BackendKey> = u32Pair('lb4_backend_key', ['set_id', 'setId'], ['slot', 'slot']);
 
 export interface Lb4Backend {
   address: string;
@@ -290,25 +300,7 @@ export interface Lb4MemberKey {
   backendId: number;
 }
 
-const memKey = layout('lb4_member_key', 8, [
-  ['set_id', 4, 0],
-  ['backend_id', 4, 4],
-]);
-
-function writeMemberKey(b: Buffer, v: Lb4MemberKey): Buffer {
-  b.writeUInt32LE(u32('setId', v.setId), memKey.off.set_id);
-  b.writeUInt32LE(u32('backendId', v.backendId), memKey.off.backend_id);
-  return b;
-}
-
-export const lb4MemberKey: StructCodec<Lb4MemberKey> = {
-  ...memKey,
-  encode: (v) => writeMemberKey(Buffer.alloc(memKey.size), v),
-  decode(b) {
-    checkLength(memKey.cName, b, memKey.size);
-    return { setId: b.readUInt32LE(memKey.off.set_id), backendId: b.readUInt32LE(memKey.off.backend_id) };
-  },
-};
+export const lb4MemberKey: StructCodec<Lb4MemberKey> = u32Pair('lb4_member_key', ['set_id', 'setId'], ['backend_id', 'backendId']);
 
 // --- kelp_lb4_maglev ------------------------------------------------------------------------------
 
@@ -325,24 +317,7 @@ export interface Lb4MaglevKey {
   chunk: number;
 }
 
-const mgKey = layout('lb4_maglev_key', 8, [
-  ['table_id', 4, 0],
-  ['chunk', 4, 4],
-]);
-
-export const lb4MaglevKey: StructCodec<Lb4MaglevKey> = {
-  ...mgKey,
-  encode(v) {
-    const b = Buffer.alloc(mgKey.size);
-    b.writeUInt32LE(u32('tableId', v.tableId), mgKey.off.table_id);
-    b.writeUInt32LE(u32('chunk', v.chunk), mgKey.off.chunk);
-    return b;
-  },
-  decode(b) {
-    checkLength(mgKey.cName, b, mgKey.size);
-    return { tableId: b.readUInt32LE(mgKey.off.table_id), chunk: b.readUInt32LE(mgKey.off.chunk) };
-  },
-};
+export const lb4MaglevKey: StructCodec<Lb4MaglevKey> = u32Pair('lb4_maglev_key', ['table_id', 'tableId'], ['chunk', 'chunk']);
 
 const mgChunk = layout('lb4_maglev_chunk', 2 * MAGLEV_CHUNK, [['slot', 2 * MAGLEV_CHUNK, 0]]);
 
@@ -662,9 +637,9 @@ interface Sizes {
 /** Key and value sizes by map (bpf/lib/lb.h). */
 const SIZES: Record<MapName, Sizes> = {
   frontends: { key: feKey.size, value: feVal.size },
-  backends: { key: beKey.size, value: beVal.size },
-  members: { key: memKey.size, value: 4 },
-  maglev: { key: mgKey.size, value: mgChunk.size },
+  backends: { key: lb4BackendKey.size, value: beVal.size },
+  members: { key: lb4MemberKey.size, value: 4 },
+  maglev: { key: lb4MaglevKey.size, value: mgChunk.size },
   sourceRanges: { key: srKey.size, value: 1 },
 };
 
@@ -699,29 +674,6 @@ function newBlock(n: number, sizes: Sizes): Words {
 // share the host, which is little-endian wherever kelp runs (x86-64, arm64); network-order fields
 // (addresses, ports) are laid out byte by byte within their words accordingly.
 if (!LITTLE_ENDIAN) throw new Error('kelp\'s service writer assumes a little-endian host');
-
-/** A dotted quad as the u32 whose little-endian bytes are the address in network order. */
-function ip4Word(ip: string): number {
-  let word = 0;
-  let part = 0;
-  let value = 0;
-  let digits = 0;
-  for (let i = 0; i <= ip.length; i++) {
-    const c = i < ip.length ? ip.charCodeAt(i) : 46;
-    if (c === 46) {
-      if (digits === 0 || value > 255 || part > 3 || (digits > 1 && ip.charCodeAt(i - digits) === 48)) return ip4ToBuffer(ip).readUInt32LE(0);
-      word |= value << (8 * part++);
-      value = 0;
-      digits = 0;
-    } else if (c >= 48 && c <= 57 && digits < 3) {
-      value = value * 10 + (c - 48);
-      digits++;
-    } else {
-      return ip4ToBuffer(ip).readUInt32LE(0);
-    }
-  }
-  return part === 4 ? word >>> 0 : ip4ToBuffer(ip).readUInt32LE(0);
-}
 
 /** A port (network order) then a byte, as the low three bytes of a word. */
 const portWord = (port: number, byte: number) => ((port >>> 8) | ((port & 0xff) << 8) | (byte << 16)) >>> 0;
@@ -1158,8 +1110,8 @@ export class ServiceWriter {
     opts: ServiceWriterOptions = {},
   ) {
     this.maglevTableSize = opts.maglevTableSize ?? DEFAULT_LB_MAGLEV_TABLE_SIZE;
-    if (maps.maglev.valueLen !== mgChunk.size || maps.maglev.keySize !== mgKey.size) {
-      throw new Error(`kelp_lb4_maglev has ${maps.maglev.keySize}-byte keys and ${maps.maglev.valueLen}-byte values, not the chunks of this agent (${mgKey.size}, ${mgChunk.size})`);
+    if (maps.maglev.valueLen !== mgChunk.size || maps.maglev.keySize !== lb4MaglevKey.size) {
+      throw new Error(`kelp_lb4_maglev has ${maps.maglev.keySize}-byte keys and ${maps.maglev.valueLen}-byte values, not the chunks of this agent (${lb4MaglevKey.size}, ${mgChunk.size})`);
     }
   }
 
