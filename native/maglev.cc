@@ -7,6 +7,7 @@
 // (test/unit/service-maglev-native.test.ts): the same SHA-256 halves, the same turn order (the
 // caller passes names already in turn order), the same claim loop. The compiler starts a large
 // fill (maglevFillStart) and builds its frontends beside the threads, then waits (maglevFillWait).
+#include <atomic>
 #include <cstdint>
 #include <cstring>
 #include <algorithm>
@@ -160,15 +161,30 @@ void FillRange(const FillJob* jobs, size_t count, uint32_t m) {
 constexpr size_t kParallelSlots = 1 << 20;
 constexpr unsigned kMaxThreads = 4;
 
-// A fill's jobs and the threads working on them. The threads write only into the tables and
-// read only the names, counts and input indices, whose JavaScript objects the caller keeps
-// alive until Join() (src/bpf/maglev.ts holds them in the handle it returns).
+// A fill's jobs and the threads working on them. Jobs are taken a few at a time from a shared
+// cursor, by the threads and by whoever joins: a caller that waits does the jobs no thread has
+// reached yet (on a busy machine the threads may not run at all before it waits) instead of
+// sleeping. The threads write only into the tables and read only the names, counts and input
+// indices, whose JavaScript objects the caller keeps alive until Join() (src/bpf/maglev.ts holds
+// them in the handle it returns).
 struct FillTask {
+  // Tables per take: a few hundred microseconds of work, so the share evens out at the end.
+  static constexpr size_t kTake = 64;
   std::vector<FillJob> jobs;
   std::vector<std::thread> pool;
+  std::atomic<size_t> next{0};
   uint32_t m = 0;
 
+  void Work() {
+    for (;;) {
+      size_t first = next.fetch_add(kTake);
+      if (first >= jobs.size()) return;
+      FillRange(jobs.data() + first, std::min(kTake, jobs.size() - first), m);
+    }
+  }
+
   void Join() {
+    Work();
     for (auto& t : pool) t.join();
     pool.clear();
   }
@@ -193,12 +209,17 @@ static bool ReadJobs(const Napi::CallbackInfo& info, FillTask& task, OutOf outOf
   for (size_t i = 0; i < sets; i++) {
     uint32_t n = counts[i];
     uint16_t* out = outOf(i);
-    if (out == nullptr) return false;
+    if (out == nullptr) {
+      // Nothing of a refused call is filled (the destructor's Join() must find no job).
+      task.jobs.clear();
+      return false;
+    }
     task.jobs[i] = FillJob{p, n, inputIndex.Data() + at, out};
     for (uint32_t k = 0; k < n; k++) {
       const uint8_t* nul = static_cast<const uint8_t*>(std::memchr(p, 0, end - p));
       if (nul == nullptr) {
         Napi::RangeError::New(env, "maglev fill: fewer names than the counts add up to").ThrowAsJavaScriptException();
+        task.jobs.clear();
         return false;
       }
       p = nul + 1;
@@ -208,19 +229,12 @@ static bool ReadJobs(const Napi::CallbackInfo& info, FillTask& task, OutOf outOf
   return true;
 }
 
-// Starts `task`'s jobs on `threads` threads, the calling thread's share (when `inline_share`) done
-// before it returns; a thread that cannot be started leaves its share to the caller.
-static void StartJobs(FillTask& task, unsigned threads, bool inline_share) {
-  size_t sets = task.jobs.size();
-  size_t per = (sets + threads - 1) / threads;
-  size_t first = 0;
-  size_t stop = inline_share ? (sets > per ? sets - per : 0) : sets;
+// Starts `threads` threads on `task`'s jobs (fewer when one cannot be started: Join() does the rest).
+static void StartJobs(FillTask& task, unsigned threads) {
   try {
-    for (; first < stop; first += per) task.pool.emplace_back(FillRange, task.jobs.data() + first, std::min(per, stop - first), task.m);
+    for (unsigned t = 0; t < threads; t++) task.pool.emplace_back([&task] { task.Work(); });
   } catch (const std::system_error&) {
-    // Fewer threads: the rest is done here.
   }
-  if (first < sets) FillRange(task.jobs.data() + first, sets - first, task.m);
 }
 
 static unsigned Threads(const FillTask& task) {
@@ -238,9 +252,9 @@ static Napi::Value MaglevFill(const Napi::CallbackInfo& info) {
   FillTask task;
   auto outs = info[4].As<Napi::Array>();
   if (!ReadJobs(info, task, [&](size_t i) { return outs.Get(static_cast<uint32_t>(i)).As<Napi::Uint16Array>().Data(); })) return env.Undefined();
+  // The calling thread is one of the workers.
   unsigned threads = Threads(task);
-  if (threads == 1 || task.jobs.size() < threads) FillRange(task.jobs.data(), task.jobs.size(), task.m);
-  else StartJobs(task, threads, true);
+  if (threads > 1) StartJobs(task, threads - 1);
   task.Join();
   return Napi::Number::New(env, static_cast<double>(task.jobs.size()));
 }
@@ -276,8 +290,8 @@ static Napi::Value MaglevFillStart(const Napi::CallbackInfo& info) {
     return env.Undefined();
   }
   unsigned threads = Threads(*task);
-  if (threads == 1 || task->jobs.size() < threads) FillRange(task->jobs.data(), task->jobs.size(), task->m);
-  else StartJobs(*task, threads, false);
+  if (threads == 1) task->Join();
+  else StartJobs(*task, threads);
   // Collected unwaited (a caller that threw): the finalizer joins before the jobs go.
   return Napi::External<FillTask>::New(env, task, [](Napi::Env, FillTask* t) { delete t; });
 }
