@@ -41,7 +41,7 @@ export interface AgentOptions {
   policyEntries?: number;
   ipcacheEntries?: number;
   policyCtEntries?: number;
-  /** Maglev table size M (prime): every backend set's table has M slots. */
+  /** The largest Maglev table (a prime): each backend set's table is sized to its backends, at most this (maglevTableSizeFor). */
   maglevTableSize: number;
   /** Socket-level load balancing at connect()/sendmsg() (cgroup hooks). */
   socketLb: SocketLbChoice;
