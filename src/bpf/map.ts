@@ -162,6 +162,12 @@ export class BpfMap {
     if (flags !== BPF_ANY && flags !== BPF_F_LOCK) {
       throw invalidArgument(`${op} ${this.name}`, `flags must be BPF_ANY or BPF_F_LOCK, got ${flags}`);
     }
+    this.checkPacked(op, keys, values, count);
+    if (count > 0) this.handle.updateBatch(keys, values, count, flags);
+  }
+
+  /** `count` entries packed in `keys` and `values`, sized as this map's; else EINVAL naming the part. */
+  private checkPacked(op: string, keys: Buffer, values: Buffer, count: number): void {
     if (!Number.isInteger(count) || count < 0) throw invalidArgument(`${op} ${this.name}`, `count must be a non-negative integer, got ${count}`);
     if (!Buffer.isBuffer(keys) || keys.length !== count * this.keySize) {
       throw invalidArgument(`${op} ${this.name}`, `keys must be a Buffer of ${count} × ${this.keySize} bytes`);
@@ -169,7 +175,6 @@ export class BpfMap {
     if (!Buffer.isBuffer(values) || values.length !== count * this.valueLen) {
       throw invalidArgument(`${op} ${this.name}`, `values must be a Buffer of ${count} × ${this.valueLen} bytes`);
     }
-    if (count > 0) this.handle.updateBatch(keys, values, count, flags);
   }
 
   /** Deletes the keys present and returns how many there were; absent keys are skipped. */
@@ -186,14 +191,8 @@ export class BpfMap {
    * updateBatchPacked throws it; the other batches are written.
    */
   static updateBatches(batches: ReadonlyArray<{ map: BpfMap; keys: Buffer; values: Buffer; count: number }>): void {
+    for (const b of batches) b.map.checkPacked('update batch', b.keys, b.values, b.count);
     const todo = batches.filter((b) => b.count > 0);
-    for (const b of todo) {
-      const { map, keys, values, count } = b;
-      if (!Number.isInteger(count) || !Buffer.isBuffer(keys) || keys.length !== count * map.keySize || !Buffer.isBuffer(values) || values.length !== count * map.valueLen) {
-        throw invalidArgument(`update batch ${map.name}`, `keys and values must be Buffers of ${count} × ${map.keySize} and ${count} × ${map.valueLen} bytes`);
-      }
-      if (map.perCpu) throw invalidArgument(`update batch ${map.name}`, 'per-CPU maps are written one batch at a time (updateBatch)');
-    }
     if (todo.length === 0) return;
     const errs = addon.updateBatches(
       Int32Array.from(todo, (b) => b.map.fd),

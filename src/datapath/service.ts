@@ -117,7 +117,9 @@ export const lb4FrontendKey: StructCodec<Lb4FrontendKey> = {
   ...feKey,
   encode(v) {
     const b = Buffer.alloc(feKey.size);
-    writeFrontendKey(b, 0, v);
+    writeIp4(b, feKey.off.addr, v.address);
+    b.writeUInt16BE(u16('port', v.port), feKey.off.port);
+    b.writeUInt8(protoNumber(v.protocol), feKey.off.proto);
     return b;
   },
   decode(b) {
@@ -162,7 +164,26 @@ const feVal = layout('lb4_frontend', 40, [
 
 export const lb4Frontend: StructCodec<Lb4Frontend> = {
   ...feVal,
-  encode: (v) => writeFrontend(Buffer.alloc(feVal.size), 0, v),
+  encode(v) {
+    const b = Buffer.alloc(feVal.size);
+    const o = feVal.off;
+    const same = v.inSetId === undefined;
+    let flags = u16('flags', v.flags);
+    // One view for every client: the in-cluster one drops where the outside one does.
+    if (same && flags & FRONTEND_DROP_NO_LOCAL) flags |= FRONTEND_IN_DROP_NO_LOCAL;
+    b.writeUInt32LE(u32('svcId', v.svcId), o.svc_id);
+    b.writeUInt32LE(u32('setId', v.setId), o.set_id);
+    b.writeUInt16LE(u16('count', v.count), o.count);
+    b.writeUInt16LE(flags, o.flags);
+    b.writeUInt32LE(u32('affinityTimeout', v.affinityTimeout), o.affinity_timeout);
+    b.writeUInt32LE(u32('tableId', v.tableId ?? 0), o.table_id);
+    b.writeUInt32LE(u32('inSetId', same ? v.setId : v.inSetId!), o.in_set_id);
+    b.writeUInt16LE(u16('inCount', same ? v.count : (v.inCount ?? 0)), o.in_count);
+    b.writeUInt32LE(u32('inTableId', same ? (v.tableId ?? 0) : (v.inTableId ?? 0)), o.in_table_id);
+    b.writeUInt32LE(u32('m', v.m ?? 0), o.m);
+    b.writeUInt32LE(u32('inM', same ? (v.m ?? 0) : (v.inM ?? 0)), o.in_m);
+    return b;
+  },
   decode(b) {
     checkLength(feVal.cName, b, feVal.size);
     return {
@@ -181,49 +202,6 @@ export const lb4Frontend: StructCodec<Lb4Frontend> = {
   },
 };
 
-function writeFrontend(b: Buffer, at: number, v: Lb4Frontend): Buffer {
-  const same = v.inSetId === undefined;
-  writeFrontendFields(b, at, v, v.tableId ?? 0, v.m ?? 0, same ? (v.tableId ?? 0) : (v.inTableId ?? 0), same ? (v.m ?? 0) : (v.inM ?? 0));
-  return b;
-}
-
-/**
- * lb4_frontend at `at`: the entry's fields and its views' tables as the writer chose them (the
- * in-cluster view is the outside one's when `v.inSetId` is absent).
- */
-function writeFrontendFields(
-  b: Buffer,
-  at: number,
-  v: Pick<Lb4Frontend, 'svcId' | 'setId' | 'count' | 'flags' | 'affinityTimeout' | 'inSetId' | 'inCount'>,
-  tableId: number,
-  m: number,
-  inTableId: number,
-  inM: number,
-): void {
-  const same = v.inSetId === undefined;
-  let flags = u16('flags', v.flags);
-  // One view for every client: the in-cluster one drops where the outside one does.
-  if (same && flags & FRONTEND_DROP_NO_LOCAL) flags |= FRONTEND_IN_DROP_NO_LOCAL;
-  b.writeUInt32LE(u32('svcId', v.svcId), at);
-  b.writeUInt32LE(u32('setId', v.setId), at + 4);
-  b.writeUInt16LE(u16('count', v.count), at + 8);
-  b.writeUInt16LE(flags, at + 10);
-  b.writeUInt32LE(u32('affinityTimeout', v.affinityTimeout), at + 12);
-  b.writeUInt32LE(u32('tableId', tableId), at + 16);
-  b.writeUInt32LE(u32('inSetId', same ? v.setId : v.inSetId!), at + 20);
-  b.writeUInt16LE(u16('inCount', same ? v.count : (v.inCount ?? 0)), at + 24);
-  b.writeUInt16LE(0, at + 26);
-  b.writeUInt32LE(u32('inTableId', inTableId), at + 28);
-  b.writeUInt32LE(u32('m', m), at + 32);
-  b.writeUInt32LE(u32('inM', inM), at + 36);
-}
-
-function writeFrontendKey(b: Buffer, at: number, v: Lb4FrontendKey): void {
-  writeIp4(b, at + feKey.off.addr, v.address);
-  b.writeUInt16BE(u16('port', v.port), at + feKey.off.port);
-  b[at + feKey.off.proto] = protoNumber(v.protocol);
-  b[at + feKey.off.pad] = 0;
-}
 
 // --- kelp_lb4_backends, kelp_lb4_members ---------------------------------------------------------
 
@@ -273,17 +251,16 @@ const beVal = layout('lb4_backend', 12, [
   ['backend_id', 4, 8],
 ]);
 
-function writeBackend(b: Buffer, v: Lb4Backend): Buffer {
-  writeIp4(b, beVal.off.addr, v.address);
-  b.writeUInt16BE(u16('port', v.port), beVal.off.port);
-  b.writeUInt8(u8('flags', v.flags), beVal.off.flags);
-  b.writeUInt32LE(u32('backendId', v.backendId), beVal.off.backend_id);
-  return b;
-}
-
 export const lb4Backend: StructCodec<Lb4Backend> = {
   ...beVal,
-  encode: (v) => writeBackend(Buffer.alloc(beVal.size), v),
+  encode(v) {
+    const b = Buffer.alloc(beVal.size);
+    writeIp4(b, beVal.off.addr, v.address);
+    b.writeUInt16BE(u16('port', v.port), beVal.off.port);
+    b.writeUInt8(u8('flags', v.flags), beVal.off.flags);
+    b.writeUInt32LE(u32('backendId', v.backendId), beVal.off.backend_id);
+    return b;
+  },
   decode(b) {
     checkLength(beVal.cName, b, beVal.size);
     return {
@@ -338,27 +315,11 @@ export const lb4MaglevChunk: StructCodec<Uint16Array> = {
   },
 };
 
-const LITTLE_ENDIAN = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
-
-/**
- * Writes a table's chunks at `at` in `out` (maglevChunks(m) × 512 bytes): its slots little-endian,
- * MAGLEV_NO_SLOT after the last.
- */
-function writeMaglevChunks(out: Buffer, at: number, table: Uint16Array): void {
-  const bytes = 2 * maglevChunks(table.length) * MAGLEV_CHUNK;
-  if (LITTLE_ENDIAN) {
-    out.set(new Uint8Array(table.buffer, table.byteOffset, table.byteLength), at);
-  } else {
-    for (let i = 0; i < table.length; i++) out.writeUInt16LE(table[i], at + 2 * i);
-  }
-  out.fill(0xff, at + table.byteLength, at + bytes);
-}
-
-/** A table as the map holds it: its chunks, in chunk order (no other table's). */
+/** A table as the map holds it: its chunks' values back to back, in chunk order (the last padded with MAGLEV_NO_SLOT). */
 export function encodeMaglevTable(table: Uint16Array): Buffer {
-  const b = Buffer.alloc(2 * maglevChunks(table.length) * MAGLEV_CHUNK);
-  writeMaglevChunks(b, 0, table);
-  return b;
+  const chunks: Buffer[] = [];
+  for (let c = 0; c < maglevChunks(table.length); c++) chunks.push(lb4MaglevChunk.encode(table.subarray(c * MAGLEV_CHUNK, (c + 1) * MAGLEV_CHUNK)));
+  return Buffer.concat(chunks);
 }
 
 /** A table from its chunks' values, in chunk order: the slots before the padding of the last. */
@@ -673,7 +634,7 @@ function newBlock(n: number, sizes: Sizes): Words {
 // The words below are in host order, as the kernel reads the structs: kelp's agent and datapath
 // share the host, which is little-endian wherever kelp runs (x86-64, arm64); network-order fields
 // (addresses, ports) are laid out byte by byte within their words accordingly.
-if (!LITTLE_ENDIAN) throw new Error('kelp\'s service writer assumes a little-endian host');
+if (new Uint8Array(new Uint16Array([1]).buffer)[0] !== 1) throw new Error('kelp\'s service writer assumes a little-endian host');
 
 /** A port (network order) then a byte, as the low three bytes of a word. */
 const portWord = (port: number, byte: number) => ((port >>> 8) | ((port & 0xff) << 8) | (byte << 16)) >>> 0;

@@ -291,29 +291,7 @@ export function skipReason(svc: ServiceObject): string | undefined {
 
 const byName = (a: EndpointSliceObject, b: EndpointSliceObject) => (a.metadata.name < b.metadata.name ? -1 : a.metadata.name > b.metadata.name ? 1 : 0);
 
-/** Slices kube-proxy reads, by `namespace/service`. */
-export function slicesByService(slices: readonly EndpointSliceObject[]): Map<string, EndpointSliceObject[]> {
-  const out = new Map<string, EndpointSliceObject[]>();
-  let several: EndpointSliceObject[][] | undefined;
-  for (let i = 0; i < slices.length; i++) {
-    const s = slices[i];
-    const labels = s.metadata.labels;
-    const svc = labels[LABEL_SERVICE_NAME];
-    if (!svc || labels[LABEL_SERVICE_PROXY_NAME] !== undefined || labels[LABEL_HEADLESS] !== undefined) continue;
-    const key = `${s.metadata.namespace}/${svc}`;
-    const list = out.get(key);
-    if (!list) out.set(key, [s]);
-    else {
-      if (list.length === 1) (several ??= []).push(list);
-      list.push(s);
-    }
-  }
-  // Slices in name order: which duplicate of an endpoint wins must not depend on arrival order.
-  if (several) for (const list of several) list.sort(byName);
-  return out;
-}
-
-/** slicesByService's key of a slice: `namespace/service`, or undefined for a slice kube-proxy does not read. */
+/** A slice's Service, `namespace/service`, or undefined for a slice kube-proxy does not read (no service name, another proxy's, headless). */
 function groupKey(s: EndpointSliceObject): string | undefined {
   const labels = s.metadata.labels;
   const svc = labels[LABEL_SERVICE_NAME];
@@ -322,7 +300,9 @@ function groupKey(s: EndpointSliceObject): string | undefined {
 }
 
 /**
- * slicesByService kept from one compile to the next. The store lists objects in a stable order
+ * The slices kube-proxy reads, by `namespace/service`, each Service's in name order (which
+ * duplicate of an endpoint wins must not depend on arrival order), kept from one compile to the
+ * next. The store lists objects in a stable order
  * and replaces one object per change, so a compile after a change mostly meets the same slices at
  * the same places but a few: only those few slices' Services are grouped again.
  */
@@ -377,7 +357,7 @@ class SliceGroups {
         own.push(s);
       }
     }
-    // As slicesByService: in name order.
+    // In name order (see above).
     if (several) for (const own of several) own.sort(byName);
     this.version++;
     return undefined;
