@@ -134,3 +134,17 @@ export function maglevFirstSlotAtLeast(table: Uint16Array, count: number): numbe
   if (count > 0xffff) return -1;
   return addon.maglevFirstAtLeast(table, count);
 }
+
+/**
+ * Tables laid side by side in `slots`: table i is `lengths[i]` slots from `starts[i]`. The first
+ * table holding a slot of `counts[i]` or more (a backend its set does not have), or -1, in one
+ * call for a first run's thousands of tables.
+ */
+export function maglevFirstBadTable(slots: Uint16Array, starts: Uint32Array, lengths: Uint32Array, counts: Uint32Array): number {
+  const op = 'maglev check';
+  if (lengths.length !== starts.length || counts.length !== starts.length) throw invalidArgument(op, `${starts.length} starts, ${lengths.length} lengths and ${counts.length} counts`);
+  for (let i = 0; i < starts.length; i++) {
+    if (starts[i] + lengths[i] > slots.length) throw invalidArgument(op, `table ${i} (${lengths[i]} slots from ${starts[i]}) lies outside ${slots.length} slots`);
+  }
+  return starts.length === 0 ? -1 : addon.maglevFirstBadTable(slots, starts, lengths, counts);
+}

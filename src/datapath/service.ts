@@ -18,6 +18,7 @@
 //     collector only keeps them small).
 // A MapFullError leaves the maps a superset of the old and new content: log, count, retry.
 import { BpfMap } from '../bpf';
+import { maglevFirstBadTable } from '../bpf/maglev';
 import { networkAddress, parseCidr, ipToBytes } from '../ipam/ip';
 import { isMapFull, MapFullError, readEntries, SyncStats } from './maps/sync';
 import { ct4Deadline, Ct4Entry, CtTimeouts, DEFAULT_CT_TIMEOUTS, tuple4 } from './nat';
@@ -720,15 +721,22 @@ function encodeSets(list: ReadonlyArray<{ set: BackendSet; index: number }>, put
   }
 }
 
-/** New tables' chunks, encoded into one block and checked: every slot names one of its set's backends. */
+/**
+ * New tables' chunks, encoded into one block and checked: every slot names one of its set's
+ * backends (one native pass over a first run's 2.5 million slots).
+ */
 function encodeTables(list: ReadonlyArray<{ table: Uint16Array; tableId: number; count: number; index: number }>, put: (index: number, group: Group, tableId: number) => void): void {
   if (list.length === 0) return;
   let chunks = 0;
-  for (const { table } of list) chunks += maglevChunks(table.length);
+  for (let t = 0; t < list.length; t++) chunks += maglevChunks(list[t].table.length);
   const block = newBlock(chunks, SIZES.maglev);
   const slots = new Uint16Array(block.v32.buffer);
+  const starts = new Uint32Array(list.length);
+  const lengths = new Uint32Array(list.length);
+  const counts = new Uint32Array(list.length);
   let at = 0;
-  for (const { table, tableId } of list) {
+  for (let t = 0; t < list.length; t++) {
+    const { table, tableId, count } = list[t];
     const n = maglevChunks(table.length);
     for (let c = 0; c < n; c++) {
       block.k32[2 * (at + c)] = tableId;
@@ -736,16 +744,21 @@ function encodeTables(list: ReadonlyArray<{ table: Uint16Array; tableId: number;
     }
     const from = at * MAGLEV_CHUNK;
     slots.set(table, from);
-    slots.fill(MAGLEV_NO_SLOT, from + table.length, from + n * MAGLEV_CHUNK);
+    if (table.length < n * MAGLEV_CHUNK) slots.fill(MAGLEV_NO_SLOT, from + table.length, from + n * MAGLEV_CHUNK);
+    starts[t] = from;
+    lengths[t] = table.length;
+    counts[t] = count;
     at += n;
   }
-  // One pass over all new tables' slots.
+  const bad = maglevFirstBadTable(slots, starts, lengths, counts);
+  if (bad >= 0) {
+    const { table, tableId, count } = list[bad];
+    const i = table.findIndex((v) => v >= count);
+    throw new RangeError(`maglev table slot ${i} of set ${tableId} names backend ${table[i]} of a set of ${count}`);
+  }
   at = 0;
-  for (const { table, tableId, count, index } of list) {
-    const from = at * MAGLEV_CHUNK;
-    for (let i = 0; i < table.length; i++) {
-      if (slots[from + i] >= count) throw new RangeError(`maglev table slot ${i} of set ${tableId} names backend ${slots[from + i]} of a set of ${count}`);
-    }
+  for (let t = 0; t < list.length; t++) {
+    const { table, tableId, count, index } = list[t];
     const group = { block, at, n: maglevChunks(table.length), mark: 0 };
     encodedTables.set(table, { tableId, count, group });
     put(index, group, tableId);

@@ -654,6 +654,29 @@ describe('ServiceWriter', () => {
     }
   });
 
+  it('refuses a Maglev table naming a backend its set does not have, among many new tables, naming the set, and writes no frontend', () => {
+    const maps = serviceMapsOf(obj);
+    for (const m of Object.values(maps)) m.clear();
+    const w = new ServiceWriter(maps);
+    const desired = (bad?: number): ServiceMapsDesired => {
+      const out: ServiceMapsDesired = { frontends: [], sets: [], sourceRanges: new Map(), names: new Map() };
+      for (let i = 0; i < 400; i++) {
+        const setId = 100 + i;
+        const t = new Uint16Array(251).map((_, k) => (k + i) % 2);
+        if (i === bad) t[250] = 2;
+        out.sets.push({ setId, backends: [be(B, 7000 + i, 2 * i + 1), be(C, 7000 + i, 2 * i + 2)], maglev: t });
+        out.frontends.push({ address: `10.96.${i >> 8}.${i & 255}`, port: 80, protocol: 'TCP', svcId: i + 1, setId, count: 2, flags: 0, affinityTimeout: 0 });
+      }
+      return out;
+    };
+    expect(() => w.apply(desired(321))).toThrow('maglev table slot 250 of set 421 names backend 2 of a set of 2');
+    expect(maps.frontends.lookupBatch()).toHaveLength(0);
+    // The same content with good tables is written whole.
+    w.apply(desired());
+    expect(maps.frontends.lookupBatch()).toHaveLength(400);
+    expect(maps.maglev.lookupBatch()).toHaveLength(400);
+  });
+
   it('BpfMap.updateBatches writes large batches of several maps side by side; a full map fails with its own error, the others are written', () => {
     const small = loadObject(LXC_OBJECT, { maxEntries: { kelp_lb4_members: 1000 } });
     onCleanup(() => small.close());

@@ -4,7 +4,7 @@
 import { describe, expect, it } from 'vitest';
 import { KelpBpfError } from '../../src/bpf';
 import { addon } from '../../src/bpf/native';
-import { maglevFill, maglevFirstSlotAtLeast } from '../../src/bpf/maglev';
+import { maglevFill, maglevFirstBadTable, maglevFirstSlotAtLeast } from '../../src/bpf/maglev';
 import { decodeMaglevTable, encodeMaglevTable, MAGLEV_NO_SLOT } from '../../src/datapath/service';
 import { MaglevCache } from '../../src/service/compile';
 import { maglevFillIntoStart, maglevFillTables, maglevTable16, maglevTables16 } from '../../src/service/maglev';
@@ -150,6 +150,37 @@ describe('a table as kelp_lb4_maglev holds it', () => {
       expect(maglevFirstSlotAtLeast(u, 3), `slot ${at}`).toBe(Math.min(at, 4056 - (at % 7)));
       expect(maglevFirstSlotAtLeast(u, 4)).toBe(-1);
     }
+  });
+
+  it('finds the first of many tables laid side by side that names a backend beyond its set, against a plain scan', () => {
+    // 300 tables of varied sizes and counts in one buffer, with gaps between them (chunk padding)
+    // holding large values that belong to no table: only slots inside a table count.
+    const rng = { s: 7, int(n: number) { this.s = (this.s * 1103515245 + 12345) >>> 0; return this.s % n; } };
+    const lengths = Uint32Array.from({ length: 300 }, () => 1 + rng.int(600));
+    const counts = Uint32Array.from(lengths, () => 1 + rng.int(40));
+    const starts = new Uint32Array(300);
+    let at = 0;
+    for (let i = 0; i < 300; i++) {
+      starts[i] = at;
+      at += lengths[i] + rng.int(5);
+    }
+    const slots = new Uint16Array(at).fill(0xffff);
+    for (let i = 0; i < 300; i++) for (let k = 0; k < lengths[i]; k++) slots[starts[i] + k] = rng.int(counts[i]);
+    const plain = (s: Uint16Array) => {
+      for (let i = 0; i < 300; i++) for (let k = 0; k < lengths[i]; k++) if (s[starts[i] + k] >= counts[i]) return i;
+      return -1;
+    };
+    expect(maglevFirstBadTable(slots, starts, lengths, counts)).toBe(-1);
+    for (let round = 0; round < 50; round++) {
+      const s = slots.slice();
+      for (let bad = rng.int(3); bad >= 0; bad--) {
+        const i = rng.int(300);
+        s[starts[i] + rng.int(lengths[i])] = counts[i] + rng.int(3);
+      }
+      expect(maglevFirstBadTable(s, starts, lengths, counts), `round ${round}`).toBe(plain(s));
+    }
+    expect(() => maglevFirstBadTable(slots, Uint32Array.of(at - 2), Uint32Array.of(3), Uint32Array.of(1))).toThrow(/lies outside/);
+    expect(() => maglevFirstBadTable(slots, starts, lengths.subarray(1), counts)).toThrow(/300 starts, 299 lengths/);
   });
 
   it('encodes a table as its chunks: little-endian slots, the last chunk padded with MAGLEV_NO_SLOT, and back', () => {
