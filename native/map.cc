@@ -9,6 +9,7 @@
 #include <atomic>
 #include <cstring>
 #include <system_error>
+#include <memory>
 #include <thread>
 #include <vector>
 #include "kelp.h"
@@ -257,14 +258,51 @@ struct BatchShare {
 constexpr size_t kParallelEntries = 8192;
 constexpr unsigned kMaxBatchThreads = 4;
 
-// updateBatches(fds, keys, values, counts, keySizes, valueSizes) → Int32Array: per item, 0 or
-// the first -errno met. Item i puts counts[i] packed entries into map fds[i] (BPF_ANY), as
-// updateBatch does; large work (a first write of 10,000 Services: ~60,000 entries over four
-// maps) is cut into shares run on a few threads at once: the kernel's hash map updates take
-// per-bucket locks, so shares of one map and of different maps proceed side by side. The
-// facade checks sizes and redoes a failed item on its own for the error.
-static Napi::Value UpdateBatches(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
+// updateBatches' work: its shares, taken one at a time from a shared cursor by its threads and by
+// whoever joins (a caller that waits does the shares no thread has reached yet instead of
+// sleeping). The threads read only the packed buffers, which the caller keeps alive until Join().
+struct BatchTask {
+  std::vector<BatchShare> shares;
+  std::vector<std::atomic<int>> errs;
+  std::atomic<size_t> next{0};
+  std::vector<std::thread> pool;
+
+  explicit BatchTask(size_t items) : errs(items) {
+    for (auto& e : errs) e.store(0);
+  }
+
+  void Work() {
+    for (size_t s; (s = next.fetch_add(1)) < shares.size();) {
+      const BatchShare& b = shares[s];
+      LIBBPF_OPTS(bpf_map_batch_opts, opts, .elem_flags = BPF_ANY);
+      __u32 n = b.n;
+      int err = bpf_map_update_batch(b.fd, b.keys, b.values, &n, &opts);
+      int none = 0;
+      if (err) errs[b.item].compare_exchange_strong(none, err);
+    }
+  }
+
+  // Starts up to `threads` threads (fewer when one cannot be started: EAGAIN at a process limit
+  // leaves its shares to the others and to Join()).
+  void Start(unsigned threads) {
+    try {
+      for (unsigned t = 0; t < threads && t < shares.size(); t++) pool.emplace_back([this] { Work(); });
+    } catch (const std::system_error&) {
+    }
+  }
+
+  void Join() {
+    Work();
+    for (auto& t : pool) t.join();
+    pool.clear();
+  }
+
+  ~BatchTask() { Join(); }
+};
+
+// Reads updateBatches' arguments into a task of shares: `threads` receives how many threads the
+// work is worth (1 below kParallelEntries entries in all).
+static BatchTask* ReadBatches(const Napi::CallbackInfo& info, unsigned* threads) {
   auto fds = info[0].As<Napi::Int32Array>();
   auto keys = info[1].As<Napi::Array>();
   auto values = info[2].As<Napi::Array>();
@@ -274,47 +312,70 @@ static Napi::Value UpdateBatches(const Napi::CallbackInfo& info) {
   size_t items = fds.ElementLength();
   size_t total = 0;
   for (size_t i = 0; i < items; i++) total += counts[i];
-  unsigned threads = 1;
-  if (total >= kParallelEntries) threads = std::max(1u, std::min(kMaxBatchThreads, std::thread::hardware_concurrency()));
-  size_t per = (total + threads - 1) / threads;
-  std::vector<BatchShare> shares;
+  *threads = 1;
+  if (total >= kParallelEntries) *threads = std::max(1u, std::min(kMaxBatchThreads, std::thread::hardware_concurrency()));
+  size_t per = (total + *threads - 1) / *threads;
+  auto* task = new BatchTask(items);
   for (size_t i = 0; i < items; i++) {
     const uint8_t* k = keys.Get(static_cast<uint32_t>(i)).As<Napi::Buffer<uint8_t>>().Data();
     const uint8_t* v = values.Get(static_cast<uint32_t>(i)).As<Napi::Buffer<uint8_t>>().Data();
     for (__u32 at = 0; at < counts[i];) {
       __u32 n = static_cast<__u32>(std::min<size_t>(per, counts[i] - at));
-      shares.push_back(BatchShare{fds[i], k + static_cast<size_t>(at) * keySizes[i], v + static_cast<size_t>(at) * valueSizes[i], n, i});
+      task->shares.push_back(BatchShare{fds[i], k + static_cast<size_t>(at) * keySizes[i], v + static_cast<size_t>(at) * valueSizes[i], n, i});
       at += n;
     }
   }
-  std::vector<std::atomic<int>> errs(items);
-  for (auto& e : errs) e.store(0);
-  std::atomic<size_t> next{0};
-  auto work = [&]() {
-    for (size_t s; (s = next.fetch_add(1)) < shares.size();) {
-      const BatchShare& b = shares[s];
-      LIBBPF_OPTS(bpf_map_batch_opts, opts, .elem_flags = BPF_ANY);
-      __u32 n = b.n;
-      int err = bpf_map_update_batch(b.fd, b.keys, b.values, &n, &opts);
-      int none = 0;
-      if (err) errs[b.item].compare_exchange_strong(none, err);
-    }
-  };
-  std::vector<std::thread> pool;
-  // A thread that cannot be started (EAGAIN at a process limit) leaves its shares to the others.
-  try {
-    for (unsigned t = 1; t < threads && t < shares.size(); t++) pool.emplace_back(work);
-  } catch (const std::system_error&) {
-  }
-  work();
-  for (auto& t : pool) t.join();
-  Napi::Int32Array out = Napi::Int32Array::New(env, items);
-  for (size_t i = 0; i < items; i++) out[i] = errs[i].load();
+  return task;
+}
+
+static Napi::Int32Array BatchErrors(Napi::Env env, BatchTask& task) {
+  Napi::Int32Array out = Napi::Int32Array::New(env, task.errs.size());
+  for (size_t i = 0; i < task.errs.size(); i++) out[i] = task.errs[i].load();
   return out;
+}
+
+// updateBatches(fds, keys, values, counts, keySizes, valueSizes) → Int32Array: per item, 0 or
+// the first -errno met. Item i puts counts[i] packed entries into map fds[i] (BPF_ANY), as
+// updateBatch does; large work (a first write of 10,000 Services: ~60,000 entries over four
+// maps) is cut into shares run on a few threads at once: the kernel's hash map updates take
+// per-bucket locks, so shares of one map and of different maps proceed side by side. The
+// facade checks sizes and redoes a failed item on its own for the error.
+static Napi::Value UpdateBatches(const Napi::CallbackInfo& info) {
+  unsigned threads;
+  std::unique_ptr<BatchTask> task(ReadBatches(info, &threads));
+  // The calling thread is one of the workers.
+  task->Start(threads - 1);
+  task->Join();
+  return BatchErrors(info.Env(), *task);
+}
+
+// updateBatchesStart(same arguments) → a handle for updateBatchesWait: updateBatches with every
+// share left to threads, so the caller's JavaScript goes on beside the kernel's inserts (the
+// service writer encodes its frontends meanwhile). Small work is done before it returns. The
+// buffers must be kept alive, and not changed, until updateBatchesWait(handle).
+static Napi::Value UpdateBatchesStart(const Napi::CallbackInfo& info) {
+  unsigned threads;
+  BatchTask* task = ReadBatches(info, &threads);
+  // The caller keeps a core busy with its JavaScript: one thread fewer than updateBatches uses
+  // (measured on two cores: two threads beside the caller slowed its encoding by as much as they
+  // saved).
+  if (threads == 1) task->Join();
+  else task->Start(std::max(1u, std::min(threads, std::thread::hardware_concurrency() - 1)));
+  // Collected unwaited (a caller that threw): the finalizer joins before the shares go.
+  return Napi::External<BatchTask>::New(info.Env(), task, [](Napi::Env, BatchTask* t) { delete t; });
+}
+
+// updateBatchesWait(handle) → updateBatches' Int32Array, once every share is written.
+static Napi::Value UpdateBatchesWait(const Napi::CallbackInfo& info) {
+  BatchTask* task = info[0].As<Napi::External<BatchTask>>().Data();
+  task->Join();
+  return BatchErrors(info.Env(), *task);
 }
 
 void InitMap(Napi::Env env, Napi::Object exports) {
   exports.Set("updateBatches", Napi::Function::New(env, UpdateBatches, "updateBatches"));
+  exports.Set("updateBatchesStart", Napi::Function::New(env, UpdateBatchesStart, "updateBatchesStart"));
+  exports.Set("updateBatchesWait", Napi::Function::New(env, UpdateBatchesWait, "updateBatchesWait"));
   Napi::Function cls = MapHandle::Define(env);
   Data(env).mapHandle = Napi::Persistent(cls);
   exports.Set("MapHandle", cls);

@@ -145,6 +145,9 @@ export interface KelpAddon {
   linkUpdate(linkFd: number, progFd: number, oldProgFd: number, operation: string): void;
   numPossibleCpus(): number;
   updateBatches(fds: Int32Array, keys: Buffer[], values: Buffer[], counts: Uint32Array, keySizes: Uint32Array, valueSizes: Uint32Array): Int32Array;
+  /** updateBatches left to threads: updateBatchesWait(handle) joins them and returns the errors. */
+  updateBatchesStart(fds: Int32Array, keys: Buffer[], values: Buffer[], counts: Uint32Array, keySizes: Uint32Array, valueSizes: Uint32Array): object;
+  updateBatchesWait(handle: object): Int32Array;
 
   progTestRun(fd: number, data: Buffer, dataSizeOut: number, ctx: Buffer | undefined, repeat: number): TestRunResult;
 

@@ -191,17 +191,52 @@ export class BpfMap {
    * updateBatchPacked throws it; the other batches are written.
    */
   static updateBatches(batches: ReadonlyArray<{ map: BpfMap; keys: Buffer; values: Buffer; count: number }>): void {
-    for (const b of batches) b.map.checkPacked('update batch', b.keys, b.values, b.count);
-    const todo = batches.filter((b) => b.count > 0);
+    const todo = BpfMap.checkBatches(batches);
     if (todo.length === 0) return;
-    const errs = addon.updateBatches(
+    BpfMap.redoFailed(todo, addon.updateBatches(...BpfMap.batchArgs(todo)));
+  }
+
+  /**
+   * updateBatches with the kernel's inserts left to threads of the addon while the caller goes
+   * on (the service writer encodes its frontends meanwhile): the entries are written, or wait()
+   * throws the first failed batch's error as updateBatches does, once wait() has returned. The
+   * caller must call wait() whatever happens in between, and must not change the buffers before.
+   */
+  static updateBatchesStart(batches: ReadonlyArray<{ map: BpfMap; keys: Buffer; values: Buffer; count: number }>): { wait(): void } {
+    const todo = BpfMap.checkBatches(batches);
+    if (todo.length === 0) return { wait: () => {} };
+    const handle = addon.updateBatchesStart(...BpfMap.batchArgs(todo));
+    // Held until waited for: the threads read these buffers.
+    let held: typeof todo | undefined = todo;
+    return {
+      wait: () => {
+        if (!held) return;
+        const errs = addon.updateBatchesWait(handle);
+        const done = held;
+        held = undefined;
+        BpfMap.redoFailed(done, errs);
+      },
+    };
+  }
+
+  private static checkBatches<B extends { map: BpfMap; keys: Buffer; values: Buffer; count: number }>(batches: readonly B[]): B[] {
+    for (const b of batches) b.map.checkPacked('update batch', b.keys, b.values, b.count);
+    return batches.filter((b) => b.count > 0);
+  }
+
+  private static batchArgs(todo: ReadonlyArray<{ map: BpfMap; keys: Buffer; values: Buffer; count: number }>): [Int32Array, Buffer[], Buffer[], Uint32Array, Uint32Array, Uint32Array] {
+    return [
       Int32Array.from(todo, (b) => b.map.fd),
       todo.map((b) => b.keys),
       todo.map((b) => b.values),
       Uint32Array.from(todo, (b) => b.count),
       Uint32Array.from(todo, (b) => b.map.keySize),
       Uint32Array.from(todo, (b) => b.map.valueLen),
-    );
+    ];
+  }
+
+  /** A batch that failed is written again on its own, so the error thrown is that map's. */
+  private static redoFailed(todo: ReadonlyArray<{ map: BpfMap; keys: Buffer; values: Buffer; count: number }>, errs: Int32Array): void {
     todo.forEach((b, i) => {
       if (errs[i] !== 0) b.map.updateBatchPacked(b.keys, b.values, b.count);
     });

@@ -708,6 +708,27 @@ describe('ServiceWriter', () => {
     // (The kernel keeps 15 characters of a map's name.)
     expect([err.code, err.operation]).toEqual(['E2BIG', 'update batch kelp_lb4_member (1000 of 5000 written)']);
     expect(be.lookupBatch()).toHaveLength(20_000);
+    // The same left to threads while JavaScript goes on (updateBatchesStart): nothing is promised
+    // before wait(); after it, the batches are written and a failed one throws its own error.
+    be.clear();
+    fe.clear();
+    const writing = BpfMap.updateBatchesStart([
+      { map: be, ...backends },
+      { map: fe, ...frontends },
+    ]);
+    writing.wait();
+    writing.wait();
+    const again = be.lookupBatch();
+    expect(again).toHaveLength(20_000);
+    for (const [k, v] of again) expect(v.readUInt32LE(0)).toBe(7 * (2 * (k.readUInt32LE(0) - 1) + k.readUInt32LE(4)));
+    expect(fe.lookupBatch()).toHaveLength(9_000);
+    be.clear();
+    const failing = BpfMap.updateBatchesStart([{ map: small.map('kelp_lb4_members'), ...members }, { map: be, ...backends }]);
+    const err2 = caught(() => failing.wait());
+    expect([err2.code, err2.operation]).toEqual(['E2BIG', 'update batch kelp_lb4_member (1000 of 5000 written)']);
+    expect(be.lookupBatch()).toHaveLength(20_000);
+    // Sizes are checked before anything is started.
+    expect(() => BpfMap.updateBatchesStart([{ map: be, keys: backends.keys.subarray(8), values: backends.values, count: 20_000 }])).toThrow(/keys/);
   });
 
   it('programs 10,000 services (3 frontends, 3 backends and a table each), and an unchanged apply writes nothing', () => {
