@@ -11,7 +11,7 @@
 // Files are written to a dot-file first and renamed over: a reader never sees half a file. A bulk
 // file holds one object per line: as compact as JSON gets (it is half the size of indented JSON and
 // written in half the time), and still one grep or diff line per object.
-import { renameSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import type { ManifestDir } from './manifests';
 import { KelpObject, objectKey, objectRef } from './objects';
@@ -112,9 +112,14 @@ export async function applyToDir(md: ManifestDir, objects: readonly KelpObject[]
     }
   }
   if (!opts.remove && fresh.length >= BULK_MIN) {
-    const stamp = Date.now().toString(36);
-    for (let i = 0; i * BULK_MAX < fresh.length; i++) {
-      const name = `kelp-apply-${stamp}-${i}.json`;
+    // Named by the time, and past any stamp whose files exist (two requests in one millisecond;
+    // files of an earlier one that deletes have thinned out): a new bulk file never replaces one.
+    const files = Math.ceil(fresh.length / BULK_MAX);
+    const taken = (stamp: number) => Array.from({ length: files }, (_, i) => `kelp-apply-${stamp.toString(36)}-${i}.json`).some((name) => existsSync(path.join(md.dir, name)));
+    let stamp = Date.now();
+    while (taken(stamp)) stamp++;
+    for (let i = 0; i < files; i++) {
+      const name = `kelp-apply-${stamp.toString(36)}-${i}.json`;
       bulk.set(name, new Map(fresh.slice(i * BULK_MAX, (i + 1) * BULK_MAX)));
     }
   } else {

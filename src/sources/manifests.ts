@@ -125,6 +125,8 @@ export class ManifestDir implements StateSource {
   private scanning?: Promise<void>;
   private nextScan?: Promise<void>;
   private writers = 0;
+  /** The last writer queued (writing): the next one starts once it is done. */
+  private writeTail: Promise<void> = Promise.resolve();
   private scanDeferred = false;
   private readonly good = new Map<string, GoodFile>();
   readonly problems = new Map<string, string>();
@@ -179,8 +181,15 @@ export class ManifestDir implements StateSource {
    */
   async writing<T>(fn: () => Promise<T>): Promise<T> {
     this.writers++;
+    // One writer at a time, in arrival order: a writer reads the files it rewrites (a bulk file's
+    // other objects) and names the files it makes; two at once would write over each other.
+    const turn = this.writeTail.then(fn);
+    this.writeTail = turn.then(
+      () => undefined,
+      () => undefined,
+    );
     try {
-      return await fn();
+      return await turn;
     } finally {
       this.writers--;
       if (this.writers === 0 && this.scanDeferred) {

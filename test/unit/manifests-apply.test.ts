@@ -142,4 +142,28 @@ describe('applyToDir', () => {
       await md.stop();
     }
   });
+
+  it('concurrent applies do not lose each other: new objects of two requests in the same millisecond, and changes of two requests to one bulk file, all reach the directory', async () => {
+    const { dir, store, md } = await dirWithStore();
+    try {
+      // Two requests of new objects started together (one tick apart at most): each its own bulk files.
+      const a = Array.from({ length: BULK_MIN + 10 }, (_, i) => svc(i));
+      const b = Array.from({ length: BULK_MIN + 10 }, (_, i) => svc(1000 + i));
+      await Promise.all([apply(md, store, a), apply(md, store, b)]);
+      expect(store.list('Service')).toHaveLength(a.length + b.length);
+      expect(await reread(dir)).toEqual(services(store));
+      // Two requests changing different objects of one bulk file, started together: both changes kept.
+      const c = Array.from({ length: 20 }, (_, i) => svc(i, 81));
+      const d = Array.from({ length: 20 }, (_, i) => svc(40 + i, 82));
+      await Promise.all([apply(md, store, c), apply(md, store, d)]);
+      expect(store.get('Service', 'default', 'svc-3')?.spec.ports[0].port).toBe(81);
+      expect(store.get('Service', 'default', 'svc-43')?.spec.ports[0].port).toBe(82);
+      const again = await reread(dir);
+      expect(again.get('Service/default/svc-3')?.spec.ports[0].port).toBe(81);
+      expect(again.get('Service/default/svc-43')?.spec.ports[0].port).toBe(82);
+      expect(again).toEqual(services(store));
+    } finally {
+      await md.stop();
+    }
+  });
 });
