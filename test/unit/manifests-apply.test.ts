@@ -8,6 +8,7 @@ import { ManifestDir } from '../../src/sources/manifests';
 import { applyToDir, BULK_MAX, BULK_MIN, isBulkFile } from '../../src/sources/manifests-apply';
 import { ObjectStore } from '../../src/sources/store';
 import { KelpObject, objectKey, validateObject } from '../../src/sources/objects';
+import type { ServiceObject } from '../../src/sources/objects/service';
 import { silentLogger } from '../../src/log';
 import { cleanupAll, tempDir } from '../support/netns';
 
@@ -159,8 +160,9 @@ describe('applyToDir', () => {
       expect(store.get('Service', 'default', 'svc-3')?.spec.ports[0].port).toBe(81);
       expect(store.get('Service', 'default', 'svc-43')?.spec.ports[0].port).toBe(82);
       const again = await reread(dir);
-      expect(again.get('Service/default/svc-3')?.spec.ports[0].port).toBe(81);
-      expect(again.get('Service/default/svc-43')?.spec.ports[0].port).toBe(82);
+      const port = (key: string) => (again.get(key) as ServiceObject | undefined)?.spec.ports[0].port;
+      expect(port('Service/default/svc-3')).toBe(81);
+      expect(port('Service/default/svc-43')).toBe(82);
       expect(again).toEqual(services(store));
     } finally {
       await md.stop();
