@@ -70,18 +70,50 @@ static __always_inline int overlay4_deliver(struct __sk_buff *skb, struct pkt4 *
  * never cross kelp_host_ingress, which translates the same frontends for clients arriving on
  * the uplink. Translated here with the outside view (LB_FE_EXTERNAL frontends); the reply
  * goes back through the tunnel from kelp_from_pod. Returns the local backend's endpoint, or
- * NULL with `*ret` a drop reason, or not (the stack's). A frontend without backends is
- * dropped unanswered (the answer would need a tunnel key back), and a backend on another node
- * is left to the stack, as kelp_host_ingress does until SNAT for remote backends exists.
+ * NULL with `*ret` a drop reason, LB_XLATE_REJECT (no usable backend: overlay4_reject), or
+ * not (the stack's). A backend on another node is left to the stack, as kelp_host_ingress does
+ * until SNAT for remote backends exists.
  */
 static __always_inline struct endpoint_info *overlay4_service(struct __sk_buff *skb, struct pkt4 *pkt, int *ret)
 {
 	*ret = lb4_forward(skb, pkt, LB_CLIENT_OUTSIDE);
-	if (*ret == LB_XLATE_REJECT)
-		*ret = DROP_LB_NO_BACKEND;
 	if (*ret != LB_XLATE_DONE)
 		return NULL;
 	return endpoint4_lookup(pkt->daddr);
+}
+
+/*
+ * A frontend of this node without a usable backend, reached through the tunnel: answered at
+ * once (a RST, or ICMP port unreachable), as kelp_host_ingress answers a client on the uplink,
+ * never left to time out. The answer goes back through the tunnel to the node it came from
+ * (its key names the sender, the outer source of the packet it answers); redirected to the
+ * device's egress, it passes kelp_to_overlay as kelp_from_pod's packets do, and the client's
+ * node delivers it as any packet from this node. Counted as DROP_LB_NO_BACKEND.
+ */
+static __always_inline int overlay4_reject(struct __sk_buff *skb, struct pkt4 *pkt)
+{
+	struct bpf_tunnel_key key = {};
+	struct overlay_config *cfg;
+	struct ethhdr *eth;
+	__be32 sender;
+
+	drop_packet(skb, pkt, KELP_DIR_TO_POD, 0, DROP_LB_NO_BACKEND);
+	cfg = overlay_config_get();
+	if (!cfg || !cfg->ifindex || bpf_skb_get_tunnel_key(skb, &key, sizeof(key), 0))
+		return TC_ACT_SHOT;
+	/* The helper gives the remote address in host order. */
+	sender = bpf_htonl(key.remote_ipv4);
+	if (lb4_reject(skb, pkt))
+		return TC_ACT_SHOT;
+	/* The reject swapped the frame's MACs: the sender's device's own would come back to it as
+	 * the source, which its driver drops as a loop. This node's, as for all it sends. */
+	eth = eth_load(skb);
+	if (!eth)
+		return TC_ACT_SHOT;
+	tunnel4_inner_macs(eth, cfg);
+	if (tunnel4_set_key(skb, sender, cfg->vni))
+		return TC_ACT_SHOT;
+	return bpf_redirect(cfg->ifindex, 0);
 }
 
 /* To this node's masquerade address and a NAT port: a translated flow's answer (see above). */
@@ -148,8 +180,11 @@ int kelp_from_overlay(struct __sk_buff *skb)
 	if (ret < 0)
 		return drop_packet(skb, &pkt, KELP_DIR_TO_POD, endpoint4_id(pkt.daddr), ret);
 	ep = endpoint4_lookup(pkt.daddr);
-	if (!ep && ret == LB_XLATE_NONE)
+	if (!ep && ret == LB_XLATE_NONE) {
 		ep = overlay4_service(skb, &pkt, &ret);
+		if (ret == LB_XLATE_REJECT)
+			return overlay4_reject(skb, &pkt);
+	}
 	if (!ep && ret < 0)
 		return drop_packet(skb, &pkt, KELP_DIR_TO_POD, 0, ret);
 	if (!ep && overlay4_masq_reply(&pkt))

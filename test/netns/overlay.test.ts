@@ -100,6 +100,23 @@ const next = () => (left-- > 0 ? u.send('kelp', 9, ip, () => next()) : u.close()
 next();
 `;
 
+/**
+ * A connected UDP socket sends to `ip`:`port` until a send fails: prints the error's code (an
+ * ICMP error the socket heard fails the next send), or "none" after 20 sends 100 ms apart.
+ */
+const UDP_CONNECTED = `
+const dgram = require('dgram');
+const [ip, port] = process.argv.slice(1);
+const u = dgram.createSocket('udp4');
+let left = 20;
+u.on('error', (e) => { console.log(e.code); process.exit(0); });
+const next = () => {
+  if (left-- === 0) { console.log('none'); process.exit(0); }
+  u.send('kelp', (e) => { if (e) { console.log(e.code); process.exit(0); } setTimeout(next, 100); });
+};
+u.connect(+port, ip, next);
+`;
+
 function waitForLine(child: ChildProcess, line: string): Promise<void> {
   return new Promise((resolve, reject) => {
     let buf = '';
@@ -435,6 +452,39 @@ describe('VXLAN (collect_md device, tunnel key from kelp_tunnel4)', () => {
     } finally {
       writer.apply({ frontends: [], sets: [], sourceRanges: new Map(), names: new Map() });
       n1.ns.exec('sysctl', ['-qw', 'net.ipv4.ip_forward=0']);
+    }
+  });
+
+  it("a pod reaching another node's NodePort rides the tunnel: a local backend answers it; without a usable backend it is refused at once (TCP RST, ICMP port unreachable) back through the tunnel", () => {
+    const [n1, n2] = nodes;
+    const client = n1.pods[0];
+    const writer = new ServiceWriter(n2.dp.serviceMaps());
+    const nodePort = (port: number, protocol: 'TCP' | 'UDP', svcId: number, setId: number, count: number) => ({ address: n2.ip, port, protocol, svcId, setId, count, flags: FRONTEND_EXTERNAL | FRONTEND_NODEPORT, affinityTimeout: 0 });
+    writer.apply({
+      frontends: [nodePort(30080, 'TCP', 1, 1, 1), nodePort(30081, 'TCP', 2, 0, 0), nodePort(30082, 'UDP', 3, 0, 0)],
+      sets: [{ setId: 1, backends: [{ backendId: 1, address: n2.pods[0].ip, port: TCP_PORT, flags: 0 }] }],
+      sourceRanges: new Map(),
+      names: new Map([
+        [1, 'default/web:http'],
+        [2, 'default/empty:http'],
+        [3, 'default/empty:dns'],
+      ]),
+    });
+    try {
+      // The backend is on the frontend's node: it sees the client pod itself.
+      expect(tcp(client.ns, n2.ip, 30080)).toBe(`${client.ip} 300000 200000`);
+      const noBackend = () => counter(n2, 0, Direction.TO_POD, DropReason.LB_NO_BACKEND);
+      const before = noBackend();
+      const rx = linkStats(n1.ns, VXLAN_DEVICE).rx;
+      // Refused, not timed out (the client gives up after 5 s with "timeout").
+      expect(tcp(client.ns, n2.ip, 30081)).toBe('error ECONNREFUSED');
+      // A connected UDP socket hears the port unreachable: its next send fails.
+      const udp = client.ns.exec(process.execPath, ['-e', UDP_CONNECTED, n2.ip, '30082']).trim();
+      expect(udp).toBe('ECONNREFUSED');
+      expect(noBackend() - before).toBeGreaterThanOrEqual(2);
+      expect(linkStats(n1.ns, VXLAN_DEVICE).rx - rx, 'the answers came back through the tunnel').toBeGreaterThanOrEqual(2);
+    } finally {
+      writer.apply({ frontends: [], sets: [], sourceRanges: new Map(), names: new Map() });
     }
   });
 
