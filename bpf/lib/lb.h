@@ -378,6 +378,13 @@ static __always_inline int lb4_select(const struct lb4_frontend *fe, __be32 clie
  *   reverse  key = the reply as the backend sends it (backend → client, or → the hairpin
  *            address), dir LB_CT_REVERSE → the frontend (addr, port) to put back as source,
  *            and the client's own address (hairpin: the destination to put back).
+ * Translated flows stay apart at the backend: one client port reaching one backend through two
+ * frontends (two Services over the same pods, a ClusterIP and a NodePort) would be one TCP
+ * connection to the backend, and the second flow's reverse entry would take the first's replies.
+ * A new flow whose reverse key is another flow's gets a client port of LB_NAT_PORT_MIN..MAX
+ * (outside the kernel's ephemeral range, so never one the client's own connections pick): the
+ * forward entry's nat_port is the port written, the reverse entry (keyed by it) the client's own
+ * to put back. As netfilter's implicit source NAT does for kube-proxy's DNAT.
  * A map of its own rather than more fields in kelp_pct4: policy's conntrack exists only while
  * enforcement is on, is keyed by the translated flow (one entry for both directions), and is
  * collected by policy's rules; translation needs the client's view as a key, on every node,
@@ -406,6 +413,16 @@ struct lb4_ct_entry {
 	__u32 backend_id;
 	__u32 set_id;
 	__u32 svc_id;
+	__be16 nat_port;	/* forward: the client port written (0: its own); reverse: the client's own port to put back */
+	__u16 pad;
+	__u32 pad2;
+};
+
+/* Client ports a clashing flow is moved to (host order, inclusive): see kelp_lb4_ct above. */
+enum lb_nat_ports {
+	LB_NAT_PORT_MIN		= 61000,
+	LB_NAT_PORT_MAX		= 65535,
+	LB_NAT_PORT_TRIES	= 8,
 };
 
 struct {

@@ -99,11 +99,27 @@ static __always_inline int lb4_ct_closing(__u8 flags)
 }
 
 /*
+ * Whether reverse key `rkey` is free for the flow `fkey` opens: no entry, or one this same flow
+ * left (its frontend and client), which it takes over.
+ */
+static __always_inline bool lb4_ct_reverse_free(const struct tuple4 *rkey, const struct tuple4 *fkey)
+{
+	struct lb4_ct_entry *other = bpf_map_lookup_elem(&kelp_lb4_ct, rkey);
+
+	return !other || (other->addr == fkey->daddr && other->port == fkey->dport && other->nat_addr == fkey->saddr);
+}
+
+/*
  * Opens a tracked flow to backend `be`: the reverse entry (found by the backend's replies) first,
- * then the forward one, so that a reply never meets a flow without its way back.
+ * then the forward one, so that a reply never meets a flow without its way back. When the
+ * backend side of the flow is another tracked flow's, the client port is moved (kelp_lb4_ct in
+ * lb.h): `*nat_port` receives the port to write, or 0 to keep the client's. SCTP keeps its port
+ * (a port change needs the CRC32c recomputed), and so does a flow for which LB_NAT_PORT_TRIES
+ * ports were all taken: the clash stays, as it was before ports were moved.
  */
 static __always_inline int lb4_ct_open(const struct tuple4 *fkey, const struct lb4_frontend *fe,
-				       const struct lb4_backend *be, __u8 ct_flags, __u8 tcp_flags)
+				       const struct lb4_backend *be, __u8 ct_flags, __u8 tcp_flags,
+				       __be16 *nat_port)
 {
 	__u64 now = lb_now();
 	int hairpin = be->addr == fkey->saddr;
@@ -126,12 +142,31 @@ static __always_inline int lb4_ct_open(const struct tuple4 *fkey, const struct l
 		.set_id = fe->set_id,
 		.svc_id = fe->svc_id,
 	};
-	struct lb4_ct_entry fwd = rev;
+	struct lb4_ct_entry fwd;
+	__u32 span = LB_NAT_PORT_MAX - LB_NAT_PORT_MIN + 1;
+	__u32 start, i;
 
+	*nat_port = 0;
+	if (fkey->proto != IPPROTO_SCTP && !lb4_ct_reverse_free(&rkey, fkey)) {
+		/* Candidates spread by the flow, so clients clashing at once try different ones. */
+		start = (fkey->saddr ^ fkey->daddr ^ ((__u32)fkey->sport << 16 | fkey->dport)) * 0x9e3779b1u;
+		for (i = 0; i < LB_NAT_PORT_TRIES; i++) {
+			rkey.dport = bpf_htons(LB_NAT_PORT_MIN + (start + i * 1031) % span);
+			if (lb4_ct_reverse_free(&rkey, fkey)) {
+				*nat_port = rkey.dport;
+				rev.nat_port = fkey->sport;
+				break;
+			}
+		}
+		if (!*nat_port)
+			rkey.dport = fkey->sport;
+	}
+	fwd = rev;
 	fwd.addr = be->addr;
 	fwd.port = be->port;
 	fwd.tcp_flags = tcp_flags;
 	fwd.nat_addr = hairpin ? fkey->daddr : 0;
+	fwd.nat_port = *nat_port;
 	if (bpf_map_update_elem(&kelp_lb4_ct, &rkey, &rev, BPF_ANY))
 		return DROP_LB_CT_FULL;
 	if (bpf_map_update_elem(&kelp_lb4_ct, fkey, &fwd, BPF_ANY))
@@ -146,7 +181,7 @@ static __always_inline void lb4_ct_retire_reverse(const struct tuple4 *fkey, con
 		.saddr = fwd->addr,
 		.daddr = (fwd->flags & LB_CT_F_HAIRPIN) ? fkey->daddr : fkey->saddr,
 		.sport = fwd->port,
-		.dport = fkey->sport,
+		.dport = fwd->nat_port ? fwd->nat_port : fkey->sport,
 		.proto = fkey->proto,
 		.dir = LB_CT_REVERSE,
 	};
@@ -179,6 +214,7 @@ static __attribute__((noinline)) int lb4_forward(struct __sk_buff *skb, struct p
 	struct lb4_backend be;
 	struct iphdr *ip;
 	__u8 tcp_flags = 0, ct_flags;
+	__be16 nat_port = 0;
 	int ret;
 
 	if (!lb4_proto(pkt->proto))
@@ -206,6 +242,7 @@ static __attribute__((noinline)) int lb4_forward(struct __sk_buff *skb, struct p
 		be.addr = ct->addr;
 		be.port = ct->port;
 		be.backend_id = ct->backend_id;
+		nat_port = ct->nat_port;
 	} else {
 		/* New, or its backend left the set (the agent removed it): balanced (again) now. */
 		if (ct)
@@ -219,20 +256,24 @@ static __attribute__((noinline)) int lb4_forward(struct __sk_buff *skb, struct p
 			return DROP_LB_SOURCE_RANGE;
 		if (pkt->proto == IPPROTO_SCTP && be.port != pkt->dport)
 			return DROP_LB_SCTP_PORT;
-		ret = lb4_ct_open(&fkey, fe, &be, ct_flags, tcp_flags);
+		ret = lb4_ct_open(&fkey, fe, &be, ct_flags, tcp_flags, &nat_port);
 		if (ret)
 			return ret;
 	}
 
 	ret = lb4_rewrite(skb, l4_off, pkt->proto, 0, pkt->daddr, be.addr, pkt->dport, be.port);
-	if (!ret && be.addr == pkt->saddr)
-		ret = lb4_rewrite(skb, l4_off, pkt->proto, 1, pkt->saddr, pkt->daddr, 0, 0);
+	/* The source: the frontend's address for the hairpin, a moved client port for a clash. */
+	if (!ret && (be.addr == pkt->saddr || nat_port))
+		ret = lb4_rewrite(skb, l4_off, pkt->proto, 1, pkt->saddr, be.addr == pkt->saddr ? pkt->daddr : pkt->saddr,
+				  pkt->sport, nat_port ? nat_port : pkt->sport);
 	if (ret)
 		return ret;
 	pkt->svc_id = fe->svc_id;
 	event_note_service(fe->svc_id, pkt->daddr, pkt->dport);
 	pkt->daddr = be.addr;
 	pkt->dport = be.port;
+	if (nat_port)
+		pkt->sport = nat_port;
 	return LB_XLATE_DONE;
 }
 
@@ -251,7 +292,7 @@ static __always_inline int lb4_icmp_error(struct __sk_buff *skb, struct pkt4 *pk
 	struct icmp4_quote q;
 	struct tuple4 rkey;
 	__be32 backend, frontend, client;
-	__be16 fport;
+	__be16 fport, cport;
 	__u8 flags;
 	int ret;
 
@@ -265,12 +306,14 @@ static __always_inline int lb4_icmp_error(struct __sk_buff *skb, struct pkt4 *pk
 	frontend = ct->addr;
 	fport = ct->port;
 	client = ct->nat_addr;
+	cport = ct->nat_port;
 	flags = ct->flags;
 	*ct_flags = flags;
 
 	ret = icmp4_quote_rewrite(skb, l4_off, &q, 0, frontend, fport);
-	if (!ret && (flags & LB_CT_F_HAIRPIN))
-		ret = icmp4_quote_rewrite(skb, l4_off, &q, 1, client, q.tuple.sport);
+	/* The quote's source back to the client's own (hairpin address, moved port). */
+	if (!ret && ((flags & LB_CT_F_HAIRPIN) || cport))
+		ret = icmp4_quote_rewrite(skb, l4_off, &q, 1, client, cport ? cport : q.tuple.sport);
 	if (ret)
 		return DROP_LB_REWRITE;
 	if (pkt->saddr == backend)
@@ -314,11 +357,14 @@ static __attribute__((noinline)) int lb4_reverse(struct __sk_buff *skb, struct p
 	ct->last_seen = lb_now();
 	*ct_flags = ct->flags;
 	ret = lb4_rewrite(skb, l4_off, pkt->proto, 1, pkt->saddr, ct->addr, pkt->sport, ct->port);
-	if (!ret && (ct->flags & LB_CT_F_HAIRPIN))
-		ret = lb4_rewrite(skb, l4_off, pkt->proto, 0, pkt->daddr, ct->nat_addr, 0, 0);
+	/* The destination back to the client's own: its address (hairpin), its port (moved). */
+	if (!ret && ((ct->flags & LB_CT_F_HAIRPIN) || ct->nat_port))
+		ret = lb4_rewrite(skb, l4_off, pkt->proto, 0, pkt->daddr, ct->nat_addr, pkt->dport, ct->nat_port ? ct->nat_port : pkt->dport);
 	if (ret)
 		return ret;
 	pkt->daddr = ct->nat_addr;
+	if (ct->nat_port)
+		pkt->dport = ct->nat_port;
 	return LB_XLATE_DONE;
 }
 

@@ -443,9 +443,11 @@ export interface Lb4CtEntry {
   backendId: number;
   setId: number;
   svcId: number;
+  /** Forward: the client port written when the flow clashed with another at its backend (0: none); reverse: the client's own port. */
+  natPort: number;
 }
 
-const ctVal = layout('lb4_ct_entry', 40, [
+const ctVal = layout('lb4_ct_entry', 48, [
   ['created', 8, 0],
   ['last_seen', 8, 8],
   ['addr', 4, 16],
@@ -456,6 +458,9 @@ const ctVal = layout('lb4_ct_entry', 40, [
   ['backend_id', 4, 28],
   ['set_id', 4, 32],
   ['svc_id', 4, 36],
+  ['nat_port', 2, 40],
+  ['pad', 2, 42],
+  ['pad2', 4, 44],
 ]);
 
 export const lb4CtEntry: StructCodec<Lb4CtEntry> = {
@@ -473,6 +478,7 @@ export const lb4CtEntry: StructCodec<Lb4CtEntry> = {
     b.writeUInt32LE(u32('backendId', v.backendId), o.backend_id);
     b.writeUInt32LE(u32('setId', v.setId), o.set_id);
     b.writeUInt32LE(u32('svcId', v.svcId), o.svc_id);
+    b.writeUInt16BE(u16('natPort', v.natPort), o.nat_port);
     return b;
   },
   decode(b) {
@@ -489,6 +495,7 @@ export const lb4CtEntry: StructCodec<Lb4CtEntry> = {
       backendId: b.readUInt32LE(o.backend_id),
       setId: b.readUInt32LE(o.set_id),
       svcId: b.readUInt32LE(o.svc_id),
+      natPort: b.readUInt16BE(o.nat_port),
     };
   },
 };
@@ -1345,7 +1352,7 @@ export function gcServiceCt(map: BpfMap, nowNs: bigint, opts: ServiceCtGcOptions
   const stale: Buffer[] = [];
   for (const { raw, key, e } of rows) {
     if (key.dir !== LbCtDir.FORWARD) continue;
-    const rid = id(e.address, e.port, e.flags & LbCtFlag.HAIRPIN ? key.daddr : key.saddr, key.sport, key.proto);
+    const rid = id(e.address, e.port, e.flags & LbCtFlag.HAIRPIN ? key.daddr : key.saddr, e.natPort || key.sport, key.proto);
     const rev = reverse.get(rid);
     const lastSeen = rev && rev.e.lastSeen > e.lastSeen ? rev.e.lastSeen : e.lastSeen;
     const asCt = { lastSeen, txFlags: e.tcpFlags, rxFlags: 0, rxPackets: 1n } as Ct4Entry;

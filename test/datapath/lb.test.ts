@@ -202,6 +202,49 @@ describe('DNAT and reverse NAT', () => {
     expect(zero.ip.payload.readUInt16BE(6)).toBe(0);
   });
 
+  it('one client port to one backend through two frontends: the second flow gets a port of 61000-65535 (checksums right), its replies and ICMP errors go back to the client port and frontend it used, the first flow is undisturbed, and collection keeps and drops the pair together', () => {
+    const VIP2 = '10.96.0.11';
+    const d = service([be(B, 8080, 1)]);
+    d.frontends.push({ ...d.frontends[0], address: VIP2, svcId: 2 }, { ...d.frontends[1], address: VIP2, svcId: 2 });
+    d.names.set(2, 'default/web2:http');
+    writer.apply(d);
+    for (const [frame, proto] of [
+      [(dst: string) => tcpFrame({ from: A, dst, sport: 40100, dport: 80 }, { flags: 0x02, seq: 1000 }), P.IPPROTO_TCP],
+      [(dst: string) => udpFrame({ from: A, dst, sport: 40100, dport: 80 }, Buffer.from('q')), P.IPPROTO_UDP],
+    ] as const) {
+      const first = fromPod(frame(VIP), A.ifindex);
+      expect(first).toMatchObject({ retval: P.TC_ACT_REDIRECT, src: A.ip, dst: B.ip, sport: 40100, dport: 8080 });
+      const second = fromPod(frame(VIP2), A.ifindex);
+      expect(second).toMatchObject({ retval: P.TC_ACT_REDIRECT, src: A.ip, dst: B.ip, dport: 8080 });
+      expect(second.sport).toBeGreaterThanOrEqual(61000);
+      // Its next packet keeps the moved port; the first flow's keeps its own.
+      expect(fromPod(frame(VIP2), A.ifindex).sport).toBe(second.sport);
+      expect(fromPod(frame(VIP), A.ifindex).sport).toBe(40100);
+      // Replies: each to the client port and frontend of its own flow.
+      const reply = (dport: number) =>
+        fromPod(proto === P.IPPROTO_TCP ? tcpFrame({ from: B, dst: A.ip, sport: 8080, dport }, { flags: 0x12, seq: 5000, ack: 1001 }) : udpFrame({ from: B, dst: A.ip, sport: 8080, dport }), B.ifindex);
+      expect(reply(second.sport)).toMatchObject({ retval: P.TC_ACT_REDIRECT, src: VIP2, dst: A.ip, sport: 80, dport: 40100 });
+      expect(reply(40100)).toMatchObject({ retval: P.TC_ACT_REDIRECT, src: VIP, dst: A.ip, sport: 80, dport: 40100 });
+      if (proto === P.IPPROTO_UDP) {
+        // B's port unreachable quotes the moved port: the client's socket must hear it as its own flow.
+        const quoted = P.ipv4({ src: A.ip, dst: B.ip, proto }, P.udp({ src: A.ip, dst: B.ip, sport: second.sport, dport: 8080 }, Buffer.from('q')));
+        const err = fromPod(P.ethernet(l2(B), P.ipv4({ src: B.ip, dst: A.ip, proto: P.IPPROTO_ICMP }, P.icmp({ type: 3, code: 3, id: 0, seq: 0 }, quoted))), B.ifindex);
+        expect(err).toMatchObject({ retval: P.TC_ACT_REDIRECT, src: VIP2, dst: A.ip, proto: P.IPPROTO_ICMP });
+        const q = P.parseIpv4(err.ip.payload.subarray(8));
+        expect(q).toMatchObject({ src: A.ip, dst: VIP2, checksumOk: true });
+        expect(P.parsePorts(q.payload)).toEqual({ sport: 40100, dport: 80 });
+      }
+      const rows = ctEntries().filter((e) => e.key.proto === proto);
+      expect(rows.find((e) => e.key.dir === LbCtDir.FORWARD && e.key.daddr === VIP2)?.value.natPort).toBe(second.sport);
+      expect(rows.find((e) => e.key.dir === LbCtDir.REVERSE && e.key.dport === second.sport)?.value).toMatchObject({ address: VIP2, port: 80, natPort: 40100 });
+      expect(rows.find((e) => e.key.dir === LbCtDir.FORWARD && e.key.daddr === VIP)?.value.natPort).toBe(0);
+    }
+    // Collection pairs a moved flow's entries by the moved port: live, all kept (a reverse entry
+    // it could not pair would go at once); idle past TCP's established timeout (6 h), all gone.
+    expect(gcServiceCt(ct, monotonicNs())).toEqual({ scanned: 8, deleted: 0 });
+    expect(gcServiceCt(ct, monotonicNs() + 7n * 3_600_000_000_000n)).toEqual({ scanned: 8, deleted: 8 });
+  });
+
   it("an ICMP error from the backend about the flow reaches the client as the frontend's: source, quote and every checksum", () => {
     writer.apply(service([be(B, 5353, 1)]));
     fromPod(udpFrame(toVip(41500), Buffer.from('q')), A.ifindex);

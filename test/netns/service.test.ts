@@ -5,7 +5,8 @@
 import { ChildProcess, execSync } from 'node:child_process';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { attachTc, BpfLink, BpfObject, inNetns } from '../../src/bpf';
-import { serviceMapsOf, ServiceWriter } from '../../src/datapath/service';
+import { lb4CtEntry, LbCtDir, serviceMapsOf, ServiceWriter } from '../../src/datapath/service';
+import { tuple4 } from '../../src/datapath/nat';
 import { BackendEntry, FRONTEND_DROP_NO_LOCAL, FRONTEND_EXTERNAL, FRONTEND_NODEPORT, ServiceMapsDesired } from '../../src/datapath/service-types';
 import { maglevTable } from '../../src/service/maglev';
 import { DEFAULT_LB_MAGLEV_TABLE_SIZE } from '../../src/datapath/service';
@@ -31,11 +32,13 @@ function makePod(ip: string, epId: number): Pod {
   return makeTestPod(node, { ip, epId, gateway: GATEWAY, prefix: 'ksv' });
 }
 
-/** Servers that answer with their own address (TCP 8080, UDP 5353), and with the client's (TCP 8081). */
+/** Servers that answer with their own address (TCP 8080, UDP 5353), with the client's (TCP 8081), and with the client's address and port (TCP 8083 per line, UDP 5354). */
 async function serve(pod: Pod): Promise<ChildProcess> {
   const script = `
     const net = require('net'), dgram = require('dgram');
-    let n = 0; const up = () => { if (++n === 3) console.log('listening'); };
+    let n = 0; const up = () => { if (++n === 5) console.log('listening'); };
+    net.createServer((s) => { s.on('error', () => {}); s.on('data', () => s.write(s.remoteAddress + ':' + s.remotePort + '\\n')); }).listen(8083, '0.0.0.0', up);
+    const e = dgram.createSocket('udp4'); e.on('message', (m, r) => e.send(r.address + ':' + r.port, r.port, r.address)); e.bind(5354, '0.0.0.0', up);
     net.createServer((s) => { s.on('error', () => {}); s.end(s.remoteAddress); }).listen(8081, '0.0.0.0', up);
     net.createServer((s) => { s.on('error', () => {}); s.end('${pod.ep.ip}'); }).listen(8080, '0.0.0.0', up);
     const u = dgram.createSocket('udp4'); u.on('message', (m, r) => u.send('${pod.ep.ip}', r.port, r.address)); u.bind(5353, '0.0.0.0', up);
@@ -261,6 +264,71 @@ describe('a ClusterIP through the per-packet path', () => {
     console.log(`no-backend connected UDP: ${udp.answer} after ${udp.ms.toFixed(2)} ms`);
     expect(udp.answer).toBe('error ECONNREFUSED');
     expect(udp.ms).toBeLessThan(100);
+  });
+
+  it("one client port reaching one backend through two frontends at once: the second flow gets a client port of its own (61000-65535) and the first is undisturbed, over TCP and UDP; an ICMP error quoting a moved port reaches the client's socket", () => {
+    const VIP2 = '10.96.7.8';
+    const VIP3 = '10.96.7.9';
+    const fe = (address: string, port: number, protocol: 'TCP' | 'UDP', id: number) => ({ address, port, protocol, svcId: id, setId: id, count: 1, flags: 0, affinityTimeout: 0 });
+    const one = (setId: number, port: number, backendId: number) => ({ setId, backends: [backend(b, port, backendId)] });
+    writer.apply({
+      frontends: [fe(VIP, 80, 'TCP', 11), fe(VIP2, 80, 'TCP', 12), fe(VIP, 53, 'UDP', 13), fe(VIP2, 53, 'UDP', 14), fe(VIP3, 53, 'UDP', 15), fe(VIP3, 54, 'UDP', 16)],
+      // Two frontends each over one backend: b's echo servers, and a UDP port nothing listens on.
+      sets: [one(11, 8083, 21), one(12, 8083, 21), one(13, 5354, 22), one(14, 5354, 22), one(15, 5999, 23), one(16, 5999, 23)],
+      sourceRanges: new Map(),
+      names: new Map([11, 12, 13, 14, 15, 16].map((id) => [id, `default/clash-${id}:p`])),
+    });
+    // The same local port for both sockets of each pair (SO_REUSEADDR): what two Services over the
+    // same pods meet when the client's kernel picks one port for two destinations.
+    const py = `
+import json, socket
+out = {}
+def sock(kind, port, ip, dport):
+    s = socket.socket(socket.AF_INET, kind)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind(('0.0.0.0', port))
+    s.settimeout(2)
+    s.connect((ip, dport))
+    return s
+def ask(s, key):
+    try:
+        s.send(b'q\\n')
+        out[key] = s.recv(100).decode().strip()
+    except ConnectionRefusedError:
+        out[key] = 'refused'
+    except socket.timeout:
+        out[key] = 'timeout'
+t1 = sock(socket.SOCK_STREAM, 40123, '${VIP}', 80); ask(t1, 'tcp1')
+t2 = sock(socket.SOCK_STREAM, 40123, '${VIP2}', 80); ask(t2, 'tcp2')
+ask(t1, 'tcp1again')
+u1 = sock(socket.SOCK_DGRAM, 40124, '${VIP}', 53); ask(u1, 'udp1')
+u2 = sock(socket.SOCK_DGRAM, 40124, '${VIP2}', 53); ask(u2, 'udp2')
+ask(u1, 'udp1again')
+e1 = sock(socket.SOCK_DGRAM, 40125, '${VIP3}', 53); ask(e1, 'closed1')
+e2 = sock(socket.SOCK_DGRAM, 40125, '${VIP3}', 54); ask(e2, 'closed2')
+print(json.dumps(out))
+`;
+    const out = JSON.parse(a.ns.exec('python3', ['-c', py]).trim()) as Record<string, string>;
+    const moved = (answer: string) => Number(answer.split(':')[1]);
+    // The backend sees the first flow from the client's own port, the second from a moved one.
+    expect(out.tcp1).toBe(`${a.ep.ip}:40123`);
+    expect(out.tcp1again).toBe(`${a.ep.ip}:40123`);
+    expect(out.tcp2).toMatch(new RegExp(`^${a.ep.ip.replace(/\./g, '\\.')}:\\d+$`));
+    expect(moved(out.tcp2)).toBeGreaterThanOrEqual(61000);
+    expect(out.udp1).toBe(`${a.ep.ip}:40124`);
+    expect(out.udp1again).toBe(`${a.ep.ip}:40124`);
+    expect(moved(out.udp2)).toBeGreaterThanOrEqual(61000);
+    // The backend's port unreachable quotes the moved port: put back, the client's socket hears it.
+    expect([out.closed1, out.closed2]).toEqual(['refused', 'refused']);
+    // kelp_lb4_ct: the second TCP flow's forward entry names the port written, its reverse entry
+    // (keyed by that port) the client's own.
+    const rows = obj.map('kelp_lb4_ct').lookupBatch().map(([k, v]) => ({ key: tuple4.decode(k), e: lb4CtEntry.decode(v) }));
+    const fwd = rows.find((r) => r.key.dir === LbCtDir.FORWARD && r.key.daddr === VIP2 && r.key.sport === 40123 && r.key.proto === 6);
+    expect(fwd?.e.natPort).toBe(moved(out.tcp2));
+    const rev = rows.find((r) => r.key.dir === LbCtDir.REVERSE && r.key.saddr === b.ep.ip && r.key.dport === moved(out.tcp2) && r.key.proto === 6);
+    expect(rev?.e).toMatchObject({ address: VIP2, port: 80, natAddress: a.ep.ip, natPort: 40123 });
+    const first = rows.find((r) => r.key.dir === LbCtDir.FORWARD && r.key.daddr === VIP && r.key.sport === 40123 && r.key.proto === 6);
+    expect(first?.e.natPort).toBe(0);
   });
 
   it('hairpin: a pod reaches itself through its own Service', () => {

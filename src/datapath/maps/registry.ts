@@ -392,12 +392,16 @@ export const MAPS: readonly MapSpec[] = [
   {
     name: 'kelp_lb4_ct',
     objects: ['lxc', 'host', 'sock', 'overlay'],
-    version: 1,
-    layouts: [coded(1, { type: MapType.LRU_HASH, maxEntries: LbLimits.LB_CT_MAX, flags: 0 }, tuple4, lb4CtEntry)],
+    version: 2,
+    layouts: [
+      { version: 1, type: MapType.LRU_HASH, keySize: tuple4.size, valueSize: 40, maxEntries: LbLimits.LB_CT_MAX, flags: 0 },
+      // 2: nat_port, a client port moved off a clash at the backend.
+      coded(2, { type: MapType.LRU_HASH, maxEntries: LbLimits.LB_CT_MAX, flags: 0 }, tuple4, lb4CtEntry),
+    ],
     migrate: 'reset',
     why:
       'a layout change is rare; after one, a tracked flow is balanced again at its next packet (Maglev gives most the same backend) ' +
-      'and replies of flows already open are not reverse-translated until then',
+      'and replies of flows already open are not reverse-translated until then (written by every object: no conversion can wait for them all to be swapped)',
     writer: 'datapath',
     description: 'service conntrack: forward (client -> frontend: backend) and reverse (backend -> client: frontend) entries',
     sizable: true,
