@@ -116,14 +116,17 @@ static __always_inline int overlay4_reject(struct __sk_buff *skb, struct pkt4 *p
 	return bpf_redirect(cfg->ifindex, 0);
 }
 
-/* To this node's masquerade address and a NAT port: a translated flow's answer (see above). */
+/* To this node's masquerade address and a NAT port: a translated flow's answer (see above), or
+ * an ICMP error, which kelp_host_ingress matches to its flow by the packet it quotes. */
 static __always_inline bool overlay4_masq_reply(const struct pkt4 *pkt)
 {
 	__u16 port = bpf_ntohs(pkt->dport);
 
-	return KELP_MASQ_IP != 0 && KELP_UPLINK_IFINDEX != 0 && pkt->daddr == KELP_MASQ_IP &&
-	       (pkt->proto == IPPROTO_TCP || pkt->proto == IPPROTO_UDP) && port >= KELP_NAT_PORT_MIN &&
-	       port <= KELP_NAT_PORT_MAX;
+	if (KELP_MASQ_IP == 0 || KELP_UPLINK_IFINDEX == 0 || pkt->daddr != KELP_MASQ_IP)
+		return false;
+	if (pkt->proto == IPPROTO_ICMP)
+		return icmp4_is_error(icmp4_type(pkt));
+	return (pkt->proto == IPPROTO_TCP || pkt->proto == IPPROTO_UDP) && port >= KELP_NAT_PORT_MIN && port <= KELP_NAT_PORT_MAX;
 }
 
 /*

@@ -267,6 +267,30 @@ async function makePod(node: Node, mode: Mode, ip: string, epId: number): Promis
   return { ns, ip, hostVeth, epId };
 }
 
+/**
+ * A client outside sending UDP to node 1's NodePort whose one backend is a pod of node 2 with no
+ * server on the port: the backend's port unreachable (to node 1's address, quoting the SNATed
+ * datagram) must reach the client as the NodePort's, so its connected socket hears ECONNREFUSED.
+ */
+function nodePortUdpRefused(n1: Node, n2: Node, outside: Netns): string {
+  const writer = new ServiceWriter(n1.dp.serviceMaps());
+  writer.apply({
+    frontends: [{ address: n1.ip, port: 30090, protocol: 'UDP', svcId: 9, setId: 9, count: 1, flags: FRONTEND_EXTERNAL | FRONTEND_NODEPORT, affinityTimeout: 0 }],
+    sets: [{ setId: 9, backends: [{ backendId: 9, address: n2.pods[1].ip, port: 5999, flags: 0 }] }],
+    sourceRanges: new Map(),
+    names: new Map([[9, 'default/dns:dns']]),
+  });
+  try {
+    const got = outside.exec(process.execPath, ['-e', UDP_CONNECTED, n1.ip, '30090']).trim();
+    // Translated and SNATed to node 2's pod (not refused by node 1's own stack for want of a socket).
+    const nat = n1.dp.dump('kelp_snat4') as Array<{ key: { saddr: string; daddr: string; dport: number; proto: number } }>;
+    expect(nat.some((r) => r.key.saddr === OUTSIDE_IP && r.key.daddr === n2.pods[1].ip && r.key.dport === 5999 && r.key.proto === 17)).toBe(true);
+    return got;
+  } finally {
+    writer.apply({ frontends: [], sets: [], sourceRanges: new Map(), names: new Map() });
+  }
+}
+
 afterAll(cleanupAll);
 
 describe('VXLAN (collect_md device, tunnel key from kelp_tunnel4)', () => {
@@ -488,6 +512,17 @@ describe('VXLAN (collect_md device, tunnel key from kelp_tunnel4)', () => {
     }
   });
 
+  it("a NodePort whose backend is on another node, over UDP to a closed port: the backend's port unreachable comes back through the tunnel and reaches the client outside as the NodePort's", () => {
+    const [n1, n2] = nodes;
+    n1.ns.exec('sysctl', ['-qw', 'net.ipv4.ip_forward=1']);
+    n1.ns.ip('route', 'replace', podCidr(2), 'dev', VXLAN_DEVICE);
+    try {
+      expect(nodePortUdpRefused(n1, n2, outside)).toBe('ECONNREFUSED');
+    } finally {
+      n1.ns.exec('sysctl', ['-qw', 'net.ipv4.ip_forward=0']);
+    }
+  });
+
   it("an agent restart moves the overlay links onto the new programs in place (same links, no detach)", async () => {
     const [n1, n2] = nodes;
     const pins = ['ingress', 'egress'].map((dir) => path.join(n2.bpfRoot, 'links', `overlay-${VXLAN_DEVICE}-${dir}`));
@@ -549,6 +584,11 @@ describe('native routing (routes via the underlay, no encapsulation)', () => {
     } finally {
       writer.apply({ frontends: [], sets: [], sourceRanges: new Map(), names: new Map() });
     }
+  });
+
+  it("a NodePort whose backend is on another node, over UDP to a closed port: the backend's port unreachable reaches the client outside as the NodePort's", () => {
+    const [n1, n2] = nodes;
+    expect(nodePortUdpRefused(n1, n2, outside)).toBe('ECONNREFUSED');
   });
 
   it("a NodePort whose backend is the node itself (host network) is not translated to the node: the backend sees the client", async () => {
