@@ -206,7 +206,9 @@ static __always_inline int snat4_egress(struct __sk_buff *skb, const struct pkt4
 /*
  * Out by the node's route to a backend that is not a pod of this node, with the neighbour's MAC.
  * A call of its own: its 64-byte lookup would otherwise sit in the hook's frame, under every
- * other call's (the verifier's 512 bytes are for the deepest chain).
+ * other call's (the verifier's 512 bytes are for the deepest chain). The lookup is the
+ * kernel's forwarding one, for the node's own packets too: it answers only where the uplink
+ * forwards (IP forwarding on, as on any Kubernetes node).
  */
 static __attribute__((noinline)) int host4_route(struct __sk_buff *skb, const struct pkt4 *pkt)
 {
@@ -496,6 +498,16 @@ int kelp_host_ingress(struct __sk_buff *skb)
 	ret = host4_service(skb, &pkt);
 	if (ret >= 0)
 		return ret;
+	/* The reply of a backend elsewhere to the node's own flow to a frontend, which
+	 * kelp_host_egress translated per packet (LB_CT_F_HOST): the frontend goes back as its
+	 * source, and into the node's stack as if it arrived on lo, as such replies from a pod of
+	 * this node do (lb4_to_host_stack: here a strict rp_filter would drop a VIP source). */
+	ret = lb4_reverse(skb, &pkt, &flags);
+	if (ret < 0)
+		return drop_packet(skb, &pkt, KELP_DIR_TO_POD, 0, ret);
+	if (ret == LB_XLATE_DONE && (flags & LB_CT_F_HOST))
+		return lb4_to_host_stack(skb);
+	flags = 0;
 
 	if (!host_masq_enabled() || pkt.daddr != KELP_MASQ_IP)
 		return TC_ACT_OK;

@@ -182,6 +182,10 @@ int kelp_from_overlay(struct __sk_buff *skb)
 	ret = lb4_reverse(skb, &pkt, &ct_flags);
 	if (ret < 0)
 		return drop_packet(skb, &pkt, KELP_DIR_TO_POD, endpoint4_id(pkt.daddr), ret);
+	/* The reply to the node's own flow to a frontend (kelp_host_egress, per packet): into its
+	 * stack as if it arrived on lo, where a VIP source passes the rp_filter (lb4_to_host_stack). */
+	if (ret == LB_XLATE_DONE && (ct_flags & LB_CT_F_HOST))
+		return lb4_to_host_stack(skb);
 	ep = endpoint4_lookup(pkt.daddr);
 	if (!ep && ret == LB_XLATE_NONE) {
 		ep = overlay4_service(skb, &pkt, &ret);

@@ -291,6 +291,35 @@ function nodePortUdpRefused(n1: Node, n2: Node, outside: Netns): string {
   }
 }
 
+/**
+ * The node itself (not a pod, socket LB off) connecting to a ClusterIP whose backend is a pod of
+ * another node: kelp_host_egress translates it on the uplink and sends it by the node's route to
+ * that pod; the reply comes back to the node as the ClusterIP's. The VIP is routed onto the
+ * uplink via the underlay's outside host, as a default route through a gateway would (these
+ * nodes have none; an on-link route would wait for an ARP answer for the VIP itself).
+ */
+function nodeToRemoteClusterIp(n1: Node, n2: Node, replyDevice: string): string {
+  const vip = '10.96.0.20';
+  const writer = new ServiceWriter(n1.dp.serviceMaps());
+  writer.apply({
+    frontends: [{ address: vip, port: 80, protocol: 'TCP', svcId: 20, setId: 20, count: 1, flags: 0, affinityTimeout: 0 }],
+    sets: [{ setId: 20, backends: [{ backendId: 20, address: n2.pods[0].ip, port: TCP_PORT, flags: 0 }] }],
+    sourceRanges: new Map(),
+    names: new Map([[20, 'default/api:http']]),
+  });
+  n1.ns.ip('route', 'replace', '10.96.0.0/16', 'via', OUTSIDE_IP, 'dev', 'eth0');
+  // A strict rp_filter where the reply arrives (RHEL's default): a reply with the VIP as its
+  // source is not routed back out of that device, so it must enter the node's stack elsewhere (lo).
+  n1.ns.exec('sysctl', ['-qw', `net.ipv4.conf.${replyDevice}.rp_filter=1`]);
+  try {
+    return tcp(n1.ns, vip, 80);
+  } finally {
+    n1.ns.exec('sysctl', ['-qw', `net.ipv4.conf.${replyDevice}.rp_filter=0`]);
+    n1.ns.ip('route', 'del', '10.96.0.0/16');
+    writer.apply({ frontends: [], sets: [], sourceRanges: new Map(), names: new Map() });
+  }
+}
+
 afterAll(cleanupAll);
 
 describe('VXLAN (collect_md device, tunnel key from kelp_tunnel4)', () => {
@@ -523,6 +552,19 @@ describe('VXLAN (collect_md device, tunnel key from kelp_tunnel4)', () => {
     }
   });
 
+  it("the node itself to a ClusterIP whose backend is a pod of another node (per packet, socket LB off): by the node's route through the tunnel, the backend sees the node, the answer comes from the ClusterIP", () => {
+    const [n1, n2] = nodes;
+    // The route lookup (bpf_fib_lookup) answers only where the uplink forwards, as on any
+    // Kubernetes node; these nodes keep it off otherwise (see makeCluster).
+    n1.ns.exec('sysctl', ['-qw', 'net.ipv4.ip_forward=1']);
+    n1.ns.ip('route', 'replace', podCidr(2), 'dev', VXLAN_DEVICE);
+    try {
+      expect(nodeToRemoteClusterIp(n1, n2, VXLAN_DEVICE)).toBe(`${n1.ip} 300000 200000`);
+    } finally {
+      n1.ns.exec('sysctl', ['-qw', 'net.ipv4.ip_forward=0']);
+    }
+  });
+
   it("an agent restart moves the overlay links onto the new programs in place (same links, no detach)", async () => {
     const [n1, n2] = nodes;
     const pins = ['ingress', 'egress'].map((dir) => path.join(n2.bpfRoot, 'links', `overlay-${VXLAN_DEVICE}-${dir}`));
@@ -589,6 +631,11 @@ describe('native routing (routes via the underlay, no encapsulation)', () => {
   it("a NodePort whose backend is on another node, over UDP to a closed port: the backend's port unreachable reaches the client outside as the NodePort's", () => {
     const [n1, n2] = nodes;
     expect(nodePortUdpRefused(n1, n2, outside)).toBe('ECONNREFUSED');
+  });
+
+  it("the node itself to a ClusterIP whose backend is a pod of another node (per packet, socket LB off): by the node's route over the underlay, the backend sees the node, the answer comes from the ClusterIP", () => {
+    const [n1, n2] = nodes;
+    expect(nodeToRemoteClusterIp(n1, n2, 'eth0')).toBe(`${n1.ip} 300000 200000`);
   });
 
   it("a NodePort whose backend is the node itself (host network) is not translated to the node: the backend sees the client", async () => {
