@@ -18,7 +18,7 @@ import { applyPolicyMaps, setPolicyEnforcement } from '../../src/datapath/policy
 import type { PolicyEntry } from '../../src/datapath/policy-types';
 import { IDENTITY_WORLD } from '../../src/datapath/policy-types';
 import { ServiceWriter } from '../../src/datapath/service';
-import { FRONTEND_EXTERNAL, FRONTEND_NODEPORT } from '../../src/datapath/service-types';
+import { FRONTEND_EXTERNAL, FRONTEND_NODEPORT, type ServiceMapsDesired } from '../../src/datapath/service-types';
 import { Direction } from '../../src/datapath/structs';
 import { silentLogger } from '../../src/log';
 import { Rtnl } from '../../src/netlink/rtnl';
@@ -267,6 +267,16 @@ async function makePod(node: Node, mode: Mode, ip: string, epId: number): Promis
   return { ns, ip, hostVeth, epId };
 }
 
+/** A service port with one frontend and one backend, ids `id`: what most cases here write. */
+function oneBackend(id: number, frontend: { address: string; port: number; protocol?: 'TCP' | 'UDP'; flags?: number }, backend: { address: string; port: number }): ServiceMapsDesired {
+  return {
+    frontends: [{ protocol: 'TCP', flags: 0, ...frontend, svcId: id, setId: id, count: 1, affinityTimeout: 0 }],
+    sets: [{ setId: id, backends: [{ backendId: id, ...backend, flags: 0 }] }],
+    sourceRanges: new Map(),
+    names: new Map([[id, `default/svc-${id}:p`]]),
+  };
+}
+
 /**
  * A client outside sending UDP to node 1's NodePort whose one backend is a pod of node 2 with no
  * server on the port: the backend's port unreachable (to node 1's address, quoting the SNATed
@@ -274,12 +284,7 @@ async function makePod(node: Node, mode: Mode, ip: string, epId: number): Promis
  */
 function nodePortUdpRefused(n1: Node, n2: Node, outside: Netns): string {
   const writer = new ServiceWriter(n1.dp.serviceMaps());
-  writer.apply({
-    frontends: [{ address: n1.ip, port: 30090, protocol: 'UDP', svcId: 9, setId: 9, count: 1, flags: FRONTEND_EXTERNAL | FRONTEND_NODEPORT, affinityTimeout: 0 }],
-    sets: [{ setId: 9, backends: [{ backendId: 9, address: n2.pods[1].ip, port: 5999, flags: 0 }] }],
-    sourceRanges: new Map(),
-    names: new Map([[9, 'default/dns:dns']]),
-  });
+  writer.apply(oneBackend(9, { address: n1.ip, port: 30090, protocol: 'UDP', flags: FRONTEND_EXTERNAL | FRONTEND_NODEPORT }, { address: n2.pods[1].ip, port: 5999 }));
   try {
     const got = outside.exec(process.execPath, ['-e', UDP_CONNECTED, n1.ip, '30090']).trim();
     // Translated and SNATed to node 2's pod (not refused by node 1's own stack for want of a socket).
@@ -301,12 +306,7 @@ function nodePortUdpRefused(n1: Node, n2: Node, outside: Netns): string {
 function nodeToRemoteClusterIp(n1: Node, n2: Node, replyDevice: string): string {
   const vip = '10.96.0.20';
   const writer = new ServiceWriter(n1.dp.serviceMaps());
-  writer.apply({
-    frontends: [{ address: vip, port: 80, protocol: 'TCP', svcId: 20, setId: 20, count: 1, flags: 0, affinityTimeout: 0 }],
-    sets: [{ setId: 20, backends: [{ backendId: 20, address: n2.pods[0].ip, port: TCP_PORT, flags: 0 }] }],
-    sourceRanges: new Map(),
-    names: new Map([[20, 'default/api:http']]),
-  });
+  writer.apply(oneBackend(20, { address: vip, port: 80 }, { address: n2.pods[0].ip, port: TCP_PORT }));
   n1.ns.ip('route', 'replace', '10.96.0.0/16', 'via', OUTSIDE_IP, 'dev', 'eth0');
   // A strict rp_filter where the reply arrives (RHEL's default): a reply with the VIP as its
   // source is not routed back out of that device, so it must enter the node's stack elsewhere (lo).
@@ -317,6 +317,21 @@ function nodeToRemoteClusterIp(n1: Node, n2: Node, replyDevice: string): string 
     n1.ns.exec('sysctl', ['-qw', `net.ipv4.conf.${replyDevice}.rp_filter=0`]);
     n1.ns.ip('route', 'del', '10.96.0.0/16');
     writer.apply({ frontends: [], sets: [], sourceRanges: new Map(), names: new Map() });
+  }
+}
+
+/**
+ * Runs `fn` with node 1 forwarding and routing node 2's pod CIDR onto the VXLAN device, as an
+ * agent's VXLAN node does (these nodes keep forwarding off otherwise: see makeCluster). The
+ * uplink's route lookups (bpf_fib_lookup) answer only where it forwards.
+ */
+function forwardingToNode2<T>(n1: Node, fn: () => T): T {
+  n1.ns.exec('sysctl', ['-qw', 'net.ipv4.ip_forward=1']);
+  n1.ns.ip('route', 'replace', podCidr(2), 'dev', VXLAN_DEVICE);
+  try {
+    return fn();
+  } finally {
+    n1.ns.exec('sysctl', ['-qw', 'net.ipv4.ip_forward=0']);
   }
 }
 
@@ -468,12 +483,7 @@ describe('VXLAN (collect_md device, tunnel key from kelp_tunnel4)', () => {
     const [n1, n2] = nodes;
     const VIP = '10.96.0.10';
     const writer = new ServiceWriter(n1.dp.serviceMaps());
-    writer.apply({
-      frontends: [{ address: VIP, port: 80, protocol: 'TCP', svcId: 1, setId: 1, count: 1, flags: 0, affinityTimeout: 0 }],
-      sets: [{ setId: 1, backends: [{ backendId: 1, address: n2.pods[1].ip, port: TCP_PORT, flags: 0 }] }],
-      sourceRanges: new Map(),
-      names: new Map([[1, 'default/api:http']]),
-    });
+    writer.apply(oneBackend(1, { address: VIP, port: 80 }, { address: n2.pods[1].ip, port: TCP_PORT }));
     try {
       // The client's socket only accepts the answer from the address it connected to.
       expect(tcp(n1.pods[0].ns, VIP, 80)).toBe(`${n1.pods[0].ip} 300000 200000`);
@@ -543,26 +553,12 @@ describe('VXLAN (collect_md device, tunnel key from kelp_tunnel4)', () => {
 
   it("a NodePort whose backend is on another node, over UDP to a closed port: the backend's port unreachable comes back through the tunnel and reaches the client outside as the NodePort's", () => {
     const [n1, n2] = nodes;
-    n1.ns.exec('sysctl', ['-qw', 'net.ipv4.ip_forward=1']);
-    n1.ns.ip('route', 'replace', podCidr(2), 'dev', VXLAN_DEVICE);
-    try {
-      expect(nodePortUdpRefused(n1, n2, outside)).toBe('ECONNREFUSED');
-    } finally {
-      n1.ns.exec('sysctl', ['-qw', 'net.ipv4.ip_forward=0']);
-    }
+    expect(forwardingToNode2(n1, () => nodePortUdpRefused(n1, n2, outside))).toBe('ECONNREFUSED');
   });
 
   it("the node itself to a ClusterIP whose backend is a pod of another node (per packet, socket LB off): by the node's route through the tunnel, the backend sees the node, the answer comes from the ClusterIP", () => {
     const [n1, n2] = nodes;
-    // The route lookup (bpf_fib_lookup) answers only where the uplink forwards, as on any
-    // Kubernetes node; these nodes keep it off otherwise (see makeCluster).
-    n1.ns.exec('sysctl', ['-qw', 'net.ipv4.ip_forward=1']);
-    n1.ns.ip('route', 'replace', podCidr(2), 'dev', VXLAN_DEVICE);
-    try {
-      expect(nodeToRemoteClusterIp(n1, n2, VXLAN_DEVICE)).toBe(`${n1.ip} 300000 200000`);
-    } finally {
-      n1.ns.exec('sysctl', ['-qw', 'net.ipv4.ip_forward=0']);
-    }
+    expect(forwardingToNode2(n1, () => nodeToRemoteClusterIp(n1, n2, VXLAN_DEVICE))).toBe(`${n1.ip} 300000 200000`);
   });
 
   it("an agent restart moves the overlay links onto the new programs in place (same links, no detach)", async () => {
