@@ -336,18 +336,15 @@ static __always_inline int host4_deliver(struct __sk_buff *skb, struct pkt4 *pkt
 }
 
 /* An ICMP error from the outside about a packet we translated: it quotes that packet as it left
- * (masquerade address and NAT port), so the quote is put back to the pod's view too. When the
- * flow was also a service's (a client outside whose backend is on another node, SNATed by
- * host4_snat_remote; a pod's flow to a backend outside), lb4_reverse then puts the frontend back
- * in the quote (and as the error's source when the backend sent it), and an error for a client
- * outside is routed out to it, as the flow's replies are. */
+ * (masquerade address and NAT port), so the quote is put back to the pod's (or client's) view
+ * too. (The frontend is put back by kelp_host_egress: a call to lb4_reverse here took host.o past
+ * the verifier's 512 bytes of stack.) */
 static __always_inline int rnat4_icmp_error(struct __sk_buff *skb, struct pkt4 *pkt)
 {
 	__u32 l4_off = ETH_HLEN + pkt->hlen;
 	struct nat4_entry *rev;
 	struct icmp4_quote q;
 	struct tuple4 rkey;
-	__u8 flags = 0;
 	__be32 pod;
 	int ret;
 
@@ -366,10 +363,12 @@ static __always_inline int rnat4_icmp_error(struct __sk_buff *skb, struct pkt4 *
 	if (ret)
 		return host_drop(skb, pkt, KELP_DIR_TO_POD, pod, ret);
 	pkt->daddr = pod;
-	ret = lb4_reverse(skb, pkt, &flags);
-	if (ret < 0)
-		return host_drop(skb, pkt, KELP_DIR_TO_POD, pkt->daddr, ret);
-	if (ret == LB_XLATE_DONE && (flags & LB_CT_F_EXTERNAL) && !endpoint4_lookup(pkt->daddr))
+	/* Not a pod of this node: a client outside whose backend is on another node
+	 * (host4_snat_remote). Out by the node's route, where kelp_host_egress's lb4_reverse puts the
+	 * frontend back in the quote (and as the error's source when the backend sent it); handed to
+	 * the stack instead, an error that came through the tunnel would be dropped (it carries the
+	 * VXLAN device's MACs: another host's frame to the uplink). */
+	if (!endpoint4_lookup(pod))
 		return host4_route(skb, pkt);
 	return host4_deliver(skb, pkt);
 }
