@@ -504,9 +504,10 @@ int kelp_host_ingress(struct __sk_buff *skb)
 	ret = lb4_reverse(skb, &pkt, &flags);
 	if (ret < 0)
 		return drop_packet(skb, &pkt, KELP_DIR_TO_POD, 0, ret);
-	if (ret == LB_XLATE_DONE && (flags & LB_CT_F_HOST))
-		return lb4_to_host_stack(skb);
-	flags = 0;
+	/* Translated, it is no masquerade reply (those match no kelp_lb4_ct entry before their
+	 * kelp_snat4 one is put back, below): any other flow's is the stack's, as it was. */
+	if (ret == LB_XLATE_DONE)
+		return (flags & LB_CT_F_HOST) ? lb4_to_host_stack(skb) : TC_ACT_OK;
 
 	if (!host_masq_enabled() || pkt.daddr != KELP_MASQ_IP)
 		return TC_ACT_OK;
