@@ -302,24 +302,6 @@ static Napi::Value MaglevFillWait(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
-// maglevFirstAtLeast(table, limit) → the first slot whose value is limit or more, or -1: the
-// writer's check that a table names only backends of its set, over 40 million slots at a first
-// run of 10,000 tables (~0.1 s as a TypeScript loop, a few ms here).
-static Napi::Value MaglevFirstAtLeast(const Napi::CallbackInfo& info) {
-  auto table = info[0].As<Napi::Uint16Array>();
-  uint32_t limit = info[1].As<Napi::Number>().Uint32Value();
-  const uint16_t* t = table.Data();
-  size_t n = table.ElementLength();
-  // Branch-free scan, vectorised by the compiler; the position only when something is found.
-  uint16_t top = 0;
-  for (size_t i = 0; i < n; i++) top = std::max(top, t[i]);
-  if (top < limit) return Napi::Number::New(info.Env(), -1);
-  for (size_t i = 0; i < n; i++) {
-    if (t[i] >= limit) return Napi::Number::New(info.Env(), static_cast<double>(i));
-  }
-  return Napi::Number::New(info.Env(), -1);
-}
-
 // maglevFirstBadTable(slots, starts, lengths, counts) → the first i whose table, slots[starts[i]]
 // .. slots[starts[i] + lengths[i] - 1], holds a slot of counts[i] or more, or -1: the writer's check
 // of a first run's 10,000 new tables in one call (a TypeScript loop over their 2.5 million slots
@@ -343,7 +325,6 @@ static Napi::Value MaglevFirstBadTable(const Napi::CallbackInfo& info) {
 }
 
 void InitMaglev(Napi::Env env, Napi::Object exports) {
-  exports.Set("maglevFirstAtLeast", Napi::Function::New(env, MaglevFirstAtLeast, "maglevFirstAtLeast"));
   exports.Set("maglevFirstBadTable", Napi::Function::New(env, MaglevFirstBadTable, "maglevFirstBadTable"));
   exports.Set("maglevFill", Napi::Function::New(env, MaglevFill, "maglevFill"));
   exports.Set("maglevFillStart", Napi::Function::New(env, MaglevFillStart, "maglevFillStart"));

@@ -202,8 +202,6 @@ export interface KelpAddon {
    */
   maglevFillStart(names: Buffer, counts: Uint32Array, inputIndex: Uint16Array, m: number, buffers: ArrayBufferLike[], where: Uint32Array): object;
   maglevFillWait(handle: object): void;
-  /** The first index of `table` holding `limit` or more, or -1. */
-  maglevFirstAtLeast(table: Uint16Array, limit: number): number;
   /** The first i whose slots[starts[i] … + lengths[i]) hold counts[i] or more, or -1. */
   maglevFirstBadTable(slots: Uint16Array, starts: Uint32Array, lengths: Uint32Array, counts: Uint32Array): number;
 }

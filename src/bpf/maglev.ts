@@ -4,56 +4,14 @@
 import { invalidArgument } from './errors';
 import { addon } from './native';
 
-/** One set to fill: its backend names in turn order, and each name's index as the caller listed it. */
-export interface MaglevFillSet {
-  names: readonly string[];
-  inputIndex: ArrayLike<number>;
-  /** Receives the table: `m` slots, slot → input index. */
-  out: Uint16Array;
-}
-
 /** The largest table the native side fills (src/service/maglev.ts MAX_MAGLEV_TABLE_SIZE). */
 const MAX_M = 131071;
 
-/** Fills every set's `out` with its Maglev table over `m` slots, in one native call. */
-export function maglevFill(sets: readonly MaglevFillSet[], m: number): void {
-  const op = 'maglev fill';
-  if (!Number.isInteger(m) || m < 2 || m > MAX_M) throw invalidArgument(op, `m must be an integer between 2 and ${MAX_M}, got ${m}`);
-  if (sets.length === 0) return;
-  const counts = new Uint32Array(sets.length);
-  let total = 0;
-  for (let i = 0; i < sets.length; i++) {
-    const s = sets[i];
-    const n = s.names.length;
-    if (n < 1 || n > m || n > 0xffff) throw invalidArgument(op, `set ${i} has ${n} backends: want 1 to ${Math.min(m, 0xffff)}`);
-    if (s.inputIndex.length !== n) throw invalidArgument(op, `set ${i} has ${n} names but ${s.inputIndex.length} input indices`);
-    if (s.out.length !== m) throw invalidArgument(op, `set ${i}'s table has ${s.out.length} slots, want ${m}`);
-    counts[i] = n;
-    total += n;
-  }
-  const inputIndex = new Uint16Array(total);
-  const parts = new Array<string>(total + 1);
-  let at = 0;
-  // Indexed loops: a first run passes 10,000 sets through here before the JIT has warmed up.
-  for (let i = 0; i < sets.length; i++) {
-    const s = sets[i];
-    for (let k = 0; k < s.names.length; k++) {
-      const name = s.names[k];
-      if (name.includes('\0')) throw invalidArgument(op, `backend name ${JSON.stringify(name)} contains NUL`);
-      const idx = s.inputIndex[k];
-      if (!Number.isInteger(idx) || idx < 0 || idx >= s.names.length) throw invalidArgument(op, `input index ${idx} is outside a set of ${s.names.length}`);
-      inputIndex[at] = idx;
-      parts[at++] = name;
-    }
-  }
-  parts[at] = '';
-  addon.maglevFill(Buffer.from(parts.join('\0'), 'utf8'), counts, inputIndex, m, sets.map((s) => s.out));
-}
-
 /**
- * maglevFill with the sets laid out flat: `names` holds every set's names in turn order, set after
- * set; counts[i] is set i's number of names; inputIndex gives each name's index in its set as the
- * caller listed it; outs[i] (m slots) receives set i's table. The same checks, no object per set.
+ * Fills every set's table with its Maglev table over `m` slots, in one native call, the sets laid
+ * out flat: `names` holds every set's names in turn order, set after set; counts[i] is set i's
+ * number of names; inputIndex gives each name's index in its set as the caller listed it; outs[i]
+ * (m slots) receives set i's table. No object per set: a first run fills 10,000.
  */
 export function maglevFillFlat(names: readonly string[], counts: Uint32Array, inputIndex: Uint16Array, outs: readonly Uint16Array[], m: number): void {
   const bytes = checkFlat(names, counts, inputIndex, outs, m);
@@ -128,12 +86,6 @@ function checkFlat(names: readonly string[], counts: Uint32Array, inputIndex: Ui
   return Buffer.from(names.join('\0') + '\0', 'utf8');
 }
 
-/** The first slot of `table` naming backend `count` or beyond, or -1: a table fit for a set of `count`. */
-export function maglevFirstSlotAtLeast(table: Uint16Array, count: number): number {
-  if (!Number.isInteger(count) || count < 0) throw invalidArgument('maglev check', `count must be a non-negative integer, got ${count}`);
-  if (count > 0xffff) return -1;
-  return addon.maglevFirstAtLeast(table, count);
-}
 
 /**
  * Tables laid side by side in `slots`: table i is `lengths[i]` slots from `starts[i]`. The first

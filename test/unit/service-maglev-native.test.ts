@@ -4,7 +4,7 @@
 import { describe, expect, it } from 'vitest';
 import { KelpBpfError } from '../../src/bpf';
 import { addon } from '../../src/bpf/native';
-import { maglevFill, maglevFirstBadTable, maglevFirstSlotAtLeast } from '../../src/bpf/maglev';
+import { maglevFillFlat, maglevFirstBadTable } from '../../src/bpf/maglev';
 import { decodeMaglevTable, encodeMaglevTable, MAGLEV_NO_SLOT } from '../../src/datapath/service';
 import { MaglevCache } from '../../src/service/compile';
 import { maglevFillIntoStart, maglevFillTables, maglevTable16, maglevTables16 } from '../../src/service/maglev';
@@ -98,8 +98,8 @@ describe('native Maglev population', () => {
     expect(() => maglevTables16([['a', 'b', 'c']], { tableSize: 2 })).toThrow(/smaller than the 3 backends/);
     expect(() => maglevTables16([['a']], { tableSize: 4096 })).toThrow(/not prime/);
     expect(() => maglevFillTables([{ names: ['a', 'b'], out: new Uint16Array(10) }], { tableSize: 251 })).toThrow(KelpBpfError);
-    expect(() => maglevFill([{ names: ['a\0b'], inputIndex: [0], out: new Uint16Array(7) }], 7)).toThrow(/contains NUL/);
-    expect(() => maglevFill([{ names: ['a', 'b'], inputIndex: [0, 2], out: new Uint16Array(7) }], 7)).toThrow(/input index 2 is outside a set of 2/);
+    expect(() => maglevFillFlat(['a\0b'], Uint32Array.of(1), Uint16Array.of(0), [new Uint16Array(7)], 7)).toThrow(/contains NUL/);
+    expect(() => maglevFillFlat(['a', 'b'], Uint32Array.of(2), Uint16Array.of(0, 2), [new Uint16Array(7)], 7)).toThrow(/input index 2 is outside a set of 2/);
   });
 });
 
@@ -140,15 +140,16 @@ describe('MaglevCache', () => {
 });
 
 describe('a table as kelp_lb4_maglev holds it', () => {
-  it('finds the first slot naming a backend beyond the set, wherever it is', () => {
+  it('finds a slot naming a backend beyond the set, wherever it is in the table', () => {
     const t = new Uint16Array(4057);
-    expect(maglevFirstSlotAtLeast(t, 1)).toBe(-1);
+    const one = (u: Uint16Array, count: number) => maglevFirstBadTable(u, Uint32Array.of(0), Uint32Array.of(u.length), Uint32Array.of(count));
+    expect(one(t, 1)).toBe(-1);
     for (const at of [0, 1, 15, 16, 2000, 4056]) {
       const u = t.slice();
       u[at] = 3;
       u[4056 - (at % 7)] = 3;
-      expect(maglevFirstSlotAtLeast(u, 3), `slot ${at}`).toBe(Math.min(at, 4056 - (at % 7)));
-      expect(maglevFirstSlotAtLeast(u, 4)).toBe(-1);
+      expect(one(u, 3), `slot ${at}`).toBe(0);
+      expect(one(u, 4)).toBe(-1);
     }
   });
 
