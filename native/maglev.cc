@@ -7,14 +7,13 @@
 // (test/unit/service-maglev-native.test.ts): the same SHA-256 halves, the same turn order (the
 // caller passes names already in turn order), the same claim loop. The compiler starts a large
 // fill (maglevFillStart) and builds its frontends beside the threads, then waits (maglevFillWait).
-#include <atomic>
 #include <cstdint>
 #include <cstring>
 #include <algorithm>
-#include <system_error>
 #include <string>
 #include <thread>
 #include <vector>
+#include "crew.h"
 #include "kelp.h"
 
 namespace kelp {
@@ -161,33 +160,22 @@ void FillRange(const FillJob* jobs, size_t count, uint32_t m) {
 constexpr size_t kParallelSlots = 1 << 20;
 constexpr unsigned kMaxThreads = 4;
 
-// A fill's jobs and the threads working on them. Jobs are taken a few at a time from a shared
-// cursor, by the threads and by whoever joins: a caller that waits does the jobs no thread has
-// reached yet (on a busy machine the threads may not run at all before it waits) instead of
-// sleeping. The threads write only into the tables and read only the names, counts and input
-// indices, whose JavaScript objects the caller keeps alive until Join() (src/bpf/maglev.ts holds
-// them in the handle it returns).
+// A fill's jobs and the crew working on them (crew.h: a few at a time from a shared cursor, the
+// caller that joins doing what no thread reached). The threads write only into the tables and
+// read only the names, counts and input indices, whose JavaScript objects the caller keeps alive
+// until Join() (src/bpf/maglev.ts holds them in the handle it returns).
 struct FillTask {
   // Tables per take: a few hundred microseconds of work, so the share evens out at the end.
   static constexpr size_t kTake = 64;
   std::vector<FillJob> jobs;
-  std::vector<std::thread> pool;
-  std::atomic<size_t> next{0};
   uint32_t m = 0;
+  Crew crew;
 
   void Work() {
-    for (;;) {
-      size_t first = next.fetch_add(kTake);
-      if (first >= jobs.size()) return;
-      FillRange(jobs.data() + first, std::min(kTake, jobs.size() - first), m);
-    }
+    crew.Drain(jobs.size(), kTake, [this](size_t first, size_t n) { FillRange(jobs.data() + first, n, m); });
   }
-
-  void Join() {
-    Work();
-    for (auto& t : pool) t.join();
-    pool.clear();
-  }
+  void Start(unsigned threads) { crew.Start(threads, [this] { Work(); }); }
+  void Join() { crew.Join([this] { Work(); }); }
   ~FillTask() { Join(); }
 };
 
@@ -229,14 +217,6 @@ static bool ReadJobs(const Napi::CallbackInfo& info, FillTask& task, OutOf outOf
   return true;
 }
 
-// Starts `threads` threads on `task`'s jobs (fewer when one cannot be started: Join() does the rest).
-static void StartJobs(FillTask& task, unsigned threads) {
-  try {
-    for (unsigned t = 0; t < threads; t++) task.pool.emplace_back([&task] { task.Work(); });
-  } catch (const std::system_error&) {
-  }
-}
-
 static unsigned Threads(const FillTask& task) {
   if (task.jobs.size() * task.m < kParallelSlots) return 1;
   return std::max(1u, std::min(kMaxThreads, std::thread::hardware_concurrency()));
@@ -254,7 +234,7 @@ static Napi::Value MaglevFill(const Napi::CallbackInfo& info) {
   if (!ReadJobs(info, task, [&](size_t i) { return outs.Get(static_cast<uint32_t>(i)).As<Napi::Uint16Array>().Data(); })) return env.Undefined();
   // The calling thread is one of the workers.
   unsigned threads = Threads(task);
-  if (threads > 1) StartJobs(task, threads - 1);
+  if (threads > 1) task.Start(threads - 1);
   task.Join();
   return Napi::Number::New(env, static_cast<double>(task.jobs.size()));
 }
@@ -291,7 +271,7 @@ static Napi::Value MaglevFillStart(const Napi::CallbackInfo& info) {
   }
   unsigned threads = Threads(*task);
   if (threads == 1) task->Join();
-  else StartJobs(*task, threads);
+  else task->Start(threads);
   // Collected unwaited (a caller that threw): the finalizer joins before the jobs go.
   return Napi::External<FillTask>::New(env, task, [](Napi::Env, FillTask* t) { delete t; });
 }

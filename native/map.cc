@@ -8,10 +8,9 @@
 #include <cerrno>
 #include <atomic>
 #include <cstring>
-#include <system_error>
-#include <memory>
 #include <thread>
 #include <vector>
+#include "crew.h"
 #include "kelp.h"
 
 namespace kelp {
@@ -258,49 +257,34 @@ struct BatchShare {
 constexpr size_t kParallelEntries = 8192;
 constexpr unsigned kMaxBatchThreads = 4;
 
-// updateBatches' work: its shares, taken one at a time from a shared cursor by its threads and by
-// whoever joins (a caller that waits does the shares no thread has reached yet instead of
-// sleeping). The threads read only the packed buffers, which the caller keeps alive until Join().
+// updateBatchesStart's work: its shares and the crew taking them one at a time (crew.h). The
+// threads read only the packed buffers, which the caller keeps alive until Join().
 struct BatchTask {
   std::vector<BatchShare> shares;
   std::vector<std::atomic<int>> errs;
-  std::atomic<size_t> next{0};
-  std::vector<std::thread> pool;
+  Crew crew;
 
   explicit BatchTask(size_t items) : errs(items) {
     for (auto& e : errs) e.store(0);
   }
 
   void Work() {
-    for (size_t s; (s = next.fetch_add(1)) < shares.size();) {
+    crew.Drain(shares.size(), 1, [this](size_t s, size_t) {
       const BatchShare& b = shares[s];
       LIBBPF_OPTS(bpf_map_batch_opts, opts, .elem_flags = BPF_ANY);
       __u32 n = b.n;
       int err = bpf_map_update_batch(b.fd, b.keys, b.values, &n, &opts);
       int none = 0;
       if (err) errs[b.item].compare_exchange_strong(none, err);
-    }
+    });
   }
 
-  // Starts up to `threads` threads (fewer when one cannot be started: EAGAIN at a process limit
-  // leaves its shares to the others and to Join()).
-  void Start(unsigned threads) {
-    try {
-      for (unsigned t = 0; t < threads && t < shares.size(); t++) pool.emplace_back([this] { Work(); });
-    } catch (const std::system_error&) {
-    }
-  }
-
-  void Join() {
-    Work();
-    for (auto& t : pool) t.join();
-    pool.clear();
-  }
-
+  void Start(unsigned threads) { crew.Start(std::min<size_t>(threads, shares.size()), [this] { Work(); }); }
+  void Join() { crew.Join([this] { Work(); }); }
   ~BatchTask() { Join(); }
 };
 
-// Reads updateBatches' arguments into a task of shares: `threads` receives how many threads the
+// Reads updateBatchesStart's arguments into a task of shares: `threads` receives how many threads the
 // work is worth (1 below kParallelEntries entries in all).
 static BatchTask* ReadBatches(const Napi::CallbackInfo& info, unsigned* threads) {
   auto fds = info[0].As<Napi::Int32Array>();
@@ -334,25 +318,14 @@ static Napi::Int32Array BatchErrors(Napi::Env env, BatchTask& task) {
   return out;
 }
 
-// updateBatches(fds, keys, values, counts, keySizes, valueSizes) → Int32Array: per item, 0 or
-// the first -errno met. Item i puts counts[i] packed entries into map fds[i] (BPF_ANY), as
-// updateBatch does; large work (a first write of 10,000 Services: ~60,000 entries over four
-// maps) is cut into shares run on a few threads at once: the kernel's hash map updates take
-// per-bucket locks, so shares of one map and of different maps proceed side by side. The
+// updateBatchesStart(fds, keys, values, counts, keySizes, valueSizes) → a handle for
+// updateBatchesWait: item i puts counts[i] packed entries into map fds[i] (BPF_ANY), as
+// updateBatch does. Large work (a first write of 10,000 Services: ~60,000 entries over three
+// maps) is cut into shares run on threads while the caller's JavaScript goes on (the service
+// writer encodes its frontends meanwhile): the kernel's hash map updates take per-bucket locks,
+// so shares of one map and of different maps proceed side by side. Small work is done before it
+// returns. The buffers must be kept alive, and not changed, until updateBatchesWait(handle); the
 // facade checks sizes and redoes a failed item on its own for the error.
-static Napi::Value UpdateBatches(const Napi::CallbackInfo& info) {
-  unsigned threads;
-  std::unique_ptr<BatchTask> task(ReadBatches(info, &threads));
-  // The calling thread is one of the workers.
-  task->Start(threads - 1);
-  task->Join();
-  return BatchErrors(info.Env(), *task);
-}
-
-// updateBatchesStart(same arguments) → a handle for updateBatchesWait: updateBatches with every
-// share left to threads, so the caller's JavaScript goes on beside the kernel's inserts (the
-// service writer encodes its frontends meanwhile). Small work is done before it returns. The
-// buffers must be kept alive, and not changed, until updateBatchesWait(handle).
 static Napi::Value UpdateBatchesStart(const Napi::CallbackInfo& info) {
   unsigned threads;
   BatchTask* task = ReadBatches(info, &threads);
@@ -373,7 +346,6 @@ static Napi::Value UpdateBatchesWait(const Napi::CallbackInfo& info) {
 }
 
 void InitMap(Napi::Env env, Napi::Object exports) {
-  exports.Set("updateBatches", Napi::Function::New(env, UpdateBatches, "updateBatches"));
   exports.Set("updateBatchesStart", Napi::Function::New(env, UpdateBatchesStart, "updateBatchesStart"));
   exports.Set("updateBatchesWait", Napi::Function::New(env, UpdateBatchesWait, "updateBatchesWait"));
   Napi::Function cls = MapHandle::Define(env);

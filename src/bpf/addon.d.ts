@@ -144,8 +144,10 @@ export interface KelpAddon {
   /** bpf_link_update: swaps a link's program in place; oldProgFd -1 for no expectation. */
   linkUpdate(linkFd: number, progFd: number, oldProgFd: number, operation: string): void;
   numPossibleCpus(): number;
-  updateBatches(fds: Int32Array, keys: Buffer[], values: Buffer[], counts: Uint32Array, keySizes: Uint32Array, valueSizes: Uint32Array): Int32Array;
-  /** updateBatches left to threads: updateBatchesWait(handle) joins them and returns the errors. */
+  /**
+   * Puts counts[i] packed entries into map fds[i] for each i, on threads: updateBatchesWait(handle)
+   * joins them (doing what they have not reached) and returns per item 0 or the first -errno.
+   */
   updateBatchesStart(fds: Int32Array, keys: Buffer[], values: Buffer[], counts: Uint32Array, keySizes: Uint32Array, valueSizes: Uint32Array): object;
   updateBatchesWait(handle: object): Int32Array;
 

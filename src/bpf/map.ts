@@ -185,22 +185,13 @@ export class BpfMap {
   }
 
   /**
-   * updateBatchPacked of several batches at once (BPF_ANY), run side by side on a few threads
-   * when they are large: the first write of 10,000 Services is ~60,000 entries over four maps.
-   * A batch that fails is written again on its own, so the error thrown is that map's, as
-   * updateBatchPacked throws it; the other batches are written.
-   */
-  static updateBatches(batches: ReadonlyArray<{ map: BpfMap; keys: Buffer; values: Buffer; count: number }>): void {
-    const todo = BpfMap.checkBatches(batches);
-    if (todo.length === 0) return;
-    BpfMap.redoFailed(todo, addon.updateBatches(...BpfMap.batchArgs(todo)));
-  }
-
-  /**
-   * updateBatches with the kernel's inserts left to threads of the addon while the caller goes
-   * on (the service writer encodes its frontends meanwhile): the entries are written, or wait()
-   * throws the first failed batch's error as updateBatches does, once wait() has returned. The
-   * caller must call wait() whatever happens in between, and must not change the buffers before.
+   * updateBatchPacked of several batches at once (BPF_ANY), run side by side on a few threads of
+   * the addon when they are large (the first write of 10,000 Services is ~60,000 entries over
+   * three maps), while the caller goes on (the service writer encodes its frontends meanwhile).
+   * The entries are written once wait() has returned; a batch that failed is written again on its
+   * own, so wait() throws that map's error as updateBatchPacked throws it, the other batches
+   * written. The caller must call wait() whatever happens in between, and must not change the
+   * buffers before.
    */
   static updateBatchesStart(batches: ReadonlyArray<{ map: BpfMap; keys: Buffer; values: Buffer; count: number }>): { wait(): void } {
     const todo = BpfMap.checkBatches(batches);

@@ -613,6 +613,8 @@ const SIZES: Record<MapName, Sizes> = {
 };
 
 const MAP_ORDER = ['backends', 'members', 'maglev', 'sourceRanges'] as const;
+/** The maps of backend sets, written side by side before frontends name them. */
+const SET_MAPS = ['backends', 'members', 'maglev'] as const;
 
 export interface ServiceWriterOptions {
   /** --maglev-table-size: no table may be larger; default the size compiled in. */
@@ -934,6 +936,12 @@ interface GroupDiff {
   stats: SyncStats;
 }
 
+/** Puts of sets' maps under way (ServiceWriter.startPuts). */
+interface SetsWriting {
+  names: MapName[];
+  writing: { wait(): void };
+}
+
 /** Entries the map holds once a diff is written: what a MapFullError reports as wanted. */
 const wantedSize = (d: GroupDiff) => d.stats.added + d.stats.updated + d.stats.unchanged;
 
@@ -1127,12 +1135,10 @@ export class ServiceWriter {
     // what follows them (BpfMap.updateBatchesStart: threads of the addon): a first write of
     // 10,000 Services spends ~20 ms in the kernel. Frontends are encoded meanwhile and written
     // once the sets are complete (make before break).
-    const started: Array<{ names: MapName[]; writing: { wait(): void } }> = [];
+    const started: SetsWriting[] = [];
     const start = (names: readonly MapName[], want: EncodedService) => {
       for (const name of names) d[name] = diffGroups(have(name), want[name], SIZES[name], mark);
-      const todo = names.filter((name) => d[name].put.length > 0);
-      const batches = todo.map((name) => ({ map: this.maps[name], ...pack(d[name].put, SIZES[name], true) }));
-      started.push({ names: todo, writing: BpfMap.updateBatchesStart(batches.map(({ map, keys, values, n }) => ({ map, keys, values, count: n }))) });
+      started.push(this.startPuts(d, names));
     };
     let encoded: ReturnType<typeof encodeServiceDesired> | undefined;
     try {
@@ -1143,21 +1149,8 @@ export class ServiceWriter {
     } finally {
       // Whatever happened, nothing is left writing. A content refused after its sets went out
       // leaves them written (no frontend names them): `written` is unset, so the next apply reads
-      // the maps back. A failed write is done again map by map, for that map's error.
-      let failed: unknown;
-      for (const { names, writing } of started) {
-        try {
-          writing.wait();
-        } catch {
-          for (const name of names) {
-            try {
-              putGroups(this.maps[name], d[name].put, SIZES[name], wantedSize(d[name]));
-            } catch (e) {
-              failed ??= e;
-            }
-          }
-        }
-      }
+      // the maps back. A write's own failure is thrown only for a content that was not refused.
+      const failed = this.finishPuts(d, started);
       if (failed !== undefined && encoded) throw failed;
     }
     const { out: want, info } = encoded!;
@@ -1170,20 +1163,46 @@ export class ServiceWriter {
   }
 
   /**
+   * Starts putting the diffs of `names` (sets' maps) on threads of the addon (one batch call for
+   * all: BpfMap.updateBatchesStart), for finishPuts.
+   */
+  private startPuts(d: Record<MapName, GroupDiff>, names: readonly MapName[]): SetsWriting {
+    const todo = names.filter((name) => d[name].put.length > 0);
+    const batches = todo.map((name) => ({ map: this.maps[name], ...pack(d[name].put, SIZES[name], true) }));
+    return { names: todo, writing: BpfMap.updateBatchesStart(batches.map(({ map, keys, values, n }) => ({ map, keys, values, count: n }))) };
+  }
+
+  /**
+   * Waits for puts started by startPuts; a failed one is done again map by map, for that map's
+   * error (MapFullError). Returns the first error, or undefined.
+   */
+  private finishPuts(d: Record<MapName, GroupDiff>, started: readonly SetsWriting[]): unknown {
+    let failed: unknown;
+    for (const { names, writing } of started) {
+      try {
+        writing.wait();
+      } catch {
+        for (const name of names) {
+          try {
+            putGroups(this.maps[name], d[name].put, SIZES[name], wantedSize(d[name]));
+          } catch (e) {
+            failed ??= e;
+          }
+        }
+      }
+    }
+    return failed;
+  }
+
+  /**
    * Writes diffs, make before break; any failure leaves `written` unset (the next apply reads the
    * maps back). `setsNs`: the sets were written already (apply: beside the encoding), that long
-   * after `t0`; else they are written here first.
+   * after `t0`; else they are written here first, side by side.
    */
   private write(d: Record<MapName, GroupDiff>, t0 = process.hrtime.bigint(), setsNs?: bigint): ApplyServiceResult {
     if (setsNs === undefined) {
-      // Backends, members and tables side by side (BpfMap.updateBatches: threads); on any failure
-      // map by map, for that map's error (MapFullError).
-      const parallel = (['backends', 'members', 'maglev'] as const).filter((name) => d[name].put.length > 0);
-      try {
-        BpfMap.updateBatches(parallel.map((name) => ({ map: this.maps[name], ...pack(d[name].put, SIZES[name], true) })).map(({ map, keys, values, n }) => ({ map, keys, values, count: n })));
-      } catch {
-        for (const name of parallel) putGroups(this.maps[name], d[name].put, SIZES[name], wantedSize(d[name]));
-      }
+      const failed = this.finishPuts(d, [this.startPuts(d, SET_MAPS)]);
+      if (failed !== undefined) throw failed;
       setsNs = process.hrtime.bigint() - t0;
     }
     // Source ranges entry by entry (an LPM trie has no batches), then frontends.
