@@ -17,12 +17,17 @@ afterAll(cleanupAll);
 const svc = (i: number, port = 80): KelpObject =>
   validateObject({ apiVersion: 'v1', kind: 'Service', metadata: { name: `svc-${i}`, namespace: 'default' }, spec: { clusterIP: `10.96.${i >> 8}.${i & 255}`, ports: [{ port, targetPort: 8080 }] } });
 
-async function dirWithStore(): Promise<{ dir: string; store: ObjectStore; md: ManifestDir }> {
+/** Runs `fn` on a fresh manifest directory and the store it feeds, stopped afterwards whatever happens. */
+async function withDir(fn: (w: { dir: string; store: ObjectStore; md: ManifestDir }) => Promise<void>): Promise<void> {
   const dir = tempDir();
   const store = new ObjectStore();
   const md = new ManifestDir(dir, store, silentLogger);
   await md.start();
-  return { dir, store, md };
+  try {
+    await fn({ dir, store, md });
+  } finally {
+    await md.stop();
+  }
 }
 
 const apply = (md: ManifestDir, store: ObjectStore, objects: KelpObject[], remove = false) =>
@@ -40,9 +45,8 @@ async function reread(dir: string): Promise<Map<string, KelpObject>> {
 const services = (store: ObjectStore) => new Map(store.list('Service').map((o) => [objectKey(o), o]));
 
 describe('applyToDir', () => {
-  it('many new objects: a few bulk files, the store and a re-read directory agree; one changed: rewritten in its bulk file; one deleted: taken out of it', async () => {
-    const { dir, store, md } = await dirWithStore();
-    try {
+  it('many new objects: a few bulk files, the store and a re-read directory agree; one changed: rewritten in its bulk file; one deleted: taken out of it', () =>
+    withDir(async ({ dir, store, md }) => {
       const n = 2 * BULK_MAX + 7;
       const { results } = await apply(md, store, Array.from({ length: n }, (_, i) => svc(i)));
       expect(results).toHaveLength(n);
@@ -67,14 +71,10 @@ describe('applyToDir', () => {
       expect(store.list('Service')).toHaveLength(n - 1);
       expect(md.filesDefining('Service/default/svc-6')).toEqual([]);
       expect(await reread(dir)).toEqual(services(store));
-    } finally {
-      await md.stop();
-    }
-  });
+    }));
 
-  it('a bulk file emptied by deletes is removed; a few new objects get a file each, as before', async () => {
-    const { dir, store, md } = await dirWithStore();
-    try {
+  it('a bulk file emptied by deletes is removed; a few new objects get a file each, as before', () =>
+    withDir(async ({ dir, store, md }) => {
       const objs = Array.from({ length: BULK_MIN }, (_, i) => svc(i));
       await apply(md, store, objs);
       expect(readdirSync(dir).filter((f) => !f.startsWith('.'))).toHaveLength(1);
@@ -85,14 +85,10 @@ describe('applyToDir', () => {
       await apply(md, store, [svc(1), svc(2)]);
       expect(readdirSync(dir).filter((f) => !f.startsWith('.')).sort()).toEqual(['Service_default_svc-1.json', 'Service_default_svc-2.json']);
       expect(await reread(dir)).toEqual(services(store));
-    } finally {
-      await md.stop();
-    }
-  });
+    }));
 
-  it('an object already in a file of its own stays there when it comes again in a bulk request; a hand-made duplicate in two bulk files is folded into one', async () => {
-    const { dir, store, md } = await dirWithStore();
-    try {
+  it('an object already in a file of its own stays there when it comes again in a bulk request; a hand-made duplicate in two bulk files is folded into one', () =>
+    withDir(async ({ dir, store, md }) => {
       await apply(md, store, [svc(0)]);
       await apply(md, store, Array.from({ length: BULK_MIN + 1 }, (_, i) => svc(i, 90)));
       expect(md.filesDefining('Service/default/svc-0')).toEqual(['Service_default_svc-0.json']);
@@ -110,14 +106,10 @@ describe('applyToDir', () => {
       expect(store.get('Service', 'default', 'svc-1')?.spec.ports[0].port).toBe(71);
       expect(readdirSync(dir)).not.toContain(copy);
       expect(await reread(dir)).toEqual(services(store));
-    } finally {
-      await md.stop();
-    }
-  });
+    }));
 
-  it('a repeated bulk apply rewrites no file, unless one was broken by hand since: that one is written again whole', async () => {
-    const { dir, store, md } = await dirWithStore();
-    try {
+  it('a repeated bulk apply rewrites no file, unless one was broken by hand since: that one is written again whole', () =>
+    withDir(async ({ dir, store, md }) => {
       const objs = Array.from({ length: BULK_MAX + 1 }, (_, i) => svc(i));
       await apply(md, store, objs);
       const names = readdirSync(dir).filter((f) => !f.startsWith('.')).sort();
@@ -139,14 +131,10 @@ describe('applyToDir', () => {
       expect(md.problems.size).toBe(0);
       expect(store.revision).toBe(rev);
       expect(await reread(dir)).toEqual(services(store));
-    } finally {
-      await md.stop();
-    }
-  });
+    }));
 
-  it('concurrent applies do not lose each other: new objects of two requests in the same millisecond, and changes of two requests to one bulk file, all reach the directory', async () => {
-    const { dir, store, md } = await dirWithStore();
-    try {
+  it('concurrent applies do not lose each other: new objects of two requests in the same millisecond, and changes of two requests to one bulk file, all reach the directory', () =>
+    withDir(async ({ dir, store, md }) => {
       // Two requests of new objects started together (one tick apart at most): each its own bulk files.
       const a = Array.from({ length: BULK_MIN + 10 }, (_, i) => svc(i));
       const b = Array.from({ length: BULK_MIN + 10 }, (_, i) => svc(1000 + i));
@@ -164,8 +152,5 @@ describe('applyToDir', () => {
       expect(port('Service/default/svc-3')).toBe(81);
       expect(port('Service/default/svc-43')).toBe(82);
       expect(again).toEqual(services(store));
-    } finally {
-      await md.stop();
-    }
-  });
+    }));
 });

@@ -412,23 +412,19 @@ describe('backend sets and Maglev', () => {
     const eps = (n: number) => Array.from({ length: n }, (_, i) => ({ ip: `10.244.${i >> 8}.${(i & 255) + 1}` }));
     const world = inputs([svc('two', {}), svc('thirty', { clusterIP: '10.96.0.11' })], [slice('two-1', 'two', EP, eps(2)), slice('thirty-1', 'thirty', EP, eps(30))]);
     const sizes = (cap: number) => compileServices(world, new ServiceIds(), { maglevTableSize: cap }).desired.sets.map((s) => [s.backends.length, s.maglev!.length]);
-    expect(sizes(16381)).toEqual([
-      [30, 4093],
-      [2, 251],
-    ]);
-    // The cap wins when it is smaller than what the backends would want.
-    expect(sizes(1021)).toEqual([
-      [30, 1021],
-      [2, 251],
-    ]);
-    expect(sizes(251)).toEqual([
-      [30, 251],
-      [2, 251],
-    ]);
-    expect(sizes(127)).toEqual([
-      [30, 127],
-      [2, 127],
-    ]);
+    // [cap, the 30-backend set's size, the 2-backend set's]: the cap wins when it is smaller than
+    // what the backends would want.
+    for (const [cap, thirty, two] of [
+      [16381, 4093, 251],
+      [1021, 1021, 251],
+      [251, 251, 251],
+      [127, 127, 127],
+    ]) {
+      expect(sizes(cap), `cap ${cap}`).toEqual([
+        [30, thirty],
+        [2, two],
+      ]);
+    }
     // Each table is Maglev's over its own size.
     const res = compileServices(world, new ServiceIds(), { maglevTableSize: 16381 });
     for (const s of res.desired.sets) expect(Array.from(s.maglev!)).toEqual(Array.from(maglevTable(s.backends.map((b) => b.address), { tableSize: s.maglev!.length })));
