@@ -244,7 +244,7 @@ class MapHandle : public Napi::ObjectWrap<MapHandle> {
   __u32 valueLen_ = 0;
 };
 
-// One share of updateBatches' work: entries [first, first + n) of one item.
+// One share of updateBatchesStart's work: entries [first, first + n) of one item.
 struct BatchShare {
   int fd;
   const uint8_t* keys;
@@ -329,9 +329,9 @@ static Napi::Int32Array BatchErrors(Napi::Env env, BatchTask& task) {
 static Napi::Value UpdateBatchesStart(const Napi::CallbackInfo& info) {
   unsigned threads;
   BatchTask* task = ReadBatches(info, &threads);
-  // The caller keeps a core busy with its JavaScript: one thread fewer than updateBatches uses
-  // (measured on two cores: two threads beside the caller slowed its encoding by as much as they
-  // saved).
+  // The caller keeps a core busy with its JavaScript: one thread fewer than the cores (measured
+  // on two cores: two threads beside the caller slowed its encoding by as much as they saved).
+  // A caller that waits at once joins the work itself (Crew::Join).
   if (threads == 1) task->Join();
   else task->Start(std::max(1u, std::min(threads, std::thread::hardware_concurrency() - 1)));
   // Collected unwaited (a caller that threw): the finalizer joins before the shares go.
